@@ -1,0 +1,35 @@
+"""Model registry: ``create_model(name, num_classes)`` for every architecture the project uses.
+
+Families (one module each): the CIFAR distillation zoo (:mod:`gkl.models.cifar`),
+ImageNet models (:mod:`gkl.models.imagenet`), robust WideResNets for adversarial
+training (:mod:`gkl.models.robust_wrn`) and small models for the bundled offline
+data (:mod:`gkl.models.small`). Importing this package registers all of them.
+"""
+
+from gkl.models.checkpoint import load_checkpoint
+from gkl.models.registry import (
+    INPUT_SHAPES,
+    InputKind,
+    ModelEntry,
+    create_model,
+    get_model_entry,
+    list_models,
+    model_input_kind,
+    model_input_shape,
+    register_model,
+)
+
+from gkl.models import cifar  # noqa: E402,F401  (registers the CIFAR zoo)
+
+__all__ = [
+    "INPUT_SHAPES",
+    "InputKind",
+    "ModelEntry",
+    "create_model",
+    "get_model_entry",
+    "list_models",
+    "load_checkpoint",
+    "model_input_kind",
+    "model_input_shape",
+    "register_model",
+]

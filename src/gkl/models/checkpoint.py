@@ -1,0 +1,118 @@
+"""Strict loading of model weights from the checkpoint formats the project meets.
+
+Accepted file contents (read with ``torch.load(..., weights_only=True)``):
+
+- a bare state_dict (``{name: tensor}``);
+- the community CIFAR teacher format ``{"model": state_dict, "epoch": ..., ...}``
+  (files named ``<arch>_vanilla/ckpt_epoch_240.pth``);
+- our own training checkpoints, dicts with a ``"model"`` entry and possibly an
+  ``"ema"`` entry (select it with ``key="ema"``);
+- a ``{"state_dict": state_dict, ...}`` dict, as many other repositories write.
+
+A leading ``module.`` (DistributedDataParallel) or ``_orig_mod.`` (torch.compile)
+prefix shared by every key is removed, as is the ``n_averaged`` counter of a
+``torch.optim.swa_utils.AveragedModel``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_MAX_LISTED_KEYS = 25
+
+
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def _select_state_dict(obj: object, key: str | None, path: Path) -> Mapping[str, torch.Tensor]:
+    """Pick the state_dict out of a loaded checkpoint object."""
+    if key is not None:
+        if not isinstance(obj, Mapping) or key not in obj:
+            found = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
+            raise ValueError(f"checkpoint {path}: no entry {key!r}; top-level entries: {found}")
+        selected = obj[key]
+        if not _is_state_dict(selected):
+            raise ValueError(f"checkpoint {path}: entry {key!r} is not a state_dict (a mapping of names to tensors)")
+        return selected
+    if _is_state_dict(obj):
+        return obj
+    if isinstance(obj, Mapping):
+        for candidate in ("model", "state_dict"):
+            if candidate in obj and _is_state_dict(obj[candidate]):
+                return obj[candidate]
+    found = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
+    raise ValueError(
+        f"checkpoint {path}: expected a state_dict or a dict with a 'model' (or 'state_dict') "
+        f"state_dict entry, found {found}"
+    )
+
+
+def _strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove DDP / torch.compile / AveragedModel wrapping from the key names."""
+    result = dict(state_dict)
+    if "n_averaged" in result and all(k.startswith("module.") for k in result if k != "n_averaged"):
+        del result["n_averaged"]
+    changed = True
+    while changed and result:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in result):
+                result = {k[len(prefix):]: v for k, v in result.items()}
+                changed = True
+    return result
+
+
+def _format_keys(label: str, keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED_KEYS])
+    more = f", ... and {len(keys) - _MAX_LISTED_KEYS} more" if len(keys) > _MAX_LISTED_KEYS else ""
+    return f"\n  {label} ({len(keys)}): {shown}{more}"
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, key: str | None = None) -> None:
+    """Load the weights stored in ``path`` into ``model`` strictly (in place).
+
+    key: entry of a checkpoint dict to load (e.g. ``"ema"``); by default a bare
+        state_dict, else the ``"model"`` (or ``"state_dict"``) entry.
+
+    Raises FileNotFoundError naming ``path`` if there is no such file, and ValueError
+    naming the file if it cannot be read or its keys/shapes do not match ``model``
+    (the message lists missing keys, unexpected keys and shape mismatches).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"load_checkpoint: model must be a torch.nn.Module, got {type(model).__name__}")
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {file}")
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt file, or pickled objects other than tensors/containers
+        raise ValueError(f"checkpoint {file}: could not be read with torch.load(weights_only=True): {err}") from err
+    state_dict = _strip_wrapper_prefixes(_select_state_dict(obj, key, file))
+
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
+        message = f"checkpoint {file} does not match {type(model).__name__}:"
+        if missing:
+            message += _format_keys("missing keys", missing)
+        if unexpected:
+            message += _format_keys("unexpected keys", unexpected)
+        if mismatched:
+            message += _format_keys("shape mismatches", mismatched)
+        raise ValueError(message)
+    model.load_state_dict(state_dict, strict=True)

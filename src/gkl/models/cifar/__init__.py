@@ -1,0 +1,5 @@
+"""The CIFAR distillation zoo; importing this package registers its 23 architectures."""
+
+from gkl.models.cifar import mobilenetv2, resnet, resnet_large, shufflenetv1, shufflenetv2, vgg, wrn
+
+__all__ = ["mobilenetv2", "resnet", "resnet_large", "shufflenetv1", "shufflenetv2", "vgg", "wrn"]
