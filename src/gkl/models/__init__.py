@@ -19,7 +19,8 @@ from gkl.models.registry import (
     register_model,
 )
 
-from gkl.models import cifar  # noqa: E402,F401  (registers the CIFAR zoo)
+# Importing the family modules registers their models.
+from gkl.models import cifar, imagenet, robust_wrn, small  # noqa: E402,F401
 
 __all__ = [
     "INPUT_SHAPES",
