@@ -1,0 +1,231 @@
+"""Projected gradient descent (Madry et al. 2018) in l-inf and l2 balls.
+
+Attacks run in float32 with autocast off, with the model in eval mode (so
+BatchNorm uses and never updates its running statistics), and take gradients
+with respect to the input only (``torch.autograd.grad``), so nothing is
+accumulated into parameter ``.grad``. The train/eval mode of every submodule is
+restored afterwards. Inputs live in [0, 1]; results are projected back into
+the eps-ball and into [0, 1] after every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Literal, Mapping
+
+import torch
+from torch import nn
+
+from gkl.attacks.attack_losses import NEEDS_CLEAN_LOGITS, attack_loss, check_attack_loss_name
+
+Norm = Literal["linf", "l2"]
+RandomStart = Literal["trades", "uniform"] | None
+NORMS: tuple[str, ...] = ("linf", "l2")
+RANDOM_STARTS: tuple[str | None, ...] = ("trades", "uniform", None)
+#: Standard deviation of the TRADES random start x + 0.001 * N(0, 1).
+TRADES_START_STD = 0.001
+_TINY = 1e-12
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    from gkl.objectives.base import unwrap_model  # lazy: gkl.objectives imports this package
+
+    return unwrap_model(model)
+
+
+@contextlib.contextmanager
+def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode with autocast off; restore every submodule's mode on exit."""
+    modes = [(module, module.training) for module in model.modules()]
+    device_type = next((p.device.type for p in model.parameters()), "cpu")
+    model.eval()
+    try:
+        with torch.autocast(device_type=device_type, enabled=False):
+            yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _per_example(value: float | torch.Tensor, name: str, images: torch.Tensor) -> torch.Tensor:
+    """``value`` as a float32 tensor broadcastable to ``images`` (one value per example)."""
+    n = images.shape[0]
+    shape = (n,) + (1,) * (images.dim() - 1)
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0:
+            value = value.reshape(1).expand(n)
+        if value.shape != (n,):
+            raise ValueError(f"{name} must be a float or a tensor of shape (N,) = ({n},), got {tuple(value.shape)}")
+        if not torch.isfinite(value).all() or (value < 0).any():
+            raise ValueError(f"{name} must be finite and >= 0")
+        return value.detach().to(device=images.device, dtype=torch.float32).reshape(shape)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a float or a tensor of shape (N,), got {value!r}")
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return torch.full(shape, float(value), device=images.device, dtype=torch.float32)
+
+
+def _flat_norm(t: torch.Tensor) -> torch.Tensor:
+    """l2 norm of every example, shaped to broadcast against ``t``."""
+    return t.flatten(1).norm(dim=1).reshape((-1,) + (1,) * (t.dim() - 1))
+
+
+def project(adv: torch.Tensor, images: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
+    """Project ``adv`` into the ``norm`` ball of radius ``eps`` around ``images`` and into [0, 1]."""
+    delta = adv - images
+    if norm == "linf":
+        delta = torch.maximum(torch.minimum(delta, eps), -eps)
+    else:
+        delta = delta * torch.clamp(eps / (_flat_norm(delta) + _TINY), max=1.0)
+    return torch.clamp(images + delta, 0.0, 1.0)
+
+
+def random_start_point(
+    images: torch.Tensor, eps: torch.Tensor, norm: str, random_start: str | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Starting point: TRADES (x + 0.001 N(0, 1)), uniform in the ball, or x itself."""
+    if random_start is None:
+        return images.clone()
+    noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    if random_start == "trades":
+        start = images + TRADES_START_STD * noise
+    elif norm == "linf":
+        uniform = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+        start = images + (2 * uniform - 1) * eps
+    else:  # uniform in the l2 ball: uniform direction, radius eps * U^(1/d)
+        d = images[0].numel()
+        u = torch.rand((images.shape[0],), generator=generator, device=images.device, dtype=images.dtype)
+        radius = eps * u.pow(1.0 / d).reshape(eps.shape)
+        start = images + noise / (_flat_norm(noise) + _TINY) * radius
+    return project(start, images, eps, norm)
+
+
+def ascent_step(adv: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, norm: str) -> torch.Tensor:
+    """One steepest-ascent step: sign of the gradient (l-inf) or the normalised gradient (l2)."""
+    if norm == "linf":
+        return adv + step_size * grad.sign()
+    return adv + step_size * grad / (_flat_norm(grad) + _TINY)
+
+
+def check_attack_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raise ValueError unless images are a float (N, ...) batch in [0, 1] with (N,) integer labels."""
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
+        raise ValueError("images must be a floating-point tensor of shape (N, ...) with values in [0, 1]")
+    if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32) \
+            or labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must be an integer tensor of shape (N,) = ({images.shape[0]},)")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError("images must lie in [0, 1] (normalisation belongs inside the model)")
+
+
+def _pgd_in_attack_mode(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: torch.Tensor,
+    step_size: torch.Tensor, steps: int, loss: str, norm: str, random_start: str | None,
+    target_logits: torch.Tensor | None, class_weights: torch.Tensor | None,
+    gkl_kwargs: Mapping[str, Any] | None, generator: torch.Generator | None,
+) -> torch.Tensor:
+    images = images.detach().float()
+    labels = labels.long()
+    clean_logits = None
+    if loss in NEEDS_CLEAN_LOGITS:
+        if target_logits is None:
+            with torch.no_grad():
+                target_logits = model(images)
+        clean_logits = target_logits.detach().float()
+    adv = random_start_point(images, eps, norm, random_start, generator)
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        with torch.enable_grad():
+            value = attack_loss(loss, model(adv).float(), labels, clean_logits=clean_logits,
+                                class_weights=class_weights, gkl_kwargs=gkl_kwargs)
+            (grad,) = torch.autograd.grad(value, adv)
+        adv = project(ascent_step(adv.detach(), grad, step_size, norm), images, eps, norm)
+    return adv.detach()
+
+
+def pgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float | torch.Tensor,
+    step_size: float | torch.Tensor,
+    steps: int,
+    loss: str = "ce",
+    norm: str = "linf",
+    random_start: str | None = "trades",
+    target_logits: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None,
+    gkl_kwargs: Mapping[str, Any] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Return adversarial images found by ``steps`` steps of PGD maximising ``loss``.
+
+    Args:
+        model: classifier taking [0, 1] images (DDP wrappers are unwrapped).
+        images, labels: (N, ...) float batch in [0, 1] and (N,) integer labels.
+        eps, step_size: ball radius and step length, floats or per-example (N,) tensors.
+        steps: number of gradient steps (0 returns the random start).
+        loss: "ce", "kl" (TRADES), "gkl" or "cw" (see :mod:`gkl.attacks.attack_losses`).
+        norm: "linf" or "l2".
+        random_start: "trades" (x + 0.001 N(0,1)), "uniform" (uniform in the ball) or None.
+        target_logits: clean logits for "kl"/"gkl" (computed in eval mode when None).
+        class_weights: (N, C) or (C, C) class-wise weights for "gkl" (e.g. ``ClassPrior``).
+        gkl_kwargs: gkl_loss settings for "gkl" (default alpha = beta = gamma = T = 1).
+        generator: random generator for the start point.
+    """
+    check_attack_loss_name(loss)
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if random_start not in RANDOM_STARTS:
+        raise ValueError(f"random_start must be one of {RANDOM_STARTS}, got {random_start!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    check_attack_inputs(images, labels)
+    eps_t = _per_example(eps, "eps", images)
+    step_t = _per_example(step_size, "step_size", images)
+    net = _unwrap(model)
+    with attack_mode(net):
+        return _pgd_in_attack_mode(
+            net, images, labels, eps=eps_t, step_size=step_t, steps=steps, loss=loss, norm=norm,
+            random_start=random_start, target_logits=target_logits, class_weights=class_weights,
+            gkl_kwargs=gkl_kwargs, generator=generator,
+        )
+
+
+class Attack:
+    """Base of class-form attacks (after torchattacks' ``Attack``).
+
+    Calling the attack checks the inputs, puts the model in eval mode with autocast
+    off and restores every submodule's mode afterwards; subclasses write only
+    :meth:`perturb`, which sees a plain (unwrapped) model.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Return adversarial versions of ``images``; runs in eval mode, float32."""
+        raise NotImplementedError
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        check_attack_inputs(images, labels)
+        net = _unwrap(self.model)
+        with attack_mode(net):
+            return self.perturb(net, images.detach().float(), labels.long()).detach()
+
+
+class PGD(Attack):
+    """Class form of :func:`pgd` with fixed settings; ``PGD(model, eps=8/255)(x, y)``."""
+
+    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, step_size: float = 2 / 255,
+                 steps: int = 10, loss: str = "ce", norm: str = "linf",
+                 random_start: str | None = "uniform") -> None:
+        super().__init__(model)
+        self.settings = dict(eps=eps, step_size=step_size, steps=steps, loss=loss, norm=norm,
+                             random_start=random_start)
+
+    def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return pgd(model, images, labels, **self.settings)
