@@ -1,0 +1,120 @@
+"""Run logging: console + ``train.log``, ``metrics.jsonl``, TensorBoard scalars and a progress bar.
+
+Only the main process (rank 0) writes; other ranks get no-op writers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+LOGGER_NAME = "gkl.train"
+
+
+def setup_logger(run_dir: Path | None, *, is_main: bool) -> logging.Logger:
+    """The ``gkl.train`` logger writing to the console and ``run_dir/train.log`` on rank 0."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_gkl_handler", False):
+            logger.removeHandler(handler)
+            handler.close()
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not is_main:
+        logger.addHandler(_tagged(logging.NullHandler()))
+        return logger
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    console = _tagged(logging.StreamHandler(sys.stderr))
+    console.setFormatter(formatter)
+    logger.addHandler(console)
+    if run_dir is not None:
+        file_handler = _tagged(logging.FileHandler(run_dir / "train.log", encoding="utf-8"))
+        file_handler.setFormatter(formatter)
+        logger.addHandler(file_handler)
+    return logger
+
+
+def _tagged(handler: logging.Handler) -> logging.Handler:
+    handler._gkl_handler = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class MetricsWriter:
+    """Appends one JSON object per epoch to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool = True) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self._tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional (extra "logging")
+                logging.getLogger(LOGGER_NAME).info("tensorboard not installed; skipping tb/ scalars")
+            else:
+                self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drop records of epochs after ``epoch`` (a resumed run rewrites them)."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            if int(record.get("epoch", 0)) <= epoch:
+                kept.append(line)
+        self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(_json_safe(record), sort_keys=False) + "\n")
+        if self._tb is not None:
+            step = int(record["epoch"])
+            for name, value in _flatten(record).items():
+                if name != "epoch":
+                    self._tb.add_scalar(name, value, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(_flatten(value, name))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def progress(iterable: Iterable, *, total: int | None, desc: str, enabled: bool) -> Iterable:
+    """A tqdm progress bar when ``enabled`` (rank 0 and settings.progress), else the iterable itself."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
