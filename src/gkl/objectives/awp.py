@@ -1,0 +1,141 @@
+"""Adversarial weight perturbation (Wu et al. 2020, "AWP").
+
+Per step: copy the model into a proxy, take one SGD ascent step of the proxy on
+the adversarial training loss, and per layer move the conv/linear weights of the
+model along the proxy's change, rescaled to norm ``gamma * ||w||`` of that layer:
+
+    v_l = gamma * ||w_l|| * (w'_l - w_l) / ||w'_l - w_l||,      w_l <- w_l + v_l
+
+The outer loss is then computed at the perturbed weights, the optimizer steps,
+and :meth:`AdversarialWeightPerturbation.restore` removes v_l again. BatchNorm
+parameters and biases are never perturbed.
+
+Restore keeps the update of the optimizer and nothing else: with the weights
+w0 before perturbation and w1 after the step, it writes
+w0 + (w1 - (w0 + v)), which is bitwise w0 when no step was taken.
+
+Under torch.distributed each rank's proxy sees its local batch, so the raw
+per-layer differences are averaged with all-reduce before scaling: every
+replica applies the same perturbation and stays identical.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from gkl.objectives.base import unwrap_model
+
+PERTURBED_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def perturbable_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The (qualified name, weight) of every conv/linear layer of ``model``, in module order."""
+    return [
+        (f"{name}.weight" if name else "weight", module.weight)
+        for name, module in model.named_modules()
+        if isinstance(module, PERTURBED_LAYERS) and isinstance(getattr(module, "weight", None), nn.Parameter)
+    ]
+
+
+class AdversarialWeightPerturbation:
+    """AWP with a proxy model and its own SGD step (Wu et al. 2020, Alg. 1).
+
+    Args:
+        gamma: relative size of the per-layer perturbation (5e-3 in the recipes).
+        proxy_lr: learning rate of the proxy's single ascent step (0.01 as in AWP's code).
+
+    The proxy is built lazily as a deep copy of the unwrapped model and is not part
+    of any state dict: it is reloaded from the model at every step.
+    """
+
+    def __init__(self, *, gamma: float = 5e-3, proxy_lr: float = 0.01) -> None:
+        if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not 0 <= gamma < float("inf"):
+            raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+        if not isinstance(proxy_lr, (int, float)) or isinstance(proxy_lr, bool) or not proxy_lr > 0:
+            raise ValueError(f"proxy_lr must be a number > 0, got {proxy_lr!r}")
+        self.gamma = float(gamma)
+        self.proxy_lr = float(proxy_lr)
+        self._proxy: nn.Module | None = None
+        self._saved: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def active(self) -> bool:
+        """True between :meth:`perturb` and :meth:`restore`."""
+        return bool(self._saved)
+
+    def _proxy_for(self, model: nn.Module) -> nn.Module:
+        if self._proxy is None:
+            self._proxy = copy.deepcopy(model)
+        self._proxy.load_state_dict(model.state_dict())
+        self._proxy.train(model.training)
+        self._proxy.requires_grad_(True)
+        return self._proxy
+
+    def compute_perturbation(
+        self, model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Per-layer perturbations v_l (same order as :func:`perturbable_weights`).
+
+        ``loss_fn(proxy)`` returns the training loss evaluated with the proxy; the
+        proxy takes one SGD step that *increases* it.
+        """
+        net = unwrap_model(model)
+        proxy = self._proxy_for(net)
+        proxy.zero_grad(set_to_none=True)
+        (-loss_fn(proxy)).backward()
+        with torch.no_grad():
+            for param in proxy.parameters():
+                if param.grad is not None:
+                    param.add_(param.grad, alpha=-self.proxy_lr)
+        proxy.zero_grad(set_to_none=True)
+        weights = perturbable_weights(net)
+        proxy_weights = dict(perturbable_weights(proxy))
+        perturbation = []
+        with torch.no_grad():
+            diffs = [(proxy_weights[name].detach() - w.detach()).float() for name, w in weights]
+            if dist.is_available() and dist.is_initialized() and diffs:
+                flat = torch.cat([d.flatten() for d in diffs])
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+                flat /= dist.get_world_size()
+                diffs = list(torch.split(flat, [d.numel() for d in diffs]))
+                diffs = [d.reshape(w.shape) for d, (_, w) in zip(diffs, weights)]
+            for diff, (_, w) in zip(diffs, weights):
+                diff_norm = diff.norm()
+                if diff_norm > 0:
+                    scale = self.gamma * w.detach().float().norm() / diff_norm
+                    perturbation.append((diff * scale).to(w.dtype))
+                else:
+                    perturbation.append(torch.zeros_like(w))
+        return perturbation
+
+    @torch.no_grad()
+    def perturb(self, model: nn.Module, perturbation: list[torch.Tensor]) -> None:
+        """Add the perturbation to the model's conv/linear weights (in place)."""
+        if self.active:
+            raise RuntimeError("AWP perturbation already applied: call restore() after the optimizer step first")
+        weights = perturbable_weights(unwrap_model(model))
+        if len(weights) != len(perturbation):
+            raise ValueError(f"perturbation must hold one tensor per conv/linear layer ({len(weights)}), "
+                             f"got {len(perturbation)}")
+        for (_, w), v in zip(weights, perturbation):
+            if v.shape != w.shape:
+                raise ValueError(f"perturbation shape {tuple(v.shape)} does not match weight {tuple(w.shape)}")
+            self._saved.append((w, w.detach().clone(), v))
+            w.copy_(w + v)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Remove the perturbation, keeping whatever the optimizer changed since :meth:`perturb`."""
+        for w, original, v in self._saved:
+            update = w - (original + v)
+            w.copy_(torch.where(update == 0, original, original + update))
+        self._saved = []
+
+    def perturb_for_loss(self, model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]) -> None:
+        """:meth:`compute_perturbation` then :meth:`perturb`."""
+        self.perturb(model, self.compute_perturbation(model, loss_fn))
