@@ -160,6 +160,11 @@ def test_mobilenet_v1_structure() -> None:
     assert len(depthwise) == 13 and all(c.groups == c.in_channels == c.out_channels for c in depthwise)
     assert convs[0].stride == (2, 2) and convs[-1].out_channels == 1024
     assert model.fc.in_features == 1024 and model.fc.out_features == 1000
+    # Key layout of the widely shared KD MobileNetV1 weights: model.<stage>.<layer>, fc.
+    sd = model.state_dict()
+    assert next(iter(sd)) == "model.0.0.weight" and tuple(sd["model.0.0.weight"].shape) == (32, 3, 3, 3)
+    assert tuple(sd["model.13.3.weight"].shape) == (1024, 1024, 1, 1)
+    assert list(sd)[-2:] == ["fc.weight", "fc.bias"]
     # Five stride-2 stages: 224 -> 7 before pooling.
     with torch.no_grad():
         features = model.model[:-1](torch.rand(1, 3, 224, 224))

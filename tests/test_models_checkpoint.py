@@ -72,8 +72,22 @@ def test_training_checkpoint_model_and_ema_entries(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'swa'") as info:
         load_checkpoint(create_model("wrn_16_1", 10), path, key="swa")
     assert "ema" in str(info.value) and "model" in str(info.value)
-    with pytest.raises(ValueError, match="not a state_dict"):
+    with pytest.raises(ValueError, match="neither a state_dict"):
         load_checkpoint(create_model("wrn_16_1", 10), path, key="epoch")
+
+
+def test_engine_style_nested_ema_entry(tmp_path: Path) -> None:
+    live, ema = _randomised("resnet8", 10, seed=7), _randomised("resnet8", 10, seed=8)
+    path = tmp_path / "engine.pt"
+    torch.save({"format": "gkl", "epoch": 3, "model": live.state_dict(),
+                "ema": {"decay": 0.9, "updates": 3, "model": ema.state_dict()}}, path)  # fmt: skip
+    model = create_model("resnet8", 10, checkpoint=path, checkpoint_key="ema")
+    assert torch.equal(_outputs(model), _outputs(ema))
+    no_ema = tmp_path / "no_ema.pt"
+    torch.save({"model": live.state_dict(), "ema": None}, no_ema)
+    with pytest.raises(ValueError, match="'ema' is empty"):
+        create_model("resnet8", 10, checkpoint=no_ema, checkpoint_key="ema")
+    assert torch.equal(_outputs(create_model("resnet8", 10, checkpoint=no_ema)), _outputs(live))
 
 
 def test_averaged_model_state_dict_loads(tmp_path: Path) -> None:

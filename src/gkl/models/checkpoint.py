@@ -6,7 +6,8 @@ Accepted file contents (read with ``torch.load(..., weights_only=True)``):
 - the community CIFAR teacher format ``{"model": state_dict, "epoch": ..., ...}``
   (files named ``<arch>_vanilla/ckpt_epoch_240.pth``);
 - our own training checkpoints, dicts with a ``"model"`` entry and possibly an
-  ``"ema"`` entry (select it with ``key="ema"``);
+  ``"ema"`` entry (select it with ``key="ema"``), which may itself be a state_dict
+  or a dict holding one under ``"model"`` (the engine's EMA format);
 - a ``{"state_dict": state_dict, ...}`` dict, as many other repositories write.
 
 A leading ``module.`` (DistributedDataParallel) or ``_orig_mod.`` (torch.compile)
@@ -40,9 +41,19 @@ def _select_state_dict(obj: object, key: str | None, path: Path) -> Mapping[str,
             found = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
             raise ValueError(f"checkpoint {path}: no entry {key!r}; top-level entries: {found}")
         selected = obj[key]
-        if not _is_state_dict(selected):
-            raise ValueError(f"checkpoint {path}: entry {key!r} is not a state_dict (a mapping of names to tensors)")
-        return selected
+        if selected is None:
+            raise ValueError(f"checkpoint {path}: entry {key!r} is empty (None)")
+        if _is_state_dict(selected):
+            return selected
+        # e.g. the engine's EMA entry {"decay": ..., "updates": ..., "model": state_dict}
+        if isinstance(selected, Mapping):
+            for candidate in ("model", "state_dict"):
+                if candidate in selected and _is_state_dict(selected[candidate]):
+                    return selected[candidate]
+        raise ValueError(
+            f"checkpoint {path}: entry {key!r} is neither a state_dict (a mapping of names to tensors) "
+            f"nor a dict holding one under 'model' or 'state_dict'"
+        )
     if _is_state_dict(obj):
         return obj
     if isinstance(obj, Mapping):
