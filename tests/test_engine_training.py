@@ -1,0 +1,132 @@
+"""Real short training runs on digits: learning, run-directory artifacts, NaN stop, checkpoint round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from gkl.engine import NonFiniteLossError, TrainSettings, Trainer
+from gkl.engine.checkpoint import load_checkpoint
+from test_engine_support import CountingObjective, build_trainer, quick_settings, read_jsonl
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_short_run_learns_and_writes_the_run_directory(tmp_path):
+    config = {"model": "digits_cnn_large", "train": {"epochs": 3}, "note": "engine test"}
+    groups = {"many": [0, 1, 2, 3], "medium": [4, 5, 6], "few": [7, 8, 9]}
+    trainer = build_trainer(tmp_path, quick_settings(ema={"decay": 0.5}), config=config, class_groups=groups)
+    summary = trainer.fit()
+
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["lr"] for r in records] == pytest.approx([0.05, 0.05, 0.005])
+    assert records[-1]["train"]["loss"] < records[0]["train"]["loss"]
+    assert records[-1]["train"]["acc"] > records[0]["train"]["acc"]
+    assert records[-1]["eval"]["top1"] > 80.0 > records[0]["train"]["acc"]
+    assert set(records[-1]["eval"]["groups"]) == set(groups) and "top5" in records[-1]["ema_eval"]
+    best = max(records, key=lambda r: r["eval"]["top1"])
+    assert summary["best_top1"] == best["eval"]["top1"] and summary["best_epoch"] == best["epoch"]
+    assert summary["last_top1"] == records[-1]["eval"]["top1"]
+
+    best_file = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert set(best_file) == {"model", "epoch", "top1"}
+    assert best_file["epoch"] == summary["best_epoch"] and best_file["top1"] == summary["best_top1"]
+    if summary["best_epoch"] == 3:
+        for k, v in trainer.model.state_dict().items():
+            assert torch.equal(best_file["model"][k], v), k
+
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["epoch"] == 3 and ckpt["config"] == config
+    assert ckpt["objective"]["epochs_ended"].item() == 3
+    assert ckpt["objective"]["seen"].sum().item() == 3 * len(trainer.train_loader) * 64
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["seed"] == 3 and run["world_size"] == 1 and run["torch"] == torch.__version__
+    assert run["git_commit"] == "unknown" or len(run["git_commit"]) == 40
+    assert "epoch 3" in (tmp_path / "train.log").read_text()
+    assert any((tmp_path / "tb").iterdir())
+    with pytest.raises(ValueError, match="resume=True"):
+        build_trainer(tmp_path, quick_settings(ema={"decay": 0.5}), config=config).fit()
+
+
+def test_nan_term_stops_with_step_and_term_and_keeps_checkpoint(tmp_path):
+    objective = CountingObjective(nan_at=(2, 3), snapshot=(tmp_path / "checkpoint.pt", 2))
+    trainer = build_trainer(tmp_path, quick_settings(), objective=objective)
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.fit()
+    message = str(info.value)
+    assert "epoch 2, step 3" in message and "term 'bad' = nan" in message
+    assert "checkpoint.pt, epoch 1) is intact" in message
+    assert objective.snapshot_bytes is not None
+    assert (tmp_path / "checkpoint.pt").read_bytes() == objective.snapshot_bytes
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1]
+
+
+def test_checkpoint_round_trip_restores_all_state(tmp_path):
+    settings = quick_settings(epochs=2, amp="fp16", clip_grad_norm=5.0,
+                              ema={"decay": 0.9, "every": "step", "evaluate": "ema"})
+    first = build_trainer(tmp_path / "a", settings)
+    first.fit()
+    saved = first.checkpoint_state(2)
+
+    second = build_trainer(tmp_path / "b", settings)
+    assert not torch.equal(second.objective.seen, first.objective.seen)
+    assert second.load_checkpoint(tmp_path / "a" / "checkpoint.pt") == 2
+    restored = second.checkpoint_state(2)
+
+    def same(a, b, path="state"):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), path
+        elif isinstance(a, dict):
+            assert set(a) == set(b), path
+            for key in a:
+                same(a[key], b[key], f"{path}.{key}")
+        elif isinstance(a, (list, tuple)):
+            assert len(a) == len(b), path
+            for i, (x, y) in enumerate(zip(a, b)):
+                same(x, y, f"{path}[{i}]")
+        else:
+            assert a == b, path
+
+    for key in ("model", "ema", "optimizer", "schedule", "scaler", "objective", "rng", "best", "settings"):
+        same(saved[key], restored[key], key)
+    assert saved["scaler"]["scale"] > 0 and saved["ema"]["updates"] == 2 * len(first.train_loader)
+    assert len(saved["optimizer"]["state"]) == len(list(first.model.parameters()))  # momentum buffers
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    assert best["top1"] == first.best_top1  # best.pt follows the EMA model's top-1 (ema.evaluate="ema")
+    if best["epoch"] == 2:
+        for k, v in first.ema.module.state_dict().items():
+            assert torch.equal(best["model"][k], v), k
+
+
+def test_resume_refuses_a_mismatched_run(tmp_path):
+    build_trainer(tmp_path, quick_settings(epochs=1)).fit()
+    with pytest.raises(ValueError, match="different train settings.*optim.lr"):
+        build_trainer(tmp_path, quick_settings(epochs=1, optim={"lr": 0.1})).fit(resume=True)
+    with pytest.raises(ValueError, match="different config.*model"):
+        build_trainer(tmp_path, quick_settings(epochs=1), config={"test": "engine", "model": "other"}).fit(resume=True)
+    with pytest.raises(ValueError, match="model does not match"):
+        build_trainer(tmp_path, quick_settings(epochs=1), model_name="digits_mlp_small",
+                      config={"test": "engine", "model": "digits_cnn_large"}).fit(resume=True)
+
+
+def test_trainer_arguments_are_checked(tmp_path):
+    import torch.nn as nn
+
+    with pytest.raises(ValueError, match="settings"):
+        Trainer(model=nn.Linear(2, 2), objective=CountingObjective(), train_loader=[], eval_loader=None,
+                settings={"epochs": 1}, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="train_loader"):
+        Trainer(model=nn.Linear(2, 2), objective=CountingObjective(), train_loader=[], eval_loader=None,
+                settings=TrainSettings(epochs=1, device="cpu"), run_dir=tmp_path)
