@@ -110,6 +110,37 @@ class CountingObjective(Objective):
         self.epochs_ended += 1
 
 
+class EpochPriorObjective(Objective):
+    """Cross-entropy plus a class-wise prior of the model's own softmax, frozen at each epoch end.
+
+    ``prior[c]`` = mean softmax of the training examples of class ``c`` in the last epoch;
+    sums are all-reduced across ranks at the epoch end (like a DDP-aware ClassPrior).
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.register_buffer("sums", torch.zeros(num_classes, num_classes, dtype=torch.float64))
+        self.register_buffer("counts", torch.zeros(num_classes, dtype=torch.float64))
+        self.register_buffer("prior", torch.full((num_classes, num_classes), 1.0 / num_classes, dtype=torch.float64))
+
+    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> StepOutput:
+        logits = model(images)
+        probs = logits.detach().double().softmax(dim=1)
+        self.sums.index_add_(0, labels, probs)
+        self.counts += torch.bincount(labels, minlength=self.counts.numel()).double()
+        return StepOutput(losses={"ce": F.cross_entropy(logits.float(), labels)}, logits=logits)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.sums)
+            dist.all_reduce(self.counts)
+        self.prior.copy_(self.sums / self.counts.clamp_min(1)[:, None])
+        self.sums.zero_()
+        self.counts.zero_()
+
+
 def quick_settings(**overrides) -> TrainSettings:
     """Small, fast settings for digits runs (no progress bar)."""
     base = dict(epochs=3, optim={"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
@@ -144,27 +175,35 @@ def _resume_job(run_dir: Path, kill: str | None, resume: bool) -> None:
     trainer.fit(resume=resume)
 
 
-def _ddp_job(run_dir: Path, out: Path) -> None:
+def _ddp_job(run_dir: Path, out: Path, objective_kind: str) -> None:
     from gkl.engine import cleanup, init_distributed
 
     info = init_distributed("cpu")
     try:
-        summary = distill_run(run_dir, dist=info, batch_size=32)
+        summary = distill_run(run_dir, dist=info, batch_size=32, objective_kind=objective_kind)
         if info.is_main:
             torch.save(summary, out)
     finally:
         cleanup()
 
 
-def distill_run(run_dir: Path, *, dist=None, batch_size: int) -> dict:
-    """Class-wise GKL distillation of digits_mlp_small from a fixed digits_cnn_large teacher."""
+def distill_run(run_dir: Path, *, dist=None, batch_size: int, objective_kind: str = "gkl") -> dict:
+    """digits_mlp_small (no BatchNorm) trained 2 epochs; ``objective_kind`` "gkl" = class-wise GKL
+    distillation from a fixed digits_cnn_large teacher, "prior" = :class:`EpochPriorObjective`,
+    "ce" = :class:`CountingObjective`."""
     from gkl.models import create_model
-    from gkl.objectives.distill import DistillObjective, DistillSettings
 
-    torch.manual_seed(123)
-    teacher = create_model("digits_cnn_large", 10).eval()
-    objective = DistillObjective(teacher, DistillSettings(method="gkl", class_wise=True, warmup_epochs=1),
-                                 num_classes=10)
+    if objective_kind == "gkl":
+        from gkl.objectives.distill import DistillObjective, DistillSettings
+
+        torch.manual_seed(123)
+        teacher = create_model("digits_cnn_large", 10).eval()
+        objective = DistillObjective(teacher, DistillSettings(method="gkl", class_wise=True, warmup_epochs=1),
+                                     num_classes=10)
+    elif objective_kind == "prior":
+        objective = EpochPriorObjective()
+    else:
+        objective = CountingObjective()
     settings = quick_settings(epochs=2, optim={"lr": 0.05, "reference_batch_size": 64},
                               schedule={"kind": "constant"})
     trainer = build_trainer(run_dir, settings, model_name="digits_mlp_small", objective=objective,
@@ -181,7 +220,7 @@ def main(argv: list[str]) -> None:
     if job == "resume":
         _resume_job(run_dir, os.environ.get("GKL_TEST_KILL_AT"), resume=os.environ.get("GKL_TEST_RESUME") == "1")
     elif job == "ddp":
-        _ddp_job(run_dir, Path(argv[2]))
+        _ddp_job(run_dir, Path(argv[2]), argv[3])
     else:
         raise SystemExit(f"unknown job {job!r}")
 

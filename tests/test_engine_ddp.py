@@ -1,0 +1,75 @@
+"""Two-process gloo DDP run launched with torchrun equals the single-process run on the same global batches."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from test_engine_support import TESTS_DIR, distill_run
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(tmp_path, objective_kind: str) -> dict:
+    out = tmp_path / "ddp_result.pt"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+               str(TESTS_DIR / "test_engine_support.py"), "ddp", str(tmp_path / "ddp"), str(out), objective_kind]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return torch.load(out, weights_only=True)
+
+
+def single(tmp_path, objective_kind: str) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        # one process, batch 64 = the two ranks' 2 x 32 (the same global batches, in the same order)
+        return distill_run(tmp_path / "single", batch_size=64, objective_kind=objective_kind)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_same_training(ddp: dict, one: dict) -> None:
+    assert ddp["base_lr"] == pytest.approx(one["base_lr"])  # lr x global batch / reference batch, both 64/64
+    for name, value in one["model"].items():
+        torch.testing.assert_close(ddp["model"][name], value, rtol=1e-4, atol=1e-5)
+    assert ddp["summary"]["final"]["eval"]["count"] == one["summary"]["final"]["eval"]["count"] == 397
+    assert abs(ddp["summary"]["final"]["eval"]["top1"] - one["summary"]["final"]["eval"]["top1"]) <= 0.5
+    assert ddp["summary"]["train"]["loss"] == pytest.approx(one["summary"]["train"]["loss"], rel=1e-4)
+
+
+def check_same_prior(ddp: dict, one: dict) -> None:
+    assert ddp["prior"] and set(ddp["prior"]) == set(one["prior"])
+    for name, value in one["prior"].items():
+        torch.testing.assert_close(ddp["prior"][name].double(), value.double(), rtol=1e-5, atol=1e-6)
+
+
+def test_ddp_two_processes_match_single_process(tmp_path):
+    # an objective with a class-wise prior all-reduced at epoch end (the engine calls on_epoch_end on every rank)
+    ddp, one = torchrun(tmp_path, "prior"), single(tmp_path, "prior")
+    check_same_training(ddp, one)
+    check_same_prior(ddp, one)
+    assert one["prior"]["prior"].sum(dim=1).allclose(torch.ones(10, dtype=torch.float64))
+    assert (tmp_path / "ddp" / "checkpoint.pt").exists() and (tmp_path / "ddp" / "best.pt").exists()
+    import json
+    assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gkl.losses.prior") is None,
+                    reason="gkl.losses.ClassPrior has not landed yet")
+def test_ddp_class_prior_matches_single_process(tmp_path):
+    ddp, one = torchrun(tmp_path, "gkl"), single(tmp_path, "gkl")
+    check_same_training(ddp, one)
+    check_same_prior(ddp, one)
