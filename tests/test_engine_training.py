@@ -130,3 +130,24 @@ def test_trainer_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError, match="train_loader"):
         Trainer(model=nn.Linear(2, 2), objective=CountingObjective(), train_loader=[], eval_loader=None,
                 settings=TrainSettings(epochs=1, device="cpu"), run_dir=tmp_path)
+
+
+def test_sync_bn_on_cpu_ddp_is_refused_before_any_work(tmp_path):
+    from gkl.engine import DistInfo
+
+    with pytest.raises(ValueError, match="sync_bn"):
+        build_trainer(tmp_path / "run", quick_settings(sync_bn=True),
+                      dist=DistInfo(rank=0, world_size=2, device=torch.device("cpu"), is_main=True))
+    assert not (tmp_path / "run").exists()
+
+
+def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path):
+    from gkl.engine.checkpoint import atomic_save
+
+    path = tmp_path / "checkpoint.pt"
+    atomic_save({"epoch": 1, "w": torch.ones(3)}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):
+        atomic_save({"epoch": 2, "bad": lambda: None}, path)  # a lambda cannot be pickled
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]

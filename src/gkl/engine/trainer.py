@@ -90,6 +90,9 @@ class Trainer:
             raise ValueError(f"config: expected a dict or None, got {type(config).__name__}")
         self.settings = settings
         self.dist = dist if dist is not None else DistInfo(device=resolve_device(settings.device))
+        if settings.sync_bn and self.dist.distributed and self.dist.device.type != "cuda":
+            raise ValueError("sync_bn: SyncBatchNorm needs CUDA devices (it fails on CPU/gloo); "
+                             "set train.sync_bn=false on CPU")
         self.device = self.dist.device
         self.run_dir = Path(run_dir)
         self.config = config
@@ -108,8 +111,6 @@ class Trainer:
         self.model = model.to(self.device)
         self.objective = objective.to(self.device)
         if settings.sync_bn and self.dist.distributed:
-            if self.device.type != "cuda":
-                raise ValueError("sync_bn: SyncBatchNorm needs CUDA devices; set train.sync_bn=false on CPU")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if self.dist.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
