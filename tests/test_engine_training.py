@@ -57,6 +57,12 @@ def test_short_run_learns_and_writes_the_run_directory(tmp_path):
     assert any((tmp_path / "tb").iterdir())
     with pytest.raises(ValueError, match="resume=True"):
         build_trainer(tmp_path, quick_settings(ema={"decay": 0.5}), config=config).fit()
+    # resuming a finished run trains nothing, keeps the checkpoint and reports the same final state
+    checkpoint_bytes = (tmp_path / "checkpoint.pt").read_bytes()
+    again = build_trainer(tmp_path, quick_settings(ema={"decay": 0.5}), config=config).fit(resume=True)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == checkpoint_bytes
+    assert again["last_top1"] == summary["last_top1"] and again["best_epoch"] == summary["best_epoch"]
+    assert len(read_jsonl(tmp_path / "metrics.jsonl")) == 3
 
 
 def test_nan_term_stops_with_step_and_term_and_keeps_checkpoint(tmp_path):
@@ -74,7 +80,7 @@ def test_nan_term_stops_with_step_and_term_and_keeps_checkpoint(tmp_path):
 
 
 def test_checkpoint_round_trip_restores_all_state(tmp_path):
-    settings = quick_settings(epochs=2, amp="fp16", clip_grad_norm=5.0,
+    settings = quick_settings(epochs=2, amp="fp16", clip_grad_norm=5.0, progress=True, log_every=3,
                               ema={"decay": 0.9, "every": "step", "evaluate": "ema"})
     first = build_trainer(tmp_path / "a", settings)
     first.fit()

@@ -105,7 +105,8 @@ class Trainer:
         barrier(self.dist)
         self.logger = setup_logger(self.run_dir, is_main=self.dist.is_main)
 
-        set_deterministic(settings.deterministic)
+        if settings.deterministic:
+            set_deterministic(True)
         seed_everything(epoch_seed(settings.seed, 0, self.dist.rank))
 
         self.model = model.to(self.device)
@@ -202,6 +203,9 @@ class Trainer:
                 self.logger.info(self._epoch_line(record))
         finally:
             self._metrics.close()
+        if not final and start_epoch > self.settings.epochs and self.eval_loader is not None:
+            final = self._evaluate()  # resumed a finished run: report its final state again
+            last_top1 = final["tracked_top1"]
         summary = {
             "epochs": self.settings.epochs,
             "last_top1": last_top1,
@@ -224,7 +228,7 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         self.objective.train()
-        self.model.train()
+        self.train_model.train()
         device = self.device
         term_sums: dict[str, torch.Tensor] = {}
         metric_sums: dict[str, float] = {}
@@ -313,7 +317,8 @@ class Trainer:
                                  f"term '{names[index]}' = {value}; {where}")
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate_and_track(self, epoch: int) -> dict[str, Any]:
+    def _evaluate(self) -> dict[str, Any]:
+        """Evaluate the raw model (and the EMA model); ``tracked_top1`` is the one ``ema.evaluate`` names."""
         if self.num_classes is None:
             self.num_classes = self._infer_num_classes()
         kwargs = dict(num_classes=self.num_classes, device=self.device, class_groups=self.class_groups,
@@ -324,6 +329,12 @@ class Trainer:
         use_ema = self.settings.ema.evaluate == "ema"
         tracked = result["ema_eval" if use_ema else "eval"]["top1"]
         result["tracked_top1"] = tracked
+        return result
+
+    def _evaluate_and_track(self, epoch: int) -> dict[str, Any]:
+        result = self._evaluate()
+        tracked = result["tracked_top1"]
+        use_ema = self.settings.ema.evaluate == "ema"
         if self.best_top1 is None or tracked > self.best_top1:
             self.best_top1, self.best_epoch = tracked, epoch
             if self.dist.is_main:
