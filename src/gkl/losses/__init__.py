@@ -1,0 +1,16 @@
+"""The Kullback-Leibler loss family of Cui et al. (KL, DKL, IKL, GKL) and related KD losses.
+
+Pure tensor maths; imports only torch. See docs/losses.md and the spec
+(/work/shared/spec/losses.md) for the formulas and conventions.
+"""
+
+from ._validation import set_value_checks, value_checks_enabled
+from .functional import dkd_loss, dkl_loss, gkl_loss, ikl_loss, js_div, kl_div, logit_mse
+from .modules import DKDLoss, DKLLoss, GKLLoss, IKLLoss, JSDivLoss, KDLoss, LogitMSELoss
+from .prior import ClassPrior
+
+__all__ = [
+    "kl_div", "dkl_loss", "gkl_loss", "ikl_loss", "js_div", "logit_mse", "dkd_loss",
+    "ClassPrior", "GKLLoss", "IKLLoss", "KDLoss", "DKLLoss", "DKDLoss", "JSDivLoss", "LogitMSELoss",
+    "set_value_checks", "value_checks_enabled",
+]
