@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
+import yaml
 from torch import nn
 
 from gkl.engine.amp import MixedPrecision
@@ -86,8 +87,13 @@ class Trainer:
             raise ValueError(f"objective: expected a gkl.objectives.base.Objective, got {type(objective).__name__}")
         if not hasattr(train_loader, "set_epoch") or not hasattr(train_loader, "__len__"):
             raise ValueError("train_loader: expected an iterable with __len__ and set_epoch(epoch)")
-        if config is not None and not isinstance(config, dict):
-            raise ValueError(f"config: expected a dict or None, got {type(config).__name__}")
+        if config is not None:
+            if not isinstance(config, dict):
+                raise ValueError(f"config: expected a dict or None, got {type(config).__name__}")
+            try:
+                yaml.safe_dump(config)
+            except yaml.YAMLError as error:
+                raise ValueError(f"config: expected plain YAML values (dict/list/str/number/bool/None): {error}") from None
         self.settings = settings
         self.dist = dist if dist is not None else DistInfo(device=resolve_device(settings.device))
         if settings.sync_bn and self.dist.distributed and self.dist.device.type != "cuda":
