@@ -1,0 +1,150 @@
+"""CIFAR-10 / CIFAR-100 from the official python pickle layout.
+
+Layout under ``root`` (as unpacked by torchvision or by hand)::
+
+    cifar-10-batches-py/  data_batch_1 .. data_batch_5, test_batch, batches.meta
+    cifar-100-python/     train, test, meta
+
+Each batch file is a pickle of a dict with ``b"data"`` (N x 3072 uint8, channel
+planes R, G, B of 32x32) and ``b"labels"`` (CIFAR-10) or ``b"fine_labels"`` (CIFAR-100).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .base import InfoDataset, MemorySplit
+from .registry import DatasetInfo, register_dataset
+from .transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, CIFAR_CROP_PADDING, cifar_transform
+
+
+@dataclass(frozen=True)
+class CifarLayout:
+    """File names of one CIFAR variant."""
+
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+    label_key: str
+    names_key: str
+
+
+CIFAR10_LAYOUT = CifarLayout(
+    "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+    "batches.meta", "labels", "label_names",
+)
+CIFAR100_LAYOUT = CifarLayout("cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names")
+
+
+def _layout_text(layout: CifarLayout) -> str:
+    files = ", ".join(layout.train_files + layout.test_files + (layout.meta_file,))
+    return f"{layout.folder}/ containing {files}"
+
+
+def _unpickle(path: str) -> dict:
+    with open(path, "rb") as handle:
+        raw = pickle.load(handle, encoding="bytes")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in raw.items()}
+
+
+def read_cifar_split(root: str, layout: CifarLayout, train: bool) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Read one split: images uint8 ``(N, 32, 32, 3)``, labels int64 ``(N,)``, class names."""
+    folder = os.path.join(root, layout.folder)
+    files = layout.train_files if train else layout.test_files
+    needed = [os.path.join(folder, f) for f in files + (layout.meta_file,)]
+    missing = [p for p in needed if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR files missing under root {root!r}: {missing}; expected layout {_layout_text(layout)} "
+            "(pass download=True to fetch it)"
+        )
+    images, labels = [], []
+    for path in needed[:-1]:
+        batch = _unpickle(path)
+        if "data" not in batch or layout.label_key not in batch:
+            raise ValueError(f"{path}: expected keys b'data' and b'{layout.label_key}', found {sorted(batch)}")
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"{path}: b'data' must be N x 3072 uint8, got shape {data.shape}")
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(batch[layout.label_key], dtype=np.int64))
+        if len(labels[-1]) != len(data):
+            raise ValueError(f"{path}: {len(data)} images but {len(labels[-1])} labels")
+    meta = _unpickle(needed[-1])
+    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(layout.names_key, []))
+    return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), names
+
+
+class CifarImages(Dataset):
+    """Map-style CIFAR split: ``transform(PIL image), label``."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
+
+
+def _download(name: str, root: str, train: bool) -> None:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    cls(root, train=train, download=True)  # fetches and md5-checks the official archive
+
+
+def _build(name: str, layout: CifarLayout, info: DatasetInfo, root: str, train: bool, *, download: bool,
+           normalize: bool, augment: bool) -> InfoDataset:
+    if download:
+        _download(name, root, train)
+    images, labels, names = read_cifar_split(root, layout, train)
+    if labels.size and (labels.min() < 0 or labels.max() >= info.num_classes):
+        raise ValueError(f"{root}/{layout.folder}: labels must lie in [0, {info.num_classes}), "
+                         f"got [{labels.min()}, {labels.max()}]")
+    transform = cifar_transform(augment=augment, normalize=normalize, mean=info.mean, std=info.std)
+    if names and len(names) == info.num_classes:
+        info = DatasetInfo(**{**info.__dict__, "class_names": names})
+    augmentation = "crop_flip" if augment else "none"
+
+    def memory() -> MemorySplit:
+        return MemorySplit(
+            images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+            labels=torch.from_numpy(labels),
+            mean=info.mean if normalize else None,
+            std=info.std if normalize else None,
+            augmentation=augmentation,
+            padding=CIFAR_CROP_PADDING,
+        )
+
+    return InfoDataset(CifarImages(images, labels, transform), info, augmentation=augmentation,
+                       normalize=normalize, image_transform=transform, memory=memory)
+
+
+CIFAR10_INFO = DatasetInfo("cifar10", 10, "cifar", (3, 32, 32), CIFAR10_MEAN, CIFAR10_STD)
+CIFAR100_INFO = DatasetInfo("cifar100", 100, "cifar", (3, 32, 32), CIFAR100_MEAN, CIFAR100_STD)
+
+
+@register_dataset(CIFAR10_INFO)
+def build_cifar10(root: str, train: bool, **kwargs) -> InfoDataset:
+    """CIFAR-10 under ``root/cifar-10-batches-py``."""
+    return _build("cifar10", CIFAR10_LAYOUT, CIFAR10_INFO, root, train, **kwargs)
+
+
+@register_dataset(CIFAR100_INFO)
+def build_cifar100(root: str, train: bool, **kwargs) -> InfoDataset:
+    """CIFAR-100 (fine labels) under ``root/cifar-100-python``."""
+    return _build("cifar100", CIFAR100_LAYOUT, CIFAR100_INFO, root, train, **kwargs)
