@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -67,9 +66,11 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gkl.losses.prior") is None,
-                    reason="gkl.losses.ClassPrior has not landed yet")
-def test_ddp_class_prior_matches_single_process(tmp_path):
+def test_ddp_class_wise_gkl_prior_matches_single_process(tmp_path):
+    # DistillObjective(method="gkl", class_wise=True): its ClassPrior is stepped in on_epoch_end on both ranks
     ddp, one = torchrun(tmp_path, "gkl"), single(tmp_path, "gkl")
     check_same_training(ddp, one)
     check_same_prior(ddp, one)
+    prior = one["prior"]["prior.prior"]
+    assert not torch.allclose(prior, torch.full_like(prior, 0.1))  # the prior was really estimated
+    torch.testing.assert_close(prior.sum(dim=1), torch.ones(10))
