@@ -20,6 +20,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from gkl.attacks.pgd import attack_mode
+
 AutoAttackVersion = Literal["standard", "fast"]
 AUTOATTACK_VERSIONS: tuple[str, ...] = ("standard", "fast")
 _NORM_NAMES = {"linf": "Linf", "l2": "L2"}
@@ -44,7 +46,7 @@ def autoattack(
     seed: int = 0,
     batch_size: int = 250,
 ) -> AutoAttackResult:
-    """Run AutoAttack on a [0, 1] batch; the model must already be in eval mode."""
+    """Run AutoAttack on a [0, 1] batch (model in eval mode, autocast off; modes restored after)."""
     try:
         from pyautoattack import AutoAttack
     except ImportError as error:  # pragma: no cover - the package is an optional extra
@@ -53,6 +55,13 @@ def autoattack(
         raise ValueError(f"version must be one of {AUTOATTACK_VERSIONS}, got {version!r}")
     if norm not in _NORM_NAMES:
         raise ValueError(f"norm must be one of {tuple(_NORM_NAMES)}, got {norm!r}")
+    with attack_mode(model):
+        return _run_autoattack(AutoAttack, model, images, labels, eps=eps, norm=norm, version=version,
+                               seed=seed, batch_size=batch_size)
+
+
+def _run_autoattack(AutoAttack, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
+                    norm: str, version: str, seed: int, batch_size: int) -> AutoAttackResult:
     device = images.device
     with torch.no_grad():
         num_classes = model(images[:1]).shape[1]
