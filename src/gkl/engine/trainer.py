@@ -45,6 +45,16 @@ class NonFiniteLossError(RuntimeError):
     """A loss term was NaN or infinite; raised before backward, the last checkpoint is left as it was."""
 
 
+def per_process_batch_size(loader: Any) -> int | None:
+    """The loader's batch size per process: ``loader.batch_size``, else that of a wrapped
+    ``loader.loader`` (a DataLoader inside a wrapper with ``set_epoch``), else None."""
+    for candidate in (loader, getattr(loader, "loader", None)):
+        size = getattr(candidate, "batch_size", None)
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            return size
+    return None
+
+
 class Trainer:
     """Trains ``model`` with ``objective`` (SGD, per-epoch LR schedule, AMP, DDP, EMA, checkpoints).
 
@@ -53,7 +63,8 @@ class Trainer:
         objective: an :class:`~gkl.objectives.base.Objective`; it receives the (wrapped) model.
         train_loader: iterable of ``(images, labels)`` with ``__len__`` and ``set_epoch(epoch)``;
             it shards the training set across ranks itself. Needs a ``batch_size`` attribute
-            (per process) when ``settings.optim.reference_batch_size`` is set.
+            (per process; or a wrapped DataLoader as ``.loader``) when
+            ``settings.optim.reference_batch_size`` is set.
         eval_loader: iterable of ``(images, labels)`` over the whole (unsharded) eval set, or None.
         settings: :class:`TrainSettings`.
         run_dir: directory for config.yaml, run.json, train.log, metrics.jsonl, tb/,
@@ -131,8 +142,8 @@ class Trainer:
                                          weight_decay=opt.weight_decay, nesterov=opt.nesterov)
         base_lr = opt.lr
         if opt.reference_batch_size is not None:
-            batch_size = getattr(train_loader, "batch_size", None)
-            if not isinstance(batch_size, int):
+            batch_size = per_process_batch_size(train_loader)
+            if batch_size is None:
                 raise ValueError("train_loader: needs an integer batch_size attribute (per process) "
                                  "for optim.reference_batch_size (LR scaling)")
             base_lr = scaled_base_lr(opt.lr, global_batch_size=batch_size * self.dist.world_size,
