@@ -166,18 +166,18 @@ def test_runs_on_gkl_data_loaders_with_lr_scaling(tmp_path, in_memory):
 
     cpu = torch.device("cpu")
     common = dict(device=cpu, in_memory=in_memory, num_workers=0, seed=0)
-    train = build_loader(build_dataset("digits", "data", True), batch_size=32, train=True, rank=0,
+    train = build_loader(build_dataset("digits", tmp_path / "data", True), batch_size=32, train=True, rank=0,
                          world_size=1, **common)
-    test_set = build_dataset("digits", "data", False)
+    test_set = build_dataset("digits", tmp_path / "data", False)
     test = build_loader(test_set, batch_size=100, train=False, **common)
     torch.manual_seed(0)
     settings = quick_settings(epochs=2, optim={"lr": 0.1, "reference_batch_size": 64},
                               schedule={"kind": "constant"})
     trainer = Trainer(model=create_model("digits_mlp_small", 10), objective=CountingObjective(),
-                      train_loader=train, eval_loader=test, settings=settings, run_dir=tmp_path,
+                      train_loader=train, eval_loader=test, settings=settings, run_dir=tmp_path / "run",
                       class_groups={"low": [0, 1, 2, 3, 4], "high": [5, 6, 7, 8, 9]})
     summary = trainer.fit()
     assert trainer.schedule.base_lr == pytest.approx(0.1 * 32 / 64)  # lr x global batch / reference
-    assert [r["lr"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == pytest.approx([0.05, 0.05])
+    assert [r["lr"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == pytest.approx([0.05, 0.05])
     assert summary["final"]["eval"]["count"] == len(test_set)
     assert summary["best_top1"] > 50.0 and set(summary["final"]["eval"]["groups"]) == {"low", "high"}
