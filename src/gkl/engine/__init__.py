@@ -1,6 +1,9 @@
 """The one training engine shared by every objective (SGD, schedules, AMP, DDP, EMA, checkpoints)."""
 
+from gkl.engine.amp import MixedPrecision, resolve_amp
+from gkl.engine.checkpoint import atomic_save, load_checkpoint
 from gkl.engine.distributed import DistInfo, cleanup, init_distributed, resolve_device
+from gkl.engine.ema import ModelEMA
 from gkl.engine.schedules import EpochLRSchedule, learning_rate_at, scaled_base_lr
 from gkl.engine.seeding import epoch_seed, seed_everything
 from gkl.engine.settings import EMASettings, OptimSettings, ScheduleSettings, TrainSettings
@@ -10,15 +13,20 @@ __all__ = [
     "DistInfo",
     "EMASettings",
     "EpochLRSchedule",
+    "MixedPrecision",
+    "ModelEMA",
     "NonFiniteLossError",
     "OptimSettings",
     "ScheduleSettings",
     "TrainSettings",
     "Trainer",
+    "atomic_save",
     "cleanup",
     "epoch_seed",
     "init_distributed",
     "learning_rate_at",
+    "load_checkpoint",
+    "resolve_amp",
     "resolve_device",
     "scaled_base_lr",
     "seed_everything",
