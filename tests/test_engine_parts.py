@@ -85,3 +85,15 @@ def test_rng_state_round_trip():
 def test_config_must_be_plain_yaml(tmp_path):
     with pytest.raises(ValueError, match="config"):
         build_trainer(tmp_path, quick_settings(epochs=1), config={"root": Path("/data")})
+
+
+def test_bf16_autocast_run_trains_without_scaler(tmp_path):
+    trainer = build_trainer(tmp_path, quick_settings(epochs=2, amp="bf16", clip_grad_norm=1.0,
+                                                     schedule={"kind": "cosine_at"}),
+                            model_name="digits_mlp_small")
+    summary = trainer.fit()
+    from gkl.engine import load_checkpoint
+
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["scaler"] is None and trainer.amp.dtype == torch.bfloat16
+    assert summary["train"]["loss"] < 2.0 and summary["last_top1"] > 50.0
