@@ -269,3 +269,17 @@ def test_loader_argument_errors(cifar100_root):
         build_loader(ds, batch_size=0, train=True)
     with pytest.raises(ValueError, match="generated_ratio"):
         build_loader(ds, batch_size=4, train=True, generated_ratio=0.5)
+
+
+def test_worker_processes_are_deterministic(cifar100_root):
+    root, _, _ = cifar100_root
+    ds = build_dataset("cifar100", root, train=True)
+    runs = []
+    for _ in range(2):
+        loader = build_loader(ds, batch_size=16, train=True, num_workers=2, seed=9)
+        loader.set_epoch(3)
+        runs.append(torch.cat([x for x, _ in loader]))
+    assert torch.equal(runs[0], runs[1])
+    serial = build_loader(ds, batch_size=16, train=True, num_workers=0, seed=9)
+    serial.set_epoch(3)
+    assert torch.cat([x for x, _ in serial]).shape == runs[0].shape
