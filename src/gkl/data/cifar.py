@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -117,7 +117,7 @@ def _build(name: str, layout: CifarLayout, info: DatasetInfo, root: str, train: 
                          f"got [{labels.min()}, {labels.max()}]")
     transform = cifar_transform(augment=augment, normalize=normalize, mean=info.mean, std=info.std)
     if names and len(names) == info.num_classes:
-        info = DatasetInfo(**{**info.__dict__, "class_names": names})
+        info = replace(info, class_names=names)
     augmentation = "crop_flip" if augment else "none"
 
     def memory() -> MemorySplit:
