@@ -187,6 +187,23 @@ def _ddp_job(run_dir: Path, out: Path, objective_kind: str) -> None:
         cleanup()
 
 
+def _ddp_resume_job(run_dir: Path, out: Path) -> None:
+    """3 epochs of digits_mlp_small under DDP; GKL_TEST_KILL_AT / GKL_TEST_RESUME as in the resume job."""
+    from gkl.engine import cleanup, init_distributed
+
+    kill = os.environ.get("GKL_TEST_KILL_AT")
+    kill_at = tuple(int(v) for v in kill.split(":")) if kill else None
+    info = init_distributed("cpu")
+    try:
+        settings = quick_settings(ema={"decay": 0.9, "every": "step"})
+        trainer = build_trainer(run_dir, settings, model_name="digits_mlp_small", batch_size=32, dist=info,
+                                objective=CountingObjective(kill_at=kill_at))
+        trainer.fit(resume=os.environ.get("GKL_TEST_RESUME") == "1")
+        torch.save({"objective": trainer.objective.checkpoint_state()}, out.with_suffix(f".rank{info.rank}.pt"))
+    finally:
+        cleanup()
+
+
 def distill_run(run_dir: Path, *, dist=None, batch_size: int, objective_kind: str = "gkl") -> dict:
     """digits_mlp_small (no BatchNorm) trained 2 epochs; ``objective_kind`` "gkl" = class-wise GKL
     distillation from a fixed digits_cnn_large teacher, "prior" = :class:`EpochPriorObjective`,
@@ -219,6 +236,8 @@ def main(argv: list[str]) -> None:
     job, run_dir = argv[0], Path(argv[1])
     if job == "resume":
         _resume_job(run_dir, os.environ.get("GKL_TEST_KILL_AT"), resume=os.environ.get("GKL_TEST_RESUME") == "1")
+    elif job == "ddp_resume":
+        _ddp_resume_job(run_dir, Path(argv[2]))
     elif job == "ddp":
         _ddp_job(run_dir, Path(argv[2]), argv[3])
     else:
