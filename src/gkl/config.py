@@ -1,0 +1,129 @@
+"""The experiment config: one typed schema for ``gkl train``, ``gkl distill`` and ``gkl adv-train``.
+
+A config is a YAML file (recipes live in ``configs/``; ``base:`` pulls in a shared file)
+plus ``key=value`` overrides on the command line. :func:`load_config` validates the whole
+tree (unknown keys, types, cross-section rules) before any work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gkl.config_schema import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml, to_dict
+from gkl.engine.settings import TrainSettings
+from gkl.objectives.adversarial import AdversarialSettings
+from gkl.objectives.distill import DistillSettings
+
+__all__ = [
+    "ConfigError", "DataConfig", "ModelConfig", "ExperimentConfig", "load_config", "config_from_dict", "to_dict",
+]
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where, and how it is loaded."""
+
+    name: str = "digits"
+    root: str = "data"
+    download: bool = False  #: torchvision download for CIFAR when online
+    batch_size: int = 64  #: per process; the global batch is batch_size × world size
+    eval_batch_size: int = 256
+    num_workers: int = 4  #: per-image DataLoader workers (ignored by the in-memory path)
+    in_memory: bool = False  #: whole split as a tensor on the device, augmentation on batches
+    normalize: bool = True  #: False: inputs in [0, 1] (adversarial training normalises inside the model)
+    generated_path: str | None = None  #: DM-AT style npz of generated images
+    generated_ratio: float = 0.0  #: fraction of each training batch drawn from generated_path
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if not 0.0 <= self.generated_ratio < 1.0:
+            raise ValueError(f"data.generated_ratio must be in [0, 1), got {self.generated_ratio}")
+        if self.generated_ratio > 0 and self.generated_path is None:
+            raise ValueError("data.generated_ratio > 0 needs data.generated_path (an npz of generated images)")
+
+
+@dataclass
+class ModelConfig:
+    """A registry model name, an optional checkpoint to load, extra constructor arguments."""
+
+    name: str
+    checkpoint: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    checkpoint_key: str | None = None  #: e.g. "ema" to load the averaged weights of our checkpoints
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole run. ``kind`` picks the objective family; the matching section must be present."""
+
+    kind: Literal["train", "distill", "adv_train"]
+    model: ModelConfig
+    name: str = "run"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: ModelConfig | None = None
+    distill: DistillSettings | None = None
+    adversarial: AdversarialSettings | None = None
+    label_smoothing: float = 0.0  #: for kind "train"
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def __post_init__(self) -> None:
+        if self.kind == "distill":
+            if self.teacher is None:
+                raise ValueError("kind 'distill' needs a 'teacher' section (name and checkpoint)")
+            if self.distill is None:
+                self.distill = DistillSettings()
+        if self.kind == "adv_train" and self.adversarial is None:
+            self.adversarial = AdversarialSettings()
+        if self.kind != "distill" and self.distill is not None:
+            raise ValueError(f"section 'distill' is only used by kind 'distill', not {self.kind!r}")
+        if self.kind != "adv_train" and self.adversarial is not None:
+            raise ValueError(f"section 'adversarial' is only used by kind 'adv_train', not {self.kind!r}")
+        self._check_names()
+
+    def _check_names(self) -> None:
+        """Dataset and model names exist, and every model takes this dataset's inputs."""
+        from gkl.data import dataset_info, list_datasets
+        from gkl.models import list_models, model_input_kind
+
+        if self.data.name not in list_datasets():
+            raise ValueError(f"data.name: unknown dataset {self.data.name!r}; known: {', '.join(list_datasets())}")
+        kind = dataset_info(self.data.name).input_kind
+        for section, model in (("model", self.model), ("teacher", self.teacher)):
+            if model is None or (section == "teacher" and self.kind != "distill"):
+                continue
+            if model.name not in list_models():
+                close = difflib.get_close_matches(model.name, list_models(), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ValueError(f"{section}.name: unknown model {model.name!r}{hint}")
+            if model_input_kind(model.name) != kind:
+                raise ValueError(
+                    f"{section}.name: model {model.name!r} takes {model_input_kind(model.name)!r} inputs, "
+                    f"but dataset {self.data.name!r} gives {kind!r} inputs"
+                )
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Validate a plain dict into an :class:`ExperimentConfig` (errors name the dotted key)."""
+    return from_dict(ExperimentConfig, data)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,
+                defaults: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read ``path`` (or start from ``defaults``), apply ``key=value`` overrides, validate."""
+    data: dict[str, Any] = dict(defaults or {})
+    if path is not None:
+        data = deep_merge(data, load_yaml(path))
+    data = apply_overrides(data, list(overrides))
+    return config_from_dict(data)

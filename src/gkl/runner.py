@@ -1,0 +1,101 @@
+"""Build a run from an :class:`~gkl.config.ExperimentConfig` and hand it to the one engine.
+
+Data flows one way: config → data + models → objective → engine → metrics/artifacts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from gkl.config import ExperimentConfig, ModelConfig, to_dict
+from gkl.data import build_dataset, build_loader
+from gkl.engine import Trainer
+from gkl.engine.distributed import DistInfo, init_distributed
+from gkl.models import create_model
+from gkl.objectives import Objective
+from gkl.objectives.adversarial import build_adversarial_objective
+from gkl.objectives.distill import DistillObjective
+from gkl.objectives.supervised import SupervisedObjective
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunParts:
+    """Everything :class:`~gkl.engine.Trainer` needs, built from one config."""
+
+    model: nn.Module
+    objective: Objective
+    train_loader: Any
+    eval_loader: Any
+    info: Any  # gkl.data.DatasetInfo
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """A registry model, with its checkpoint loaded when one is named."""
+    model = create_model(cfg.name, num_classes, **cfg.kwargs)
+    if cfg.checkpoint is not None:
+        from gkl.models import load_checkpoint
+
+        load_checkpoint(model, cfg.checkpoint, key=cfg.checkpoint_key)
+    return model
+
+
+def build_objective(cfg: ExperimentConfig, num_classes: int) -> Objective:
+    """The objective object of ``cfg.kind`` (one small class per method)."""
+    if cfg.kind == "train":
+        return SupervisedObjective(label_smoothing=cfg.label_smoothing)
+    if cfg.kind == "distill":
+        assert cfg.teacher is not None and cfg.distill is not None  # checked by the config
+        if cfg.teacher.checkpoint is None:
+            log.warning("the teacher %r has no checkpoint: distilling from random weights", cfg.teacher.name)
+        teacher = build_model(cfg.teacher, num_classes)
+        return DistillObjective(teacher, cfg.distill, num_classes=num_classes)
+    assert cfg.adversarial is not None
+    return build_adversarial_objective(cfg.adversarial, num_classes=num_classes, epochs=cfg.train.epochs)
+
+
+def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
+    """Datasets, loaders, model and objective for this process."""
+    data = cfg.data
+    if data.download and dist.world_size > 1 and not dist.is_main:
+        torch.distributed.barrier()  # rank 0 downloads first
+    train_set = build_dataset(data.name, data.root, True, download=data.download, normalize=data.normalize)
+    eval_set = build_dataset(data.name, data.root, False, download=data.download, normalize=data.normalize)
+    if data.download and dist.world_size > 1 and dist.is_main:
+        torch.distributed.barrier()
+    info = train_set.info
+    generated = None
+    if data.generated_path is not None:
+        from gkl.data import GeneratedImages
+
+        generated = GeneratedImages(data.generated_path)
+    train_loader = build_loader(
+        train_set, batch_size=data.batch_size, train=True, device=dist.device, in_memory=data.in_memory,
+        num_workers=data.num_workers, seed=cfg.train.seed, rank=dist.rank, world_size=dist.world_size,
+        generated=generated, generated_ratio=data.generated_ratio,
+    )
+    eval_loader = build_loader(
+        eval_set, batch_size=data.eval_batch_size, train=False, device=dist.device, in_memory=data.in_memory,
+        num_workers=data.num_workers, seed=cfg.train.seed,
+    )
+    model = build_model(cfg.model, info.num_classes)
+    objective = build_objective(cfg, info.num_classes)
+    return RunParts(model, objective, train_loader, eval_loader, info)
+
+
+def run_experiment(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Train (or distill, or adversarially train) as ``cfg`` says; returns the engine's summary."""
+    dist = init_distributed(cfg.train.device)
+    parts = build_parts(cfg, dist)
+    trainer = Trainer(
+        model=parts.model, objective=parts.objective, train_loader=parts.train_loader,
+        eval_loader=parts.eval_loader, settings=cfg.train, run_dir=cfg.run_dir, config=to_dict(cfg),
+        class_groups=parts.info.class_groups, dist=dist, num_classes=parts.info.num_classes,
+    )
+    return trainer.fit(resume=resume)
