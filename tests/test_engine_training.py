@@ -181,3 +181,20 @@ def test_runs_on_gkl_data_loaders_with_lr_scaling(tmp_path, in_memory):
     assert [r["lr"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == pytest.approx([0.05, 0.05])
     assert summary["final"]["eval"]["count"] == len(test_set)
     assert summary["best_top1"] > 50.0 and set(summary["final"]["eval"]["groups"]) == {"low", "high"}
+
+
+class PerSampleLoss(CountingObjective):
+    """Returns an unreduced loss vector: a contract violation the engine must name."""
+
+    def forward(self, model, images, labels, *, epoch):
+        from gkl.objectives.base import StepOutput
+
+        logits = model(images)
+        return StepOutput(losses={"ce_vector": torch.nn.functional.cross_entropy(logits, labels, reduction="none")})
+
+
+def test_non_scalar_loss_term_is_named(tmp_path):
+    trainer = build_trainer(tmp_path, quick_settings(epochs=1), model_name="digits_mlp_small",
+                            objective=PerSampleLoss())
+    with pytest.raises(ValueError, match="'ce_vector' must be a scalar"):
+        trainer.fit()

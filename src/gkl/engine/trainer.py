@@ -317,6 +317,11 @@ class Trainer:
         if not losses:
             raise ValueError(f"objective {type(self.objective).__name__} returned no loss terms")
         names = list(losses)
+        for name in names:
+            term = losses[name]
+            if not isinstance(term, torch.Tensor) or term.numel() != 1:
+                raise ValueError(f"objective {type(self.objective).__name__}: loss term {name!r} must be a "
+                                 f"scalar tensor, got {getattr(term, 'shape', type(term).__name__)}")
         values = torch.stack([losses[k].detach().float().reshape(()) for k in names])
         bad = (~torch.isfinite(values)).float()
         all_reduce_sum(bad, self.dist)  # every rank stops together
