@@ -10,7 +10,7 @@ times full epochs of:
 * in-memory: ``build_loader(..., in_memory=True)`` (whole split as uint8 on the
   device, vectorised crop + flip + normalise per batch).
 
-Run: ``.venv/bin/python benchmarks/data_pipeline.py [--images 10000] [--batch-size 128] [--epochs 2] [--threads 1]``
+Run: ``.venv/bin/python benchmarks/data_pipeline.py [--images 10000] [--batch-size 128] [--epochs 2] [--threads N]``
 Prints images/s and the ratio to the per-image num_workers=0 baseline.
 """
 
@@ -63,11 +63,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads in this process (default 1: on a shared, busy CPU "
-                             "multi-threaded kernels spin and distort timings)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads in this process (default: torch's own choice)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as root:
         write_synthetic_cifar100(root, args.images, 100)

@@ -92,17 +92,33 @@ class InMemoryLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(derive_seed(self.seed, self.epoch, self.rank, "augment"))
-        split = self.split
         for real_idx, gen_idx in self._batches():
-            real_idx = real_idx.to(self.device)
-            images, labels = self.images[real_idx], self.labels[real_idx]
-            if gen_idx is not None:
-                gen_idx = gen_idx.to(self.device)
-                images = torch.cat([images, self.gen_images[gen_idx]])
-                labels = torch.cat([labels, self.gen_labels[gen_idx]])
-            if split.augmentation == "crop_flip":
-                images = random_crop_flip(images, split.padding, gen)
-            images = to_unit_float(images)
-            if split.mean is not None:
-                images = normalize_batch(images, split.mean, split.std)
-            yield images, labels
+            if self.device.type == "cpu":
+                # Batch-sized kernels gain little from intra-op threads and stall badly when the
+                # CPU is shared; assemble on one thread, then restore the caller's setting.
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+                try:
+                    batch = self._assemble(real_idx, gen_idx, gen)
+                finally:
+                    torch.set_num_threads(threads)
+            else:
+                batch = self._assemble(real_idx, gen_idx, gen)
+            yield batch
+
+    def _assemble(self, real_idx: torch.Tensor, gen_idx: torch.Tensor | None,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather, augment, convert and normalise one batch on the device."""
+        split = self.split
+        real_idx = real_idx.to(self.device)
+        images, labels = self.images[real_idx], self.labels[real_idx]
+        if gen_idx is not None:
+            gen_idx = gen_idx.to(self.device)
+            images = torch.cat([images, self.gen_images[gen_idx]])
+            labels = torch.cat([labels, self.gen_labels[gen_idx]])
+        if split.augmentation == "crop_flip":
+            images = random_crop_flip(images, split.padding, gen)
+        images = to_unit_float(images)
+        if split.mean is not None:
+            images = normalize_batch(images, split.mean, split.std)
+        return images, labels
