@@ -174,3 +174,19 @@ def test_all_positions_ignored_gives_zero():
     out = gkl_loss(o_n, o_m, targets=torch.full((3,), -100))
     assert out.item() == 0.0
     out.backward()
+
+
+@pytest.mark.parametrize("gamma", [0.3, 1.0])
+def test_gradients_with_detached_teacher_and_under_autograd_grad_mode_off(gamma):
+    o_n, o_m = _logits((6, 5), seed=12)
+    teacher = o_m.detach()
+    out = gkl_loss(o_n, teacher, gamma=gamma, temperature=3.0, weight_temperature=2.0)
+    ref = pairwise_gkl(o_n, teacher, gamma=gamma, temperature=3.0, weight_temperature=2.0)
+    torch.testing.assert_close(torch.autograd.grad(out, o_n)[0], torch.autograd.grad(ref, o_n)[0],
+                               atol=1e-10, rtol=0)
+    with torch.no_grad():
+        value = gkl_loss(o_n, teacher, gamma=gamma, temperature=3.0, weight_temperature=2.0)
+    assert not value.requires_grad
+    torch.testing.assert_close(value, ref.detach(), atol=1e-10, rtol=0)
+    torch.testing.assert_close(torch.autograd.gradcheck(
+        lambda a, b: gkl_loss(a, b, gamma=gamma, temperature=3.0), (o_n, o_m)), True)

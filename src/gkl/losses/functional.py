@@ -85,6 +85,49 @@ def _soft_cross_entropy(o_n: torch.Tensor, o_m: torch.Tensor, temperature: float
     return -(target_probs * torch.log_softmax(o_n / temperature, dim=1)).sum(dim=1)
 
 
+class _GKLTerms(torch.autograd.Function):
+    """Per-example GKL terms (mse_i, ce_i) with hand-written gradients (O(N·C) memory).
+
+    mse_i = ½ W Σ_j w^j (d_j − μ)² (centred form of spec section 4), d = o_m − o_n:
+        ∂mse_i/∂o_m = W w (d − μ) = −∂mse_i/∂o_n      (the ∂μ terms cancel: Σ_j w^j (d_j − μ) = 0)
+    ce_i = −Σ_j p^j log softmax(o_n/T)^j with p = S(softmax(o_m/T)):
+        ∂ce_i/∂o_n = (softmax(o_n/T) − p) / T,  ∂ce_i/∂o_m = 0 (stop-gradient).
+    Only these two direction tensors are saved for backward, instead of autograd's
+    chain of intermediates. ``w`` (already raised to γ) and ``p`` carry no gradient.
+    Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, o_n: torch.Tensor, o_m: torch.Tensor, w: torch.Tensor,  # type: ignore[override]
+                target_probs: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        total_weight = w.sum(dim=1, keepdim=True)
+        r = o_m - o_n
+        r.sub_((w * r).sum(dim=1, keepdim=True).div_(total_weight))
+        wr = w * r
+        mse = 0.5 * total_weight.squeeze(1) * (wr * r).sum(dim=1)
+        log_q = torch.log_softmax(o_n / temperature if temperature != 1.0 else o_n, dim=1)
+        ce = -(target_probs * log_q).sum(dim=1)
+        if any(ctx.needs_input_grad[:2]):
+            mse_direction = wr.mul_(total_weight)
+            ce_direction = log_q.exp_().sub_(target_probs)
+            if temperature != 1.0:
+                ce_direction.div_(temperature)
+            ctx.save_for_backward(mse_direction, ce_direction)
+        return mse, ce
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_mse: torch.Tensor, grad_ce: torch.Tensor):  # type: ignore[override]
+        mse_direction, ce_direction = ctx.saved_tensors
+        grad_from_mse = grad_mse.unsqueeze(1) * mse_direction
+        grad_o_n = grad_o_m = None
+        if ctx.needs_input_grad[0]:
+            grad_o_n = grad_ce.unsqueeze(1) * ce_direction - grad_from_mse
+        if ctx.needs_input_grad[1]:
+            grad_o_m = grad_from_mse
+        return grad_o_n, grad_o_m, None, None, None
+
+
 # ----------------------------------------------------------------------------- KL family
 
 def kl_div(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0,
@@ -148,6 +191,8 @@ def gkl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *,
     the conference IKL code). N counts the examples not equal to ``ignore_index``.
     No stop-gradient inside the wMSE; the weights are always detached. The wMSE is
     computed in the centred O(C) form (spec section 4); no N×C×C tensor is built.
+    The gradients are hand-written (see ``_GKLTerms``): the loss supports ``backward()``
+    but not double backward (``create_graph=True`` then raises).
 
     Args:
         logits: o_n, (N, C) or (N, C, d1, ...), any floating dtype.
@@ -199,10 +244,9 @@ def gkl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *,
             w = torch.ones_like(w)
         elif gamma != 1.0:
             w = w.pow(gamma)
-        mse = _centred_wmse(o_m, o_n, w)
         if target_probs is None:
             target_probs = torch.softmax(o_m.detach() / temperature, dim=1)
-        ce = -(target_probs * torch.log_softmax(o_n / temperature, dim=1)).sum(dim=1)
+        mse, ce = _GKLTerms.apply(o_n, o_m, w, target_probs, temperature)
 
         if valid is None:
             n_valid = torch.tensor(float(max(mse.numel(), 1)), dtype=dtype, device=mse.device)
