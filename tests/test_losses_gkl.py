@@ -188,5 +188,6 @@ def test_gradients_with_detached_teacher_and_under_autograd_grad_mode_off(gamma)
         value = gkl_loss(o_n, teacher, gamma=gamma, temperature=3.0, weight_temperature=2.0)
     assert not value.requires_grad
     torch.testing.assert_close(value, ref.detach(), atol=1e-10, rtol=0)
-    torch.testing.assert_close(torch.autograd.gradcheck(
-        lambda a, b: gkl_loss(a, b, gamma=gamma, temperature=3.0), (o_n, o_m)), True)
+    # only the student logits carry the finite-difference gradient: the weights and the
+    # CE target are stop-gradient functions of target_logits, so gradcheck applies to o_n alone
+    assert torch.autograd.gradcheck(lambda a: gkl_loss(a, teacher, gamma=gamma, temperature=3.0), (o_n,))
