@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
+from gkl.data import build_dataset
 from gkl.engine import OptimSettings, ScheduleSettings, TrainSettings, Trainer
 from gkl.evaluate.robust import evaluate_robustness
 from gkl.objectives.adversarial import AdversarialSettings, build_adversarial_objective
@@ -18,29 +20,11 @@ EPS = 0.1  # the 8x8 digits have 17 grey levels; 8/255 is below their resolution
 EPOCHS = 6
 
 
-def _digits(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bundled digits in [0, 1] (gkl.data when it has landed, else sklearn's copy), fixed split."""
-    try:
-        from gkl.data import build_dataset
-    except ImportError:
-        build_dataset = None
-    if build_dataset is not None:
-        import tempfile
-
-        from torch.utils.data import DataLoader
-
-        with tempfile.TemporaryDirectory() as root:
-            dataset = build_dataset("digits", root, train, normalize=False)
-            images, labels = next(iter(DataLoader(dataset, batch_size=len(dataset))))
-            return images.float(), labels.long()
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.tensor(data.target, dtype=torch.long)
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    index = order[:1400] if train else order[1400:]
-    return images[index], labels[index]
+def _digits(root, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bundled 8x8 digits split, in [0, 1]."""
+    dataset = build_dataset("digits", root, train, normalize=False)
+    images, labels = next(iter(DataLoader(dataset, batch_size=len(dataset))))
+    return images.float(), labels.long()
 
 
 def _model() -> nn.Module:
@@ -53,7 +37,7 @@ def _model() -> nn.Module:
 
 
 def _train(objective, tmp_path, name):
-    images, labels = _digits(True)
+    images, labels = _digits(tmp_path, True)
     model = _model()
     settings = TrainSettings(epochs=EPOCHS, optim=OptimSettings(lr=0.1, weight_decay=5e-4),
                              schedule=ScheduleSettings(kind="cosine_at"), device="cpu", progress=False,
@@ -74,7 +58,7 @@ def test_adversarial_training_beats_standard_training_under_pgd(tmp_path, method
                                   tmp_path, method)
     standard, _ = _train(SupervisedObjective(), tmp_path, "standard")
     assert "adv_accuracy" in summary["train"]
-    test = torch.utils.data.TensorDataset(*_digits(False))
+    test = torch.utils.data.TensorDataset(*_digits(tmp_path, False))
     reports = {name: evaluate_robustness(model, test, eps_list=(EPS,), attacks=("pgd10",), step_size=EPS / 4)
                for name, model in (("adversarial", adversarial), ("standard", standard))}
     robust = {name: report.accuracy("pgd10") for name, report in reports.items()}

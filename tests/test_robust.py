@@ -10,30 +10,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from gkl.data import build_dataset
 from gkl.evaluate.robust import RobustReport, _check_in_ball, evaluate_robustness
 
 torch.set_num_threads(2)
 
 
-def _digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
-    """The bundled 8x8 digits as ((N, 1, 8, 8) in [0, 1], labels), via gkl.data when it is available."""
-    try:
-        from gkl.data import build_dataset  # noqa: F401
-    except ImportError:
-        build_dataset = None
-    if build_dataset is not None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as root:
-            dataset = build_dataset("digits", root, True, normalize=False)
-            loader = DataLoader(dataset, batch_size=len(dataset))
-            images, labels = next(iter(loader))
-            return images.float(), labels.long()
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    return images, torch.tensor(digits.target, dtype=torch.long)
+def _digits(tmp_root, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bundled 8x8 digits split as ((N, 1, 8, 8) in [0, 1], labels)."""
+    dataset = build_dataset("digits", tmp_root, train, normalize=False)
+    images, labels = next(iter(DataLoader(dataset, batch_size=len(dataset))))
+    return images.float(), labels.long()
 
 
 class SmallCNN(nn.Module):
@@ -50,22 +37,22 @@ class SmallCNN(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(tmp_path_factory):
+    """A small CNN trained with plain CE on the bundled digits (setup only), and the test split."""
+    root = tmp_path_factory.mktemp("digits")
+    images, labels = _digits(root, True)
     torch.manual_seed(0)
-    images, labels = _digits_tensors()
-    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    train, test = perm[:1400], perm[1400:]
     model = SmallCNN()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model.train()
     for _ in range(12):
-        for idx in torch.randperm(1400).split(64):
-            loss = F.cross_entropy(model(images[train][idx]), labels[train][idx])
+        for idx in torch.randperm(len(labels)).split(64):
+            loss = F.cross_entropy(model(images[idx]), labels[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     model.eval()
-    return model, TensorDataset(images[test], labels[test])
+    return model, TensorDataset(*_digits(root, False))
 
 
 def test_report_is_consistent_and_autoattack_is_strongest(trained):
