@@ -64,7 +64,7 @@ class GKLLoss(nn.Module):
             if logits.dim() >= 2 and logits.shape[1] != self.prior.num_classes:
                 raise ValueError(f"logits must have num_classes={self.prior.num_classes} in dim 1, "
                                  f"got shape {tuple(logits.shape)}")
-            weights = self.prior(targets, ignore_index=self.ignore_index)
+            weights = self.prior(targets, ignore_index=self.ignore_index).to(logits.device)
         loss = LF.gkl_loss(logits, target_logits, weights=weights, alpha=self.alpha, beta=self.beta,
                            gamma=self.gamma, temperature=self.temperature,
                            weight_temperature=self.weight_temperature, normalize=self.normalize,
