@@ -5,7 +5,10 @@ TRADES start) and AWP from the first step; each uses its own inner loss (TRADES:
 GKL-AT: GKL with class-wise weights). Prints median seconds per part and the
 GKL-AT / TRADES ratios (target: total step <= 1.05x).
 
-    .venv/bin/python benchmarks/adversarial_step.py --model resnet20 --batch-size 32 --repeats 5
+    .venv/bin/python benchmarks/adversarial_step.py --model resnet20 --batch-size 32 --repeats 10
+
+On a CPU shared with other jobs, pass ``--threads 1``: with more intra-op threads than
+free cores, OpenMP oversubscription made steps ~40x slower in our measurements.
 """
 
 from __future__ import annotations
