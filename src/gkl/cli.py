@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -76,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     from gkl.runner import run_experiment
 
     summary = run_experiment(cfg, resume=args.resume)
-    print(json.dumps(summary, indent=2, default=str))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
+        print(json.dumps(summary, indent=2, default=str))
     return 0
 
 

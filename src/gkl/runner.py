@@ -74,7 +74,7 @@ def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     if data.generated_path is not None:
         from gkl.data import GeneratedImages
 
-        generated = GeneratedImages(data.generated_path)
+        generated = GeneratedImages(data.generated_path, num_classes=info.num_classes)
     train_loader = build_loader(
         train_set, batch_size=data.batch_size, train=True, device=dist.device, in_memory=data.in_memory,
         num_workers=data.num_workers, seed=cfg.train.seed, rank=dist.rank, world_size=dist.world_size,

@@ -5,7 +5,8 @@ scikit-learn digits, inputs (N, 1, 8, 8):
     ``digits_mlp_small`` (student, ~1.2k parameters).
 MNIST-1D, inputs (N, 1, 40):
     ``mnist1d_cnn`` (teacher, ~22k parameters, BatchNorm) and
-    ``mnist1d_mlp_small`` (student, ~2.5k parameters).
+    ``mnist1d_mlp_small`` (student, ~2.5k parameters) and ``mnist1d_mlp`` (the demo's
+    student, two hidden layers, ~7.5k parameters).
 """
 
 from __future__ import annotations
@@ -47,17 +48,21 @@ class DigitsCNN(nn.Module):
 
 
 class FlatMLP(nn.Module):
-    """Flatten, one hidden ReLU layer, linear head."""
+    """Flatten, ``depth`` hidden ReLU layers of width ``hidden``, linear head."""
 
-    def __init__(self, input_shape: tuple[int, ...], hidden: int, num_classes: int) -> None:
+    def __init__(self, input_shape: tuple[int, ...], hidden: int, num_classes: int, depth: int = 1) -> None:
         super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth: expected at least one hidden layer, got {depth}")
         self.input_shape = input_shape
         in_features = 1
         for size in input_shape:
             in_features *= size
-        self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes)
-        )
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i in range(depth):
+            layers += [nn.Linear(in_features if i == 0 else hidden, hidden), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(hidden, num_classes))
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.input_shape, type(self).__name__)
@@ -111,3 +116,9 @@ def mnist1d_cnn(num_classes: int) -> Mnist1dCNN:
 def mnist1d_mlp_small(num_classes: int, hidden: int = 48) -> FlatMLP:
     """Student-sized MLP for MNIST-1D (40 -> hidden -> classes)."""
     return FlatMLP((1, 40), hidden, num_classes)
+
+
+@register_model("mnist1d_mlp", input_kind="mnist1d")
+def mnist1d_mlp(num_classes: int, hidden: int = 64, depth: int = 2) -> FlatMLP:
+    """The demo's student: an MLP for MNIST-1D (40 -> 64 -> 64 -> classes, ~7.5k parameters)."""
+    return FlatMLP((1, 40), hidden, num_classes, depth=depth)

@@ -1,0 +1,115 @@
+"""The `gkl` command end to end on bundled data: train, distill, evaluate, adv-train, check, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gkl.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _common(tmp_path: Path, name: str, epochs: int = 2) -> list[str]:
+    return [f"out_dir={tmp_path / 'runs'}", f"name={name}", f"data.root={tmp_path / 'data'}",
+            f"train.epochs={epochs}", "train.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("cli")
+    assert main(["train", str(CONFIGS / "demo" / "teacher.yaml"), *_common(tmp, "teacher", epochs=3)]) == 0
+    return tmp / "runs" / "teacher"
+
+
+def test_train_writes_a_complete_run_directory(teacher_run: Path) -> None:
+    for name in ("checkpoint.pt", "best.pt", "metrics.jsonl", "config.yaml", "run.json", "summary.json"):
+        assert (teacher_run / name).is_file(), name
+    records = [json.loads(line) for line in (teacher_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    run = json.loads((teacher_run / "run.json").read_text())
+    assert run["seed"] == 0 and "git_commit" in run
+    # a 3-epoch CNN on MNIST-1D is far above chance (10%)
+    assert records[-1]["eval"]["top1"] > 30.0
+
+
+def test_distill_from_the_trained_teacher_and_evaluate(teacher_run: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["distill", str(CONFIGS / "demo" / "student_gkl.yaml"), *_common(tmp_path, "gkl"),
+            f"teacher.checkpoint={teacher_run / 'best.pt'}"]
+    assert main(args) == 0
+    run_dir = tmp_path / "runs" / "gkl"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["best_top1"] >= summary["last_top1"]
+    # the class-wise prior was stepped and checkpointed: rows are probability vectors, not uniform
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    prior = state["objective"]["prior.prior"]
+    torch.testing.assert_close(prior.sum(1), torch.ones(10), rtol=0, atol=1e-5)
+    assert not torch.allclose(prior, torch.full_like(prior, 0.1))
+
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir)]) == 0
+    report = json.loads((run_dir / "evaluation.json").read_text())
+    assert set(report["results"]) == {"last", "best"}
+    assert report["results"]["last"]["epoch"] == 2
+    assert report["results"]["last"]["clean"]["top1"] == pytest.approx(summary["last_top1"], abs=1e-9)
+    assert report["results"]["best"]["clean"]["top1"] == pytest.approx(summary["best_top1"], abs=1e-9)
+    assert "top-1" in capsys.readouterr().out
+
+
+def test_resume_with_a_changed_schedule_is_refused(teacher_run: Path, tmp_path: Path) -> None:
+    base = ["train", str(CONFIGS / "demo" / "student_ce.yaml"), *_common(tmp_path, "ce", epochs=1)]
+    assert main(base) == 0
+    # the same run continued to 2 epochs is a different run: the engine refuses it by name
+    with pytest.raises(ValueError, match="epochs"):
+        main([*base[:-2], "train.epochs=2", "train.progress=false", "--resume"])
+
+
+def test_wrong_command_for_config_kind_and_bad_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="gkl distill"):
+        main(["train", str(CONFIGS / "demo" / "student_kd.yaml")])
+    assert main(["train", str(CONFIGS / "demo" / "teacher.yaml"), "train.optim.lrr=0.1"]) == 2
+    assert "train.optim.lrr" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_print_config_shows_the_resolved_values(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["distill", str(CONFIGS / "cifar100" / "gkl" / "res56_res20.yaml"), "distill.gamma=0.5",
+                 "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "gamma: 0.5" in out and "name: resnet20" in out and "- 150" in out
+
+
+def test_check_prints_the_gradient_identity(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "DKL" in out and "KL" in out
+
+
+def test_adv_train_and_robust_evaluate_on_digits(tmp_path: Path) -> None:
+    args = ["adv-train", str(CONFIGS / "demo_at" / "gkl.yaml"), *_common(tmp_path, "gkl_at"),
+            "adversarial.awp_start_epoch=2"]
+    assert main(args) == 0
+    run_dir = tmp_path / "runs" / "gkl_at"
+    assert main(["evaluate", str(run_dir), "--robust", "--eps", "0.1", "--attacks", "pgd10,autoattack",
+                 "--autoattack-version", "fast", "--num-examples", "48", "--which", "last"]) == 0
+    report = json.loads((run_dir / "evaluation.json").read_text())
+    robust = report["results"]["last"]["robust"]
+    result = robust["results"][0]
+    assert robust["num_examples"] == 48
+    assert result["worst_case"] <= min(result["accuracy"].values())
+    assert result["accuracy"]["autoattack"] <= robust["clean_accuracy"]
+
+
+def test_demo_quick_writes_table_and_curves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--quick", "--seeds", "1", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "student, KD" in out and "student, GKL" in out
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert set(results["students"]) == {"ce", "kd", "gkl"}
+    png = tmp_path / "demo" / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
