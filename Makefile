@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench setup clean
+.PHONY: run run-at test bench setup clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,23 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/gkl demo
 
+# Adversarial training on the bundled digits: standard vs TRADES vs GKL-AT, then PGD/CW/AutoAttack.
+run-at: $(STAMP)
+	$(VENV)/bin/gkl train configs/demo_at/standard.yaml --resume
+	$(VENV)/bin/gkl adv-train configs/demo_at/trades.yaml --resume
+	$(VENV)/bin/gkl adv-train configs/demo_at/gkl.yaml --resume
+	for r in standard trades gkl; do \
+	  $(VENV)/bin/gkl evaluate runs/demo_at/$$r --which last --robust --eps 0.1 \
+	    --attacks pgd20,cw20,autoattack --autoattack-version fast || exit 1; done
+
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py
-	@for b in benchmarks/*.py; do [ "$$b" = benchmarks/losses.py ] || $(PY) $$b; done
+	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/data_pipeline.py
+	$(PY) benchmarks/adversarial_step.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -15,7 +15,7 @@ from torch import nn
 from gkl.config import ExperimentConfig, ModelConfig, to_dict
 from gkl.data import build_dataset, build_loader
 from gkl.engine import Trainer
-from gkl.engine.distributed import DistInfo, init_distributed
+from gkl.engine.distributed import DistInfo, cleanup, init_distributed
 from gkl.models import create_model
 from gkl.objectives import Objective
 from gkl.objectives.adversarial import build_adversarial_objective
@@ -98,4 +98,6 @@ def run_experiment(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, 
         eval_loader=parts.eval_loader, settings=cfg.train, run_dir=cfg.run_dir, config=to_dict(cfg),
         class_groups=parts.info.class_groups, dist=dist, num_classes=parts.info.num_classes,
     )
-    return trainer.fit(resume=resume)
+    summary = trainer.fit(resume=resume)
+    cleanup()  # only on success: a failing rank raises and torchrun stops the others
+    return summary

@@ -79,8 +79,14 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def cleanup() -> None:
-    """Destroy the process group if one exists."""
+    """Destroy the process group if one exists.
+
+    All ranks meet at a barrier first: a rank that tears down its gloo context while a
+    peer is still talking to it can abort the peer at exit ("terminate called without an
+    active exception").
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
