@@ -16,6 +16,7 @@ from gkl.config import ExperimentConfig, ModelConfig, to_dict
 from gkl.data import build_dataset, build_loader
 from gkl.engine import Trainer
 from gkl.engine.distributed import DistInfo, cleanup, init_distributed
+from gkl.engine.seeding import seed_everything
 from gkl.models import create_model
 from gkl.objectives import Objective
 from gkl.objectives.adversarial import build_adversarial_objective
@@ -92,6 +93,8 @@ def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
 def run_experiment(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, Any]:
     """Train (or distill, or adversarially train) as ``cfg`` says; returns the engine's summary."""
     dist = init_distributed(cfg.train.device)
+    # The same seed on every rank: model initialisation is part of the run's reproducibility.
+    seed_everything(cfg.train.seed)
     parts = build_parts(cfg, dist)
     trainer = Trainer(
         model=parts.model, objective=parts.objective, train_loader=parts.train_loader,
