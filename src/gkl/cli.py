@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job: teacher, then CE / KD / GKL students on bundled data")
     demo.add_argument("--out", default="runs/demo", help="output directory")
-    demo.add_argument("--seeds", type=int, default=3, help="student seeds per method")
+    demo.add_argument("--seeds", type=int, default=5, help="student seeds per method")
     demo.add_argument("--quick", action="store_true", help="a much shorter run (tests use it)")
     return parser
 

@@ -97,7 +97,7 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, float]:
     return {"last": accs[-1], "best": max(accs)}
 
 
-def run_demo(out_dir: Path = Path("runs/demo"), num_seeds: int = 3, quick: bool = False) -> str:
+def run_demo(out_dir: Path = Path("runs/demo"), num_seeds: int = 5, quick: bool = False) -> str:
     """Teacher, then CE / KD / GKL students over ``num_seeds`` seeds; returns the printed report."""
     from gkl.runner import run_experiment
 
