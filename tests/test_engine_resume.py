@@ -9,7 +9,7 @@ import subprocess
 import torch
 
 from gkl.engine.checkpoint import load_checkpoint
-from test_engine_support import read_jsonl, script_command
+from test_engine_support import assert_identical, read_jsonl, script_command
 
 
 def run_job(run_dir, *, kill_at: str | None = None, resume: bool = False) -> subprocess.CompletedProcess:
@@ -19,21 +19,6 @@ def run_job(run_dir, *, kill_at: str | None = None, resume: bool = False) -> sub
         env["GKL_TEST_KILL_AT"] = kill_at
     return subprocess.run(script_command("resume", str(run_dir)), env=env, capture_output=True, text=True,
                           timeout=300)
-
-
-def assert_identical(a, b, path="state"):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), path
-        for key in a:
-            assert_identical(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_identical(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
 
 
 def test_sigkill_mid_epoch_then_resume_reproduces_uninterrupted_run(tmp_path):

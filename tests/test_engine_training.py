@@ -10,7 +10,7 @@ import yaml
 
 from gkl.engine import NonFiniteLossError, TrainSettings, Trainer
 from gkl.engine.checkpoint import load_checkpoint
-from test_engine_support import CountingObjective, build_trainer, quick_settings, read_jsonl
+from test_engine_support import CountingObjective, assert_identical, build_trainer, quick_settings, read_jsonl
 
 
 @pytest.fixture(autouse=True)
@@ -91,22 +91,8 @@ def test_checkpoint_round_trip_restores_all_state(tmp_path):
     assert second.load_checkpoint(tmp_path / "a" / "checkpoint.pt") == 2
     restored = second.checkpoint_state(2)
 
-    def same(a, b, path="state"):
-        if isinstance(a, torch.Tensor):
-            assert torch.equal(a, b), path
-        elif isinstance(a, dict):
-            assert set(a) == set(b), path
-            for key in a:
-                same(a[key], b[key], f"{path}.{key}")
-        elif isinstance(a, (list, tuple)):
-            assert len(a) == len(b), path
-            for i, (x, y) in enumerate(zip(a, b)):
-                same(x, y, f"{path}[{i}]")
-        else:
-            assert a == b, path
-
     for key in ("model", "ema", "optimizer", "schedule", "scaler", "objective", "rng", "best", "settings"):
-        same(saved[key], restored[key], key)
+        assert_identical(saved[key], restored[key], key)
     assert saved["scaler"]["scale"] > 0 and saved["ema"]["updates"] == 2 * len(first.train_loader)
     assert len(saved["optimizer"]["state"]) == len(list(first.model.parameters()))  # momentum buffers
     best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
