@@ -60,12 +60,32 @@ def test_distill_from_the_trained_teacher_and_evaluate(teacher_run: Path, tmp_pa
     assert "top-1" in capsys.readouterr().out
 
 
-def test_resume_with_a_changed_schedule_is_refused(teacher_run: Path, tmp_path: Path) -> None:
+def test_existing_runs_are_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["train", str(CONFIGS / "demo" / "student_ce.yaml"), *_common(tmp_path, "ce", epochs=1)]
     assert main(base) == 0
+    checkpoint = tmp_path / "runs" / "ce" / "checkpoint.pt"
+    saved = checkpoint.read_bytes()
+    capsys.readouterr()
+    # the same command again without --resume: refused, the run directory names itself
+    assert main(base) == 2
+    assert "checkpoint.pt" in capsys.readouterr().err
     # the same run continued to 2 epochs is a different run: the engine refuses it by name
-    with pytest.raises(ValueError, match="epochs"):
-        main([*base[:-2], "train.epochs=2", "train.progress=false", "--resume"])
+    assert main([*base[:-2], "train.epochs=2", "train.progress=false", "--resume"]) == 2
+    assert "epochs" in capsys.readouterr().err
+    assert checkpoint.read_bytes() == saved
+    # resuming the finished run re-reports it without training again
+    assert main([*base, "--resume"]) == 0
+    assert checkpoint.read_bytes() == saved
+
+
+def test_non_finite_loss_stops_with_a_clear_error(teacher_run: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # alpha far too large for raw-logit wMSE with a trained teacher: the loss overflows
+    args = ["distill", str(CONFIGS / "demo" / "student_gkl.yaml"), *_common(tmp_path, "diverge", epochs=2),
+            f"teacher.checkpoint={teacher_run / 'best.pt'}", "distill.alpha=1.0e38", "distill.warmup_epochs=0"]
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "non-finite loss at epoch 1" in err and "'gkl'" in err
 
 
 def test_wrong_command_for_config_kind_and_bad_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

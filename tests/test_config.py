@@ -85,6 +85,11 @@ def test_overrides_parse_yaml_values_and_apply() -> None:
     cfg = load_config(CONFIGS / "demo" / "student_gkl.yaml", ["train.epochs=7", "distill.gamma=0.25", "train.seed=3"])
     assert cfg.train.epochs == 7 and cfg.distill.gamma == 0.25 and cfg.train.seed == 3
     assert isinstance(cfg.distill.alpha, float)  # YAML ints become floats where the schema says float
+    # YAML 1.1 reads 5e-4 as a string; float fields take it as the number it means
+    cfg = load_config(CONFIGS / "demo" / "student_gkl.yaml", ["train.optim.weight_decay=5e-4", "distill.alpha=1e1"])
+    assert cfg.train.optim.weight_decay == 5e-4 and cfg.distill.alpha == 10.0
+    with pytest.raises(ConfigError, match="train.optim.lr"):
+        load_config(CONFIGS / "demo" / "student_gkl.yaml", ["train.optim.lr=5e-4x"])
     data = apply_overrides({"a": {"b": 1}}, ["a.c.d=2"])
     assert data == {"a": {"b": 1, "c": {"d": 2}}}
     with pytest.raises(ConfigError, match="is a value"):

@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     from gkl.config_schema import ConfigError
+    from gkl.engine import NonFiniteLossError
 
     try:
         if args.command in KIND_OF_COMMAND:
@@ -123,9 +124,15 @@ def main(argv: list[str] | None = None) -> int:
 
             print(run_demo(out_dir=Path(args.out), num_seeds=args.seeds, quick=args.quick))
             return 0
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        # bad input: a clear message, no traceback (GKL_DEBUG=1 shows it)
+        if os.environ.get("GKL_DEBUG") == "1":
+            raise
         print(f"gkl {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:
+        print(f"gkl {args.command}: training stopped: {err}", file=sys.stderr)
+        return 3
     return 1
 
 
