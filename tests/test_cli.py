@@ -125,11 +125,26 @@ def test_adv_train_and_robust_evaluate_on_digits(tmp_path: Path) -> None:
     assert result["accuracy"]["autoattack"] <= robust["clean_accuracy"]
 
 
-def test_demo_quick_writes_table_and_curves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--quick", "--seeds", "1", "--out", str(tmp_path / "demo")]) == 0
+def test_demo_quick_writes_table_and_curves_and_summarize_agrees(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    demo = tmp_path / "demo"
+    assert main(["demo", "--quick", "--seeds", "2", "--out", str(demo)]) == 0
     out = capsys.readouterr().out
     assert "student, KD" in out and "student, GKL" in out
-    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    results = json.loads((demo / "results.json").read_text())
     assert set(results["students"]) == {"ce", "kd", "gkl"}
-    png = tmp_path / "demo" / "curves.png"
+    assert all(len(runs) == 2 for runs in results["students"].values())
+    png = demo / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    from gkl.evaluate.summary import summarize_runs
+
+    rows, table = summarize_runs(sorted(demo.glob("student_*")))
+    by_method = {row["name"].split("_")[1]: row for row in rows}
+    assert set(by_method) == {"ce", "kd", "gkl"} and all(row["seeds"] == 2 for row in rows)
+    for method, runs in results["students"].items():
+        assert by_method[method]["last_top1"] == [r["last"] for r in runs]
+        assert by_method[method]["best_top1"] == [r["best"] for r in runs]
+    assert main(["summarize", *map(str, sorted(demo.glob("student_*")))]) == 0
+    assert capsys.readouterr().out.strip() == table
+    assert main(["summarize", str(tmp_path / "missing")]) == 2

@@ -1,4 +1,4 @@
-"""The ``gkl`` command: ``train | distill | adv-train | evaluate | check | demo``."""
+"""The ``gkl`` command: ``train | distill | adv-train | evaluate | summarize | check | demo``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-examples", type=int, default=None, help="default: the full test set")
     ev.add_argument("--which", default="last,best", help="checkpoints to evaluate: last, best or both")
     ev.add_argument("--output", default=None, help="JSON report path (default: <run_dir>/evaluation.json)")
+
+    summ = sub.add_parser("summarize", help="mean ± std over seeds of finished runs (last and best epoch)")
+    summ.add_argument("run_dirs", nargs="+", help="run directories; runs differing only in seed form one row")
 
     sub.add_parser("check", help="print the KL/DKL gradient identity and GKL terms on random logits")
 
@@ -114,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "summarize":
+            from gkl.evaluate.summary import summarize_runs
+
+            print(summarize_runs([Path(p) for p in args.run_dirs])[1])
+            return 0
         if args.command == "check":
             from gkl.analysis.equivalence import equivalence_report
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gkl.config import ExperimentConfig, load_config
+from gkl.evaluate.summary import mean_std
 
 METHODS = ("ce", "kd", "gkl")
 
@@ -47,12 +48,6 @@ def _curve(records: list[dict[str, Any]]) -> list[tuple[int, float]]:
     return [(r["epoch"], r["eval"]["top1"]) for r in records if "eval" in r]
 
 
-def _mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:6.2f}"
-    return f"{statistics.mean(values):6.2f} ± {statistics.stdev(values):4.2f}"
-
-
 def format_table(results: dict[str, list[dict[str, float]]], teacher: dict[str, float]) -> str:
     """Mean ± std (over seeds) of last- and best-epoch top-1 per method."""
     lines = [
@@ -63,7 +58,7 @@ def format_table(results: dict[str, list[dict[str, float]]], teacher: dict[str, 
     for method, runs in results.items():
         last = [r["last"] for r in runs]
         best = [r["best"] for r in runs]
-        lines.append(f"{labels.get(method, method):<22}{len(runs):>6}  {_mean_std(last):>18}  {_mean_std(best):>18}")
+        lines.append(f"{labels.get(method, method):<22}{len(runs):>6}  {mean_std(last):>18}  {mean_std(best):>18}")
     return "\n".join(lines)
 
 
