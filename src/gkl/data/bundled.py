@@ -40,8 +40,17 @@ def _pairs(info: DatasetInfo, inputs: torch.Tensor, labels: torch.Tensor, normal
                        memory=memory)
 
 
+def _require(module: str, dataset: str) -> None:
+    """A clear error when the package that provides a bundled dataset is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f"dataset {dataset!r} needs the package {module!r}: pip install 'gkl[bundled]'")
+
+
 def digits_split(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Digits split as float inputs ``(N, 1, 8, 8)`` in [0, 1] and int64 labels (fixed stratified split)."""
+    _require("sklearn", "digits")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -67,6 +76,7 @@ def generate_mnist1d() -> dict[str, np.ndarray]:
     """
     import random
 
+    _require("mnist1d", "mnist1d")
     from mnist1d.data import get_dataset_args, make_dataset
 
     np_state, py_state = np.random.get_state(), random.getstate()
