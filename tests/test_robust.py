@@ -82,6 +82,17 @@ def test_report_is_consistent_and_autoattack_is_strongest(trained):
     assert "pgd10" in table and "autoattack" in table and "worst case" in table
 
 
+def test_standard_autoattack_runs_all_four_attacks_and_is_no_weaker_than_pgd(trained):
+    # "standard" (APGD-CE, APGD-T, FAB-T, Square), the default of `gkl evaluate --robust`
+    model, dataset = trained
+    report = evaluate_robustness(model, dataset, eps_list=(0.1,), attacks=("pgd20", "autoattack"),
+                                 num_examples=16, batch_size=16)
+    assert report.settings["autoattack_version"] == "standard"
+    result = report.results[0]
+    assert result.accuracy["autoattack"] <= result.accuracy["pgd20"] < report.clean_accuracy
+    assert result.worst_case <= min(result.accuracy.values())
+
+
 def test_full_dataset_by_default_and_seeded(trained):
     model, dataset = trained
     small = TensorDataset(*dataset[:40])
