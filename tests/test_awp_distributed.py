@@ -35,6 +35,7 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         awp = AdversarialWeightPerturbation(gamma=0.01)
         perturbation = awp.compute_perturbation(model, lambda proxy: F.cross_entropy(proxy(images), labels))
         torch.save(perturbation, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while its peer still uses it
     finally:
         dist.destroy_process_group()
 

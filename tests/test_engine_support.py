@@ -216,6 +216,7 @@ def _ddp_resume_job(run_dir: Path, out: Path) -> None:
                                 objective=CountingObjective(kill_at=kill_at))
         trainer.fit(resume=os.environ.get("GKL_TEST_RESUME") == "1")
         torch.save({"objective": trainer.objective.checkpoint_state()}, out.with_suffix(f".rank{info.rank}.pt"))
+        del trainer  # release the DDP reducer before the process group goes
     finally:
         cleanup()
 

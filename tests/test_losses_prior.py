@@ -140,6 +140,7 @@ def _distributed_worker(rank, world_size, init_file, logits, targets, out_file):
         prior.update(logits[shard], targets[shard])
         prior.step()
         torch.save(prior.prior.clone(), f"{out_file}.{rank}")
+        dist.barrier()  # no rank tears gloo down while its peer still uses it
     finally:
         dist.destroy_process_group()
 

@@ -93,6 +93,12 @@ def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
 def run_experiment(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, Any]:
     """Train (or distill, or adversarially train) as ``cfg`` says; returns the engine's summary."""
     dist = init_distributed(cfg.train.device)
+    summary = _fit(cfg, dist, resume=resume)
+    cleanup()  # after the trainer is gone; only on success: a failing rank raises and torchrun stops the others
+    return summary
+
+
+def _fit(cfg: ExperimentConfig, dist: DistInfo, *, resume: bool) -> dict[str, Any]:
     # The same seed on every rank: model initialisation is part of the run's reproducibility.
     seed_everything(cfg.train.seed)
     parts = build_parts(cfg, dist)
@@ -101,6 +107,4 @@ def run_experiment(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, 
         eval_loader=parts.eval_loader, settings=cfg.train, run_dir=cfg.run_dir, config=to_dict(cfg),
         class_groups=parts.info.class_groups, dist=dist, num_classes=parts.info.num_classes,
     )
-    summary = trainer.fit(resume=resume)
-    cleanup()  # only on success: a failing rank raises and torchrun stops the others
-    return summary
+    return trainer.fit(resume=resume)

@@ -6,6 +6,7 @@ torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -81,11 +82,14 @@ def init_distributed(device: str = "auto") -> DistInfo:
 def cleanup() -> None:
     """Destroy the process group if one exists.
 
-    All ranks meet at a barrier first: a rank that tears down its gloo context while a
-    peer is still talking to it can abort the peer at exit ("terminate called without an
-    active exception").
+    Objects that still reference the process group (a finished run's DDP reducer, kept
+    alive by reference cycles) are collected first, and all ranks meet at a barrier: a
+    process group torn down while a peer still talks to it, or freed only at interpreter
+    exit, can abort the process ("terminate called without an active exception").
+    Call it after the trainer and its model have gone out of scope.
     """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 
