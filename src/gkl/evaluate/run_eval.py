@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 import yaml
 
 from gkl.config import ExperimentConfig, config_from_dict
@@ -18,7 +17,7 @@ from gkl.config_schema import apply_overrides
 from gkl.data import build_dataset, build_loader
 from gkl.engine.distributed import resolve_device
 from gkl.evaluate.accuracy import evaluate_classifier
-from gkl.models import create_model
+from gkl.models import create_model, load_checkpoint
 
 CHECKPOINT_FILES = {"last": "checkpoint.pt", "best": "best.pt"}
 
@@ -30,12 +29,6 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> ExperimentC
         raise FileNotFoundError(f"{run_dir} is not a gkl run directory: {path} is missing")
     data = yaml.safe_load(path.read_text()) or {}
     return config_from_dict(apply_overrides(data, list(overrides)))
-
-
-def _checkpoint_epoch(path: Path) -> int | None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    epoch = state.get("epoch") if isinstance(state, dict) else None
-    return int(epoch) if isinstance(epoch, int) else None
 
 
 def evaluate_run(
@@ -80,11 +73,13 @@ def evaluate_run(
         if not path.is_file():
             raise FileNotFoundError(f"no {name} checkpoint in {run_dir}: {path} is missing")
         key = "ema" if (name == "last" and weights == "ema") else "model"
-        model = create_model(cfg.model.name, info.num_classes, checkpoint=path, checkpoint_key=key,
-                             **cfg.model.kwargs).to(device)
+        model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
+        contents = load_checkpoint(model, path, key=key)
+        epoch = contents.get("epoch") if isinstance(contents, dict) else None
+        model.to(device)
         clean = evaluate_classifier(model, loader, num_classes=info.num_classes, device=device,
                                     class_groups=info.class_groups)
-        entry: dict[str, Any] = {"epoch": _checkpoint_epoch(path), "clean": clean}
+        entry: dict[str, Any] = {"epoch": epoch if isinstance(epoch, int) else None, "clean": clean}
         groups = clean.get("groups") or {}
         top5 = clean.get("top5")
         lines.append(

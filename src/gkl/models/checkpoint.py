@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,8 +89,11 @@ def _format_keys(label: str, keys: list[str]) -> str:
     return f"\n  {label} ({len(keys)}): {shown}{more}"
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, key: str | None = None) -> None:
+def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, key: str | None = None) -> Any:
     """Load the weights stored in ``path`` into ``model`` strictly (in place).
+
+    Returns the file's whole contents, so callers can read metadata (e.g. ``"epoch"``)
+    without loading the file a second time.
 
     key: entry of a checkpoint dict to load (e.g. ``"ema"``); by default a bare
         state_dict, else the ``"model"`` (or ``"state_dict"``) entry.
@@ -127,3 +131,4 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, key: str 
             message += _format_keys("shape mismatches", mismatched)
         raise ValueError(message)
     model.load_state_dict(state_dict, strict=True)
+    return obj
