@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gkl.config_schema import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml, to_dict
-from gkl.engine.settings import TrainSettings
+from gkl.settings.train import TrainSettings
 from gkl.objectives.adversarial import AdversarialSettings
 from gkl.objectives.distill import DistillSettings
 

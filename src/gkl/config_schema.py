@@ -17,11 +17,13 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from gkl.utils.errors import InputError
+
 T = TypeVar("T")
 _SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value or key is invalid; the message names the dotted key."""
 
 

@@ -6,7 +6,7 @@ from gkl.engine.distributed import DistInfo, cleanup, init_distributed, resolve_
 from gkl.engine.ema import ModelEMA
 from gkl.engine.schedules import EpochLRSchedule, learning_rate_at, scaled_base_lr
 from gkl.engine.seeding import epoch_seed, seed_everything
-from gkl.engine.settings import EMASettings, OptimSettings, ScheduleSettings, TrainSettings
+from gkl.settings.train import EMASettings, OptimSettings, ScheduleSettings, TrainSettings
 from gkl.engine.trainer import NonFiniteLossError, Trainer
 
 __all__ = [

@@ -36,7 +36,7 @@ from gkl.engine.logging import MetricsWriter, progress, setup_logger
 from gkl.engine.run_dir import write_config, write_run_record
 from gkl.engine.schedules import EpochLRSchedule, scaled_base_lr
 from gkl.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything, set_deterministic
-from gkl.engine.settings import RESUME_TOLERANT_FIELDS, TrainSettings
+from gkl.settings.train import RESUME_TOLERANT_FIELDS, TrainSettings
 from gkl.evaluate.accuracy import evaluate_classifier
 from gkl.objectives.base import Objective, StepOutput, unwrap_model
 

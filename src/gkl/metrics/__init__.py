@@ -1,0 +1,1 @@
+"""Metrics and evaluators by task (classification now; segmentation, retrieval, zero-shot later)."""
