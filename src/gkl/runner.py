@@ -15,7 +15,7 @@ from torch import nn
 from gkl.config import ExperimentConfig, ModelConfig, to_dict
 from gkl.data import build_dataset, build_loader
 from gkl.engine import Trainer
-from gkl.engine.distributed import DistInfo, cleanup, init_distributed
+from gkl.utils.distributed import DistInfo, cleanup, init_distributed
 from gkl.engine.seeding import seed_everything
 from gkl.models import create_model
 from gkl.objectives import Objective

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from gkl.attacks.attack_losses import NEEDS_CLEAN_LOGITS, attack_loss, check_attack_loss_name
+from gkl.utils.modules import unwrap_model
 
 Norm = Literal["linf", "l2"]
 RandomStart = Literal["trades", "uniform"] | None
@@ -25,12 +26,6 @@ RANDOM_STARTS: tuple[str | None, ...] = ("trades", "uniform", None)
 #: Standard deviation of the TRADES random start x + 0.001 * N(0, 1).
 TRADES_START_STD = 0.001
 _TINY = 1e-12
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    from gkl.objectives.base import unwrap_model  # lazy: gkl.objectives imports this package
-
-    return unwrap_model(model)
 
 
 @contextlib.contextmanager
@@ -186,7 +181,7 @@ def pgd(
     check_attack_inputs(images, labels)
     eps_t = _per_example(eps, "eps", images)
     step_t = _per_example(step_size, "step_size", images)
-    net = _unwrap(model)
+    net = unwrap_model(model)
     with attack_mode(net):
         return _pgd_in_attack_mode(
             net, images, labels, eps=eps_t, step_size=step_t, steps=steps, loss=loss, norm=norm,
@@ -212,7 +207,7 @@ class Attack:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_attack_inputs(images, labels)
-        net = _unwrap(self.model)
+        net = unwrap_model(self.model)
         with attack_mode(net):
             return self.perturb(net, images.detach().float(), labels.long()).detach()
 

@@ -2,7 +2,7 @@
 
 from gkl.engine.amp import MixedPrecision, resolve_amp
 from gkl.engine.checkpoint import atomic_save, load_checkpoint
-from gkl.engine.distributed import DistInfo, cleanup, init_distributed, resolve_device
+from gkl.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from gkl.engine.ema import ModelEMA
 from gkl.engine.schedules import EpochLRSchedule, learning_rate_at, scaled_base_lr
 from gkl.engine.seeding import epoch_seed, seed_everything

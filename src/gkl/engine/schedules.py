@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from gkl.settings.train import ScheduleSettings
+from gkl.settings.optim import ScheduleSettings
 
 
 def learning_rate_at(epoch: int, *, base_lr: float, epochs: int, settings: ScheduleSettings) -> float:

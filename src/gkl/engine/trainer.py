@@ -30,7 +30,7 @@ from gkl.engine.checkpoint import (
     model_layout,
     save_best,
 )
-from gkl.engine.distributed import DistInfo, all_reduce_sum, barrier, resolve_device
+from gkl.utils.distributed import DistInfo, all_reduce_sum, barrier, resolve_device
 from gkl.engine.ema import ModelEMA
 from gkl.engine.logging import MetricsWriter, progress, setup_logger
 from gkl.engine.run_dir import write_config, write_run_record
@@ -71,7 +71,7 @@ class Trainer:
             checkpoint.pt, best.pt, summary.json.
         config: the resolved config dict written to config.yaml and stored in checkpoints.
         class_groups: ``{"many": [...], "medium": [...], "few": [...]}`` for group accuracies.
-        dist: from :func:`gkl.engine.distributed.init_distributed`; None = single process
+        dist: from :func:`gkl.utils.distributed.init_distributed`; None = single process
             on ``settings.device``.
         num_classes: logits width; inferred from the first evaluation batch when None.
     """

@@ -7,11 +7,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    from gkl.objectives.base import unwrap_model
-
-    return unwrap_model(model)
+from gkl.utils.modules import unwrap_model
 
 
 @torch.no_grad()
@@ -27,7 +23,7 @@ def evaluate_classifier(
     """Accuracy of ``model`` on every ``(images, labels)`` batch of ``loader``.
 
     Runs the model in eval mode under ``no_grad`` and restores its previous mode.
-    Distributed (``dist`` a :class:`~gkl.engine.distributed.DistInfo` with
+    Distributed (``dist`` a :class:`~gkl.utils.distributed.DistInfo` with
     ``world_size > 1``): every rank iterates the same, *unsharded* loader and
     evaluates batches ``rank, rank + world_size, ...``; counts are summed with
     ``all_reduce``, so each example is counted exactly once (no padding).
@@ -47,7 +43,7 @@ def evaluate_classifier(
     rank, world_size = 0, 1
     if dist is not None and dist.world_size > 1:
         rank, world_size = dist.rank, dist.world_size
-    net = _unwrap(model)
+    net = unwrap_model(model)
     was_training = net.training
     net.eval()
     correct1 = torch.zeros(num_classes, dtype=torch.float64, device=device)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from gkl.utils.modules import unwrap_model
 from gkl.attacks.autoattack import AUTOATTACK_VERSIONS, autoattack
 from gkl.attacks.pgd import NORMS, attack_mode, pgd
 
@@ -185,8 +186,6 @@ def evaluate_robustness(
     if num_examples is not None and (isinstance(num_examples, bool) or not isinstance(num_examples, int)
                                      or num_examples < 1):
         raise ValueError(f"num_examples must be None (full dataset) or an integer >= 1, got {num_examples!r}")
-    from gkl.objectives.base import unwrap_model
-
     net = unwrap_model(model)
     if device is None:
         device = next((p.device for p in net.parameters()), torch.device("cpu"))

@@ -15,7 +15,7 @@ import yaml
 from gkl.config import ExperimentConfig, config_from_dict
 from gkl.config_schema import apply_overrides
 from gkl.data import build_dataset, build_loader
-from gkl.engine.distributed import resolve_device
+from gkl.utils.distributed import resolve_device
 from gkl.evaluate.accuracy import evaluate_classifier
 from gkl.models import create_model, load_checkpoint
 

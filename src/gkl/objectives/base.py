@@ -23,16 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Return the plain module inside a DistributedDataParallel (or compiled) wrapper."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
-        else:
-            return model
+from gkl.utils.modules import unwrap_model  # noqa: F401  (re-exported)
 
 
 @dataclass
