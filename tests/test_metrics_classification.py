@@ -89,12 +89,13 @@ def _same(a: dict, b: dict) -> None:
 
 
 def test_two_rank_gloo_totals_equal_single_process_and_ranks_decode_only_their_shard(digits_root, tmp_path):
+    # fork (no re-import of torch in the children) before this process starts any thread pool
+    mp.start_processes(_worker, args=(2, _free_port(), str(digits_root), str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")
     counting, per_image, in_memory = _loaders(digits_root, 0, 1)
     single = evaluate_classifier(_model(), per_image, num_classes=10, device="cpu", class_groups=GROUPS)
     assert sorted(counting.seen) == list(range(450)) and single["count"] == 450
     _same(single, evaluate_classifier(_model(), in_memory, num_classes=10, device="cpu", class_groups=GROUPS))
-
-    mp.spawn(_worker, args=(2, _free_port(), str(digits_root), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     for rank, result in enumerate(ranks):
         _same(result["per_image"], single)  # every rank returns the all-reduced totals
