@@ -75,6 +75,7 @@ class WandbTracker:
             self.run = None
             # finish() can return before the service has flushed the run's transaction log
             # (observed with wandb 0.31 offline); shutting the service down waits for it.
+            # This also ends any other W&B run of the process (gkl opens one per process).
             wandb.teardown()
 
 
