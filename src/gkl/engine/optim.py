@@ -29,6 +29,7 @@ from torch import nn
 
 from gkl.settings.optim import OptimSettings
 from gkl.utils.errors import InputError
+from gkl.utils.modules import unwrap_model
 
 EMBEDDING_NAMES = frozenset({"pos_embed", "cls_token", "dist_token", "reg_token", "mask_token"})
 _STEM_NAMES = EMBEDDING_NAMES | {"patch_embed"}
@@ -79,7 +80,8 @@ def layer_ids(names: list[str]) -> tuple[dict[str, int], int]:
 
 def param_groups(model: nn.Module, settings: OptimSettings, *, base_lr: float) -> list[dict[str, Any]]:
     """Parameter groups (trainable parameters only, in model order) with ``lr``, ``weight_decay``,
-    ``lr_scale``, ``layer_id`` (or ``None``) and ``param_names``."""
+    ``lr_scale``, ``layer_id`` (or ``None``) and ``param_names`` (names inside DDP/compile wrappers)."""
+    model = unwrap_model(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("model: has no trainable parameters")
