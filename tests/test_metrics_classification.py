@@ -155,3 +155,16 @@ def test_old_import_path_still_works():
     from gkl.evaluate.accuracy import evaluate_classifier as old
 
     assert old is evaluate_classifier
+
+
+def test_runner_builds_this_ranks_eval_shard(digits_root):
+    from gkl.config import config_from_dict
+    from gkl.runner import build_parts
+
+    cfg = config_from_dict({"kind": "train", "data": {"name": "digits", "root": str(digits_root), "num_workers": 0},
+                            "model": {"name": "digits_mlp_small"}})
+    for in_memory in (False, True):
+        cfg.data.in_memory = in_memory
+        parts = build_parts(cfg, DistInfo(rank=1, world_size=2, is_main=False))
+        assert parts.eval_loader.rank_shard == (1, 2)
+        assert sum(len(y) for _, y in parts.eval_loader) == 225
