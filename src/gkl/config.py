@@ -12,13 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gkl.config_schema import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml, to_dict
+from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml, to_dict
+from gkl.settings.adversarial import AdversarialSettings, GKLATSettings
+from gkl.settings.distill import DistillSettings, GKLSettings
 from gkl.settings.train import TrainSettings
-from gkl.objectives.adversarial import AdversarialSettings
-from gkl.objectives.distill import DistillSettings
+from gkl.utils.errors import ConfigError
+from gkl.utils.validation import check_int, check_number, fail
 
 __all__ = [
-    "ConfigError", "DataConfig", "ModelConfig", "ExperimentConfig", "load_config", "config_from_dict", "to_dict",
+    "ConfigError", "DataConfig", "ModelConfig", "TeacherConfig", "ExperimentConfig", "load_config",
+    "config_from_dict", "to_dict",
 ]
 
 
@@ -39,14 +42,14 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
-        if not 0.0 <= self.generated_ratio < 1.0:
-            raise ValueError(f"data.generated_ratio must be in [0, 1), got {self.generated_ratio}")
+            check_int("data", name, getattr(self, name), minimum=1, error=ConfigError)
+        check_int("data", "num_workers", self.num_workers, minimum=0, error=ConfigError)
+        check_number("data", "generated_ratio", self.generated_ratio, minimum=0.0, error=ConfigError)
+        if self.generated_ratio >= 1.0:
+            raise fail("data", "generated_ratio", "a value in [0, 1)", self.generated_ratio, error=ConfigError)
         if self.generated_ratio > 0 and self.generated_path is None:
-            raise ValueError("data.generated_ratio > 0 needs data.generated_path (an npz of generated images)")
+            raise ConfigError("data.generated_path: expected an npz of generated images when "
+                              f"data.generated_ratio > 0 (it is {self.generated_ratio}), got null")
 
 
 @dataclass
@@ -60,6 +63,22 @@ class ModelConfig:
 
 
 @dataclass
+class TeacherConfig(ModelConfig):
+    """The frozen teacher of a distillation run: a registry model and its trained weights.
+
+    ``checkpoint`` is required; ``random_init: true`` instead distills from randomly
+    initialised weights on purpose (tests, sanity baselines).
+    """
+
+    random_init: bool = False
+
+    def __post_init__(self) -> None:
+        if self.random_init and self.checkpoint is not None:
+            raise ConfigError("teacher.random_init: expected false when teacher.checkpoint is set "
+                              f"(the teacher either loads {self.checkpoint!r} or starts from random weights)")
+
+
+@dataclass
 class ExperimentConfig:
     """A whole run. ``kind`` picks the objective family; the matching section must be present."""
 
@@ -68,7 +87,7 @@ class ExperimentConfig:
     name: str = "run"
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
-    teacher: ModelConfig | None = None
+    teacher: TeacherConfig | None = None
     distill: DistillSettings | None = None
     adversarial: AdversarialSettings | None = None
     label_smoothing: float = 0.0  #: for kind "train"
@@ -77,15 +96,20 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if self.kind == "distill":
             if self.teacher is None:
-                raise ValueError("kind 'distill' needs a 'teacher' section (name and checkpoint)")
+                raise ConfigError("teacher: kind 'distill' needs a 'teacher' section (name and checkpoint)")
+            if self.teacher.checkpoint is None and not self.teacher.random_init:
+                raise ConfigError(
+                    "teacher.checkpoint: expected the trained teacher's weights file for kind 'distill', "
+                    "got null (set teacher.random_init=true to distill from random weights on purpose)"
+                )
             if self.distill is None:
-                self.distill = DistillSettings()
+                self.distill = GKLSettings()
         if self.kind == "adv_train" and self.adversarial is None:
-            self.adversarial = AdversarialSettings()
+            self.adversarial = GKLATSettings()
         if self.kind != "distill" and self.distill is not None:
-            raise ValueError(f"section 'distill' is only used by kind 'distill', not {self.kind!r}")
+            raise ConfigError(f"distill: section used by kind 'distill' only, not {self.kind!r}")
         if self.kind != "adv_train" and self.adversarial is not None:
-            raise ValueError(f"section 'adversarial' is only used by kind 'adv_train', not {self.kind!r}")
+            raise ConfigError(f"adversarial: section used by kind 'adv_train' only, not {self.kind!r}")
         self._check_names()
 
     def _check_names(self) -> None:
@@ -94,7 +118,8 @@ class ExperimentConfig:
         from gkl.models import list_models, model_input_kind
 
         if self.data.name not in list_datasets():
-            raise ValueError(f"data.name: unknown dataset {self.data.name!r}; known: {', '.join(list_datasets())}")
+            raise ConfigError(f"data.name: expected a known dataset ({', '.join(list_datasets())}), "
+                              f"got {self.data.name!r}")
         kind = dataset_info(self.data.name).input_kind
         for section, model in (("model", self.model), ("teacher", self.teacher)):
             if model is None or (section == "teacher" and self.kind != "distill"):
@@ -102,9 +127,9 @@ class ExperimentConfig:
             if model.name not in list_models():
                 close = difflib.get_close_matches(model.name, list_models(), n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise ValueError(f"{section}.name: unknown model {model.name!r}{hint}")
+                raise ConfigError(f"{section}.name: unknown model {model.name!r}{hint}")
             if model_input_kind(model.name) != kind:
-                raise ValueError(
+                raise ConfigError(
                     f"{section}.name: model {model.name!r} takes {model_input_kind(model.name)!r} inputs, "
                     f"but dataset {self.data.name!r} gives {kind!r} inputs"
                 )

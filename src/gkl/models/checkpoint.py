@@ -89,7 +89,7 @@ def _format_keys(label: str, keys: list[str]) -> str:
     return f"\n  {label} ({len(keys)}): {shown}{more}"
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, key: str | None = None) -> Any:
+def load_weights(model: nn.Module, path: str | os.PathLike[str], *, key: str | None = None) -> Any:
     """Load the weights stored in ``path`` into ``model`` strictly (in place).
 
     Returns the file's whole contents, so callers can read metadata (e.g. ``"epoch"``)
@@ -103,7 +103,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, key: str 
     (the message lists missing keys, unexpected keys and shape mismatches).
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"load_checkpoint: model must be a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(f"load_weights: model must be a torch.nn.Module, got {type(model).__name__}")
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {file}")
