@@ -45,7 +45,7 @@ def scheduled_eps(eps: float, epoch: int, epochs: int, schedule: str = "fixed") 
     """eps_t for ``epoch`` under ``schedule`` ("fixed" or "linear")."""
     _check_epoch(epoch, epochs)
     check_number("", "eps", eps, minimum=0.0)
-    check_choice("", "eps_schedule", schedule, EPS_SCHEDULES)
+    check_choice("", "schedule", schedule, EPS_SCHEDULES)
     if schedule == "fixed":
         return float(eps)
     return float(eps) * epoch / epochs
@@ -56,7 +56,7 @@ def attack_budget(budget: str, eps_t: float, epoch: int, epochs: int, *,
                   step_size: float = DEFAULT_ATTACK_STEP_SIZE) -> tuple[int, float]:
     """(number of steps, step size) at ``epoch`` for ``budget`` (see the module docstring)."""
     _check_epoch(epoch, epochs)
-    check_choice("", "attack_budget", budget, ATTACK_BUDGETS)
+    check_choice("", "budget", budget, ATTACK_BUDGETS)
     if budget == "fixed":
         check_int("", "steps", steps, minimum=0)
         check_number("", "step_size", step_size, minimum=0.0)
