@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gkl.utils.modules import unwrap_model
-from gkl.utils.validation import check_number
+from gkl.utils.validation import check_number, fail
 
 PERTURBED_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -141,11 +141,12 @@ class AdversarialWeightPerturbation:
             raise RuntimeError("AWP perturbation already applied: call restore() after the optimizer step first")
         weights = perturbable_weights(unwrap_model(model))
         if len(weights) != len(perturbation):
-            raise ValueError(f"perturbation must hold one tensor per conv/linear layer ({len(weights)}), "
-                             f"got {len(perturbation)}")
+            raise fail("", "perturbation", f"one tensor per conv/linear layer ({len(weights)})",
+                       f"{len(perturbation)} tensors", show_value=False)
         for (_, w), v in zip(weights, perturbation):
             if v.shape != w.shape:
-                raise ValueError(f"perturbation shape {tuple(v.shape)} does not match weight {tuple(w.shape)}")
+                raise fail("", "perturbation", f"the weight's shape {tuple(w.shape)}", f"shape {tuple(v.shape)}",
+                           show_value=False)
             self._saved.append((w, w.detach().clone(), v))
             w.copy_(w + v)
 
