@@ -72,7 +72,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
 
 
 def test_ddp_class_wise_gkl_prior_matches_single_process(tmp_path):
-    # DistillObjective(method="gkl", class_wise=True): its ClassPrior is stepped in on_epoch_end on both ranks
+    # GKLObjective(GKLSettings(class_wise=True)): its ClassPrior is stepped in on_epoch_end on both ranks
     ddp, one = torchrun(tmp_path, "gkl"), single(tmp_path, "gkl")
     check_same_training(ddp, one)
     check_same_prior(ddp, one)

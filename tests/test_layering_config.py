@@ -211,3 +211,11 @@ def test_settings_base_classes_are_not_methods() -> None:
 def test_base_files_are_partial_configs() -> None:
     for base in sorted(CONFIGS.rglob("_*.yaml")):
         assert isinstance(load_yaml(base), dict)
+
+
+def test_label_smoothing_is_checked_and_belongs_to_plain_training() -> None:
+    assert load_config(CONFIGS / "demo" / "teacher.yaml", ["label_smoothing=0.1"]).label_smoothing == 0.1
+    with pytest.raises(ConfigError, match=r"^label_smoothing: expected a value in \[0, 1\), got 1.5$"):
+        load_config(CONFIGS / "demo" / "teacher.yaml", ["label_smoothing=1.5"])
+    with pytest.raises(ConfigError, match=r"^label_smoothing: expected 0 for kind 'distill'"):
+        load_config(KD, ["label_smoothing=0.1"])

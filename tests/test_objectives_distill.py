@@ -163,3 +163,19 @@ def test_step_output_batch_size_defaults_to_the_logits() -> None:
     assert StepOutput(losses={"a": logits.sum()}, logits=logits).batch_size == 7
     assert StepOutput(losses={"a": logits.sum()}, batch_size=4).batch_size == 4
     assert StepOutput(losses={"a": logits.sum()}).batch_size is None
+
+
+def test_kd_at_infinite_temperature_runs_when_the_loss_supports_it() -> None:
+    """``distill.temperature: .inf`` (KD only) reaches kl_div unchanged: its T -> inf limit."""
+    import math
+
+    student, teacher = _nets()
+    x, y = _batch()
+    try:
+        limit = kl_div(student(x), teacher(x), temperature=math.inf)
+    except ValueError:
+        pytest.skip("gkl.losses.kl_div does not accept temperature=inf on this branch")
+    objective = KDObjective(teacher, KDSettings(temperature=math.inf, warmup_epochs=0), num_classes=C)
+    out = objective(student, (x, y), epoch=1, step=1)
+    assert torch.isfinite(out.losses["kd"]) and out.losses["kd"] > 0
+    assert torch.allclose(out.losses["kd"], limit * objective.settings.kd_weight, rtol=1e-12)

@@ -94,6 +94,12 @@ class ExperimentConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def __post_init__(self) -> None:
+        check_number("", "label_smoothing", self.label_smoothing, minimum=0.0, error=ConfigError)
+        if self.label_smoothing >= 1.0:
+            raise fail("", "label_smoothing", "a value in [0, 1)", self.label_smoothing, error=ConfigError)
+        if self.kind != "train" and self.label_smoothing != 0.0:
+            raise fail("", "label_smoothing", f"0 for kind {self.kind!r} (it applies to kind 'train' only)",
+                       self.label_smoothing, error=ConfigError)
         if self.kind == "distill":
             if self.teacher is None:
                 raise ConfigError("teacher: kind 'distill' needs a 'teacher' section (name and checkpoint)")
