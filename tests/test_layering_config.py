@@ -219,3 +219,24 @@ def test_label_smoothing_is_checked_and_belongs_to_plain_training() -> None:
         load_config(CONFIGS / "demo" / "teacher.yaml", ["label_smoothing=1.5"])
     with pytest.raises(ConfigError, match=r"^label_smoothing: expected 0 for kind 'distill'"):
         load_config(KD, ["label_smoothing=0.1"])
+
+
+def test_configs_recorded_by_earlier_versions_still_load() -> None:
+    """Run folders written before per-method settings: `gkl evaluate` reads what ran."""
+    from gkl.config import recorded_config_from_dict
+
+    kd_old = to_dict(load_config(KD))
+    kd_old["distill"].update(alpha=1.0, beta=1.0, gamma=1.0, weight_temperature=4.0, class_wise=False,
+                             normalize="weights", prior_momentum=None, dkd_alpha=1.0, dkd_beta=8.0)
+    kd_old["teacher"] = {"name": "mnist1d_cnn", "checkpoint": None, "kwargs": {}, "checkpoint_key": None}
+    with pytest.raises(ConfigError):
+        load_config(None, defaults=kd_old)
+    cfg = recorded_config_from_dict(kd_old)
+    assert isinstance(cfg.distill, KDSettings) and cfg.teacher.random_init
+    assert to_dict(cfg)["distill"] == to_dict(load_config(KD))["distill"]
+    at_old = to_dict(load_config(AT))
+    at_old["adversarial"].update(attack_steps=10, attack_step_size=2 / 255, trades_beta=6.0)
+    cfg = recorded_config_from_dict(at_old)
+    assert cfg.adversarial.attack_steps is None and not hasattr(cfg.adversarial, "trades_beta")
+    new = to_dict(load_config(GKL))
+    assert to_dict(recorded_config_from_dict(new)) == new

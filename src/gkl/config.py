@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml, to_dict
-from gkl.settings.adversarial import AdversarialSettings, GKLATSettings
+from gkl.settings._variants import drop_unused_keys
+from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
 from gkl.settings.distill import DistillSettings, GKLSettings
 from gkl.settings.train import TrainSettings
 from gkl.utils.errors import ConfigError
@@ -21,7 +22,7 @@ from gkl.utils.validation import check_int, check_number, fail
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "TeacherConfig", "ExperimentConfig", "load_config",
-    "config_from_dict", "to_dict",
+    "config_from_dict", "recorded_config_from_dict", "to_dict",
 ]
 
 
@@ -148,6 +149,34 @@ class ExperimentConfig:
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Validate a plain dict into an :class:`ExperimentConfig` (errors name the dotted key)."""
     return from_dict(ExperimentConfig, data)
+
+
+def recorded_config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """A run's recorded ``config.yaml``, also one written by an earlier gkl.
+
+    Earlier versions recorded every method's settings and ``attack_steps`` for every budget,
+    and let a distillation run start from a random teacher without saying so. The settings
+    that did not take part in the run are dropped and ``teacher.random_init`` is set where
+    the teacher had no checkpoint, so the result describes what ran. A config written by
+    this version is returned unchanged.
+    """
+    data = deep_merge({}, data)
+    distill = data.get("distill")
+    if isinstance(distill, dict):
+        data["distill"] = drop_unused_keys(DistillSettings, distill)
+    adversarial = data.get("adversarial")
+    if isinstance(adversarial, dict):
+        adversarial = drop_unused_keys(AdversarialSettings, adversarial)
+        method_class = ADVERSARIAL_SETTINGS.get(adversarial.get("method", AdversarialSettings.method))
+        default_budget = method_class.attack_budget if method_class is not None else "fixed"
+        if adversarial.get("attack_budget", default_budget) != "fixed":
+            adversarial.pop("attack_steps", None)
+            adversarial.pop("attack_step_size", None)
+        data["adversarial"] = adversarial
+    teacher = data.get("teacher")
+    if data.get("kind") == "distill" and isinstance(teacher, dict) and teacher.get("checkpoint") is None:
+        teacher.setdefault("random_init", True)
+    return config_from_dict(data)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from gkl.config import ExperimentConfig, config_from_dict
+from gkl.config import ExperimentConfig, recorded_config_from_dict
 from gkl.config_schema import apply_overrides
 from gkl.data import build_dataset, build_loader
 from gkl.utils.distributed import resolve_device
@@ -28,7 +28,7 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> ExperimentC
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a gkl run directory: {path} is missing")
     data = yaml.safe_load(path.read_text()) or {}
-    return config_from_dict(apply_overrides(data, list(overrides)))
+    return recorded_config_from_dict(apply_overrides(data, list(overrides)))
 
 
 def evaluate_run(

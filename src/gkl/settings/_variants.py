@@ -42,3 +42,18 @@ def build_variant(base: type, owner: str, tag_value: str, **kwargs: Any) -> Any:
         if key not in names:
             raise ConfigError(f"{owner}.{key}: unknown setting (valid: {', '.join(sorted(names))})")
     return chosen(**data)
+
+
+def drop_unused_keys(base: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the keys of other variants that the chosen variant does not use.
+
+    For configs recorded before settings were split per method, which listed every
+    method's settings although only the chosen method's were used.
+    """
+    table = base.variants()
+    choice = data.get(base.variant_key, getattr(base, base.variant_key))
+    if choice not in table:
+        return dict(data)
+    own = {f.name for f in dataclasses.fields(table[choice])}
+    others = {f.name for cls in table.values() for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in own or k not in others}
