@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from gkl.objectives.adversarial import (
-    AdversarialSettings,
     GKLATObjective,
     PGDATObjective,
     TRADESObjective,
@@ -17,6 +16,7 @@ from gkl.objectives.adversarial import (
 )
 from gkl.objectives.awp import perturbable_weights
 from gkl.objectives.base import StepOutput
+from gkl.settings.adversarial import GKLATSettings, TRADESSettings, adversarial_settings
 
 torch.set_num_threads(2)
 
@@ -39,7 +39,7 @@ def _batch(n: int = 12, seed: int = 0):
 
 
 def test_gkl_at_loss_with_alpha_zero_is_kl_plus_clean_entropy():
-    settings = AdversarialSettings(method="gkl", alpha=0.0, beta=1.0, temperature=1.0)
+    settings = GKLATSettings(alpha=0.0, beta=1.0, temperature=1.0)
     objective = build_adversarial_objective(settings, num_classes=5, epochs=10)
     g = torch.Generator().manual_seed(0)
     clean = torch.randn(7, 5, generator=g, dtype=torch.float64) * 3
@@ -55,7 +55,7 @@ def test_gkl_at_loss_with_alpha_zero_is_kl_plus_clean_entropy():
 
 
 def test_trades_loss_is_ce_plus_beta_kl_adv_clean():
-    objective = build_adversarial_objective(AdversarialSettings(method="trades"), num_classes=5, epochs=10)
+    objective = build_adversarial_objective(TRADESSettings(), num_classes=5, epochs=10)
     g = torch.Generator().manual_seed(1)
     clean, adv = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 5, generator=g, dtype=torch.float64)
     labels = torch.randint(0, 5, (6,), generator=g)
@@ -66,17 +66,17 @@ def test_trades_loss_is_ce_plus_beta_kl_adv_clean():
 
 
 def test_settings_defaults_follow_method_and_recipes():
-    gkl = AdversarialSettings()
+    gkl = GKLATSettings()
     assert (gkl.method, gkl.attack_loss, gkl.eps_schedule, gkl.attack_budget) == (
         "gkl", "gkl", "linear", "high-as-released")
     assert (gkl.alpha, gkl.beta, gkl.gamma, gkl.weight_temperature, gkl.awp_gamma, gkl.awp_start_epoch) == (
         20.0, 4.0, 1.0, 4.0, 5e-3, 10)
-    trades = AdversarialSettings(method="trades")
+    trades = TRADESSettings()
     assert (trades.attack_loss, trades.eps_schedule, trades.attack_budget, trades.trades_beta) == (
         "kl", "fixed", "fixed", 6.0)
     assert (trades.attack_steps, trades.attack_step_size, trades.eps) == (10, 2 / 255, 8 / 255)
-    assert AdversarialSettings(method="pgd_at").attack_loss == "ce"
-    assert isinstance(build_adversarial_objective(AdversarialSettings(method="pgd_at"), num_classes=3, epochs=2),
+    assert adversarial_settings("pgd_at").attack_loss == "ce"
+    assert isinstance(build_adversarial_objective(adversarial_settings("pgd_at"), num_classes=3, epochs=2),
                       PGDATObjective)
 
 
@@ -87,18 +87,18 @@ def test_settings_defaults_follow_method_and_recipes():
 ])
 def test_bad_settings_raise_naming_the_field(kwargs, word):
     with pytest.raises(ValueError, match=word):
-        AdversarialSettings(**kwargs)
+        adversarial_settings(**kwargs)
 
 
 def test_gkl_objective_step_prior_and_checkpoint():
     torch.manual_seed(0)
     model = TinyConvNet()
-    settings = AdversarialSettings(method="gkl", awp_gamma=0.0)
+    settings = GKLATSettings(awp_gamma=0.0)
     objective = GKLATObjective(settings, num_classes=10, epochs=4)
     images, labels = _batch()
     uniform = torch.full((10, 10), 0.1)
     assert torch.allclose(objective.prior.prior, uniform)
-    out = objective(model, images, labels, epoch=1)
+    out = objective(model, (images, labels), epoch=1, step=1)
     assert isinstance(out, StepOutput) and set(out.losses) == {"ce", "gkl"}
     assert 0.0 <= out.metrics["adv_accuracy"] <= 1.0
     assert out.metrics["attack_eps"] == pytest.approx(8 / 255 / 4)
@@ -124,7 +124,7 @@ def test_gkl_objective_step_prior_and_checkpoint():
 def test_gkl_attack_uses_current_class_weights():
     torch.manual_seed(0)
     model = TinyConvNet()
-    objective = GKLATObjective(AdversarialSettings(method="gkl", awp_gamma=0.0), num_classes=10, epochs=4)
+    objective = GKLATObjective(GKLATSettings(awp_gamma=0.0), num_classes=10, epochs=4)
     images, labels = _batch()
     with torch.no_grad():
         objective.prior.prior.copy_(torch.softmax(torch.randn(10, 10), dim=1))
@@ -136,13 +136,14 @@ def test_gkl_attack_uses_current_class_weights():
 def test_awp_perturbs_during_step_and_restores_after(method):
     torch.manual_seed(0)
     model = TinyConvNet()
-    settings = AdversarialSettings(method=method, awp_gamma=0.01, awp_start_epoch=2, attack_steps=2)
+    budget = {"attack_steps": 2} if method != "gkl" else {"attack_budget": "fixed", "attack_steps": 2}
+    settings = adversarial_settings(method, awp_gamma=0.01, awp_start_epoch=2, **budget)
     objective = build_adversarial_objective(settings, num_classes=10, epochs=4)
     images, labels = _batch()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    objective(model, images, labels, epoch=1)  # before the AWP start epoch: nothing perturbed
+    objective(model, (images, labels), epoch=1, step=1)  # before the AWP start epoch: nothing perturbed
     assert all(torch.equal(p, before[k]) for k, p in model.named_parameters())
-    out = objective(model, images, labels, epoch=2)
+    out = objective(model, (images, labels), epoch=2, step=1)
     moved = [name for name, w in perturbable_weights(model) if not torch.equal(w, before[name])]
     assert moved == [name for name, _ in perturbable_weights(model)]
     assert torch.isfinite(out.total())
@@ -160,10 +161,10 @@ def test_autoaugment_view_and_two_view_loss():
     assert view.min() >= 0 and view.max() <= 1
     assert torch.equal(view * 255, (view * 255).round())  # made on uint8 values
     model = TinyConvNet()
-    settings = AdversarialSettings(method="trades", awp_gamma=0.0, autoaugment_weight=0.5, attack_steps=1)
+    settings = TRADESSettings(awp_gamma=0.0, autoaugment_weight=0.5, attack_steps=1)
     objective = TRADESObjective(settings, num_classes=10, epochs=2)
     gray, labels = _batch(n=6)
-    out = objective(model, gray, labels, epoch=1)
+    out = objective(model, (gray, labels), epoch=1, step=1)
     assert set(out.losses) == {"ce", "kl", "autoaug_ce", "autoaug_kl"}
     assert out.logits.shape == (6, 10)
 
@@ -171,9 +172,9 @@ def test_autoaugment_view_and_two_view_loss():
 def test_objective_leaves_model_in_train_mode_and_no_param_grads_from_attack():
     torch.manual_seed(0)
     model = TinyConvNet().train()
-    objective = build_adversarial_objective(AdversarialSettings(method="trades", awp_gamma=0.0, attack_steps=3),
+    objective = build_adversarial_objective(TRADESSettings(awp_gamma=0.0, attack_steps=3),
                                             num_classes=10, epochs=2)
     images, labels = _batch()
-    objective(model, images, labels, epoch=1)
+    objective(model, (images, labels), epoch=1, step=1)
     assert model.training and all(m.training for m in model.modules())
     assert all(p.grad is None for p in model.parameters())

@@ -54,8 +54,8 @@ def test_fixed_budget_and_plan():
     (lambda: scheduled_eps(EPS, 11, 10), "epoch"),
     (lambda: scheduled_eps(EPS, 1, 0), "epochs"),
     (lambda: scheduled_eps(-1.0, 1, 10), "eps"),
-    (lambda: scheduled_eps(EPS, 1, 10, "cosine"), "eps schedule"),
-    (lambda: attack_budget("medium", EPS, 1, 10), "attack budget"),
+    (lambda: scheduled_eps(EPS, 1, 10, "cosine"), "schedule"),
+    (lambda: attack_budget("medium", EPS, 1, 10), "budget"),
     (lambda: attack_budget("fixed", EPS, 1, 10, steps=-2), "steps"),
 ])
 def test_bad_schedule_arguments_raise(call, word):

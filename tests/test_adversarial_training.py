@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 from gkl.data import build_dataset
 from gkl.engine import OptimSettings, ScheduleSettings, TrainSettings, Trainer
 from gkl.evaluate.robust import evaluate_robustness
-from gkl.objectives.adversarial import AdversarialSettings, build_adversarial_objective
+from gkl.objectives.adversarial import build_adversarial_objective
+from gkl.settings.adversarial import adversarial_settings
 from gkl.objectives.supervised import SupervisedObjective
 from test_engine_support import ShardedTensorLoader
 
@@ -52,8 +53,9 @@ def _train(objective, tmp_path, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["gkl", "trades"])
 def test_adversarial_training_beats_standard_training_under_pgd(tmp_path, method):
-    settings = AdversarialSettings(method=method, eps=EPS, attack_step_size=EPS / 4, attack_steps=5,
-                                   awp_start_epoch=EPOCHS - 1, weight_temperature=4.0)
+    # the fixed budget's steps belong to TRADES here; GKL-AT keeps its own budget
+    own = {"attack_step_size": EPS / 4, "attack_steps": 5} if method == "trades" else {"weight_temperature": 4.0}
+    settings = adversarial_settings(method, eps=EPS, awp_start_epoch=EPOCHS - 1, **own)
     adversarial, summary = _train(build_adversarial_objective(settings, num_classes=10, epochs=EPOCHS),
                                   tmp_path, method)
     standard, _ = _train(SupervisedObjective(), tmp_path, "standard")

@@ -107,7 +107,8 @@ class CountingObjective(Objective):
         self.snapshot_bytes: bytes | None = None
         self._epoch, self._step = 0, 0
 
-    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> StepOutput:
+    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:
+        images, labels = batch
         if epoch != self._epoch:
             self._epoch, self._step = epoch, 0
         self._step += 1
@@ -139,7 +140,8 @@ class EpochPriorObjective(Objective):
         self.register_buffer("counts", torch.zeros(num_classes, dtype=torch.float64))
         self.register_buffer("prior", torch.full((num_classes, num_classes), 1.0 / num_classes, dtype=torch.float64))
 
-    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> StepOutput:
+    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:
+        images, labels = batch
         logits = model(images)
         probs = logits.detach().double().softmax(dim=1)
         self.sums.index_add_(0, labels, probs)
@@ -228,11 +230,12 @@ def distill_run(run_dir: Path, *, dist=None, batch_size: int, objective_kind: st
     from gkl.models import create_model
 
     if objective_kind == "gkl":
-        from gkl.objectives.distill import DistillObjective, DistillSettings
+        from gkl.objectives.distill import GKLObjective
+        from gkl.settings.distill import GKLSettings
 
         torch.manual_seed(123)
         teacher = create_model("digits_cnn_large", 10).eval()
-        objective = DistillObjective(teacher, DistillSettings(method="gkl", class_wise=True, warmup_epochs=1),
+        objective = GKLObjective(teacher, GKLSettings(class_wise=True, warmup_epochs=1),
                                      num_classes=10)
     elif objective_kind == "prior":
         objective = EpochPriorObjective()

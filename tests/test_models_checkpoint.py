@@ -1,4 +1,4 @@
-"""Tests of gkl.models.load_checkpoint and create_model(..., checkpoint=...)."""
+"""Tests of gkl.models.load_weights and create_model(..., checkpoint=...)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from gkl.models import create_model, load_checkpoint
+from gkl.models import create_model, load_weights
 
 
 def _randomised(name: str, num_classes: int, seed: int, **kwargs: object) -> nn.Module:
@@ -53,7 +53,7 @@ def test_bare_state_dict_and_ddp_prefix(tmp_path: Path) -> None:
     torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, ddp)
     for path in (bare, str(ddp)):
         model = create_model("resnet8", 10)
-        load_checkpoint(model, path)
+        load_weights(model, path)
         assert torch.equal(_outputs(model), _outputs(source))
 
 
@@ -70,10 +70,10 @@ def test_training_checkpoint_model_and_ema_entries(tmp_path: Path) -> None:
     assert not torch.allclose(_outputs(averaged), _outputs(default))
 
     with pytest.raises(ValueError, match="'swa'") as info:
-        load_checkpoint(create_model("wrn_16_1", 10), path, key="swa")
+        load_weights(create_model("wrn_16_1", 10), path, key="swa")
     assert "ema" in str(info.value) and "model" in str(info.value)
     with pytest.raises(ValueError, match="neither a state_dict"):
-        load_checkpoint(create_model("wrn_16_1", 10), path, key="epoch")
+        load_weights(create_model("wrn_16_1", 10), path, key="epoch")
 
 
 def test_engine_style_nested_ema_entry(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_missing_keys_are_listed_and_model_is_untouched(tmp_path: Path) -> None:
     target = create_model("resnet14", 100)
     before = _parameters_snapshot(target)
     with pytest.raises(ValueError) as info:
-        load_checkpoint(target, path)
+        load_weights(target, path)
     message = str(info.value)
     assert str(path) in message
     assert "missing keys" in message and "layer1.1.conv1.weight" in message
@@ -158,18 +158,18 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="ckpt_epoch_240.pth"):
         create_model("resnet8", 100, checkpoint=path)
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        load_checkpoint(create_model("resnet8", 10), tmp_path)
+        load_weights(create_model("resnet8", 10), tmp_path)
 
 
 def test_unreadable_or_foreign_content_is_a_value_error(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a torch file")
     with pytest.raises(ValueError, match="garbage.pth"):
-        load_checkpoint(create_model("resnet8", 10), garbage)
+        load_weights(create_model("resnet8", 10), garbage)
     foreign = tmp_path / "foreign.pth"
     torch.save({"weights": [1, 2, 3], "epoch": 1}, foreign)
     with pytest.raises(ValueError, match="'model'") as info:
-        load_checkpoint(create_model("resnet8", 10), foreign)
+        load_weights(create_model("resnet8", 10), foreign)
     assert "weights" in str(info.value)
 
 
@@ -178,8 +178,8 @@ def test_checkpoint_key_without_checkpoint_is_rejected() -> None:
         create_model("resnet8", 10, checkpoint_key="ema")
 
 
-def test_load_checkpoint_requires_a_module(tmp_path: Path) -> None:
+def test_load_weights_requires_a_module(tmp_path: Path) -> None:
     path = tmp_path / "x.pt"
     torch.save(create_model("resnet8", 10).state_dict(), path)
     with pytest.raises(TypeError, match="nn.Module"):
-        load_checkpoint(create_model("resnet8", 10).state_dict(), path)  # type: ignore[arg-type]
+        load_weights(create_model("resnet8", 10).state_dict(), path)  # type: ignore[arg-type]

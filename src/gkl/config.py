@@ -12,13 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gkl.config_schema import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml, to_dict
+from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml, to_dict
+from gkl.settings._variants import drop_unused_keys
+from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
+from gkl.settings.distill import DistillSettings, GKLSettings
 from gkl.settings.train import TrainSettings
-from gkl.objectives.adversarial import AdversarialSettings
-from gkl.objectives.distill import DistillSettings
+from gkl.utils.errors import ConfigError
+from gkl.utils.validation import check_int, check_number, fail
 
 __all__ = [
-    "ConfigError", "DataConfig", "ModelConfig", "ExperimentConfig", "load_config", "config_from_dict", "to_dict",
+    "ConfigError", "DataConfig", "ModelConfig", "TeacherConfig", "ExperimentConfig", "load_config",
+    "config_from_dict", "recorded_config_from_dict", "to_dict",
 ]
 
 
@@ -39,14 +43,14 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
-        if not 0.0 <= self.generated_ratio < 1.0:
-            raise ValueError(f"data.generated_ratio must be in [0, 1), got {self.generated_ratio}")
+            check_int("data", name, getattr(self, name), minimum=1, error=ConfigError)
+        check_int("data", "num_workers", self.num_workers, minimum=0, error=ConfigError)
+        check_number("data", "generated_ratio", self.generated_ratio, minimum=0.0, error=ConfigError)
+        if self.generated_ratio >= 1.0:
+            raise fail("data", "generated_ratio", "a value in [0, 1)", self.generated_ratio, error=ConfigError)
         if self.generated_ratio > 0 and self.generated_path is None:
-            raise ValueError("data.generated_ratio > 0 needs data.generated_path (an npz of generated images)")
+            raise ConfigError("data.generated_path: expected an npz of generated images when "
+                              f"data.generated_ratio > 0 (it is {self.generated_ratio}), got null")
 
 
 @dataclass
@@ -60,6 +64,22 @@ class ModelConfig:
 
 
 @dataclass
+class TeacherConfig(ModelConfig):
+    """The frozen teacher of a distillation run: a registry model and its trained weights.
+
+    ``checkpoint`` is required; ``random_init: true`` instead distills from randomly
+    initialised weights on purpose (tests, sanity baselines).
+    """
+
+    random_init: bool = False
+
+    def __post_init__(self) -> None:
+        if self.random_init and self.checkpoint is not None:
+            raise ConfigError("teacher.random_init: expected false when teacher.checkpoint is set "
+                              f"(the teacher either loads {self.checkpoint!r} or starts from random weights)")
+
+
+@dataclass
 class ExperimentConfig:
     """A whole run. ``kind`` picks the objective family; the matching section must be present."""
 
@@ -68,24 +88,35 @@ class ExperimentConfig:
     name: str = "run"
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
-    teacher: ModelConfig | None = None
+    teacher: TeacherConfig | None = None
     distill: DistillSettings | None = None
     adversarial: AdversarialSettings | None = None
     label_smoothing: float = 0.0  #: for kind "train"
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def __post_init__(self) -> None:
+        check_number("", "label_smoothing", self.label_smoothing, minimum=0.0, error=ConfigError)
+        if self.label_smoothing >= 1.0:
+            raise fail("", "label_smoothing", "a value in [0, 1)", self.label_smoothing, error=ConfigError)
+        if self.kind != "train" and self.label_smoothing != 0.0:
+            raise fail("", "label_smoothing", f"0 for kind {self.kind!r} (it applies to kind 'train' only)",
+                       self.label_smoothing, error=ConfigError)
         if self.kind == "distill":
             if self.teacher is None:
-                raise ValueError("kind 'distill' needs a 'teacher' section (name and checkpoint)")
+                raise ConfigError("teacher: kind 'distill' needs a 'teacher' section (name and checkpoint)")
+            if self.teacher.checkpoint is None and not self.teacher.random_init:
+                raise ConfigError(
+                    "teacher.checkpoint: expected the trained teacher's weights file for kind 'distill', "
+                    "got null (set teacher.random_init=true to distill from random weights on purpose)"
+                )
             if self.distill is None:
-                self.distill = DistillSettings()
+                self.distill = GKLSettings()
         if self.kind == "adv_train" and self.adversarial is None:
-            self.adversarial = AdversarialSettings()
+            self.adversarial = GKLATSettings()
         if self.kind != "distill" and self.distill is not None:
-            raise ValueError(f"section 'distill' is only used by kind 'distill', not {self.kind!r}")
+            raise ConfigError(f"distill: section used by kind 'distill' only, not {self.kind!r}")
         if self.kind != "adv_train" and self.adversarial is not None:
-            raise ValueError(f"section 'adversarial' is only used by kind 'adv_train', not {self.kind!r}")
+            raise ConfigError(f"adversarial: section used by kind 'adv_train' only, not {self.kind!r}")
         self._check_names()
 
     def _check_names(self) -> None:
@@ -94,7 +125,8 @@ class ExperimentConfig:
         from gkl.models import list_models, model_input_kind
 
         if self.data.name not in list_datasets():
-            raise ValueError(f"data.name: unknown dataset {self.data.name!r}; known: {', '.join(list_datasets())}")
+            raise ConfigError(f"data.name: expected a known dataset ({', '.join(list_datasets())}), "
+                              f"got {self.data.name!r}")
         kind = dataset_info(self.data.name).input_kind
         for section, model in (("model", self.model), ("teacher", self.teacher)):
             if model is None or (section == "teacher" and self.kind != "distill"):
@@ -102,9 +134,9 @@ class ExperimentConfig:
             if model.name not in list_models():
                 close = difflib.get_close_matches(model.name, list_models(), n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise ValueError(f"{section}.name: unknown model {model.name!r}{hint}")
+                raise ConfigError(f"{section}.name: unknown model {model.name!r}{hint}")
             if model_input_kind(model.name) != kind:
-                raise ValueError(
+                raise ConfigError(
                     f"{section}.name: model {model.name!r} takes {model_input_kind(model.name)!r} inputs, "
                     f"but dataset {self.data.name!r} gives {kind!r} inputs"
                 )
@@ -117,6 +149,34 @@ class ExperimentConfig:
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Validate a plain dict into an :class:`ExperimentConfig` (errors name the dotted key)."""
     return from_dict(ExperimentConfig, data)
+
+
+def recorded_config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """A run's recorded ``config.yaml``, also one written by an earlier gkl.
+
+    Earlier versions recorded every method's settings and ``attack_steps`` for every budget,
+    and let a distillation run start from a random teacher without saying so. The settings
+    that did not take part in the run are dropped and ``teacher.random_init`` is set where
+    the teacher had no checkpoint, so the result describes what ran. A config written by
+    this version is returned unchanged.
+    """
+    data = deep_merge({}, data)
+    distill = data.get("distill")
+    if isinstance(distill, dict):
+        data["distill"] = drop_unused_keys(DistillSettings, distill)
+    adversarial = data.get("adversarial")
+    if isinstance(adversarial, dict):
+        adversarial = drop_unused_keys(AdversarialSettings, adversarial)
+        method_class = ADVERSARIAL_SETTINGS.get(adversarial.get("method", AdversarialSettings.method))
+        default_budget = method_class.attack_budget if method_class is not None else "fixed"
+        if adversarial.get("attack_budget", default_budget) != "fixed":
+            adversarial.pop("attack_steps", None)
+            adversarial.pop("attack_step_size", None)
+        data["adversarial"] = adversarial
+    teacher = data.get("teacher")
+    if data.get("kind") == "distill" and isinstance(teacher, dict) and teacher.get("checkpoint") is None:
+        teacher.setdefault("random_init", True)
+    return config_from_dict(data)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,

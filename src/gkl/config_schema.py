@@ -17,14 +17,11 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from gkl.utils.errors import InputError
+from gkl.settings._variants import select_variant
+from gkl.utils.errors import ConfigError
 
 T = TypeVar("T")
 _SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-
-
-class ConfigError(InputError):
-    """A configuration value or key is invalid; the message names the dotted key."""
 
 
 def _type_name(tp: Any) -> str:
@@ -69,6 +66,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': expected a mapping for section {tp.__name__}, got {value!r}")
+        if getattr(tp, "variant_key", None) is not None:  # a tagged union: one class per method
+            tp = select_variant(tp, value, key)
         return from_dict(tp, value, prefix=key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

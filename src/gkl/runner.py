@@ -17,10 +17,10 @@ from gkl.data import build_dataset, build_loader
 from gkl.engine import Trainer
 from gkl.utils.distributed import DistInfo, cleanup, init_distributed
 from gkl.engine.seeding import seed_everything
-from gkl.models import create_model
+from gkl.models import create_model, load_weights
 from gkl.objectives import Objective
 from gkl.objectives.adversarial import build_adversarial_objective
-from gkl.objectives.distill import DistillObjective
+from gkl.objectives.distill import build_distill_objective
 from gkl.objectives.supervised import SupervisedObjective
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     """A registry model, with its checkpoint loaded when one is named."""
     model = create_model(cfg.name, num_classes, **cfg.kwargs)
     if cfg.checkpoint is not None:
-        from gkl.models import load_checkpoint
-
-        load_checkpoint(model, cfg.checkpoint, key=cfg.checkpoint_key)
+        load_weights(model, cfg.checkpoint, key=cfg.checkpoint_key)
     return model
 
 
@@ -53,10 +51,10 @@ def build_objective(cfg: ExperimentConfig, num_classes: int) -> Objective:
         return SupervisedObjective(label_smoothing=cfg.label_smoothing)
     if cfg.kind == "distill":
         assert cfg.teacher is not None and cfg.distill is not None  # checked by the config
-        if cfg.teacher.checkpoint is None:
-            log.warning("the teacher %r has no checkpoint: distilling from random weights", cfg.teacher.name)
+        if cfg.teacher.random_init:
+            log.warning("teacher.random_init: distilling from the random weights of %r", cfg.teacher.name)
         teacher = build_model(cfg.teacher, num_classes)
-        return DistillObjective(teacher, cfg.distill, num_classes=num_classes)
+        return build_distill_objective(teacher, cfg.distill, num_classes=num_classes)
     assert cfg.adversarial is not None
     return build_adversarial_objective(cfg.adversarial, num_classes=num_classes, epochs=cfg.train.epochs)
 

@@ -19,8 +19,11 @@ from typing import Any, Literal, Mapping
 import torch
 import torch.nn.functional as F
 
+from gkl.losses import gkl_loss
+from gkl.settings.adversarial import ATTACK_LOSSES
+from gkl.utils.validation import check_choice, fail
+
 AttackLossName = Literal["ce", "kl", "gkl", "cw"]
-ATTACK_LOSSES: tuple[str, ...] = ("ce", "kl", "gkl", "cw")
 #: Losses that compare the adversarial prediction with the clean one.
 NEEDS_CLEAN_LOGITS: frozenset[str] = frozenset({"kl", "gkl"})
 
@@ -30,9 +33,7 @@ DEFAULT_ATTACK_GKL_KWARGS: dict[str, Any] = {"alpha": 1.0, "beta": 1.0, "gamma":
 
 def check_attack_loss_name(loss: str) -> str:
     """Return ``loss`` if it names a known attack loss, else raise ValueError."""
-    if loss not in ATTACK_LOSSES:
-        raise ValueError(f"loss must be one of {ATTACK_LOSSES}, got {loss!r}")
-    return loss
+    return check_choice("", "loss", loss, ATTACK_LOSSES)
 
 
 def cross_entropy_attack_loss(adv_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -67,8 +68,6 @@ def gkl_attack_loss(
     ``class_weights`` is either the per-example (N, C) weights (``ClassPrior(labels)``)
     or the (C, C) prior matrix, indexed here by ``labels``; None gives sample-wise weights.
     """
-    from gkl.losses import gkl_loss  # imported lazily: the loss core is optional for other attacks
-
     kwargs = dict(DEFAULT_ATTACK_GKL_KWARGS)
     kwargs.update(gkl_kwargs or {})
     weights = None
@@ -79,10 +78,8 @@ def gkl_attack_loss(
         elif class_weights.shape == (c, c):
             weights = class_weights[labels]
         else:
-            raise ValueError(
-                f"class_weights must have shape (N, C) = {(n, c)} or (C, C) = {(c, c)}, "
-                f"got {tuple(class_weights.shape)}"
-            )
+            raise fail("", "class_weights", f"shape (N, C) = {(n, c)} or (C, C) = {(c, c)}",
+                       tuple(class_weights.shape))
         weights = weights.detach().float()
     loss = gkl_loss(adv_logits, clean_logits, weights=weights, **kwargs)
     return loss * adv_logits.shape[0]
@@ -100,7 +97,7 @@ def attack_loss(
     """Dispatch to the attack loss named ``loss`` (see the module docstring)."""
     check_attack_loss_name(loss)
     if loss in NEEDS_CLEAN_LOGITS and clean_logits is None:
-        raise ValueError(f"attack loss {loss!r} needs clean_logits (the clean prediction)")
+        raise fail("", "clean_logits", f"the clean prediction for attack loss {loss!r}", None)
     if loss == "ce":
         return cross_entropy_attack_loss(adv_logits, labels)
     if loss == "cw":

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from gkl.attacks.pgd import attack_mode
+from gkl.settings.adversarial import NORMS
+from gkl.utils.validation import check_choice
 
 AutoAttackVersion = Literal["standard", "fast"]
 AUTOATTACK_VERSIONS: tuple[str, ...] = ("standard", "fast")
@@ -51,10 +53,8 @@ def autoattack(
         from pyautoattack import AutoAttack
     except ImportError as error:  # pragma: no cover - the package is an optional extra
         raise ImportError("AutoAttack needs the 'pyautoattack' package: pip install 'gkl[eval]'") from error
-    if version not in AUTOATTACK_VERSIONS:
-        raise ValueError(f"version must be one of {AUTOATTACK_VERSIONS}, got {version!r}")
-    if norm not in _NORM_NAMES:
-        raise ValueError(f"norm must be one of {tuple(_NORM_NAMES)}, got {norm!r}")
+    check_choice("", "version", version, AUTOATTACK_VERSIONS)
+    check_choice("", "norm", norm, NORMS)
     with attack_mode(model):
         return _run_autoattack(AutoAttack, model, images, labels, eps=eps, norm=norm, version=version,
                                seed=seed, batch_size=batch_size)

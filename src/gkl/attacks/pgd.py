@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from gkl.attacks.attack_losses import NEEDS_CLEAN_LOGITS, attack_loss, check_attack_loss_name
+from gkl.settings.adversarial import NORMS, RANDOM_STARTS
 from gkl.utils.modules import unwrap_model
+from gkl.utils.validation import check_choice, check_int, check_number, fail
 
 Norm = Literal["linf", "l2"]
 RandomStart = Literal["trades", "uniform"] | None
-NORMS: tuple[str, ...] = ("linf", "l2")
-RANDOM_STARTS: tuple[str | None, ...] = ("trades", "uniform", None)
 #: Standard deviation of the TRADES random start x + 0.001 * N(0, 1).
 TRADES_START_STD = 0.001
 _TINY = 1e-12
@@ -50,14 +50,14 @@ def _per_example(value: float | torch.Tensor, name: str, images: torch.Tensor) -
         if value.dim() == 0:
             value = value.reshape(1).expand(n)
         if value.shape != (n,):
-            raise ValueError(f"{name} must be a float or a tensor of shape (N,) = ({n},), got {tuple(value.shape)}")
+            raise fail("", name, f"a float or a tensor of shape (N,) = ({n},)", f"shape {tuple(value.shape)}",
+                       show_value=False)
         if not torch.isfinite(value).all() or (value < 0).any():
-            raise ValueError(f"{name} must be finite and >= 0")
+            raise fail("", name, "finite values >= 0", "a negative or non-finite value", show_value=False)
         return value.detach().to(device=images.device, dtype=torch.float32).reshape(shape)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a float or a tensor of shape (N,), got {value!r}")
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise fail("", name, "a float or a tensor of shape (N,)", value)
+    check_number("", name, value, minimum=0.0)
     return torch.full(shape, float(value), device=images.device, dtype=torch.float32)
 
 
@@ -105,14 +105,41 @@ def ascent_step(adv: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, 
 
 
 def check_attack_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
-    """Raise ValueError unless images are a float (N, ...) batch in [0, 1] with (N,) integer labels."""
+    """Raise ValueError unless images are a finite float (N, ...) batch in [0, 1] with (N,) integer labels >= 0.
+
+    The upper bound of the labels is checked against the model's logits (:func:`check_labels_range`).
+    One host synchronisation for all value checks.
+    """
     if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
-        raise ValueError("images must be a floating-point tensor of shape (N, ...) with values in [0, 1]")
+        raise fail("", "images", "a floating-point tensor of shape (N, ...) with values in [0, 1]",
+                   type(images).__name__ if not isinstance(images, torch.Tensor)
+                   else f"dtype {images.dtype}, shape {tuple(images.shape)}", show_value=False)
     if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32) \
             or labels.shape != images.shape[:1]:
-        raise ValueError(f"labels must be an integer tensor of shape (N,) = ({images.shape[0]},)")
-    if images.numel() and (images.min() < 0 or images.max() > 1):
-        raise ValueError("images must lie in [0, 1] (normalisation belongs inside the model)")
+        got = (f"dtype {labels.dtype}, shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor)
+               else type(labels).__name__)
+        raise fail("", "labels", f"an integer tensor of shape (N,) = ({images.shape[0]},)", got, show_value=False)
+    if images.numel() == 0:
+        return
+    finite, in_range, labels_ok = torch.stack([
+        torch.isfinite(images).all(), (images.min() >= 0) & (images.max() <= 1),
+        (labels >= 0).all() if labels.numel() else torch.ones((), dtype=torch.bool, device=labels.device),
+    ]).tolist()
+    if not finite:
+        raise fail("", "images", "finite values in [0, 1]", "NaN or inf", show_value=False)
+    if not in_range:
+        raise fail("", "images", "values in [0, 1] (normalisation belongs inside the model)",
+                   f"values in [{images.min().item():.4g}, {images.max().item():.4g}]", show_value=False)
+    if not labels_ok:
+        raise fail("", "labels", "class indices >= 0", f"{labels.min().item()}", show_value=False)
+
+
+def check_labels_range(labels: torch.Tensor, logits: torch.Tensor) -> None:
+    """Raise ValueError naming ``labels`` unless every label is a class index of ``logits`` (N, C)."""
+    num_classes = logits.shape[1]
+    if labels.numel() and bool(labels.max() >= num_classes):
+        raise fail("", "labels", f"class indices in [0, {num_classes - 1}] (the model has {num_classes} classes)",
+                   f"label {labels.max().item()}", show_value=False)
 
 
 def _pgd_in_attack_mode(
@@ -130,10 +157,13 @@ def _pgd_in_attack_mode(
                 target_logits = model(images)
         clean_logits = target_logits.detach().float()
     adv = random_start_point(images, eps, norm, random_start, generator)
-    for _ in range(steps):
+    for step in range(steps):
         adv.requires_grad_(True)
         with torch.enable_grad():
-            value = attack_loss(loss, model(adv).float(), labels, clean_logits=clean_logits,
+            logits = model(adv).float()
+            if step == 0:
+                check_labels_range(labels, logits)
+            value = attack_loss(loss, logits, labels, clean_logits=clean_logits,
                                 class_weights=class_weights, gkl_kwargs=gkl_kwargs)
             (grad,) = torch.autograd.grad(value, adv)
         adv = project(ascent_step(adv.detach(), grad, step_size, norm), images, eps, norm)
@@ -172,12 +202,9 @@ def pgd(
         generator: random generator for the start point.
     """
     check_attack_loss_name(loss)
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if random_start not in RANDOM_STARTS:
-        raise ValueError(f"random_start must be one of {RANDOM_STARTS}, got {random_start!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    check_choice("", "norm", norm, NORMS)
+    check_choice("", "random_start", random_start, RANDOM_STARTS)
+    check_int("", "steps", steps, minimum=0)
     check_attack_inputs(images, labels)
     eps_t = _per_example(eps, "eps", images)
     step_t = _per_example(step_size, "step_size", images)

@@ -49,8 +49,11 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         os.close(dir_fd)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Load a training checkpoint written by the engine (tensors and plain types only)."""
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Read a training checkpoint written by the engine (tensors and plain types only).
+
+    Returns its contents; to load weights into a model use :func:`gkl.models.load_weights`.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no checkpoint at {path}")

@@ -26,7 +26,7 @@ from gkl.engine.checkpoint import (
     atomic_save,
     dict_differences,
     layout_mismatch,
-    load_checkpoint,
+    read_checkpoint,
     model_layout,
     save_best,
 )
@@ -38,7 +38,8 @@ from gkl.engine.schedules import EpochLRSchedule, scaled_base_lr
 from gkl.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything, set_deterministic
 from gkl.settings.train import RESUME_TOLERANT_FIELDS, TrainSettings
 from gkl.evaluate.accuracy import evaluate_classifier
-from gkl.objectives.base import Objective, StepOutput, unwrap_model
+from gkl.objectives.base import Objective, StepOutput
+from gkl.utils.modules import unwrap_model
 
 
 class NonFiniteLossError(RuntimeError):
@@ -151,6 +152,7 @@ class Trainer:
         self.schedule = EpochLRSchedule(self.optimizer, base_lr=base_lr, epochs=settings.epochs,
                                         settings=settings.schedule)
         self.amp = MixedPrecision(settings.amp, self.device)
+        self.objective.use_grad_scaler(self.amp.scaler)  # AWP scales its proxy backward with it
         self.ema = ModelEMA(self.model, settings.ema.decay) if settings.ema.decay is not None else None
 
         self.best_top1: float | None = None
@@ -259,7 +261,8 @@ class Trainer:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             with self.amp.autocast():
-                out = self.objective(self.train_model, images, labels, epoch=epoch)
+                out = self.objective(self.train_model, (images, labels), epoch=epoch,
+                                     step=(epoch - 1) * len(self.train_loader) + step)
             if not isinstance(out, StepOutput):
                 raise TypeError(f"objective {type(self.objective).__name__} returned "
                                 f"{type(out).__name__}, expected StepOutput")
@@ -405,7 +408,7 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> int:
         """Restore every piece of state from a checkpoint of a matching run; returns its epoch."""
-        state = load_checkpoint(path, map_location=self.device)
+        state = read_checkpoint(path, map_location=self.device)
         self._check_matches(state, Path(path))
         self.model.load_state_dict(state["model"])
         if self.ema is not None:

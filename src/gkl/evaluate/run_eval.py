@@ -12,12 +12,12 @@ from typing import Any, Sequence
 
 import yaml
 
-from gkl.config import ExperimentConfig, config_from_dict
+from gkl.config import ExperimentConfig, recorded_config_from_dict
 from gkl.config_schema import apply_overrides
 from gkl.data import build_dataset, build_loader
 from gkl.utils.distributed import resolve_device
 from gkl.evaluate.accuracy import evaluate_classifier
-from gkl.models import create_model, load_checkpoint
+from gkl.models import create_model, load_weights
 
 CHECKPOINT_FILES = {"last": "checkpoint.pt", "best": "best.pt"}
 
@@ -28,7 +28,7 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> ExperimentC
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a gkl run directory: {path} is missing")
     data = yaml.safe_load(path.read_text()) or {}
-    return config_from_dict(apply_overrides(data, list(overrides)))
+    return recorded_config_from_dict(apply_overrides(data, list(overrides)))
 
 
 def evaluate_run(
@@ -74,7 +74,7 @@ def evaluate_run(
             raise FileNotFoundError(f"no {name} checkpoint in {run_dir}: {path} is missing")
         key = "ema" if (name == "last" and weights == "ema") else "model"
         model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
-        contents = load_checkpoint(model, path, key=key)
+        contents = load_weights(model, path, key=key)
         epoch = contents.get("epoch") if isinstance(contents, dict) else None
         model.to(device)
         clean = evaluate_classifier(model, loader, num_classes=info.num_classes, device=device,

@@ -3,16 +3,20 @@
 Shape, dtype and hyperparameter checks are free (no device synchronisation).
 *Value* checks -- NaN/Inf logits, targets out of range, negative weights --
 must look at tensor contents: each costs one reduction plus one host sync
-(``.item()``), which stalls the CUDA stream. They are on by default; turn them
-off for speed-critical runs with :func:`set_value_checks` ``(False)``.
+(``.item()``), which stalls the CUDA stream and breaks a ``torch.compile`` graph.
+They are on by default; turn them off for speed-critical or compiled runs with
+:func:`set_value_checks` ``(False)`` (the training engine checks the loss once per step).
+Messages follow gkl's one format, ``<argument>: expected ..., got ...``
+(:mod:`gkl.utils.validation`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import torch
+
+from gkl.utils.validation import check_choice as _check_choice, check_int as _check_int, check_number, fail
 
 _VALUE_CHECKS = True
 
@@ -34,53 +38,47 @@ def value_checks_enabled() -> bool:
 
 
 def check_real(name: str, value: object, *, minimum: float | None = None,
-               strictly_positive: bool = False) -> float:
-    """Return ``value`` as a finite float, or raise a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = float(value.item())
-        else:
-            raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    if strictly_positive and value <= 0.0:
-        raise ValueError(f"{name} must be a positive real number (> 0), got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be a real number >= {minimum}, got {value!r}")
-    return value
+               strictly_positive: bool = False, allow_inf: bool = False) -> float:
+    """Return ``value`` as a float, or raise a ValueError naming ``name``.
+
+    Finite unless ``allow_inf`` (then ``+inf`` passes too); a one-element tensor is read
+    with ``.item()`` (a host synchronisation).
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not isinstance(value, bool):
+        value = float(value.item())
+    if strictly_positive:
+        check_number("", name, value, minimum=0.0, strict=True, allow_inf=allow_inf)
+    if minimum is not None:
+        check_number("", name, value, minimum=minimum, allow_inf=allow_inf)
+    check_number("", name, value, allow_inf=allow_inf)
+    return float(value)  # type: ignore[arg-type]
 
 
 def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
     """Raise a ValueError naming ``name`` unless ``value`` is one of ``choices``."""
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return _check_choice("", name, value, choices)
 
 
 def check_int(name: str, value: object) -> int:
     """Return ``value`` as an int (bools rejected), or raise a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    return value
+    return _check_int("", name, value)
 
 
 def check_logits(name: str, logits: object, *, min_classes: int = 1) -> torch.Tensor:
     """Check that ``logits`` is a floating tensor of shape (N, C) or (N, C, d1, ...)."""
     if not isinstance(logits, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, C) or (N, C, d1, ...), "
-                         f"got {type(logits).__name__}")
+        raise fail("", name, "a torch.Tensor of shape (N, C) or (N, C, d1, ...)", type(logits).__name__,
+                   show_value=False)
     if not logits.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor (float16/bfloat16/float32/float64), "
-                         f"got dtype {logits.dtype}")
+        raise fail("", name, "a floating-point tensor (float16/bfloat16/float32/float64)",
+                   f"dtype {logits.dtype}", show_value=False)
     if logits.dim() < 2:
-        raise ValueError(f"{name} must have shape (N, C) or (N, C, d1, ...), got shape {tuple(logits.shape)}")
+        raise fail("", name, "shape (N, C) or (N, C, d1, ...)", f"shape {tuple(logits.shape)}", show_value=False)
     if logits.shape[1] < min_classes:
-        raise ValueError(f"{name} must have at least {min_classes} classes in dim 1 (shape (N, C, ...)), "
-                         f"got shape {tuple(logits.shape)}")
+        raise fail("", name, f"at least {min_classes} classes in dim 1 (shape (N, C, ...))",
+                   f"shape {tuple(logits.shape)}", show_value=False)
     if _VALUE_CHECKS and not bool(torch.isfinite(logits).all()):
-        raise ValueError(f"{name} must contain only finite values (found NaN or Inf)")
+        raise fail("", name, "only finite values", "NaN or Inf", show_value=False)
     return logits
 
 
@@ -90,11 +88,11 @@ def check_pair(logits: object, target_logits: object, *, min_classes: int = 1) -
     check_logits("target_logits", target_logits, min_classes=min_classes)
     assert isinstance(logits, torch.Tensor) and isinstance(target_logits, torch.Tensor)
     if logits.shape != target_logits.shape:
-        raise ValueError(f"target_logits must have the same shape as logits {tuple(logits.shape)}, "
-                         f"got {tuple(target_logits.shape)}")
+        raise fail("", "target_logits", f"the shape of logits {tuple(logits.shape)}",
+                   f"shape {tuple(target_logits.shape)}", show_value=False)
     if logits.device != target_logits.device:
-        raise ValueError(f"target_logits must be on the same device as logits ({logits.device}), "
-                         f"got {target_logits.device}")
+        raise fail("", "target_logits", f"the device of logits ({logits.device})", target_logits.device,
+                   show_value=False)
 
 
 def check_targets(targets: object, logits: torch.Tensor, ignore_index: int | None,
@@ -106,41 +104,42 @@ def check_targets(targets: object, logits: torch.Tensor, ignore_index: int | Non
     expected = (logits.shape[0],) + tuple(logits.shape[2:])
     num_classes = logits.shape[1]
     if not isinstance(targets, torch.Tensor):
-        raise ValueError(f"{name} must be an integer torch.Tensor of shape {expected}, "
-                         f"got {type(targets).__name__}")
+        raise fail("", name, f"an integer torch.Tensor of shape {expected}", type(targets).__name__,
+                   show_value=False)
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor of class indices, got dtype {targets.dtype}")
+        raise fail("", name, "an integer tensor of class indices", f"dtype {targets.dtype}", show_value=False)
     if tuple(targets.shape) != expected:
-        raise ValueError(f"{name} must have shape {expected} (logits shape without dim 1), "
-                         f"got {tuple(targets.shape)}")
+        raise fail("", name, f"shape {expected} (the logits' shape without dim 1)",
+                   f"shape {tuple(targets.shape)}", show_value=False)
     if targets.device != logits.device:
-        raise ValueError(f"{name} must be on the same device as logits ({logits.device}), got {targets.device}")
+        raise fail("", name, f"the device of logits ({logits.device})", targets.device, show_value=False)
     if _VALUE_CHECKS and targets.numel() > 0:
         bad = (targets < 0) | (targets >= num_classes)
         if ignore_index is not None:
             bad &= targets != ignore_index
         if bool(bad.any()):
             allowed = "" if ignore_index is None else f" or ignore_index={ignore_index}"
-            raise ValueError(f"{name} must hold class indices in [0, {num_classes - 1}]{allowed}; "
-                             f"found {targets[bad].flatten()[0].item()}")
+            raise fail("", name, f"class indices in [0, {num_classes - 1}]{allowed}",
+                       targets[bad].flatten()[0].item())
     return targets
 
 
 def check_weights(weights: object, logits: torch.Tensor) -> torch.Tensor:
     """Check a non-negative weight tensor of exactly the logits' shape."""
     if not isinstance(weights, torch.Tensor):
-        raise ValueError(f"weights must be a tensor of shape {tuple(logits.shape)} (like logits) or None, "
-                         f"got {type(weights).__name__}")
+        raise fail("", "weights", f"None or a tensor of the logits' shape {tuple(logits.shape)}",
+                   type(weights).__name__, show_value=False)
     if not weights.is_floating_point():
-        raise ValueError(f"weights must be a floating-point tensor, got dtype {weights.dtype}")
+        raise fail("", "weights", "a floating-point tensor", f"dtype {weights.dtype}", show_value=False)
     if weights.shape != logits.shape:
-        raise ValueError(f"weights must have the shape of logits {tuple(logits.shape)} "
-                         f"((N, C) or (N, C, d1, ...)), got {tuple(weights.shape)}")
+        raise fail("", "weights", f"the shape of logits {tuple(logits.shape)} ((N, C) or (N, C, d1, ...))",
+                   f"shape {tuple(weights.shape)}", show_value=False)
     if weights.device != logits.device:
-        raise ValueError(f"weights must be on the same device as logits ({logits.device}), got {weights.device}")
+        raise fail("", "weights", f"the device of logits ({logits.device})", weights.device, show_value=False)
     if _VALUE_CHECKS:
         ok = torch.isfinite(weights).all() & (weights >= 0).all() & (weights.sum(dim=1) > 0).all()
         if not bool(ok):
-            raise ValueError("weights must be finite, non-negative, with a positive sum over the class dim 1 "
-                             "for every example (e.g. rows of a probability matrix)")
+            raise fail("", "weights", "finite, non-negative values with a positive sum over the class dim 1 "
+                       "for every example (e.g. rows of a probability matrix)",
+                       "other values", show_value=False)
     return weights

@@ -74,13 +74,11 @@ class ClassPrior(nn.Module):
             probs = torch.softmax(logits32 / self.temperature, dim=1)
             probs = probs.movedim(1, -1).reshape(-1, self.num_classes)
             flat_targets = targets.to(self.sums.device).reshape(-1)
+            # ignored positions add exactly zero (to row 0): no data-dependent shape, no host sync
             keep = flat_targets != ignore_index
-            if not bool(keep.all()):
-                probs, flat_targets = probs[keep], flat_targets[keep]
-            flat_targets = flat_targets.long()
-            self.sums.index_add_(0, flat_targets, probs.to(self.sums.dtype))
-            self.counts.index_add_(0, flat_targets,
-                                   torch.ones_like(flat_targets, dtype=self.counts.dtype))
+            flat_targets = torch.where(keep, flat_targets, torch.zeros_like(flat_targets)).long()
+            self.sums.index_add_(0, flat_targets, probs.to(self.sums.dtype) * keep.to(self.sums.dtype)[:, None])
+            self.counts.index_add_(0, flat_targets, keep.to(self.counts.dtype))
 
     @torch.no_grad()
     def step(self) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from gkl.utils.errors import InputError
+
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _MAX_LISTED_KEYS = 25
 
@@ -40,10 +42,10 @@ def _select_state_dict(obj: object, key: str | None, path: Path) -> Mapping[str,
     if key is not None:
         if not isinstance(obj, Mapping) or key not in obj:
             found = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
-            raise ValueError(f"checkpoint {path}: no entry {key!r}; top-level entries: {found}")
+            raise InputError(f"checkpoint {path}: no entry {key!r}; top-level entries: {found}")
         selected = obj[key]
         if selected is None:
-            raise ValueError(f"checkpoint {path}: entry {key!r} is empty (None)")
+            raise InputError(f"checkpoint {path}: entry {key!r} is empty (None)")
         if _is_state_dict(selected):
             return selected
         # e.g. the engine's EMA entry {"decay": ..., "updates": ..., "model": state_dict}
@@ -51,7 +53,7 @@ def _select_state_dict(obj: object, key: str | None, path: Path) -> Mapping[str,
             for candidate in ("model", "state_dict"):
                 if candidate in selected and _is_state_dict(selected[candidate]):
                     return selected[candidate]
-        raise ValueError(
+        raise InputError(
             f"checkpoint {path}: entry {key!r} is neither a state_dict (a mapping of names to tensors) "
             f"nor a dict holding one under 'model' or 'state_dict'"
         )
@@ -62,7 +64,7 @@ def _select_state_dict(obj: object, key: str | None, path: Path) -> Mapping[str,
             if candidate in obj and _is_state_dict(obj[candidate]):
                 return obj[candidate]
     found = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
-    raise ValueError(
+    raise InputError(
         f"checkpoint {path}: expected a state_dict or a dict with a 'model' (or 'state_dict') "
         f"state_dict entry, found {found}"
     )
@@ -89,7 +91,7 @@ def _format_keys(label: str, keys: list[str]) -> str:
     return f"\n  {label} ({len(keys)}): {shown}{more}"
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, key: str | None = None) -> Any:
+def load_weights(model: nn.Module, path: str | os.PathLike[str], *, key: str | None = None) -> Any:
     """Load the weights stored in ``path`` into ``model`` strictly (in place).
 
     Returns the file's whole contents, so callers can read metadata (e.g. ``"epoch"``)
@@ -98,19 +100,19 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, key: str 
     key: entry of a checkpoint dict to load (e.g. ``"ema"``); by default a bare
         state_dict, else the ``"model"`` (or ``"state_dict"``) entry.
 
-    Raises FileNotFoundError naming ``path`` if there is no such file, and ValueError
-    naming the file if it cannot be read or its keys/shapes do not match ``model``
+    Raises FileNotFoundError naming ``path`` if there is no such file, and
+    :class:`~gkl.utils.errors.InputError` (a ValueError) naming the file if it cannot be read or its keys/shapes do not match ``model``
     (the message lists missing keys, unexpected keys and shape mismatches).
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"load_checkpoint: model must be a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(f"load_weights: model must be a torch.nn.Module, got {type(model).__name__}")
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {file}")
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, or pickled objects other than tensors/containers
-        raise ValueError(f"checkpoint {file}: could not be read with torch.load(weights_only=True): {err}") from err
+        raise InputError(f"checkpoint {file}: could not be read with torch.load(weights_only=True): {err}") from err
     state_dict = _strip_wrapper_prefixes(_select_state_dict(obj, key, file))
 
     expected = model.state_dict()
@@ -129,6 +131,6 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, key: str 
             message += _format_keys("unexpected keys", unexpected)
         if mismatched:
             message += _format_keys("shape mismatches", mismatched)
-        raise ValueError(message)
+        raise InputError(message)
     model.load_state_dict(state_dict, strict=True)
     return obj

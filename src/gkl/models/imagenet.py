@@ -5,7 +5,7 @@ Registry names carry an ``imagenet_`` prefix so they never collide with the CIFA
 ``imagenet_resnet50``, ``imagenet_resnext101_32x8d`` (ImageNet-LT teacher),
 ``imagenet_mobilenet_v2`` and ``imagenet_mobilenet_v1``. torchvision models are
 built with ``weights=None`` and keep torchvision's parameter names, so their
-published state_dicts load with :func:`gkl.models.load_checkpoint`.
+published state_dicts load with :func:`gkl.models.load_weights`.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def create_model(
 ) -> nn.Module:
     """Build registered model ``name`` with ``num_classes`` outputs; ``forward(x)`` returns logits.
 
-    checkpoint: optional weights file, loaded strictly by :func:`gkl.models.load_checkpoint`
+    checkpoint: optional weights file, loaded strictly by :func:`gkl.models.load_weights`
         (``checkpoint_key`` selects an entry such as ``"ema"``).
     kwargs: architecture options passed to the builder (e.g. ``activation`` for robust WRNs).
     """
@@ -117,7 +117,7 @@ def create_model(
         raise ValueError(f"create_model({name!r}): checkpoint_key={checkpoint_key!r} given without a checkpoint")
     model = entry.builder(num_classes, **kwargs)
     if checkpoint is not None:
-        from gkl.models.checkpoint import load_checkpoint
+        from gkl.models.checkpoint import load_weights
 
-        load_checkpoint(model, checkpoint, key=checkpoint_key)
+        load_weights(model, checkpoint, key=checkpoint_key)
     return model

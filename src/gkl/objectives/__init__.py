@@ -1,5 +1,9 @@
-"""Training objectives: what one step of training optimises (see :mod:`gkl.objectives.base`)."""
+"""Training objectives: what one step of training optimises (see :mod:`gkl.objectives.base`).
 
-from gkl.objectives.base import Objective, StepOutput, unwrap_model
+One class per method: :mod:`~gkl.objectives.supervised` (CE), :mod:`~gkl.objectives.distill`
+(KD, DKD, DKL, IKL, GKL, MSE, JSD) and :mod:`~gkl.objectives.adversarial` (TRADES, GKL-AT, PGD-AT).
+"""
 
-__all__ = ["Objective", "StepOutput", "unwrap_model"]
+from gkl.objectives.base import Objective, StepOutput
+
+__all__ = ["Objective", "StepOutput"]

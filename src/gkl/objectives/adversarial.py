@@ -24,124 +24,26 @@ versions of the images); the view is attacked too and its AT loss terms are
 added with that weight (named ``autoaug_<term>``). Both views go through the
 model in one batch (shared BatchNorm statistics, as in the authors' code); the
 ClassPrior sees only the first view.
+
+Settings: one class per method in :mod:`gkl.settings.adversarial`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.attacks.attack_losses import ATTACK_LOSSES
-from gkl.attacks.pgd import NORMS, RANDOM_STARTS, pgd
+from gkl.attacks.pgd import pgd
+from gkl.losses import ClassPrior, gkl_loss, kl_div
 from gkl.objectives.awp import AdversarialWeightPerturbation
-from gkl.objectives.base import Objective, StepOutput, unwrap_model
-from gkl.objectives.epsilon_schedule import ATTACK_BUDGETS, EPS_SCHEDULES, AttackPlan, attack_plan
-
-Method = Literal["trades", "gkl", "pgd_at"]
-METHODS: tuple[str, ...] = ("trades", "gkl", "pgd_at")
-
-#: Method defaults for the settings left as None.
-_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "trades": {"attack_loss": "kl", "eps_schedule": "fixed", "attack_budget": "fixed"},
-    "gkl": {"attack_loss": "gkl", "eps_schedule": "linear", "attack_budget": "high-as-released"},
-    "pgd_at": {"attack_loss": "ce", "eps_schedule": "fixed", "attack_budget": "fixed"},
-}
-
-
-@dataclass
-class AdversarialSettings:
-    """Settings of an adversarial-training objective (defaults: recipes.md, "Adversarial training").
-
-    Loss weights follow the paper: ``alpha`` = wMSE weight, ``beta`` = soft-label CE weight.
-    Settings left as None take the method's default:
-
-    ============  ===========  ============  ===================
-    method        attack_loss  eps_schedule  attack_budget
-    ============  ===========  ============  ===================
-    "trades"      "kl"         "fixed"       "fixed" (10 x 2/255)
-    "gkl"         "gkl"        "linear"      "high-as-released"
-    "pgd_at"      "ce"         "fixed"       "fixed" (10 x 2/255)
-    ============  ===========  ============  ===================
-
-    ``attack_steps``/``attack_step_size`` are used by the "fixed" budget only.
-    AWP is on when ``awp_gamma > 0`` and ``epoch >= awp_start_epoch``. The proxy's
-    learning rate only scales a difference that is renormalised per layer, so it
-    hardly matters; 0.01 is AWP's value.
-    """
-
-    method: Method = "gkl"
-    eps: float = 8 / 255
-    eps_schedule: str | None = None
-    attack_budget: str | None = None
-    attack_steps: int = 10
-    attack_step_size: float = 2 / 255
-    attack_loss: str | None = None
-    random_start: str | None = "trades"
-    norm: str = "linf"
-    # TRADES
-    trades_beta: float = 6.0
-    # GKL-AT outer loss (paper naming) and class-wise weights
-    alpha: float = 20.0
-    beta: float = 4.0
-    gamma: float = 1.0
-    temperature: float = 1.0
-    weight_temperature: float = 4.0
-    class_wise: bool = True
-    # GKL inner attack (recipes: alpha = beta = gamma = T = 1)
-    attack_alpha: float = 1.0
-    attack_beta: float = 1.0
-    attack_gamma: float = 1.0
-    attack_temperature: float = 1.0
-    # AWP
-    awp_gamma: float = 5e-3
-    awp_start_epoch: int = 10
-    awp_proxy_lr: float = 0.01
-    # second AutoAugment view
-    autoaugment_weight: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check_choice("method", self.method, METHODS)
-        defaults = _METHOD_DEFAULTS[self.method]
-        for name, value in defaults.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        _check_choice("eps_schedule", self.eps_schedule, EPS_SCHEDULES)
-        _check_choice("attack_budget", self.attack_budget, ATTACK_BUDGETS)
-        _check_choice("attack_loss", self.attack_loss, ATTACK_LOSSES)
-        _check_choice("random_start", self.random_start, RANDOM_STARTS)
-        _check_choice("norm", self.norm, NORMS)
-        for name in ("eps", "attack_step_size", "trades_beta", "alpha", "beta", "gamma", "attack_alpha",
-                     "attack_beta", "attack_gamma", "awp_gamma", "autoaugment_weight"):
-            _check_number(name, getattr(self, name), minimum=0.0)
-        for name in ("temperature", "weight_temperature", "attack_temperature", "awp_proxy_lr"):
-            _check_number(name, getattr(self, name), minimum=0.0, strict=True)
-        for name in ("attack_steps", "awp_start_epoch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"AdversarialSettings.{name} must be an integer >= 0, got {value!r}")
-        if not isinstance(self.class_wise, bool):
-            raise ValueError(f"AdversarialSettings.class_wise must be a bool, got {self.class_wise!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Resolved settings as a plain dict (for logs)."""
-        return asdict(self)
-
-
-def _check_choice(name: str, value: object, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"AdversarialSettings.{name} must be one of {choices}, got {value!r}")
-
-
-def _check_number(name: str, value: object, *, minimum: float, strict: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value < float("inf")
-    ok = ok and (value > minimum if strict else value >= minimum)
-    if not ok:
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise ValueError(f"AdversarialSettings.{name} must be a finite number {bound}, got {value!r}")
+from gkl.objectives.base import Objective, StepOutput, classification_batch
+from gkl.objectives.epsilon_schedule import AttackPlan, attack_plan
+from gkl.settings.adversarial import (AdversarialSettings, GKLATSettings, PGDATSettings, TRADESSettings)
+from gkl.utils.modules import unwrap_model
+from gkl.utils.validation import check_int, fail
 
 
 def autoaugment_view(images: torch.Tensor) -> torch.Tensor:
@@ -157,14 +59,15 @@ def autoaugment_view(images: torch.Tensor) -> torch.Tensor:
 class AdversarialObjective(Objective):
     """Shared machinery of the AT objectives; subclasses define :meth:`at_losses`."""
 
+    settings_class: ClassVar[type[AdversarialSettings]]
+
     def __init__(self, settings: AdversarialSettings, *, num_classes: int, epochs: int) -> None:
         super().__init__()
-        if not isinstance(settings, AdversarialSettings):
-            raise ValueError(f"settings must be an AdversarialSettings, got {type(settings).__name__}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+        if type(settings) is not self.settings_class:
+            raise fail("", "settings", f"a {self.settings_class.__name__} for {type(self).__name__}",
+                       type(settings).__name__, show_value=False)
+        check_int("", "num_classes", num_classes, minimum=2)
+        check_int("", "epochs", epochs, minimum=1)
         self.settings = settings
         self.num_classes = num_classes
         self.epochs = epochs
@@ -190,9 +93,9 @@ class AdversarialObjective(Objective):
     def plan(self, epoch: int) -> AttackPlan:
         """eps, steps and step size of the inner attack at ``epoch``."""
         s = self.settings
+        fixed = {} if s.attack_budget != "fixed" else {"steps": s.attack_steps, "step_size": s.attack_step_size}
         return attack_plan(eps=s.eps, epoch=min(max(epoch, 1), self.epochs), epochs=self.epochs,
-                           eps_schedule=s.eps_schedule, budget=s.attack_budget,
-                           steps=s.attack_steps, step_size=s.attack_step_size)
+                           eps_schedule=s.eps_schedule, budget=s.attack_budget, **fixed)
 
     def awp_active(self, epoch: int) -> bool:
         return self.awp is not None and epoch >= self.settings.awp_start_epoch
@@ -210,7 +113,8 @@ class AdversarialObjective(Objective):
             first.update({f"autoaug_{name}": weight * value for name, value in second.items()})
         return first, clean_logits, adv_logits
 
-    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> StepOutput:
+    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:
+        images, labels = classification_batch(batch)
         s = self.settings
         n = images.shape[0]
         if s.autoaugment_weight > 0:
@@ -222,7 +126,8 @@ class AdversarialObjective(Objective):
                           **self.attack_extras(labels))
         if self.awp_active(epoch):
             self.awp.perturb_for_loss(
-                model, lambda proxy: sum(self._views_loss(proxy, images, adversarial, labels, n)[0].values()))
+                model, lambda proxy: sum(self._views_loss(proxy, images, adversarial, labels, n)[0].values()),
+                scaler=self.grad_scaler)
         losses, clean_logits, adv_logits = self._views_loss(model, images, adversarial, labels, n)
         if clean_logits is not None:
             self.observe_clean_logits(clean_logits[:n].detach(), labels[:n])
@@ -230,7 +135,7 @@ class AdversarialObjective(Objective):
             adv_accuracy = (adv_logits[:n].argmax(dim=1) == labels[:n]).float().mean().item()
         metrics = {"adv_accuracy": adv_accuracy, "attack_eps": plan.eps, "attack_steps": float(plan.steps)}
         return StepOutput(losses=losses, logits=None if clean_logits is None else clean_logits[:n].detach(),
-                          metrics=metrics)
+                          targets=labels[:n], metrics=metrics, batch_size=n)
 
     def after_optimizer_step(self) -> None:
         if self.awp is not None and self.awp.active:
@@ -240,9 +145,9 @@ class AdversarialObjective(Objective):
 class TRADESObjective(AdversarialObjective):
     """TRADES (Zhang et al. 2019): CE(clean) + beta_T * KL(adv || clean), batchmean."""
 
-    def at_losses(self, clean_logits, adv_logits, labels):
-        from gkl.losses import kl_div
+    settings_class = TRADESSettings
 
+    def at_losses(self, clean_logits, adv_logits, labels):
         return {"ce": F.cross_entropy(clean_logits, labels),
                 "kl": self.settings.trades_beta * kl_div(adv_logits, clean_logits)}
 
@@ -250,10 +155,10 @@ class TRADESObjective(AdversarialObjective):
 class GKLATObjective(AdversarialObjective):
     """GKL-AT: CE(clean) + GKL(adv, clean) with class-wise weights of the previous epoch (Eq. 13)."""
 
-    def __init__(self, settings: AdversarialSettings, *, num_classes: int, epochs: int) -> None:
-        super().__init__(settings, num_classes=num_classes, epochs=epochs)
-        from gkl.losses import ClassPrior
+    settings_class = GKLATSettings
 
+    def __init__(self, settings: GKLATSettings, *, num_classes: int, epochs: int) -> None:
+        super().__init__(settings, num_classes=num_classes, epochs=epochs)
         self.prior = ClassPrior(num_classes, temperature=settings.weight_temperature)
 
     def weights(self, labels: torch.Tensor) -> torch.Tensor | None:
@@ -268,8 +173,6 @@ class GKLATObjective(AdversarialObjective):
                                "weight_temperature": s.weight_temperature}}
 
     def at_losses(self, clean_logits, adv_logits, labels):
-        from gkl.losses import gkl_loss
-
         s = self.settings
         return {"ce": F.cross_entropy(clean_logits, labels),
                 "gkl": gkl_loss(adv_logits, clean_logits, weights=self.weights(labels), alpha=s.alpha,
@@ -288,13 +191,15 @@ class GKLATObjective(AdversarialObjective):
 class PGDATObjective(AdversarialObjective):
     """Madry et al. PGD-AT: cross-entropy on PGD adversarial examples only."""
 
+    settings_class = PGDATSettings
     uses_clean_logits = False
 
     def at_losses(self, clean_logits, adv_logits, labels):
         return {"adv_ce": F.cross_entropy(adv_logits, labels)}
 
 
-_OBJECTIVES: dict[str, type[AdversarialObjective]] = {
+#: method name -> objective class.
+ADVERSARIAL_OBJECTIVES: dict[str, type[AdversarialObjective]] = {
     "trades": TRADESObjective, "gkl": GKLATObjective, "pgd_at": PGDATObjective,
 }
 
@@ -302,11 +207,12 @@ _OBJECTIVES: dict[str, type[AdversarialObjective]] = {
 def build_adversarial_objective(settings: AdversarialSettings, *, num_classes: int, epochs: int) -> Objective:
     """The objective of ``settings.method`` ("trades", "gkl" or "pgd_at")."""
     if not isinstance(settings, AdversarialSettings):
-        raise ValueError(f"settings must be an AdversarialSettings, got {type(settings).__name__}")
-    return _OBJECTIVES[settings.method](settings, num_classes=num_classes, epochs=epochs)
+        raise fail("", "settings", "a gkl.settings.adversarial settings object", type(settings).__name__,
+                   show_value=False)
+    return ADVERSARIAL_OBJECTIVES[settings.method](settings, num_classes=num_classes, epochs=epochs)
 
 
 __all__ = [
-    "AdversarialObjective", "AdversarialSettings", "GKLATObjective", "PGDATObjective", "TRADESObjective",
+    "ADVERSARIAL_OBJECTIVES", "AdversarialObjective", "GKLATObjective", "PGDATObjective", "TRADESObjective",
     "autoaugment_view", "build_adversarial_objective",
 ]

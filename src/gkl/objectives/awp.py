@@ -17,6 +17,13 @@ w0 + (w1 - (w0 + v)), which is bitwise w0 when no step was taken.
 Under torch.distributed each rank's proxy sees its local batch, so the raw
 per-layer differences are averaged with all-reduce before scaling: every
 replica applies the same perturbation and stays identical.
+
+Under fp16 autocast the proxy's backward uses the engine's gradient scaler: the
+loss is multiplied by the scaler's current scale (so small gradients do not
+underflow to zero in half precision), the proxy's gradients are divided by it again
+before its SGD step, and a step whose scaled gradients overflow (inf/NaN) applies
+no perturbation, just as the scaler skips that step's optimizer update. The
+scaler's scale is only read, never updated here (the engine's own step updates it).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gkl.objectives.base import unwrap_model
+from gkl.utils.modules import unwrap_model
+from gkl.utils.validation import check_number, fail
 
 PERTURBED_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -54,10 +62,8 @@ class AdversarialWeightPerturbation:
     """
 
     def __init__(self, *, gamma: float = 5e-3, proxy_lr: float = 0.01) -> None:
-        if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not 0 <= gamma < float("inf"):
-            raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
-        if not isinstance(proxy_lr, (int, float)) or isinstance(proxy_lr, bool) or not proxy_lr > 0:
-            raise ValueError(f"proxy_lr must be a number > 0, got {proxy_lr!r}")
+        check_number("", "gamma", gamma, minimum=0.0)
+        check_number("", "proxy_lr", proxy_lr, minimum=0.0, strict=True)
         self.gamma = float(gamma)
         self.proxy_lr = float(proxy_lr)
         self._proxy: nn.Module | None = None
@@ -77,23 +83,38 @@ class AdversarialWeightPerturbation:
         return self._proxy
 
     def compute_perturbation(
-        self, model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]
+        self, model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], *,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> list[torch.Tensor]:
         """Per-layer perturbations v_l (same order as :func:`perturbable_weights`).
 
         ``loss_fn(proxy)`` returns the training loss evaluated with the proxy; the
-        proxy takes one SGD step that *increases* it.
+        proxy takes one SGD step that *increases* it. ``scaler``: the fp16 gradient
+        scaler of the run (see the module docstring), or None.
         """
         net = unwrap_model(model)
+        weights = perturbable_weights(net)
         proxy = self._proxy_for(net)
         proxy.zero_grad(set_to_none=True)
-        (-loss_fn(proxy)).backward()
+        scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
+        loss = -loss_fn(proxy)
+        (loss if scale is None else loss * scale).backward()
+        grads = [p.grad for p in proxy.parameters() if p.grad is not None]
+        if scale is not None:
+            finite = torch.stack([torch.isfinite(g).all() for g in grads]).all() if grads else True
+            if dist.is_available() and dist.is_initialized():
+                flag = torch.as_tensor(finite, dtype=torch.float32, device=grads[0].device if grads else "cpu")
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+                finite = flag
+            if not bool(finite):  # overflow: no perturbation this step (the scaler skips it too)
+                proxy.zero_grad(set_to_none=True)
+                return [torch.zeros_like(w) for _, w in weights]
         with torch.no_grad():
             for param in proxy.parameters():
                 if param.grad is not None:
-                    param.add_(param.grad, alpha=-self.proxy_lr)
+                    grad = param.grad if scale is None else param.grad.float() / scale
+                    param.add_(grad.to(param.dtype), alpha=-self.proxy_lr)
         proxy.zero_grad(set_to_none=True)
-        weights = perturbable_weights(net)
         proxy_weights = dict(perturbable_weights(proxy))
         perturbation = []
         with torch.no_grad():
@@ -120,11 +141,12 @@ class AdversarialWeightPerturbation:
             raise RuntimeError("AWP perturbation already applied: call restore() after the optimizer step first")
         weights = perturbable_weights(unwrap_model(model))
         if len(weights) != len(perturbation):
-            raise ValueError(f"perturbation must hold one tensor per conv/linear layer ({len(weights)}), "
-                             f"got {len(perturbation)}")
+            raise fail("", "perturbation", f"one tensor per conv/linear layer ({len(weights)})",
+                       f"{len(perturbation)} tensors", show_value=False)
         for (_, w), v in zip(weights, perturbation):
             if v.shape != w.shape:
-                raise ValueError(f"perturbation shape {tuple(v.shape)} does not match weight {tuple(w.shape)}")
+                raise fail("", "perturbation", f"the weight's shape {tuple(w.shape)}", f"shape {tuple(v.shape)}",
+                           show_value=False)
             self._saved.append((w, w.detach().clone(), v))
             w.copy_(w + v)
 
@@ -136,6 +158,7 @@ class AdversarialWeightPerturbation:
             w.copy_(torch.where(update == 0, original, original + update))
         self._saved = []
 
-    def perturb_for_loss(self, model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]) -> None:
+    def perturb_for_loss(self, model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], *,
+                         scaler: torch.amp.GradScaler | None = None) -> None:
         """:meth:`compute_perturbation` then :meth:`perturb`."""
-        self.perturb(model, self.compute_perturbation(model, loss_fn))
+        self.perturb(model, self.compute_perturbation(model, loss_fn, scaler=scaler))

@@ -5,25 +5,27 @@ checkpoints. An objective owns everything else a method needs: a frozen
 teacher, a :class:`~gkl.losses.ClassPrior`, an attack, an AWP proxy. Adding a
 method means writing one small subclass of :class:`Objective`.
 
-Step protocol, per batch (epochs are numbered from 1)::
+Step protocol, per batch (epochs count from 1; ``step`` is the global optimizer
+step, counting from 1, for step-based warm-ups)::
 
-    out = objective(model, images, labels, epoch=epoch)   # inside autocast
-    loss = sum(out.losses.values())                         # engine checks each term is finite
+    out = objective(model, batch, epoch=epoch, step=step)   # inside autocast
+    loss = sum(out.losses.values())                           # engine checks each term is finite
     loss.backward(); optimizer.step()
-    objective.after_optimizer_step()                        # e.g. AWP restores the weights
+    objective.after_optimizer_step()                          # e.g. AWP restores the weights
 
-and ``objective.on_epoch_end(epoch)`` after the last batch of every epoch
-(e.g. ``ClassPrior.step()``), before the checkpoint of that epoch is written.
+``batch`` is exactly what the train loader yields, moved to the device (a tuple,
+list or dict of tensors); classification objectives do ``images, labels = batch``.
+``objective.on_epoch_end(epoch)`` runs after the last batch of every epoch (e.g.
+``ClassPrior.step()``), before the checkpoint of that epoch is written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
-
-from gkl.utils.modules import unwrap_model  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -32,23 +34,39 @@ class StepOutput:
 
     losses: named, already weighted loss terms; the engine back-propagates their sum
         and names the first non-finite term in its error.
-    logits: the trained model's logits on the clean batch (for running train accuracy),
-        or None.
+    logits: the trained model's logits on the clean batch (for running train accuracy), or None.
+    targets: 1-D class labels matching ``logits`` (for train accuracy), or None.
     metrics: extra detached scalars to log (e.g. the adversarial accuracy of the batch).
+    batch_size: examples in the step (default: ``logits.shape[0]``); weights the epoch means.
     """
 
     losses: dict[str, torch.Tensor]
     logits: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size is None and self.logits is not None:
+            self.batch_size = int(self.logits.shape[0])
 
     def total(self) -> torch.Tensor:
         terms = list(self.losses.values())
         if not terms:
-            raise ValueError("StepOutput.losses is empty: an objective must return at least one loss term")
+            raise ValueError("StepOutput.losses: expected at least one loss term, got none")
         total = terms[0]
         for t in terms[1:]:
             total = total + t
         return total
+
+
+def classification_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` of a classification batch (a 2-tuple or list); a clear error otherwise."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ValueError(f"batch: expected (images, labels) from a classification loader, "
+                         f"got {type(batch).__name__}" + (f" of length {len(batch)}"
+                                                          if isinstance(batch, (tuple, list)) else ""))
+    return batch[0], batch[1]
 
 
 class Objective(nn.Module):
@@ -59,12 +77,21 @@ class Objective(nn.Module):
     (they are rebuilt from their own files on resume). Every other buffer and
     parameter of the objective (a ClassPrior, an attack's statistics) is
     checkpointed through :meth:`checkpoint_state`.
+
+    ``grad_scaler``: the engine's fp16 ``torch.amp.GradScaler`` (None otherwise), set by
+    the engine with :meth:`use_grad_scaler`; objectives that run their own backward
+    (AWP's proxy step) scale their loss with it.
     """
 
     frozen: tuple[str, ...] = ()
+    grad_scaler: torch.amp.GradScaler | None = None
 
-    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> StepOutput:  # noqa: D102
+    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:  # noqa: D102
         raise NotImplementedError
+
+    def use_grad_scaler(self, scaler: torch.amp.GradScaler | None) -> None:
+        """Hand the engine's fp16 gradient scaler (or None) to the objective."""
+        self.grad_scaler = scaler
 
     def on_epoch_end(self, epoch: int) -> None:
         """Called once after the last step of ``epoch`` on every rank."""

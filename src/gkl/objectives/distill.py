@@ -1,144 +1,180 @@
-"""Logit distillation objectives: Hinton KD, DKD, DKL, IKL, GKL, logit MSE and JSD.
+"""Logit distillation objectives, one class per method: KD, DKD, DKL, IKL, GKL, logit MSE and JSD.
 
-Every method is ``ce_weight · CE(student, y) + warm(epoch) · kd_weight · term(student, teacher)``
+Every method trains ``ce_weight · CE(student, y) + warm(epoch) · kd_weight · term(student, teacher)``
 with the KD-term warm-up ``warm(epoch) = min(epoch / warmup_epochs, 1)`` (epochs from 1), as in
-the DKD/mdistiller solver the papers use. The teacher is a frozen submodule: always in eval
-mode, no gradient, not checkpointed. Class-wise GKL/IKL weights (GKL Eqs. 8-9) come from a
+the DKD/mdistiller solver the papers use; the loss terms are named ``ce`` and the method
+(``kd``, ``gkl``, ...). The teacher is a frozen submodule: always in eval mode, no gradient,
+not checkpointed. Class-wise IKL/GKL weights (GKL Eqs. 8-9) come from a
 :class:`~gkl.losses.ClassPrior` fed the teacher's logits during an epoch and frozen at its end.
+Each class takes its own settings class from :mod:`gkl.settings.distill`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.losses import ClassPrior, dkd_loss, dkl_loss, gkl_loss, js_div, kl_div, logit_mse
-from gkl.objectives.base import Objective, StepOutput
-
-DistillMethod = Literal["kd", "dkd", "dkl", "ikl", "gkl", "mse", "jsd"]
-
-
-@dataclass
-class DistillSettings:
-    """Loss weights of a distillation recipe (paper naming: α = wMSE weight, β = soft-CE weight).
-
-    The authors' released code swaps the names α and β; recipes in ``configs/`` are converted.
-    """
-
-    method: DistillMethod = "gkl"
-    ce_weight: float = 1.0  #: weight of CE(student, labels)
-    kd_weight: float = 1.0  #: weight of the distillation term (Hinton KD recipe: 0.9 with ce_weight 0.1)
-    temperature: float = 4.0  #: T of the KL / soft-CE term (KD, DKD, DKL, JSD, GKL's CE term)
-    warmup_epochs: int = 20  #: linear warm-up of the distillation term; 0 disables it
-    # GKL / IKL / DKL
-    alpha: float = 1.0  #: wMSE weight α (paper naming)
-    beta: float = 1.0  #: soft-label CE weight β (paper naming)
-    gamma: float = 1.0  #: weight smoothing γ of GKL (IKL: 1)
-    weight_temperature: float = 4.0  #: τ_w of the weights softmax(o_m / τ_w)
-    class_wise: bool = False  #: class-wise weights (Eqs. 8-9) instead of sample-wise
-    normalize: Literal["weights", "batch"] = "weights"
-    prior_momentum: float | None = None  #: None: epoch-frozen prior (the authors'); else EMA
-    # DKD (Zhao et al. 2022)
-    dkd_alpha: float = 1.0
-    dkd_beta: float = 8.0
-
-    def __post_init__(self) -> None:
-        for name in ("ce_weight", "kd_weight", "alpha", "beta", "gamma", "dkd_alpha", "dkd_beta"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("temperature", "weight_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.class_wise and self.method not in ("gkl", "ikl"):
-            raise ValueError(f"class_wise=True applies to methods 'gkl' and 'ikl', not {self.method!r}")
-
-
-TermFn = Callable[["DistillObjective", torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _kd_term(obj: "DistillObjective", s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return kl_div(s, t, temperature=obj.settings.temperature)
-
-
-def _dkd_term(obj: "DistillObjective", s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    cfg = obj.settings
-    return dkd_loss(s, t, y, alpha=cfg.dkd_alpha, beta=cfg.dkd_beta, temperature=cfg.temperature)
-
-
-def _dkl_term(obj: "DistillObjective", s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # DKL (Eq. 5) at temperature T, scaled by T² like Hinton KD; the wMSE has no gradient in KD.
-    cfg = obj.settings
-    temp = cfg.temperature
-    return dkl_loss(s / temp, t / temp, alpha=cfg.alpha, beta=cfg.beta) * temp**2
-
-
-def _gkl_term(obj: "DistillObjective", s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    cfg = obj.settings
-    weights = None
-    if obj.prior is not None:
-        weights = obj.prior(y)  # previous epoch's class-wise means (Eq. 9)
-        if obj.training:
-            obj.prior.update(t, y)
-    gamma = 1.0 if cfg.method == "ikl" else cfg.gamma
-    normalize = "batch" if cfg.method == "ikl" else cfg.normalize
-    return gkl_loss(
-        s, t, weights=weights, alpha=cfg.alpha, beta=cfg.beta, gamma=gamma,
-        temperature=cfg.temperature, weight_temperature=cfg.weight_temperature, normalize=normalize,
-    )
-
-
-def _mse_term(obj: "DistillObjective", s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return logit_mse(s, t)
-
-
-def _jsd_term(obj: "DistillObjective", s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return js_div(s, t, temperature=obj.settings.temperature)
-
-
-DISTILL_TERMS: dict[str, TermFn] = {
-    "kd": _kd_term, "dkd": _dkd_term, "dkl": _dkl_term, "ikl": _gkl_term,
-    "gkl": _gkl_term, "mse": _mse_term, "jsd": _jsd_term,
-}
+from gkl.losses import ClassPrior, dkd_loss, dkl_loss, gkl_loss, ikl_loss, js_div, kl_div, logit_mse
+from gkl.objectives.base import Objective, StepOutput, classification_batch
+from gkl.settings.distill import (DKDSettings, DKLSettings, DistillSettings, GKLSettings, IKLSettings,
+                                  JSDSettings, KDSettings, MSESettings, _WeightedKLSettings)
+from gkl.utils.validation import check_int, fail
 
 
 class DistillObjective(Objective):
-    """Student training against a frozen teacher's logits with one of :data:`DISTILL_TERMS`."""
+    """Student training against a frozen teacher's logits; subclasses define :meth:`distill_term`."""
 
     frozen = ("teacher",)
+    method: ClassVar[str]
+    settings_class: ClassVar[type[DistillSettings]]
 
     def __init__(self, teacher: nn.Module, settings: DistillSettings, *, num_classes: int) -> None:
         super().__init__()
+        if type(settings) is not self.settings_class:
+            raise fail("", "settings", f"a {self.settings_class.__name__} for {type(self).__name__}",
+                       type(settings).__name__, show_value=False)
+        check_int("", "num_classes", num_classes, minimum=2)
         self.teacher = teacher
         self.settings = settings
-        self.term = DISTILL_TERMS[settings.method]
-        self.prior = (
-            ClassPrior(num_classes, temperature=settings.weight_temperature, momentum=settings.prior_momentum)
-            if settings.class_wise
-            else None
-        )
+        self.num_classes = num_classes
         self.freeze()
+
+    def distill_term(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The unweighted distillation loss of one batch."""
+        raise NotImplementedError
 
     def warmup_factor(self, epoch: int) -> float:
         """min(epoch / warmup_epochs, 1), epochs counted from 1."""
         warm = self.settings.warmup_epochs
         return 1.0 if warm == 0 else min(epoch / warm, 1.0)
 
-    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> StepOutput:
+    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:
+        images, labels = classification_batch(batch)
         cfg = self.settings
         logits = model(images)
         with torch.no_grad():
             teacher_logits = self.teacher(images)
         losses = {"ce": cfg.ce_weight * F.cross_entropy(logits.float(), labels)}
-        term = self.term(self, logits, teacher_logits, labels)
-        losses[cfg.method] = (self.warmup_factor(epoch) * cfg.kd_weight) * term
-        return StepOutput(losses=losses, logits=logits)
+        term = self.distill_term(logits, teacher_logits, labels)
+        losses[self.method] = (self.warmup_factor(epoch) * cfg.kd_weight) * term
+        return StepOutput(losses=losses, logits=logits, targets=labels)
+
+
+class KDObjective(DistillObjective):
+    """Hinton KD: T² KL(softmax(t/T) ‖ softmax(s/T)) (GKL paper Eq. 2 with temperature)."""
+
+    method = "kd"
+    settings_class = KDSettings
+
+    def distill_term(self, student, teacher, labels):
+        return kl_div(student, teacher, temperature=self.settings.temperature)
+
+
+class DKDObjective(DistillObjective):
+    """Decoupled KD (Zhao et al. 2022): dkd_alpha · TCKD + dkd_beta · NCKD, times T²."""
+
+    method = "dkd"
+    settings_class = DKDSettings
+
+    def distill_term(self, student, teacher, labels):
+        cfg = self.settings
+        return dkd_loss(student, teacher, labels, alpha=cfg.dkd_alpha, beta=cfg.dkd_beta,
+                        temperature=cfg.temperature)
+
+
+class DKLObjective(DistillObjective):
+    """DKL (Eq. 5) at temperature T, scaled by T² like Hinton KD; its wMSE has no gradient in KD."""
+
+    method = "dkl"
+    settings_class = DKLSettings
+
+    def distill_term(self, student, teacher, labels):
+        cfg = self.settings
+        temp = cfg.temperature
+        return dkl_loss(student / temp, teacher / temp, alpha=cfg.alpha, beta=cfg.beta) * temp**2
+
+
+class _WeightedKLObjective(DistillObjective):
+    """IKL and GKL: sample-wise weights, or class-wise ones from a ClassPrior (Eqs. 8-9)."""
+
+    def __init__(self, teacher: nn.Module, settings: _WeightedKLSettings, *, num_classes: int) -> None:
+        super().__init__(teacher, settings, num_classes=num_classes)
+        self.prior = (ClassPrior(num_classes, temperature=settings.weight_temperature,
+                                 momentum=settings.prior_momentum)
+                      if settings.class_wise else None)
+
+    def class_weights(self, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """The previous epoch's class-wise means (Eq. 9) of each label; feeds this batch to the prior."""
+        if self.prior is None:
+            return None
+        weights = self.prior(labels)
+        if self.training:
+            self.prior.update(teacher, labels)
+        return weights
 
     def on_epoch_end(self, epoch: int) -> None:
         if self.prior is not None:
             self.prior.step()
+
+
+class IKLObjective(_WeightedKLObjective):
+    """IKL (conference version): GKL with γ = 1 and the wMSE normalised by the batch size."""
+
+    method = "ikl"
+    settings_class = IKLSettings
+
+    def distill_term(self, student, teacher, labels):
+        cfg = self.settings
+        return ikl_loss(student, teacher, weights=self.class_weights(teacher, labels), alpha=cfg.alpha,
+                        beta=cfg.beta, temperature=cfg.temperature, weight_temperature=cfg.weight_temperature)
+
+
+class GKLObjective(_WeightedKLObjective):
+    """GKL (journal version, spec section 3): smoothed weights γ, wMSE normalised as configured."""
+
+    method = "gkl"
+    settings_class = GKLSettings
+
+    def distill_term(self, student, teacher, labels):
+        cfg = self.settings
+        return gkl_loss(student, teacher, weights=self.class_weights(teacher, labels), alpha=cfg.alpha,
+                        beta=cfg.beta, gamma=cfg.gamma, temperature=cfg.temperature,
+                        weight_temperature=cfg.weight_temperature, normalize=cfg.normalize)
+
+
+class MSEObjective(DistillObjective):
+    """Logit matching ‖s − t‖² / C (the T → ∞ limit of KD)."""
+
+    method = "mse"
+    settings_class = MSESettings
+
+    def distill_term(self, student, teacher, labels):
+        return logit_mse(student, teacher)
+
+
+class JSDObjective(DistillObjective):
+    """Jensen-Shannon divergence of the softmaxes at T, times T² (GKL Appendix 6.5)."""
+
+    method = "jsd"
+    settings_class = JSDSettings
+
+    def distill_term(self, student, teacher, labels):
+        return js_div(student, teacher, temperature=self.settings.temperature)
+
+
+#: method name -> objective class.
+DISTILL_OBJECTIVES: dict[str, type[DistillObjective]] = {
+    cls.method: cls for cls in (KDObjective, DKDObjective, DKLObjective, IKLObjective, GKLObjective,
+                                MSEObjective, JSDObjective)
+}
+
+
+def build_distill_objective(teacher: nn.Module, settings: DistillSettings, *, num_classes: int) -> DistillObjective:
+    """The objective of ``settings.method`` with ``teacher`` frozen inside it."""
+    if not isinstance(settings, DistillSettings):
+        raise fail("", "settings", "a gkl.settings.distill settings object", type(settings).__name__,
+                   show_value=False)
+    return DISTILL_OBJECTIVES[settings.method](teacher, settings, num_classes=num_classes)

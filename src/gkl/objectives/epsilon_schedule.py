@@ -20,12 +20,9 @@ Attack budgets (number of PGD steps and step size at epoch t), from the authors'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-EpsSchedule = Literal["fixed", "linear"]
-AttackBudget = Literal["fixed", "low", "high", "high-as-released"]
-EPS_SCHEDULES: tuple[str, ...] = ("fixed", "linear")
-ATTACK_BUDGETS: tuple[str, ...] = ("fixed", "low", "high", "high-as-released")
+from gkl.settings.adversarial import ATTACK_BUDGETS, DEFAULT_ATTACK_STEP_SIZE, DEFAULT_ATTACK_STEPS, EPS_SCHEDULES
+from gkl.utils.validation import check_choice, check_int, check_number, fail
 
 
 @dataclass(frozen=True)
@@ -38,31 +35,31 @@ class AttackPlan:
 
 
 def _check_epoch(epoch: int, epochs: int) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= epochs:
-        raise ValueError(f"epoch must be an integer in [1, epochs={epochs}], got {epoch!r}")
+    check_int("", "epochs", epochs, minimum=1)
+    check_int("", "epoch", epoch, minimum=1)
+    if epoch > epochs:
+        raise fail("", "epoch", f"an integer in [1, epochs={epochs}]", epoch)
 
 
 def scheduled_eps(eps: float, epoch: int, epochs: int, schedule: str = "fixed") -> float:
     """eps_t for ``epoch`` under ``schedule`` ("fixed" or "linear")."""
     _check_epoch(epoch, epochs)
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 <= eps < float("inf"):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    check_number("", "eps", eps, minimum=0.0)
+    check_choice("", "schedule", schedule, EPS_SCHEDULES)
     if schedule == "fixed":
         return float(eps)
-    if schedule == "linear":
-        return float(eps) * epoch / epochs
-    raise ValueError(f"eps schedule must be one of {EPS_SCHEDULES}, got {schedule!r}")
+    return float(eps) * epoch / epochs
 
 
 def attack_budget(budget: str, eps_t: float, epoch: int, epochs: int, *,
-                  steps: int = 10, step_size: float = 2 / 255) -> tuple[int, float]:
+                  steps: int = DEFAULT_ATTACK_STEPS,
+                  step_size: float = DEFAULT_ATTACK_STEP_SIZE) -> tuple[int, float]:
     """(number of steps, step size) at ``epoch`` for ``budget`` (see the module docstring)."""
     _check_epoch(epoch, epochs)
+    check_choice("", "budget", budget, ATTACK_BUDGETS)
     if budget == "fixed":
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        check_int("", "steps", steps, minimum=0)
+        check_number("", "step_size", step_size, minimum=0.0)
         return steps, float(step_size)
     if budget == "low":
         return 2, eps_t
@@ -76,11 +73,11 @@ def attack_budget(budget: str, eps_t: float, epoch: int, epochs: int, *,
         if 4 * epoch <= 3 * epochs:
             return 4, eps_t / 2
         return 5, eps_t / 2
-    raise ValueError(f"attack budget must be one of {ATTACK_BUDGETS}, got {budget!r}")
 
 
 def attack_plan(*, eps: float, epoch: int, epochs: int, eps_schedule: str = "fixed",
-                budget: str = "fixed", steps: int = 10, step_size: float = 2 / 255) -> AttackPlan:
+                budget: str = "fixed", steps: int = DEFAULT_ATTACK_STEPS,
+                step_size: float = DEFAULT_ATTACK_STEP_SIZE) -> AttackPlan:
     """Combine :func:`scheduled_eps` and :func:`attack_budget` for one epoch."""
     eps_t = scheduled_eps(eps, epoch, epochs, eps_schedule)
     n, size = attack_budget(budget, eps_t, epoch, epochs, steps=steps, step_size=step_size)

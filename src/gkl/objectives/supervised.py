@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Any
+
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.objectives.base import Objective, StepOutput
+from gkl.objectives.base import Objective, StepOutput, classification_batch
+from gkl.utils.validation import check_number, fail
 
 
 class SupervisedObjective(Objective):
@@ -14,11 +16,13 @@ class SupervisedObjective(Objective):
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        check_number("", "label_smoothing", label_smoothing, minimum=0.0)
+        if label_smoothing >= 1.0:
+            raise fail("", "label_smoothing", "a value in [0, 1)", label_smoothing)
         self.label_smoothing = label_smoothing
 
-    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> StepOutput:
+    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:
+        images, labels = classification_batch(batch)
         logits = model(images)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-        return StepOutput(losses={"ce": loss}, logits=logits)
+        return StepOutput(losses={"ce": loss}, logits=logits, targets=labels)

@@ -13,3 +13,7 @@ class InputError(ValueError):
     The message names the offending thing (dotted config key, file path, argument)
     and says what was expected.
     """
+
+
+class ConfigError(InputError):
+    """A configuration value or key is invalid; the message names the dotted key."""

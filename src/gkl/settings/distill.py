@@ -1,0 +1,190 @@
+"""Typed settings of the logit-distillation methods (the ``distill:`` section of a config).
+
+One class per method, chosen by ``method`` (a tagged union, see
+:mod:`gkl.settings._variants`): a key the chosen method does not use is an error
+naming it, and a run's saved ``config.yaml`` lists exactly the settings that ran.
+Paper naming throughout: ``alpha`` weights the wMSE term, ``beta`` the soft-label
+cross-entropy (the authors' released code swaps the names; recipes are converted).
+
+Every method trains ``ce_weight * CE(student, y) + warm(epoch) * kd_weight * term``
+with ``warm(epoch) = min(epoch / warmup_epochs, 1)`` (epochs from 1; 0 = no warm-up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal, Optional
+
+from gkl.settings._variants import build_variant
+from gkl.utils.errors import ConfigError
+from gkl.utils.validation import check_bool, check_choice, check_int, check_number, fail
+
+#: Every distillation method, in the order the docs list them.
+DISTILL_METHODS: tuple[str, ...] = ("kd", "dkd", "dkl", "ikl", "gkl", "mse", "jsd")
+#: How GKL normalises its wMSE term: by the weight mass (the authors' GKL code) or by the batch (IKL).
+GKL_NORMALIZATIONS: tuple[str, ...] = ("weights", "batch")
+
+_OWNER = "distill"
+
+
+def _number(obj: Any, name: str, **kwargs: Any) -> None:
+    check_number(_OWNER, name, getattr(obj, name), error=ConfigError, **kwargs)
+
+
+@dataclass
+class DistillSettings:
+    """Fields every distillation method has. Build a method's settings with :func:`distill_settings`
+    or its class (:class:`KDSettings`, ...); the base class itself is not a method."""
+
+    variant_key: ClassVar[str] = "method"
+
+    method: str = "gkl"
+    ce_weight: float = 1.0  #: weight of CE(student, labels)
+    kd_weight: float = 1.0  #: weight of the distillation term (Hinton KD recipe: 0.9 with ce_weight 0.1)
+    warmup_epochs: int = 20  #: linear warm-up of the distillation term; 0 disables it
+
+    @classmethod
+    def variants(cls) -> dict[str, type["DistillSettings"]]:
+        return DISTILL_SETTINGS
+
+    def __post_init__(self) -> None:
+        if type(self) is DistillSettings or type(self) not in DISTILL_SETTINGS.values():
+            raise TypeError("DistillSettings is the common base; use distill_settings(method, ...) "
+                            "or a method's class such as GKLSettings")
+        expected = next(m for m, cls in DISTILL_SETTINGS.items() if cls is type(self))
+        if self.method != expected:
+            raise fail(_OWNER, "method", repr(expected) + f" for {type(self).__name__}", self.method,
+                       error=ConfigError)
+        _number(self, "ce_weight", minimum=0.0)
+        _number(self, "kd_weight", minimum=0.0)
+        check_int(_OWNER, "warmup_epochs", self.warmup_epochs, minimum=0, error=ConfigError)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (for logs and config.yaml)."""
+        return asdict(self)
+
+
+@dataclass
+class KDSettings(DistillSettings):
+    """Hinton KD: ``T² KL(softmax(t/T) || softmax(s/T))``; ``temperature: .inf`` is its logit-MSE limit."""
+
+    method: Literal["kd"] = "kd"
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _number(self, "temperature", minimum=0.0, strict=True, allow_inf=True)
+
+
+@dataclass
+class DKDSettings(DistillSettings):
+    """Decoupled KD (Zhao et al. 2022): ``dkd_alpha`` TCKD + ``dkd_beta`` NCKD, both times T²."""
+
+    method: Literal["dkd"] = "dkd"
+    temperature: float = 4.0
+    dkd_alpha: float = 1.0
+    dkd_beta: float = 8.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _number(self, "temperature", minimum=0.0, strict=True)
+        _number(self, "dkd_alpha", minimum=0.0)
+        _number(self, "dkd_beta", minimum=0.0)
+
+
+@dataclass
+class DKLSettings(DistillSettings):
+    """Decoupled KL (Eq. 5) of the logits divided by T, times T² (α = β = 1: the KD gradient)."""
+
+    method: Literal["dkl"] = "dkl"
+    temperature: float = 4.0
+    alpha: float = 1.0  #: wMSE weight α
+    beta: float = 1.0  #: soft-label CE weight β
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _number(self, "temperature", minimum=0.0, strict=True)
+        _number(self, "alpha", minimum=0.0)
+        _number(self, "beta", minimum=0.0)
+
+
+@dataclass
+class _WeightedKLSettings(DistillSettings):
+    """Fields shared by IKL and GKL: loss weights, temperatures and the (class-wise) weights."""
+
+    temperature: float = 4.0  #: T of the soft-label CE term
+    alpha: float = 1.0  #: wMSE weight α
+    beta: float = 1.0  #: soft-label CE weight β
+    weight_temperature: float = 4.0  #: τ_w of the weights softmax(o_m / τ_w) (Eqs. 8-9)
+    class_wise: bool = False  #: class-wise weights (Eqs. 8-9) instead of sample-wise
+    prior_momentum: Optional[float] = None  #: class-wise only; None: epoch-frozen prior (the authors'), else EMA in (0, 1]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("temperature", "weight_temperature"):
+            _number(self, name, minimum=0.0, strict=True)
+        _number(self, "alpha", minimum=0.0)
+        _number(self, "beta", minimum=0.0)
+        check_bool(_OWNER, "class_wise", self.class_wise, error=ConfigError)
+        if self.prior_momentum is not None:
+            _number(self, "prior_momentum", minimum=0.0, strict=True)
+            if self.prior_momentum > 1.0:
+                raise fail(_OWNER, "prior_momentum", "a value in (0, 1] or null", self.prior_momentum,
+                           error=ConfigError)
+            if not self.class_wise:
+                raise fail(_OWNER, "prior_momentum", "null unless distill.class_wise is true (it only "
+                           "affects class-wise weights)", self.prior_momentum, error=ConfigError)
+
+
+@dataclass
+class IKLSettings(_WeightedKLSettings):
+    """IKL (conference version): GKL with γ = 1 and the wMSE normalised by the batch size."""
+
+    method: Literal["ikl"] = "ikl"
+
+
+@dataclass
+class GKLSettings(_WeightedKLSettings):
+    """GKL (journal version): smoothed weights (γ) and the wMSE normalised by the weight mass."""
+
+    method: Literal["gkl"] = "gkl"
+    gamma: float = 1.0  #: weight smoothing γ (Eqs. 8-9); 0 = plain pairwise logit-difference MSE
+    normalize: Literal["weights", "batch"] = "weights"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _number(self, "gamma", minimum=0.0)
+        check_choice(_OWNER, "normalize", self.normalize, GKL_NORMALIZATIONS, error=ConfigError)
+
+
+@dataclass
+class MSESettings(DistillSettings):
+    """Logit matching ``||s - t||² / C`` (the T -> inf limit of KD); no temperature."""
+
+    method: Literal["mse"] = "mse"
+
+
+@dataclass
+class JSDSettings(DistillSettings):
+    """Jensen-Shannon divergence of the softmaxes at T, times T² (GKL Appendix 6.5)."""
+
+    method: Literal["jsd"] = "jsd"
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _number(self, "temperature", minimum=0.0, strict=True)
+
+
+#: method name -> its settings class.
+DISTILL_SETTINGS: dict[str, type[DistillSettings]] = {
+    "kd": KDSettings, "dkd": DKDSettings, "dkl": DKLSettings, "ikl": IKLSettings,
+    "gkl": GKLSettings, "mse": MSESettings, "jsd": JSDSettings,
+}
+assert tuple(DISTILL_SETTINGS) == DISTILL_METHODS
+
+
+def distill_settings(method: str = "gkl", **settings: Any) -> DistillSettings:
+    """The settings of ``method``; a key the method does not use is a ConfigError naming it."""
+    return build_variant(DistillSettings, _OWNER, method, **settings)
+
