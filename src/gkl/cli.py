@@ -43,8 +43,9 @@ def _stop_errors() -> tuple[type[BaseException], ...]:
     """The engine's "training stopped" exceptions (exit 3); CollapseError only where the engine defines it."""
     from gkl.engine import trainer
 
-    return tuple(e for e in (getattr(trainer, "NonFiniteLossError", None), getattr(trainer, "CollapseError", None))
-                 if isinstance(e, type) and issubclass(e, BaseException))
+    names = ("TrainingStopped", "NonFiniteLossError", "CollapseError")
+    found = (getattr(trainer, name, None) for name in names)
+    return tuple(e for e in found if isinstance(e, type) and issubclass(e, BaseException))
 
 
 def _add_run_command(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:

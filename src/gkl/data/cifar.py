@@ -104,7 +104,7 @@ def read_cifar_split(root: str, layout: CifarLayout, train: bool) -> tuple[np.nd
     if missing:
         raise InputError(
             f"CIFAR files missing under root {root!r}: {missing}; expected layout {_layout_text(layout)} "
-            "(pass download=True to fetch it)"
+            "(set data.download=true to fetch it on a machine that is online)"
         )
     images, labels = [], []
     for path in needed[:-1]:
