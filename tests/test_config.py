@@ -102,5 +102,5 @@ def test_base_files_merge_underneath(tmp_path: Path) -> None:
     assert load_yaml(tmp_path / "child.yaml") == {
         "kind": "train", "model": {"name": "digits_cnn_large"}, "train": {"epochs": 9, "seed": 1}, "data": {"name": "digits"},
     }
-    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+    with pytest.raises(ConfigError, match="missing.yaml"):
         load_config(tmp_path / "missing.yaml")

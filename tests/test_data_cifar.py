@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from gkl.utils.errors import InputError
 from gkl.data import GeneratedImages, build_dataset, build_loader, dataset_info
 from gkl.data.transforms import CIFAR100_MEAN, CIFAR100_STD
 
@@ -118,9 +119,9 @@ def test_cifar100_fine_labels_and_normalisation(cifar100_root):
 
 
 def test_missing_cifar_names_path_and_layout(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py/.*data_batch_1"):
+    with pytest.raises(InputError, match=r"cifar-10-batches-py/.*data_batch_1"):
         build_dataset("cifar10", tmp_path, train=True)
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    with pytest.raises(InputError, match=str(tmp_path)):
         build_dataset("cifar100", tmp_path, train=False)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gkl.utils.errors import InputError
 from gkl.data import build_dataset, build_imagenet_lt_split, build_loader, dataset_info
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
@@ -39,10 +40,10 @@ def test_imagenet_folder_labels_follow_sorted_train_classes(tmp_path):
 
 
 def test_imagenet_errors_name_path_and_layout(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"train.*root/train/<class>"):
+    with pytest.raises(InputError, match=r"train.*root/train/<class>"):
         build_dataset("imagenet", tmp_path, train=True)
     (tmp_path / "val").mkdir()
-    with pytest.raises(FileNotFoundError, match="no class subfolders"):
+    with pytest.raises(InputError, match="no class subfolders"):
         build_dataset("imagenet", tmp_path, train=False)
 
 
@@ -87,7 +88,7 @@ def test_imagenet_lt_labels_and_class_groups(tmp_path):
 
 
 def test_imagenet_lt_bad_split_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="ImageNet_LT_train.txt"):
+    with pytest.raises(InputError, match="ImageNet_LT_train.txt"):
         build_dataset("imagenet_lt", tmp_path, train=True)
     (tmp_path / "ImageNet_LT_train.txt").write_text("train/a/b.JPEG\n")
     with pytest.raises(ValueError, match=r"ImageNet_LT_train.txt:1"):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from gkl.utils.errors import InputError
 from gkl.data import DatasetInfo, GeneratedImages, build_dataset, build_loader, dataset_info, list_datasets
 
 
@@ -99,5 +100,5 @@ def test_generated_images_validation(tmp_path, arrays, message):
 
 
 def test_generated_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothere.npz"):
+    with pytest.raises(InputError, match="nothere.npz"):
         GeneratedImages(tmp_path / "nothere.npz")

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from gkl.cli import main
+from gkl.evaluate.run_eval import read_evaluations
 from gkl.models import create_model
 from test_data_cifar import write_cifar10, write_cifar100
 
@@ -72,8 +73,8 @@ def test_cifar10_gkl_at_recipe_with_robust_evaluation(cifar_root: Path, tmp_path
     assert state["ema"] is not None
     assert main(["evaluate", str(run_dir), "--which", "last", "--robust", "--attacks", "pgd10,cw10",
                  "--num-examples", "10"]) == 0
-    report = json.loads((run_dir / "evaluation.json").read_text())
-    assert report["weights"] == "ema"
+    report = read_evaluations(run_dir)[-1]
+    assert report["weights"] == "ema" and report["kind"] == "robust"
     robust = report["results"]["last"]["robust"]
     assert robust["results"][0]["eps"] == pytest.approx(8 / 255)
     assert robust["num_examples"] == 10

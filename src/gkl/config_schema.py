@@ -149,22 +149,101 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config; a ``base:`` key (path relative to the file) is merged underneath it."""
+class ConfigLoader(yaml.SafeLoader):
+    """YAML loader for configs: only ``true``/``false`` are booleans, and duplicate keys are errors.
+
+    PyYAML follows YAML 1.1, where ``yes``/``no``/``on``/``off`` are booleans, so
+    ``train.amp: off`` would read as ``False``; here they stay strings (as in YAML 1.2).
+    A key given twice in one mapping would silently drop the first block; here it is a
+    :class:`ConfigError` naming the key and its line.
+    """
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _construct_mapping_unique(loader: ConfigLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            first = seen.get(key)
+            seen.setdefault(key, line)
+        except TypeError:  # an unhashable key: let PyYAML report it
+            continue
+        if first is not None:
+            where = key_node.start_mark.name
+            raise ConfigError(f"{where}:{line}: duplicate key {key!r} (first given on line {first}); "
+                              "a repeated key would silently replace the first block, so it is an error")
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_unique)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` with :class:`ConfigLoader`; errors are a :class:`ConfigError` naming ``source:line``."""
+    loader = ConfigLoader(text)
+    loader.name = source
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem = " ".join(p for p in (err.context, err.problem) if p)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: invalid YAML: {err}") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    """Read and parse one YAML file; a missing/unreadable file or bad YAML is a :class:`ConfigError`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from None
+    return parse_yaml(text, str(path))
+
+
+def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config; a ``base:`` key (a path or a list of paths relative to the file) is merged underneath it."""
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, resolved))
+        raise ConfigError(f"config file {path}: 'base:' files form a cycle ({cycle})")
+    data = read_yaml_file(path)
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must contain a mapping at the top level")
+        raise ConfigError(f"config file {path} must contain a mapping at the top level, got {type(data).__name__}")
     base = data.pop("base", None)
     if base is None:
         return data
-    bases = [base] if isinstance(base, str) else list(base)
+    bases = [base] if isinstance(base, str) else base
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"config file {path}: 'base' must be a file path or a list of file paths "
+                          f"(relative to {path.parent}), got {base!r}")
     merged: dict[str, Any] = {}
     for b in bases:
-        merged = deep_merge(merged, load_yaml(path.parent / b))
+        base_path = path.parent / b
+        if not base_path.is_file():
+            raise ConfigError(f"config file {path}: base file {b!r} not found (looked for {base_path})")
+        merged = deep_merge(merged, load_yaml(base_path, (*_chain, resolved)))
     return deep_merge(merged, data)
 
 
@@ -180,7 +259,8 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse one ``a.b.c=value`` override; the value is read as YAML (``0.1``, ``true``, ``[1, 2]``, ``null``)."""
+    """Parse one ``a.b.c=value`` override; the value is read as YAML (``0.1``, ``true``, ``[1, 2]``, ``null``)
+    with the config files' rules (:class:`ConfigLoader`: ``off`` stays a string)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value (e.g. train.optim.lr=0.1)")
     key, raw = text.split("=", 1)
@@ -188,9 +268,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from err
+        value = parse_yaml(raw, "value") if raw.strip() else ""
+    except ConfigError as err:
+        raise ConfigError(f"override {text!r}: {err}") from None
     return key.split("."), value
 
 

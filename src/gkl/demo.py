@@ -19,6 +19,7 @@ from typing import Any
 
 from gkl.config import ExperimentConfig, load_config
 from gkl.evaluate.summary import mean_std
+from gkl.utils.errors import InputError
 
 METHODS = ("ce", "kd", "gkl")
 
@@ -28,7 +29,8 @@ def find_configs_dir() -> Path:
     for candidate in (Path(__file__).resolve().parents[2] / "configs", Path.cwd() / "configs"):
         if (candidate / "demo").is_dir():
             return candidate
-    raise FileNotFoundError("cannot find configs/demo/: run `gkl demo` from the gkl repository checkout")
+    raise InputError("cannot find configs/demo/ next to the installed package or in the current directory: "
+                     "run `gkl demo` from the gkl repository checkout")
 
 
 def _demo_config(name: str, out_dir: Path, overrides: list[str]) -> ExperimentConfig:
@@ -96,6 +98,8 @@ def run_demo(out_dir: Path = Path("runs/demo"), num_seeds: int = 5, quick: bool 
     """Teacher, then CE / KD / GKL students over ``num_seeds`` seeds; returns the printed report."""
     from gkl.runner import run_experiment
 
+    if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
+        raise InputError(f"--seeds: expected an integer >= 1, got {num_seeds!r}")
     out_dir = Path(out_dir)
     common = ["train.epochs=3", "train.progress=false"] if quick else []
     teacher_cfg = _demo_config("teacher", out_dir, common)

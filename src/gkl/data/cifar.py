@@ -7,6 +7,12 @@ Layout under ``root`` (as unpacked by torchvision or by hand)::
 
 Each batch file is a pickle of a dict with ``b"data"`` (N x 3072 uint8, channel
 planes R, G, B of 32x32) and ``b"labels"`` (CIFAR-10) or ``b"fine_labels"`` (CIFAR-100).
+
+The files are read with a restricted unpickler (:class:`CifarUnpickler`): a pickle can
+run arbitrary code when loaded, so only what CIFAR files contain is allowed (dicts,
+lists, strings, bytes, numbers and numpy arrays through numpy's own reconstruction
+functions); anything else, and a truncated or corrupt file, is an
+:class:`~gkl.utils.errors.InputError` naming the file.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+from gkl.utils.errors import InputError
 
 from .base import InfoDataset, MemorySplit
 from .registry import DatasetInfo, register_dataset
@@ -49,11 +57,41 @@ def _layout_text(layout: CifarLayout) -> str:
     return f"{layout.folder}/ containing {files}"
 
 
+#: the only globals a CIFAR pickle may name: numpy's array/scalar reconstruction and bytes decoding
+ALLOWED_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+})
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Unpickler that refuses every global outside :data:`ALLOWED_GLOBALS` (no code runs from a file)."""
+
+    def find_class(self, module: str, name: str):  # noqa: D102
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name} (CIFAR files hold only dicts, lists, "
+                                         "strings, numbers and numpy arrays)")
+        if module.startswith("numpy.core."):  # pickles from numpy 1.x name numpy.core; numpy 2 has numpy._core
+            try:
+                return super().find_class(module.replace("numpy.core.", "numpy._core.", 1), name)
+            except (ImportError, AttributeError):
+                pass
+        return super().find_class(module, name)
+
+
 def _unpickle(path: str) -> dict:
-    with open(path, "rb") as handle:
-        raw = pickle.load(handle, encoding="bytes")
+    try:
+        with open(path, "rb") as handle:
+            raw = CifarUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            MemoryError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a readable CIFAR pickle ({type(err).__name__}: {err}); the file is corrupt, "
+                         "truncated or not a CIFAR file: download or unpack it again") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
+        raise InputError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in raw.items()}
 
 
@@ -64,22 +102,26 @@ def read_cifar_split(root: str, layout: CifarLayout, train: bool) -> tuple[np.nd
     needed = [os.path.join(folder, f) for f in files + (layout.meta_file,)]
     missing = [p for p in needed if not os.path.isfile(p)]
     if missing:
-        raise FileNotFoundError(
+        raise InputError(
             f"CIFAR files missing under root {root!r}: {missing}; expected layout {_layout_text(layout)} "
-            "(pass download=True to fetch it)"
+            "(set data.download=true to fetch it on a machine that is online)"
         )
     images, labels = [], []
     for path in needed[:-1]:
         batch = _unpickle(path)
         if "data" not in batch or layout.label_key not in batch:
-            raise ValueError(f"{path}: expected keys b'data' and b'{layout.label_key}', found {sorted(batch)}")
-        data = np.asarray(batch["data"], dtype=np.uint8)
+            raise InputError(f"{path}: expected keys b'data' and b'{layout.label_key}', found {sorted(map(str, batch))}")
+        try:
+            data = np.asarray(batch["data"], dtype=np.uint8)
+            batch_labels = np.asarray(batch[layout.label_key], dtype=np.int64)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{path}: b'data' must be uint8 pixels and labels integers ({err})") from None
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise ValueError(f"{path}: b'data' must be N x 3072 uint8, got shape {data.shape}")
+            raise InputError(f"{path}: b'data' must be N x 3072 uint8, got shape {data.shape}")
+        if batch_labels.ndim != 1 or len(batch_labels) != len(data):
+            raise InputError(f"{path}: {len(data)} images but labels of shape {batch_labels.shape}")
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(np.asarray(batch[layout.label_key], dtype=np.int64))
-        if len(labels[-1]) != len(data):
-            raise ValueError(f"{path}: {len(data)} images but {len(labels[-1])} labels")
+        labels.append(batch_labels)
     meta = _unpickle(needed[-1])
     names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(layout.names_key, []))
     return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), names
@@ -113,7 +155,7 @@ def _build(name: str, layout: CifarLayout, info: DatasetInfo, root: str, train: 
         _download(name, root, train)
     images, labels, names = read_cifar_split(root, layout, train)
     if labels.size and (labels.min() < 0 or labels.max() >= info.num_classes):
-        raise ValueError(f"{root}/{layout.folder}: labels must lie in [0, {info.num_classes}), "
+        raise InputError(f"{root}/{layout.folder}: labels must lie in [0, {info.num_classes}), "
                          f"got [{labels.min()}, {labels.max()}]")
     transform = cifar_transform(augment=augment, normalize=normalize, mean=info.mean, std=info.std)
     if names and len(names) == info.num_classes:

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from gkl.utils.errors import InputError
+
 EXPECTED = "an npz with 'image' uint8 of shape (N, 32, 32, 3) and 'label' integer of shape (N,)"
 
 
@@ -22,26 +24,32 @@ class GeneratedImages(Dataset):
     def __init__(self, path: str | os.PathLike, *, num_classes: int | None = None, transform=None) -> None:
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"generated-image file not found: {self.path!r}; expected {EXPECTED}")
-        with np.load(self.path) as data:
-            missing = {"image", "label"} - set(data.files)
-            if missing:
-                raise ValueError(f"{self.path}: missing keys {sorted(missing)} (found {data.files}); expected {EXPECTED}")
-            images, labels = data["image"], data["label"]
+            raise InputError(f"generated-image file not found: {self.path!r}; expected {EXPECTED}")
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                missing = {"image", "label"} - set(data.files)
+                if missing:
+                    raise InputError(f"{self.path}: missing keys {sorted(missing)} (found {data.files}); "
+                                     f"expected {EXPECTED}")
+                images, labels = data["image"], data["label"]
+        except InputError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError) as err:
+            raise InputError(f"{self.path}: cannot read the npz ({type(err).__name__}: {err}); expected {EXPECTED}") from None
         if images.dtype != np.uint8:
-            raise ValueError(f"{self.path}: 'image' must be uint8, got {images.dtype}; expected {EXPECTED}")
+            raise InputError(f"{self.path}: 'image' must be uint8, got {images.dtype}; expected {EXPECTED}")
         if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-            raise ValueError(f"{self.path}: 'image' must have shape (N, 32, 32, 3), got {images.shape}")
+            raise InputError(f"{self.path}: 'image' must have shape (N, 32, 32, 3), got {images.shape}")
         if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"{self.path}: 'label' must be integer, got {labels.dtype}")
+            raise InputError(f"{self.path}: 'label' must be integer, got {labels.dtype}")
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"{self.path}: 'label' must have shape ({images.shape[0]},), got {labels.shape}")
+            raise InputError(f"{self.path}: 'label' must have shape ({images.shape[0]},), got {labels.shape}")
         if len(labels) == 0:
-            raise ValueError(f"{self.path}: the file holds no images")
+            raise InputError(f"{self.path}: the file holds no images")
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or (num_classes is not None and high >= num_classes):
             bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
-            raise ValueError(f"{self.path}: labels must be in {bound}, got range [{low}, {high}]")
+            raise InputError(f"{self.path}: labels must be in {bound}, got range [{low}, {high}]")
         self.images = np.ascontiguousarray(images)
         self.labels = labels.astype(np.int64)
         self.num_classes = num_classes

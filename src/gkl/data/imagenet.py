@@ -10,6 +10,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
 
+from gkl.utils.errors import InputError
+
 from .base import InfoDataset
 from .registry import DatasetInfo, register_dataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_transform
@@ -45,18 +47,18 @@ IMAGENET_INFO = DatasetInfo("imagenet", 1000, "imagenet", (3, 224, 224), IMAGENE
 def build_imagenet(root: str, train: bool, *, download: bool, normalize: bool, augment: bool) -> InfoDataset:
     """ImageNet folder split; class indices follow the sorted class folders of ``root/train``."""
     if download:
-        raise ValueError("download: ImageNet cannot be downloaded automatically; place it as " + IMAGENET_LAYOUT)
+        raise InputError("data.download: ImageNet cannot be downloaded automatically; place it as " + IMAGENET_LAYOUT)
     split_dir = os.path.join(root, "train" if train else "val")
     if not os.path.isdir(split_dir):
-        raise FileNotFoundError(f"ImageNet split folder not found: {split_dir!r}; expected layout {IMAGENET_LAYOUT}")
+        raise InputError(f"ImageNet split folder not found: {split_dir!r}; expected layout {IMAGENET_LAYOUT}")
     train_dir = os.path.join(root, "train")
     classes = class_folders(train_dir if os.path.isdir(train_dir) else split_dir)
     if not classes:
-        raise FileNotFoundError(f"no class subfolders in {split_dir!r}; expected layout {IMAGENET_LAYOUT}")
+        raise InputError(f"no class subfolders in {split_dir!r}; expected layout {IMAGENET_LAYOUT}")
     samples = make_dataset(split_dir, {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS,
                            allow_empty=True)
     if not samples:
-        raise FileNotFoundError(f"no images found under {split_dir!r}; expected layout {IMAGENET_LAYOUT}")
+        raise InputError(f"no images found under {split_dir!r}; expected layout {IMAGENET_LAYOUT}")
     info = replace(IMAGENET_INFO, num_classes=len(classes), class_names=tuple(classes))
     transform = imagenet_transform(train=train, augment=augment, normalize=normalize)
     return InfoDataset(ImageList(samples, transform), info, augmentation="imagenet" if (train and augment) else "none",

@@ -4,6 +4,10 @@ Each line is ``<relative image path> <label>``, e.g.
 ``train/n01440764/n01440764_10026.JPEG 0``, with the image path relative to ``root``.
 Class groups (the long-tail convention): many > 100
 training images, few < 20, medium otherwise, counted on the train split.
+
+Every image a split file names is checked to exist when the dataset is built, so a
+wrong ``root`` or an incomplete copy fails at once (naming the first missing files and
+their count) rather than in the middle of an epoch.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import replace
+
+from gkl.utils.errors import InputError
 
 from .base import InfoDataset
 from .imagenet import IMAGENET_INFO, ImageList
@@ -30,7 +36,7 @@ def read_split_file(root: str, split: str) -> list[tuple[str, int]]:
         raise ValueError(f"split: expected one of {sorted(SPLIT_FILES)}, got {split!r}")
     path = os.path.join(root, SPLIT_FILES[split])
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"ImageNet-LT split file not found: {path!r}; expected layout {LAYOUT}")
+        raise InputError(f"ImageNet-LT split file not found: {path!r}; expected layout {LAYOUT}")
     samples = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -38,11 +44,20 @@ def read_split_file(root: str, split: str) -> list[tuple[str, int]]:
                 continue
             parts = line.split()
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
-                raise ValueError(f"{path}:{number}: expected '<relative image path> <label >= 0>', got {line.strip()!r}")
+                raise InputError(f"{path}:{number}: expected '<relative image path> <label >= 0>', got {line.strip()!r}")
             samples.append((os.path.join(root, parts[0]), int(parts[1])))
     if not samples:
-        raise ValueError(f"{path}: the split file lists no images")
+        raise InputError(f"{path}: the split file lists no images")
     return samples
+
+
+def check_images_exist(samples: list[tuple[str, int]], split_file: str, *, show: int = 3) -> None:
+    """InputError naming the first ``show`` missing images (and how many are missing) of ``split_file``."""
+    missing = [image for image, _ in samples if not os.path.isfile(image)]
+    if missing:
+        first = ", ".join(missing[:show])
+        raise InputError(f"{split_file}: {len(missing)} of {len(samples)} listed images are missing "
+                         f"(first: {first}); image paths are relative to data.root; expected layout {LAYOUT}")
 
 
 def class_groups(train_labels: list[int], num_classes: int) -> dict[str, list[int]]:
@@ -60,6 +75,7 @@ def build_imagenet_lt_split(root: str, split: str, *, normalize: bool = True, au
     """Any ImageNet-LT split (``"train"``, ``"val"``, ``"test"``); groups always come from the train split."""
     train_samples = read_split_file(root, "train")
     samples = train_samples if split == "train" else read_split_file(root, split)
+    check_images_exist(samples, os.path.join(root, SPLIT_FILES[split]))
     train_labels = [label for _, label in train_samples]
     num_classes = max(max(train_labels), max(label for _, label in samples)) + 1
     info = replace(IMAGENET_INFO, name="imagenet_lt", num_classes=num_classes,
@@ -76,5 +92,5 @@ def build_imagenet_lt_split(root: str, split: str, *, normalize: bool = True, au
 def build_imagenet_lt(root: str, train: bool, *, download: bool, normalize: bool, augment: bool) -> InfoDataset:
     """ImageNet-LT train split (``train=True``) or test split (``train=False``)."""
     if download:
-        raise ValueError("download: ImageNet-LT cannot be downloaded automatically; expected layout " + LAYOUT)
+        raise InputError("data.download: ImageNet-LT cannot be downloaded automatically; expected layout " + LAYOUT)
     return build_imagenet_lt_split(root, "train" if train else "test", normalize=normalize, augment=augment)

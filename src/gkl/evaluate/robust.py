@@ -116,6 +116,26 @@ def _check_attack_names(attacks: Sequence[str]) -> list[str]:
     return list(attacks)
 
 
+def check_options(*, eps_list: Sequence[float], attacks: Sequence[str], batch_size: int = 256,
+                  num_examples: int | None = None, norm: str = "linf",
+                  autoattack_version: str = "standard") -> tuple[list[str], list[float]]:
+    """Validate the options of :func:`evaluate_robustness` (ValueError naming the option) before any work."""
+    attacks = _check_attack_names(attacks)
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if autoattack_version not in AUTOATTACK_VERSIONS:
+        raise ValueError(f"autoattack_version must be one of {AUTOATTACK_VERSIONS}, got {autoattack_version!r}")
+    eps_list = [float(e) for e in eps_list]
+    if not eps_list or any(not 0 <= e < float("inf") for e in eps_list):
+        raise ValueError(f"eps_list must be a non-empty sequence of finite numbers >= 0, got {eps_list!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if num_examples is not None and (isinstance(num_examples, bool) or not isinstance(num_examples, int)
+                                     or num_examples < 1):
+        raise ValueError(f"num_examples must be None (full dataset) or an integer >= 1, got {num_examples!r}")
+    return attacks, eps_list
+
+
 def _batches(data: Dataset | DataLoader, batch_size: int, num_examples: int | None
              ) -> tuple[Iterable[tuple[torch.Tensor, torch.Tensor]], int, int]:
     """Batches of the first ``num_examples`` examples, the number used and the dataset size."""
@@ -173,19 +193,8 @@ def evaluate_robustness(
     ``num_examples=None`` uses the whole dataset (in order); otherwise its first
     ``num_examples``. PGD/CW use ``step_size`` and a uniform random start.
     """
-    attacks = _check_attack_names(attacks)
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if autoattack_version not in AUTOATTACK_VERSIONS:
-        raise ValueError(f"autoattack_version must be one of {AUTOATTACK_VERSIONS}, got {autoattack_version!r}")
-    eps_list = [float(e) for e in eps_list]
-    if not eps_list or any(not 0 <= e < float("inf") for e in eps_list):
-        raise ValueError(f"eps_list must be a non-empty sequence of finite numbers >= 0, got {eps_list!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if num_examples is not None and (isinstance(num_examples, bool) or not isinstance(num_examples, int)
-                                     or num_examples < 1):
-        raise ValueError(f"num_examples must be None (full dataset) or an integer >= 1, got {num_examples!r}")
+    attacks, eps_list = check_options(eps_list=eps_list, attacks=attacks, batch_size=batch_size,
+                                      num_examples=num_examples, norm=norm, autoattack_version=autoattack_version)
     net = unwrap_model(model)
     if device is None:
         device = next((p.device for p in net.parameters()), torch.device("cpu"))
@@ -264,4 +273,4 @@ def _warnings(flags: dict[tuple[float, str], torch.Tensor], clean: torch.Tensor,
     return messages
 
 
-__all__ = ["EpsilonResult", "RobustReport", "evaluate_robustness"]
+__all__ = ["EpsilonResult", "RobustReport", "check_options", "evaluate_robustness"]

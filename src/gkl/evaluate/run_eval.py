@@ -2,33 +2,117 @@
 
 Backs ``gkl evaluate RUN_DIR``. The run's own ``config.yaml`` says which dataset and
 model to rebuild; ``key=value`` overrides can point it elsewhere (e.g. ``data.root``).
+
+Every evaluation is appended as one JSON line to ``RUN_DIR/evaluations.jsonl``
+(:func:`append_evaluation`); that file is only ever appended to, so no earlier
+evaluation (a robust one, another ``--weights``...) is lost. :func:`read_evaluations`
+reads it back.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from gkl.config import ExperimentConfig, recorded_config_from_dict
-from gkl.config_schema import apply_overrides
+from gkl.config_schema import apply_overrides, read_yaml_file
 from gkl.data import build_dataset, build_loader
 from gkl.utils.distributed import resolve_device
+from gkl.utils.errors import InputError
 from gkl.evaluate.accuracy import evaluate_classifier
 from gkl.models import create_model, load_weights
 
 CHECKPOINT_FILES = {"last": "checkpoint.pt", "best": "best.pt"}
+EVALUATIONS_FILE = "evaluations.jsonl"
 
 
 def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """The resolved config a run recorded in ``config.yaml``, with overrides applied."""
-    path = Path(run_dir) / "config.yaml"
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run directory not found: {run_dir}")
+    path = run_dir / "config.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a gkl run directory: {path} is missing")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise InputError(f"{run_dir} is not a gkl run directory: {path} is missing")
+    data = read_yaml_file(path) or {}
     return recorded_config_from_dict(apply_overrides(data, list(overrides)))
+
+
+def check_writable(path: Path) -> None:
+    """InputError naming ``path`` unless it can be created or appended to (nothing is written)."""
+    path = Path(path)
+    parent = path.parent
+    if path.exists():
+        if not path.is_file():
+            raise InputError(f"cannot write the evaluation to {path}: it exists and is not a file")
+        if not os.access(path, os.W_OK):
+            raise InputError(f"cannot write the evaluation to {path}: the file is not writable")
+        return
+    if not parent.is_dir():
+        raise InputError(f"cannot write the evaluation to {path}: {parent} is not an existing directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the evaluation to {path}: directory {parent} is not writable")
+
+
+def append_evaluation(run_dir: Path, record: dict[str, Any]) -> Path:
+    """Append ``record`` as one JSON line to ``run_dir/evaluations.jsonl`` (one write, fsync'd)."""
+    path = Path(run_dir) / EVALUATIONS_FILE
+    line = json.dumps(record, default=str) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        if size:  # a line cut short by a kill must not swallow this record
+            with open(path, "rb") as handle:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":
+                    line = "\n" + line
+        data = line.encode()
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(f"short write to {path} ({written} of {len(data)} bytes)")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
+    """All evaluations recorded in ``run_dir/evaluations.jsonl``, oldest first (a torn line is skipped)."""
+    path = Path(run_dir) / EVALUATIONS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill while it was written
+    return records
+
+
+def save_fallback(report: dict[str, Any], run_dir: Path) -> Path | None:
+    """Write ``report`` to a new file in ``run_dir`` or, failing that, the temp directory; None if both fail."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for folder, prefix in ((Path(run_dir), "evaluation-unsaved-"), (Path(tempfile.gettempdir()), "gkl-evaluation-")):
+        try:
+            fd, name = tempfile.mkstemp(prefix=f"{prefix}{stamp}-", suffix=".json", dir=folder)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(report, handle, indent=2, default=str)
+            return Path(name)
+        except OSError:
+            continue
+    return None
+
+
+def evaluation_kind(robust: dict[str, Any] | None) -> str:
+    """``"robust"`` when attacks run, else ``"clean"`` (recorded with each evaluation)."""
+    return "clean" if robust is None else "robust"
 
 
 def evaluate_run(
@@ -44,34 +128,46 @@ def evaluate_run(
     ``weights`` picks the raw or the EMA weights of the last checkpoint (default: what the
     run tracked); best.pt holds the weights the run tracked. ``robust`` holds keyword
     arguments of :func:`gkl.evaluate.robust.evaluate_robustness` (eps_list, attacks, ...).
-    Returns the JSON-ready report and a printable table.
+    Every option is checked before any evaluation starts. Returns the JSON-ready report
+    and a printable table; recording it is the caller's job (:func:`append_evaluation`).
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir, overrides)
     unknown = [w for w in which if w not in CHECKPOINT_FILES]
     if unknown or not which:
-        raise ValueError(f"which: expected a subset of {sorted(CHECKPOINT_FILES)}, got {list(which)}")
+        raise InputError(f"--which: expected a subset of {sorted(CHECKPOINT_FILES)}, got {list(which)}")
     weights = weights or cfg.train.ema.evaluate
     if weights not in ("raw", "ema"):
-        raise ValueError(f"weights: expected 'raw' or 'ema', got {weights!r}")
-    if robust is not None and cfg.data.normalize:
-        raise ValueError(
-            "robust evaluation needs inputs in [0, 1] with normalisation inside the model: "
-            "this run used data.normalize=true"
-        )
+        raise InputError(f"--weights: expected 'raw' or 'ema', got {weights!r}")
+    if robust is not None:
+        from gkl.evaluate.robust import check_options
+
+        if cfg.data.normalize:
+            raise InputError(
+                f"{run_dir}: robust evaluation needs inputs in [0, 1] with normalisation inside the model; "
+                "this run used data.normalize=true"
+            )
+        try:
+            check_options(batch_size=cfg.data.eval_batch_size, **robust)
+        except ValueError as err:
+            raise InputError(f"robust evaluation options: {err}") from None
+    paths = {name: run_dir / CHECKPOINT_FILES[name] for name in which}
+    for name, path in paths.items():
+        if not path.is_file():
+            raise InputError(f"no {name} checkpoint in {run_dir}: {path} is missing")
     device = resolve_device(cfg.train.device)
     eval_set = build_dataset(cfg.data.name, cfg.data.root, False, normalize=cfg.data.normalize)
     info = eval_set.info
     loader = build_loader(eval_set, batch_size=cfg.data.eval_batch_size, train=False, device=device,
                           in_memory=cfg.data.in_memory, num_workers=cfg.data.num_workers, seed=cfg.train.seed)
 
-    report: dict[str, Any] = {"run_dir": str(run_dir), "dataset": info.name, "model": cfg.model.name,
-                              "weights": weights, "results": {}}
+    report: dict[str, Any] = {"run_dir": str(run_dir), "kind": evaluation_kind(robust), "dataset": info.name,
+                              "model": cfg.model.name, "weights": weights, "overrides": list(overrides),
+                              "results": {}}
+    if robust is not None:
+        report["robust_options"] = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in robust.items()}
     lines = [f"{'checkpoint':<10} {'epoch':>5} {'top-1':>7} {'top-5':>7}  groups"]
-    for name in which:
-        path = run_dir / CHECKPOINT_FILES[name]
-        if not path.is_file():
-            raise FileNotFoundError(f"no {name} checkpoint in {run_dir}: {path} is missing")
+    for name, path in paths.items():
         key = "ema" if (name == "last" and weights == "ema") else "model"
         model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
         contents = load_weights(model, path, key=key)

@@ -1,7 +1,7 @@
 """The Kullback-Leibler loss family of Cui et al. (KL, DKL, IKL, GKL) and related KD losses.
 
-Pure tensor maths; imports only torch. See docs/losses.md and the spec
-(/work/shared/spec/losses.md) for the formulas and conventions.
+Pure tensor maths; imports only torch. docs/losses.md gives the formulas (with the
+papers' equation numbers), the conventions and usage.
 """
 
 from ._validation import set_value_checks, value_checks_enabled

@@ -1,4 +1,4 @@
-"""Input checks shared by the loss functions (spec section 9).
+"""Input checks shared by the loss functions (docs/losses.md, "Precision and input checks").
 
 Shape, dtype and hyperparameter checks are free (no device synchronisation).
 *Value* checks -- NaN/Inf logits, targets out of range, negative weights --

@@ -1,6 +1,6 @@
 """Functional forms of the KL loss family (Cui et al.: DKL, IKL, GKL) and related KD losses.
 
-Conventions (spec /work/shared/spec/losses.md):
+Conventions (docs/losses.md):
 
 * ``logits`` are o_n (student / adversarial image), ``target_logits`` are o_m
   (teacher / clean image). Shapes (N, C) or dense (N, C, d1, ...); dim 1 is the
@@ -88,7 +88,7 @@ def _soft_cross_entropy(o_n: torch.Tensor, o_m: torch.Tensor, temperature: float
 class _GKLTerms(torch.autograd.Function):
     """Per-example GKL terms (mse_i, ce_i) with hand-written gradients (O(N·C) memory).
 
-    mse_i = ½ W Σ_j w^j (d_j − μ)² (centred form of spec section 4), d = o_m − o_n:
+    mse_i = ½ W Σ_j w^j (d_j − μ)² (the centred O(C) form, docs/losses.md), d = o_m − o_n:
         ∂mse_i/∂o_m = W w (d − μ) = −∂mse_i/∂o_n      (the ∂μ terms cancel: Σ_j w^j (d_j − μ) = 0)
     ce_i = −Σ_j p^j log softmax(o_n/T)^j with p = S(softmax(o_m/T)):
         ∂ce_i/∂o_n = (softmax(o_n/T) − p) / T,  ∂ce_i/∂o_m = 0 (stop-gradient).
@@ -160,7 +160,7 @@ def dkl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *, alpha: float 
     The wMSE term sends gradient only to ``target_logits`` (o_m), the soft-label
     cross-entropy only to ``logits`` (o_n). With α = β = 1 the gradients w.r.t.
     both inputs equal those of KL(s_m ‖ s_n) (Eqs. 3-4); the values differ.
-    Computed in the O(C) centred form (spec section 4).
+    Computed in the O(C) centred form (docs/losses.md).
     """
     check_pair(logits, target_logits)
     alpha = check_real("alpha", alpha, minimum=0.0)
@@ -179,7 +179,7 @@ def gkl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *,
              gamma: float = 1.0, temperature: float = 1.0, weight_temperature: float = 1.0,
              normalize: str = "weights", targets: torch.Tensor | None = None,
              ignore_index: int = -100, reduction: str = "mean") -> torch.Tensor:
-    """Generalised KL loss (GKL, journal version of Cui et al.; spec section 3).
+    """Generalised KL loss (GKL, journal version of Cui et al.; docs/losses.md).
 
     Per example i (every position of a dense input is an example):
 
@@ -190,7 +190,7 @@ def gkl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *,
     (``normalize="weights"``, the authors' GKL code) or D = N (``normalize="batch"``,
     the conference IKL code). N counts the examples not equal to ``ignore_index``.
     No stop-gradient inside the wMSE; the weights are always detached. The wMSE is
-    computed in the centred O(C) form (spec section 4); no N×C×C tensor is built.
+    computed in the centred O(C) form (docs/losses.md); no N×C×C tensor is built.
     The gradients are hand-written (see ``_GKLTerms``): the loss supports ``backward()``
     but not double backward (``create_graph=True`` then raises).
 
@@ -312,7 +312,7 @@ def logit_mse(logits: torch.Tensor, target_logits: torch.Tensor, *,
               reduction: str = "batchmean") -> torch.Tensor:
     """Logit matching ‖o_n − o_m‖² / C per example, averaged over the batch ("batchmean").
 
-    The T → ∞ limit of KD (spec section 7).
+    The T → ∞ limit of KD (docs/losses.md, "Other losses shipped").
     """
     check_pair(logits, target_logits)
     check_choice("reduction", reduction, _BATCH_REDUCTIONS)

@@ -1,4 +1,4 @@
-"""Class-wise mean probabilities for GKL's class-wise weights (Eqs. 8-9; spec section 5)."""
+"""Class-wise mean probabilities for GKL's class-wise weights (Eqs. 8-9; docs/losses.md, "ClassPrior")."""
 
 from __future__ import annotations
 
