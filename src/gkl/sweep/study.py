@@ -222,12 +222,14 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
                 overrides.append(f"teacher.checkpoint={teacher_run.run_dir / ckpt}")
                 depends.append(teacher_run.name)
             try:
-                cfg = load_config(config, overrides)
+                cfg = load_config(config, overrides[:-1] if teacher is not None else overrides)
+                if teacher is not None and cfg.kind != "distill":
+                    raise InputError(f"teacher: the setting's config is a '{cfg.kind}' run; "
+                                     "only 'distill' runs take a teacher")
+                if teacher is not None:
+                    load_config(config, overrides)
             except (InputError, ValueError, FileNotFoundError) as err:
                 raise InputError(f"{where}: {err}") from None
-            if teacher is not None and cfg.kind != "distill":
-                raise InputError(f"{where}.teacher: the setting's config is a '{cfg.kind}' run; "
-                                 "only 'distill' runs take a teacher")
             spec = RunSpec(setting=name, seed=seed, name=run_name, run_dir=target / run_name,
                            command=COMMAND_OF_KIND[cfg.kind], config=config, overrides=overrides, depends_on=depends)
             by_setting[name][seed] = spec
