@@ -6,14 +6,17 @@ from .base import InfoDataset, MemorySplit
 from .generated import GeneratedImages
 from .imagenet_lt import build_imagenet_lt_split
 from .in_memory import InMemoryLoader, random_crop_flip
+from .label_noise import LabelNoise
 from .loaders import build_loader
 from .registry import DatasetInfo, build_dataset, dataset_info, list_datasets
+from .splits import split_dataset, stratified_split
 
 __all__ = [
     "DatasetInfo",
     "GeneratedImages",
     "InMemoryLoader",
     "InfoDataset",
+    "LabelNoise",
     "MemorySplit",
     "build_dataset",
     "build_imagenet_lt_split",
@@ -21,4 +24,6 @@ __all__ = [
     "dataset_info",
     "list_datasets",
     "random_crop_flip",
+    "split_dataset",
+    "stratified_split",
 ]

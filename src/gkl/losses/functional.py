@@ -94,7 +94,7 @@ class _GKLTerms(torch.autograd.Function):
         ∂ce_i/∂o_n = (softmax(o_n/T) − p) / T,  ∂ce_i/∂o_m = 0 (stop-gradient).
     Only these two direction tensors are saved for backward, instead of autograd's
     chain of intermediates. ``w`` (already raised to γ) and ``p`` carry no gradient.
-    Not twice differentiable.
+    Not twice differentiable: backward with ``create_graph=True`` raises a RuntimeError.
     """
 
     @staticmethod
@@ -116,8 +116,11 @@ class _GKLTerms(torch.autograd.Function):
         return mse, ce
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_mse: torch.Tensor, grad_ce: torch.Tensor):  # type: ignore[override]
+        if torch.is_grad_enabled():  # autograd enables grad mode in backward only for create_graph=True
+            raise RuntimeError(
+                "gkl_loss / ikl_loss are not twice differentiable (hand-written O(C) gradients): "
+                "backward with create_graph=True (double backward, gradient penalties) is not supported")
         mse_direction, ce_direction = ctx.saved_tensors
         grad_from_mse = grad_mse.unsqueeze(1) * mse_direction
         grad_o_n = grad_o_m = None
@@ -134,18 +137,33 @@ def kl_div(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: fl
            reduction: str = "batchmean") -> torch.Tensor:
     """Hinton KD loss T² · KL(softmax(o_m/T) ‖ softmax(o_n/T)) (paper Eq. 2 with temperature).
 
+    ``temperature=math.inf`` gives the exact limit T → ∞ of T²·KL (Kim et al. 2021):
+    per example ``(1/2C) ‖d − mean(d)‖²`` with d = o_n − o_m and the mean over the C
+    classes, i.e. half the squared distance of the *centred* logits divided by C. Its
+    gradient w.r.t. o_n is (C·d − Σ_j d_j)/C². Kim et al. write the limit as
+    ``(1/2C)‖d‖² + δ∞`` with δ∞ = −(Σ_j d_j)²/(2C²) + const; the constant is 0 here.
+    It differs from :func:`logit_mse` (= ‖d‖²/C, uncentred): ``kl_div(T=inf) =
+    logit_mse/2 − (Σ_j d_j)²/(2C²)``, so a shift of all student logits by the same
+    amount changes ``logit_mse`` but not the limit (softmax is shift-invariant).
+
     Args:
         logits: o_n (student), (N, C) or (N, C, d1, ...).
         target_logits: o_m (teacher), same shape; detach it yourself for KD.
-        temperature: T > 0, applied to both softmaxes; the result is scaled by T².
+        temperature: T > 0 (or ``math.inf``), applied to both softmaxes; the result is scaled by T².
         reduction: "batchmean" (sum over classes, mean over examples/positions),
             "sum", or "none" (per-example values).
     """
     check_pair(logits, target_logits)
-    temperature = check_real("temperature", temperature, strictly_positive=True)
+    if not (isinstance(temperature, float) and temperature == math.inf):
+        temperature = check_real("temperature", temperature, strictly_positive=True)
     check_choice("reduction", reduction, _BATCH_REDUCTIONS)
     with _full_precision(logits.device):
         o_n, o_m = _upcast(logits, target_logits)
+        if temperature == math.inf:
+            d = o_n - o_m
+            centred = d - d.mean(dim=1, keepdim=True)
+            per_example = centred.square().sum(dim=1) / (2.0 * o_n.shape[1])
+            return _batch_reduce(per_example, reduction)
         log_p_n = torch.log_softmax(o_n / temperature, dim=1)
         log_p_m = torch.log_softmax(o_m / temperature, dim=1)
         per_example = (log_p_m.exp() * (log_p_m - log_p_n)).sum(dim=1) * (temperature * temperature)
@@ -312,7 +330,9 @@ def logit_mse(logits: torch.Tensor, target_logits: torch.Tensor, *,
               reduction: str = "batchmean") -> torch.Tensor:
     """Logit matching ‖o_n − o_m‖² / C per example, averaged over the batch ("batchmean").
 
-    The T → ∞ limit of KD (docs/losses.md, "Other losses shipped").
+    Plain (uncentred) logit MSE, the "L_MSE" of Kim et al. 2021 up to the factor 1/C.
+    It is *not* the T → ∞ limit of KD: that limit, ``kl_div(..., temperature=math.inf)``,
+    centres the logit difference first and equals ``logit_mse/2 − (Σ_j d_j)²/(2C²)``.
     """
     check_pair(logits, target_logits)
     check_choice("reduction", reduction, _BATCH_REDUCTIONS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -89,11 +91,17 @@ class IKLLoss(GKLLoss):
 
 
 class KDLoss(nn.Module):
-    """Hinton KD, T²·KL(softmax(t/T) ‖ softmax(s/T)): module form of :func:`~gkl.losses.kl_div`."""
+    """Hinton KD, T²·KL(softmax(t/T) ‖ softmax(s/T)): module form of :func:`~gkl.losses.kl_div`.
+
+    ``temperature=math.inf`` is the exact T → ∞ limit (centred logit matching).
+    """
 
     def __init__(self, *, temperature: float = 1.0, reduction: str = "batchmean") -> None:
         super().__init__()
-        self.temperature = check_real("temperature", temperature, strictly_positive=True)
+        if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature == math.inf:
+            self.temperature = math.inf
+        else:
+            self.temperature = check_real("temperature", temperature, strictly_positive=True)
         self.reduction = check_choice("reduction", reduction, ("batchmean", "sum", "none"))
 
     def forward(self, logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:

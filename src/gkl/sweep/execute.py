@@ -1,0 +1,150 @@
+"""``gkl sweep STUDY.yaml``: run every (setting, seed) of a study, resumably, then summarise it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from gkl.evaluate.summary import format_markdown, summarize, write_summary
+from gkl.utils.errors import InputError
+
+from .launch import Launcher, LocalLauncher, SubmititLauncher
+from .plots import plot_accuracy_vs_tau, plot_curves
+from .study import RunSpec, Study, load_study
+
+__all__ = ["SweepResult", "is_finished", "run_sweep"]
+
+log = logging.getLogger(__name__)
+LAUNCHERS = ("local", "slurm", "submitit-local")
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A run is finished when its summary.json exists and parses (the engine writes it last)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return False
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError):
+        return False
+    return True
+
+
+class SweepResult(dict):
+    """What a sweep did: ``trained``, ``reused`` and ``failed`` runs, ``summary`` paths, ``table``."""
+
+
+def _make_launcher(launcher: str, *, jobs: int, study: Study, partition: str | None, gpus_per_run: int,
+                   launcher_options: dict[str, Any] | None) -> Launcher:
+    if launcher == "local":
+        return LocalLauncher(jobs=jobs)
+    folder = study.out_dir / "submitit"
+    cluster = "local" if launcher == "submitit-local" else "slurm"
+    return SubmititLauncher(folder, cluster=cluster, partition=partition, gpus_per_run=gpus_per_run,
+                            max_parallel=max(jobs, 1) if cluster == "local" else 10_000, **(launcher_options or {}))
+
+
+def _write_manifest(study: Study, status: dict[str, str]) -> None:
+    manifest = {
+        "study": str(study.path), "out_dir": str(study.out_dir), "baseline": study.baseline,
+        "settings": study.settings,
+        "runs": [{"name": r.name, "setting": r.setting, "seed": r.seed, "run_dir": str(r.run_dir),
+                  "command": ["gkl", *r.cli_args()], "depends_on": r.depends_on, "status": status.get(r.name)}
+                 for r in study.runs],
+    }
+    tmp = study.out_dir / "study.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(study.out_dir / "study.json")
+
+
+def run_sweep(study_path: str | Path, *, jobs: int = 1, launcher: str = "local", out_dir: str | Path | None = None,
+              partition: str | None = None, gpus_per_run: int = 0, dry_run: bool = False,
+              poll_seconds: float = 0.2, launcher_options: dict[str, Any] | None = None) -> SweepResult:
+    """Run a study file: every unfinished run (``--resume``), teachers before their students.
+
+    Finished runs (summary.json present) are never started again; a killed sweep continues
+    where it stopped. A failing run is reported (its log in ``<out_dir>/logs/``), its students
+    are not started, the others go on. Ends with ``summary.{md,csv,json}`` (the code of
+    ``gkl summarize``), ``accuracy_vs_tau.png`` when τ varies, and ``curves.png``.
+    ``dry_run`` validates and lists the runs without starting any.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InputError(f"--jobs must be an integer >= 1, got {jobs!r}")
+    if launcher not in LAUNCHERS:
+        raise InputError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    study = load_study(study_path, out_dir=out_dir)  # every error before anything runs
+    result = SweepResult(study=str(study.path), out_dir=str(study.out_dir), trained=[], reused=[], failed={},
+                         blocked=[], runs=[r.name for r in study.runs])
+    if dry_run:
+        result["commands"] = [["gkl", *r.cli_args()] for r in study.runs]
+        return result
+    study.out_dir.mkdir(parents=True, exist_ok=True)
+    (study.out_dir / "logs").mkdir(exist_ok=True)
+    runner = _make_launcher(launcher, jobs=jobs, study=study, partition=partition, gpus_per_run=gpus_per_run,
+                            launcher_options=launcher_options)
+
+    status: dict[str, str] = {}
+    for spec in study.runs:
+        if is_finished(spec.run_dir):
+            status[spec.name] = "finished"
+            result["reused"].append(spec.name)
+    _write_manifest(study, status)
+    pending = [r for r in study.runs if r.name not in status]
+    active: dict[str, tuple[RunSpec, Any]] = {}
+    try:
+        while pending or active:
+            for name, (spec, handle) in list(active.items()):
+                code = runner.poll(handle)
+                if code is None:
+                    continue
+                del active[name]
+                if code == 0 and is_finished(spec.run_dir):
+                    status[name] = "finished"
+                    result["trained"].append(name)
+                    log.info("sweep: %s finished", name)
+                else:
+                    status[name] = f"failed (exit {code})"
+                    result["failed"][name] = f"exit {code}; log: {study.out_dir / 'logs' / (name + '.log')}"
+                    log.warning("sweep: %s failed with exit %s", name, code)
+                _write_manifest(study, status)
+            for spec in list(pending):
+                deps = [status.get(d) for d in spec.depends_on]
+                if any(d is not None and d.startswith(("failed", "blocked")) for d in deps):
+                    pending.remove(spec)
+                    status[spec.name] = "blocked (a teacher run failed)"
+                    result["blocked"].append(spec.name)
+                    continue
+                if len(active) >= runner.parallel or not all(d == "finished" for d in deps):
+                    continue
+                pending.remove(spec)
+                log.info("sweep: starting %s", spec.name)
+                active[spec.name] = (spec, runner.start(spec, study.out_dir / "logs" / f"{spec.name}.log"))
+                status[spec.name] = "running"
+            if active:
+                time.sleep(poll_seconds)
+    except BaseException:
+        for spec, handle in active.values():  # Ctrl-C: stop the runs; the next sweep resumes them
+            runner.stop(handle)
+        raise
+    finally:
+        _write_manifest(study, status)
+
+    summary = None
+    run_dirs = [r.run_dir for r in study.runs if (r.run_dir / "config.yaml").is_file()]
+    if any(v == "finished" for v in status.values()):
+        summary = summarize(run_dirs)
+        if study.baseline is not None and any(row["setting"] == study.baseline for row in summary.rows):
+            summary = summarize(run_dirs, baseline=study.baseline)
+    if summary is not None:
+        result["summary"] = {k: str(v) for k, v in write_summary(summary, study.out_dir).items()}
+        plots = {}
+        for name, fn in (("accuracy_vs_tau", plot_accuracy_vs_tau), ("curves", plot_curves)):
+            png = fn(summary, study.out_dir / f"{name}.png")
+            if png is not None:
+                plots[name] = str(png)
+        result["plots"] = plots
+        result["table"] = format_markdown(summary)
+    return result

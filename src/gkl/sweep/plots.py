@@ -1,0 +1,115 @@
+"""Figures of a summary: accuracy vs temperature τ (error bars = 95 % CI) and test-accuracy curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from gkl.evaluate.summary import Summary
+
+__all__ = ["plot_accuracy_vs_tau", "plot_curves", "read_curve"]
+
+TAU_KEY = "distill.temperature"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_curve(run_dir: Path, key: str = "top1") -> list[tuple[int, float]]:
+    """(epoch, eval[key]) pairs of a run's metrics.jsonl (epochs without evaluation left out)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    points = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            if isinstance(record.get("eval"), dict) and key in record["eval"]:
+                points.append((int(record["epoch"]), float(record["eval"][key])))
+    return points
+
+
+def plot_accuracy_vs_tau(summary: Summary, path: Path, *, metric: str = "last_top1") -> Path | None:
+    """Mean ± 95 % CI of ``metric`` against τ for the settings whose τ differs; None if τ does not vary.
+
+    Settings that differ in τ and nothing else form one line (labelled by what else varies); a
+    τ of infinity is drawn at the right end, marked ∞. Settings without a τ (CE) are horizontal lines.
+    """
+    rows = [r for r in summary.rows if metric in r["metrics"]]
+    with_tau = [r for r in rows if isinstance(r["varies"].get(TAU_KEY), (int, float))]
+    if len({r["varies"][TAU_KEY] for r in with_tau}) < 2:
+        return None
+    finite = sorted({float(r["varies"][TAU_KEY]) for r in with_tau if math.isfinite(r["varies"][TAU_KEY])})
+    inf_x = (max(finite) * 2.5) if finite else 1.0
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    series: dict[str, list[dict[str, Any]]] = {}
+    keys = sorted({k for r in with_tau for k in r["varies"] if k != TAU_KEY})
+    differ = [k for k in keys if len({json.dumps(r["varies"].get(k), sort_keys=True) for r in with_tau}) > 1]
+    for row in with_tau:
+        other = {k: row["varies"].get(k) for k in differ}
+        label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(other.items())) or "KL"
+        series.setdefault(label, []).append(row)
+    for label, members in series.items():
+        members.sort(key=lambda r: float(r["varies"][TAU_KEY]))
+        xs = [float(r["varies"][TAU_KEY]) if math.isfinite(r["varies"][TAU_KEY]) else inf_x for r in members]
+        stats = [r["metrics"][metric] for r in members]
+        ys = [s["mean"] for s in stats]
+        err = [[s["mean"] - s["ci95"][0] if s["ci95"] else 0 for s in stats],
+               [s["ci95"][1] - s["mean"] if s["ci95"] else 0 for s in stats]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+    for row in rows:
+        if row not in with_tau:
+            ax.axhline(row["metrics"][metric]["mean"], linestyle="--", linewidth=1, label=row["setting"],
+                       color=f"C{(len(series) + rows.index(row)) % 10}")
+    ax.set_xscale("log")
+    ticks = finite + ([inf_x] if any(not math.isfinite(r["varies"][TAU_KEY]) for r in with_tau) else [])
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([("∞" if x == inf_x and x not in finite else f"{x:g}") for x in ticks])
+    ax.set_xlabel("temperature τ")
+    label = next((l for k, l in summary.metrics if k == metric), metric)
+    ax.set_ylabel(f"{label} (%)")
+    ax.set_title("mean over seeds, 95 % CI")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_curves(summary: Summary, path: Path) -> Path | None:
+    """Test top-1 per epoch, mean over each setting's seeds; None when no run has curves."""
+    curves = {}
+    for row in summary.rows:
+        runs = [read_curve(Path(r)) for r in row["runs"]]
+        runs = [c for c in runs if c]
+        if not runs:
+            continue
+        length = min(len(c) for c in runs)
+        epochs = [e for e, _ in runs[0][:length]]
+        curves[row["setting"]] = (epochs, [statistics.mean(c[i][1] for c in runs) for i in range(length)])
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, (epochs, mean) in curves.items():
+        ax.plot(epochs, mean, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("test accuracy (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

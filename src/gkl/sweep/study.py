@@ -1,0 +1,237 @@
+"""The study file of ``gkl sweep``: a base config, named settings (overrides) × seeds, teacher chains.
+
+Format (YAML; paths relative to the study file, ``out_dir`` relative to the working directory)::
+
+    out_dir: runs/studies/kl_vs_mse      # default runs/studies/<file stem>
+    config: ../demo/student_kd.yaml      # base config of every setting (a setting may name its own)
+    overrides: {train.epochs: 30}        # applied to every run (mapping or list of "key=value")
+    seeds: 10                            # an int n (seeds 0..n-1) or a list of seeds
+    baseline: ce                         # setting the paired differences are taken against
+    settings:
+      teacher: {config: ../demo/teacher.yaml, seeds: [0]}
+      ce:      {config: ../demo/student_ce.yaml}
+      kd_t4:   {teacher: teacher, overrides: {distill.temperature: 4}}
+      mse:     {teacher: teacher, overrides: {distill.method: mse}}
+      chain2:  {teacher: kd_t4}          # sequential distillation: kd_t4's student teaches
+
+A setting's ``teacher`` names another setting whose trained run (``teacher_checkpoint``,
+default ``best.pt``) becomes ``teacher.checkpoint``: the teacher's only seed, or the
+teacher run of the same seed (per-seed chains). Every run is ``<out_dir>/<setting>_seed<S>``.
+Everything is checked (study keys, every run's resolved config) before anything runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gkl.utils.errors import InputError
+
+__all__ = ["RunSpec", "Study", "load_study", "format_override"]
+
+STUDY_KEYS = ("config", "overrides", "seeds", "baseline", "settings", "out_dir", "description")
+SETTING_KEYS = ("config", "overrides", "seeds", "teacher", "teacher_checkpoint", "description")
+COMMAND_OF_KIND = {"train": "train", "distill": "distill", "adv_train": "adv-train"}
+CHECKPOINT_FILES = ("best.pt", "checkpoint.pt")
+
+
+@dataclass
+class RunSpec:
+    """One run of a study: its setting, seed, run directory, CLI arguments and prerequisites."""
+
+    setting: str
+    seed: int
+    name: str
+    run_dir: Path
+    command: str  #: train | distill | adv-train
+    config: Path
+    overrides: list[str]
+    depends_on: list[str] = field(default_factory=list)  #: names of runs that must finish first
+
+    def cli_args(self) -> list[str]:
+        """Arguments of ``python -m gkl.cli`` (``--resume`` last: it continues or starts fresh)."""
+        return [self.command, str(self.config), *self.overrides, "--resume"]
+
+
+@dataclass
+class Study:
+    """A validated study: where it writes, its baseline and its runs in dependency order."""
+
+    path: Path
+    name: str
+    out_dir: Path
+    baseline: str | None
+    settings: list[str]
+    runs: list[RunSpec]
+
+
+def format_override(key: str, value: Any) -> str:
+    """``key=value`` with the value written so the config loader reads it back unchanged (YAML)."""
+    if isinstance(value, str) and "=" not in key:
+        text = value
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, float) and math.isinf(value):
+        text = ".inf" if value > 0 else "-.inf"
+    elif isinstance(value, (int, float)):
+        text = repr(value)
+    else:
+        text = json.dumps(value)
+    return f"{key}={text}"
+
+
+def _overrides(where: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [format_override(str(k), v) for k, v in value.items()]
+    if isinstance(value, list) and all(isinstance(v, str) and "=" in v for v in value):
+        return list(value)
+    raise InputError(f"{where}: expected a mapping {{key: value}} or a list of 'key=value' strings, got {value!r}")
+
+
+def _seeds(where: str, value: Any) -> list[int]:
+    if isinstance(value, bool):
+        raise InputError(f"{where}: expected a number of seeds or a list of seeds, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise InputError(f"{where}: the number of seeds must be >= 1, got {value}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                 for s in value):
+        if len(set(value)) != len(value):
+            raise InputError(f"{where}: seeds must not repeat, got {value}")
+        return list(value)
+    raise InputError(f"{where}: expected a number of seeds or a non-empty list of integers >= 0, got {value!r}")
+
+
+def _check_keys(where: str, data: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(allowed)}"
+            raise InputError(f"{where}: unknown key '{key}'{hint}")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"{path}: study file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a study file is a mapping with at least 'settings'")
+    return data
+
+
+def _order(settings: dict[str, dict[str, Any]], path: Path) -> list[str]:
+    """Settings with every teacher before its students; a cycle or unknown teacher is an error."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, chain: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise InputError(f"{path}: settings form a teacher cycle: {' -> '.join(chain + [name])}")
+        state[name] = 1
+        teacher = settings[name].get("teacher")
+        if teacher is not None:
+            if teacher not in settings:
+                close = difflib.get_close_matches(str(teacher), list(settings), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise InputError(f"{path}: settings.{name}.teacher: no setting named {teacher!r}{hint}")
+            visit(teacher, chain + [name])
+        state[name] = 2
+        order.append(name)
+
+    for name in settings:
+        visit(name, [])
+    return order
+
+
+def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> Study:
+    """Read and validate a study file, resolving every run's config (nothing runs, nothing is written)."""
+    from gkl.config import load_config
+
+    path = Path(study_path)
+    data = _read(path)
+    _check_keys(str(path), data, STUDY_KEYS)
+    settings = data.get("settings")
+    if not isinstance(settings, dict) or not settings:
+        raise InputError(f"{path}: settings: a study needs at least one named setting (a mapping name -> setting)")
+    seeds = _seeds(f"{path}: seeds", data.get("seeds", 1))
+    common = _overrides(f"{path}: overrides", data.get("overrides"))
+    base_config = data.get("config")
+    target = Path(out_dir) if out_dir is not None else Path(data.get("out_dir") or f"runs/studies/{path.stem}")
+    for name, setting in settings.items():
+        where = f"{path}: settings.{name}"
+        if not isinstance(name, str) or not name or any(c in name for c in "/\\ ="):
+            raise InputError(f"{where}: a setting name is a non-empty string without '/', '=' or spaces")
+        if setting is None:
+            settings[name] = setting = {}
+        if not isinstance(setting, dict):
+            raise InputError(f"{where}: expected a mapping (config, overrides, seeds, teacher), got {setting!r}")
+        _check_keys(where, setting, SETTING_KEYS)
+        if setting.get("config", base_config) is None:
+            raise InputError(f"{where}: no config (give 'config' in the setting or at the top of the study)")
+        ckpt = setting.get("teacher_checkpoint", "best.pt")
+        if ckpt not in CHECKPOINT_FILES:
+            raise InputError(f"{where}.teacher_checkpoint: expected one of {', '.join(CHECKPOINT_FILES)}, got {ckpt!r}")
+    baseline = data.get("baseline")
+    if baseline is not None and baseline not in settings:
+        close = difflib.get_close_matches(str(baseline), list(settings), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise InputError(f"{path}: baseline: no setting named {baseline!r}{hint}")
+
+    runs: list[RunSpec] = []
+    by_setting: dict[str, dict[int, RunSpec]] = {}
+    for name in _order(settings, path):
+        setting = settings[name]
+        where = f"{path}: settings.{name}"
+        config = (path.parent / str(setting.get("config", base_config))).resolve()
+        if not config.is_file():
+            raise InputError(f"{where}.config: file not found: {config}")
+        own = _overrides(f"{where}.overrides", setting.get("overrides"))
+        own_seeds = _seeds(f"{where}.seeds", setting["seeds"]) if "seeds" in setting else seeds
+        teacher = setting.get("teacher")
+        by_setting[name] = {}
+        for seed in own_seeds:
+            run_name = f"{name}_seed{seed}"
+            overrides = [*common, *own, f"train.seed={seed}", f"name={run_name}", f"out_dir={target}"]
+            depends: list[str] = []
+            if teacher is not None:
+                teacher_runs = by_setting[teacher]
+                if len(teacher_runs) == 1:
+                    teacher_run = next(iter(teacher_runs.values()))
+                elif seed in teacher_runs:
+                    teacher_run = teacher_runs[seed]
+                else:
+                    raise InputError(f"{where}.teacher: teacher setting {teacher!r} has seeds "
+                                     f"{sorted(teacher_runs)}, none for seed {seed} (give it one seed or these seeds)")
+                ckpt = setting.get("teacher_checkpoint", "best.pt")
+                overrides.append(f"teacher.checkpoint={teacher_run.run_dir / ckpt}")
+                depends.append(teacher_run.name)
+            try:
+                cfg = load_config(config, overrides[:-1] if teacher is not None else overrides)
+                if teacher is not None and cfg.kind != "distill":
+                    raise InputError(f"teacher: the setting's config is a '{cfg.kind}' run; "
+                                     "only 'distill' runs take a teacher")
+                if teacher is not None:
+                    load_config(config, overrides)
+            except (InputError, ValueError, FileNotFoundError) as err:
+                raise InputError(f"{where}: {err}") from None
+            spec = RunSpec(setting=name, seed=seed, name=run_name, run_dir=target / run_name,
+                           command=COMMAND_OF_KIND[cfg.kind], config=config, overrides=overrides, depends_on=depends)
+            by_setting[name][seed] = spec
+            runs.append(spec)
+    return Study(path=path, name=path.stem, out_dir=target, baseline=baseline, settings=list(settings), runs=runs)

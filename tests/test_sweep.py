@@ -1,0 +1,160 @@
+"""``gkl sweep``: study-file validation, SIGKILL + resume without retraining, submitit's local executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gkl.evaluate.summary import format_markdown, summarize
+from gkl.sweep import load_study, run_sweep
+from gkl.utils.errors import InputError
+
+BASE = """\
+out_dir: runs
+data: {name: digits, root: data, batch_size: 32, eval_batch_size: 450, in_memory: true}
+train:
+  epochs: 1
+  device: cpu
+  progress: false
+  optim: {lr: 0.05, momentum: 0.9}
+  schedule: {kind: cosine}
+kind: train
+name: x
+model: {name: digits_mlp_small}
+"""
+STUDENT = """\
+base: base.yaml
+kind: distill
+teacher: {name: digits_mlp_small}
+distill: {method: kd, ce_weight: 0.1, kd_weight: 0.9, temperature: 4.0}
+"""
+
+
+@pytest.fixture()
+def configs(tmp_path: Path) -> Path:
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "student.yaml").write_text(STUDENT)
+    return tmp_path
+
+
+def _study(folder: Path, text: str) -> Path:
+    path = folder / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+# ----------------------------------------------------------------------------- validation (no run)
+
+def test_study_plan_chains_and_seeds(configs: Path) -> None:
+    study = load_study(_study(configs, """
+config: student.yaml
+seeds: [3, 5]
+overrides: {train.epochs: 2}
+settings:
+  teacher: {config: base.yaml, seeds: [0]}
+  kd_inf: {teacher: teacher, overrides: {distill.temperature: .inf}}
+  second: {teacher: kd_inf, teacher_checkpoint: checkpoint.pt}
+"""), out_dir=configs / "out")
+    by_name = {r.name: r for r in study.runs}
+    assert list(by_name) == ["teacher_seed0", "kd_inf_seed3", "kd_inf_seed5", "second_seed3", "second_seed5"]
+    assert by_name["kd_inf_seed5"].depends_on == ["teacher_seed0"]
+    assert by_name["second_seed5"].depends_on == ["kd_inf_seed5"]  # per-seed chain
+    args = by_name["second_seed5"].cli_args()
+    assert args[0] == "distill" and args[-1] == "--resume"
+    assert f"teacher.checkpoint={configs / 'out' / 'kd_inf_seed5' / 'checkpoint.pt'}" in args
+    assert "distill.temperature=.inf" in by_name["kd_inf_seed3"].cli_args()
+    assert "train.epochs=2" in by_name["teacher_seed0"].cli_args()
+    assert not (configs / "out").exists()  # validation writes nothing
+
+
+@pytest.mark.parametrize("text, match", [
+    ("config: student.yaml\nseed: 2\nsettings: {a: {}}\n", "unknown key 'seed'; did you mean 'seeds'"),
+    ("config: student.yaml\nsettings: {a: {overides: {x: 1}}}\n", "settings.a: unknown key 'overides'"),
+    ("config: student.yaml\nsettings: {a: {overrides: {train.optim.lrr: 0.1}}}\n", "train.optim.lrr"),
+    ("config: student.yaml\nsettings: {}\n", "at least one named setting"),
+    ("config: student.yaml\nseeds: 2\n", "at least one named setting"),
+    ("config: student.yaml\nsettings: {a: {teacher: techer}, teacher: {config: base.yaml}}\n",
+     "no setting named 'techer'; did you mean 'teacher'"),
+    ("config: student.yaml\nsettings: {a: {teacher: b}, b: {teacher: a}}\n", "teacher cycle"),
+    ("settings: {a: {config: base.yaml, teacher: b}, b: {config: base.yaml}}\n", "only 'distill' runs"),
+    ("config: student.yaml\nbaseline: kdd\nsettings: {kd: {}}\n", "baseline: no setting named 'kdd'"),
+    ("config: missing.yaml\nsettings: {kd: {}}\n", "config: file not found"),
+    ("config: student.yaml\nseeds: 0\nsettings: {kd: {}}\n", "seeds"),
+    ("config: student.yaml\nsettings: {kd: {}\n", "not valid YAML"),
+])
+def test_study_errors_name_the_key_before_anything_runs(configs: Path, text: str, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        run_sweep(_study(configs, text), out_dir=configs / "out")
+    assert not (configs / "out").exists()
+
+
+# ----------------------------------------------------------------------------- real runs
+
+def _snapshot(run_dir: Path) -> dict[str, tuple[int, bytes]]:
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run_dir.iterdir()) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_sigkilled_sweep_resumes_without_retraining_and_summary_matches(configs: Path) -> None:
+    out = configs / "out"
+    study = _study(configs, """
+config: student.yaml
+seeds: 2
+baseline: kd
+settings:
+  teacher: {config: base.yaml, seeds: [0]}
+  kd: {teacher: teacher, overrides: {train.epochs: 8, data.batch_size: 16}}
+""")
+    code = f"from gkl.sweep import run_sweep; run_sweep({str(study)!r}, out_dir={str(out)!r}, poll_seconds=0.05)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    metrics = out / "kd_seed0" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-way through kd_seed0
+    finally:
+        proc.wait()
+    assert (out / "teacher_seed0" / "summary.json").is_file()
+    assert not (out / "kd_seed0" / "summary.json").exists(), "the sweep should have been killed mid-run"
+    time.sleep(0.5)  # the training child dies with the sweep (parent-death signal)
+    teacher_files = _snapshot(out / "teacher_seed0")
+    killed_epochs = len(metrics.read_text().splitlines())
+
+    result = run_sweep(study, out_dir=out, poll_seconds=0.05)
+    assert result["reused"] == ["teacher_seed0"] and sorted(result["trained"]) == ["kd_seed0", "kd_seed1"]
+    assert not result["failed"]
+    assert _snapshot(out / "teacher_seed0") == teacher_files  # never retrained, not even touched
+    record = json.loads((out / "kd_seed0" / "run.json").read_text())
+    assert record["resumes"][0]["from_epoch"] >= 1  # continued from its checkpoint
+    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
+    assert epochs == list(range(1, 9)) and killed_epochs >= 2
+
+    # the sweep's summary is `gkl summarize` on the same runs
+    again = summarize([out], baseline="kd")
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(again.to_json()))
+    assert (out / "summary.md").read_text() == format_markdown(again) + "\n"
+    assert [row["setting"] for row in again.rows] == ["teacher", "kd"]
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # a third call trains nothing
+    assert run_sweep(study, out_dir=out)["trained"] == []
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_runs_a_study(configs: Path) -> None:
+    pytest.importorskip("submitit")
+    out = configs / "out"
+    study = _study(configs, "config: base.yaml\nseeds: [0]\nsettings: {ce: {}}\n")
+    result = run_sweep(study, out_dir=out, launcher="submitit-local", poll_seconds=0.1)
+    assert result["trained"] == ["ce_seed0"] and not result["failed"]
+    assert json.loads((out / "ce_seed0" / "summary.json").read_text())["epochs"] == 1
+    assert (out / "summary.csv").read_text().splitlines()[1].startswith("ce,1,")
