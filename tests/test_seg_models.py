@@ -16,10 +16,11 @@ def analytic_receptive_field(model: nn.Module) -> int:
     rf, jump = 1, 1
     for stage in model.backbone_modules():
         for name, m in stage.named_modules():
-            if "downsample" in name or not isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+            if "downsample" in name or not isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
                 continue
             k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
-            d = m.dilation if isinstance(m.dilation, int) else m.dilation[0]
+            d = getattr(m, "dilation", 1)
+            d = d if isinstance(d, int) else d[0]
             s = m.stride if isinstance(m.stride, int) else m.stride[0]
             rf += (k - 1) * d * jump
             jump *= s
