@@ -77,6 +77,37 @@ def test_dense_gkl_equals_flattened_per_pixel_gkl_without_ignored_pixels(class_w
     assert bool((grad_dense.movedim(1, -1)[y == 255] == 0).all())
 
 
+@pytest.mark.parametrize("cfg", [
+    dict(kd_term="kl", temperature=2.0),
+    dict(kd_term="kl", mask_ignore=False, kd_normalize="pixel_class"),
+    dict(kd_term="gkl", class_wise=True, gamma=0.6, alpha=2.0, beta=0.5, temperature=2.0, weight_temperature=3.0),
+    dict(kd_term="gkl", class_wise=True, normalize="batch", kd_normalize="pixel_class"),
+    dict(kd_term="gkl", class_wise=False, gamma=0.6, weight_temperature=2.0),
+    dict(kd_term="gkl", class_wise=False, gamma=1.0, mask_ignore=False),
+])
+def test_chunked_upsampled_loss_equals_one_pass(cfg) -> None:
+    """Row-chunked KL/GKL on 1/8 logits = the one-pass loss on F.interpolate'd logits (value, gradient, prior)."""
+    low_s, low_t, _ = data(h=4, w=5)
+    _, _, y = data(seed=4, h=29, w=37)
+    results = []
+    for rows in (None, 6):
+        obj = SegmentationDistill(Pointwise(1), SegmentationSettings(method="kd", kd_chunk_rows=rows, **cfg),
+                                  num_classes=C).train()
+        if obj.prior is not None:
+            update_prior(obj.prior, data(seed=1)[1], data(seed=1)[2], 255)
+            obj.prior.step()
+        s = low_s.clone().requires_grad_(True)
+        loss = obj.kd_loss(s, low_t, y)
+        loss.backward()
+        sums = None if obj.prior is None else obj.prior.sums.clone()
+        results.append((loss.detach(), s.grad, sums))
+    (v0, g0, p0), (v1, g1, p1) = results
+    torch.testing.assert_close(v1, v0, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(g1, g0, atol=1e-10, rtol=1e-9)
+    if p0 is not None:
+        torch.testing.assert_close(p1, p0, atol=1e-4, rtol=1e-5)
+
+
 def test_dense_prior_update_skips_ignored_pixels_in_chunks() -> None:
     _, t, y = data(h=40, w=9)
     chunked, whole = ClassPrior(C, temperature=2.0), ClassPrior(C, temperature=2.0)

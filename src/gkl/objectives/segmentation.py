@@ -19,6 +19,12 @@ Normalisations (exactly):
   from N and D (see gkl_loss). Class-wise weights (GKL Eqs. 8-9): row y of a
   :class:`gkl.losses.ClassPrior` fed softmax(teacher / τ_w) of every labelled pixel of the epoch
   (255 excluded, all-reduced over ranks at the epoch end, frozen for the next epoch).
+* Memory: with ``kd_chunk_rows`` (default 32) the KL/GKL term never materialises the
+  label-size logits: :func:`chunked_dense_loss` upsamples ``kd_chunk_rows`` label rows at a
+  time (bilinear interpolation written as two small matrix products, equal to
+  ``F.interpolate(align_corners=False)``), computes the chunk's loss and its gradient at once,
+  and keeps only the gradient of the 1/8 logits (the GKL paper's Algorithm 2 saves memory in
+  the same spirit). The value and gradient equal the one-pass computation (tested in float64).
 * CWD (Shu et al. 2021, Eq. 3): per channel, softmax over the h·w positions of the 1/8 logits
   at temperature T; ``T² Σ_c Σ_i φ_t log(φ_t/φ_s) / (N·C)``.
 * APD (Tian et al. 2022): see :class:`APDObjective`.
@@ -27,7 +33,7 @@ Normalisations (exactly):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as torch_dist
@@ -60,19 +66,6 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_inde
     return total / count
 
 
-def pixel_kl(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, cfg: SegmentationSettings) -> torch.Tensor:
-    """Pixel-wise T²·KL(teacher ‖ student) on label-size logits (normalisation: module docstring)."""
-    per_pixel = kl_div(student, teacher, temperature=cfg.temperature, reduction="none")  # (N, H, W)
-    if cfg.mask_ignore:
-        valid = labels != cfg.ignore_index
-        loss = torch.where(valid, per_pixel, per_pixel.new_zeros(())).sum() / valid.sum().clamp_min(1)
-    else:
-        loss = per_pixel.mean()
-    if cfg.kd_normalize == "pixel_class":
-        loss = loss / student.shape[1]
-    return loss
-
-
 @torch.no_grad()
 def update_prior(prior: ClassPrior, teacher: torch.Tensor, labels: torch.Tensor, ignore_index: int,
                  chunk_pixels: int = 1 << 16) -> None:
@@ -81,6 +74,69 @@ def update_prior(prior: ClassPrior, teacher: torch.Tensor, labels: torch.Tensor,
     rows = max(1, chunk_pixels // max(1, n * w))
     for r in range(0, h, rows):
         prior.update(teacher[:, :, r:r + rows], labels[:, r:r + rows], ignore_index=ignore_index)
+
+
+def interpolation_matrix(out_size: int, in_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(out, in) matrix A with A @ x = 1-D bilinear resize of x (align_corners=False), as F.interpolate."""
+    eye = torch.eye(in_size, dtype=dtype, device=device)[None, None]
+    return F.interpolate(eye, size=(out_size, in_size), mode="bilinear", align_corners=False)[0, 0]
+
+
+class _PrecomputedGrad(torch.autograd.Function):
+    """Returns ``value`` and back-propagates ``grad_output · grad`` into ``source``."""
+
+    @staticmethod
+    def forward(ctx, source: torch.Tensor, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(grad)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad_output * grad, None, None
+
+
+ChunkLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def chunked_dense_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, chunk_loss: ChunkLoss,
+                       rows: int) -> torch.Tensor:
+    """Σ over row chunks of ``chunk_loss(student_up, teacher_up, labels_chunk)`` on logits upsampled
+    bilinearly to the labels' size, ``rows`` label rows at a time; gradient into ``student`` only.
+
+    The chunk's gradient is computed right away and mapped back to the low-resolution logits,
+    so memory is O(chunk) instead of O(N·C·H·W). Runs in float32 (float64 stays float64)
+    with autocast off.
+    """
+    n, c, h, w = student.shape
+    big_h, big_w = labels.shape[-2:]
+    dtype = torch.float64 if student.dtype == torch.float64 else torch.float32
+    device = student.device
+    with torch.autocast(device_type=device.type, enabled=False):
+        a_h = interpolation_matrix(big_h, h, dtype, device)
+        a_w = interpolation_matrix(big_w, w, dtype, device)
+        s_wide = torch.matmul(student.detach().to(dtype), a_w.T)  # (n, c, h, W)
+        t_wide = torch.matmul(teacher.detach().to(dtype), a_w.T)
+        needs_grad = student.requires_grad and torch.is_grad_enabled()
+        grad_wide = torch.zeros_like(s_wide) if needs_grad else None
+        total = torch.zeros((), dtype=dtype, device=device)
+        for r in range(0, big_h, rows):
+            a = a_h[r:r + rows]
+            t_chunk = torch.matmul(a, t_wide)
+            s_chunk = torch.matmul(a, s_wide)
+            y_chunk = labels[:, r:r + rows]
+            if needs_grad:
+                s_chunk.requires_grad_(True)
+                value = chunk_loss(s_chunk, t_chunk, y_chunk)
+                (g,) = torch.autograd.grad(value, s_chunk)
+                grad_wide.add_(torch.matmul(a.T, g))  # type: ignore[union-attr]
+            else:
+                value = chunk_loss(s_chunk, t_chunk, y_chunk)
+            total = total + value.detach().to(dtype)
+        if not needs_grad:
+            return total
+        grad = torch.matmul(grad_wide, a_w).to(student.dtype)  # type: ignore[arg-type]
+        return _PrecomputedGrad.apply(student, total, grad)
 
 
 def channel_wise_divergence(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -141,24 +197,82 @@ class SegmentationDistill(SegmentationCE):
         self.freeze()
 
     def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The pixel-wise logit term on 1/8 logits (upsampled here), unweighted."""
+        """The pixel-wise logit term on 1/8 logits (upsampled here to the labels), unweighted."""
         cfg = self.settings
         size = labels.shape[-2:]
         if cfg.method == "cwd":
             return channel_wise_divergence(student, teacher, cfg.cwd_temperature)
-        s, t = upsample(student, size), upsample(teacher, size)
+        chunked = cfg.kd_chunk_rows is not None and tuple(student.shape[-2:]) != tuple(size)
+        valid = labels != cfg.ignore_index
+        count = valid.sum().clamp_min(1) if cfg.mask_ignore else torch.tensor(labels.numel(), device=labels.device)
+        per_class = student.shape[1] if cfg.kd_normalize == "pixel_class" else 1
         if cfg.kd_term == "kl":
-            return pixel_kl(s, t, labels, cfg)
-        weights = None
-        if self.prior is not None:
-            weights = self.prior(labels, ignore_index=cfg.ignore_index).to(s.device)
-            if self.training:
-                update_prior(self.prior, t, labels, cfg.ignore_index)
-        loss = gkl_loss(s, t, weights=weights, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma,
-                        temperature=cfg.temperature, weight_temperature=cfg.weight_temperature,
-                        normalize=cfg.normalize, targets=labels if cfg.mask_ignore else None,
-                        ignore_index=cfg.ignore_index)
-        return loss / s.shape[1] if cfg.kd_normalize == "pixel_class" else loss
+            def chunk_kl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                per_pixel = kl_div(s, t, temperature=cfg.temperature, reduction="none")
+                if cfg.mask_ignore:
+                    per_pixel = torch.where(y != cfg.ignore_index, per_pixel, per_pixel.new_zeros(()))
+                return per_pixel.sum() / (count * per_class)
+
+            if chunked:
+                return chunked_dense_loss(student, teacher, labels, chunk_kl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
+            return chunk_kl(upsample(student, size), upsample(teacher, size), labels)
+        return self._gkl(student, teacher, labels, chunked=chunked, count=count) / per_class
+
+    def _gkl(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, *, chunked: bool,
+             count: torch.Tensor) -> torch.Tensor:
+        """gkl_loss over every (labelled) pixel; in chunks with the global normalisers N and D."""
+        cfg = self.settings
+        update = self.prior is not None and self.training
+        targets_for = (lambda y: y) if cfg.mask_ignore else (lambda y: None)
+        common = dict(gamma=cfg.gamma, temperature=cfg.temperature, weight_temperature=cfg.weight_temperature,
+                      ignore_index=cfg.ignore_index)
+
+        def weights_for(y: torch.Tensor) -> torch.Tensor | None:
+            return None if self.prior is None else self.prior(y, ignore_index=cfg.ignore_index)
+
+        if not chunked:
+            s, t = upsample(student, labels.shape[-2:]), upsample(teacher, labels.shape[-2:])
+            weights = weights_for(labels)
+            if update:
+                update_prior(self.prior, t, labels, cfg.ignore_index)  # type: ignore[arg-type]
+            return gkl_loss(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha,
+                            beta=cfg.beta, normalize=cfg.normalize, targets=targets_for(labels), **common)
+        denominator = count.to(torch.float64)  # normalize "batch": D = N
+        if cfg.normalize == "weights":
+            denominator = self._weight_mass(teacher, labels)
+        scale = float(count) / float(denominator)
+
+        def chunk_gkl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            weights = weights_for(y)
+            if update:
+                self.prior.update(t, y, ignore_index=cfg.ignore_index)  # type: ignore[union-attr]
+            # normalize="batch" + reduction="sum" gives α' Σ mse_i + β Σ ce_i over the chunk
+            part = gkl_loss(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha * scale,
+                            beta=cfg.beta, normalize="batch", targets=targets_for(y), reduction="sum", **common)
+            return part / count
+
+        return chunked_dense_loss(student, teacher, labels, chunk_gkl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def _weight_mass(self, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """D = Σ_i W_i², W_i = Σ_j (w_i^j)^γ over the pixels the loss counts (GKL 'weights' normalisation)."""
+        cfg = self.settings
+        valid = labels != cfg.ignore_index if cfg.mask_ignore else torch.ones_like(labels, dtype=torch.bool)
+        if self.prior is not None:  # class-wise: W depends on the label only
+            rows = self.prior.prior.double()
+            mass = (rows if cfg.gamma == 1.0 else rows.pow(cfg.gamma)).sum(dim=1).square()
+            return mass[labels[valid].long().to(mass.device)].sum().clamp_min(1e-300)
+        if cfg.gamma == 1.0:  # sample-wise softmax weights sum to 1
+            return valid.sum().double().clamp_min(1.0)
+        total = torch.zeros((), dtype=torch.float64, device=teacher.device)
+
+        def chunk_mass(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            w = torch.softmax(t / cfg.weight_temperature, dim=1).pow(cfg.gamma).sum(dim=1).square()
+            keep = y != cfg.ignore_index if cfg.mask_ignore else torch.ones_like(y, dtype=torch.bool)
+            return torch.where(keep, w, w.new_zeros(())).sum()
+
+        total = chunked_dense_loss(teacher.detach(), teacher, labels, chunk_mass, cfg.kd_chunk_rows or labels.shape[-2])
+        return total.double().clamp_min(1e-300)
 
     def teacher_outputs(self, images: torch.Tensor, features: bool) -> dict[str, torch.Tensor]:
         with torch.no_grad():

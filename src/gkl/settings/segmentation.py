@@ -74,6 +74,7 @@ class SegmentationSettings:
     temperature: float = 1.0  #: T of the KL / GKL soft-label term (APD, CIRKD: 1)
     kd_normalize: KDNormalize = "pixel"  #: 'pixel': per-pixel mean; 'pixel_class': also / C (APD's KLDivLoss 'mean')
     mask_ignore: bool = True  #: leave pixels labelled ignore_index out of the KD term (APD: false)
+    kd_chunk_rows: Optional[int] = 32  #: KL/GKL on label-size rows in chunks (memory); null: one pass
     # GKL (kd_term: gkl)
     alpha: float = 1.0
     beta: float = 1.0
@@ -110,6 +111,8 @@ class SegmentationSettings:
         for name in ("temperature", "weight_temperature", "cwd_temperature", "apd_temperature", "head_lr_scale"):
             check_number(owner, name, getattr(self, name), minimum=0.0, strict=True)
         check_number(owner, "apd_adapter_dim", self.apd_adapter_dim, minimum=1, integer=True)
+        if self.kd_chunk_rows is not None:
+            check_number(owner, "kd_chunk_rows", self.kd_chunk_rows, minimum=1, integer=True)
         if self.prior_momentum is not None:
             check_number(owner, "prior_momentum", self.prior_momentum, minimum=0.0, strict=True)
             if self.prior_momentum > 1:
