@@ -159,20 +159,35 @@ class SegmentationEvaluator:
     """Evaluator (engine protocol): mIoU / pixel accuracy of ``model`` over a loader of (images, labels).
 
     ``mode="whole"`` runs the whole image, ``"slide"`` crops of ``crop_size`` with ``stride``;
-    ``flip`` adds the mirrored prediction. Returns ``{'mIoU', 'mAcc', 'pixel_accuracy', 'IoU'
+    ``flip`` adds the mirrored prediction; ``base_size`` resizes the longer image side to it
+    first (APD's ADE20K test: 512, then 473 windows). Returns ``{'mIoU', 'mAcc', 'pixel_accuracy', 'IoU'
     (per-class list)}``; the confusion matrix is summed over ranks.
     """
 
     def __init__(self, num_classes: int, *, ignore_index: int = 255, mode: InferenceMode = "whole",
-                 crop_size: int | None = None, stride: int | None = None, flip: bool = False) -> None:
+                 crop_size: int | None = None, stride: int | None = None, flip: bool = False,
+                 base_size: int | None = None) -> None:
         if mode not in ("whole", "slide"):
             raise ValueError(f"mode: expected 'whole' or 'slide', got {mode!r}")
         if mode == "slide" and crop_size is None:
             raise ValueError("crop_size: sliding-window inference needs a crop size")
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.mode, self.crop_size, self.stride, self.flip = mode, crop_size, stride, flip
+        self.base_size = base_size
 
     def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities at the images' size; with ``base_size`` the longer side is first resized
+        to it (PSPNet/APD test protocol) and the result resized back."""
+        if self.base_size is not None:
+            h, w = images.shape[-2:]
+            scale = self.base_size / max(h, w)
+            resized = F.interpolate(images, size=(max(1, round(h * scale)), max(1, round(w * scale))),
+                                    mode="bilinear", align_corners=False)
+            probs = self._predict(model, resized)
+            return F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
+        return self._predict(model, images)
+
+    def _predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         if self.mode == "slide":
             return slide_inference(model, images, crop_size=self.crop_size, stride=self.stride,  # type: ignore[arg-type]
                                    num_classes=self.num_classes, flip=self.flip)

@@ -49,12 +49,13 @@ class SegEvalSettings:
     crop_size: Optional[int] = None  #: window size for mode 'slide'
     stride: Optional[int] = None  #: window stride; default ceil(2/3 crop)
     flip: bool = False
+    base_size: Optional[int] = None  #: resize the longer side to this first (PSPNet/APD test: 512 / 2048)
 
     def __post_init__(self) -> None:
         check_choice("segmentation.eval", "mode", self.mode, ("whole", "slide"))
         if self.mode == "slide" and self.crop_size is None:
             raise ValueError("segmentation.eval.crop_size: expected an integer for mode 'slide', got None")
-        for name in ("crop_size", "stride"):
+        for name in ("crop_size", "stride", "base_size"):
             if getattr(self, name) is not None:
                 check_number("segmentation.eval", name, getattr(self, name), minimum=1, integer=True)
 
