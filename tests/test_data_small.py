@@ -11,7 +11,8 @@ from gkl.data import DatasetInfo, GeneratedImages, build_dataset, build_loader, 
 
 
 def test_registry_lists_and_describes_without_data():
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "imagenet", "imagenet_lt", "mnist1d"]
+    assert list_datasets() == ["ade20k", "cifar10", "cifar100", "cityscapes", "digit_scenes", "digits", "imagenet",
+                               "imagenet_lt", "mnist1d", "voc2012"]
     info = dataset_info("cifar100")
     assert isinstance(info, DatasetInfo) and info.num_classes == 100 and info.input_shape == (3, 32, 32)
     assert info.mean == (0.5071, 0.4867, 0.4408) and info.std == (0.2675, 0.2565, 0.2761)

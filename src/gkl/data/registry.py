@@ -12,7 +12,7 @@ from typing import Callable, Literal
 
 from torch.utils.data import Dataset
 
-InputKind = Literal["cifar", "imagenet", "digits", "mnist1d"]
+InputKind = Literal["cifar", "imagenet", "digits", "mnist1d", "segmentation"]
 
 
 @dataclass(frozen=True)

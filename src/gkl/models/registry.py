@@ -15,7 +15,7 @@ from typing import Callable, Literal, get_args
 
 from torch import nn
 
-InputKind = Literal["cifar", "imagenet", "mnist1d", "digits"]
+InputKind = Literal["cifar", "imagenet", "mnist1d", "digits", "segmentation"]
 
 #: Shape of one input example (no batch dimension) for each input kind.
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
@@ -23,6 +23,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "imagenet": (3, 224, 224),
     "mnist1d": (1, 40),
     "digits": (1, 8, 8),
+    "segmentation": (3, 473, 473),  # any H x W; dense labels (gkl.models.segmentation)
 }
 
 ModelBuilder = Callable[..., nn.Module]

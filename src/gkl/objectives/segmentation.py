@@ -1,0 +1,444 @@
+"""Segmentation objectives: CE (+aux), pixel-wise KD with KL or GKL, CWD, and APD.
+
+Batch: ``(images (N, 3, H, W), labels (N, H, W))`` with ``ignore_index`` (255) for unlabelled
+pixels. Models follow :mod:`gkl.models.segmentation`: in train mode ``model(x)`` returns
+``{"out", "aux"}`` logits at 1/8, ``model(x, features=True)`` adds ``"features"``.
+
+Normalisations (exactly):
+
+* CE / aux CE: sum over labelled pixels / number of labelled pixels (0 when there is none).
+* pixel-wise KL (``kd_term: kl``): both logits upsampled bilinearly to the label size;
+  per pixel ``T² Σ_c p_t log(p_t / p_s)`` at temperature T; ``kd_normalize: pixel`` averages
+  it over the pixels (labelled pixels only with ``mask_ignore``), ``pixel_class`` divides that
+  by C too -- the value of APD's ``nn.KLDivLoss()`` (reduction 'mean' = mean over N·C·H·W
+  elements) on unmasked pixels, so APD's ``kl_weight: 10`` with ``pixel_class`` is weight 10/C
+  on the per-pixel KL. ``pixel_class`` divides the GKL term by C in the same way, so that
+  "APD with GKL" replaces APD's KL term at APD's scale.
+* pixel-wise GKL (``kd_term: gkl``): :func:`gkl.losses.gkl_loss` on the upsampled logits, every
+  pixel one example; with ``mask_ignore`` the pixels labelled 255 are excluded from the sums and
+  from N and D (see gkl_loss). Class-wise weights (GKL Eqs. 8-9): row y of a
+  :class:`gkl.losses.ClassPrior` fed softmax(teacher / τ_w) of every labelled pixel of the epoch
+  (255 excluded, all-reduced over ranks at the epoch end, frozen for the next epoch).
+* Memory: with ``kd_chunk_rows`` (default 32) the KL/GKL term never materialises the
+  label-size logits: :func:`chunked_dense_loss` upsamples ``kd_chunk_rows`` label rows at a
+  time (bilinear interpolation written as two small matrix products, equal to
+  ``F.interpolate(align_corners=False)``), computes the chunk's loss and its gradient at once,
+  and keeps only the gradient of the 1/8 logits (the GKL paper's Algorithm 2 saves memory in
+  the same spirit). The value and gradient equal the one-pass computation (tested in float64).
+* CWD (Shu et al. 2021, Eq. 3): per channel, softmax over the h·w positions of the 1/8 logits
+  at temperature T; ``T² Σ_c Σ_i φ_t log(φ_t/φ_s) / (N·C)``.
+* APD (Tian et al. 2022): see :class:`APDObjective`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+from torch import nn
+
+from gkl.losses import ClassPrior, gkl_loss, kl_div
+from gkl.objectives.base import Objective, StepOutput
+from gkl.settings.segmentation import SegmentationSettings
+
+_STEP_FIELDS = {f.name for f in dataclasses.fields(StepOutput)}
+
+
+def step_output(**kwargs: Any) -> StepOutput:
+    """A StepOutput with the fields this version of the engine knows (``targets``/``batch_size`` are newer)."""
+    return StepOutput(**{k: v for k, v in kwargs.items() if k in _STEP_FIELDS})
+
+
+def upsample(logits: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Bilinear upsampling (align_corners=False) of (N, C, h, w) to ``size`` (no-op when equal)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Mean cross-entropy over labelled pixels, computed in float32; 0 (with gradient) if none is labelled."""
+    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
+    count = (labels != ignore_index).sum().clamp_min(1)
+    return total / count
+
+
+@torch.no_grad()
+def update_prior(prior: ClassPrior, teacher: torch.Tensor, labels: torch.Tensor, ignore_index: int,
+                 chunk_pixels: int = 1 << 16) -> None:
+    """Feed a ClassPrior with dense teacher logits (N, C, H, W) in row chunks (bounded extra memory)."""
+    n, _, h, w = teacher.shape
+    rows = max(1, chunk_pixels // max(1, n * w))
+    for r in range(0, h, rows):
+        prior.update(teacher[:, :, r:r + rows], labels[:, r:r + rows], ignore_index=ignore_index)
+
+
+def interpolation_matrix(out_size: int, in_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(out, in) matrix A with A @ x = 1-D bilinear resize of x (align_corners=False), as F.interpolate."""
+    eye = torch.eye(in_size, dtype=dtype, device=device)[None, None]
+    return F.interpolate(eye, size=(out_size, in_size), mode="bilinear", align_corners=False)[0, 0]
+
+
+class _PrecomputedGrad(torch.autograd.Function):
+    """Returns ``value`` and back-propagates ``grad_output · grad`` into ``source``."""
+
+    @staticmethod
+    def forward(ctx, source: torch.Tensor, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(grad)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad_output * grad, None, None
+
+
+ChunkLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def chunked_dense_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, chunk_loss: ChunkLoss,
+                       rows: int) -> torch.Tensor:
+    """Σ over row chunks of ``chunk_loss(student_up, teacher_up, labels_chunk)`` on logits upsampled
+    bilinearly to the labels' size, ``rows`` label rows at a time; gradient into ``student`` only.
+
+    The chunk's gradient is computed right away and mapped back to the low-resolution logits,
+    so memory is O(chunk) instead of O(N·C·H·W). Runs in float32 (float64 stays float64)
+    with autocast off.
+    """
+    n, c, h, w = student.shape
+    big_h, big_w = labels.shape[-2:]
+    dtype = torch.float64 if student.dtype == torch.float64 else torch.float32
+    device = student.device
+    with torch.autocast(device_type=device.type, enabled=False):
+        a_h = interpolation_matrix(big_h, h, dtype, device)
+        a_w = interpolation_matrix(big_w, w, dtype, device)
+        s_wide = torch.matmul(student.detach().to(dtype), a_w.T)  # (n, c, h, W)
+        t_wide = torch.matmul(teacher.detach().to(dtype), a_w.T)
+        needs_grad = student.requires_grad and torch.is_grad_enabled()
+        grad_wide = torch.zeros_like(s_wide) if needs_grad else None
+        total = torch.zeros((), dtype=dtype, device=device)
+        for r in range(0, big_h, rows):
+            a = a_h[r:r + rows]
+            t_chunk = torch.matmul(a, t_wide)
+            s_chunk = torch.matmul(a, s_wide)
+            y_chunk = labels[:, r:r + rows]
+            if needs_grad:
+                s_chunk.requires_grad_(True)
+                value = chunk_loss(s_chunk, t_chunk, y_chunk)
+                (g,) = torch.autograd.grad(value, s_chunk)
+                grad_wide.add_(torch.matmul(a.T, g))  # type: ignore[union-attr]
+            else:
+                value = chunk_loss(s_chunk, t_chunk, y_chunk)
+            total = total + value.detach().to(dtype)
+        if not needs_grad:
+            return total
+        grad = torch.matmul(grad_wide, a_w).to(student.dtype)  # type: ignore[arg-type]
+        return _PrecomputedGrad.apply(student, total, grad)
+
+
+def channel_wise_divergence(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """CWD (Shu et al. 2021): T² Σ_c KL(softmax_HW(t_c/T) ‖ softmax_HW(s_c/T)) / (N·C), in float32."""
+    n, c = student.shape[:2]
+    s = student.float().reshape(n * c, -1) / temperature
+    t = teacher.float().reshape(n * c, -1) / temperature
+    log_t = torch.log_softmax(t, dim=1)
+    per_channel = (log_t.exp() * (log_t - torch.log_softmax(s, dim=1))).sum(dim=1)
+    return per_channel.sum() * temperature ** 2 / (n * c)
+
+
+def _pixel_accuracy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> float:
+    with torch.no_grad():
+        valid = labels != ignore_index
+        correct = (logits.argmax(1) == labels) & valid
+        return 100.0 * float(correct.sum()) / max(int(valid.sum()), 1)
+
+
+class SegmentationCE(Objective):
+    """Main CE + ``aux_weight`` · aux CE on logits upsampled to the labels (PSPNet training)."""
+
+    def __init__(self, settings: SegmentationSettings, *, num_classes: int) -> None:
+        super().__init__()
+        self.settings = settings
+        self.num_classes = num_classes
+
+    def supervised(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        cfg = self.settings
+        size = labels.shape[-2:]
+        logits = upsample(out["out"], size)
+        losses = {"ce": cfg.ce_weight * masked_cross_entropy(logits, labels, cfg.ignore_index)}
+        if cfg.aux_weight > 0 and "aux" in out:
+            losses["aux"] = cfg.aux_weight * masked_cross_entropy(upsample(out["aux"], size), labels, cfg.ignore_index)
+        return losses, logits
+
+    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
+        images, labels = batch[0], batch[1]
+        out = model(images)
+        if not isinstance(out, dict):
+            out = {"out": out}
+        losses, logits = self.supervised(out, labels)
+        return step_output(losses=losses, metrics={"pixel_acc": _pixel_accuracy(logits, labels, self.settings.ignore_index)},
+                           batch_size=images.shape[0])
+
+
+class SegmentationDistill(SegmentationCE):
+    """CE (+aux) + ``kd_weight`` · pixel-wise KL / GKL (method ``kd``) or CWD (method ``cwd``)."""
+
+    frozen = ("teacher",)
+
+    def __init__(self, teacher: nn.Module, settings: SegmentationSettings, *, num_classes: int) -> None:
+        super().__init__(settings, num_classes=num_classes)
+        self.teacher = teacher
+        uses_prior = settings.method in ("kd", "apd") and settings.kd_term == "gkl" and settings.class_wise
+        self.prior = (ClassPrior(num_classes, temperature=settings.weight_temperature, momentum=settings.prior_momentum)
+                      if uses_prior else None)
+        self.freeze()
+
+    def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The pixel-wise logit term on 1/8 logits (upsampled here to the labels), unweighted."""
+        cfg = self.settings
+        size = labels.shape[-2:]
+        if cfg.method == "cwd":
+            return channel_wise_divergence(student, teacher, cfg.cwd_temperature)
+        chunked = cfg.kd_chunk_rows is not None and tuple(student.shape[-2:]) != tuple(size)
+        valid = labels != cfg.ignore_index
+        count = valid.sum().clamp_min(1) if cfg.mask_ignore else torch.tensor(labels.numel(), device=labels.device)
+        per_class = student.shape[1] if cfg.kd_normalize == "pixel_class" else 1
+        if cfg.kd_term == "kl":
+            def chunk_kl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                per_pixel = kl_div(s, t, temperature=cfg.temperature, reduction="none")
+                if cfg.mask_ignore:
+                    per_pixel = torch.where(y != cfg.ignore_index, per_pixel, per_pixel.new_zeros(()))
+                return per_pixel.sum() / (count * per_class)
+
+            if chunked:
+                return chunked_dense_loss(student, teacher, labels, chunk_kl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
+            return chunk_kl(upsample(student, size), upsample(teacher, size), labels)
+        return self._gkl(student, teacher, labels, chunked=chunked, count=count) / per_class
+
+    def _gkl(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, *, chunked: bool,
+             count: torch.Tensor) -> torch.Tensor:
+        """gkl_loss over every (labelled) pixel; in chunks with the global normalisers N and D."""
+        cfg = self.settings
+        update = self.prior is not None and self.training
+        targets_for = (lambda y: y) if cfg.mask_ignore else (lambda y: None)
+        common = dict(gamma=cfg.gamma, temperature=cfg.temperature, weight_temperature=cfg.weight_temperature,
+                      ignore_index=cfg.ignore_index)
+
+        def weights_for(y: torch.Tensor) -> torch.Tensor | None:
+            return None if self.prior is None else self.prior(y, ignore_index=cfg.ignore_index)
+
+        if not chunked:
+            s, t = upsample(student, labels.shape[-2:]), upsample(teacher, labels.shape[-2:])
+            weights = weights_for(labels)
+            if update:
+                update_prior(self.prior, t, labels, cfg.ignore_index)  # type: ignore[arg-type]
+            return gkl_loss(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha,
+                            beta=cfg.beta, normalize=cfg.normalize, targets=targets_for(labels), **common)
+        denominator = count.to(torch.float64)  # normalize "batch": D = N
+        if cfg.normalize == "weights":
+            denominator = self._weight_mass(teacher, labels)
+        scale = float(count) / float(denominator)
+
+        def chunk_gkl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            weights = weights_for(y)
+            if update:
+                self.prior.update(t, y, ignore_index=cfg.ignore_index)  # type: ignore[union-attr]
+            # normalize="batch" + reduction="sum" gives α' Σ mse_i + β Σ ce_i over the chunk
+            part = gkl_loss(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha * scale,
+                            beta=cfg.beta, normalize="batch", targets=targets_for(y), reduction="sum", **common)
+            return part / count
+
+        return chunked_dense_loss(student, teacher, labels, chunk_gkl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def _weight_mass(self, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """D = Σ_i W_i², W_i = Σ_j (w_i^j)^γ over the pixels the loss counts (GKL 'weights' normalisation)."""
+        cfg = self.settings
+        valid = labels != cfg.ignore_index if cfg.mask_ignore else torch.ones_like(labels, dtype=torch.bool)
+        if self.prior is not None:  # class-wise: W depends on the label only
+            rows = self.prior.prior.double()
+            mass = (rows if cfg.gamma == 1.0 else rows.pow(cfg.gamma)).sum(dim=1).square()
+            return mass[labels[valid].long().to(mass.device)].sum().clamp_min(1e-300)
+        if cfg.gamma == 1.0:  # sample-wise softmax weights sum to 1
+            return valid.sum().double().clamp_min(1.0)
+        total = torch.zeros((), dtype=torch.float64, device=teacher.device)
+
+        def chunk_mass(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            w = torch.softmax(t / cfg.weight_temperature, dim=1).pow(cfg.gamma).sum(dim=1).square()
+            keep = y != cfg.ignore_index if cfg.mask_ignore else torch.ones_like(y, dtype=torch.bool)
+            return torch.where(keep, w, w.new_zeros(())).sum()
+
+        total = chunked_dense_loss(teacher.detach(), teacher, labels, chunk_mass, cfg.kd_chunk_rows or labels.shape[-2])
+        return total.double().clamp_min(1e-300)
+
+    def teacher_outputs(self, images: torch.Tensor, features: bool) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            out = self.teacher(images, features=True) if features else self.teacher(images)
+        return out if isinstance(out, dict) else {"out": out}
+
+    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
+        images, labels = batch[0], batch[1]
+        out = model(images)
+        teacher = self.teacher_outputs(images, features=False)
+        losses, logits = self.supervised(out, labels)
+        name = "cwd" if self.settings.method == "cwd" else self.settings.kd_term
+        losses[name] = self.settings.kd_weight * self.kd_loss(out["out"], teacher["out"].detach(), labels)
+        return step_output(losses=losses, metrics={"pixel_acc": _pixel_accuracy(logits, labels, self.settings.ignore_index)},
+                           batch_size=images.shape[0])
+
+    def on_epoch_end(self, epoch: int) -> None:
+        if self.prior is not None:
+            self.prior.step()
+
+
+def _adapter(channels: int, hidden: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1))
+
+
+def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                     ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised mean feature of each class present in ``labels`` (batch-wide) and the class ids.
+
+    features (N, D, h, w) already L2-normalised per pixel; labels (N, h, w). Returns (K, D), (K,).
+    """
+    d = features.shape[1]
+    flat = features.permute(0, 2, 3, 1).reshape(-1, d)
+    y = labels.reshape(-1)
+    valid = y != ignore_index
+    flat, y = flat[valid], y[valid].long()
+    sums = flat.new_zeros(num_classes, d).index_add(0, y, flat)
+    counts = torch.bincount(y, minlength=num_classes)
+    present = torch.nonzero(counts > 0).flatten()
+    centers = sums[present] / counts[present].unsqueeze(1).to(sums.dtype)
+    return F.normalize(centers, dim=1), present
+
+
+class APDObjective(SegmentationDistill):
+    """Adaptive Perspective Distillation (Tian et al., TPAMI 2022) with its KL term switchable to GKL.
+
+    Per step, with student/teacher head features f_s, f_t (PSPNet: the 512-channel PPM output)::
+
+        g_s = normalise(A_s(f_s)),  g_t = normalise(A_t(f_t))        # 1x1-conv adapters (conv-ReLU-conv)
+        labels downsampled (nearest) to the feature size; for every class k present in the batch:
+        c_s^k, c_t^k = normalised mean of g_s, g_t over the pixels of class k (batch-wide prototypes)
+        P_s = τ · <g_s, c_s^k>,  P_t = τ · <g_t, c_t^k>              # (N, K, h, w), τ = apd_temperature
+        pred = KLDivLoss-mean(log_softmax(P_s), softmax(P_t))         # Σ KL / (N·K·h·w)
+        align = ½ · mean_k (1 − <c_s^k, c_t^k>)                       # teacher prototypes detached
+
+    loss = ce + aux + kd_weight·kd_term + apd_pred_weight·pred + apd_align_weight·align.
+    The student adapter A_s is trained with the student (its parameters are in
+    :meth:`trainable_param_groups`, lr ×``head_lr_scale``). The teacher adapter A_t is trained
+    only by its own loss, CE(τ · similarity-to-prototype maps upsampled to the labels, labels),
+    with Adam (lr ``apd_teacher_lr``, betas 0.9/0.99, gradients averaged over ranks), inside
+    the step after the student's terms are computed -- as in APD's code. Its Adam moments are
+    buffers, so they are checkpointed.
+    """
+
+    frozen = ("teacher",)
+
+    def __init__(self, teacher: nn.Module, settings: SegmentationSettings, *, num_classes: int,
+                 student_channels: int, teacher_channels: int) -> None:
+        super().__init__(teacher, settings, num_classes=num_classes)
+        # APD: 512 -> 512 for both; a narrower student is mapped to the teacher's width
+        self.student_adapter = _adapter(student_channels, settings.apd_adapter_dim, teacher_channels)
+        self.teacher_adapter = _adapter(teacher_channels, settings.apd_adapter_dim, teacher_channels)
+        for i, p in enumerate(self.teacher_adapter.parameters()):
+            self.register_buffer(f"adam_m{i}", torch.zeros_like(p))
+            self.register_buffer(f"adam_v{i}", torch.zeros_like(p))
+        self.register_buffer("adam_step", torch.zeros((), dtype=torch.int64))
+        for p in self.student_adapter.parameters():
+            p.register_post_accumulate_grad_hook(_average_grad_over_ranks)
+
+    def trainable_param_groups(self) -> list[dict[str, Any]]:
+        """Parameters the engine's optimizer must train with the student (the student adapter)."""
+        return [{"params": list(self.student_adapter.parameters()), "lr_scale": self.settings.head_lr_scale}]
+
+    def perspective(self, f_s: torch.Tensor, f_t: torch.Tensor, labels: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(pred KL, align, teacher-adapter loss or None) of APD at the feature resolution."""
+        cfg = self.settings
+        tau = cfg.apd_temperature
+        g_s = F.normalize(self.student_adapter(f_s.float()), dim=1)
+        g_t = F.normalize(self.teacher_adapter(f_t.detach().float()), dim=1)
+        small = F.interpolate(labels[:, None].float(), size=f_s.shape[-2:], mode="nearest")[:, 0].long()
+        c_s, present = class_prototypes(g_s, small, self.num_classes, cfg.ignore_index)
+        c_t, _ = class_prototypes(g_t, small, self.num_classes, cfg.ignore_index)
+        if present.numel() == 0:
+            zero = g_s.sum() * 0.0
+            return zero, zero, None
+        p_s = torch.einsum("ndhw,kd->nkhw", g_s, c_s) * tau
+        p_t = torch.einsum("ndhw,kd->nkhw", g_t, c_t) * tau
+        log_q = torch.log_softmax(p_s, dim=1)
+        p = torch.softmax(p_t.detach(), dim=1)
+        pred = (p * (torch.log(p.clamp_min(1e-30)) - log_q)).mean()  # KLDivLoss(reduction='mean')
+        align = 0.5 * (1.0 - (c_s * c_t.detach()).sum(dim=1)).mean()
+        teacher_loss = None
+        if self.training:
+            maps = p_t.new_zeros(p_t.shape[0], self.num_classes, *p_t.shape[-2:])
+            maps[:, present] = p_t
+            teacher_loss = masked_cross_entropy(upsample(maps, labels.shape[-2:]), labels, cfg.ignore_index)
+        return pred, align, teacher_loss
+
+    @torch.no_grad()
+    def _adam_step(self, grads: list[torch.Tensor]) -> None:
+        beta1, beta2, eps, lr = 0.9, 0.99, 1e-8, self.settings.apd_teacher_lr
+        self.adam_step += 1
+        t = int(self.adam_step)
+        for i, (p, g) in enumerate(zip(self.teacher_adapter.parameters(), grads)):
+            m, v = getattr(self, f"adam_m{i}"), getattr(self, f"adam_v{i}")
+            m.mul_(beta1).add_(g, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (v / (1 - beta2 ** t)).sqrt_().add_(eps)
+            p.addcdiv_(m, denom, value=-lr / (1 - beta1 ** t))
+
+    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
+        cfg = self.settings
+        images, labels = batch[0], batch[1]
+        out = model(images, features=True)
+        teacher = self.teacher_outputs(images, features=True)
+        losses, logits = self.supervised(out, labels)
+        if cfg.kd_weight > 0:
+            losses[cfg.kd_term] = cfg.kd_weight * self.kd_loss(out["out"], teacher["out"].detach(), labels)
+        pred, align, teacher_loss = self.perspective(out["features"], teacher["features"], labels)
+        losses["apd_pred"] = cfg.apd_pred_weight * pred
+        losses["apd_align"] = cfg.apd_align_weight * align
+        metrics = {"pixel_acc": _pixel_accuracy(logits, labels, cfg.ignore_index)}
+        if teacher_loss is not None:
+            params = list(self.teacher_adapter.parameters())
+            grads = torch.autograd.grad(teacher_loss, params, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+            if torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+                flat = torch.cat([g.reshape(-1) for g in grads])
+                torch_dist.all_reduce(flat)
+                flat /= torch_dist.get_world_size()
+                grads = list(torch.split(flat, [g.numel() for g in grads]))
+                grads = [g.view_as(p) for g, p in zip(grads, params)]
+            self._adam_step(grads)
+            metrics["apd_teacher_adapter_ce"] = float(teacher_loss.detach())
+        return step_output(losses=losses, metrics=metrics, batch_size=images.shape[0])
+
+
+def _average_grad_over_ranks(param: torch.Tensor) -> None:
+    """Average an objective-owned parameter's gradient over ranks (it is not inside the DDP model)."""
+    if torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        torch_dist.all_reduce(param.grad)
+        param.grad /= torch_dist.get_world_size()
+
+
+def build_segmentation_objective(settings: SegmentationSettings, *, num_classes: int, teacher: nn.Module | None = None,
+                                 student: nn.Module | None = None) -> Objective:
+    """The objective of ``settings.method`` (``teacher`` required unless ``ce``; ``student`` for APD widths)."""
+    if settings.method == "ce":
+        return SegmentationCE(settings, num_classes=num_classes)
+    if teacher is None:
+        raise ValueError(f"segmentation.method {settings.method!r} needs a teacher model")
+    if settings.method == "apd":
+        if student is None:
+            raise ValueError("segmentation.method 'apd' needs the student model (for its feature width)")
+        return APDObjective(teacher, settings, num_classes=num_classes,
+                            student_channels=int(getattr(student, "feature_channels")),
+                            teacher_channels=int(getattr(teacher, "feature_channels")))
+    return SegmentationDistill(teacher, settings, num_classes=num_classes)
