@@ -187,3 +187,11 @@ def test_two_process_gathered_loss_equals_single_process_loss_on_concatenated_ba
         torch.testing.assert_close(out["losses"][1], distill.detach(), rtol=1e-12, atol=1e-12)
         for name, p in model.named_parameters():  # DDP-averaged gradients = full-batch gradients
             torch.testing.assert_close(out["grads"][name], p.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_gkl_losses_does_not_import_open_clip():
+    import subprocess
+    import sys
+
+    code = "import sys, gkl.losses; assert 'open_clip' not in sys.modules, 'open_clip imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
