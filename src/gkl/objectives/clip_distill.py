@@ -1,0 +1,91 @@
+"""CLIP distillation objective: the student CLIP's contrastive loss + a KL-family distillation term.
+
+Per step (GKL paper Sec. 4.4)::
+
+    loss = contrastive_weight · CLIP(student) + distill_weight · D(student logits ‖ teacher logits)
+
+with D of :class:`gkl.clip.GKLDistillClipLoss` (KL / GKL / IKL / DKL on the image→text and
+text→image similarity logits, sample-wise weights, rows spanning the global batch under
+DDP). The teacher is frozen: eval mode, no gradient, not checkpointed. After every
+optimizer step the student's learned log-scale is clamped to log(clamp_logit_scale), as
+OpenCLIP's trainer does.
+
+Gradient accumulation does not give the large-batch loss: the distillation rows are
+softmax-normalised over the (micro-)batch, so accumulating k micro-batches of B/k pairs
+optimises a different loss than one batch of B (see docs/clip.md).
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+import torch
+from torch import nn
+
+from gkl.clip import GKLDistillClipLoss
+from gkl.objectives.base import Objective, StepOutput
+from gkl.settings.clip import ClipDistillSettings
+from gkl.utils.modules import unwrap_model
+
+__all__ = ["ClipDistillObjective", "clip_outputs"]
+
+
+def clip_outputs(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor):
+    """(image_features, text_features, logit_scale) of an OpenCLIP model (tuple or dict output)."""
+    out = model(images, tokens)
+    if isinstance(out, dict):
+        return out["image_features"], out["text_features"], out["logit_scale"]
+    return out[0], out[1], out[2]
+
+
+def _step_output(**kwargs) -> StepOutput:
+    # batch_size is part of the StepOutput interface of the new engine (PLAN); older bases lack it
+    if "batch_size" not in getattr(StepOutput, "__dataclass_fields__", {}):
+        kwargs.pop("batch_size", None)
+    return StepOutput(**kwargs)
+
+
+class ClipDistillObjective(Objective):
+    """Student CLIP trained against a frozen teacher CLIP on (images, tokens) batches.
+
+    The batch is ``(images, tokens)`` when teacher and student share the image size and
+    tokenizer (ViT-L/14 → ViT-B/16: 224 px, 77 tokens), or ``(images, tokens,
+    teacher_images, teacher_tokens)`` otherwise.
+    """
+
+    frozen = ("teacher",)
+
+    def __init__(self, teacher: nn.Module, settings: ClipDistillSettings, *, rank: int = 0,
+                 world_size: int = 1) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self.settings = settings
+        self.loss = GKLDistillClipLoss(
+            settings.method, alpha=settings.alpha, beta=settings.beta, gamma=settings.gamma,
+            temperature=settings.temperature, weight_temperature=settings.weight_temperature,
+            normalize=settings.normalize, local_loss=settings.local_loss,
+            gather_with_grad=settings.gather_with_grad, rank=rank, world_size=world_size)
+        self._student: weakref.ref | None = None
+        self.freeze()
+
+    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
+        images, tokens = batch[0], batch[1]
+        t_images, t_tokens = (batch[2], batch[3]) if len(batch) == 4 else (images, tokens)
+        self._student = weakref.ref(unwrap_model(model))
+        img, txt, scale = clip_outputs(model, images, tokens)
+        with torch.no_grad():
+            t_img, t_txt, t_scale = clip_outputs(self.teacher, t_images, t_tokens)
+        contrastive, distill = self.loss(img, txt, scale, t_img, t_txt, t_scale)
+        cfg = self.settings
+        losses = {"contrastive": cfg.contrastive_weight * contrastive,
+                  cfg.method: cfg.distill_weight * distill}
+        metrics = {"logit_scale": float(scale.detach()), "teacher_logit_scale": float(t_scale)}
+        return _step_output(losses=losses, metrics=metrics, batch_size=images.shape[0])
+
+    def after_optimizer_step(self) -> None:
+        """Clamp the student's log-scale to [0, log(clamp_logit_scale)] (OpenCLIP's trainer)."""
+        student = self._student() if self._student is not None else None
+        if student is not None and hasattr(student, "logit_scale"):
+            with torch.no_grad():
+                student.logit_scale.clamp_(0, math.log(self.settings.clamp_logit_scale))
