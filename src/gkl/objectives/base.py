@@ -39,7 +39,9 @@ class StepOutput:
 
     losses: dict[str, torch.Tensor]
     logits: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    batch_size: int | None = None
 
     def total(self) -> torch.Tensor:
         terms = list(self.losses.values())
