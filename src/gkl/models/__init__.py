@@ -20,7 +20,7 @@ from gkl.models.registry import (
 )
 
 # Importing the family modules registers their models.
-from gkl.models import cifar, imagenet, robust_wrn, segmentation, small  # noqa: E402,F401
+from gkl.models import cifar, imagenet, robust_wrn, segmentation, small, vit  # noqa: E402,F401
 
 __all__ = [
     "INPUT_SHAPES",

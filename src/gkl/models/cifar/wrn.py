@@ -131,5 +131,6 @@ def _register(depth: int, widen_factor: int) -> None:
     build.__doc__ = f"WRN-{depth}-{widen_factor} of the CIFAR distillation zoo."
 
 
-for _depth, _widen in ((16, 1), (16, 2), (40, 1), (40, 2)):
+# WRN-28-2 and WRN-28-8: the classic from-scratch semi-supervised backbones (FixMatch, USB "classic_cv")
+for _depth, _widen in ((16, 1), (16, 2), (40, 1), (40, 2), (28, 2), (28, 8)):
     _register(_depth, _widen)

@@ -1,0 +1,95 @@
+"""FixMatch and Mean-Teacher objectives on hand-built batches."""
+
+import pytest
+import torch
+from torch import nn
+
+from gkl.objectives.ssl import FixMatchObjective, MeanTeacherObjective, confidence_mask
+from gkl.settings.ssl import SSLSettings
+from gkl.ssl import consistency_loss
+
+
+class Lookup(nn.Module):
+    """Returns fixed logits per input 'id' (the input's first value), so the test controls every logit."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = nn.Parameter(table.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table[x[:, 0].long()]
+
+
+def test_fixmatch_mask_and_hard_pseudo_labels_on_a_hand_built_batch() -> None:
+    # ids 0-1 labelled; weak views 2-4; strong views 5-7
+    table = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0],
+                          [9.0, 0.0, 0.0],    # confident class 0 -> kept
+                          [0.5, 0.4, 0.0],    # not confident -> masked out
+                          [0.0, 0.0, 8.0],    # confident class 2 -> kept
+                          [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    model = Lookup(table)
+    obj = FixMatchObjective(SSLSettings(algorithm="fixmatch", consistency="ce", p_cutoff=0.95))
+    batch = {"x_lb": torch.tensor([[0.0], [1.0]]), "y_lb": torch.tensor([0, 1]),
+             "x_ulb_w": torch.tensor([[2.0], [3.0], [4.0]]), "x_ulb_s": torch.tensor([[5.0], [6.0], [7.0]]),
+             "y_ulb": torch.tensor([0, 1, 1])}
+    out = obj(model, batch, epoch=1, step=1)
+    assert torch.equal(confidence_mask(table[2:5], 0.95), torch.tensor([1.0, 0.0, 1.0]))
+    ce = nn.functional.cross_entropy
+    expected_unsup = (ce(table[5:6], torch.tensor([0])) + ce(table[7:8], torch.tensor([2]))) / 3
+    assert torch.allclose(out.losses["unsup"], expected_unsup)
+    assert torch.allclose(out.losses["sup_ce"], ce(table[:2], torch.tensor([0, 1])))
+    assert out.metrics["mask_ratio"] == pytest.approx(2 / 3)
+    assert out.metrics["pseudo_acc"] == pytest.approx(1 / 3)  # argmax weak = [0, 0, 2] vs [0, 1, 1]
+    assert out.batch_size == 2 and torch.equal(out.targets, batch["y_lb"])
+
+
+def test_fixmatch_soft_gkl_uses_soft_targets_at_the_configured_temperature() -> None:
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(8, 4, generator=g) * 4
+    obj = FixMatchObjective(SSLSettings(consistency="gkl", p_cutoff=0.5, temperature=0.5, alpha=0.1, beta=1.0))
+    batch = {"x_lb": torch.tensor([[0.0], [1.0]]), "y_lb": torch.tensor([0, 1]),
+             "x_ulb_w": torch.tensor([[2.0], [3.0], [4.0]]), "x_ulb_s": torch.tensor([[5.0], [6.0], [7.0]])}
+    out = obj(Lookup(table), batch, epoch=1, step=1)
+    mask = confidence_mask(table[2:5], 0.5)
+    expected = consistency_loss(table[5:8], table[2:5], loss="gkl", mask=mask, temperature=0.5, alpha=0.1, beta=1.0,
+                                gamma=1.0, weight_temperature=1.0, normalize="weights")
+    assert torch.allclose(out.losses["unsup"], expected)
+
+
+def test_mean_teacher_ramp_and_ema_update() -> None:
+    student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    settings = SSLSettings(algorithm="meanteacher", consistency="mse", lambda_u=50.0, unsup_warmup=0.4,
+                           ema_decay=0.9)
+    obj = MeanTeacherObjective(settings, student, total_steps=100)
+    assert obj.ramp(1) == pytest.approx(1 / 40) and obj.ramp(20) == pytest.approx(0.5) and obj.ramp(41) == 1.0
+    assert not any(p.requires_grad for p in obj.teacher.parameters())
+    before = [p.detach().clone() for p in obj.teacher.parameters()]
+    g = torch.Generator().manual_seed(0)
+    batch = {"x_lb": torch.randn(4, 3, generator=g), "y_lb": torch.tensor([0, 1, 2, 3]),
+             "x_ulb_w": torch.randn(6, 3, generator=g), "x_ulb_s": torch.randn(6, 3, generator=g)}
+    out = obj(student, batch, epoch=1, step=10)
+    with torch.no_grad():
+        t = obj.teacher(batch["x_ulb_w"])
+    expected = 50.0 * obj.ramp(10) * consistency_loss(student(batch["x_ulb_s"]), t, loss="mse")
+    assert torch.allclose(out.losses["unsup"], expected, atol=1e-6)
+    sum(out.losses.values()).backward()
+    with torch.no_grad():
+        for p in student.parameters():
+            p.sub_(0.5 * p.grad)
+    obj.after_optimizer_step()
+    for b, t_param, s_param in zip(before, obj.teacher.parameters(), student.parameters()):
+        assert torch.allclose(t_param, 0.9 * b + 0.1 * s_param)
+    for t_buf, s_buf in zip(obj.teacher.buffers(), student.buffers()):
+        assert torch.equal(t_buf, s_buf)  # buffers copied, not averaged
+    assert any(k.startswith("teacher.") for k in obj.checkpoint_state())
+
+
+def test_settings_refuse_keys_their_method_does_not_use() -> None:
+    with pytest.raises(ValueError, match="ssl.alpha"):
+        SSLSettings(consistency="ce", alpha=1.0)
+    with pytest.raises(ValueError, match="ssl.ema_decay"):
+        SSLSettings(algorithm="fixmatch", ema_decay=0.999)
+    with pytest.raises(ValueError, match="ssl.p_cutoff"):
+        SSLSettings(p_cutoff=0.0)
+    with pytest.raises(ValueError, match="ssl.consistency"):
+        SSLSettings(consistency="l2")
