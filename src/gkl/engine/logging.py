@@ -56,7 +56,10 @@ def _json_safe(value: Any) -> Any:
 class MetricsWriter:
     """Appends one JSON object per epoch to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool = True,
+                 purge_step: int | None = None) -> None:
+        """``purge_step``: on resume, the first epoch to be re-run; TensorBoard events from that
+        step on (written by the interrupted run) are discarded so curves are not duplicated."""
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
         self._tb = None
@@ -66,7 +69,7 @@ class MetricsWriter:
             except ImportError:  # tensorboard is optional (extra "logging")
                 logging.getLogger(LOGGER_NAME).info("tensorboard not installed; skipping tb/ scalars")
             else:
-                self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+                self._tb = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
 
     def truncate_after(self, epoch: int) -> None:
         """Drop records of epochs after ``epoch`` (a resumed run rewrites them)."""

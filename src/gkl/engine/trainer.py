@@ -8,7 +8,9 @@ update, evaluation, ``metrics.jsonl`` record, atomic checkpoint (rank 0).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -23,26 +25,34 @@ from gkl.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
     CHECKPOINT_VERSION,
-    atomic_save,
-    dict_differences,
     layout_mismatch,
     load_checkpoint,
     model_layout,
+    remove_stale_temporaries,
     save_best,
+    atomic_save,
 )
+from gkl.engine.collapse import CollapseMonitor, chance_level
+from gkl.engine.errors import CollapseError, NonFiniteLossError, TrainingStopped
+from gkl.engine.guards import loss_value_checks
+from gkl.engine.lock import RunLock
+from gkl.engine.resume import resume_changes
 from gkl.utils.distributed import DistInfo, all_reduce_sum, barrier, resolve_device
 from gkl.engine.ema import ModelEMA
 from gkl.engine.logging import MetricsWriter, progress, setup_logger
-from gkl.engine.run_dir import write_config, write_run_record
+from gkl.engine.run_dir import read_run_record, record_stop, write_config, write_run_record
 from gkl.engine.schedules import EpochLRSchedule, scaled_base_lr
 from gkl.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything, set_deterministic
-from gkl.settings.train import RESUME_TOLERANT_FIELDS, TrainSettings
+from gkl.settings.train import TrainSettings
+from gkl.utils.errors import InputError
 from gkl.evaluate.accuracy import evaluate_classifier
 from gkl.objectives.base import Objective, StepOutput, unwrap_model
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss term was NaN or infinite; raised before backward, the last checkpoint is left as it was."""
+__all__ = ["CollapseError", "NonFiniteLossError", "Trainer", "TrainingStopped", "per_process_batch_size"]
+
+# Config keys a resume may change besides the tolerant train fields (a run folder or data set may move).
+DEFAULT_TOLERANT_CONFIG_KEYS: tuple[str, ...] = ("out_dir", "name", "data.root", "data.num_workers")
 
 
 def per_process_batch_size(loader: Any) -> int | None:
@@ -74,6 +84,8 @@ class Trainer:
         dist: from :func:`gkl.utils.distributed.init_distributed`; None = single process
             on ``settings.device``.
         num_classes: logits width; inferred from the first evaluation batch when None.
+        resume_tolerant_keys: dotted ``config`` keys that may differ on resume
+            (default :data:`DEFAULT_TOLERANT_CONFIG_KEYS`).
     """
 
     def __init__(
@@ -89,6 +101,7 @@ class Trainer:
         class_groups: Mapping[str, Sequence[int]] | None = None,
         dist: DistInfo | None = None,
         num_classes: int | None = None,
+        resume_tolerant_keys: Sequence[str] = DEFAULT_TOLERANT_CONFIG_KEYS,
     ) -> None:
         if not isinstance(settings, TrainSettings):
             raise ValueError(f"settings: expected a TrainSettings, got {type(settings).__name__}")
@@ -117,8 +130,9 @@ class Trainer:
         self.num_classes = num_classes
         self.train_loader = train_loader
         self.eval_loader = eval_loader
+        self.resume_tolerant_keys = tuple(resume_tolerant_keys)
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._prepare_run_dir()
         barrier(self.dist)
         self.logger = setup_logger(self.run_dir, is_main=self.dist.is_main)
 
@@ -156,7 +170,20 @@ class Trainer:
         self.best_top1: float | None = None
         self.best_epoch: int | None = None
         self.last_checkpoint_epoch: int | None = None
+        self.resume_changed: list[str] = []
+        self.collapse = CollapseMonitor(metric="top1", chance=None, patience=settings.collapse_patience,
+                                        margin=settings.collapse_margin)
         self._metrics: MetricsWriter | None = None
+
+    def _prepare_run_dir(self) -> None:
+        """Create the run directory; an unusable one (a file, read-only) is an InputError naming it."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"out_dir: cannot create the run directory {self.run_dir} "
+                             f"({error.strerror or error})") from None
+        if not self.run_dir.is_dir() or not os.access(self.run_dir, os.W_OK | os.X_OK):
+            raise InputError(f"out_dir: the run directory {self.run_dir} is not a writable directory")
 
     # ------------------------------------------------------------------ paths
     @property
@@ -173,27 +200,53 @@ class Trainer:
 
         Returns the summary (also written to ``summary.json``): ``last_top1``,
         ``best_top1``, ``best_epoch``, ``epochs``, ``final`` (last evaluation(s)),
-        ``train`` (last epoch's train statistics).
+        ``train`` (last epoch's train statistics), ``collapsed`` (the collapse record or None).
+
+        Rank 0 holds ``run_dir/.lock`` while training (a second concurrent run of the folder
+        refuses); the losses' per-call value checks are off meanwhile (the engine checks the
+        loss terms once per step) and restored afterwards.
         """
+        lock = RunLock(self.run_dir) if self.dist.is_main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            with loss_value_checks(False):
+                return self._fit(resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         start_epoch = 1
+        if self.dist.is_main:
+            for tmp in remove_stale_temporaries(self.run_dir):
+                self.logger.info("removed %s left by an interrupted save", tmp.name)
         if self.checkpoint_path.exists():
             if not resume:
-                raise ValueError(f"run_dir: {self.run_dir} already holds {CHECKPOINT_NAME}; "
-                                 "pass resume=True to continue it or choose a new run_dir")
+                raise InputError(f"run_dir: {self.run_dir} already holds {CHECKPOINT_NAME}; "
+                                 "pass resume=True (gkl: --resume) to continue it or choose a new run_dir")
             self.load_checkpoint(self.checkpoint_path)
             start_epoch = self.last_checkpoint_epoch + 1
             self.logger.info("resuming from %s (epoch %d)", self.checkpoint_path, self.last_checkpoint_epoch)
+            if self.resume_changed:
+                self.logger.info("changed on resume: %s", ", ".join(self.resume_changed))
         elif resume:
             self.logger.info("no checkpoint in %s; starting from epoch 1", self.run_dir)
-        self._metrics = MetricsWriter(self.run_dir, enabled=self.dist.is_main)
+        barrier(self.dist)  # every rank has read run.json and the checkpoint before rank 0 rewrites them
+        resumed = start_epoch > 1
+        self._metrics = MetricsWriter(self.run_dir, enabled=self.dist.is_main,
+                                      purge_step=start_epoch if resumed else None)
         if self.dist.is_main:
             write_config(self.run_dir, self.config)
             write_run_record(self.run_dir, seed=self.settings.seed, world_size=self.dist.world_size,
-                             resumed_from_epoch=start_epoch - 1 if start_epoch > 1 else None)
+                             resumed_from_epoch=start_epoch - 1 if resumed else None,
+                             changed=self.resume_changed)
             self._metrics.truncate_after(start_epoch - 1)
         final: dict[str, Any] = {}
         train_stats: dict[str, Any] = {}
         last_top1: float | None = None
+        stop: dict[str, Any] = {"reason": "exception"}
+        epoch = start_epoch
         try:
             for epoch in range(start_epoch, self.settings.epochs + 1):
                 started = time.perf_counter()
@@ -201,10 +254,12 @@ class Trainer:
                 lr = self.schedule.start_epoch(epoch)
                 self.train_loader.set_epoch(epoch)
                 train_stats = self._train_epoch(epoch)
+                self._sync_buffers()
                 self.objective.on_epoch_end(epoch)
                 if self.ema is not None and self.settings.ema.every == "epoch":
                     self.ema.update(self.model)
                 record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train": train_stats}
+                collapsed = None
                 if self._should(epoch, self.settings.eval_every) and self.eval_loader is not None:
                     final = self._evaluate_and_track(epoch)
                     last_top1 = final["tracked_top1"]
@@ -213,13 +268,33 @@ class Trainer:
                             record[key] = {k: v for k, v in final[key].items() if k != "per_class"}
                     record["best_top1"] = self.best_top1
                     record["best_epoch"] = self.best_epoch
+                    collapsed = self._watch_collapse(epoch, last_top1)
+                    if collapsed is not None:
+                        record["collapsed"] = collapsed
+                record["time"] = time.perf_counter() - started
+                # the metrics line first: a kill before the checkpoint re-runs this epoch and rewrites it
+                self._metrics.write(record)
                 if self._should(epoch, self.settings.checkpoint_every):
                     self.save_checkpoint(epoch)
-                record["time"] = time.perf_counter() - started
-                self._metrics.write(record)
                 self.logger.info(self._epoch_line(record))
+                if collapsed is not None and self.settings.stop_on_collapse:
+                    raise CollapseError(self._collapse_message(collapsed))
+            stop = {"reason": "finished", "epoch": self.settings.epochs}
+        except NonFiniteLossError as error:
+            stop = {"reason": "non-finite", "epoch": epoch, "message": str(error)}
+            raise
+        except CollapseError as error:
+            stop = {"reason": "collapse", "epoch": epoch, "message": str(error)}
+            raise
+        except KeyboardInterrupt:
+            stop = {"reason": "interrupted", "epoch": epoch}
+            raise
+        except BaseException as error:
+            stop = {"reason": "exception", "epoch": epoch, "message": f"{type(error).__name__}: {error}"}
+            raise
         finally:
             self._metrics.close()
+            self._record_stop(stop)
         if not final and start_epoch > self.settings.epochs and self.eval_loader is not None:
             final = self._evaluate()  # resumed a finished run: report its final state again
             last_top1 = final["tracked_top1"]
@@ -230,14 +305,68 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "final": {k: v for k, v in final.items() if k in ("eval", "ema_eval")},
             "train": train_stats,
+            "collapsed": self.collapse.flag,
         }
         if self.dist.is_main:
-            import json
-
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n",
                                                         encoding="utf-8")
         barrier(self.dist)
         return summary
+
+    def _sync_buffers(self) -> None:
+        """Under DDP, give every rank rank 0's buffers (BatchNorm statistics) at the epoch end.
+
+        DDP broadcasts them at the start of every forward, so training is unchanged; without this the
+        last forward of the epoch leaves per-rank statistics that evaluation and EMA would use.
+        """
+        if not self.dist.distributed:
+            return
+        import torch.distributed as torch_dist
+
+        for buffer in self.model.buffers():
+            torch_dist.broadcast(buffer, 0)
+
+    def _record_stop(self, stop: dict[str, Any]) -> None:
+        """Say in train.log (and run.json) why the run stopped."""
+        if not self.dist.is_main:
+            return
+        stop = {**stop, "last_checkpoint_epoch": self.last_checkpoint_epoch}
+        reason = stop["reason"]
+        if reason == "finished":
+            self.logger.info("run finished: %d epochs", self.settings.epochs)
+        elif reason == "interrupted":
+            self.logger.warning("run interrupted during epoch %s; last checkpoint: epoch %s",
+                                stop.get("epoch"), self.last_checkpoint_epoch)
+        else:
+            self.logger.error("run stopped (%s) during epoch %s: %s", reason, stop.get("epoch"),
+                              stop.get("message", ""))
+        try:
+            record_stop(self.run_dir, stop)
+        except OSError as error:  # never hide the reason of the stop behind a failed write
+            self.logger.error("could not record the stop in run.json: %s", error)
+
+    def _watch_collapse(self, epoch: int, value: float) -> dict[str, Any] | None:
+        if self.collapse.chance is None:
+            self.collapse.chance = chance_level(self.collapse.metric, self.num_classes)
+        flag = self.collapse.update(epoch, value)
+        if flag is not None:
+            self.logger.warning("collapse: %s = %.2f has been at chance level (%.2f + margin %.2f) for %d "
+                                "evaluations since epoch %d, after having been above it",
+                                flag["metric"], flag["value"], flag["chance"], flag["margin"],
+                                flag["evaluations"], flag["since_epoch"])
+        return flag
+
+    def _collapse_message(self, flag: dict[str, Any]) -> str:
+        return (f"collapse at epoch {flag['epoch']}: {flag['metric']} = {flag['value']:.2f} has been at chance "
+                f"level {flag['chance']:.2f} (+ margin {flag['margin']:.2f}) for {flag['evaluations']} "
+                f"evaluations since epoch {flag['since_epoch']} (train.stop_on_collapse is set); "
+                f"{self._where()}")
+
+    def _where(self) -> str:
+        if self.last_checkpoint_epoch is not None:
+            return (f"the last good checkpoint ({self.checkpoint_path}, epoch "
+                    f"{self.last_checkpoint_epoch}) is intact")
+        return "no checkpoint has been written yet"
 
     def _should(self, epoch: int, every: int) -> bool:
         return epoch % every == 0 or epoch == self.settings.epochs
@@ -330,11 +459,7 @@ class Trainer:
         index = int(torch.nonzero(bad)[0])
         local = values[index].item()
         value = f"{local}" if not math.isfinite(local) else "non-finite on another rank"
-        if self.last_checkpoint_epoch is not None:
-            where = (f"the last good checkpoint ({self.checkpoint_path}, epoch "
-                     f"{self.last_checkpoint_epoch}) is intact")
-        else:
-            where = "no checkpoint has been written yet"
+        where = self._where()
         raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: "
                                  f"term '{names[index]}' = {value}; {where}")
 
@@ -388,8 +513,9 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "scaler": self.amp.state_dict(),
             "objective": self.objective.checkpoint_state(),
-            "rng": capture_rng_state(),
+            "rng": capture_rng_state(self.device),
             "best": {"top1": self.best_top1, "epoch": self.best_epoch},
+            "collapse": self.collapse.state_dict(),
             "num_classes": self.num_classes,
             "world_size": self.dist.world_size,
             "settings": self.settings.to_dict(),
@@ -404,23 +530,41 @@ class Trainer:
         self.last_checkpoint_epoch = epoch
 
     def load_checkpoint(self, path: str | Path) -> int:
-        """Restore every piece of state from a checkpoint of a matching run; returns its epoch."""
+        """Restore every piece of state from a checkpoint of a matching run; returns its epoch.
+
+        Settings outside the tolerated ones (:mod:`gkl.engine.resume`) must match; after a stop on a
+        non-finite loss ``optim.lr``, ``clip_grad_norm``, ``amp`` and ``schedule`` may change
+        (listed in ``self.resume_changed``).
+        """
+        path = Path(path)
         state = load_checkpoint(path, map_location=self.device)
-        self._check_matches(state, Path(path))
-        self.model.load_state_dict(state["model"])
-        if self.ema is not None:
-            if state["ema"] is None:
-                raise ValueError(f"{path}: checkpoint has no EMA state but ema.decay is set")
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.amp.load_state_dict(state["scaler"])
-        self.objective.load_checkpoint_state(state["objective"])
-        restore_rng_state(state["rng"])
-        self.best_top1 = state["best"]["top1"]
-        self.best_epoch = state["best"]["epoch"]
+        self.resume_changed = self._check_matches(state, path)
+        changed = set(self.resume_changed)
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.ema is not None:
+                if state["ema"] is None:
+                    raise InputError(f"{path}: checkpoint has no EMA state but train.ema.decay is set")
+                self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if any(k.startswith("train.schedule") for k in changed):
+                self.schedule.last_epoch = int(state["schedule"].get("last_epoch", state["epoch"]))
+            else:
+                self.schedule.load_state_dict(state["schedule"])
+            if "train.amp" in changed and (state["scaler"] is None) != (self.amp.scaler is None):
+                if self.amp.scaler is not None:
+                    self.logger.info("amp changed on resume: starting a fresh GradScaler")
+            else:
+                self.amp.load_state_dict(state["scaler"])
+            self.objective.load_checkpoint_state(state["objective"])
+            restore_rng_state(state["rng"], self.device)
+            self.best_top1 = state["best"]["top1"]
+            self.best_epoch = state["best"]["epoch"]
+        except (KeyError, TypeError, IndexError) as error:
+            raise InputError(f"{path}: damaged training checkpoint ({type(error).__name__}: {error})") from None
+        self.collapse.load_state_dict(state.get("collapse"))
         if self.num_classes is None:
-            self.num_classes = state["num_classes"]
+            self.num_classes = state.get("num_classes")
         self.last_checkpoint_epoch = int(state["epoch"])
         if state["world_size"] != self.dist.world_size:
             self.logger.warning("checkpoint was written with world_size %d, resuming with %d: "
@@ -428,20 +572,15 @@ class Trainer:
                                 state["world_size"], self.dist.world_size)
         return self.last_checkpoint_epoch
 
-    def _check_matches(self, state: dict, path: Path) -> None:
+    def _check_matches(self, state: dict, path: Path) -> list[str]:
         problem = layout_mismatch(model_layout(self.model.state_dict()), model_layout(state["model"]))
         if problem:
-            raise ValueError(f"{path}: checkpoint model does not match this model: {problem}")
-        mine = {k: v for k, v in self.settings.to_dict().items() if k not in RESUME_TOLERANT_FIELDS}
-        theirs = {k: v for k, v in state["settings"].items() if k not in RESUME_TOLERANT_FIELDS}
-        differences = dict_differences(mine, theirs)
-        if differences:
-            raise ValueError(f"{path}: checkpoint was written with different train settings "
-                             f"(differing: {', '.join(differences)})")
-        differences = dict_differences(self.config, state["config"])
-        if differences:
-            raise ValueError(f"{path}: checkpoint was written with a different config "
-                             f"(differing: {', '.join(differences)})")
+            raise InputError(f"{path}: checkpoint model does not match this model: {problem}")
+        stopped = read_run_record(self.run_dir).get("stopped") or {}
+        return resume_changes(settings=self.settings.to_dict(), saved_settings=state["settings"],
+                              config=self.config, saved_config=state["config"],
+                              tolerant_config_keys=self.resume_tolerant_keys,
+                              after_non_finite=stopped.get("reason") == "non-finite", path=path)
 
     # ------------------------------------------------------------------ logging
     @staticmethod

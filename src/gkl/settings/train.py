@@ -57,6 +57,11 @@ class TrainSettings:
     eval_every / checkpoint_every: in epochs; the last epoch is always evaluated and saved.
     log_every: steps between progress updates (0 = only per epoch).
     device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"``.
+    stop_on_collapse / collapse_patience / collapse_margin: a run whose selected accuracy is
+        at chance (``<= 100 * k / num_classes + collapse_margin`` percent for top-k) for
+        ``collapse_patience`` consecutive evaluations after having been above it is flagged
+        as collapsed (metrics.jsonl, summary.json, train.log) and, with ``stop_on_collapse``,
+        stopped (see :mod:`gkl.engine.collapse`).
     """
 
     epochs: int = 240
@@ -73,6 +78,9 @@ class TrainSettings:
     progress: bool = True
     device: str = "auto"
     checkpoint_every: int = 1
+    stop_on_collapse: bool = False
+    collapse_patience: int = 3
+    collapse_margin: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.optim, dict):
@@ -93,13 +101,15 @@ class TrainSettings:
         _check_choice("train", "amp", self.amp, ("off", "bf16", "fp16", "auto"))
         if self.clip_grad_norm is not None:
             _check_number("train", "clip_grad_norm", self.clip_grad_norm, minimum=0.0, strict=True)
-        for name in ("sync_bn", "deterministic", "progress"):
+        for name in ("sync_bn", "deterministic", "progress", "stop_on_collapse"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"train.{name}: expected a bool, got {getattr(self, name)!r}")
         _check_number("train", "seed", self.seed, minimum=0, integer=True)
         _check_number("train", "eval_every", self.eval_every, minimum=1, integer=True)
         _check_number("train", "checkpoint_every", self.checkpoint_every, minimum=1, integer=True)
         _check_number("train", "log_every", self.log_every, minimum=0, integer=True)
+        _check_number("train", "collapse_patience", self.collapse_patience, minimum=1, integer=True)
+        _check_number("train", "collapse_margin", self.collapse_margin, minimum=0.0)
         if not isinstance(self.device, str) or not _DEVICE_PATTERN.match(self.device):
             raise ValueError(
                 f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
@@ -110,7 +120,11 @@ class TrainSettings:
         return asdict(self)
 
 
-# Fields that do not change what is computed; they may differ between a run and its resume.
+# Fields that do not change the trained weights; they may differ between a run and its resume.
 RESUME_TOLERANT_FIELDS: frozenset[str] = frozenset(
-    {"progress", "log_every", "device", "eval_every", "checkpoint_every"}
+    {"progress", "log_every", "device", "eval_every", "checkpoint_every",
+     "stop_on_collapse", "collapse_patience", "collapse_margin"}
 )
+
+# Fields a resume may change after the run stopped on a non-finite loss ("fix the cause and resume").
+RESUME_FIX_FIELDS: frozenset[str] = frozenset({"optim.lr", "clip_grad_norm", "amp", "schedule"})
