@@ -83,7 +83,7 @@ def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     )
     eval_loader = build_loader(
         eval_set, batch_size=data.eval_batch_size, train=False, device=dist.device, in_memory=data.in_memory,
-        num_workers=data.num_workers, seed=cfg.train.seed,
+        num_workers=data.num_workers, seed=cfg.train.seed, rank=dist.rank, world_size=dist.world_size,
     )
     model = build_model(cfg.model, info.num_classes)
     objective = build_objective(cfg, info.num_classes)

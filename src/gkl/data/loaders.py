@@ -7,6 +7,7 @@ the same order (DistributedSampler's, see `gkl.data.sharding`). Call
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator
 
 import torch
@@ -41,6 +42,22 @@ class MixedBatchSampler(Sampler[list[int]]):
                                        generated_ratio=self.generated_ratio, seed=self.seed, epoch=self.epoch,
                                        rank=self.rank, world_size=self.world_size):
             yield real.tolist() + (gen + self.n_real).tolist()
+
+
+class StridedSampler(Sampler[int]):
+    """Indices ``rank, rank + world_size, ...`` of ``n`` examples in order: an evaluation shard, no padding."""
+
+    def __init__(self, n: int, *, rank: int, world_size: int) -> None:
+        self.n, self.rank, self.world_size = n, rank, world_size
+
+    def set_epoch(self, epoch: int) -> None:  # the order never changes
+        pass
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world_size))
 
 
 class PerImageLoader:
@@ -109,8 +126,11 @@ def build_loader(
     """Batches of ``(images, labels)`` for this rank; the result has ``__len__`` and ``set_epoch(epoch)``.
 
     ``train`` shuffles (per epoch) and, by default, drops the last incomplete batch
-    (``drop_last=None`` means ``drop_last=train``). Ranks get disjoint
-    DistributedSampler shards padded to equal length. ``in_memory=True`` keeps
+    (``drop_last=None`` means ``drop_last=train``). Training ranks get disjoint
+    DistributedSampler shards padded to equal length. Evaluation (``train=False``) ranks get
+    the strided shard ``rank, rank + world_size, ...`` in order, without padding, so each
+    example is evaluated once; such loaders carry ``rank_shard = (rank, world_size)`` for
+    the evaluators in `gkl.metrics`. ``in_memory=True`` keeps
     the split on ``device`` and augments whole batches there (datasets built by
     `build_dataset` that support it: CIFAR, digits, MNIST-1D); otherwise a
     DataLoader yields CPU tensors (pinned when ``device`` is CUDA).
@@ -141,6 +161,13 @@ def build_loader(
             raise ValueError("in_memory: needs a dataset from gkl.data.build_dataset, got "
                              f"{type(dataset).__name__}")
         split = dataset.memory_split()
+        if not train:
+            split = dataclasses.replace(split, images=split.images[rank::world_size],
+                                        labels=split.labels[rank::world_size])
+            loader = InMemoryLoader(split, batch_size=batch_size, train=False, device=device, seed=seed,
+                                    rank=0, world_size=1, drop_last=drop_last)
+            loader.rank_shard = (rank, world_size)
+            return loader
         gen_arrays = None
         if generated is not None:
             gen_arrays = (generated.uint8_nchw(), torch.from_numpy(generated.labels))
@@ -162,7 +189,13 @@ def build_loader(
                                     world_size=world_size)
         loader = DataLoader(combined, batch_sampler=sampler, **common)
         return PerImageLoader(loader, sampler, seed=seed, rank=rank)
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed,
+    if not train:
+        sampler = StridedSampler(len(dataset), rank=rank, world_size=world_size)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
+        result = PerImageLoader(loader, sampler, seed=seed, rank=rank)
+        result.rank_shard = (rank, world_size)
+        return result
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
                                  drop_last=False)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
     return PerImageLoader(loader, sampler, seed=seed, rank=rank)

@@ -1,8 +1,22 @@
-"""Per-epoch learning-rate schedules of the recipes.
+"""Learning-rate schedules of the recipes, per epoch or per optimizer step.
 
-The learning rate is a pure function of the epoch (epochs count from 1) and is
-set once, at the start of each epoch, like mdistiller's ``adjust_learning_rate``.
-Nothing changes within an epoch.
+The learning rate is a pure function of the epoch (``unit: epoch``, epochs count from 1; set
+once at the start of each epoch like mdistiller's ``adjust_learning_rate``, nothing changes
+within an epoch) or of the global optimizer step (``unit: step``, steps count from 1).
+:class:`LRSchedule` serves both from the global step; :class:`EpochLRSchedule` is the older
+per-epoch interface.
+
+Step unit, with ``k = step - 1`` optimizer steps already taken (the counter of
+``torch.optim.lr_scheduler.LambdaLR`` in USB and Hugging Face), ``T`` total steps and
+``W = warmup_steps``: ``k < W`` gives ``lr * k / W``; after warm-up, with ``t = k - W`` and
+``T' = T - W``:
+
+- multistep: ``lr * gamma ** #{m in milestones : step > m}`` (milestones in steps)
+- cosine: ``lr * ½(1 + cos(π t / T'))`` (Hugging Face ``get_cosine_schedule_with_warmup``)
+- poly: ``lr * (1 - t / T') ** power`` (mmsegmentation's ``PolyLR`` with ``eta_min = 0``)
+- usb_cosine: ``lr * cos(num_cycles · π · t / T')``, num_cycles 7/16 by default
+  (USB, ``semilearn/core/utils/build.py: get_cosine_schedule_with_warmup``)
+- constant: ``lr``
 """
 
 from __future__ import annotations
@@ -12,6 +26,7 @@ import math
 import torch
 
 from gkl.settings.optim import ScheduleSettings
+from gkl.utils.errors import InputError
 
 
 def learning_rate_at(epoch: int, *, base_lr: float, epochs: int, settings: ScheduleSettings) -> float:
@@ -24,6 +39,8 @@ def learning_rate_at(epoch: int, *, base_lr: float, epochs: int, settings: Sched
     - cosine: ``base_lr * ½(1 + cos(π (epoch - 1 - w) / (epochs - w)))``
     - cosine_at: ``base_lr * ½(1 + cos(π epoch / (epochs + 1)))`` (GKL-AT recipe)
     - constant: ``base_lr``
+    - poly: ``base_lr * (1 - (epoch - 1 - w) / (epochs - w)) ** power``
+    - usb_cosine: ``base_lr * cos(num_cycles · π (epoch - 1 - w) / (epochs - w))``
     """
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= epochs:
         raise ValueError(f"epoch: expected an integer in [1, {epochs}], got {epoch!r}")
@@ -40,6 +57,11 @@ def learning_rate_at(epoch: int, *, base_lr: float, epochs: int, settings: Sched
         return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / (epochs + 1)))
     if settings.kind == "constant":
         return base_lr
+    progress = (epoch - 1 - warmup) / (epochs - warmup)
+    if settings.kind == "poly":
+        return base_lr * (1.0 - progress) ** settings.power
+    if settings.kind == "usb_cosine":
+        return base_lr * max(0.0, math.cos(math.pi * settings.num_cycles * progress))
     raise ValueError(f"settings.kind: unknown schedule {settings.kind!r}")
 
 
@@ -87,3 +109,95 @@ class EpochLRSchedule:
                     f"schedule state: checkpoint has {key}={state.get(key)!r}, this run has {mine!r}"
                 )
         self.last_epoch = int(state["last_epoch"])
+
+
+def learning_rate_at_step(step: int, *, base_lr: float, total_steps: int, settings: ScheduleSettings) -> float:
+    """Learning rate of global optimizer ``step`` (1-based) under ``unit: step`` (formulas above)."""
+    if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= total_steps:
+        raise ValueError(f"step: expected an integer in [1, {total_steps}], got {step!r}")
+    k, warmup = step - 1, settings.warmup_steps
+    if k < warmup:
+        return base_lr * k / warmup
+    t, span = k - warmup, max(1, total_steps - warmup)
+    kind = settings.kind
+    if kind == "multistep":
+        return base_lr * settings.gamma ** sum(1 for m in settings.milestones if step > m)
+    if kind == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * t / span))
+    if kind == "poly":
+        return base_lr * (1.0 - t / span) ** settings.power
+    if kind == "usb_cosine":
+        return base_lr * max(0.0, math.cos(math.pi * settings.num_cycles * t / span))
+    if kind == "constant":
+        return base_lr
+    raise ValueError(f"schedule.kind: {kind!r} has no per-step form (use schedule.unit: epoch)")
+
+
+class LRSchedule:
+    """Sets every parameter group's ``lr = lr_at(step) * group['lr_scale']`` (scale 1 if absent).
+
+    ``step`` is the global optimizer step counting from 1. With ``unit: epoch`` the LR of step
+    ``s`` is :func:`learning_rate_at` of epoch ``(s - 1) // steps_per_epoch + 1`` of
+    ``ceil(total_steps / steps_per_epoch)`` epochs, so it is constant within an epoch and equal
+    to the older :class:`EpochLRSchedule`; with ``unit: step`` it is :func:`learning_rate_at_step`.
+
+    The LR is a pure function of the step rather than the state of a
+    ``torch.optim.lr_scheduler.LambdaLR``: resuming from any step (mid-epoch included) needs
+    only that step, and the same function reports the LR for logs.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, base_lr: float, steps_per_epoch: int,
+                 total_steps: int, settings: ScheduleSettings) -> None:
+        for name, value in (("steps_per_epoch", steps_per_epoch), ("total_steps", total_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        self.optimizer = optimizer
+        self.base_lr = float(base_lr)
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = total_steps
+        self.epochs = -(-total_steps // steps_per_epoch)
+        self.settings = settings
+        self.last_step = 0
+        if settings.unit == "epoch" and settings.warmup_epochs > self.epochs:
+            raise InputError(f"schedule.warmup_epochs: expected at most the run's {self.epochs} epochs, "
+                             f"got {settings.warmup_epochs}")
+        if settings.unit == "step" and settings.warmup_steps >= total_steps:
+            raise InputError(f"schedule.warmup_steps: expected fewer than the run's {total_steps} steps, "
+                             f"got {settings.warmup_steps}")
+
+    def epoch_of(self, step: int) -> int:
+        """The epoch (from 1) that global ``step`` (from 1) falls in."""
+        return (step - 1) // self.steps_per_epoch + 1
+
+    def lr_at(self, step: int) -> float:
+        """Base learning rate (before ``lr_scale``) of global ``step``."""
+        if self.settings.unit == "epoch":
+            if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= self.total_steps:
+                raise ValueError(f"step: expected an integer in [1, {self.total_steps}], got {step!r}")
+            return learning_rate_at(self.epoch_of(step), base_lr=self.base_lr, epochs=self.epochs,
+                                    settings=self.settings)
+        return learning_rate_at_step(step, base_lr=self.base_lr, total_steps=self.total_steps,
+                                     settings=self.settings)
+
+    def apply(self, step: int) -> float:
+        """Set the learning rates for ``step`` and return the base value."""
+        lr = self.lr_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.last_step = step
+        return lr
+
+    def state_dict(self) -> dict:
+        return {"base_lr": self.base_lr, "unit": self.settings.unit, "kind": self.settings.kind,
+                "epochs": self.epochs, "total_steps": self.total_steps,
+                "steps_per_epoch": self.steps_per_epoch, "last_step": self.last_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        # base_lr may legitimately differ (LR scaling after a change of world size); so may the
+        # steps of an epoch-unit run, whose length is its number of epochs.
+        keys = ("unit", "kind") + (("epochs",) if self.settings.unit == "epoch" else ("total_steps",))
+        mine = self.state_dict()
+        for key in keys:
+            if state.get(key) != mine[key]:
+                raise ValueError(f"schedule state: checkpoint has {key}={state.get(key)!r}, this run has {mine[key]!r}")
+        self.last_step = int(state["last_step"])

@@ -1,4 +1,11 @@
-"""Optimizer and learning-rate schedule settings (``train.optim`` and ``train.schedule``)."""
+"""Optimizer and learning-rate schedule settings (``train.optim`` and ``train.schedule``).
+
+Keys that belong to one optimizer only default to ``None`` ("not set"): ``momentum`` and
+``nesterov`` are SGD's, ``betas`` and ``eps`` are AdamW's. Setting one of them for the other
+optimizer is an error naming the key; unset ones are filled with the optimizer's defaults
+(SGD: momentum 0.9, nesterov false; AdamW: betas (0.9, 0.999), eps 1e-8), so the saved
+``config.yaml`` records exactly what ran.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +14,83 @@ from typing import Literal, Optional
 
 from gkl.utils.validation import check_choice as _check_choice, check_number as _check_number
 
-ScheduleKind = Literal["multistep", "cosine", "cosine_at", "constant"]
+OptimName = Literal["sgd", "adamw"]
+ScheduleKind = Literal["multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine"]
+ScheduleUnit = Literal["epoch", "step"]
+
+_SGD_ONLY = ("momentum", "nesterov")
+_ADAMW_ONLY = ("betas", "eps")
 
 
 @dataclass
 class OptimSettings:
-    """SGD settings.
+    """Optimizer settings (see :func:`gkl.engine.optim.build_optimizer`).
 
+    name: ``sgd`` (default, today's behaviour) or ``adamw`` (decoupled weight decay).
     lr: base learning rate (for ``reference_batch_size`` samples when that is set).
+    weight_decay: L2 penalty (SGD) or decoupled decay (AdamW).
+    momentum, nesterov: SGD only (defaults 0.9, false).
+    betas, eps: AdamW only (defaults (0.9, 0.999), 1e-8).
+    no_decay_norm_bias: no weight decay on normalisation weights, biases and embedding-like
+        parameters (ViT ``pos_embed``, ``cls_token``, ...): timm's/USB's ``param_groups_weight_decay``.
+    layer_decay: layer-wise LR decay in (0, 1] for ViT-style models; parameter group of layer
+        ``i`` gets ``lr_scale = layer_decay ** (L + 1 - i)`` (BEiT / timm / USB rule).
     reference_batch_size: when set, the LR-scaling rule applies:
         ``lr_used = lr * global_batch / reference_batch_size`` with
         ``global_batch = per-process batch size * world_size``.
     """
 
+    name: OptimName = "sgd"
     lr: float = 0.05
-    momentum: float = 0.9
+    momentum: Optional[float] = None
     weight_decay: float = 5e-4
-    nesterov: bool = False
+    nesterov: Optional[bool] = None
+    betas: Optional[tuple[float, float]] = None
+    eps: Optional[float] = None
+    no_decay_norm_bias: bool = False
+    layer_decay: Optional[float] = None
     reference_batch_size: Optional[int] = None
 
     def __post_init__(self) -> None:
+        _check_choice("optim", "name", self.name, ("sgd", "adamw"))
+        foreign = _ADAMW_ONLY if self.name == "sgd" else _SGD_ONLY
+        for key in foreign:
+            if getattr(self, key) is not None:
+                raise ValueError(f"optim.{key}: not used by optim.name={self.name!r} "
+                                 f"(remove it, or set optim.name to the optimizer it belongs to)")
         _check_number("optim", "lr", self.lr, minimum=0.0, strict=True)
-        _check_number("optim", "momentum", self.momentum, minimum=0.0)
-        if self.momentum >= 1.0:
-            raise ValueError(f"optim.momentum: expected a value in [0, 1), got {self.momentum!r}")
         _check_number("optim", "weight_decay", self.weight_decay, minimum=0.0)
-        if not isinstance(self.nesterov, bool):
-            raise ValueError(f"optim.nesterov: expected a bool, got {self.nesterov!r}")
-        if self.nesterov and self.momentum == 0.0:
-            raise ValueError("optim.nesterov: nesterov=True needs optim.momentum > 0")
+        if self.name == "sgd":
+            if self.momentum is None:
+                self.momentum = 0.9
+            if self.nesterov is None:
+                self.nesterov = False
+            _check_number("optim", "momentum", self.momentum, minimum=0.0)
+            if self.momentum >= 1.0:
+                raise ValueError(f"optim.momentum: expected a value in [0, 1), got {self.momentum!r}")
+            if not isinstance(self.nesterov, bool):
+                raise ValueError(f"optim.nesterov: expected a bool, got {self.nesterov!r}")
+            if self.nesterov and self.momentum == 0.0:
+                raise ValueError("optim.nesterov: nesterov=True needs optim.momentum > 0")
+        else:
+            if self.betas is None:
+                self.betas = (0.9, 0.999)
+            if self.eps is None:
+                self.eps = 1e-8
+            if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
+                raise ValueError(f"optim.betas: expected two numbers in [0, 1), got {self.betas!r}")
+            self.betas = tuple(self.betas)
+            for beta in self.betas:
+                _check_number("optim", "betas", beta, minimum=0.0)
+                if beta >= 1.0:
+                    raise ValueError(f"optim.betas: expected two numbers in [0, 1), got {self.betas!r}")
+            _check_number("optim", "eps", self.eps, minimum=0.0, strict=True)
+        if not isinstance(self.no_decay_norm_bias, bool):
+            raise ValueError(f"optim.no_decay_norm_bias: expected a bool, got {self.no_decay_norm_bias!r}")
+        if self.layer_decay is not None:
+            _check_number("optim", "layer_decay", self.layer_decay, minimum=0.0, strict=True)
+            if self.layer_decay > 1.0:
+                raise ValueError(f"optim.layer_decay: expected a value in (0, 1], got {self.layer_decay!r}")
         if self.reference_batch_size is not None:
             _check_number("optim", "reference_batch_size", self.reference_batch_size,
                           minimum=1, integer=True)
@@ -43,32 +98,56 @@ class OptimSettings:
 
 @dataclass
 class ScheduleSettings:
-    """Learning-rate schedule, stepped once per epoch (epochs count from 1).
+    """Learning-rate schedule; formulas in :mod:`gkl.engine.schedules`.
 
+    unit: ``epoch`` (default: the LR is a function of the epoch, constant within it, as
+        mdistiller's ``adjust_learning_rate``) or ``step`` (a function of the global optimizer step).
     kind:
-        ``multistep``: ``lr * gamma ** #{m in milestones : epoch > m}`` (mdistiller:
-            with milestones 150/180/210, epochs 1-150 use lr, 151-180 lr/10, ...).
-        ``cosine``: ``lr * ½(1 + cos(π (epoch - 1 - warmup) / (epochs - warmup)))``.
-        ``cosine_at``: the GKL-AT recipe, ``lr * ½(1 + cos(π epoch / (epochs + 1)))``.
+        ``multistep``: ``lr * gamma ** #{m in milestones : t > m}`` (t = epoch, or step with
+            ``unit: step``; mdistiller: milestones 150/180/210, epochs 1-150 use lr, 151-180 lr/10, ...).
+        ``cosine``: half-cosine from lr to 0 after the warm-up.
+        ``cosine_at``: the GKL-AT recipe, ``lr * ½(1 + cos(π epoch / (epochs + 1)))`` (epoch unit only).
         ``constant``: ``lr``.
-    warmup_epochs: linear warm-up; epoch ``e <= warmup_epochs`` uses ``lr * e / warmup_epochs``,
-        later epochs follow ``kind`` (see :mod:`gkl.engine.schedules`).
+        ``poly``: ``lr * (1 - t / T) ** power`` (segmentation recipes).
+        ``usb_cosine``: USB's ``lr * cos(num_cycles · π · t / T)`` (num_cycles 7/16).
+    warmup_epochs: linear warm-up counted in epochs (``unit: epoch``); epoch ``e <= warmup_epochs``
+        uses ``lr * e / warmup_epochs``.
+    warmup_steps: linear warm-up counted in optimizer steps (``unit: step``).
+    power: exponent of ``poly``. num_cycles: cycles of ``usb_cosine``.
     """
 
     kind: ScheduleKind = "multistep"
+    unit: ScheduleUnit = "epoch"
     milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
     gamma: float = 0.1
     warmup_epochs: int = 0
+    warmup_steps: int = 0
+    power: float = 0.9
+    num_cycles: float = 7.0 / 16.0
 
     def __post_init__(self) -> None:
-        _check_choice("schedule", "kind", self.kind, ("multistep", "cosine", "cosine_at", "constant"))
+        _check_choice("schedule", "kind", self.kind,
+                      ("multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine"))
+        _check_choice("schedule", "unit", self.unit, ("epoch", "step"))
         if not isinstance(self.milestones, (list, tuple)):
             raise ValueError(f"schedule.milestones: expected a list of epochs, got {self.milestones!r}")
         self.milestones = list(self.milestones)
         for m in self.milestones:
             if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-                raise ValueError(f"schedule.milestones: expected positive integer epochs, got {self.milestones!r}")
+                raise ValueError(f"schedule.milestones: expected positive integers, got {self.milestones!r}")
         if self.milestones != sorted(set(self.milestones)):
-            raise ValueError(f"schedule.milestones: expected strictly increasing epochs, got {self.milestones!r}")
+            raise ValueError(f"schedule.milestones: expected strictly increasing values, got {self.milestones!r}")
         _check_number("schedule", "gamma", self.gamma, minimum=0.0, strict=True)
         _check_number("schedule", "warmup_epochs", self.warmup_epochs, minimum=0, integer=True)
+        _check_number("schedule", "warmup_steps", self.warmup_steps, minimum=0, integer=True)
+        _check_number("schedule", "power", self.power, minimum=0.0, strict=True)
+        _check_number("schedule", "num_cycles", self.num_cycles, minimum=0.0, strict=True)
+        if self.unit == "epoch" and self.warmup_steps:
+            raise ValueError("schedule.warmup_steps: counts optimizer steps, needs schedule.unit: step "
+                             "(use schedule.warmup_epochs with unit: epoch)")
+        if self.unit == "step" and self.warmup_epochs:
+            raise ValueError("schedule.warmup_epochs: counts epochs, needs schedule.unit: epoch "
+                             "(use schedule.warmup_steps with unit: step)")
+        if self.unit == "step" and self.kind == "cosine_at":
+            raise ValueError("schedule.kind: 'cosine_at' is the per-epoch GKL-AT schedule; "
+                             "it needs schedule.unit: epoch")
