@@ -71,8 +71,9 @@ class MetricsWriter:
             else:
                 self._tb = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
 
-    def truncate_after(self, epoch: int) -> None:
-        """Drop records of epochs after ``epoch`` (a resumed run rewrites them)."""
+    def truncate_after(self, epoch: int, step: int | None = None) -> None:
+        """Drop records after the checkpoint (a resumed run rewrites them): records whose ``step``
+        is after ``step`` when both are known, else whose epoch is after ``epoch``."""
         if not self.enabled or not self.path.exists():
             return
         kept = []
@@ -81,19 +82,24 @@ class MetricsWriter:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
-            if int(record.get("epoch", 0)) <= epoch:
+            if step and "step" in record:
+                keep = int(record["step"]) <= step
+            else:
+                keep = int(record.get("epoch", 0)) <= epoch
+            if keep:
                 kept.append(line)
         self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any], step: int | None = None) -> None:
+        """Append ``record``; TensorBoard scalars at x = ``step`` (default: ``record["epoch"]``)."""
         if not self.enabled:
             return
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(_json_safe(record), sort_keys=False) + "\n")
         if self._tb is not None:
-            step = int(record["epoch"])
+            step = int(record["epoch"]) if step is None else int(step)
             for name, value in _flatten(record).items():
-                if name != "epoch":
+                if name not in ("epoch", "step"):
                     self._tb.add_scalar(name, value, step)
             self._tb.flush()
 
