@@ -45,7 +45,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     return model
 
 
-def build_objective(cfg: ExperimentConfig, num_classes: int) -> Objective:
+def build_objective(cfg: ExperimentConfig, num_classes: int, steps_per_epoch: int | None = None) -> Objective:
     """The objective object of ``cfg.kind`` (one small class per method)."""
     if cfg.kind == "train":
         return SupervisedObjective(label_smoothing=cfg.label_smoothing)
@@ -56,7 +56,16 @@ def build_objective(cfg: ExperimentConfig, num_classes: int) -> Objective:
         teacher = build_model(cfg.teacher, num_classes)
         return build_distill_objective(teacher, cfg.distill, num_classes=num_classes)
     assert cfg.adversarial is not None
-    return build_adversarial_objective(cfg.adversarial, num_classes=num_classes, epochs=cfg.train.epochs)
+    return build_adversarial_objective(cfg.adversarial, num_classes=num_classes, epochs=run_epochs(cfg, steps_per_epoch))
+
+
+def run_epochs(cfg: ExperimentConfig, steps_per_epoch: int | None) -> int:
+    """The run's number of epochs: ``train.epochs``, or the epochs ``train.iterations`` steps span."""
+    if cfg.train.iterations is None:
+        return cfg.train.epochs
+    if not steps_per_epoch:
+        raise ValueError("steps_per_epoch is needed for an iteration-based run")
+    return -(-cfg.train.iterations // steps_per_epoch)
 
 
 def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
@@ -84,7 +93,8 @@ def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
         num_workers=data.num_workers, seed=cfg.train.seed, rank=dist.rank, world_size=dist.world_size,
     )
     model = build_model(cfg.model, info.num_classes)
-    objective = build_objective(cfg, info.num_classes)
+    steps_per_epoch = len(train_loader) // cfg.train.accumulate_steps
+    objective = build_objective(cfg, info.num_classes, steps_per_epoch)
     return RunParts(model, objective, train_loader, eval_loader, info)
 
 

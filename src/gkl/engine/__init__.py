@@ -7,9 +7,12 @@ from gkl.engine.ema import ModelEMA
 from gkl.engine.schedules import EpochLRSchedule, learning_rate_at, scaled_base_lr
 from gkl.engine.seeding import epoch_seed, seed_everything
 from gkl.settings.train import EMASettings, OptimSettings, ScheduleSettings, TrainSettings
-from gkl.engine.trainer import NonFiniteLossError, Trainer
+from gkl.engine.errors import CollapseError, NonFiniteLossError, TrainingStopped
+from gkl.engine.lock import RunLock
+from gkl.engine.trainer import Trainer
 
 __all__ = [
+    "CollapseError",
     "DistInfo",
     "EMASettings",
     "EpochLRSchedule",
@@ -20,6 +23,8 @@ __all__ = [
     "ScheduleSettings",
     "TrainSettings",
     "Trainer",
+    "TrainingStopped",
+    "RunLock",
     "atomic_save",
     "cleanup",
     "epoch_seed",

@@ -61,6 +61,28 @@ class MixedPrecision:
         self.scaler.step(optimizer)
         self.scaler.update()
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()`` (scaled under fp16); call once per micro-batch when accumulating."""
+        if self.scaler is None:
+            loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter],
+             clip_grad_norm: float | None) -> None:
+        """Optional clipping (of the unscaled, accumulated gradients) and ``optimizer.step()``;
+        under fp16 the scaler skips a step with inf/NaN gradients and updates its scale once."""
+        if self.scaler is None:
+            if clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+            optimizer.step()
+            return
+        if clip_grad_norm is not None:
+            self.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
     def state_dict(self) -> dict | None:
         return None if self.scaler is None else self.scaler.state_dict()
 

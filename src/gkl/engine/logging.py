@@ -56,7 +56,10 @@ def _json_safe(value: Any) -> Any:
 class MetricsWriter:
     """Appends one JSON object per epoch to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool = True,
+                 purge_step: int | None = None) -> None:
+        """``purge_step``: on resume, the first epoch to be re-run; TensorBoard events from that
+        step on (written by the interrupted run) are discarded so curves are not duplicated."""
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
         self._tb = None
@@ -66,10 +69,11 @@ class MetricsWriter:
             except ImportError:  # tensorboard is optional (extra "logging")
                 logging.getLogger(LOGGER_NAME).info("tensorboard not installed; skipping tb/ scalars")
             else:
-                self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+                self._tb = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
 
-    def truncate_after(self, epoch: int) -> None:
-        """Drop records of epochs after ``epoch`` (a resumed run rewrites them)."""
+    def truncate_after(self, epoch: int, step: int | None = None) -> None:
+        """Drop records after the checkpoint (a resumed run rewrites them): records whose ``step``
+        is after ``step`` when both are known, else whose epoch is after ``epoch``."""
         if not self.enabled or not self.path.exists():
             return
         kept = []
@@ -78,19 +82,24 @@ class MetricsWriter:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
-            if int(record.get("epoch", 0)) <= epoch:
+            if step and "step" in record:
+                keep = int(record["step"]) <= step
+            else:
+                keep = int(record.get("epoch", 0)) <= epoch
+            if keep:
                 kept.append(line)
         self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any], step: int | None = None) -> None:
+        """Append ``record``; TensorBoard scalars at x = ``step`` (default: ``record["epoch"]``)."""
         if not self.enabled:
             return
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(_json_safe(record), sort_keys=False) + "\n")
         if self._tb is not None:
-            step = int(record["epoch"])
+            step = int(record["epoch"]) if step is None else int(step)
             for name, value in _flatten(record).items():
-                if name != "epoch":
+                if name not in ("epoch", "step"):
                     self._tb.add_scalar(name, value, step)
             self._tb.flush()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -29,6 +30,17 @@ def git_state(path: Path | None = None) -> dict[str, Any]:
     return {"commit": commit or "unknown", "dirty": bool(status.strip())}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def environment_record(*, seed: int, world_size: int) -> dict[str, Any]:
     """What ``run.json`` records about the run's environment."""
     git = git_state()
@@ -42,6 +54,10 @@ def environment_record(*, seed: int, world_size: int) -> dict[str, Any]:
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "world_size": world_size,
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
         "command": list(sys.argv),
         "start_time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -55,12 +71,41 @@ def write_config(run_dir: Path, config: dict | None) -> None:
     (run_dir / "config.yaml").write_text(text, encoding="utf-8")
 
 
-def write_run_record(run_dir: Path, *, seed: int, world_size: int, resumed_from_epoch: int | None) -> None:
-    """``run.json``; a resume keeps the original record and appends to its ``resumes`` list."""
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` as a dict ({} when missing or unreadable)."""
+    try:
+        record = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_run_record(run_dir: Path, *, seed: int, world_size: int, resumed_from_epoch: int | None,
+                     changed: list[str] | None = None) -> None:
+    """``run.json``; a resume keeps the original record and appends to its ``resumes`` list
+    (with ``changed``: the settings the resume changed, e.g. ``train.optim.lr`` after a non-finite stop)."""
     path = run_dir / "run.json"
     record = environment_record(seed=seed, world_size=world_size)
     if resumed_from_epoch is not None and path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        previous.setdefault("resumes", []).append({**record, "from_epoch": resumed_from_epoch})
+        previous = read_run_record(run_dir)
+        entry = {**record, "from_epoch": resumed_from_epoch}
+        if changed:
+            entry["changed"] = list(changed)
+        previous.setdefault("resumes", []).append(entry)
         record = previous
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    _write_json(path, record)
+
+
+def record_stop(run_dir: Path, stop: dict[str, Any]) -> None:
+    """Record in ``run.json`` why the run (or its latest resume) stopped: ``{"reason", ...}``."""
+    record = read_run_record(run_dir)
+    record["stopped"] = stop
+    if record.get("resumes"):
+        record["resumes"][-1]["stopped"] = stop
+    _write_json(run_dir / "run.json", record)

@@ -16,6 +16,8 @@ from gkl.utils.validation import check_choice as _check_choice, check_number as 
 
 AmpMode = Literal["off", "bf16", "fp16", "auto"]
 
+_LOGGERS = ("tensorboard", "wandb", "mlflow")
+
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
@@ -54,12 +56,29 @@ class TrainSettings:
     clip_grad_norm: max global L2 norm of the gradients, or ``None``.
     sync_bn: convert BatchNorm to SyncBatchNorm under DDP (CUDA only).
     deterministic: ask torch for deterministic kernels (slower on GPU).
-    eval_every / checkpoint_every: in epochs; the last epoch is always evaluated and saved.
+    epochs / iterations: the training length, in epochs or in optimizer steps (exactly one;
+        neither = 240 epochs). An iteration-based run's last epoch may be partial.
+    eval_every / checkpoint_every: in epochs; the last step is always evaluated and saved.
+    eval_every_steps / checkpoint_every_steps: in optimizer steps instead of epochs (when set,
+        the epoch-based field is not used); checkpoints may then fall mid-epoch and resume exactly.
+    accumulate_steps: micro-batches per optimizer step (gradient accumulation; the loss of each
+        is scaled by 1/k; DDP synchronises gradients on the last one only).
+    compile: wrap the trained model in ``torch.compile``. channels_last: NHWC memory format for
+        the model and 4-D input tensors (conv nets on GPU).
+    loggers: ``tensorboard``, ``wandb``, ``mlflow`` (rank 0 only; metrics.jsonl is always written).
+    select_metric / select_mode: the evaluator's metric that defines the best checkpoint
+        (``best.pt``) and whether higher (``max``) or lower (``min``) is better.
     log_every: steps between progress updates (0 = only per epoch).
     device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"``.
+    stop_on_collapse / collapse_patience / collapse_margin: a run whose selected accuracy is
+        at chance (``<= 100 * k / num_classes + collapse_margin`` percent for top-k) for
+        ``collapse_patience`` consecutive evaluations after having been above it is flagged
+        as collapsed (metrics.jsonl, summary.json, train.log) and, with ``stop_on_collapse``,
+        stopped (see :mod:`gkl.engine.collapse`).
     """
 
-    epochs: int = 240
+    epochs: Optional[int] = None
+    iterations: Optional[int] = None
     optim: OptimSettings = field(default_factory=OptimSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     amp: AmpMode = "off"
@@ -73,6 +92,17 @@ class TrainSettings:
     progress: bool = True
     device: str = "auto"
     checkpoint_every: int = 1
+    eval_every_steps: Optional[int] = None
+    checkpoint_every_steps: Optional[int] = None
+    accumulate_steps: int = 1
+    compile: bool = False
+    channels_last: bool = False
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    select_metric: str = "top1"
+    select_mode: Literal["max", "min"] = "max"
+    stop_on_collapse: bool = False
+    collapse_patience: int = 3
+    collapse_margin: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.optim, dict):
@@ -81,11 +111,29 @@ class TrainSettings:
             self.schedule = ScheduleSettings(**self.schedule)
         if isinstance(self.ema, dict):
             self.ema = EMASettings(**self.ema)
-        _check_number("train", "epochs", self.epochs, minimum=1, integer=True)
+        if self.epochs is not None and self.iterations is not None:
+            raise ValueError(f"train.iterations: set either train.epochs ({self.epochs}) or train.iterations "
+                             f"({self.iterations}), not both")
+        if self.epochs is None and self.iterations is None:
+            self.epochs = 240
+        if self.epochs is not None:
+            _check_number("train", "epochs", self.epochs, minimum=1, integer=True)
+        else:
+            _check_number("train", "iterations", self.iterations, minimum=1, integer=True)
+        for name in ("eval_every_steps", "checkpoint_every_steps"):
+            if getattr(self, name) is not None:
+                _check_number("train", name, getattr(self, name), minimum=1, integer=True)
+        _check_number("train", "accumulate_steps", self.accumulate_steps, minimum=1, integer=True)
+        if not isinstance(self.loggers, (list, tuple)) or any(x not in _LOGGERS for x in self.loggers):
+            raise ValueError(f"train.loggers: expected a list of {list(_LOGGERS)}, got {self.loggers!r}")
+        self.loggers = list(dict.fromkeys(self.loggers))
+        if not isinstance(self.select_metric, str) or not self.select_metric:
+            raise ValueError(f"train.select_metric: expected a metric name, got {self.select_metric!r}")
+        _check_choice("train", "select_mode", self.select_mode, ("max", "min"))
         for name, cls in (("optim", OptimSettings), ("schedule", ScheduleSettings), ("ema", EMASettings)):
             if not isinstance(getattr(self, name), cls):
                 raise ValueError(f"train.{name}: expected {cls.__name__}, got {getattr(self, name)!r}")
-        if self.schedule.warmup_epochs > self.epochs:
+        if self.epochs is not None and self.schedule.warmup_epochs > self.epochs:
             raise ValueError(
                 f"schedule.warmup_epochs: expected at most train.epochs ({self.epochs}), "
                 f"got {self.schedule.warmup_epochs}"
@@ -93,13 +141,15 @@ class TrainSettings:
         _check_choice("train", "amp", self.amp, ("off", "bf16", "fp16", "auto"))
         if self.clip_grad_norm is not None:
             _check_number("train", "clip_grad_norm", self.clip_grad_norm, minimum=0.0, strict=True)
-        for name in ("sync_bn", "deterministic", "progress"):
+        for name in ("sync_bn", "deterministic", "progress", "stop_on_collapse", "compile", "channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"train.{name}: expected a bool, got {getattr(self, name)!r}")
         _check_number("train", "seed", self.seed, minimum=0, integer=True)
         _check_number("train", "eval_every", self.eval_every, minimum=1, integer=True)
         _check_number("train", "checkpoint_every", self.checkpoint_every, minimum=1, integer=True)
         _check_number("train", "log_every", self.log_every, minimum=0, integer=True)
+        _check_number("train", "collapse_patience", self.collapse_patience, minimum=1, integer=True)
+        _check_number("train", "collapse_margin", self.collapse_margin, minimum=0.0)
         if not isinstance(self.device, str) or not _DEVICE_PATTERN.match(self.device):
             raise ValueError(
                 f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
@@ -110,7 +160,12 @@ class TrainSettings:
         return asdict(self)
 
 
-# Fields that do not change what is computed; they may differ between a run and its resume.
+# Fields that do not change the trained weights; they may differ between a run and its resume.
 RESUME_TOLERANT_FIELDS: frozenset[str] = frozenset(
-    {"progress", "log_every", "device", "eval_every", "checkpoint_every"}
+    {"progress", "log_every", "device", "eval_every", "checkpoint_every", "eval_every_steps",
+     "checkpoint_every_steps", "stop_on_collapse", "collapse_patience", "collapse_margin", "loggers",
+     "compile", "channels_last"}
 )
+
+# Fields a resume may change after the run stopped on a non-finite loss ("fix the cause and resume").
+RESUME_FIX_FIELDS: frozenset[str] = frozenset({"optim.lr", "clip_grad_norm", "amp", "schedule"})

@@ -1,0 +1,63 @@
+"""Which settings may differ between a run and its resume.
+
+A resume must compute what the uninterrupted run would have computed, so the
+train settings and the config are compared with the checkpoint's, except:
+
+- :data:`gkl.settings.train.RESUME_TOLERANT_FIELDS` (progress, logging, evaluation and
+  checkpoint frequency, device, trackers): they never change the trained weights;
+- the caller's ``tolerant_config_keys`` (the runner passes ``out_dir``, ``name``,
+  ``data.root``, ``data.num_workers``: a run folder or a data set may move);
+- after a run stopped on a non-finite loss, :data:`gkl.settings.train.RESUME_FIX_FIELDS`
+  (``optim.lr``, ``clip_grad_norm``, ``amp``, ``schedule``): "fix the cause and resume".
+  What changed is recorded in ``run.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from gkl.engine.checkpoint import dict_differences
+from gkl.settings.train import RESUME_FIX_FIELDS, RESUME_TOLERANT_FIELDS
+from gkl.utils.errors import InputError
+
+
+def _matches(key: str, patterns: Iterable[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in patterns)
+
+
+def resume_changes(*, settings: dict, saved_settings: dict, config: Any, saved_config: Any,
+                   tolerant_config_keys: Iterable[str], after_non_finite: bool, path: Path) -> list[str]:
+    """Dotted keys that changed and are allowed to (``train.``-prefixed for settings), or raise
+    :class:`InputError` naming the keys that may not change."""
+    tolerant = set(RESUME_TOLERANT_FIELDS)
+    fixable = set(RESUME_FIX_FIELDS)
+    changed: list[str] = []
+    refused: list[str] = []
+    fix_refused: list[str] = []
+
+    def sort(keys: list[str], prefix: str, extra_tolerant: set[str]) -> None:
+        for key in keys:
+            inner = key[len(prefix):] if prefix and key.startswith(prefix) else None
+            if _matches(key, extra_tolerant) or (inner is not None and _matches(inner, tolerant)):
+                continue
+            if inner is not None and _matches(inner, fixable):
+                (changed if after_non_finite else fix_refused).append(key)
+                continue
+            refused.append(key)
+
+    sort(["train." + k for k in dict_differences(settings, saved_settings)], "train.", set())
+    if config is not None or saved_config is not None:
+        sort(dict_differences(config, saved_config), "train.", set(tolerant_config_keys))
+    refused = sorted(set(refused))
+    fix_refused = sorted(set(fix_refused))
+    if refused:
+        what = "train settings" if all(k.startswith("train.") for k in refused) else "config"
+        raise InputError(f"{path}: the checkpoint was written with a different {what} (differing: "
+                         f"{', '.join(refused)}); a resume continues the same run (see docs/training.md, "
+                         "Resume, for what may change)")
+    if fix_refused:
+        raise InputError(f"{path}: the checkpoint was written with different train settings (differing: "
+                         f"{', '.join(fix_refused)}); these may change on resume only after the run "
+                         "stopped on a non-finite loss")
+    return sorted(set(changed))
