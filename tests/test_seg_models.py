@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gkl.models import create_model, load_checkpoint
+from gkl.models import create_model
 from gkl.models.segmentation import load_backbone, segmentation_param_groups, upsample_logits
 from gkl.utils.errors import InputError
 
@@ -138,4 +138,3 @@ def test_checkpoint_roundtrip_and_param_groups(tmp_path) -> None:
     groups = segmentation_param_groups(model)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     assert groups[1]["lr_scale"] == 10.0 and all(p is not model.layer0[0].weight for p in groups[1]["params"])
-    assert load_checkpoint  # re-exported loader handles APD-style {'state_dict': {'module.*'}} files

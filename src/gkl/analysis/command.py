@@ -46,7 +46,7 @@ def load_run(run: str | Path, *, which: str = "best") -> LoadedRun:
     the missing file otherwise."""
     from gkl.data import build_dataset
     from gkl.evaluate.run_eval import load_run_config
-    from gkl.models import create_model, load_checkpoint
+    from gkl.models import create_model, load_weights
 
     path = Path(run)
     if path.is_file():
@@ -63,7 +63,7 @@ def load_run(run: str | Path, *, which: str = "best") -> LoadedRun:
     test_set = build_dataset(cfg.data.name, cfg.data.root, False, normalize=cfg.data.normalize)
     info = test_set.info
     model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
-    load_checkpoint(model, ckpt)
+    load_weights(model, ckpt)
     model.eval()
     return LoadedRun(name=run_dir.name, run_dir=run_dir, model=model, test_set=test_set,
                      num_classes=info.num_classes, normalize=cfg.data.normalize, class_names=info.class_names)

@@ -23,7 +23,7 @@ student; ``dilate_basic="both"`` dilates ``conv2`` too.
 
 Module names follow the APD/semseg PSPNet (``layer0`` stem, ``layer1..4``, ``ppm.features``,
 ``ppm.merge``, ``cls``, ``aux``), so with ``stem="deep"`` its released checkpoints load with
-:func:`gkl.models.load_checkpoint`; ImageNet backbone files load with :func:`load_backbone`.
+:func:`gkl.models.load_weights`; ImageNet backbone files load with :func:`load_backbone`.
 """
 
 from __future__ import annotations
