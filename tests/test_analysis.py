@@ -140,7 +140,8 @@ def test_analyze_commands_write_png_and_json(run_dir: Path, tmp_path: Path):
                                                            eps=0.1).items()})
     margins = json.loads((out / "margins_adv.json").read_text())
     assert len(margins["difference_b_minus_a"]) == 10
-    paths.update({f"t_{k}": v for k, v in analyze_tsne(run_dir / "a", out, classes=3, max_per_class=20, max_iter=250).items()})
+    tsne = analyze_tsne(run_dir / "a", out, classes=3, max_per_class=20, max_iter=250)
+    paths.update({f"t_{k}": v for k, v in tsne.items()})
     for path in paths.values():
         assert path.is_file() and path.stat().st_size > 0
     assert (out / "scores.png").read_bytes()[:4] == b"\x89PNG"

@@ -143,7 +143,7 @@ settings:
     again = summarize([out], baseline="kd")
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(again.to_json()))
     assert (out / "summary.md").read_text() == format_markdown(again) + "\n"
-    assert [row["setting"] for row in again.rows] == ["teacher", "kd"]
+    assert [row["setting"] for row in again.rows] == ["kd", "teacher"]
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # a third call trains nothing
     assert run_sweep(study, out_dir=out)["trained"] == []
