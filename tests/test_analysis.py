@@ -104,7 +104,7 @@ def test_tsne_embeds_the_chosen_classes_natural_and_adversarial(setup):
     def attack(images, labels):
         return pgd(model, images, labels, eps=0.1, step_size=0.05, steps=2, random_start=None)
 
-    result = tsne_embedding(model, data, classes=2, attack=attack, seed=1, perplexity=5)
+    result = tsne_embedding(model, data, classes=2, attack=attack, seed=1, perplexity=5, max_iter=250)
     n = int(torch.isin(y, torch.tensor(result["classes"])).sum())
     assert len(result["points"]) == 2 * n and sum(result["adversarial"]) == n
     assert set(result["labels"]) == set(result["classes"]) and len(result["classes"]) == 2
@@ -140,7 +140,8 @@ def test_analyze_commands_write_png_and_json(run_dir: Path, tmp_path: Path):
                                                            eps=0.1).items()})
     margins = json.loads((out / "margins_adv.json").read_text())
     assert len(margins["difference_b_minus_a"]) == 10
-    paths.update({f"t_{k}": v for k, v in analyze_tsne(run_dir / "a", out, classes=3, max_per_class=20).items()})
+    tsne = analyze_tsne(run_dir / "a", out, classes=3, max_per_class=20, max_iter=250)
+    paths.update({f"t_{k}": v for k, v in tsne.items()})
     for path in paths.values():
         assert path.is_file() and path.stat().st_size > 0
     assert (out / "scores.png").read_bytes()[:4] == b"\x89PNG"

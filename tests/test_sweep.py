@@ -143,7 +143,7 @@ settings:
     again = summarize([out], baseline="kd")
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(again.to_json()))
     assert (out / "summary.md").read_text() == format_markdown(again) + "\n"
-    assert [row["setting"] for row in again.rows] == ["teacher", "kd"]
+    assert [row["setting"] for row in again.rows] == ["kd", "teacher"]
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # a third call trains nothing
     assert run_sweep(study, out_dir=out)["trained"] == []
@@ -158,3 +158,23 @@ def test_submitit_local_executor_runs_a_study(configs: Path) -> None:
     assert result["trained"] == ["ce_seed0"] and not result["failed"]
     assert json.loads((out / "ce_seed0" / "summary.json").read_text())["epochs"] == 1
     assert (out / "summary.csv").read_text().splitlines()[1].startswith("ce,1,")
+
+
+def test_command_front_dry_run_prints_every_run(configs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from gkl.sweep.commands import add_analyze, add_summarize, add_sweep, run_sweep_command
+
+    parser = argparse.ArgumentParser(prog="gkl")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_sweep(sub), add_summarize(sub), add_analyze(sub)
+    study = _study(configs, "config: base.yaml\nseeds: 3\nsettings: {ce: {}}\n")
+    args = parser.parse_args(["sweep", str(study), "--dry-run", "--out", str(configs / "out")])
+    assert run_sweep_command(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(line.startswith("gkl train ") and line.endswith("--resume") for line in lines)
+    assert not (configs / "out").exists()
+    args = parser.parse_args(["analyze", "margins", "a", "b", "--adversarial", "--eps", "0.1"])
+    assert (args.analysis, args.adversarial, args.eps) == ("margins", True, 0.1)
+    with pytest.raises(InputError, match="--jobs"):
+        run_sweep(study, jobs=0)

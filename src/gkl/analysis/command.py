@@ -124,14 +124,15 @@ def analyze_margins(run_a: str | Path, run_b: str | Path, out_dir: Path, *, adve
 
 def analyze_tsne(run: str | Path, out_dir: Path, *, classes: int = 5, adversarial: bool = False,
                  eps: float = 8 / 255, seed: int = 0, which: str = "best",
-                 max_per_class: int = 200) -> dict[str, Path]:
+                 max_per_class: int = 200, max_iter: int = 1000) -> dict[str, Path]:
     """t-SNE of penultimate features of ``classes`` random classes, natural (+ adversarial) (Fig. 4a/b)."""
     loaded = load_run(run, which=which)
     if not 1 <= classes <= loaded.num_classes:
         raise InputError(f"--classes must be in [1, {loaded.num_classes}], got {classes}")
     attack = _pgd(loaded, eps) if adversarial else None
     result = tsne_embedding(loaded.model, loaded.test_set, classes=classes, attack=attack,
-                            num_classes=loaded.num_classes, seed=seed, max_per_class=max_per_class)
+                            num_classes=loaded.num_classes, seed=seed, max_per_class=max_per_class,
+                            max_iter=max_iter)
     stem = f"tsne_{loaded.name}" + ("_adv" if adversarial else "")
     return {"json": _write(out_dir, stem, {"run": str(loaded.run_dir), "eps": eps if adversarial else None,
                                            **result}),

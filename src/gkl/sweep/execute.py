@@ -133,7 +133,7 @@ def run_sweep(study_path: str | Path, *, jobs: int = 1, launcher: str = "local",
         _write_manifest(study, status)
 
     summary = None
-    run_dirs = [r.run_dir for r in study.runs if (r.run_dir / "config.yaml").is_file()]
+    run_dirs = [study.out_dir]  # exactly what `gkl summarize OUT_DIR` reads
     if any(v == "finished" for v in status.values()):
         summary = summarize(run_dirs)
         if study.baseline is not None and any(row["setting"] == study.baseline for row in summary.rows):

@@ -72,6 +72,7 @@ def plot_accuracy_vs_tau(summary: Summary, path: Path, *, metric: str = "last_to
             ax.axhline(row["metrics"][metric]["mean"], linestyle="--", linewidth=1, label=row["setting"],
                        color=f"C{(len(series) + rows.index(row)) % 10}")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ticks = finite + ([inf_x] if any(not math.isfinite(r["varies"][TAU_KEY]) for r in with_tau) else [])
     ax.set_xticks(ticks)
     ax.set_xticklabels([("∞" if x == inf_x and x not in finite else f"{x:g}") for x in ticks])

@@ -1,0 +1,117 @@
+"""``gkl summarize`` semantics: settings, duplicates, skipped runs, CIs, paired differences, CSV/JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gkl.evaluate.summary import (confidence_interval, format_csv, summarize, summarize_runs, t_quantile,
+                                  write_summary)
+from gkl.utils.errors import InputError
+
+
+def _run(root: Path, name: str, seed: int, *, temperature: float = 4.0, last: float | None = 50.0,
+         best: float | None = None, finished: bool = True, teacher: str | None = None) -> Path:
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    config = {"kind": "distill", "name": name, "out_dir": str(root), "model": {"name": "mnist1d_mlp"},
+              "distill": {"method": "kd", "temperature": temperature},
+              "teacher": {"name": "mnist1d_cnn", "checkpoint": teacher},
+              "train": {"seed": seed, "epochs": 3, "device": "cpu"}, "data": {"root": f"/data{seed}"}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    if finished:
+        (run_dir / "summary.json").write_text(json.dumps(
+            {"last_top1": last, "best_top1": best if best is not None else last, "epochs": 3}))
+    return run_dir
+
+
+@pytest.fixture()
+def runs(tmp_path: Path) -> dict[str, list[Path]]:
+    kd = [_run(tmp_path, f"kd_seed{s}", s, last=v) for s, v in zip(range(4), (60.0, 62.0, 61.0, 65.0))]
+    hot = [_run(tmp_path, f"kd_hot_seed{s}", s, temperature=20.0, last=v)
+           for s, v in zip(range(3), (63.0, 62.5, 64.0))]
+    return {"kd": kd, "hot": hot}
+
+
+def test_t_quantile_and_interval_match_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 4, 9, 30, 200):
+        for p in (0.9, 0.975, 0.995):
+            assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
+    values = [60.0, 62.0, 61.0, 65.0]
+    lo, hi = confidence_interval(values)
+    ref = stats.t.interval(0.95, 3, loc=statistics.mean(values), scale=statistics.stdev(values) / 2)
+    assert (lo, hi) == pytest.approx(ref, rel=1e-9)
+    assert confidence_interval([1.0]) is None
+
+
+def test_rows_by_setting_with_stats_and_paired_differences(runs) -> None:
+    summary = summarize(runs["kd"] + runs["hot"], baseline="kd")
+    rows = {r["setting"]: r for r in summary.rows}
+    assert set(rows) == {"kd", "kd_hot"}  # labelled by setting, not by the first run's name
+    kd = rows["kd"]["metrics"]["last_top1"]
+    assert kd["n"] == 4 and kd["mean"] == pytest.approx(62.0) and kd["std"] == pytest.approx(statistics.stdev(
+        [60.0, 62.0, 61.0, 65.0]))
+    assert kd["values"] == {"0": 60.0, "1": 62.0, "2": 61.0, "3": 65.0}
+    assert rows["kd"]["varies"] == {"distill.temperature": 4.0}
+    paired = rows["kd_hot"]["paired"]["last_top1"]
+    diffs = [63.0 - 60.0, 62.5 - 62.0, 64.0 - 61.0]  # common seeds 0, 1, 2 only
+    assert paired["n"] == 3 and paired["mean"] == pytest.approx(statistics.mean(diffs))
+    assert paired["ci95"] == pytest.approx(list(confidence_interval(diffs)))
+    assert rows["kd"]["paired"]["last_top1"]["mean"] == 0.0
+
+
+def test_same_run_twice_counts_once_and_duplicate_seed_is_an_error(runs, tmp_path: Path) -> None:
+    once = summarize(runs["kd"])
+    twice = summarize(runs["kd"] + [runs["kd"][0], Path(str(runs["kd"][1]) + "/")])
+    assert twice.to_json() == once.to_json()
+    other = _run(tmp_path / "elsewhere", "kd_again", 2)
+    with pytest.raises(InputError, match=r"kd_seed2 and .*kd_again are two runs of the same setting"):
+        summarize(runs["kd"] + [other])
+
+
+def test_unfinished_runs_are_listed_as_skipped(runs, tmp_path: Path) -> None:
+    pending = _run(tmp_path, "kd_seed9", 9, finished=False)
+    summary = summarize(runs["kd"] + [pending])
+    assert summary.skipped == [{"run": str(pending), "reason": "unfinished (no summary.json)"}]
+    assert summary.rows[0]["seeds"] == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="no such run directory"):
+        summarize([tmp_path / "missing"])
+    with pytest.raises(InputError, match="baseline: no setting named 'ce'"):
+        summarize(runs["kd"], baseline="ce")
+
+
+def test_a_directory_of_runs_and_per_seed_teacher_chains(tmp_path: Path) -> None:
+    root = tmp_path / "study"
+    for s in range(2):
+        _run(root, f"first_seed{s}", s, last=70.0 + s)
+        _run(root, f"second_seed{s}", s, last=72.0 + s, teacher=str(root / f"first_seed{s}" / "best.pt"))
+    summary = summarize([root])
+    assert [r["setting"] for r in summary.rows] == ["first", "second"]
+    assert [r["seeds"] for r in summary.rows] == [[0, 1], [0, 1]]
+
+
+def test_csv_json_markdown_outputs(runs, tmp_path: Path) -> None:
+    summary = summarize(runs["kd"] + runs["hot"], baseline="kd")
+    paths = write_summary(summary, tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    assert data["baseline"] == "kd" and [r["setting"] for r in data["rows"]] == ["kd", "kd_hot"]
+    table = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
+    assert table[1]["setting"] == "kd_hot" and float(table[1]["last_top1_mean"]) == pytest.approx(63.1666666)
+    assert float(table[1]["last_top1_delta_mean"]) == pytest.approx(summary.rows[1]["paired"]["last_top1"]["mean"])
+    assert paths["csv"].read_text() == format_csv(summary)
+    md = paths["md"].read_text()
+    assert "| kd_hot | 3 |" in md and "seed 0: 63.00" in md and "(baseline)" in md
+
+
+def test_legacy_rows_for_the_demo(runs) -> None:
+    rows, table = summarize_runs(runs["kd"])
+    assert rows[0]["name"] == "kd" and rows[0]["seeds"] == 4
+    assert rows[0]["last_top1"] == [60.0, 62.0, 61.0, 65.0] and rows[0]["best_top1"] == rows[0]["last_top1"]
+    assert "| kd | 4 |" in table
