@@ -17,25 +17,8 @@ from torch import nn
 
 from gkl.engine import TrainSettings, Trainer
 from gkl.objectives.base import Objective, StepOutput
+from helpers import TESTS_DIR, assert_identical  # noqa: F401  (assert_identical: re-exported for the tests)
 
-TESTS_DIR = Path(__file__).resolve().parent
-
-
-
-def assert_identical(a, b, path="state"):
-    """Assert two nested checkpoint states (dicts, lists, tensors, values) are exactly equal."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), path
-        for key in a:
-            assert_identical(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_identical(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
 
 def digits_tensors(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """sklearn's 8x8 digits (1797 images), standardised; a fixed 1400/397 train/test split."""

@@ -2,62 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from gkl.data import build_dataset
 from gkl.evaluate.robust import RobustReport, _check_in_ball, evaluate_robustness
-
-torch.set_num_threads(2)
-
-
-def _digits(tmp_root, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The bundled 8x8 digits split as ((N, 1, 8, 8) in [0, 1], labels)."""
-    dataset = build_dataset("digits", tmp_root, train, normalize=False)
-    images, labels = next(iter(DataLoader(dataset, batch_size=len(dataset))))
-    return images.float(), labels.long()
-
-
-class SmallCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A small CNN trained with plain CE on the bundled digits (setup only), and the test split."""
-    root = tmp_path_factory.mktemp("digits")
-    images, labels = _digits(root, True)
-    torch.manual_seed(0)
-    model = SmallCNN()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    model.train()
-    for _ in range(12):
-        for idx in torch.randperm(len(labels)).split(64):
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    return model, TensorDataset(*_digits(root, False))
+def trained(standard_digits_cnn, digits01_splits):
+    """The session's CE-trained digits CNN (see conftest.py) and the digits test split in [0, 1]."""
+    return standard_digits_cnn, TensorDataset(*digits01_splits[1])
 
 
 def test_report_is_consistent_and_autoattack_is_strongest(trained):
     model, dataset = trained
-    model.train()  # evaluation must switch to eval mode and restore this afterwards
+    model = copy.deepcopy(model).train()  # evaluation must switch to eval mode and restore this afterwards
     rng_before = torch.get_rng_state()
     report = evaluate_robustness(model, dataset, eps_list=(8 / 255, 0.1), attacks=("pgd10", "cw10", "autoattack"),
                                  step_size=2 / 255, num_examples=48, batch_size=32, autoattack_version="fast")
