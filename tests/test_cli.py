@@ -32,8 +32,9 @@ def test_train_writes_a_complete_run_directory(teacher_run: Path) -> None:
     assert [r["epoch"] for r in records] == [1, 2, 3]
     run = json.loads((teacher_run / "run.json").read_text())
     assert run["seed"] == 0 and "git_commit" in run
-    # a 3-epoch CNN on MNIST-1D is far above chance (10%)
-    assert records[-1]["eval"]["top1"] > 30.0
+    # a 3-epoch CNN on MNIST-1D is far above chance (10%); threshold from the spread over seeds and
+    # 1/2 threads (tests/helpers_margins.py)
+    assert records[-1]["eval"]["top1"] > 60.0
 
 
 def test_distill_from_the_trained_teacher_and_evaluate(teacher_run: Path, tmp_path: Path,

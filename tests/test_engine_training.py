@@ -25,7 +25,8 @@ def test_short_run_learns_and_writes_the_run_directory(tmp_path):
     assert [r["lr"] for r in records] == pytest.approx([0.05, 0.05, 0.005])
     assert records[-1]["train"]["loss"] < records[0]["train"]["loss"]
     assert records[-1]["train"]["acc"] > records[0]["train"]["acc"]
-    assert records[-1]["eval"]["top1"] > 80.0 > records[0]["train"]["acc"]
+    # thresholds: margins measured over seeds and 1/2 threads (tests/helpers_margins.py)
+    assert records[-1]["eval"]["top1"] > 90.0 and records[0]["train"]["acc"] < 80.0
     assert set(records[-1]["eval"]["groups"]) == set(groups) and "top5" in records[-1]["ema_eval"]
     best = max(records, key=lambda r: r["eval"]["top1"])
     assert summary["best_top1"] == best["eval"]["top1"] and summary["best_epoch"] == best["epoch"]
@@ -159,7 +160,7 @@ def test_runs_on_gkl_data_loaders_with_lr_scaling(tmp_path, in_memory):
     assert trainer.schedule.base_lr == pytest.approx(0.1 * 32 / 64)  # lr x global batch / reference
     assert [r["lr"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == pytest.approx([0.05, 0.005])
     assert summary["final"]["eval"]["count"] == len(test_set)
-    assert summary["best_top1"] > 50.0 and set(summary["final"]["eval"]["groups"]) == {"low", "high"}
+    assert summary["best_top1"] > 80.0 and set(summary["final"]["eval"]["groups"]) == {"low", "high"}
 
 
 class PerSampleLoss(CountingObjective):
