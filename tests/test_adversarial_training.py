@@ -18,6 +18,7 @@ def standard_report(standard_digits_cnn, digits01_splits):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("standard_digits_cnn")  # trained once per worker (conftest.py)
 @pytest.mark.parametrize("method", ["gkl", "trades"])
 def test_adversarial_training_beats_standard_training_under_pgd(tmp_path, method, digits01_splits,
                                                                 standard_report):

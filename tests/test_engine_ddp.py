@@ -16,11 +16,14 @@ def launch(*args: str, env_extra: dict | None = None):
     return torchrun(TESTS_DIR / "test_engine_support.py", *args, env_extra=env_extra)
 
 
-def ddp_run(tmp_path, objective_kind: str) -> dict:
-    out = tmp_path / "ddp_result.pt"
-    done = launch("ddp", str(tmp_path / "ddp"), str(out), objective_kind)
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory) -> tuple:
+    """One torchrun launch training both objective kinds ("prior", "gkl"): (run dirs root, results by kind)."""
+    root = tmp_path_factory.mktemp("ddp")
+    done = launch("ddp", str(root / "runs"), str(root / "results"), "prior,gkl")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return torch.load(out, weights_only=True)
+    return root / "runs", {kind: torch.load(root / "results" / f"{kind}.pt", weights_only=True)
+                           for kind in ("prior", "gkl")}
 
 
 def single(tmp_path, objective_kind: str) -> dict:
@@ -48,19 +51,22 @@ def check_same_prior(ddp: dict, one: dict) -> None:
         torch.testing.assert_close(ddp["prior"][name].double(), value.double(), rtol=1e-5, atol=1e-6)
 
 
-def test_ddp_two_processes_match_single_process(tmp_path):
+@pytest.mark.xdist_group("ddp_runs")  # one xdist worker runs both tests of the shared launch
+def test_ddp_two_processes_match_single_process(tmp_path, ddp_runs):
     # an objective with a class-wise prior all-reduced at epoch end (the engine calls on_epoch_end on every rank)
-    ddp, one = ddp_run(tmp_path, "prior"), single(tmp_path, "prior")
+    runs, results = ddp_runs
+    ddp, one = results["prior"], single(tmp_path, "prior")
     check_same_training(ddp, one)
     check_same_prior(ddp, one)
     assert one["prior"]["prior"].sum(dim=1).allclose(torch.ones(10, dtype=torch.float64))
-    assert (tmp_path / "ddp" / "checkpoint.pt").exists() and (tmp_path / "ddp" / "best.pt").exists()
-    assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2
+    assert (runs / "prior" / "checkpoint.pt").exists() and (runs / "prior" / "best.pt").exists()
+    assert json.loads((runs / "prior" / "run.json").read_text())["world_size"] == 2
 
 
-def test_ddp_class_wise_gkl_prior_matches_single_process(tmp_path):
+@pytest.mark.xdist_group("ddp_runs")
+def test_ddp_class_wise_gkl_prior_matches_single_process(tmp_path, ddp_runs):
     # DistillObjective(method="gkl", class_wise=True): its ClassPrior is stepped in on_epoch_end on both ranks
-    ddp, one = ddp_run(tmp_path, "gkl"), single(tmp_path, "gkl")
+    ddp, one = ddp_runs[1]["gkl"], single(tmp_path, "gkl")
     check_same_training(ddp, one)
     check_same_prior(ddp, one)
     prior = one["prior"]["prior.prior"]

@@ -174,14 +174,18 @@ def _resume_job(run_dir: Path, kill: str | None, resume: bool) -> None:
     trainer.fit(resume=resume)
 
 
-def _ddp_job(run_dir: Path, out: Path, objective_kind: str) -> None:
+def _ddp_job(run_dir: Path, out: Path, objective_kinds: str) -> None:
+    """distill_run under DDP for each of the comma-separated kinds: run_dir/<kind>, results to out/<kind>.pt
+    (one launch for several runs: starting the processes costs more than these runs)."""
     from gkl.engine import cleanup, init_distributed
 
     info = init_distributed("cpu")
     try:
-        summary = distill_run(run_dir, dist=info, batch_size=32, objective_kind=objective_kind)
-        if info.is_main:
-            torch.save(summary, out)
+        for kind in objective_kinds.split(","):
+            summary = distill_run(run_dir / kind, dist=info, batch_size=32, objective_kind=kind)
+            if info.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+                torch.save(summary, out / f"{kind}.pt")
     finally:
         cleanup()
 

@@ -12,6 +12,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gkl.evaluate.robust import RobustReport, _check_in_ball, evaluate_robustness
 
+# the tests of the session's trained digits CNN (conftest.py) share one xdist worker: it is trained once
+pytestmark = pytest.mark.xdist_group("standard_digits_cnn")
+
 
 @pytest.fixture(scope="module")
 def trained(standard_digits_cnn, digits01_splits):
