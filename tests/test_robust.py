@@ -32,7 +32,7 @@ def test_report_is_consistent_and_autoattack_is_strongest(trained):
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert isinstance(report, RobustReport)
     assert report.num_examples == 48 and report.dataset_size == len(dataset)
-    assert report.clean_accuracy > 0.8  # a real, trained model
+    assert report.clean_accuracy > 0.85  # a real, trained model (measured >= 0.958 over seeds and threads)
     for result in report.results:
         for attack, accuracy in result.accuracy.items():
             assert 0.0 <= result.worst_case <= accuracy <= 1.0, attack
