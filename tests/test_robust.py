@@ -37,9 +37,9 @@ def test_report_is_consistent_and_autoattack_is_strongest(trained):
         for attack, accuracy in result.accuracy.items():
             assert 0.0 <= result.worst_case <= accuracy <= 1.0, attack
         assert result.worst_case <= report.clean_accuracy
-    # AutoAttack is the strongest at eps = 0.1, where it leaves no example and PGD/CW leave many (measured
-    # over seeds and 1/2 threads, tests/helpers_margins.py). At 8/255, below the digits' grey-level step,
-    # AutoAttack and PGD-10 differ by 0 or 1 of the 48 examples either way: no ordering is asserted there.
+    # AutoAttack is the strongest at eps = 0.1, where PGD-10 and CW-10 leave >= 13 of the 48 examples more
+    # than it does (measured over seeds and 1/2 threads, tests/helpers_margins.py). At 8/255, below the
+    # digits' grey-level step, they differ by 0 to 2 examples: no ordering is asserted there.
     strong = report.results[1]
     assert strong.accuracy["autoattack"] <= strong.accuracy["pgd10"]
     assert strong.accuracy["autoattack"] <= strong.accuracy["cw10"]
