@@ -26,8 +26,10 @@ run-at: $(STAMP)
 	  $(VENV)/bin/gkl evaluate runs/demo_at/$$r --which last --robust --eps 0.1 \
 	    --attacks pgd20,cw20,autoattack --autoattack-version fast || exit 1; done
 
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py; OMP_NUM_THREADS, when set, rules);
+# tests sharing an expensive fixture carry the same xdist_group mark and run on one worker.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from gkl.objectives.adversarial import (
     GKLATObjective,
@@ -17,21 +16,7 @@ from gkl.objectives.adversarial import (
 from gkl.objectives.awp import perturbable_weights
 from gkl.objectives.base import StepOutput
 from gkl.settings.adversarial import GKLATSettings, TRADESSettings, adversarial_settings
-
-torch.set_num_threads(2)
-
-
-class TinyConvNet(nn.Module):
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
+from helpers import TinyConvNet
 
 def _batch(n: int = 12, seed: int = 0):
     g = torch.Generator().manual_seed(seed)

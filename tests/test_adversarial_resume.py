@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from gkl.engine import read_checkpoint
-from test_engine_support import assert_identical
+from helpers import assert_identical
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_at" / "gkl.yaml"
 

@@ -5,29 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from gkl.attacks import PGD, attack_loss, pgd
 from gkl.attacks.attack_losses import kl_attack_loss
-
-torch.set_num_threads(2)
-
-
-class TinyConvNet(nn.Module):
-    """A small real conv net with BatchNorm on (N, 1, 8, 8) inputs."""
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
-        self.head = nn.Linear(16, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
+from helpers import TinyConvNet
 
 def _model_and_batch(seed: int = 0, n: int = 16):
     torch.manual_seed(seed)

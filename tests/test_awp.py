@@ -9,8 +9,6 @@ from torch import nn
 
 from gkl.objectives.awp import AdversarialWeightPerturbation, perturbable_weights
 
-torch.set_num_threads(2)
-
 
 def _net(dtype=torch.float32) -> nn.Module:
     torch.manual_seed(0)

@@ -6,12 +6,11 @@ import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
 from gkl.objectives.awp import AdversarialWeightPerturbation, perturbable_weights
+from helpers import spawn_gloo
 
 
 def _net() -> nn.Module:
@@ -25,25 +24,18 @@ def _local_batch(rank: int):
     return torch.rand(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
 
 
-def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    try:
-        net = _net()
-        model = nn.parallel.DistributedDataParallel(net)
-        images, labels = _local_batch(rank)
-        awp = AdversarialWeightPerturbation(gamma=0.01)
-        perturbation = awp.compute_perturbation(model, lambda proxy: F.cross_entropy(proxy(images), labels))
-        torch.save(perturbation, os.path.join(out_dir, f"rank{rank}.pt"))
-        dist.barrier()  # no rank tears gloo down while its peer still uses it
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, world_size: int, out_dir: str) -> None:
+    model = nn.parallel.DistributedDataParallel(_net())
+    images, labels = _local_batch(rank)
+    awp = AdversarialWeightPerturbation(gamma=0.01)
+    perturbation = awp.compute_perturbation(model, lambda proxy: F.cross_entropy(proxy(images), labels))
+    torch.save(perturbation, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 @pytest.mark.slow
 def test_all_ranks_apply_the_same_perturbation_from_the_averaged_difference(tmp_path):
     world_size = 2
-    mp.spawn(_worker, args=(world_size, str(tmp_path / "init"), str(tmp_path)), nprocs=world_size, join=True)
+    spawn_gloo(_worker, str(tmp_path), world_size=world_size)
     per_rank = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world_size)]
     for a, b in zip(*per_rank):
         assert torch.equal(a, b)

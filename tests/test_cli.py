@@ -26,6 +26,7 @@ def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "runs" / "teacher"
 
 
+@pytest.mark.xdist_group("cli_teacher")  # the tests of the teacher_run fixture share one worker
 def test_train_writes_a_complete_run_directory(teacher_run: Path) -> None:
     for name in ("checkpoint.pt", "best.pt", "metrics.jsonl", "config.yaml", "run.json", "summary.json"):
         assert (teacher_run / name).is_file(), name
@@ -33,10 +34,12 @@ def test_train_writes_a_complete_run_directory(teacher_run: Path) -> None:
     assert [r["epoch"] for r in records] == [1, 2, 3]
     run = json.loads((teacher_run / "run.json").read_text())
     assert run["seed"] == 0 and "git_commit" in run
-    # a 3-epoch CNN on MNIST-1D is far above chance (10%)
-    assert records[-1]["eval"]["top1"] > 30.0
+    # a 3-epoch CNN on MNIST-1D is far above chance (10%); threshold from the spread over seeds and
+    # 1/2 threads (tests/helpers_margins.py)
+    assert records[-1]["eval"]["top1"] > 60.0
 
 
+@pytest.mark.xdist_group("cli_teacher")
 def test_distill_from_the_trained_teacher_and_evaluate(teacher_run: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     args = ["distill", str(CONFIGS / "demo" / "student_gkl.yaml"), *_common(tmp_path, "gkl"),
@@ -79,6 +82,7 @@ def test_existing_runs_are_never_overwritten(tmp_path: Path, capsys: pytest.Capt
     assert checkpoint.read_bytes() == saved
 
 
+@pytest.mark.xdist_group("cli_teacher")
 def test_non_finite_loss_stops_with_a_clear_error(teacher_run: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     # alpha far too large for raw-logit wMSE with a trained teacher: the loss overflows

@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
+import json
 
 import pytest
 import torch
 
-from test_engine_support import TESTS_DIR, distill_run
+from helpers import TESTS_DIR, assert_identical, torchrun
+from test_engine_support import distill_run
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def launch(*args: str, env_extra: dict | None = None):
+    """torchrun with 2 CPU processes running test_engine_support.main(args)."""
+    return torchrun(TESTS_DIR / "test_engine_support.py", *args, env_extra=env_extra)
 
 
-def launch(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    """torchrun with 2 CPU processes on 127.0.0.1 running test_engine_support.main(args)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               str(TESTS_DIR / "test_engine_support.py"), *args]
-    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-
-
-def torchrun(tmp_path, objective_kind: str) -> dict:
-    out = tmp_path / "ddp_result.pt"
-    done = launch("ddp", str(tmp_path / "ddp"), str(out), objective_kind)
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory) -> tuple:
+    """One torchrun launch training both objective kinds ("prior", "gkl"): (run dirs root, results by kind)."""
+    root = tmp_path_factory.mktemp("ddp")
+    done = launch("ddp", str(root / "runs"), str(root / "results"), "prior,gkl")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return torch.load(out, weights_only=True)
+    return root / "runs", {kind: torch.load(root / "results" / f"{kind}.pt", weights_only=True)
+                           for kind in ("prior", "gkl")}
 
 
 def single(tmp_path, objective_kind: str) -> dict:
@@ -60,20 +51,22 @@ def check_same_prior(ddp: dict, one: dict) -> None:
         torch.testing.assert_close(ddp["prior"][name].double(), value.double(), rtol=1e-5, atol=1e-6)
 
 
-def test_ddp_two_processes_match_single_process(tmp_path):
+@pytest.mark.xdist_group("ddp_runs")  # one xdist worker runs both tests of the shared launch
+def test_ddp_two_processes_match_single_process(tmp_path, ddp_runs):
     # an objective with a class-wise prior all-reduced at epoch end (the engine calls on_epoch_end on every rank)
-    ddp, one = torchrun(tmp_path, "prior"), single(tmp_path, "prior")
+    runs, results = ddp_runs
+    ddp, one = results["prior"], single(tmp_path, "prior")
     check_same_training(ddp, one)
     check_same_prior(ddp, one)
     assert one["prior"]["prior"].sum(dim=1).allclose(torch.ones(10, dtype=torch.float64))
-    assert (tmp_path / "ddp" / "checkpoint.pt").exists() and (tmp_path / "ddp" / "best.pt").exists()
-    import json
-    assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2
+    assert (runs / "prior" / "checkpoint.pt").exists() and (runs / "prior" / "best.pt").exists()
+    assert json.loads((runs / "prior" / "run.json").read_text())["world_size"] == 2
 
 
-def test_ddp_class_wise_gkl_prior_matches_single_process(tmp_path):
+@pytest.mark.xdist_group("ddp_runs")
+def test_ddp_class_wise_gkl_prior_matches_single_process(tmp_path, ddp_runs):
     # GKLObjective(GKLSettings(class_wise=True)): its ClassPrior is stepped in on_epoch_end on both ranks
-    ddp, one = torchrun(tmp_path, "gkl"), single(tmp_path, "gkl")
+    ddp, one = ddp_runs[1]["gkl"], single(tmp_path, "gkl")
     check_same_training(ddp, one)
     check_same_prior(ddp, one)
     prior = one["prior"]["prior.prior"]
@@ -98,10 +91,7 @@ def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(tmp_path):
     b = read_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert a["epoch"] == b["epoch"] == 3 and a["world_size"] == 2
     for part in ("model", "ema", "optimizer"):
-        flat_a, flat_b = _flatten(a[part]), _flatten(b[part])
-        assert flat_a.keys() == flat_b.keys()
-        for key in flat_a:
-            assert torch.equal(flat_a[key], flat_b[key]), (part, key)
+        assert_identical(a[part], b[part], part)
     # objective state: the checkpoint holds rank 0's copy (objectives keep rank-synchronised state,
     # like ClassPrior); rank 0's rank-local counter proves epoch 2 was redone from its start
     sa = torch.load(tmp_path / "a_out.rank0.pt", weights_only=True)["objective"]
@@ -111,15 +101,3 @@ def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(tmp_path):
         state = torch.load(tmp_path / f"b_out.rank{rank}.pt", weights_only=True)["objective"]
         assert state["epochs_ended"].item() == 3
 
-
-def _flatten(state, prefix="") -> dict:
-    out = {}
-    if isinstance(state, torch.Tensor):
-        out[prefix] = state
-    elif isinstance(state, dict):
-        for key, value in state.items():
-            out.update(_flatten(value, f"{prefix}.{key}"))
-    elif isinstance(state, (list, tuple)):
-        for i, value in enumerate(state):
-            out.update(_flatten(value, f"{prefix}[{i}]"))
-    return out

@@ -96,4 +96,5 @@ def test_bf16_autocast_run_trains_without_scaler(tmp_path):
 
     state = read_checkpoint(tmp_path / "checkpoint.pt")
     assert state["scaler"] is None and trainer.amp.dtype == torch.bfloat16
-    assert summary["train"]["loss"] < 2.0 and summary["last_top1"] > 50.0
+    # thresholds: margins measured over seeds and 1/2 threads (tests/helpers_margins.py)
+    assert summary["train"]["loss"] < 1.5 and summary["last_top1"] > 65.0

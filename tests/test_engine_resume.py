@@ -9,7 +9,8 @@ import subprocess
 import torch
 
 from gkl.engine.checkpoint import read_checkpoint
-from test_engine_support import assert_identical, read_jsonl, script_command
+from helpers import assert_identical
+from test_engine_support import read_jsonl, script_command
 
 
 def run_job(run_dir, *, kill_at: str | None = None, resume: bool = False) -> subprocess.CompletedProcess:

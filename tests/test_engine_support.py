@@ -17,25 +17,8 @@ from torch import nn
 
 from gkl.engine import TrainSettings, Trainer
 from gkl.objectives.base import Objective, StepOutput
+from helpers import TESTS_DIR, assert_identical  # noqa: F401  (assert_identical: re-exported for the tests)
 
-TESTS_DIR = Path(__file__).resolve().parent
-
-
-
-def assert_identical(a, b, path="state"):
-    """Assert two nested checkpoint states (dicts, lists, tensors, values) are exactly equal."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), path
-        for key in a:
-            assert_identical(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_identical(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
 
 def digits_tensors(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """sklearn's 8x8 digits (1797 images), standardised; a fixed 1400/397 train/test split."""
@@ -193,14 +176,18 @@ def _resume_job(run_dir: Path, kill: str | None, resume: bool) -> None:
     trainer.fit(resume=resume)
 
 
-def _ddp_job(run_dir: Path, out: Path, objective_kind: str) -> None:
+def _ddp_job(run_dir: Path, out: Path, objective_kinds: str) -> None:
+    """distill_run under DDP for each of the comma-separated kinds: run_dir/<kind>, results to out/<kind>.pt
+    (one launch for several runs: starting the processes costs more than these runs)."""
     from gkl.engine import cleanup, init_distributed
 
     info = init_distributed("cpu")
     try:
-        summary = distill_run(run_dir, dist=info, batch_size=32, objective_kind=objective_kind)
-        if info.is_main:
-            torch.save(summary, out)
+        for kind in objective_kinds.split(","):
+            summary = distill_run(run_dir / kind, dist=info, batch_size=32, objective_kind=kind)
+            if info.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+                torch.save(summary, out / f"{kind}.pt")
     finally:
         cleanup()
 

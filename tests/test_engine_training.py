@@ -10,15 +10,8 @@ import yaml
 
 from gkl.engine import NonFiniteLossError, TrainSettings, Trainer
 from gkl.engine.checkpoint import read_checkpoint
-from test_engine_support import CountingObjective, assert_identical, build_trainer, quick_settings, read_jsonl
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from helpers import assert_identical
+from test_engine_support import CountingObjective, build_trainer, quick_settings, read_jsonl
 
 
 def test_short_run_learns_and_writes_the_run_directory(tmp_path):
@@ -32,7 +25,8 @@ def test_short_run_learns_and_writes_the_run_directory(tmp_path):
     assert [r["lr"] for r in records] == pytest.approx([0.05, 0.05, 0.005])
     assert records[-1]["train"]["loss"] < records[0]["train"]["loss"]
     assert records[-1]["train"]["acc"] > records[0]["train"]["acc"]
-    assert records[-1]["eval"]["top1"] > 80.0 > records[0]["train"]["acc"]
+    # thresholds: margins measured over seeds and 1/2 threads (tests/helpers_margins.py)
+    assert records[-1]["eval"]["top1"] > 90.0 and records[0]["train"]["acc"] < 80.0
     assert set(records[-1]["eval"]["groups"]) == set(groups) and "top5" in records[-1]["ema_eval"]
     best = max(records, key=lambda r: r["eval"]["top1"])
     assert summary["best_top1"] == best["eval"]["top1"] and summary["best_epoch"] == best["epoch"]
@@ -88,7 +82,7 @@ def test_checkpoint_round_trip_restores_all_state(tmp_path):
 
     second = build_trainer(tmp_path / "b", settings)
     assert not torch.equal(second.objective.seen, first.objective.seen)
-    assert second.load_checkpoint(tmp_path / "a" / "checkpoint.pt") == 2
+    assert second.read_checkpoint(tmp_path / "a" / "checkpoint.pt") == 2
     restored = second.checkpoint_state(2)
 
     for key in ("model", "ema", "optimizer", "schedule", "scaler", "objective", "rng", "best", "settings"):
@@ -158,15 +152,15 @@ def test_runs_on_gkl_data_loaders_with_lr_scaling(tmp_path, in_memory):
     test = build_loader(test_set, batch_size=100, train=False, **common)
     torch.manual_seed(0)
     settings = quick_settings(epochs=2, optim={"lr": 0.1, "reference_batch_size": 64},
-                              schedule={"kind": "constant"})
+                              schedule={"kind": "multistep", "milestones": [1], "gamma": 0.1})
     trainer = Trainer(model=create_model("digits_mlp_small", 10), objective=CountingObjective(),
                       train_loader=train, eval_loader=test, settings=settings, run_dir=tmp_path / "run",
                       class_groups={"low": [0, 1, 2, 3, 4], "high": [5, 6, 7, 8, 9]})
     summary = trainer.fit()
     assert trainer.schedule.base_lr == pytest.approx(0.1 * 32 / 64)  # lr x global batch / reference
-    assert [r["lr"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == pytest.approx([0.05, 0.05])
+    assert [r["lr"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == pytest.approx([0.05, 0.005])
     assert summary["final"]["eval"]["count"] == len(test_set)
-    assert summary["best_top1"] > 50.0 and set(summary["final"]["eval"]["groups"]) == {"low", "high"}
+    assert summary["best_top1"] > 80.0 and set(summary["final"]["eval"]["groups"]) == {"low", "high"}
 
 
 class PerSampleLoss(CountingObjective):

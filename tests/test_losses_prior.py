@@ -5,10 +5,9 @@ import tempfile
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from gkl.losses import ClassPrior
+from helpers import spawn_gloo
 
 
 def _direct_means(logits, targets, temperature, num_classes):
@@ -132,17 +131,12 @@ def test_bad_arguments():
         prior(torch.tensor([0, 5]))
 
 
-def _distributed_worker(rank, world_size, init_file, logits, targets, out_file):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    try:
-        prior = ClassPrior(5, temperature=2.0)
-        shard = slice(rank, None, world_size)
-        prior.update(logits[shard], targets[shard])
-        prior.step()
-        torch.save(prior.prior.clone(), f"{out_file}.{rank}")
-        dist.barrier()  # no rank tears gloo down while its peer still uses it
-    finally:
-        dist.destroy_process_group()
+def _distributed_worker(rank, world_size, logits, targets, out_file):
+    prior = ClassPrior(5, temperature=2.0)
+    shard = slice(rank, None, world_size)
+    prior.update(logits[shard], targets[shard])
+    prior.step()
+    torch.save(prior.prior.clone(), f"{out_file}.{rank}")
 
 
 def test_distributed_prior_equals_single_process():
@@ -152,9 +146,8 @@ def test_distributed_prior_equals_single_process():
     single.update(logits, y)
     single.step()
     with tempfile.TemporaryDirectory() as tmp:
-        init_file = os.path.join(tmp, "init")
         out_file = os.path.join(tmp, "prior")
-        mp.spawn(_distributed_worker, args=(2, init_file, logits, y, out_file), nprocs=2, join=True)
+        spawn_gloo(_distributed_worker, logits, y, out_file, world_size=2)
         results = [torch.load(f"{out_file}.{r}", weights_only=True) for r in range(2)]
     for result in results:
         torch.testing.assert_close(result, single.prior, atol=1e-6, rtol=0)

@@ -31,7 +31,8 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cifar")
     rng = np.random.default_rng(0)
     write_cifar100(str(root), _images(160, 1), rng.integers(0, 100, 160), _images(40, 2), rng.integers(0, 100, 40))
-    write_cifar10(str(root), _images(100, 3), rng.integers(0, 10, 100), _images(30, 4), rng.integers(0, 10, 30))
+    # CIFAR-10: 20 training images = 2 adversarial steps per epoch at batch 10 (the AT recipe is the slow one)
+    write_cifar10(str(root), _images(20, 3), rng.integers(0, 10, 20), _images(10, 4), rng.integers(0, 10, 10))
     return root
 
 
@@ -65,16 +66,16 @@ def test_cifar100_gkl_recipe_with_a_community_teacher_file(cifar_root: Path, tmp
 
 def test_cifar10_gkl_at_recipe_with_robust_evaluation(cifar_root: Path, tmp_path: Path) -> None:
     args = ["adv-train", str(CONFIGS / "cifar10_at" / "gkl_wrn34_10.yaml"), f"data.root={cifar_root}",
-            f"out_dir={tmp_path / 'runs'}", "train.epochs=2", "data.batch_size=25", "data.num_workers=0",
+            f"out_dir={tmp_path / 'runs'}", "train.epochs=2", "data.batch_size=10", "data.num_workers=0",
             "train.progress=false", "model.name=wrn16_4_robust", "adversarial.awp_start_epoch=2"]
     assert main(args) == 0
     run_dir = tmp_path / "runs" / "gkl_wrn34_10"
     state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["ema"] is not None
     assert main(["evaluate", str(run_dir), "--which", "last", "--robust", "--attacks", "pgd10,cw10",
-                 "--num-examples", "10"]) == 0
+                 "--num-examples", "5"]) == 0
     report = read_evaluations(run_dir)[-1]
     assert report["weights"] == "ema" and report["kind"] == "robust"
     robust = report["results"]["last"]["robust"]
     assert robust["results"][0]["eps"] == pytest.approx(8 / 255)
-    assert robust["num_examples"] == 10
+    assert robust["num_examples"] == 5

@@ -2,62 +2,29 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from gkl.data import build_dataset
 from gkl.evaluate.robust import RobustReport, _check_in_ball, evaluate_robustness
 
-torch.set_num_threads(2)
-
-
-def _digits(tmp_root, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The bundled 8x8 digits split as ((N, 1, 8, 8) in [0, 1], labels)."""
-    dataset = build_dataset("digits", tmp_root, train, normalize=False)
-    images, labels = next(iter(DataLoader(dataset, batch_size=len(dataset))))
-    return images.float(), labels.long()
-
-
-class SmallCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+# the tests of the session's trained digits CNN (conftest.py) share one xdist worker: it is trained once
+pytestmark = pytest.mark.xdist_group("standard_digits_cnn")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A small CNN trained with plain CE on the bundled digits (setup only), and the test split."""
-    root = tmp_path_factory.mktemp("digits")
-    images, labels = _digits(root, True)
-    torch.manual_seed(0)
-    model = SmallCNN()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    model.train()
-    for _ in range(12):
-        for idx in torch.randperm(len(labels)).split(64):
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    return model, TensorDataset(*_digits(root, False))
+def trained(standard_digits_cnn, digits01_splits):
+    """The session's CE-trained digits CNN (see conftest.py) and the digits test split in [0, 1]."""
+    return standard_digits_cnn, TensorDataset(*digits01_splits[1])
 
 
 def test_report_is_consistent_and_autoattack_is_strongest(trained):
     model, dataset = trained
-    model.train()  # evaluation must switch to eval mode and restore this afterwards
+    model = copy.deepcopy(model).train()  # evaluation must switch to eval mode and restore this afterwards
     rng_before = torch.get_rng_state()
     report = evaluate_robustness(model, dataset, eps_list=(8 / 255, 0.1), attacks=("pgd10", "cw10", "autoattack"),
                                  step_size=2 / 255, num_examples=48, batch_size=32, autoattack_version="fast")
@@ -65,13 +32,17 @@ def test_report_is_consistent_and_autoattack_is_strongest(trained):
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert isinstance(report, RobustReport)
     assert report.num_examples == 48 and report.dataset_size == len(dataset)
-    assert report.clean_accuracy > 0.8  # a real, trained model
+    assert report.clean_accuracy > 0.85  # a real, trained model (measured >= 0.958 over seeds and threads)
     for result in report.results:
         for attack, accuracy in result.accuracy.items():
             assert 0.0 <= result.worst_case <= accuracy <= 1.0, attack
         assert result.worst_case <= report.clean_accuracy
-        assert result.accuracy["autoattack"] <= result.accuracy["pgd10"]
-        assert result.accuracy["autoattack"] <= result.accuracy["cw10"]
+    # AutoAttack is the strongest at eps = 0.1, where PGD-10 and CW-10 leave >= 13 of the 48 examples more
+    # than it does (measured over seeds and 1/2 threads, tests/helpers_margins.py). At 8/255, below the
+    # digits' grey-level step, they differ by 0 to 2 examples: no ordering is asserted there.
+    strong = report.results[1]
+    assert strong.accuracy["autoattack"] <= strong.accuracy["pgd10"]
+    assert strong.accuracy["autoattack"] <= strong.accuracy["cw10"]
     # larger eps cannot make the worst case better, and the attacks do something at eps = 0.1
     assert report.worst_case(0.1) <= report.worst_case(8 / 255)
     assert report.accuracy("pgd10", 0.1) < report.clean_accuracy
