@@ -415,9 +415,9 @@ class APDObjective(SegmentationDistill):
         small = F.interpolate(labels[:, None].float(), size=f_s.shape[-2:], mode="nearest")[:, 0].long()
         c_s, present = class_prototypes(g_s, small, self.num_classes, cfg.ignore_index)
         c_t, _ = class_prototypes(g_t, small, self.num_classes, cfg.ignore_index)
-        if present.numel() == 0:
+        if present.numel() == 0:  # no labelled pixel: zero terms that still reach every rank's all-reduce
             zero = g_s.sum() * 0.0
-            return zero, zero, None
+            return zero, zero, (g_t.sum() * 0.0 if self.training else None)
         p_s = torch.einsum("ndhw,kd->nkhw", g_s, c_s) * tau
         p_t = torch.einsum("ndhw,kd->nkhw", g_t, c_t) * tau
         log_q = torch.log_softmax(p_s, dim=1)
