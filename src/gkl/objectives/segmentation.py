@@ -40,7 +40,7 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.losses import ClassPrior, gkl_loss, kl_div
+from gkl.losses import ClassPrior, gkl_loss, kl_div, set_value_checks
 from gkl.objectives.base import Objective, StepOutput
 from gkl.settings.segmentation import SegmentationSettings
 
@@ -67,13 +67,44 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_inde
 
 
 @torch.no_grad()
+def accumulate_prior(prior: ClassPrior, teacher: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> None:
+    """``prior.update(teacher, labels, ignore_index=...)`` for dense logits, as one-hot matrix products.
+
+    Adds softmax(teacher / τ_w) of every labelled pixel to its class row of ``prior.sums`` and
+    counts it in ``prior.counts`` (float32, no gradient) -- the same result as ClassPrior.update,
+    whose index_add over 150-wide rows is slow on CPU for millions of pixels.
+    """
+    n, c = teacher.shape[:2]
+    with torch.autocast(device_type=teacher.device.type, enabled=False):
+        probs = torch.softmax(teacher.detach().float() / prior.temperature, dim=1).reshape(n, c, -1)
+        y = labels.reshape(n, -1).long()
+        slot = torch.where(y == ignore_index, torch.full_like(y, c), y)  # ignored pixels -> extra column
+        onehot = probs.new_zeros(n, y.shape[1], c + 1)
+        onehot.scatter_(2, slot.unsqueeze(2), 1.0)
+        onehot = onehot[:, :, :c]
+        sums = torch.bmm(probs, onehot).sum(dim=0).T  # (class of the label, class of the probability)
+        prior.sums.add_(sums.to(prior.sums.device, prior.sums.dtype))
+        prior.counts.add_(onehot.sum(dim=(0, 1)).to(prior.counts.device, prior.counts.dtype))
+
+
+@torch.no_grad()
 def update_prior(prior: ClassPrior, teacher: torch.Tensor, labels: torch.Tensor, ignore_index: int,
                  chunk_pixels: int = 1 << 16) -> None:
     """Feed a ClassPrior with dense teacher logits (N, C, H, W) in row chunks (bounded extra memory)."""
     n, _, h, w = teacher.shape
     rows = max(1, chunk_pixels // max(1, n * w))
     for r in range(0, h, rows):
-        prior.update(teacher[:, :, r:r + rows], labels[:, r:r + rows], ignore_index=ignore_index)
+        accumulate_prior(prior, teacher[:, :, r:r + rows], labels[:, r:r + rows], ignore_index)
+
+
+def check_dense_inputs(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> None:
+    """The losses' value checks, done once on the 1/8 logits instead of on every chunk."""
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= student.shape[1]))
+    if bool(bad.any()):
+        raise ValueError(f"labels must hold class indices in [0, {student.shape[1] - 1}] or "
+                         f"{ignore_index}; found {int(labels[bad][0])}")
+    if not (bool(torch.isfinite(student).all()) and bool(torch.isfinite(teacher).all())):
+        raise ValueError("logits must contain only finite values (found NaN or Inf)")
 
 
 def interpolation_matrix(out_size: int, in_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -214,7 +245,12 @@ class SegmentationDistill(SegmentationCE):
                 return per_pixel.sum() / (count * per_class)
 
             if chunked:
-                return chunked_dense_loss(student, teacher, labels, chunk_kl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
+                check_dense_inputs(student, teacher, labels, cfg.ignore_index)
+                previous = set_value_checks(False)  # inputs checked once above, not once per chunk
+                try:
+                    return chunked_dense_loss(student, teacher, labels, chunk_kl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
+                finally:
+                    set_value_checks(previous)
             return chunk_kl(upsample(student, size), upsample(teacher, size), labels)
         return self._gkl(student, teacher, labels, chunked=chunked, count=count) / per_class
 
@@ -228,7 +264,13 @@ class SegmentationDistill(SegmentationCE):
                       ignore_index=cfg.ignore_index)
 
         def weights_for(y: torch.Tensor) -> torch.Tensor | None:
-            return None if self.prior is None else self.prior(y, ignore_index=cfg.ignore_index)
+            if self.prior is None:
+                return None
+            if not chunked:
+                return self.prior(y, ignore_index=cfg.ignore_index)
+            # rows of the frozen prior; ignored pixels get row 0 (they are masked out of the loss)
+            rows = self.prior.prior[torch.where(y == cfg.ignore_index, torch.zeros_like(y), y).long()]
+            return rows.movedim(-1, 1)
 
         if not chunked:
             s, t = upsample(student, labels.shape[-2:]), upsample(teacher, labels.shape[-2:])
@@ -237,6 +279,9 @@ class SegmentationDistill(SegmentationCE):
                 update_prior(self.prior, t, labels, cfg.ignore_index)  # type: ignore[arg-type]
             return gkl_loss(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha,
                             beta=cfg.beta, normalize=cfg.normalize, targets=targets_for(labels), **common)
+        if cfg.mask_ignore is False and self.prior is not None:  # pragma: no cover - rejected by the settings
+            raise ValueError("class-wise GKL weights need mask_ignore")
+        check_dense_inputs(student, teacher, labels, cfg.ignore_index)
         denominator = count.to(torch.float64)  # normalize "batch": D = N
         if cfg.normalize == "weights":
             denominator = self._weight_mass(teacher, labels)
@@ -245,13 +290,17 @@ class SegmentationDistill(SegmentationCE):
         def chunk_gkl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             weights = weights_for(y)
             if update:
-                self.prior.update(t, y, ignore_index=cfg.ignore_index)  # type: ignore[union-attr]
+                accumulate_prior(self.prior, t, y, cfg.ignore_index)  # type: ignore[arg-type]
             # normalize="batch" + reduction="sum" gives α' Σ mse_i + β Σ ce_i over the chunk
             part = gkl_loss(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha * scale,
                             beta=cfg.beta, normalize="batch", targets=targets_for(y), reduction="sum", **common)
             return part / count
 
-        return chunked_dense_loss(student, teacher, labels, chunk_gkl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
+        previous = set_value_checks(False)  # inputs checked once above, not once per chunk
+        try:
+            return chunked_dense_loss(student, teacher, labels, chunk_gkl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
+        finally:
+            set_value_checks(previous)
 
     @torch.no_grad()
     def _weight_mass(self, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -366,9 +415,9 @@ class APDObjective(SegmentationDistill):
         small = F.interpolate(labels[:, None].float(), size=f_s.shape[-2:], mode="nearest")[:, 0].long()
         c_s, present = class_prototypes(g_s, small, self.num_classes, cfg.ignore_index)
         c_t, _ = class_prototypes(g_t, small, self.num_classes, cfg.ignore_index)
-        if present.numel() == 0:
+        if present.numel() == 0:  # no labelled pixel: zero terms that still reach every rank's all-reduce
             zero = g_s.sum() * 0.0
-            return zero, zero, None
+            return zero, zero, (g_t.sum() * 0.0 if self.training else None)
         p_s = torch.einsum("ndhw,kd->nkhw", g_s, c_s) * tau
         p_t = torch.einsum("ndhw,kd->nkhw", g_t, c_t) * tau
         log_q = torch.log_softmax(p_s, dim=1)
