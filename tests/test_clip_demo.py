@@ -28,7 +28,7 @@ THRESHOLDS = {"teacher": 40.0, "kl": 30.0, "gkl": 30.0}
 
 def _tensors(train: bool, model, tokenizer):
     data = CaptionedDigits(train, transform=image_transform(model, train=False), tokenizer=tokenizer)
-    return torch.stack([data.transform(im) for im in data.images]), data.labels, data._tokens
+    return torch.stack([data.transform(im) for im in data.images]), data.labels, data.caption_tokens
 
 
 def _fit(model, objective, x, y, tokens, *, epochs: int, lr: float, seed: int) -> None:
