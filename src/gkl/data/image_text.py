@@ -173,8 +173,8 @@ class CaptionedDigits(Dataset):
         self.transform = transform
         self.tokenizer = tokenizer
         self.random_caption = random_caption
-        # tokens of every (template, class) caption, computed once
-        self._tokens = torch.stack([tokenizer([t.format(name) for name in DIGIT_NAMES]) for t in self.templates])
+        # (templates, 10, context) tokens of every (template, class) caption, computed once
+        self.caption_tokens = torch.stack([tokenizer([t.format(name) for name in DIGIT_NAMES]) for t in self.templates])
 
     def __len__(self) -> int:
         return len(self.images)
@@ -184,7 +184,7 @@ class CaptionedDigits(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         template = int(torch.randint(len(self.templates), ())) if self.random_caption else 0
-        return self.transform(self.images[index]), self._tokens[template, int(self.labels[index])]
+        return self.transform(self.images[index]), self.caption_tokens[template, int(self.labels[index])]
 
 
 class LabelledDigits(Dataset):

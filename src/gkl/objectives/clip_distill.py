@@ -28,7 +28,7 @@ from gkl.objectives.base import Objective, StepOutput
 from gkl.settings.clip import ClipDistillSettings
 from gkl.utils.modules import unwrap_model
 
-__all__ = ["ClipDistillObjective", "clip_outputs"]
+__all__ = ["ClipDistillObjective", "ClipContrastiveObjective", "clip_outputs"]
 
 
 def clip_outputs(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor):
@@ -46,7 +46,43 @@ def _step_output(**kwargs) -> StepOutput:
     return StepOutput(**kwargs)
 
 
-class ClipDistillObjective(Objective):
+class _ClampsLogitScale(Objective):
+    """Clamps the student's learned log-scale after every optimizer step, as OpenCLIP's trainer."""
+
+    clamp_logit_scale = 100.0
+    _student: "weakref.ref | None" = None
+
+    def after_optimizer_step(self) -> None:
+        """Clamp the student's log-scale to [0, log(clamp_logit_scale)]."""
+        student = self._student() if self._student is not None else None
+        if student is not None and hasattr(student, "logit_scale"):
+            with torch.no_grad():
+                student.logit_scale.clamp_(0, math.log(self.clamp_logit_scale))
+
+
+class ClipContrastiveObjective(_ClampsLogitScale):
+    """Plain CLIP training (no teacher): OpenCLIP's contrastive loss on (images, tokens) batches.
+
+    Used for the demo teacher. Rows span the global batch under DDP, as in the distillation loss.
+    """
+
+    def __init__(self, *, rank: int = 0, world_size: int = 1, clamp_logit_scale: float = 100.0) -> None:
+        super().__init__()
+        from open_clip.loss import ClipLoss
+
+        self.loss = ClipLoss(local_loss=False, gather_with_grad=True, rank=rank, world_size=world_size)
+        self.clamp_logit_scale = clamp_logit_scale
+
+    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
+        images, tokens = batch[0], batch[1]
+        self._student = weakref.ref(unwrap_model(model))
+        img, txt, scale = clip_outputs(model, images, tokens)
+        losses = {"contrastive": self.loss(img, txt, scale)}
+        return _step_output(losses=losses, metrics={"logit_scale": float(scale.detach())},
+                            batch_size=images.shape[0])
+
+
+class ClipDistillObjective(_ClampsLogitScale):
     """Student CLIP trained against a frozen teacher CLIP on (images, tokens) batches.
 
     The batch is ``(images, tokens)`` when teacher and student share the image size and
@@ -66,7 +102,7 @@ class ClipDistillObjective(Objective):
             temperature=settings.temperature, weight_temperature=settings.weight_temperature,
             normalize=settings.normalize, local_loss=settings.local_loss,
             gather_with_grad=settings.gather_with_grad, rank=rank, world_size=world_size)
-        self._student: weakref.ref | None = None
+        self.clamp_logit_scale = settings.clamp_logit_scale
         self.freeze()
 
     def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
@@ -82,10 +118,3 @@ class ClipDistillObjective(Objective):
                   cfg.method: cfg.distill_weight * distill}
         metrics = {"logit_scale": float(scale.detach()), "teacher_logit_scale": float(t_scale)}
         return _step_output(losses=losses, metrics=metrics, batch_size=images.shape[0])
-
-    def after_optimizer_step(self) -> None:
-        """Clamp the student's log-scale to [0, log(clamp_logit_scale)] (OpenCLIP's trainer)."""
-        student = self._student() if self._student is not None else None
-        if student is not None and hasattr(student, "logit_scale"):
-            with torch.no_grad():
-                student.logit_scale.clamp_(0, math.log(self.settings.clamp_logit_scale))
