@@ -230,3 +230,16 @@ def test_a_torn_record_line_does_not_hide_later_ones(tmp_path: Path) -> None:
     (tmp_path / EVALUATIONS_FILE).write_text('{"kind": "clean", "n": 1}\n{"kind": "rob')  # killed mid-write
     run_eval.append_evaluation(tmp_path, {"kind": "robust", "n": 2})
     assert [r["n"] for r in read_evaluations(tmp_path)] == [1, 2]
+
+
+def test_truncated_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], digits_run: Path) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(digits_run, run)
+    best = run / "best.pt"
+    best.write_bytes(best.read_bytes()[:200])
+    n = len(read_evaluations(run))
+    assert main(["evaluate", str(run), "--which", "best"]) == 2
+    _one_line_error(capsys, "evaluate", str(best))
+    assert len(read_evaluations(run)) == n

@@ -169,3 +169,27 @@ def test_in_memory_loader_switches_threads_once_per_chunk(monkeypatch: pytest.Mo
         assert torch.equal(y, ey)
     assert set(seen_threads) == {before}
     assert len(calls) <= 2  # 10 small batches fit in one chunk: one switch and one restore, not 2 per batch
+
+
+def test_truncated_mnist1d_cache_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "mnist1d_default.npz"
+    np.savez(cache, x=np.zeros((4, 40), np.float32), y=np.zeros(4, np.int64))
+    cache.write_bytes(cache.read_bytes()[:50])  # a copy interrupted half-way
+    args = ["train", str(CONFIGS / "demo" / "teacher.yaml"), f"data.root={tmp_path}", f"out_dir={tmp_path / 'runs'}"]
+    assert main(args) == 2
+    _one_line_error(capsys, str(cache), "delete it to regenerate")
+
+
+def test_truncated_or_pickled_generated_npz_is_refused(tmp_path: Path) -> None:
+    from gkl.data import GeneratedImages
+
+    path = tmp_path / "gen.npz"
+    np.savez(path, image=np.zeros((4, 32, 32, 3), np.uint8), label=np.zeros(4, np.int64))
+    assert len(GeneratedImages(path)) == 4
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(InputError, match="gen.npz"):
+        GeneratedImages(path)
+    np.savez(path, image=np.array([_Payload(tmp_path / "pwned")], dtype=object), label=np.zeros(1, np.int64))
+    with pytest.raises(InputError, match="gen.npz"):
+        GeneratedImages(path)
+    assert not (tmp_path / "pwned").exists()

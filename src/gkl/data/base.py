@@ -8,6 +8,8 @@ from typing import Callable, Literal
 import torch
 from torch.utils.data import Dataset
 
+from gkl.utils.errors import InputError
+
 from .registry import DatasetInfo
 
 Augmentation = Literal["none", "crop_flip", "imagenet"]
@@ -69,12 +71,12 @@ class InfoDataset(Dataset):
         return self._memory is not None
 
     def memory_split(self) -> MemorySplit:
-        """The split as tensors; ValueError when the dataset cannot be held/augmented in memory."""
+        """The split as tensors; InputError when the dataset cannot be held/augmented in memory."""
         if self._memory is None:
-            raise ValueError(
-                f"in_memory loading is not supported for dataset {self.info.name!r} "
+            raise InputError(
+                f"data.in_memory: in-memory loading is not supported for dataset {self.info.name!r} "
                 f"(its per-image transform {self.augmentation!r} cannot be reproduced on whole batches); "
-                "use in_memory=False"
+                "use data.in_memory=false"
             )
         return self._memory()
 

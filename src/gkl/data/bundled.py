@@ -7,9 +7,12 @@ Neither is augmented (small signals where crops/flips change the class meaning);
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 import torch
+
+from gkl.utils.errors import InputError
 
 from .base import InfoDataset, MemorySplit, TensorPairs
 from .registry import DatasetInfo, register_dataset
@@ -45,7 +48,7 @@ def _require(module: str, dataset: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise ImportError(f"dataset {dataset!r} needs the package {module!r}: pip install 'gkl[bundled]'")
+        raise InputError(f"data.name: dataset {dataset!r} needs the package {module!r}: pip install 'gkl[bundled]'")
 
 
 def digits_split(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,11 +96,17 @@ def load_mnist1d(root: str) -> dict[str, np.ndarray]:
     """Arrays cached in ``root/mnist1d_default.npz`` (generated and written on first use)."""
     path = os.path.join(root, MNIST1D_CACHE)
     if os.path.isfile(path):
-        with np.load(path) as cached:
-            missing = {"x", "y", "x_test", "y_test"} - set(cached.files)
-            if missing:
-                raise ValueError(f"{path}: MNIST-1D cache lacks arrays {sorted(missing)}; delete it to regenerate")
-            return {k: cached[k] for k in ("x", "y", "x_test", "y_test")}
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                missing = {"x", "y", "x_test", "y_test"} - set(cached.files)
+                if missing:
+                    raise InputError(f"{path}: MNIST-1D cache lacks arrays {sorted(missing)}; delete it to regenerate")
+                return {k: cached[k] for k in ("x", "y", "x_test", "y_test")}
+        except InputError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            raise InputError(f"{path}: the MNIST-1D cache cannot be read ({type(err).__name__}: {err}); "
+                             "delete it to regenerate") from None
     data = generate_mnist1d()
     os.makedirs(root, exist_ok=True)
     tmp = path + f".tmp{os.getpid()}.npz"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ class GeneratedImages(Dataset):
                 images, labels = data["image"], data["label"]
         except InputError:
             raise
-        except (OSError, ValueError, EOFError, KeyError) as err:
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
             raise InputError(f"{self.path}: cannot read the npz ({type(err).__name__}: {err}); expected {EXPECTED}") from None
         if images.dtype != np.uint8:
             raise InputError(f"{self.path}: 'image' must be uint8, got {images.dtype}; expected {EXPECTED}")

@@ -170,7 +170,12 @@ def evaluate_run(
     for name, path in paths.items():
         key = "ema" if (name == "last" and weights == "ema") else "model"
         model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
-        contents = load_weights(model, path, key=key)
+        try:
+            contents = load_weights(model, path, key=key)
+        except InputError:
+            raise
+        except ValueError as err:  # documented: the file cannot be read or does not match the model
+            raise InputError(str(err)) from err
         epoch = contents.get("epoch") if isinstance(contents, dict) else None
         model.to(device)
         clean = evaluate_classifier(model, loader, num_classes=info.num_classes, device=device,
