@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from gkl.engine import load_checkpoint
+from gkl.engine import read_checkpoint
 from test_engine_support import assert_identical
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_at" / "gkl.yaml"
@@ -42,7 +42,7 @@ def test_killed_gkl_at_run_resumes_with_prior_awp_and_ema_intact(tmp_path: Path)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    killed_epoch = load_checkpoint(ckpt)["epoch"]
+    killed_epoch = read_checkpoint(ckpt)["epoch"]
     assert killed_epoch in (1, 2)
 
     resumed = subprocess.run([*_command(tmp_path / "b", tmp_path / "data"), "--resume"], env=_env(),
@@ -50,8 +50,8 @@ def test_killed_gkl_at_run_resumes_with_prior_awp_and_ema_intact(tmp_path: Path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {ckpt} (epoch {killed_epoch})" in resumed.stderr
 
-    a = load_checkpoint(tmp_path / "a" / "run" / "checkpoint.pt")
-    b = load_checkpoint(ckpt)
+    a = read_checkpoint(tmp_path / "a" / "run" / "checkpoint.pt")
+    b = read_checkpoint(ckpt)
     assert a["epoch"] == b["epoch"] == 3
     prior = a["objective"]["prior.prior"]
     assert not torch.allclose(prior, torch.full_like(prior, 0.1))  # the class-wise weights were estimated

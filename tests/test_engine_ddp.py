@@ -82,7 +82,7 @@ def test_ddp_class_wise_gkl_prior_matches_single_process(tmp_path):
 
 
 def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(tmp_path):
-    from gkl.engine import load_checkpoint
+    from gkl.engine import read_checkpoint
 
     straight = launch("ddp_resume", str(tmp_path / "a"), str(tmp_path / "a_out"),
                       env_extra={"GKL_TEST_RESUME": "0"})
@@ -90,12 +90,12 @@ def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(tmp_path):
     killed = launch("ddp_resume", str(tmp_path / "b"), str(tmp_path / "b_out"),
                     env_extra={"GKL_TEST_RESUME": "0", "GKL_TEST_KILL_AT": "2:4"})
     assert killed.returncode != 0
-    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    assert read_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
     resumed = launch("ddp_resume", str(tmp_path / "b"), str(tmp_path / "b_out"),
                      env_extra={"GKL_TEST_RESUME": "1"})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
-    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    a = read_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = read_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert a["epoch"] == b["epoch"] == 3 and a["world_size"] == 2
     for part in ("model", "ema", "optimizer"):
         flat_a, flat_b = _flatten(a[part]), _flatten(b[part])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gkl.engine.checkpoint import load_checkpoint
+from gkl.engine.checkpoint import read_checkpoint
 from gkl.settings.train import TrainSettings
 
 TESTS = Path(__file__).resolve().parent
@@ -58,12 +58,12 @@ def test_sigkill_mid_epoch_in_an_iteration_run_resumes_exactly(tmp_path: Path) -
     # killed at epoch 2, batch 9 = global step 30; the last checkpoint is at step 24 (epoch 2 + 3 steps)
     killed = run(tmp_path / "b", kill="2:9")
     assert killed.returncode != 0
-    mid = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    mid = read_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert mid["step"] == 24 and mid["epoch"] == 1 and mid["epoch_stats"] is not None
     resumed = run(tmp_path / "b", resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
-    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    a = read_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = read_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert a["step"] == b["step"] == 50 and a["epoch"] == b["epoch"] == 3
     for part in ("model", "ema", "optimizer", "objective"):
         fa, fb = _flat(a[part]), _flat(b[part])

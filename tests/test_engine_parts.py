@@ -92,8 +92,8 @@ def test_bf16_autocast_run_trains_without_scaler(tmp_path):
                                                      schedule={"kind": "cosine_at"}),
                             model_name="digits_mlp_small")
     summary = trainer.fit()
-    from gkl.engine import load_checkpoint
+    from gkl.engine import read_checkpoint
 
-    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
     assert state["scaler"] is None and trainer.amp.dtype == torch.bfloat16
     assert summary["train"]["loss"] < 2.0 and summary["last_top1"] > 50.0

@@ -8,7 +8,7 @@ import subprocess
 
 import torch
 
-from gkl.engine.checkpoint import load_checkpoint
+from gkl.engine.checkpoint import read_checkpoint
 from test_engine_support import assert_identical, read_jsonl, script_command
 
 
@@ -28,14 +28,14 @@ def test_sigkill_mid_epoch_then_resume_reproduces_uninterrupted_run(tmp_path):
 
     crashed = run_job(killed, kill_at="2:7")  # SIGKILL at step 7 of epoch 2
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    assert load_checkpoint(killed / "checkpoint.pt")["epoch"] == 1
+    assert read_checkpoint(killed / "checkpoint.pt")["epoch"] == 1
     assert not list(killed.glob(".checkpoint.pt.*"))  # no stray temporary file
 
     resumed = run_job(killed, resume=True)
     assert resumed.returncode == 0, resumed.stderr
 
-    a = load_checkpoint(straight / "checkpoint.pt")
-    b = load_checkpoint(killed / "checkpoint.pt")
+    a = read_checkpoint(straight / "checkpoint.pt")
+    b = read_checkpoint(killed / "checkpoint.pt")
     assert a["epoch"] == b["epoch"] == 3
     for key in ("model", "ema", "optimizer", "schedule", "objective", "best", "rng"):
         assert_identical(a[key], b[key], key)

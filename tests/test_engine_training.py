@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from gkl.engine import NonFiniteLossError, TrainSettings, Trainer
-from gkl.engine.checkpoint import load_checkpoint
+from gkl.engine.checkpoint import read_checkpoint
 from test_engine_support import CountingObjective, assert_identical, build_trainer, quick_settings, read_jsonl
 
 
@@ -45,7 +45,7 @@ def test_short_run_learns_and_writes_the_run_directory(tmp_path):
         for k, v in trainer.model.state_dict().items():
             assert torch.equal(best_file["model"][k], v), k
 
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    ckpt = read_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["epoch"] == 3 and ckpt["config"] == config
     assert ckpt["objective"]["epochs_ended"].item() == 3
     assert ckpt["objective"]["seen"].sum().item() == 3 * len(trainer.train_loader) * 64
@@ -75,7 +75,7 @@ def test_nan_term_stops_with_step_and_term_and_keeps_checkpoint(tmp_path):
     assert "checkpoint.pt, epoch 1) is intact" in message
     assert objective.snapshot_bytes is not None
     assert (tmp_path / "checkpoint.pt").read_bytes() == objective.snapshot_bytes
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
     assert [r["epoch"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1]
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gkl.engine import CollapseError, Trainer
-from gkl.engine.checkpoint import load_checkpoint
+from gkl.engine.checkpoint import read_checkpoint
 from gkl.engine.collapse import CollapseMonitor, chance_level
 from gkl.losses import value_checks_enabled
 from gkl.objectives.base import Objective, StepOutput
@@ -66,7 +66,7 @@ def test_an_interruption_after_the_checkpoint_loses_no_metrics_line(tmp_path: Pa
     with pytest.raises(Interrupt):
         interrupted(tmp_path, epoch=2, after_checkpoint=True).fit()
     assert epochs_in(tmp_path) == [1, 2]  # written before the checkpoint that holds epoch 2
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
     log = (tmp_path / "train.log").read_text()
     assert "run interrupted during epoch 2" in log
     assert json.loads((tmp_path / "run.json").read_text())["stopped"]["reason"] == "interrupted"
@@ -79,7 +79,7 @@ def test_an_interruption_before_the_checkpoint_is_reconciled_on_resume(tmp_path:
     with pytest.raises(Interrupt):
         interrupted(tmp_path, epoch=2, after_checkpoint=False).fit()
     assert epochs_in(tmp_path) == [1, 2]
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
     # a killed atomic save leaves a temporary file: removed at the next start
     leftover = tmp_path / ".checkpoint.pt.k1ll3d.tmp"
     leftover.write_bytes(b"\0" * 4096)
@@ -102,7 +102,7 @@ def test_checkpoints_follow_the_umask_and_run_json_records_threads_and_cpu(tmp_p
     assert run["torch_threads"] == torch.get_num_threads()
     assert run["omp_num_threads"] == os.environ.get("OMP_NUM_THREADS")
     assert isinstance(run["cpu_model"], str) and run["cpu_model"]
-    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
     assert state["rng"]["cuda"] is None  # CPU run: no GPU generator states are stored
 
 
@@ -121,7 +121,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: 
         trainer.fit()
     message = str(info.value)
     assert "\n" not in message and str(tmp_path / "checkpoint.pt") in message and "no space" in message
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
     assert not list(tmp_path.glob(".*.tmp"))
     assert "run stopped (exception)" in (tmp_path / "train.log").read_text()
 
@@ -130,7 +130,8 @@ class CollapsingObjective(Objective):
     """Cross-entropy on the labels in epoch 1, then on the constant label 0: the model ends up
     predicting class 0 for every input (top-1 = the share of class 0, about chance)."""
 
-    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> StepOutput:
+    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:
+        images, labels = batch
         logits = model(images)
         target = labels if epoch == 1 else torch.zeros_like(labels)
         return StepOutput(losses={"ce": F.cross_entropy(logits, target)}, logits=logits)
@@ -176,10 +177,14 @@ def test_collapse_monitor_rules() -> None:
     assert restored.state_dict() == monitor.state_dict()
 
 
-class ChecksProbe(CountingObjective):
-    def forward(self, model, images, labels, *, epoch):
+class ChecksProbe(Objective):
+    """Cross-entropy that records whether the losses' value checks are on during the step."""
+
+    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:
         self.seen_checks = value_checks_enabled()
-        return super().forward(model, images, labels, epoch=epoch)
+        images, labels = batch
+        logits = model(images)
+        return StepOutput(losses={"ce": F.cross_entropy(logits, labels)}, logits=logits)
 
 
 def test_loss_value_checks_are_off_while_training_and_restored(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The one training engine shared by every objective (SGD, schedules, AMP, DDP, EMA, checkpoints)."""
 
 from gkl.engine.amp import MixedPrecision, resolve_amp
-from gkl.engine.checkpoint import atomic_save, load_checkpoint
+from gkl.engine.checkpoint import atomic_save, read_checkpoint
 from gkl.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from gkl.engine.ema import ModelEMA
 from gkl.engine.schedules import EpochLRSchedule, learning_rate_at, scaled_base_lr
@@ -30,7 +30,7 @@ __all__ = [
     "epoch_seed",
     "init_distributed",
     "learning_rate_at",
-    "load_checkpoint",
+    "read_checkpoint",
     "resolve_amp",
     "resolve_device",
     "scaled_base_lr",

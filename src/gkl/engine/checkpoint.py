@@ -85,12 +85,15 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         os.close(dir_fd)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Load a training checkpoint written by the engine (tensors and plain types only)."""
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Read a training checkpoint written by the engine (tensors and plain types only).
+
+    Returns its contents; to load weights into a model use :func:`gkl.models.load_weights`.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no checkpoint at this path")
-    state = read_checkpoint_file(path, map_location=map_location)
+    state = _torch_load(path, map_location=map_location)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a gkl training checkpoint (format {CHECKPOINT_FORMAT!r})")
     if state.get("version") != CHECKPOINT_VERSION:
@@ -105,7 +108,7 @@ _REQUIRED_KEYS = ("epoch", "model", "optimizer", "schedule", "scaler", "objectiv
                   "world_size", "settings", "config")
 
 
-def read_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+def _torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` (no code from the file runs); an unreadable,
     truncated or non-tensor file raises :class:`InputError` naming it."""
     path = Path(path)

@@ -35,8 +35,8 @@ from gkl.engine.checkpoint import (
     CHECKPOINT_VERSION,
     atomic_save,
     layout_mismatch,
-    load_checkpoint,
     model_layout,
+    read_checkpoint,
     remove_stale_temporaries,
 )
 from gkl.engine.collapse import CollapseMonitor, chance_level
@@ -231,6 +231,8 @@ class Trainer:
         self.schedule = LRSchedule(self.optimizer, base_lr=base_lr, steps_per_epoch=self.steps_per_epoch,
                                    total_steps=self.total_steps, settings=settings.schedule)
         self.amp = MixedPrecision(settings.amp, self.device)
+        if hasattr(self.objective, "use_grad_scaler"):
+            self.objective.use_grad_scaler(self.amp.scaler)  # AWP scales its proxy backward with it
         self.ema = ModelEMA(self.model, settings.ema.decay) if settings.ema.decay is not None else None
 
         self.step = 0  # optimizer steps done
@@ -812,7 +814,7 @@ class Trainer:
         (listed in ``self.resume_changed``).
         """
         path = Path(path)
-        state = load_checkpoint(path, map_location=self.device)
+        state = read_checkpoint(path, map_location=self.device)
         self.resume_changed = self._check_matches(state, path)
         changed = set(self.resume_changed)
         try:
