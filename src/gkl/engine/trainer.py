@@ -97,8 +97,11 @@ def _legacy_signature(objective: Objective) -> bool:
 
 
 def _labels_of(batch: Any) -> torch.Tensor | None:
-    if isinstance(batch, (list, tuple)) and len(batch) >= 2 and isinstance(batch[1], torch.Tensor):
-        return batch[1]
+    """The labels of an ``(images, labels)`` batch: a 1-D integer tensor as second item, else None."""
+    if isinstance(batch, (list, tuple)) and len(batch) == 2 and isinstance(batch[1], torch.Tensor):
+        labels = batch[1]
+        if labels.ndim == 1 and not labels.is_floating_point():
+            return labels
     return None
 
 
@@ -561,7 +564,7 @@ class Trainer:
         stats = self._stats
         assert stats is not None
         targets = getattr(out, "targets", None)
-        if targets is None and self._legacy:
+        if targets is None:  # a classification batch (images, labels): its labels
             targets = _labels_of(batch)
         n_value = getattr(out, "batch_size", None)
         if n_value is None:
@@ -578,7 +581,8 @@ class Trainer:
             stats["terms"][name] += term.detach().double() * n
         stats["terms"].setdefault("loss", torch.zeros((), dtype=torch.float64, device=self.device))
         stats["terms"]["loss"] += loss.detach().double() * n
-        if out.logits is not None and targets is not None and targets.ndim == 1 and out.logits.ndim == 2:
+        if (out.logits is not None and targets is not None and targets.ndim == 1 and out.logits.ndim == 2
+                and targets.shape[0] == out.logits.shape[0]):
             stats["correct"] += (out.logits.detach().argmax(dim=1) == targets).sum().double()
             stats["scored"] += n
         for name, value in out.metrics.items():
