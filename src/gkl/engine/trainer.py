@@ -345,7 +345,7 @@ class Trainer:
                 raise InputError(f"run_dir: {self.run_dir} already holds {CHECKPOINT_NAME}; "
                                  "pass resume=True (gkl: --resume) to continue it or choose a new run_dir")
             self.load_checkpoint(self.checkpoint_path)
-            self.logger.info("resuming from %s (epoch %d, step %d)", self.checkpoint_path,
+            self.logger.info("resuming from %s (epoch %d); global step %d", self.checkpoint_path,
                              self.last_checkpoint_epoch, self.step)
             if self.resume_changed:
                 self.logger.info("changed on resume: %s", ", ".join(self.resume_changed))
