@@ -130,7 +130,8 @@ class CollapsingObjective(Objective):
     """Cross-entropy on the labels in epoch 1, then on the constant label 0: the model ends up
     predicting class 0 for every input (top-1 = the share of class 0, about chance)."""
 
-    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> StepOutput:
+    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:
+        images, labels = batch
         logits = model(images)
         target = labels if epoch == 1 else torch.zeros_like(labels)
         return StepOutput(losses={"ce": F.cross_entropy(logits, target)}, logits=logits)
@@ -176,10 +177,14 @@ def test_collapse_monitor_rules() -> None:
     assert restored.state_dict() == monitor.state_dict()
 
 
-class ChecksProbe(CountingObjective):
-    def forward(self, model, images, labels, *, epoch):
+class ChecksProbe(Objective):
+    """Cross-entropy that records whether the losses' value checks are on during the step."""
+
+    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:
         self.seen_checks = value_checks_enabled()
-        return super().forward(model, images, labels, epoch=epoch)
+        images, labels = batch
+        logits = model(images)
+        return StepOutput(losses={"ce": F.cross_entropy(logits, labels)}, logits=logits)
 
 
 def test_loss_value_checks_are_off_while_training_and_restored(tmp_path: Path) -> None:

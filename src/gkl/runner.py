@@ -35,6 +35,8 @@ class RunParts:
     train_loader: Any
     eval_loader: Any
     info: Any  # gkl.data.DatasetInfo
+    evaluator: Any = None  # gkl.metrics.base.Evaluator of the task
+    val_loader: Any = None  # a validation split that drives best.pt, when the task configures one
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
@@ -95,7 +97,15 @@ def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     model = build_model(cfg.model, info.num_classes)
     steps_per_epoch = len(train_loader) // cfg.train.accumulate_steps
     objective = build_objective(cfg, info.num_classes, steps_per_epoch)
-    return RunParts(model, objective, train_loader, eval_loader, info)
+    return RunParts(model, objective, train_loader, eval_loader, info, evaluator=build_evaluator(cfg, info))
+
+
+def build_evaluator(cfg: ExperimentConfig, info: Any) -> Any:
+    """The evaluator of the run's task: classification (top-1/top-5/per-class/groups) for every
+    kind today; a new task adds its branch here (``gkl.metrics.<task>``)."""
+    from gkl.metrics.classification import ClassificationEvaluator
+
+    return ClassificationEvaluator(info.num_classes, info.class_groups)
 
 
 def run_experiment(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, Any]:
@@ -114,5 +124,6 @@ def _fit(cfg: ExperimentConfig, dist: DistInfo, *, resume: bool) -> dict[str, An
         model=parts.model, objective=parts.objective, train_loader=parts.train_loader,
         eval_loader=parts.eval_loader, settings=cfg.train, run_dir=cfg.run_dir, config=to_dict(cfg),
         class_groups=parts.info.class_groups, dist=dist, num_classes=parts.info.num_classes,
+        evaluator=parts.evaluator, val_loader=parts.val_loader,
     )
     return trainer.fit(resume=resume)

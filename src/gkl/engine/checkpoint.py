@@ -93,7 +93,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no checkpoint at this path")
-    state = read_checkpoint_file(path, map_location=map_location)
+    state = _torch_load(path, map_location=map_location)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a gkl training checkpoint (format {CHECKPOINT_FORMAT!r})")
     if state.get("version") != CHECKPOINT_VERSION:
@@ -108,7 +108,7 @@ _REQUIRED_KEYS = ("epoch", "model", "optimizer", "schedule", "scaler", "objectiv
                   "world_size", "settings", "config")
 
 
-def read_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+def _torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` (no code from the file runs); an unreadable,
     truncated or non-tensor file raises :class:`InputError` naming it."""
     path = Path(path)

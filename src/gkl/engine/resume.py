@@ -22,6 +22,24 @@ from gkl.settings.train import RESUME_FIX_FIELDS, RESUME_TOLERANT_FIELDS
 from gkl.utils.errors import InputError
 
 
+def _lookup(tree: Any, dotted: str) -> tuple[bool, Any]:
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _new_with_default(key: str, current: Any, saved: Any, defaults: dict) -> bool:
+    """``key`` is absent from the checkpoint (written before the field existed) and the current value
+    is the field's default: the older run ran with that default, so it is no difference."""
+    has_saved, _ = _lookup(saved, key)
+    has_current, value = _lookup(current, key)
+    has_default, default = _lookup(defaults, key)
+    return not has_saved and has_current and has_default and value == default
+
+
 def _matches(key: str, patterns: Iterable[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in patterns)
 
@@ -46,14 +64,22 @@ def resume_changes(*, settings: dict, saved_settings: dict, config: Any, saved_c
                 continue
             refused.append(key)
 
-    sort(["train." + k for k in dict_differences(settings, saved_settings)], "train.", set())
+    from gkl.settings.train import TrainSettings
+
+    defaults = {"train": TrainSettings(epochs=settings.get("epochs") or None,
+                                       iterations=settings.get("iterations")).to_dict()}
+    keys = [k for k in dict_differences(settings, saved_settings)
+            if not _new_with_default("train." + k, {"train": settings}, {"train": saved_settings}, defaults)]
+    sort(["train." + k for k in keys], "train.", set())
     if config is not None or saved_config is not None:
-        sort(dict_differences(config, saved_config), "train.", set(tolerant_config_keys))
+        keys = [k for k in dict_differences(config, saved_config)
+                if not (k.startswith("train.") and _new_with_default(k, config, saved_config, defaults))]
+        sort(keys, "train.", set(tolerant_config_keys))
     refused = sorted(set(refused))
     fix_refused = sorted(set(fix_refused))
     if refused:
-        what = "train settings" if all(k.startswith("train.") for k in refused) else "config"
-        raise InputError(f"{path}: the checkpoint was written with a different {what} (differing: "
+        what = "different train settings" if all(k.startswith("train.") for k in refused) else "a different config"
+        raise InputError(f"{path}: the checkpoint was written with {what} (differing: "
                          f"{', '.join(refused)}); a resume continues the same run (see docs/training.md, "
                          "Resume, for what may change)")
     if fix_refused:

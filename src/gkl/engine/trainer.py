@@ -34,8 +34,8 @@ from gkl.engine.checkpoint import (
     CHECKPOINT_VERSION,
     atomic_save,
     layout_mismatch,
-    read_checkpoint,
     model_layout,
+    read_checkpoint,
     remove_stale_temporaries,
 )
 from gkl.engine.collapse import CollapseMonitor, chance_level
@@ -329,7 +329,7 @@ class Trainer:
                 raise InputError(f"run_dir: {self.run_dir} already holds {CHECKPOINT_NAME}; "
                                  "pass resume=True (gkl: --resume) to continue it or choose a new run_dir")
             self.load_checkpoint(self.checkpoint_path)
-            self.logger.info("resuming from %s (epoch %d, step %d)", self.checkpoint_path,
+            self.logger.info("resuming from %s (epoch %d); global step %d", self.checkpoint_path,
                              self.last_checkpoint_epoch, self.step)
             if self.resume_changed:
                 self.logger.info("changed on resume: %s", ", ".join(self.resume_changed))
@@ -560,7 +560,8 @@ class Trainer:
             stats["terms"][name] += term.detach().double() * n
         stats["terms"].setdefault("loss", torch.zeros((), dtype=torch.float64, device=self.device))
         stats["terms"]["loss"] += loss.detach().double() * n
-        if out.logits is not None and targets is not None and targets.ndim == 1 and out.logits.ndim == 2:
+        if (out.logits is not None and targets is not None and targets.ndim == 1 and out.logits.ndim == 2
+                and targets.shape[0] == out.logits.shape[0]):
             stats["correct"] += (out.logits.detach().argmax(dim=1) == targets).sum().double()
             stats["scored"] += n
         for name, value in out.metrics.items():
