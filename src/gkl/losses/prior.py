@@ -77,7 +77,8 @@ class ClassPrior(nn.Module):
             # ignored positions add exactly zero (to row 0): no data-dependent shape, no host sync
             keep = flat_targets != ignore_index
             flat_targets = torch.where(keep, flat_targets, torch.zeros_like(flat_targets)).long()
-            self.sums.index_add_(0, flat_targets, probs.to(self.sums.dtype) * keep.to(self.sums.dtype)[:, None])
+            kept = torch.where(keep[:, None], probs.to(self.sums.dtype), 0.0)  # where: a NaN there stays out
+            self.sums.index_add_(0, flat_targets, kept)
             self.counts.index_add_(0, flat_targets, keep.to(self.counts.dtype))
 
     @torch.no_grad()
