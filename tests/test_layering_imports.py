@@ -23,6 +23,8 @@ LAYER_OF = {
     "engine": "engine", "config": "config", "config_schema": "config", "analysis": "analysis",
     "runner": "runner", "commands": "commands", "cli": "commands", "demo": "commands",
     "evaluate": "commands",  # the `gkl evaluate` command (its metric moves to gkl.metrics)
+    "ssl": "task_losses", "clip": "task_losses",  # loss wrappers of an application (SSL consistency, CLIP)
+    "sweep": "commands",
 }
 
 #: What each layer may import (besides itself), as the table in docs/architecture.md says.
@@ -30,16 +32,17 @@ ALLOWED: dict[str, set[str]] = {
     "utils": set(),
     "losses": {"utils"},
     "settings": {"utils"},
+    "task_losses": {"utils", "losses"},
     "metrics": {"utils", "losses", "settings"},
     "models": {"utils", "settings"},
     "data": {"utils", "settings"},
     "attacks": {"utils", "losses", "settings"},
-    "objectives": {"utils", "losses", "settings", "metrics", "attacks"},
-    "engine": {"utils", "settings", "metrics", "objectives.base"},
+    "objectives": {"utils", "losses", "settings", "metrics", "attacks", "task_losses"},
+    "engine": {"utils", "losses", "settings", "metrics", "objectives.base"},
     "config": {"utils", "settings"},
-    "analysis": {"utils", "losses", "settings", "metrics", "models", "data", "attacks", "objectives", "engine",
+    "analysis": {"utils", "losses", "task_losses", "settings", "metrics", "models", "data", "attacks", "objectives", "engine",
                  "config"},
-    "runner": {"utils", "losses", "settings", "metrics", "models", "data", "attacks", "objectives", "engine",
+    "runner": {"utils", "losses", "task_losses", "settings", "metrics", "models", "data", "attacks", "objectives", "engine",
                "config"},
     "commands": set(LAYER_OF.values()),
 }

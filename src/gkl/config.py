@@ -10,14 +10,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
-from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml, to_dict
+from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml, read_yaml_file, to_dict
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
 from gkl.settings.distill import DistillSettings, GKLSettings
 from gkl.settings.train import TrainSettings
-from gkl.utils.errors import ConfigError
+from gkl.utils.errors import ConfigError, InputError
 from gkl.utils.validation import check_int, check_number, fail
 
 __all__ = [
@@ -187,3 +187,15 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         data = deep_merge(data, load_yaml(path))
     data = apply_overrides(data, list(overrides))
     return config_from_dict(data)
+
+
+def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The resolved config a run recorded in ``config.yaml``, with overrides applied."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run directory not found: {run_dir}")
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise InputError(f"{run_dir} is not a gkl run directory: {path} is missing")
+    data = read_yaml_file(path) or {}
+    return recorded_config_from_dict(apply_overrides(data, list(overrides)))

@@ -45,7 +45,7 @@ def load_run(run: str | Path, *, which: str = "best") -> LoadedRun:
     """Model (weights of ``which``: best.pt or checkpoint.pt) and test set of a run; InputError naming
     the missing file otherwise."""
     from gkl.data import build_dataset
-    from gkl.evaluate.run_eval import load_run_config
+    from gkl.config import load_run_config
     from gkl.models import create_model, load_weights
 
     path = Path(run)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from gkl.engine.checkpoint import dict_differences
-from gkl.settings.train import RESUME_FIX_FIELDS, RESUME_TOLERANT_FIELDS
+from gkl.settings.train import RESUME_FIX_FIELDS, RESUME_TOLERANT_FIELDS, TrainSettings
 from gkl.utils.errors import InputError
 
 
@@ -63,8 +63,6 @@ def resume_changes(*, settings: dict, saved_settings: dict, config: Any, saved_c
                 (changed if after_non_finite else fix_refused).append(key)
                 continue
             refused.append(key)
-
-    from gkl.settings.train import TrainSettings
 
     defaults = {"train": TrainSettings(epochs=settings.get("epochs") or None,
                                        iterations=settings.get("iterations")).to_dict()}

@@ -18,8 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from gkl.config import ExperimentConfig, recorded_config_from_dict
-from gkl.config_schema import apply_overrides, read_yaml_file
+from gkl.config import load_run_config
 from gkl.data import build_dataset, build_loader
 from gkl.utils.distributed import resolve_device
 from gkl.utils.errors import InputError
@@ -28,18 +27,6 @@ from gkl.models import create_model, load_weights
 
 CHECKPOINT_FILES = {"last": "checkpoint.pt", "best": "best.pt"}
 EVALUATIONS_FILE = "evaluations.jsonl"
-
-
-def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """The resolved config a run recorded in ``config.yaml``, with overrides applied."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InputError(f"run directory not found: {run_dir}")
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise InputError(f"{run_dir} is not a gkl run directory: {path} is missing")
-    data = read_yaml_file(path) or {}
-    return recorded_config_from_dict(apply_overrides(data, list(overrides)))
 
 
 def check_writable(path: Path) -> None:
