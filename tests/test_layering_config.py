@@ -44,8 +44,16 @@ def test_importing_the_config_imports_no_implementation() -> None:
     assert "gkl.settings.distill" in loaded and "gkl.settings.adversarial" in loaded
 
 
+#: Recipe folders of applications whose run kind is not wired into gkl.config yet (their settings
+#: classes are tested on their own; see the README's list of what works).
+NOT_YET_WIRED = ("segmentation", "clip")
+
+
 def test_every_yaml_in_configs_loads() -> None:
-    recipes = sorted(CONFIGS.rglob("*.yaml"))
+    # study files (configs/studies/*.yaml with 'settings:') are validated by `gkl sweep --dry-run`
+    recipes = sorted(p for p in CONFIGS.rglob("*.yaml")
+                     if p.relative_to(CONFIGS).parts[0] not in NOT_YET_WIRED
+                     and "settings" not in (yaml.safe_load(p.read_text()) or {}))
     bases = {p for p in recipes if p.name.startswith("_")}
     used_as_base: set[Path] = set()
     for path in recipes:
@@ -240,3 +248,12 @@ def test_configs_recorded_by_earlier_versions_still_load() -> None:
     assert cfg.adversarial.attack_steps is None and not hasattr(cfg.adversarial, "trades_beta")
     new = to_dict(load_config(GKL))
     assert to_dict(recorded_config_from_dict(new)) == new
+
+
+def test_every_shipped_study_file_validates() -> None:
+    from gkl.sweep.study import load_study
+
+    studies = [p for p in sorted((CONFIGS / "studies").glob("*.yaml")) if "settings" in yaml.safe_load(p.read_text())]
+    assert studies
+    for path in studies:
+        assert load_study(path).runs, path

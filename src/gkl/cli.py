@@ -1,4 +1,4 @@
-"""The gkl command: train | distill | adv-train | evaluate | summarize | check | demo.
+"""The gkl command: train | distill | adv-train | evaluate | summarize | sweep | analyze | check | demo.
 
 Exit status: 0 done; 2 bad input (a config key, a file, an argument: one line naming it);
 3 training stopped (non-finite loss or collapse: the engine's message, the last good
@@ -23,7 +23,7 @@ KIND_OF_COMMAND = {"train": "train", "distill": "distill", "adv-train": "adv_tra
 INTERMIXED_COMMANDS = (*KIND_OF_COMMAND, "evaluate")
 DESCRIPTION = (
     "gkl: the Decoupled / Improved / Generalized KL losses for knowledge distillation and adversarial "
-    "training. Commands: train, distill, adv-train, evaluate, summarize, check, demo.\n\n"
+    "training. Commands: train, distill, adv-train, evaluate, summarize, sweep, analyze, check, demo.\n\n"
     "Exit status: 0 done; 2 bad input (one line naming the config key, file or argument); "
     "3 training stopped (non-finite loss or collapse; the last good checkpoint is kept); "
     "any other failure is a bug in gkl and prints a traceback (GKL_DEBUG=1 shows it for input errors too)."
@@ -97,9 +97,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                          "never overwritten)")
     subs["evaluate"] = ev
 
-    summ = sub.add_parser("summarize", help="mean ± std over seeds of finished runs (last and best epoch)")
-    summ.add_argument("run_dirs", nargs="+", help="run directories; runs differing only in seed form one row")
-    subs["summarize"] = summ
+    from gkl.sweep.commands import add_analyze, add_summarize, add_sweep
+
+    for add in (add_sweep, add_summarize, add_analyze):
+        add(sub)
+    subs.update({name: sub.choices[name] for name in ("sweep", "summarize", "analyze")})
 
     subs["check"] = sub.add_parser("check", help="print the KL/DKL gradient identity and GKL terms on random logits")
 
@@ -211,11 +213,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "evaluate":
         return _evaluate(args)
-    if args.command == "summarize":
-        from gkl.evaluate.summary import summarize_runs
+    if args.command in ("sweep", "summarize", "analyze"):
+        from gkl.sweep import commands
 
-        print(summarize_runs([Path(p) for p in args.run_dirs])[1])
-        return 0
+        run = {"sweep": commands.run_sweep_command, "summarize": commands.run_summarize_command,
+               "analyze": commands.run_analyze_command}[args.command]
+        return run(args)
     if args.command == "check":
         from gkl.analysis.equivalence import equivalence_report
 
