@@ -27,6 +27,27 @@ __all__ = [
 
 
 @dataclass
+class LabelNoiseConfig:
+    """``data.label_noise``: training labels replaced as :class:`gkl.data.LabelNoise` does.
+
+    rate: fraction in [0, 1) of training examples that get a wrong label; kind: ``symmetric``
+    (uniform over the other classes) or ``asymmetric`` (a fixed class map, docs/study.md);
+    seed: the noise's own seed (the same on every rank and for every ``train.seed``).
+    The test set always keeps its clean labels.
+    """
+
+    rate: float
+    kind: Literal["symmetric", "asymmetric"] = "symmetric"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_number("data.label_noise", "rate", self.rate, minimum=0.0, error=ConfigError)
+        if self.rate >= 1.0:
+            raise fail("data.label_noise", "rate", "a value in [0, 1)", self.rate, error=ConfigError)
+        check_int("data.label_noise", "seed", self.seed, minimum=0, error=ConfigError)
+
+
+@dataclass
 class DataConfig:
     """Which dataset, where, and how it is loaded."""
 
@@ -40,6 +61,11 @@ class DataConfig:
     normalize: bool = True  #: False: inputs in [0, 1] (adversarial training normalises inside the model)
     generated_path: str | None = None  #: DM-AT style npz of generated images
     generated_ratio: float = 0.0  #: fraction of each training batch drawn from generated_path
+    label_noise: LabelNoiseConfig | None = None  #: noisy training labels (the test set stays clean)
+    #: fraction of the training set held out (stratified) for model selection: best.pt and the
+    #: best epoch are chosen on it, and test top-1 is reported at the last and the best-val epoch
+    val_fraction: float = 0.0
+    val_seed: int = 0  #: seed of the stratified hold-out (independent of train.seed)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size"):
@@ -48,6 +74,10 @@ class DataConfig:
         check_number("data", "generated_ratio", self.generated_ratio, minimum=0.0, error=ConfigError)
         if self.generated_ratio >= 1.0:
             raise fail("data", "generated_ratio", "a value in [0, 1)", self.generated_ratio, error=ConfigError)
+        check_number("data", "val_fraction", self.val_fraction, minimum=0.0, error=ConfigError)
+        if self.val_fraction >= 1.0:
+            raise fail("data", "val_fraction", "a value in [0, 1)", self.val_fraction, error=ConfigError)
+        check_int("data", "val_seed", self.val_seed, minimum=0, error=ConfigError)
         if self.generated_ratio > 0 and self.generated_path is None:
             raise ConfigError("data.generated_path: expected an npz of generated images when "
                               f"data.generated_ratio > 0 (it is {self.generated_ratio}), got null")

@@ -80,6 +80,20 @@ def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     if data.download and dist.world_size > 1 and dist.is_main:
         torch.distributed.barrier()
     info = train_set.info
+    if data.label_noise is not None:
+        from gkl.data import LabelNoise
+
+        train_set = LabelNoise(train_set, data.label_noise.rate, kind=data.label_noise.kind,
+                               num_classes=info.num_classes, seed=data.label_noise.seed)
+    val_loader = None
+    if data.val_fraction > 0:  # held out after the noise: the validation labels are as noisy as training's
+        from gkl.data import split_dataset
+
+        train_set, val_set = split_dataset(train_set, data.val_fraction, data.val_seed)
+        val_loader = build_loader(
+            val_set, batch_size=data.eval_batch_size, train=False, device=dist.device, in_memory=data.in_memory,
+            num_workers=data.num_workers, seed=cfg.train.seed, rank=dist.rank, world_size=dist.world_size,
+        )
     generated = None
     if data.generated_path is not None:
         from gkl.data import GeneratedImages
@@ -97,7 +111,8 @@ def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     model = build_model(cfg.model, info.num_classes)
     steps_per_epoch = len(train_loader) // cfg.train.accumulate_steps
     objective = build_objective(cfg, info.num_classes, steps_per_epoch)
-    return RunParts(model, objective, train_loader, eval_loader, info, evaluator=build_evaluator(cfg, info))
+    return RunParts(model, objective, train_loader, eval_loader, info, evaluator=build_evaluator(cfg, info),
+                    val_loader=val_loader)
 
 
 def build_evaluator(cfg: ExperimentConfig, info: Any) -> Any:

@@ -226,6 +226,8 @@ class Trainer:
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.best_step: int | None = None
+        # with a validation split: the test (eval) value of the selected metric at the best-val epoch
+        self.eval_at_best: float | None = None
         self.last_checkpoint_epoch: int | None = None
         self.last_checkpoint_step: int | None = None
         self.resume_changed: list[str] = []
@@ -392,8 +394,13 @@ class Trainer:
             "best_step": self.best_step,
         }
         if self.settings.select_metric == "top1":
-            summary["last_top1"] = last
-            summary["best_top1"] = self.best_value
+            if self.val_loader is None:
+                summary["last_top1"] = last
+                summary["best_top1"] = self.best_value  # selected on the test (eval) set itself
+            else:  # model selection on the validation split; test top-1 reported at last and best-val epoch
+                summary["last_top1"] = (final.get("eval") or {}).get("top1")
+                summary["best_val_top1"] = self.best_value
+                summary["test_top1_at_best_val"] = self.eval_at_best
         summary["final"] = {k: v for k, v in final.items() if k in ("eval", "ema_eval", "val", "ema_val")}
         summary["train"] = train_stats
         summary["collapsed"] = self.collapse.flag
@@ -715,6 +722,8 @@ class Trainer:
                   (value > self.best_value if self.settings.select_mode == "max" else value < self.best_value))
         if better:
             self.best_value, self.best_epoch, self.best_step = value, epoch, self.step
+            if self.val_loader is not None and "eval" in result:
+                self.eval_at_best = float(result["eval"][self.settings.select_metric])
             if self.dist.is_main:
                 use_ema = self.settings.ema.evaluate == "ema"
                 weights = (self.ema.module if use_ema else self.model).state_dict()
@@ -727,7 +736,7 @@ class Trainer:
                             "value": value}
         record["best"] = self.best_value
         record["best_epoch"] = self.best_epoch
-        if self.settings.select_metric == "top1":
+        if self.settings.select_metric == "top1" and self.val_loader is None:
             record["best_top1"] = self.best_value
         collapsed = self._watch_collapse(epoch, value)
         if collapsed is not None:
@@ -765,7 +774,7 @@ class Trainer:
             "rng": capture_rng_state(self.device),
             "epoch_stats": self._stats_state() if mid_epoch else None,
             "best": {"value": self.best_value, "top1": self.best_value, "epoch": self.best_epoch,
-                     "step": self.best_step},
+                     "step": self.best_step, "eval_at_best": self.eval_at_best},
             "collapse": self.collapse.state_dict(),
             "num_classes": self.num_classes,
             "world_size": self.dist.world_size,
@@ -828,6 +837,7 @@ class Trainer:
             self.best_value = best.get("value", best.get("top1"))
             self.best_epoch = best["epoch"]
             self.best_step = best.get("step")
+            self.eval_at_best = best.get("eval_at_best")
         except (KeyError, TypeError, IndexError) as error:
             raise InputError(f"{path}: damaged training checkpoint ({type(error).__name__}: {error})") from None
         self.collapse.load_state_dict(state.get("collapse"))
