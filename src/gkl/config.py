@@ -16,6 +16,7 @@ from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml,
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
 from gkl.settings.distill import DistillSettings, GKLSettings
+from gkl.settings.ssl import SSLSettings
 from gkl.settings.train import TrainSettings
 from gkl.utils.errors import ConfigError, InputError
 from gkl.utils.validation import check_int, check_number, fail
@@ -113,7 +114,7 @@ class TeacherConfig(ModelConfig):
 class ExperimentConfig:
     """A whole run. ``kind`` picks the objective family; the matching section must be present."""
 
-    kind: Literal["train", "distill", "adv_train"]
+    kind: Literal["train", "distill", "adv_train", "ssl"]
     model: ModelConfig
     name: str = "run"
     out_dir: str = "runs"
@@ -121,6 +122,7 @@ class ExperimentConfig:
     teacher: TeacherConfig | None = None
     distill: DistillSettings | None = None
     adversarial: AdversarialSettings | None = None
+    ssl: SSLSettings | None = None  #: for kind "ssl" (FixMatch / Mean-Teacher, docs/ssl.md)
     label_smoothing: float = 0.0  #: for kind "train"
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -147,6 +149,10 @@ class ExperimentConfig:
             raise ConfigError(f"distill: section used by kind 'distill' only, not {self.kind!r}")
         if self.kind != "adv_train" and self.adversarial is not None:
             raise ConfigError(f"adversarial: section used by kind 'adv_train' only, not {self.kind!r}")
+        if self.kind == "ssl" and self.ssl is None:
+            self.ssl = SSLSettings()
+        if self.kind != "ssl" and self.ssl is not None:
+            raise ConfigError(f"ssl: section used by kind 'ssl' only, not {self.kind!r}")
         self._check_names()
 
     def _check_names(self) -> None:

@@ -15,8 +15,9 @@ from torch import nn
 from gkl.config import ExperimentConfig, ModelConfig, to_dict
 from gkl.data import build_dataset, build_loader
 from gkl.engine import Trainer
-from gkl.utils.distributed import DistInfo, cleanup, init_distributed
 from gkl.engine.seeding import seed_everything
+from gkl.utils.distributed import DistInfo, cleanup, init_distributed
+from gkl.utils.errors import InputError
 from gkl.models import create_model, load_weights
 from gkl.objectives import Objective
 from gkl.objectives.adversarial import build_adversarial_objective
@@ -47,8 +48,17 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     return model
 
 
-def build_objective(cfg: ExperimentConfig, num_classes: int, steps_per_epoch: int | None = None) -> Objective:
+def build_objective(cfg: ExperimentConfig, num_classes: int, steps_per_epoch: int | None = None,
+                    model: nn.Module | None = None) -> Objective:
     """The objective object of ``cfg.kind`` (one small class per method)."""
+    if cfg.kind == "ssl":
+        from gkl.objectives.ssl import FixMatchObjective, MeanTeacherObjective
+
+        assert cfg.ssl is not None and model is not None and steps_per_epoch
+        if cfg.ssl.algorithm == "fixmatch":
+            return FixMatchObjective(cfg.ssl)
+        total = cfg.train.iterations or run_epochs(cfg, steps_per_epoch) * steps_per_epoch
+        return MeanTeacherObjective(cfg.ssl, model, total_steps=total)
     if cfg.kind == "train":
         return SupervisedObjective(label_smoothing=cfg.label_smoothing)
     if cfg.kind == "distill":
@@ -108,11 +118,35 @@ def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
         eval_set, batch_size=data.eval_batch_size, train=False, device=dist.device, in_memory=data.in_memory,
         num_workers=data.num_workers, seed=cfg.train.seed, rank=dist.rank, world_size=dist.world_size,
     )
+    if cfg.kind == "ssl":
+        train_loader = build_ssl_loader(cfg, train_set, dist)
     model = build_model(cfg.model, info.num_classes)
     steps_per_epoch = len(train_loader) // cfg.train.accumulate_steps
-    objective = build_objective(cfg, info.num_classes, steps_per_epoch)
+    objective = build_objective(cfg, info.num_classes, steps_per_epoch, model=model)
     return RunParts(model, objective, train_loader, eval_loader, info, evaluator=build_evaluator(cfg, info),
                     val_loader=val_loader)
+
+
+def build_ssl_loader(cfg: ExperimentConfig, train_set: Any, dist: DistInfo) -> Any:
+    """Labelled + unlabelled two-view batches (:class:`gkl.data.ssl.SSLLoader`) for kind "ssl".
+
+    The labelled split draws ``ssl.num_labels_per_class`` examples per class with ``train.seed``
+    (as USB draws it with its seed); an epoch is one pass over the unlabelled set.
+    """
+    from gkl.data.ssl import SSLLoader, ViewSettings, split_labeled
+
+    assert cfg.ssl is not None
+    if not getattr(train_set, "supports_in_memory", False):
+        raise InputError(f"data.name: kind 'ssl' needs a dataset held in memory (cifar10, cifar100, digits), "
+                         f"got {cfg.data.name!r}")
+    split = train_set.memory_split()
+    labeled, unlabeled = split_labeled(split.labels, cfg.ssl.num_labels_per_class, cfg.train.seed)
+    per_step = cfg.data.batch_size * cfg.ssl.uratio * dist.world_size
+    views = ViewSettings(crop_padding=cfg.ssl.crop_padding, flip=cfg.ssl.flip,
+                         randaugment_ops=cfg.ssl.randaugment_ops, randaugment_magnitude=cfg.ssl.randaugment_magnitude)
+    return SSLLoader(split, labeled, unlabeled, batch_size=cfg.data.batch_size, uratio=cfg.ssl.uratio,
+                     steps_per_epoch=max(1, len(unlabeled) // per_step), views=views, seed=cfg.train.seed,
+                     rank=dist.rank, world_size=dist.world_size, device=dist.device)
 
 
 def build_evaluator(cfg: ExperimentConfig, info: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_choice, check_number
 
 Algorithm = Literal["fixmatch", "meanteacher"]
@@ -60,10 +61,10 @@ class SSLSettings:
     randaugment_magnitude: int = 5
 
     def __post_init__(self) -> None:
-        check_choice("ssl", "algorithm", self.algorithm, ("fixmatch", "meanteacher"))
-        check_choice("ssl", "consistency", self.consistency, ("ce", "soft_ce", "kl", "mse", "gkl", "ikl"))
-        check_number("ssl", "num_labels_per_class", self.num_labels_per_class, minimum=1, integer=True)
-        check_number("ssl", "uratio", self.uratio, minimum=1, integer=True)
+        check_choice("ssl", "algorithm", self.algorithm, ("fixmatch", "meanteacher"), error=ConfigError)
+        check_choice("ssl", "consistency", self.consistency, ("ce", "soft_ce", "kl", "mse", "gkl", "ikl"), error=ConfigError)
+        check_number("ssl", "num_labels_per_class", self.num_labels_per_class, minimum=1, integer=True, error=ConfigError)
+        check_number("ssl", "uratio", self.uratio, minimum=1, integer=True, error=ConfigError)
         fixmatch = self.algorithm == "fixmatch"
         self._unused_by(fixmatch, "algorithm 'fixmatch'", ("ema_decay",))
         uses_gkl = self.consistency in ("gkl", "ikl")
@@ -88,36 +89,36 @@ class SSLSettings:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.p_cutoff is not None:
-            check_number("ssl", "p_cutoff", self.p_cutoff, minimum=0.0, strict=True)
+            check_number("ssl", "p_cutoff", self.p_cutoff, minimum=0.0, strict=True, error=ConfigError)
             if self.p_cutoff > 1.0:
-                raise ValueError(f"ssl.p_cutoff: expected a value in (0, 1], got {self.p_cutoff!r}")
+                raise ConfigError(f"ssl.p_cutoff: expected a value in (0, 1], got {self.p_cutoff!r}")
         if self.temperature is not None:
-            check_number("ssl", "temperature", self.temperature, minimum=0.0, strict=True)
-        check_number("ssl", "lambda_u", self.lambda_u, minimum=0.0)
-        check_number("ssl", "unsup_warmup", self.unsup_warmup, minimum=0.0)
+            check_number("ssl", "temperature", self.temperature, minimum=0.0, strict=True, error=ConfigError)
+        check_number("ssl", "lambda_u", self.lambda_u, minimum=0.0, error=ConfigError)
+        check_number("ssl", "unsup_warmup", self.unsup_warmup, minimum=0.0, error=ConfigError)
         if self.unsup_warmup > 1.0:
-            raise ValueError(f"ssl.unsup_warmup: expected a fraction in [0, 1], got {self.unsup_warmup!r}")
+            raise ConfigError(f"ssl.unsup_warmup: expected a fraction in [0, 1], got {self.unsup_warmup!r}")
         if self.ema_decay is not None:
-            check_number("ssl", "ema_decay", self.ema_decay, minimum=0.0)
+            check_number("ssl", "ema_decay", self.ema_decay, minimum=0.0, error=ConfigError)
             if self.ema_decay >= 1.0:
-                raise ValueError(f"ssl.ema_decay: expected a value in [0, 1), got {self.ema_decay!r}")
+                raise ConfigError(f"ssl.ema_decay: expected a value in [0, 1), got {self.ema_decay!r}")
         for name in ("alpha", "beta", "gamma"):
             if getattr(self, name) is not None:
-                check_number("ssl", name, getattr(self, name), minimum=0.0)
+                check_number("ssl", name, getattr(self, name), minimum=0.0, error=ConfigError)
         if self.weight_temperature is not None:
-            check_number("ssl", "weight_temperature", self.weight_temperature, minimum=0.0, strict=True)
-        check_number("ssl", "crop_padding", self.crop_padding, minimum=0, integer=True)
-        check_number("ssl", "randaugment_ops", self.randaugment_ops, minimum=0, integer=True)
-        check_number("ssl", "randaugment_magnitude", self.randaugment_magnitude, minimum=0, integer=True)
+            check_number("ssl", "weight_temperature", self.weight_temperature, minimum=0.0, strict=True, error=ConfigError)
+        check_number("ssl", "crop_padding", self.crop_padding, minimum=0, integer=True, error=ConfigError)
+        check_number("ssl", "randaugment_ops", self.randaugment_ops, minimum=0, integer=True, error=ConfigError)
+        check_number("ssl", "randaugment_magnitude", self.randaugment_magnitude, minimum=0, integer=True, error=ConfigError)
         if not isinstance(self.flip, bool):
-            raise ValueError(f"ssl.flip: expected true or false, got {self.flip!r}")
+            raise ConfigError(f"ssl.flip: expected true or false, got {self.flip!r}")
 
     def _unused_by(self, condition: bool, who: str, names: tuple[str, ...]) -> None:
         if not condition:
             return
         for name in names:
             if getattr(self, name) is not None:
-                raise ValueError(f"ssl.{name}: not used by {who}; remove it")
+                raise ConfigError(f"ssl.{name}: not used by {who}; remove it")
 
     def gkl_kwargs(self) -> dict:
         """The GKL/IKL keyword arguments of :func:`gkl.ssl.consistency_loss` (empty for other losses)."""

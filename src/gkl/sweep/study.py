@@ -37,7 +37,7 @@ __all__ = ["RunSpec", "Study", "load_study", "format_override"]
 
 STUDY_KEYS = ("config", "overrides", "seeds", "baseline", "settings", "out_dir", "description")
 SETTING_KEYS = ("config", "overrides", "seeds", "teacher", "teacher_checkpoint", "description")
-COMMAND_OF_KIND = {"train": "train", "distill": "distill", "adv_train": "adv-train"}
+COMMAND_OF_KIND = {"train": "train", "distill": "distill", "adv_train": "adv-train", "ssl": "ssl-train"}
 CHECKPOINT_FILES = ("best.pt", "checkpoint.pt")
 
 
@@ -49,7 +49,7 @@ class RunSpec:
     seed: int
     name: str
     run_dir: Path
-    command: str  #: train | distill | adv-train
+    command: str  #: train | distill | adv-train | ssl-train
     config: Path
     overrides: list[str]
     depends_on: list[str] = field(default_factory=list)  #: names of runs that must finish first
