@@ -93,3 +93,12 @@ def test_settings_refuse_keys_their_method_does_not_use() -> None:
         SSLSettings(p_cutoff=0.0)
     with pytest.raises(ValueError, match="ssl.consistency"):
         SSLSettings(consistency="l2")
+
+
+def test_mean_teacher_checkpoint_state_holds_the_teacher_only() -> None:
+    student = nn.Sequential(nn.Linear(3, 4))
+    obj = MeanTeacherObjective(SSLSettings(algorithm="meanteacher", consistency="mse"), student, total_steps=10)
+    batch = {"x_lb": torch.randn(2, 3), "y_lb": torch.tensor([0, 1]), "x_ulb_w": torch.randn(3, 3),
+             "x_ulb_s": torch.randn(3, 3)}
+    obj(student, batch, epoch=1, step=1)
+    assert sorted(obj.checkpoint_state()) == ["teacher.0.bias", "teacher.0.weight"]

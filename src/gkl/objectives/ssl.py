@@ -104,7 +104,8 @@ class MeanTeacherObjective(_SemiSupervised):
         self.teacher = copy.deepcopy(unwrap_model(model))
         self.teacher.requires_grad_(False)
         self.total_steps = total_steps
-        self._student: nn.Module | None = None
+        # a plain reference (not a submodule): the student's weights belong to the engine's checkpoint
+        self.__dict__["_student"] = None
 
     def ramp(self, step: int) -> float:
         """min(step / (unsup_warmup · total_steps), 1); 1 without warm-up (steps count from 1)."""
@@ -113,7 +114,7 @@ class MeanTeacherObjective(_SemiSupervised):
 
     def forward(self, model: nn.Module, batch: dict, *, epoch: int, step: int) -> StepOutput:
         cfg = self.settings
-        self._student = unwrap_model(model)
+        self.__dict__["_student"] = unwrap_model(model)
         x_lb, y_lb = batch["x_lb"], batch["y_lb"]
         logits_lb = model(x_lb)
         with torch.no_grad():
