@@ -11,7 +11,11 @@ from gkl.config import ExperimentConfig, config_from_dict, load_config, to_dict
 from gkl.config_schema import ConfigError, apply_overrides, load_yaml, parse_override
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("_"))
+#: run kinds whose recipes exist but are not wired into gkl.config yet (see the README)
+NOT_YET_WIRED = ("segmentation", "clip")
+RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml")
+                 if not p.name.startswith("_") and p.relative_to(CONFIGS).parts[0] not in NOT_YET_WIRED
+                 and "settings" not in (yaml.safe_load(p.read_text()) or {}))  # study files: gkl sweep
 
 
 def test_recipe_set_is_complete() -> None:

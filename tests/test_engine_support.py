@@ -104,7 +104,7 @@ class CountingObjective(Objective):
         losses = {"ce": F.cross_entropy(logits.float(), labels)}
         if self.nan_at == (epoch, self._step):
             losses["bad"] = logits.float().sum() * float("nan")
-        return StepOutput(losses=losses, logits=logits, metrics={"batch": float(labels.numel())})
+        return StepOutput(losses=losses, logits=logits, targets=labels, metrics={"batch": float(labels.numel())})
 
     def on_epoch_end(self, epoch: int) -> None:
         self.epochs_ended += 1

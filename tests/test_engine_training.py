@@ -82,7 +82,7 @@ def test_checkpoint_round_trip_restores_all_state(tmp_path):
 
     second = build_trainer(tmp_path / "b", settings)
     assert not torch.equal(second.objective.seen, first.objective.seen)
-    assert second.read_checkpoint(tmp_path / "a" / "checkpoint.pt") == 2
+    assert second.load_checkpoint(tmp_path / "a" / "checkpoint.pt") == 2
     restored = second.checkpoint_state(2)
 
     for key in ("model", "ema", "optimizer", "schedule", "scaler", "objective", "rng", "best", "settings"):

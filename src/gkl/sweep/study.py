@@ -162,6 +162,7 @@ def _order(settings: dict[str, dict[str, Any]], path: Path) -> list[str]:
 def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> Study:
     """Read and validate a study file, resolving every run's config (nothing runs, nothing is written)."""
     from gkl.config import load_config
+    from gkl.config_schema import apply_overrides, load_yaml
 
     path = Path(study_path)
     data = _read(path)
@@ -222,12 +223,12 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
                 overrides.append(f"teacher.checkpoint={teacher_run.run_dir / ckpt}")
                 depends.append(teacher_run.name)
             try:
-                cfg = load_config(config, overrides[:-1] if teacher is not None else overrides)
-                if teacher is not None and cfg.kind != "distill":
-                    raise InputError(f"teacher: the setting's config is a '{cfg.kind}' run; "
-                                     "only 'distill' runs take a teacher")
                 if teacher is not None:
-                    load_config(config, overrides)
+                    kind = apply_overrides(load_yaml(config), overrides[:-1]).get("kind")
+                    if kind != "distill":
+                        raise InputError(f"teacher: the setting's config is a '{kind}' run; "
+                                         "only 'distill' runs take a teacher")
+                cfg = load_config(config, overrides)
             except (InputError, ValueError, FileNotFoundError) as err:
                 raise InputError(f"{where}: {err}") from None
             spec = RunSpec(setting=name, seed=seed, name=run_name, run_dir=target / run_name,
