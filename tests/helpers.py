@@ -32,6 +32,25 @@ AT_EPS = 0.1
 AT_EPOCHS = 6
 
 
+def tensor_leaves(state: Any) -> list[torch.Tensor]:
+    """Every tensor of a nested state (dicts, lists, tuples), in order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    values = state.values() if isinstance(state, dict) else state if isinstance(state, (list, tuple)) else ()
+    return [leaf for value in values for leaf in tensor_leaves(value)]
+
+
+def assert_one_line_error(capsys: Any, command: str, *needles: str) -> str:
+    """The captured stderr is exactly one ``gkl <command>: error: ...`` line holding every needle."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"gkl {command}: error: "), err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
 def assert_identical(a: Any, b: Any, path: str = "state") -> None:
     """Assert two nested states (dicts, lists, tuples, tensors, plain values) are exactly equal."""
     if isinstance(a, torch.Tensor):

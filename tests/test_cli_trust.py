@@ -18,18 +18,10 @@ import gkl.evaluate.run_eval as run_eval
 import gkl.runner
 from gkl.cli import main
 from gkl.evaluate.run_eval import EVALUATIONS_FILE, read_evaluations
+from helpers import assert_one_line_error
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-
-def _one_line_error(capsys: pytest.CaptureFixture[str], command: str, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith(f"gkl {command}: error: "), err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +53,7 @@ def test_full_disk_is_one_line_naming_the_file(monkeypatch: pytest.MonkeyPatch, 
 
     monkeypatch.setattr(gkl.runner, "run_experiment", full)
     assert main(["train", str(CONFIGS / "demo" / "teacher.yaml"), f"out_dir={tmp_path}"]) == 2
-    _one_line_error(capsys, "train", "No space left on device", "checkpoint.pt.tmp")
+    assert_one_line_error(capsys, "train", "No space left on device", "checkpoint.pt.tmp")
 
 
 def test_training_stops_exit_3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -90,9 +82,9 @@ def test_real_divergence_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_wrong_command_for_kind_and_bad_eps_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", str(CONFIGS / "demo" / "student_kd.yaml")]) == 2
-    _one_line_error(capsys, "train", "student_kd.yaml", "gkl distill")
+    assert_one_line_error(capsys, "train", "student_kd.yaml", "gkl distill")
     assert main(["evaluate", str(tmp_path), "--robust", "--eps", "8/0"]) == 2
-    _one_line_error(capsys, "evaluate", "--eps", "8/0")
+    assert_one_line_error(capsys, "evaluate", "--eps", "8/0")
 
 
 # ---------------------------------------------------------------- arguments
@@ -112,7 +104,7 @@ def test_demo_rejects_bad_seed_counts(seeds: str, capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--seeds", seeds, "--out", "/nonexistent/never-written"])
     assert exit_info.value.code == 2
-    _one_line_error(capsys, "demo", "--seeds", "integer >= 1")
+    assert_one_line_error(capsys, "demo", "--seeds", "integer >= 1")
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["distill"], ["adv-train"], ["evaluate"], ["summarize"],
@@ -167,16 +159,16 @@ def test_outputs_are_checked_before_the_evaluation(digits_run: Path, tmp_path: P
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     assert main(["evaluate", str(digits_run), "--output", str(blocker / "report.json")]) == 2
-    _one_line_error(capsys, "evaluate", str(blocker))
+    assert_one_line_error(capsys, "evaluate", str(blocker))
     existing = tmp_path / "old.json"
     existing.write_text('{"keep": true}')
     assert main(["evaluate", str(digits_run), "--output", str(existing)]) == 2
-    _one_line_error(capsys, "evaluate", str(existing), "never overwritten")
+    assert_one_line_error(capsys, "evaluate", str(existing), "never overwritten")
     assert existing.read_text() == '{"keep": true}'
     assert main(["evaluate", str(digits_run), "--attacks", "pgd10,fgsm", "--robust"]) == 2
-    _one_line_error(capsys, "evaluate", "fgsm")
+    assert_one_line_error(capsys, "evaluate", "fgsm")
     assert main(["evaluate", str(tmp_path / "no_run")]) == 2
-    _one_line_error(capsys, "evaluate", "no_run")
+    assert_one_line_error(capsys, "evaluate", "no_run")
     assert calls.count(1) <= 2  # the last two reach evaluate_run, which refuses before loading any data
 
     # a fresh --output is written, and the same evaluation is appended to the run's record
@@ -196,7 +188,7 @@ def test_unwritable_record_is_refused_before_evaluating(tmp_path: Path, monkeypa
     (run / EVALUATIONS_FILE).mkdir()  # cannot be appended to
     calls = _refused_before_evaluating(monkeypatch)
     assert main(["evaluate", str(run)]) == 2
-    _one_line_error(capsys, "evaluate", EVALUATIONS_FILE)
+    assert_one_line_error(capsys, "evaluate", EVALUATIONS_FILE)
     assert calls == []
 
 
@@ -241,5 +233,5 @@ def test_truncated_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.Capture
     best.write_bytes(best.read_bytes()[:200])
     n = len(read_evaluations(run))
     assert main(["evaluate", str(run), "--which", "best"]) == 2
-    _one_line_error(capsys, "evaluate", str(best))
+    assert_one_line_error(capsys, "evaluate", str(best))
     assert len(read_evaluations(run)) == n

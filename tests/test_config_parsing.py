@@ -12,19 +12,11 @@ import pytest
 
 from gkl.cli import main
 from gkl.config_schema import ConfigError, load_yaml, parse_override
+from helpers import assert_one_line_error
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TEACHER = CONFIGS / "demo" / "teacher.yaml"
 
-
-def _one_line_error(capsys: pytest.CaptureFixture[str], command: str, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith(f"gkl {command}: error: "), err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 def _train(path: Path, tmp_path: Path, *extra: str) -> int:
@@ -35,7 +27,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path, capsys: pytest.Ca
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"base: {TEACHER}\ntrain:\n  epochs: 3\n  optim: {{lr: 0.1\n")
     assert _train(bad, tmp_path) == 2
-    _one_line_error(capsys, "train", f"{bad}:", "invalid YAML")
+    assert_one_line_error(capsys, "train", f"{bad}:", "invalid YAML")
 
 
 def test_base_cycle_is_an_error_not_a_recursion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,10 +35,10 @@ def test_base_cycle_is_an_error_not_a_recursion(tmp_path: Path, capsys: pytest.C
     (tmp_path / "b.yaml").write_text("base: [c.yaml]\n")
     (tmp_path / "c.yaml").write_text("base: a.yaml\n")
     assert _train(tmp_path / "a.yaml", tmp_path) == 2
-    _one_line_error(capsys, "train", "cycle", "a.yaml", "b.yaml", "c.yaml")
+    assert_one_line_error(capsys, "train", "cycle", "a.yaml", "b.yaml", "c.yaml")
     (tmp_path / "self.yaml").write_text("base: self.yaml\n")
     assert _train(tmp_path / "self.yaml", tmp_path) == 2
-    _one_line_error(capsys, "train", "cycle", "self.yaml")
+    assert_one_line_error(capsys, "train", "cycle", "self.yaml")
 
 
 @pytest.mark.parametrize("base", ["3", "{x: 1}", "[3]", "[]", "''", "[ok.yaml, 5]"])
@@ -54,28 +46,28 @@ def test_base_must_be_paths(base: str, tmp_path: Path, capsys: pytest.CaptureFix
     (tmp_path / "ok.yaml").write_text("name: ok\n")
     (tmp_path / "c.yaml").write_text(f"base: {base}\nname: c\n")
     assert _train(tmp_path / "c.yaml", tmp_path) == 2
-    _one_line_error(capsys, "train", "c.yaml", "'base' must be a file path or a list of file paths")
+    assert_one_line_error(capsys, "train", "c.yaml", "'base' must be a file path or a list of file paths")
 
 
 def test_missing_base_file_names_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "c.yaml").write_text("base: ../nowhere/base.yaml\n")
     assert _train(tmp_path / "c.yaml", tmp_path) == 2
-    _one_line_error(capsys, "train", "c.yaml", "nowhere/base.yaml", "not found")
+    assert_one_line_error(capsys, "train", "c.yaml", "nowhere/base.yaml", "not found")
     assert _train(tmp_path / "absent.yaml", tmp_path) == 2
-    _one_line_error(capsys, "train", "absent.yaml", "not found")
+    assert_one_line_error(capsys, "train", "absent.yaml", "not found")
     assert _train(tmp_path, tmp_path) == 2  # a directory, not a file
-    _one_line_error(capsys, "train", str(tmp_path))
+    assert_one_line_error(capsys, "train", str(tmp_path))
 
 
 def test_duplicate_key_is_an_error_naming_key_and_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dup = tmp_path / "dup.yaml"
     dup.write_text(f"base: {TEACHER}\ntrain:\n  epochs: 3\nname: x\ntrain:\n  seed: 4\n")
     assert _train(dup, tmp_path) == 2
-    _one_line_error(capsys, "train", f"{dup}:5", "duplicate key 'train'", "line 2")
+    assert_one_line_error(capsys, "train", f"{dup}:5", "duplicate key 'train'", "line 2")
     nested = tmp_path / "nested.yaml"
     nested.write_text(f"base: {TEACHER}\ntrain:\n  optim: {{lr: 0.1, lr: 0.2}}\n")
     assert _train(nested, tmp_path) == 2
-    _one_line_error(capsys, "train", "nested.yaml:3", "duplicate key 'lr'")
+    assert_one_line_error(capsys, "train", "nested.yaml:3", "duplicate key 'lr'")
 
 
 def test_amp_off_is_a_string_in_files_and_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,7 +80,7 @@ def test_amp_off_is_a_string_in_files_and_overrides(tmp_path: Path, capsys: pyte
     assert "amp: 'off'" in capsys.readouterr().out
     # a boolean field still takes only true/false; "yes" is a string and is rejected by name
     assert _train(TEACHER, tmp_path, "data.in_memory=yes") == 2
-    _one_line_error(capsys, "train", "data.in_memory", "'yes'", "true or false")
+    assert_one_line_error(capsys, "train", "data.in_memory", "'yes'", "true or false")
     assert _train(TEACHER, tmp_path, "data.in_memory=false") == 0
     assert "in_memory: false" in capsys.readouterr().out
 

@@ -6,12 +6,13 @@ every rank, equal to rank 0's checkpoint. Run as a script by torchrun (see ``job
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+
+from helpers import assert_identical, free_port, tensor_leaves
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_at" / "gkl.yaml"
 
@@ -44,25 +45,10 @@ def job(run_root: str, out: str) -> None:
         cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _flatten(state, prefix: str = "") -> dict:
-    if isinstance(state, torch.Tensor):
-        return {prefix: state}
-    out = {}
-    if isinstance(state, dict):
-        for key, value in state.items():
-            out.update(_flatten(value, f"{prefix}.{key}"))
-    return out
-
 
 def test_gkl_at_under_ddp_ends_with_identical_weights_on_every_rank(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
                __file__, str(tmp_path / "runs"), str(tmp_path / "out")]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -71,14 +57,10 @@ def test_gkl_at_under_ddp_ends_with_identical_weights_on_every_rank(tmp_path: Pa
     checkpoint = torch.load(tmp_path / "runs" / "gkl" / "checkpoint.pt", weights_only=True)
     assert checkpoint["world_size"] == 2 and checkpoint["epoch"] == 1
     for part in ("model", "ema", "objective"):
-        a, b = _flatten(ranks[0][part]), _flatten(ranks[1][part])
-        assert a.keys() == b.keys() and a, part
-        for key in a:
-            assert torch.equal(a[key], b[key]), (part, key)
-            assert torch.isfinite(a[key].double()).all() if a[key].is_floating_point() else True
-        saved = _flatten(checkpoint[part])
-        for key in a:
-            assert torch.equal(saved[key], a[key]), (part, key)
+        assert tensor_leaves(ranks[0][part]), part
+        assert_identical(ranks[0][part], ranks[1][part], part)
+        assert all(torch.isfinite(t.double()).all() for t in tensor_leaves(ranks[0][part]) if t.is_floating_point())
+        assert_identical(checkpoint[part], ranks[0][part], part)
     # the class-wise prior was really estimated (all-reduced over both ranks) and AWP ran from epoch 1
     prior = ranks[0]["objective"]["prior.prior"] if "prior.prior" in ranks[0]["objective"] else None
     if prior is not None:

@@ -14,6 +14,7 @@ import torch
 
 from gkl.engine.checkpoint import read_checkpoint
 from gkl.settings.train import TrainSettings
+from helpers import assert_identical, tensor_leaves
 
 TESTS = Path(__file__).resolve().parent
 
@@ -42,15 +43,6 @@ def run(run_dir: Path, kill: str = "", resume: bool = False) -> subprocess.Compl
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-def _flat(state, prefix=""):
-    if isinstance(state, torch.Tensor):
-        return {prefix: state}
-    out = {}
-    if isinstance(state, dict):
-        for key, value in state.items():
-            out.update(_flat(value, f"{prefix}.{key}"))
-    return out
-
 
 def test_sigkill_mid_epoch_in_an_iteration_run_resumes_exactly(tmp_path: Path) -> None:
     straight = run(tmp_path / "a")
@@ -66,10 +58,8 @@ def test_sigkill_mid_epoch_in_an_iteration_run_resumes_exactly(tmp_path: Path) -
     b = read_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert a["step"] == b["step"] == 50 and a["epoch"] == b["epoch"] == 3
     for part in ("model", "ema", "optimizer", "objective"):
-        fa, fb = _flat(a[part]), _flat(b[part])
-        assert fa.keys() == fb.keys() and fa, part
-        for key in fa:
-            assert torch.equal(fa[key], fb[key]), (part, key)
+        assert tensor_leaves(a[part]), part
+        assert_identical(a[part], b[part], part)
     # the same metrics lines (evaluations every 16 steps and at each epoch end), none lost or doubled
     def lines(run_dir: Path) -> list[dict]:
         out = []
