@@ -36,6 +36,8 @@ from typing import Callable
 
 import torch
 
+from _proc import status_kib
+
 from gkl.clip import GKLDistillClipLoss
 from gkl.losses import set_value_checks
 
@@ -102,25 +104,17 @@ def median_times(fns: dict[str, Callable[[torch.Tensor, torch.Tensor], None]], s
     return out
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def peak_memory_child(method: str, n: int) -> None:
     s, t = make_logits(n)
     torch.zeros(1).sum()
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     if method == "pairwise":
         pairwise_rows(s, t, rows=4)
     else:
         run_method(method)(s, t)
-    print(json.dumps({"delta_bytes": (_status_kib("VmHWM") - before) * 1024}))
+    print(json.dumps({"delta_bytes": (status_kib("VmHWM") - before) * 1024}))
 
 
 def peak_memory(method: str, n: int) -> float:

@@ -32,6 +32,8 @@ from typing import Callable
 
 import torch
 
+from _proc import status_kib
+
 from gkl.losses import gkl_loss, kl_div
 
 CASES: list[tuple[int, ...]] = [(64, 100), (512, 100), (256, 1000), (8, 150, 64, 64)]
@@ -100,23 +102,15 @@ def median_times(methods: dict[str, Callable[[torch.Tensor, torch.Tensor], None]
     return times
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def peak_memory_child(method: str, shape: tuple[int, ...]) -> None:
     """Subprocess body: print the peak-RSS increase (bytes) of one forward + backward."""
     o_n, o_m = make_inputs(shape)
     torch.zeros(1).sum()  # initialise torch's lazy machinery before the baseline
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # reset the VmHWM high-water mark to the current RSS
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     METHODS[method](o_n, o_m)
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     print(json.dumps({"delta_bytes": (peak - before) * 1024}))
 
 

@@ -80,6 +80,11 @@ def plot_accuracy_vs_tau(summary: Summary, path: Path, *, metric: str = "last_to
     label = next((l for k, l in summary.metrics if k == metric), metric)
     ax.set_ylabel(f"{label} (%)")
     ax.set_title("mean over seeds, 95 % CI")
+    return _save(plt, fig, ax, path)
+
+
+def _save(plt, fig, ax, path: Path) -> Path:
+    """Grid, legend, tight layout; write the PNG and close the figure."""
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -108,9 +113,4 @@ def plot_curves(summary: Summary, path: Path) -> Path | None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("test accuracy (mean over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, ax, path)
