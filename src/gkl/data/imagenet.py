@@ -8,7 +8,6 @@ from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
 
 from gkl.utils.errors import InputError
 
@@ -32,6 +31,8 @@ class ImageList(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
+        from torchvision.datasets.folder import default_loader
+
         return self.transform(default_loader(path)), label
 
 
@@ -55,6 +56,8 @@ def build_imagenet(root: str, train: bool, *, download: bool, normalize: bool, a
     classes = class_folders(train_dir if os.path.isdir(train_dir) else split_dir)
     if not classes:
         raise InputError(f"no class subfolders in {split_dir!r}; expected layout {IMAGENET_LAYOUT}")
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
     samples = make_dataset(split_dir, {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS,
                            allow_empty=True)
     if not samples:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torchvision import transforms as T
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -14,8 +15,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_CROP_PADDING = 4
 
 
-def cifar_transform(*, augment: bool, normalize: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> T.Compose:
+def cifar_transform(*, augment: bool, normalize: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
     """PIL 32x32 image -> tensor: [RandomCrop(32, padding=4) + RandomHorizontalFlip] + ToTensor [+ Normalize]."""
+    from torchvision import transforms as T  # torchvision is imported where it is used (it is slow to import)
+
     steps: list = []
     if augment:
         steps += [T.RandomCrop(32, padding=CIFAR_CROP_PADDING), T.RandomHorizontalFlip()]
@@ -25,8 +28,10 @@ def cifar_transform(*, augment: bool, normalize: bool, mean: tuple[float, ...], 
     return T.Compose(steps)
 
 
-def imagenet_transform(*, train: bool, augment: bool, normalize: bool) -> T.Compose:
+def imagenet_transform(*, train: bool, augment: bool, normalize: bool) -> Any:
     """Train: RandomResizedCrop(224) + flip; test (or augment=False): Resize(256) + CenterCrop(224)."""
+    from torchvision import transforms as T
+
     if train and augment:
         steps: list = [T.RandomResizedCrop(224), T.RandomHorizontalFlip()]
     else:

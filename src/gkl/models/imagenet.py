@@ -10,11 +10,9 @@ published state_dicts load with :func:`gkl.models.load_weights`.
 
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 from gkl.models._init import init_conv_bn_linear
 from gkl.models.registry import register_model
@@ -76,19 +74,15 @@ def imagenet_mobilenet_v1(num_classes: int) -> MobileNetV1:
     return MobileNetV1(num_classes)
 
 
-def _register_torchvision(name: str, factory: Callable[..., nn.Module]) -> None:
+def _register_torchvision(name: str) -> None:
     @register_model(f"imagenet_{name}", input_kind="imagenet")
     def build(num_classes: int, **kwargs: object) -> nn.Module:
-        return factory(weights=None, num_classes=num_classes, **kwargs)
+        from torchvision import models as tv_models  # imported on use: torchvision is slow to import
+
+        return getattr(tv_models, name)(weights=None, num_classes=num_classes, **kwargs)
 
     build.__doc__ = f"torchvision.models.{name}(weights=None); extra kwargs go to torchvision."
 
 
-for _name, _factory in (
-    ("resnet18", tv_models.resnet18),
-    ("resnet34", tv_models.resnet34),
-    ("resnet50", tv_models.resnet50),
-    ("resnext101_32x8d", tv_models.resnext101_32x8d),
-    ("mobilenet_v2", tv_models.mobilenet_v2),
-):
-    _register_torchvision(_name, _factory)
+for _name in ("resnet18", "resnet34", "resnet50", "resnext101_32x8d", "mobilenet_v2"):
+    _register_torchvision(_name)

@@ -35,9 +35,6 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
-from torchvision.models.segmentation.deeplabv3 import DeepLabHead
-from torchvision.models.segmentation.fcn import FCNHead
 
 from gkl.models._init import init_conv_bn_linear
 from gkl.models.registry import register_model
@@ -100,7 +97,7 @@ class DilatedResNet(nn.Module):
         self.channels = (widths[2] * block.expansion, widths[3] * block.expansion)  # type: ignore[attr-defined]
         for layer, dilation in ((self.layer3, 2), (self.layer4, 4)):
             for unit in layer:
-                convs = [unit.conv2] if isinstance(unit, Bottleneck) else (
+                convs = [unit.conv2] if hasattr(unit, "conv3") else (  # Bottleneck: its 3x3 is conv2
                     [unit.conv1] if dilate_basic == "conv1" else [unit.conv1, unit.conv2])
                 for conv in convs:
                     conv.dilation, conv.padding = (dilation, dilation), (dilation, dilation)
@@ -220,6 +217,9 @@ class DeepLabV3(_SegmentationModel):
     def __init__(self, backbone: DilatedResNet, num_classes: int) -> None:
         super().__init__()
         c3, c4 = self._adopt(backbone)
+        from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+        from torchvision.models.segmentation.fcn import FCNHead
+
         head = DeepLabHead(c4, num_classes, atrous_rates=(12, 24, 36))
         self.head = nn.Sequential(*list(head.children())[:-1])  # ASPP, 3x3 conv, BN, ReLU -> 256 channels
         self.cls = head[-1]
@@ -236,15 +236,23 @@ class DeepLabV3(_SegmentationModel):
 
 # ----------------------------------------------------------------------------- builders
 
-_RESNETS: dict[str, tuple[type[nn.Module], tuple[int, ...]]] = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2)),
-    "resnet50": (Bottleneck, (3, 4, 6, 3)),
-    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+_RESNETS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "resnet18": ("BasicBlock", (2, 2, 2, 2)),
+    "resnet50": ("Bottleneck", (3, 4, 6, 3)),
+    "resnet101": ("Bottleneck", (3, 4, 23, 3)),
 }
 
 
+def _block(name: str) -> type[nn.Module]:
+    """torchvision's residual block class (imported on use: torchvision is slow to import)."""
+    from torchvision.models import resnet
+
+    return getattr(resnet, name)
+
+
 def build_backbone(depth: str, *, stem: Stem = "torchvision", dilate_basic: DilateBasic = "conv1") -> DilatedResNet:
-    block, blocks = _RESNETS[depth]
+    block_name, blocks = _RESNETS[depth]
+    block = _block(block_name)
     return DilatedResNet(block, blocks, stem=stem, dilate_basic=dilate_basic)
 
 
@@ -281,14 +289,14 @@ _register_family()
 @register_model("pspnet_tiny", input_kind="segmentation")
 def pspnet_tiny(num_classes: int, *, dropout: float = 0.1) -> nn.Module:
     """PSPNet on a one-block-per-stage ResNet of widths 16/32/64/64 (bundled-task student, ~0.2M params)."""
-    backbone = DilatedResNet(BasicBlock, (1, 1, 1, 1), widths=(16, 32, 64, 64), dilate_basic="both")
+    backbone = DilatedResNet(_block("BasicBlock"), (1, 1, 1, 1), widths=(16, 32, 64, 64), dilate_basic="both")
     return _finish(PSPNet(backbone, num_classes, head_channels=64, aux_channels=32, dropout=dropout), None)
 
 
 @register_model("pspnet_small", input_kind="segmentation")
 def pspnet_small(num_classes: int, *, dropout: float = 0.1) -> nn.Module:
     """PSPNet on a ResNet-18 layout at half width (32/64/128/256; bundled-task teacher, ~3M params)."""
-    backbone = DilatedResNet(BasicBlock, (2, 2, 2, 2), widths=(32, 64, 128, 256), dilate_basic="both")
+    backbone = DilatedResNet(_block("BasicBlock"), (2, 2, 2, 2), widths=(32, 64, 128, 256), dilate_basic="both")
     return _finish(PSPNet(backbone, num_classes, head_channels=128, aux_channels=64, dropout=dropout), None)
 
 

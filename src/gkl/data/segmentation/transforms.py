@@ -18,8 +18,6 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
-from torchvision.transforms import InterpolationMode
 
 IMAGENET_MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -80,6 +78,9 @@ class RandomRotate:
         if self.degrees == 0 or not _coin(self.p):
             return image, label
         angle = _uniform(-self.degrees, self.degrees)
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
         image = TF.rotate(image, angle, interpolation=InterpolationMode.BILINEAR, fill=self.fill)
         label = TF.rotate(label[None], angle, interpolation=InterpolationMode.NEAREST,
                           fill=[float(self.ignore_index)])[0]
@@ -95,6 +96,8 @@ class RandomGaussianBlur:
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> Pair:
         if _coin(self.p):
+            from torchvision.transforms.v2 import functional as TF
+
             image = TF.gaussian_blur(image, [self.kernel_size, self.kernel_size], [self.sigma, self.sigma])
         return image, label
 
