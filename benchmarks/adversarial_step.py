@@ -21,7 +21,8 @@ import torch
 
 from gkl.attacks import pgd
 from gkl.models import create_model
-from gkl.objectives.adversarial import AdversarialSettings, build_adversarial_objective
+from gkl.objectives.adversarial import build_adversarial_objective
+from gkl.settings.adversarial import adversarial_settings
 
 
 def _timed(fn) -> tuple[float, object]:
@@ -35,9 +36,8 @@ class StepTimer:
 
     def __init__(self, method: str, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  num_classes: int) -> None:
-        self.settings = AdversarialSettings(method=method, eps=8 / 255, eps_schedule="fixed",
-                                            attack_budget="fixed", attack_steps=10, attack_step_size=2 / 255,
-                                            awp_start_epoch=1)
+        self.settings = adversarial_settings(method, eps=8 / 255, eps_schedule="fixed", attack_budget="fixed",
+                                             attack_steps=10, attack_step_size=2 / 255, awp_start_epoch=1)
         self.objective = build_adversarial_objective(self.settings, num_classes=num_classes, epochs=1)
         self.model, self.images, self.labels = model, images, labels
         self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -64,7 +64,7 @@ class StepTimer:
         t_fb, _ = _timed(forward_backward)
 
         def engine_step() -> None:  # the whole step, as the engine calls the objective
-            out = objective(model, images, labels, epoch=1)
+            out = objective(model, (images, labels), epoch=1, step=1)
             self.optimizer.zero_grad(set_to_none=True)
             out.total().backward()
             self.optimizer.step()

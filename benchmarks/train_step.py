@@ -18,13 +18,14 @@ import time
 import torch
 
 from gkl.models import create_model
-from gkl.objectives.distill import DistillObjective, DistillSettings
+from gkl.objectives.distill import build_distill_objective
 from gkl.objectives.supervised import SupervisedObjective
+from gkl.settings.distill import distill_settings
 
 
 def _step(objective, model, optimizer, images, labels) -> float:
     start = time.perf_counter()
-    out = objective(model, images, labels, epoch=30)
+    out = objective(model, (images, labels), epoch=30, step=1)
     loss = out.total()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -46,10 +47,10 @@ def main() -> None:
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     objectives = {
         "ce": SupervisedObjective(),
-        "kd": DistillObjective(teacher, DistillSettings(method="kd", ce_weight=0.1, kd_weight=0.9,
-                                                        temperature=4.0, warmup_epochs=0), num_classes=100),
-        "gkl": DistillObjective(teacher, DistillSettings(method="gkl", alpha=16.0, beta=1.0, gamma=0.05,
-                                                         class_wise=True), num_classes=100),
+        "kd": build_distill_objective(teacher, distill_settings("kd", ce_weight=0.1, kd_weight=0.9,
+                                                                temperature=4.0, warmup_epochs=0), num_classes=100),
+        "gkl": build_distill_objective(teacher, distill_settings("gkl", alpha=16.0, beta=1.0, gamma=0.05,
+                                                                 class_wise=True), num_classes=100),
     }
     for obj in objectives.values():
         obj.train()
