@@ -67,7 +67,7 @@ def _batch_reduce(per_example: torch.Tensor, reduction: str) -> torch.Tensor:
 def _centred_wmse(o_m: torch.Tensor, o_n: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Per-example (1/4) Σ_j Σ_k w^j w^k ((o_m^j − o_m^k) − (o_n^j − o_n^k))², O(C) form.
 
-    Spec section 4: Σ_jk w^j w^k (d_j − d_k)² = 2 W Σ_j w^j (d_j − μ)², with
+    (docs/losses.md, the centred form): Σ_jk w^j w^k (d_j − d_k)² = 2 W Σ_j w^j (d_j − μ)², with
     d = o_m − o_n, W = Σ_j w^j, μ = Σ_j w^j d_j / W. The centred (weighted
     variance) form avoids the cancellation of 2WΣwd² − 2(Σwd)² at large logits.
     Reduces over dim 1; returns shape (N, d1, ...).

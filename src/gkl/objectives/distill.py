@@ -133,7 +133,7 @@ class IKLObjective(_WeightedKLObjective):
 
 
 class GKLObjective(_WeightedKLObjective):
-    """GKL (journal version, spec section 3): smoothed weights γ, wMSE normalised as configured."""
+    """GKL (journal version, docs/losses.md): smoothed weights γ, wMSE normalised as configured."""
 
     method = "gkl"
     settings_class = GKLSettings
