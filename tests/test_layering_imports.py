@@ -21,7 +21,7 @@ LAYER_OF = {
     "utils": "utils", "losses": "losses", "settings": "settings", "metrics": "metrics",
     "models": "models", "data": "data", "attacks": "attacks", "objectives": "objectives",
     "engine": "engine", "config": "config", "config_schema": "config", "analysis": "analysis",
-    "runner": "runner", "commands": "commands", "cli": "commands", "demo": "commands",
+    "runner": "runner", "tasks": "runner", "commands": "commands", "cli": "commands", "demo": "commands",
     "evaluate": "commands",  # the `gkl evaluate` command (its metric moves to gkl.metrics)
     "ssl": "task_losses", "clip": "task_losses",  # loss wrappers of an application (SSL consistency, CLIP)
     "sweep": "commands",
