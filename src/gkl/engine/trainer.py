@@ -8,7 +8,9 @@ runs the objective on ``accumulate_steps`` batches (:mod:`gkl.objectives.base`),
 loss terms once, and steps the optimizer with the LR of that step (:class:`LRSchedule`). At
 the end of an epoch: ``objective.on_epoch_end(e)``, EMA, evaluation and checkpoint when due
 (or every N steps with ``eval_every_steps``/``checkpoint_every_steps``); ``metrics.jsonl``
-before the checkpoint. A checkpoint written mid-epoch resumes exactly: the consumed batches
+before the checkpoint. With ``train.log_feature_stats`` the evaluation of the test split also
+records the feature statistics of the model and of the objective's teacher
+(:mod:`gkl.metrics.features`). A checkpoint written mid-epoch resumes exactly: the consumed batches
 of the epoch are drawn again and skipped, then the saved RNG state is restored.
 """
 
