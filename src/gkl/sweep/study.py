@@ -11,7 +11,7 @@ Format (YAML; paths relative to the study file, ``out_dir`` relative to the work
       teacher: {config: ../demo/teacher.yaml, seeds: [0]}
       ce:      {config: ../demo/student_ce.yaml}
       kd_t4:   {teacher: teacher, overrides: {distill.temperature: 4}}
-      mse:     {teacher: teacher, overrides: {distill.method: mse}}
+      mse:     {config: ../demo/student_mse.yaml, teacher: teacher}   # another method: its demo config
       chain2:  {teacher: kd_t4}          # sequential distillation: kd_t4's student teaches
 
 A setting's ``teacher`` names another setting whose trained run (``teacher_checkpoint``,
