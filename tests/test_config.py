@@ -28,6 +28,8 @@ def test_recipe_set_is_complete() -> None:
     for name in ("imagenet/gkl_res34_res18.yaml", "imagenet/gkl_res50_mv1.yaml", "imagenet_lt/gkl_resnext101_res18.yaml",
                  "cifar10_at/gkl_wrn34_10.yaml", "cifar100_at/trades_wrn34_10.yaml", "demo/teacher.yaml"):
         assert name in names
+    for method in ("ce", "kd", "dkd", "dkl", "ikl", "gkl", "jsd", "mse"):  # one demo config per method
+        assert f"demo/student_{method}.yaml" in names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(CONFIGS)))

@@ -97,6 +97,38 @@ def test_study_errors_name_the_key_before_anything_runs(configs: Path, text: str
 
 # ----------------------------------------------------------------------------- real runs
 
+def test_a_chain_distills_from_the_trained_student_of_the_previous_setting(configs: Path) -> None:
+    """Sequential distillation: teacher -> kd (a narrower student) -> chain. Each run is started with the
+    arguments the sweep gives `python -m gkl.cli`, in the sweep's order, in-process (cheap)."""
+    import yaml
+
+    from gkl.cli import main
+
+    out = configs / "out"
+    study = load_study(_study(configs, """
+config: student.yaml
+seeds: [0]
+overrides: {data.batch_size: 64}
+settings:
+  teacher: {config: base.yaml}
+  kd: {teacher: teacher, overrides: {model.kwargs: {hidden: 8}}}
+  chain: {teacher: kd, overrides: {distill: {method: mse}}}
+"""), out_dir=out)
+    assert [r.name for r in study.runs] == ["teacher_seed0", "kd_seed0", "chain_seed0"]
+    for spec in study.runs:
+        assert main(spec.cli_args()) == 0, spec.name
+    chain = yaml.safe_load((out / "chain_seed0" / "config.yaml").read_text())
+    # the teacher of the chain is kd's student: its architecture (hidden 8, not the config's teacher; the
+    # chain run loads the weights strictly, so a wrong architecture fails) and its best.pt
+    assert chain["teacher"]["name"] == "digits_mlp_small" and chain["teacher"]["kwargs"] == {"hidden": 8}
+    assert Path(chain["teacher"]["checkpoint"]) == out / "kd_seed0" / "best.pt"
+    assert chain["model"]["kwargs"] == {} and chain["distill"]["method"] == "mse"
+    kd = yaml.safe_load((out / "kd_seed0" / "config.yaml").read_text())
+    assert Path(kd["teacher"]["checkpoint"]) == out / "teacher_seed0" / "best.pt" and kd["teacher"]["kwargs"] == {}
+    rows = {row["setting"]: row for row in summarize([out]).rows}
+    assert set(rows) == {"teacher", "kd", "chain"}
+
+
 def _snapshot(run_dir: Path) -> dict[str, tuple[int, bytes]]:
     return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run_dir.iterdir()) if p.is_file()}
 

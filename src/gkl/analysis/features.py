@@ -1,8 +1,8 @@
 """Penultimate features (the classifier's input) through a forward hook, and per-epoch feature statistics.
 
-No model edits: the classifier is a module named ``fc``/``classifier``/``linear``/``head``
-that is an ``nn.Linear``, else the last ``nn.Linear`` of the model, and a forward
-pre-hook records its input. Kim et al. 2021 (δ∞ analysis) track the penultimate norm
+No model edits: the classifier is found and its input read by a forward pre-hook with
+:func:`gkl.utils.modules.find_classifier` / :func:`~gkl.utils.modules.capture_features`
+(shared with the engine's ``train.log_feature_stats``). Kim et al. 2021 (δ∞ analysis) track the penultimate norm
 ‖r‖ and the logit sum Σ_j z_j: the τ → ∞ limit of KD rewards a larger ‖r‖.
 """
 
@@ -16,41 +16,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from gkl.utils.modules import unwrap_model
+from gkl.utils.modules import capture_features, find_classifier
 
 __all__ = ["Outputs", "find_classifier", "capture_features", "iterate_batches", "collect_outputs",
            "feature_statistics"]
 
-CLASSIFIER_NAMES = ("fc", "classifier", "linear", "head")
 Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def find_classifier(model: nn.Module) -> nn.Linear:
-    """The model's final linear layer (see the module docstring); ValueError if it has none."""
-    net = unwrap_model(model)
-    for name in CLASSIFIER_NAMES:
-        module = getattr(net, name, None)
-        if isinstance(module, nn.Linear):
-            return module
-    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(f"{type(net).__name__} has no nn.Linear classifier to take penultimate features from")
-    return linears[-1]
-
-
-@contextlib.contextmanager
-def capture_features(model: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Within the block, every forward pass appends the classifier's input (flattened, detached)."""
-    store: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        store.append(inputs[0].detach().flatten(1))
-
-    handle = find_classifier(model).register_forward_pre_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
 
 
 def iterate_batches(data: Dataset | Iterable, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -124,11 +95,3 @@ def feature_statistics(model: nn.Module, loader: Dataset | Iterable) -> dict[str
         "logit_sum": out.logits.double().sum(dim=1).mean().item(),
         "logit_norm": out.logits.double().norm(dim=1).mean().item(),
     }
-
-
-def statistics_to_record(student: dict[str, float], teacher: dict[str, float] | None = None) -> dict[str, Any]:
-    """A metrics.jsonl entry ``{"features": {"student": ..., "teacher": ...}}`` for the engine hook."""
-    record: dict[str, Any] = {"student": student}
-    if teacher is not None:
-        record["teacher"] = teacher
-    return {"features": record}

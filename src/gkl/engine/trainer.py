@@ -8,7 +8,9 @@ runs the objective on ``accumulate_steps`` batches (:mod:`gkl.objectives.base`),
 loss terms once, and steps the optimizer with the LR of that step (:class:`LRSchedule`). At
 the end of an epoch: ``objective.on_epoch_end(e)``, EMA, evaluation and checkpoint when due
 (or every N steps with ``eval_every_steps``/``checkpoint_every_steps``); ``metrics.jsonl``
-before the checkpoint. A checkpoint written mid-epoch resumes exactly: the consumed batches
+before the checkpoint. With ``train.log_feature_stats`` the evaluation of the test split also
+records the feature statistics of the model and of the objective's teacher
+(:mod:`gkl.metrics.features`). A checkpoint written mid-epoch resumes exactly: the consumed batches
 of the epoch are drawn again and skipped, then the saved RNG state is restored.
 """
 
@@ -50,10 +52,12 @@ from gkl.engine.run_dir import read_run_record, record_stop, write_config, write
 from gkl.engine.schedules import LRSchedule, scaled_base_lr
 from gkl.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything, set_deterministic
 from gkl.metrics.classification import ClassificationEvaluator
+from gkl.metrics.features import watch_feature_statistics
 from gkl.objectives.base import Objective, StepOutput
 from gkl.settings.train import TrainSettings
 from gkl.utils.distributed import DistInfo, all_reduce_sum, barrier, resolve_device
 from gkl.utils.errors import InputError
+from gkl.utils.modules import find_classifier
 
 __all__ = ["CollapseError", "NonFiniteLossError", "Trainer", "TrainingStopped", "move_to_device",
            "per_process_batch_size"]
@@ -237,6 +241,17 @@ class Trainer:
         self._trackers: list[Any] = []
         self._stats: dict[str, Any] | None = None
         self._resume_state: dict[str, Any] | None = None
+        self.feature_teacher: nn.Module | None = None
+        self._teacher_features: dict[str, float] | None = None  # the frozen teacher's, measured once
+        if settings.log_feature_stats:
+            self.feature_teacher = self.objective.teacher_model()
+            for role, net in (("model", self.model), ("teacher", self.feature_teacher)):
+                try:
+                    if net is not None:
+                        find_classifier(net)
+                except ValueError as error:
+                    raise InputError(f"train.log_feature_stats: the {role} has no classifier to read "
+                                     f"penultimate features from ({error})") from None
 
     # ------------------------------------------------------------------ compatibility
     @property
@@ -699,10 +714,14 @@ class Trainer:
         evaluator = self._get_evaluator()
         kwargs = dict(device=self.device, dist=self.dist)
         result: dict[str, Any] = {}
+        feature_split = "eval" if self.eval_loader is not None else "val"
         for split, loader in (("eval", self.eval_loader), ("val", self.val_loader)):
             if loader is None:
                 continue
-            result[split] = evaluator(self.model, loader, **kwargs)
+            if self.settings.log_feature_stats and split == feature_split:
+                result[split], result["features"] = self._evaluate_with_features(evaluator, loader, split, kwargs)
+            else:
+                result[split] = evaluator(self.model, loader, **kwargs)
             if self.ema is not None:
                 result[f"ema_{split}"] = evaluator(self.ema.module, loader, **kwargs)
         split = "val" if self.val_loader is not None else "eval"
@@ -714,6 +733,20 @@ class Trainer:
         result["selected"] = float(result[key][metric])
         result["selected_from"] = key
         return result
+
+    def _evaluate_with_features(self, evaluator: Any, loader: Iterable, split: str,
+                                kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The evaluation of ``split`` with the feature statistics of the model (and the teacher, fed the
+        same inputs; measured at the first evaluation only, since it is frozen) read by hooks."""
+        teacher = self.feature_teacher if self._teacher_features is None else None
+        with watch_feature_statistics(self.model, teacher) as meters:
+            metrics = evaluator(self.model, loader, **kwargs)
+        features: dict[str, Any] = {"split": split, "student": meters["student"].result(self.dist)}
+        if teacher is not None:
+            self._teacher_features = meters["teacher"].result(self.dist)
+        if self._teacher_features is not None:
+            features["teacher"] = self._teacher_features
+        return metrics, features
 
     def _evaluate_into(self, record: dict[str, Any], epoch: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
         result = self._evaluate()
@@ -732,6 +765,8 @@ class Trainer:
         for key in ("eval", "ema_eval", "val", "ema_val"):
             if key in result:
                 record[key] = {k: v for k, v in result[key].items() if k != "per_class"}
+        if "features" in result:
+            record["features"] = result["features"]
         record["select"] = {"metric": self.settings.select_metric, "split": result["selected_from"],
                             "value": value}
         record["best"] = self.best_value

@@ -89,6 +89,15 @@ class Objective(nn.Module):
     def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:  # noqa: D102
         raise NotImplementedError
 
+    def teacher_model(self) -> nn.Module | None:
+        """The frozen model the objective learns from: the first submodule named in ``frozen`` that
+        is set (the teacher of a distillation), or None (used by ``train.log_feature_stats``)."""
+        for name in self.frozen:
+            module = getattr(self, name, None)
+            if isinstance(module, nn.Module):
+                return module
+        return None
+
     def use_grad_scaler(self, scaler: torch.amp.GradScaler | None) -> None:
         """Hand the engine's fp16 gradient scaler (or None) to the objective."""
         self.grad_scaler = scaler

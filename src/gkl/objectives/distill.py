@@ -146,7 +146,7 @@ class GKLObjective(_WeightedKLObjective):
 
 
 class MSEObjective(DistillObjective):
-    """Logit matching ‖s − t‖² / C (the T → ∞ limit of KD)."""
+    """Plain logit matching ‖s − t‖² / C (Kim et al.'s L_MSE; KD's T → ∞ limit is the centred form)."""
 
     method = "mse"
     settings_class = MSESettings

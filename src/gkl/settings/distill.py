@@ -159,7 +159,7 @@ class GKLSettings(_WeightedKLSettings):
 
 @dataclass
 class MSESettings(DistillSettings):
-    """Logit matching ``||s - t||² / C`` (the T -> inf limit of KD); no temperature."""
+    """Plain logit matching ``||s - t||² / C``; no temperature (KD's T -> inf limit is ``kd`` at ``.inf``)."""
 
     method: Literal["mse"] = "mse"
 

@@ -70,6 +70,9 @@ class TrainSettings:
         (``best.pt``) and whether higher (``max``) or lower (``min``) is better.
     log_every: steps between progress updates (0 = only per epoch).
     device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"``.
+    log_feature_stats: at every evaluation, log the mean penultimate-feature norm, logit sum and
+        logit norm of the student (and of the objective's teacher) on the test split
+        (``features`` in metrics.jsonl; see :mod:`gkl.metrics.features`). Off by default.
     stop_on_collapse / collapse_patience / collapse_margin: a run whose selected accuracy is
         at chance (``<= 100 * k / num_classes + collapse_margin`` percent for top-k) for
         ``collapse_patience`` consecutive evaluations after having been above it is flagged
@@ -103,6 +106,7 @@ class TrainSettings:
     stop_on_collapse: bool = False
     collapse_patience: int = 3
     collapse_margin: float = 1.0
+    log_feature_stats: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.optim, dict):
@@ -141,7 +145,8 @@ class TrainSettings:
         _check_choice("train", "amp", self.amp, ("off", "bf16", "fp16", "auto"))
         if self.clip_grad_norm is not None:
             _check_number("train", "clip_grad_norm", self.clip_grad_norm, minimum=0.0, strict=True)
-        for name in ("sync_bn", "deterministic", "progress", "stop_on_collapse", "compile", "channels_last"):
+        for name in ("sync_bn", "deterministic", "progress", "stop_on_collapse", "compile", "channels_last",
+                     "log_feature_stats"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"train.{name}: expected a bool, got {getattr(self, name)!r}")
         _check_number("train", "seed", self.seed, minimum=0, integer=True)
@@ -164,7 +169,7 @@ class TrainSettings:
 RESUME_TOLERANT_FIELDS: frozenset[str] = frozenset(
     {"progress", "log_every", "device", "eval_every", "checkpoint_every", "eval_every_steps",
      "checkpoint_every_steps", "stop_on_collapse", "collapse_patience", "collapse_margin", "loggers",
-     "compile", "channels_last"}
+     "compile", "channels_last", "log_feature_stats"}
 )
 
 # Fields a resume may change after the run stopped on a non-finite loss ("fix the cause and resume").

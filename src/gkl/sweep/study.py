@@ -11,12 +11,14 @@ Format (YAML; paths relative to the study file, ``out_dir`` relative to the work
       teacher: {config: ../demo/teacher.yaml, seeds: [0]}
       ce:      {config: ../demo/student_ce.yaml}
       kd_t4:   {teacher: teacher, overrides: {distill.temperature: 4}}
-      mse:     {teacher: teacher, overrides: {distill.method: mse}}
+      mse:     {config: ../demo/student_mse.yaml, teacher: teacher}   # another method: its demo config
       chain2:  {teacher: kd_t4}          # sequential distillation: kd_t4's student teaches
 
 A setting's ``teacher`` names another setting whose trained run (``teacher_checkpoint``,
-default ``best.pt``) becomes ``teacher.checkpoint``: the teacher's only seed, or the
-teacher run of the same seed (per-seed chains). Every run is ``<out_dir>/<setting>_seed<S>``.
+default ``best.pt``) becomes the teacher: ``teacher.checkpoint``, and ``teacher.name`` /
+``teacher.kwargs`` set to the model that run trained (so a chain's student may be a different
+architecture from the config's teacher); the teacher's only seed, or the teacher run of the
+same seed (per-seed chains). Every run is ``<out_dir>/<setting>_seed<S>``.
 Everything is checked (study keys, every run's resolved config) before anything runs.
 """
 
@@ -196,6 +198,7 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
 
     runs: list[RunSpec] = []
     by_setting: dict[str, dict[int, RunSpec]] = {}
+    model_of: dict[str, tuple[str, dict[str, Any]]] = {}  # run name -> its model (name, kwargs)
     for name in _order(settings, path):
         setting = settings[name]
         where = f"{path}: settings.{name}"
@@ -220,7 +223,10 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
                     raise InputError(f"{where}.teacher: teacher setting {teacher!r} has seeds "
                                      f"{sorted(teacher_runs)}, none for seed {seed} (give it one seed or these seeds)")
                 ckpt = setting.get("teacher_checkpoint", "best.pt")
-                overrides.append(f"teacher.checkpoint={teacher_run.run_dir / ckpt}")
+                # the teacher is the model that run trained (a student of a chain may differ from teacher.name)
+                teacher_model, teacher_kwargs = model_of[teacher_run.name]
+                overrides += [f"teacher.name={teacher_model}", format_override("teacher.kwargs", teacher_kwargs),
+                              f"teacher.checkpoint={teacher_run.run_dir / ckpt}"]
                 depends.append(teacher_run.name)
             try:
                 if teacher is not None:
@@ -234,5 +240,6 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
             spec = RunSpec(setting=name, seed=seed, name=run_name, run_dir=target / run_name,
                            command=COMMAND_OF_KIND[cfg.kind], config=config, overrides=overrides, depends_on=depends)
             by_setting[name][seed] = spec
+            model_of[run_name] = (cfg.model.name, dict(cfg.model.kwargs))
             runs.append(spec)
     return Study(path=path, name=path.stem, out_dir=target, baseline=baseline, settings=list(settings), runs=runs)
