@@ -1,6 +1,6 @@
 """Speed and peak memory of gkl_loss against kl_div and the naive pairwise O(C^2) form.
 
-Run:  .venv/bin/python benchmarks/losses.py [--repeats 15] [--skip-memory]
+Run:  .venv/bin/python benchmarks/losses.py [--repeats 15] [--skip-memory] [--cases 64x100,...]
 
 Time: forward + backward w.r.t. both inputs (float32, CPU), median of ``repeats``
 runs after 3 warm-up runs, all methods in the same process on the same inputs.
@@ -126,8 +126,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--pairwise-repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--cases", default=None,
+                        help="shapes to run instead of the default ones, e.g. 64x100,8x150x64x64")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    cases = CASES if args.cases is None else [tuple(int(x) for x in c.split("x")) for c in args.cases.split(",")]
     if args.child:
         peak_memory_child(args.child[0], tuple(int(x) for x in args.child[1].split(",")))
         return
@@ -138,7 +141,7 @@ def main() -> None:
               f"{'pair/gkl':>8} | {'kl MB':>8} {'gkl MB':>8} {'pair MB':>8} | {'memgkl/kl':>9}")
     print(header)
     print("-" * len(header))
-    for shape in CASES:
+    for shape in cases:
         o_n, o_m = make_inputs(shape)
         raw = median_times({m: METHODS[m] for m in ("kl_div", "gkl_loss")}, o_n, o_m, args.repeats)
         times = {m: statistics.median(t) * 1e3 for m, t in raw.items()}

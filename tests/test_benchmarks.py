@@ -1,0 +1,52 @@
+"""Every benchmark script runs end to end at a tiny size (its timings are not checked here).
+
+The scripts are not imported by the package, so a refactor can break them silently; each one is
+run in-process with ``runpy`` as ``python benchmarks/<name>.py ARGS`` would run it, and must
+print its ratio lines. Sizes are the smallest the scripts accept, so this guards the code path,
+never a speed or memory target (those are measured by running the scripts themselves).
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+#: script -> tiny arguments (one thread: the scripts set torch's thread count).
+TINY = {
+    "losses.py": ["--repeats", "1", "--pairwise-repeats", "1", "--skip-memory", "--cases", "4x10,2x5x3x3"],
+    "train_step.py": ["--rounds", "1", "--batch", "2", "--threads", "1"],
+    "adversarial_step.py": ["--batch-size", "2", "--repeats", "1", "--warmup", "0", "--threads", "1"],
+    "ssl_step.py": ["--rounds", "1", "--batch", "2", "--threads", "1", "--model", "resnet8x4"],
+    "data_pipeline.py": ["--images", "64", "--batch-size", "16", "--epochs", "1", "--threads", "1"],
+}
+
+
+def test_every_script_is_listed() -> None:
+    scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
+    assert scripts <= set(TINY) | set(SLOW_OR_EXTRA), sorted(scripts - set(TINY) - set(SLOW_OR_EXTRA))
+
+
+#: scripts covered elsewhere or by the extra arguments below
+SLOW_OR_EXTRA: dict[str, list[str]] = {}
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_benchmark_script_runs(script: str, monkeypatch, capsys, restore_threads) -> None:
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / script), *TINY[script]])
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their _proc helper
+    runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.strip(), f"{script} printed nothing"
