@@ -270,5 +270,5 @@ def evaluate_clip_run(cfg: ExperimentConfig, run_dir: Path, paths: dict[str, Pat
         entry = {"epoch": epoch if isinstance(epoch, int) else None, "clean": metrics}
         report["results"][name] = entry
         lines.append(f"{name:<10} {entry['epoch'] if entry['epoch'] is not None else '-':>5} "
-                     + " ".join(f"{metrics[k]:>13.2f}" for k in keys))
+                     + " ".join(f"{metrics[k]:>13.2f}" if k in metrics else f"{'-':>13}" for k in keys))
     return report, "\n".join(lines)
