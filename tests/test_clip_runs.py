@@ -122,3 +122,38 @@ def test_caption_file_with_a_missing_image_is_one_line_naming_it(runs, capsys):
 def test_wrong_command_for_a_clip_config(runs, capsys):
     err = _one_line_error(capsys, ["distill", str(CONFIGS / "student_gkl.yaml")])
     assert "is a 'clip_distill' config; use 'gkl clip-distill'" in err
+
+
+def test_webdataset_shards_feed_the_runner(tmp_path):
+    """A webdataset config builds a loader of `samples_per_epoch // batch` (images, tokens) batches per epoch."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from gkl.config import load_config
+    from gkl.tasks.clip import build_clip_parts
+    from gkl.utils.distributed import DistInfo
+
+    with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
+        for i in range(6):
+            buf = io.BytesIO()
+            Image.new("RGB", (9, 9), (20 * i, 0, 0)).save(buf, format="PNG")
+            for ext, payload in (("png", buf.getvalue()), ("txt", f"caption {i}".encode())):
+                info = tarfile.TarInfo(f"{i:04d}.{ext}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    overrides = ["clip_data.format=webdataset", f"clip_data.train={tmp_path / 'shard-{000..000}.tar'}",
+                 "clip_data.samples_per_epoch=8", "clip_data.shuffle_buffer=4", "data.batch_size=4",
+                 "data.val_fraction=0", "clip_eval=null"]
+    cfg = load_config(CONFIGS / "teacher.yaml", overrides)
+    parts = build_clip_parts(cfg, DistInfo(device=torch.device("cpu")))
+    assert len(parts.train_loader) == 2 and parts.eval_loader is None
+    parts.train_loader.set_epoch(1)
+    batches = list(parts.train_loader)
+    assert len(batches) == 2
+    for images, tokens in batches:
+        assert images.shape == (4, 3, 16, 16) and tokens.shape == (4, 12)
+    missing = [o.replace("shard-{000..000}", "shard-{000..001}") for o in overrides]
+    with pytest.raises(Exception, match="shard-001.tar' does not exist"):
+        build_clip_parts(load_config(CONFIGS / "teacher.yaml", missing), DistInfo(device=torch.device("cpu")))
