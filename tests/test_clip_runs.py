@@ -17,6 +17,9 @@ open_clip = pytest.importorskip("open_clip")
 
 from gkl.cli import main  # noqa: E402
 
+# one xdist worker runs the tests of the shared module fixture (two real tiny runs)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clip_runs")]
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "clip" / "demo"
 NAMES = ("zero", "one", "two")
 

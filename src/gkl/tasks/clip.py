@@ -154,11 +154,24 @@ def _train_pairs(cfg: ExperimentConfig, transform: Any, tokenizer: Any):
     return Subset(pairs, train_idx.tolist()), val_idx
 
 
+def _check_files(cfg: ExperimentConfig) -> None:
+    """Every named input file exists (before any model is built: a ViT-L takes a while)."""
+    named = [("model.checkpoint", cfg.model.checkpoint), ("teacher.checkpoint", cfg.teacher and cfg.teacher.checkpoint)]
+    if cfg.clip_data.format == "csv":
+        named.append(("clip_data.train", cfg.clip_data.train))
+    if cfg.clip_eval is not None:
+        named.append(("clip_eval.retrieval", cfg.clip_eval.retrieval))
+    for key, path in named:
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{key}: file {str(path)!r} does not exist")
+
+
 def build_clip_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     """Model, loaders, objective and evaluator of a ``clip_train`` / ``clip_distill`` run on this process."""
     from gkl.models.clip import create_tokenizer, image_transform
     from gkl.objectives.clip_distill import ClipContrastiveObjective, ClipDistillObjective
 
+    _check_files(cfg)
     model = build_clip_model(cfg.model, "model")
     tokenizer = create_tokenizer(cfg.model.name)
     train_tf, eval_tf = image_transform(model, train=True), image_transform(model, train=False)
