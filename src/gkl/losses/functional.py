@@ -130,12 +130,12 @@ class _GKLTerms(torch.autograd.Function):
                 "gkl_loss / ikl_loss are not twice differentiable (hand-written O(C) gradients): "
                 "backward with create_graph=True (double backward, gradient penalties) is not supported")
         mse_direction, ce_direction = ctx.saved_tensors
-        grad_from_mse = grad_mse.unsqueeze(1) * mse_direction
+        g_mse = grad_mse.unsqueeze(1)
         grad_o_n = grad_o_m = None
-        if ctx.needs_input_grad[0]:
-            grad_o_n = grad_ce.unsqueeze(1) * ce_direction - grad_from_mse
+        if ctx.needs_input_grad[0]:  # g_ce·ce_direction − g_mse·mse_direction in two passes
+            grad_o_n = torch.addcmul(grad_ce.unsqueeze(1) * ce_direction, g_mse, mse_direction, value=-1)
         if ctx.needs_input_grad[1]:
-            grad_o_m = grad_from_mse
+            grad_o_m = g_mse * mse_direction
         return grad_o_n, grad_o_m, None, None, None
 
 
