@@ -65,7 +65,7 @@ def test_settings_reject_bad_values_naming_the_key():
         ClipDistillSettings(method="kd")
     with pytest.raises(ValueError, match="clip_distill.temperature"):
         ClipDistillSettings(temperature=0.0)
-    with pytest.raises(ValueError, match="data.train"):
+    with pytest.raises(ValueError, match="clip_data.train"):
         ClipDataSettings(format="csv")
-    with pytest.raises(ValueError, match="data.samples_per_epoch: only for data.format 'webdataset'"):
+    with pytest.raises(ValueError, match="clip_data.samples_per_epoch: only for clip_data.format 'webdataset'"):
         ClipDataSettings(format="csv", train="pairs.csv", samples_per_epoch=10)

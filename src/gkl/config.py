@@ -15,6 +15,7 @@ from typing import Any, Literal, Sequence
 from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml, read_yaml_file, to_dict
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
+from gkl.settings.clip import ClipDataSettings, ClipDistillSettings, ClipEvalSettings, check_clip_config
 from gkl.settings.distill import DistillSettings, GKLSettings
 from gkl.settings.ssl import SSLSettings
 from gkl.settings.train import TrainSettings
@@ -114,7 +115,7 @@ class TeacherConfig(ModelConfig):
 class ExperimentConfig:
     """A whole run. ``kind`` picks the objective family; the matching section must be present."""
 
-    kind: Literal["train", "distill", "adv_train", "ssl"]
+    kind: Literal["train", "distill", "adv_train", "ssl", "clip_train", "clip_distill"]
     model: ModelConfig
     name: str = "run"
     out_dir: str = "runs"
@@ -123,6 +124,9 @@ class ExperimentConfig:
     distill: DistillSettings | None = None
     adversarial: AdversarialSettings | None = None
     ssl: SSLSettings | None = None  #: for kind "ssl" (FixMatch / Mean-Teacher, docs/ssl.md)
+    clip_data: ClipDataSettings | None = None  #: kinds "clip_train" / "clip_distill" (docs/clip.md)
+    clip_eval: ClipEvalSettings | None = None
+    clip_distill: ClipDistillSettings | None = None
     label_smoothing: float = 0.0  #: for kind "train"
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -153,7 +157,9 @@ class ExperimentConfig:
             self.ssl = SSLSettings()
         if self.kind != "ssl" and self.ssl is not None:
             raise ConfigError(f"ssl: section used by kind 'ssl' only, not {self.kind!r}")
-        self._check_names()
+        check_clip_config(self)  # OpenCLIP names are checked when the CLIP models are built
+        if not self.kind.startswith("clip_"):
+            self._check_names()
 
     def _check_names(self) -> None:
         """Dataset and model names exist, and every model takes this dataset's inputs."""

@@ -38,6 +38,7 @@ class RunParts:
     info: Any  # gkl.data.DatasetInfo
     evaluator: Any = None  # gkl.metrics.base.Evaluator of the task
     val_loader: Any = None  # a validation split that drives best.pt, when the task configures one
+    after_fit: Any = None  # called with the summary on rank 0 after training (e.g. CLIP's OpenCLIP export)
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
@@ -82,6 +83,10 @@ def run_epochs(cfg: ExperimentConfig, steps_per_epoch: int | None) -> int:
 
 def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     """Datasets, loaders, model and objective for this process."""
+    if cfg.kind in ("clip_train", "clip_distill"):
+        from gkl.tasks.clip import build_clip_parts
+
+        return build_clip_parts(cfg, dist)
     data = cfg.data
     if data.download and dist.world_size > 1 and not dist.is_main:
         torch.distributed.barrier()  # rank 0 downloads first
@@ -175,4 +180,7 @@ def _fit(cfg: ExperimentConfig, dist: DistInfo, *, resume: bool) -> dict[str, An
         class_groups=parts.info.class_groups, dist=dist, num_classes=parts.info.num_classes,
         evaluator=parts.evaluator, val_loader=parts.val_loader,
     )
-    return trainer.fit(resume=resume)
+    summary = trainer.fit(resume=resume)
+    if parts.after_fit is not None and dist.is_main:
+        parts.after_fit(summary)
+    return summary

@@ -126,6 +126,11 @@ def evaluate_run(
     weights = weights or cfg.train.ema.evaluate
     if weights not in ("raw", "ema"):
         raise InputError(f"--weights: expected 'raw' or 'ema', got {weights!r}")
+    if cfg.kind in ("clip_train", "clip_distill"):  # zero-shot / retrieval metrics (gkl.tasks.clip)
+        from gkl.tasks.clip import evaluate_clip_run
+
+        return evaluate_clip_run(cfg, run_dir, {w: run_dir / CHECKPOINT_FILES[w] for w in which}, weights=weights,
+                                 robust=robust, overrides=overrides)
     if robust is not None:
         from gkl.evaluate.robust import check_options
 

@@ -77,9 +77,21 @@ def check_logits(name: str, logits: object, *, min_classes: int = 1) -> torch.Te
     if logits.shape[1] < min_classes:
         raise fail("", name, f"at least {min_classes} classes in dim 1 (shape (N, C, ...))",
                    f"shape {tuple(logits.shape)}", show_value=False)
-    if _VALUE_CHECKS and not bool(torch.isfinite(logits).all()):
+    if _VALUE_CHECKS and not _all_finite(logits):
         raise fail("", name, "only finite values", "NaN or Inf", show_value=False)
     return logits
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """Whether every entry is finite, with one reduction and no mask in the common case.
+
+    Any NaN or ±Inf makes the sum NaN or ±Inf, so a finite sum proves all entries finite; a
+    non-finite sum (a NaN/Inf, or an overflow of large finite values) falls back to the exact test.
+    """
+    with torch.no_grad():
+        if bool(torch.isfinite(x.detach().sum())):
+            return True
+        return bool(torch.isfinite(x).all())
 
 
 def check_pair(logits: object, target_logits: object, *, min_classes: int = 1) -> None:

@@ -85,6 +85,13 @@ def _soft_cross_entropy(o_n: torch.Tensor, o_m: torch.Tensor, temperature: float
     return -(target_probs * torch.log_softmax(o_n / temperature, dim=1)).sum(dim=1)
 
 
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_j a_ij b_ij per row of two (N, C) tensors (any trailing dims are summed the same way)."""
+    if a.dim() == 2:
+        return torch.einsum("ij,ij->i", a, b)
+    return (a * b).sum(dim=1)
+
+
 class _GKLTerms(torch.autograd.Function):
     """Per-example GKL terms (mse_i, ce_i) with hand-written gradients (O(N·C) memory).
 
@@ -100,13 +107,14 @@ class _GKLTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, o_n: torch.Tensor, o_m: torch.Tensor, w: torch.Tensor,  # type: ignore[override]
                 target_probs: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        # row-wise dot products as einsum (a batched matmul: no (N, C) product tensor, one pass)
         total_weight = w.sum(dim=1, keepdim=True)
         r = o_m - o_n
-        r.sub_((w * r).sum(dim=1, keepdim=True).div_(total_weight))
+        r.sub_(_rowdot(w, r).unsqueeze(1).div_(total_weight))
         wr = w * r
-        mse = 0.5 * total_weight.squeeze(1) * (wr * r).sum(dim=1)
+        mse = 0.5 * total_weight.squeeze(1) * _rowdot(wr, r)
         log_q = torch.log_softmax(o_n / temperature if temperature != 1.0 else o_n, dim=1)
-        ce = -(target_probs * log_q).sum(dim=1)
+        ce = -_rowdot(target_probs, log_q)
         if any(ctx.needs_input_grad[:2]):
             mse_direction = wr.mul_(total_weight)
             ce_direction = log_q.exp_().sub_(target_probs)
@@ -122,12 +130,12 @@ class _GKLTerms(torch.autograd.Function):
                 "gkl_loss / ikl_loss are not twice differentiable (hand-written O(C) gradients): "
                 "backward with create_graph=True (double backward, gradient penalties) is not supported")
         mse_direction, ce_direction = ctx.saved_tensors
-        grad_from_mse = grad_mse.unsqueeze(1) * mse_direction
+        g_mse = grad_mse.unsqueeze(1)
         grad_o_n = grad_o_m = None
-        if ctx.needs_input_grad[0]:
-            grad_o_n = grad_ce.unsqueeze(1) * ce_direction - grad_from_mse
+        if ctx.needs_input_grad[0]:  # g_ce·ce_direction − g_mse·mse_direction in two passes
+            grad_o_n = torch.addcmul(grad_ce.unsqueeze(1) * ce_direction, g_mse, mse_direction, value=-1)
         if ctx.needs_input_grad[1]:
-            grad_o_m = grad_from_mse
+            grad_o_m = g_mse * mse_direction
         return grad_o_n, grad_o_m, None, None, None
 
 
