@@ -23,6 +23,8 @@ TINY = {
     "train_step.py": ["--rounds", "1", "--batch", "2", "--threads", "1"],
     "adversarial_step.py": ["--batch-size", "2", "--repeats", "1", "--warmup", "0", "--threads", "1"],
     "ssl_step.py": ["--rounds", "1", "--batch", "2", "--threads", "1", "--model", "resnet8x4"],
+    "clip_loss.py": ["--batch", "16", "--repeats", "1", "--pairwise-rows", "2", "--full-pairwise-batch", "8",
+                     "--skip-memory"],
     "data_pipeline.py": ["--images", "64", "--batch-size", "16", "--epochs", "1", "--threads", "1"],
 }
 

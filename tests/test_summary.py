@@ -115,3 +115,21 @@ def test_legacy_rows_for_the_demo(runs) -> None:
     assert rows[0]["name"] == "kd" and rows[0]["seeds"] == 4
     assert rows[0]["last_top1"] == [60.0, 62.0, 61.0, 65.0] and rows[0]["best_top1"] == rows[0]["last_top1"]
     assert "| kd | 4 |" in table
+
+
+def test_columns_follow_the_runs_selected_metric(tmp_path: Path) -> None:
+    """Runs that select on mIoU (segmentation) with a validation split are summarised on mIoU."""
+    values = {0: (40.0, 41.0, 43.0), 1: (42.0, 42.5, 44.0), 2: (41.0, 40.0, 42.0)}
+    for seed, (last, at_best, val) in values.items():
+        run_dir = _run(tmp_path, f"seg_seed{seed}", seed)
+        (run_dir / "summary.json").write_text(json.dumps(
+            {"select_metric": "mIoU", "last_mIoU": last, "test_mIoU_at_best_val": at_best, "best_val_mIoU": val}))
+    summary = summarize([tmp_path])
+    assert [k for k, _ in summary.metrics] == ["last_mIoU", "test_mIoU_at_best_val", "best_val_mIoU"]
+    assert summary.metrics[0][1] == "test mIoU, last epoch"
+    (row,) = summary.rows
+    assert row["metrics"]["last_mIoU"]["mean"] == pytest.approx(41.0)
+    assert row["metrics"]["test_mIoU_at_best_val"]["values"] == {"0": 41.0, "1": 42.5, "2": 40.0}
+    # a run whose selected metric is missing from summary.json has no evaluation: skipped, not a row
+    (tmp_path / "seg_seed2" / "summary.json").write_text(json.dumps({"select_metric": "mIoU", "last_top1": 50.0}))
+    assert [s["reason"] for s in summarize([tmp_path]).skipped] == ["no evaluation in summary.json"]

@@ -408,14 +408,14 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "best_step": self.best_step,
         }
-        if self.settings.select_metric == "top1":
-            if self.val_loader is None:
-                summary["last_top1"] = last
-                summary["best_top1"] = self.best_value  # selected on the test (eval) set itself
-            else:  # model selection on the validation split; test top-1 reported at last and best-val epoch
-                summary["last_top1"] = (final.get("eval") or {}).get("top1")
-                summary["best_val_top1"] = self.best_value
-                summary["test_top1_at_best_val"] = self.eval_at_best
+        metric = self.settings.select_metric  # e.g. top1: last_top1, best_val_top1, test_top1_at_best_val
+        if self.val_loader is None:
+            summary[f"last_{metric}"] = last
+            summary[f"best_{metric}"] = self.best_value  # selected on the test (eval) set itself
+        else:  # model selection on the validation split; the test metric at the last and best-val epoch
+            summary[f"last_{metric}"] = (final.get("eval") or {}).get(metric)
+            summary[f"best_val_{metric}"] = self.best_value
+            summary[f"test_{metric}_at_best_val"] = self.eval_at_best
         summary["final"] = {k: v for k, v in final.items() if k in ("eval", "ema_eval", "val", "ema_val")}
         summary["train"] = train_stats
         summary["collapsed"] = self.collapse.flag

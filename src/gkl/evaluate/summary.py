@@ -30,17 +30,27 @@ import yaml
 from gkl.utils.errors import InputError
 
 __all__ = [
-    "DEFAULT_METRICS", "RunRecord", "Summary", "mean_std", "t_quantile", "confidence_interval",
+    "DEFAULT_METRICS", "metric_columns", "RunRecord", "Summary", "mean_std", "t_quantile", "confidence_interval",
     "expand_run_dirs", "read_run", "summarize", "summarize_runs", "setting_stem", "write_summary",
 ]
 
+
+
+def metric_columns(metric: str = "top1") -> tuple[tuple[str, str], ...]:
+    """The summary.json keys the engine writes for a run's ``train.select_metric`` (in order, with
+    column labels): test value at the last epoch, test value at the best-validation epoch, best
+    validation value, and the best test value (runs without a validation split only)."""
+    label = "top-1" if metric == "top1" else metric
+    return (
+        (f"last_{metric}", f"test {label}, last epoch"),
+        (f"test_{metric}_at_best_val", f"test {label} at best-val epoch"),
+        (f"best_val_{metric}", f"val {label}, best epoch"),
+        (f"best_{metric}", f"test {label}, best epoch (selected on test)"),
+    )
+
+
 #: summary.json keys reported, in order, with their column labels; absent keys are left out.
-DEFAULT_METRICS: tuple[tuple[str, str], ...] = (
-    ("last_top1", "test top-1, last epoch"),
-    ("test_top1_at_best_val", "test top-1 at best-val epoch"),
-    ("best_val_top1", "val top-1, best epoch"),
-    ("best_top1", "test top-1, best epoch (selected on test)"),
-)
+DEFAULT_METRICS: tuple[tuple[str, str], ...] = metric_columns("top1")
 #: config fields that never change a result; ignored when grouping runs into settings.
 IGNORED_FIELDS = (
     ("name",), ("out_dir",), ("train", "seed"), ("train", "device"), ("train", "progress"),
@@ -216,7 +226,7 @@ def read_run(run_dir: Path) -> RunRecord | str:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return "unfinished (summary.json unreadable)"
-    if summary.get("last_top1") is None:
+    if summary.get(f"last_{summary.get('select_metric', 'top1')}") is None:
         return "no evaluation in summary.json"
     seed = int(config.get("train", {}).get("seed", 0))
     name = str(config.get("name", run_dir.name))
@@ -272,12 +282,13 @@ def _labels(groups: list[list[RunRecord]], given: dict[Path, str]) -> tuple[list
 
 def summarize(paths: Iterable[str | Path], *, baseline: str | None = None,
               labels: dict[str | Path, str] | None = None,
-              metrics: Sequence[tuple[str, str]] = DEFAULT_METRICS) -> Summary:
+              metrics: Sequence[tuple[str, str]] | None = None) -> Summary:
     """Group finished runs into settings and describe each metric over seeds.
 
     ``labels`` names settings by run directory (e.g. a sweep's setting names; all runs of
     a setting must agree); otherwise a setting is named by its runs' common seed-less name.
-    ``baseline`` names the setting the paired differences are taken against.
+    ``baseline`` names the setting the paired differences are taken against. ``metrics``
+    defaults to the columns of the runs' ``train.select_metric`` (top-1, mIoU, zeroshot_top1, ...).
     """
     run_dirs = expand_run_dirs(paths)
     given = {Path(p).resolve(): str(v) for p, v in (labels or {}).items()}
@@ -296,6 +307,9 @@ def summarize(paths: Iterable[str | Path], *, baseline: str | None = None,
         group.append(record)
     ordered = [sorted(g, key=lambda r: r.seed) for g in groups.values()]
     names, varies = _labels(ordered, given)
+    if metrics is None:
+        selected = dict.fromkeys(r.summary.get("select_metric", "top1") for g in ordered for r in g)
+        metrics = [c for m in (selected or {"top1": None}) for c in metric_columns(m)]
     present = [(k, l) for k, l in metrics if any(r.summary.get(k) is not None for g in ordered for r in g)]
     rows = []
     for name, group, vary in zip(names, ordered, varies):

@@ -38,12 +38,19 @@ def read_curve(run_dir: Path, key: str = "top1") -> list[tuple[int, float]]:
     return points
 
 
-def plot_accuracy_vs_tau(summary: Summary, path: Path, *, metric: str = "last_top1") -> Path | None:
+def _selected(summary: Summary) -> str:
+    """The metric the summary's first column reports (``top1``, ``mIoU``, ...)."""
+    first = summary.metrics[0][0] if summary.metrics else "last_top1"
+    return first[len("last_"):] if first.startswith("last_") else "top1"
+
+
+def plot_accuracy_vs_tau(summary: Summary, path: Path, *, metric: str | None = None) -> Path | None:
     """Mean ± 95 % CI of ``metric`` against τ for the settings whose τ differs; None if τ does not vary.
 
     Settings that differ in τ and nothing else form one line (labelled by what else varies); a
     τ of infinity is drawn at the right end, marked ∞. Settings without a τ (CE) are horizontal lines.
     """
+    metric = metric or f"last_{_selected(summary)}"
     rows = [r for r in summary.rows if metric in r["metrics"]]
     with_tau = [r for r in rows if isinstance(r["varies"].get(TAU_KEY), (int, float))]
     if len({r["varies"][TAU_KEY] for r in with_tau}) < 2:
@@ -94,10 +101,12 @@ def _save(plt, fig, ax, path: Path) -> Path:
 
 
 def plot_curves(summary: Summary, path: Path) -> Path | None:
-    """Test top-1 per epoch, mean over each setting's seeds; None when no run has curves."""
+    """The test value of the selected metric (top-1, mIoU, ...) per epoch, mean over each setting's
+    seeds; None when no run has curves."""
+    key = _selected(summary)
     curves = {}
     for row in summary.rows:
-        runs = [read_curve(Path(r)) for r in row["runs"]]
+        runs = [read_curve(Path(r), key) for r in row["runs"]]
         runs = [c for c in runs if c]
         if not runs:
             continue
@@ -111,6 +120,6 @@ def plot_curves(summary: Summary, path: Path) -> Path | None:
     for name, (epochs, mean) in curves.items():
         ax.plot(epochs, mean, label=name)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title("test accuracy (mean over seeds)")
+    ax.set_ylabel("test top-1 (%)" if key == "top1" else f"test {key}")
+    ax.set_title(f"test {'accuracy' if key == 'top1' else key} (mean over seeds)")
     return _save(plt, fig, ax, path)

@@ -39,8 +39,11 @@ __all__ = ["RunSpec", "Study", "load_study", "format_override"]
 
 STUDY_KEYS = ("config", "overrides", "seeds", "baseline", "settings", "out_dir", "description")
 SETTING_KEYS = ("config", "overrides", "seeds", "teacher", "teacher_checkpoint", "description")
-COMMAND_OF_KIND = {"train": "train", "distill": "distill", "adv_train": "adv-train", "ssl": "ssl-train"}
+COMMAND_OF_KIND = {"train": "train", "distill": "distill", "adv_train": "adv-train", "ssl": "ssl-train",
+                   "clip_train": "clip-train", "clip_distill": "clip-distill"}
 CHECKPOINT_FILES = ("best.pt", "checkpoint.pt")
+#: kinds whose config takes a trained run as ``teacher`` (a study setting's ``teacher:``)
+TEACHER_KINDS = ("distill", "clip_distill")
 
 
 @dataclass
@@ -231,9 +234,11 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
             try:
                 if teacher is not None:
                     kind = apply_overrides(load_yaml(config), overrides[:-1]).get("kind")
-                    if kind != "distill":
+                    if kind not in TEACHER_KINDS:
                         raise InputError(f"teacher: the setting's config is a '{kind}' run; "
-                                         "only 'distill' runs take a teacher")
+                                         f"only {', '.join(repr(k) for k in TEACHER_KINDS)} runs take a teacher")
+                    if kind == "clip_distill":  # the teacher run's gkl checkpoint holds the weights under 'model'
+                        overrides.append("teacher.checkpoint_key=model")
                 cfg = load_config(config, overrides)
             except (InputError, ValueError, FileNotFoundError) as err:
                 raise InputError(f"{where}: {err}") from None
