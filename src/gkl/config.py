@@ -16,6 +16,7 @@ from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml,
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
 from gkl.settings.distill import DistillSettings, GKLSettings
+from gkl.settings.segmentation import SegmentationSettings, check_segmentation_config
 from gkl.settings.ssl import SSLSettings
 from gkl.settings.train import TrainSettings
 from gkl.utils.errors import ConfigError, InputError
@@ -114,7 +115,7 @@ class TeacherConfig(ModelConfig):
 class ExperimentConfig:
     """A whole run. ``kind`` picks the objective family; the matching section must be present."""
 
-    kind: Literal["train", "distill", "adv_train", "ssl"]
+    kind: Literal["train", "distill", "adv_train", "ssl", "segmentation"]
     model: ModelConfig
     name: str = "run"
     out_dir: str = "runs"
@@ -123,6 +124,7 @@ class ExperimentConfig:
     distill: DistillSettings | None = None
     adversarial: AdversarialSettings | None = None
     ssl: SSLSettings | None = None  #: for kind "ssl" (FixMatch / Mean-Teacher, docs/ssl.md)
+    segmentation: SegmentationSettings | None = None  #: for kind "segmentation" (docs/segmentation.md)
     label_smoothing: float = 0.0  #: for kind "train"
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -153,6 +155,10 @@ class ExperimentConfig:
             self.ssl = SSLSettings()
         if self.kind != "ssl" and self.ssl is not None:
             raise ConfigError(f"ssl: section used by kind 'ssl' only, not {self.kind!r}")
+        if self.kind == "segmentation":
+            check_segmentation_config(self)  # fills in the section; teacher and select_metric rules
+        elif self.segmentation is not None:
+            raise ConfigError(f"segmentation: section used by kind 'segmentation' only, not {self.kind!r}")
         self._check_names()
 
     def _check_names(self) -> None:
@@ -165,7 +171,7 @@ class ExperimentConfig:
                               f"got {self.data.name!r}")
         kind = dataset_info(self.data.name).input_kind
         for section, model in (("model", self.model), ("teacher", self.teacher)):
-            if model is None or (section == "teacher" and self.kind != "distill"):
+            if model is None or (section == "teacher" and self.kind not in ("distill", "segmentation")):
                 continue
             if model.name not in list_models():
                 close = difflib.get_close_matches(model.name, list_models(), n=3)
