@@ -36,7 +36,7 @@ from gkl.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_segmentation_parts", "build_split", "build_evaluator", "build_teacher", "eval_batch_size",
+__all__ = ["OneLineErrors", "build_segmentation_parts", "build_split", "build_evaluator", "build_teacher", "eval_batch_size",
            "head_lr_scales"]
 
 
@@ -69,6 +69,35 @@ def validation_split(cfg: ExperimentConfig, train_set: Dataset) -> tuple[Dataset
     val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
     plain = train_set if cfg.data.name == "digit_scenes" else build_split(cfg, True, augment=False)
     return Subset(train_set, train_idx), Subset(plain, val_idx)
+
+
+class OneLineErrors:
+    """A loader whose bad-file errors stay one line.
+
+    A DataLoader worker re-raises an item's :class:`InputError` (a label value out of range, a
+    missing or unreadable file) with the worker's traceback in its message; this wrapper raises
+    it again with the original one-line message. Everything else is the wrapped loader's.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.batch_size = getattr(getattr(loader, "loader", loader), "batch_size", None)
+
+    def __getattr__(self, name: str) -> Any:  # set_epoch, rank_shard, ...
+        return getattr(self.__dict__["loader"], name)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        try:
+            yield from self.loader
+        except InputError as err:
+            text = str(err)
+            if "\n" not in text:
+                raise
+            last = [line for line in text.splitlines() if line.strip()][-1]
+            raise InputError(last.split("Error: ", 1)[-1].strip()) from None
 
 
 def eval_batch_size(cfg: ExperimentConfig) -> int:
@@ -123,9 +152,9 @@ def build_segmentation_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     val_loader = None
     if data.val_fraction > 0:
         train_set, val_set = validation_split(cfg, train_set)
-        val_loader = build_loader(val_set, batch_size=eval_batch_size(cfg), train=False, **common)
-    train_loader = build_loader(train_set, batch_size=data.batch_size, train=True, **common)
-    eval_loader = build_loader(eval_set, batch_size=eval_batch_size(cfg), train=False, **common)
+        val_loader = OneLineErrors(build_loader(val_set, batch_size=eval_batch_size(cfg), train=False, **common))
+    train_loader = OneLineErrors(build_loader(train_set, batch_size=data.batch_size, train=True, **common))
+    eval_loader = OneLineErrors(build_loader(eval_set, batch_size=eval_batch_size(cfg), train=False, **common))
     model = build_model(cfg.model, info.num_classes)
     teacher = build_teacher(cfg, info.num_classes)
     objective = build_segmentation_objective(seg, num_classes=info.num_classes, teacher=teacher, student=model)
