@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
+from gkl.engine.checkpoint import read_checkpoint
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "segmentation" / "demo"
 STUDENTS = ("student_ce", "student_kd_kl", "student_kd_gkl", "student_apd_kl", "student_apd_gkl")
@@ -52,7 +52,7 @@ def test_miou(run_dir: Path) -> tuple[float, float | None]:
     """(test mIoU at the last epoch, test mIoU at the best-validation epoch)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     last = summary["final"]["eval"]["mIoU"]
-    best = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["best"]
+    best = read_checkpoint(run_dir / "checkpoint.pt")["best"]
     return float(last), best.get("eval_at_best")
 
 

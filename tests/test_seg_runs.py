@@ -61,6 +61,8 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("seg_teacher")  # the tests of the teacher_run fixture share one worker
 def test_seg_train_writes_miou_and_evaluate_reports_it(teacher_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     record = _records(teacher_run)[-1]
     # best.pt is picked on the validation split; the test split is evaluated and reported
@@ -87,6 +89,8 @@ def _apd(out: Path, teacher: Path, name: str) -> list[str]:
             "train.checkpoint_every_steps=2"]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("seg_teacher")
 def test_killed_apd_gkl_run_resumes_to_identical_weights(teacher_run: Path, tmp_path: Path) -> None:
     with one_thread():
         assert main(_apd(tmp_path, teacher_run, "a")) == 0
