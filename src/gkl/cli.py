@@ -1,4 +1,4 @@
-"""The gkl command: train | distill | adv-train | ssl-train | clip-train | clip-distill | evaluate | summarize | sweep | analyze | check | demo.
+"""The gkl command: train | distill | adv-train | ssl-train | seg-train | clip-train | clip-distill | evaluate | summarize | sweep | analyze | check | demo.
 
 Exit status: 0 done; 2 bad input (a config key, a file, an argument: one line naming it);
 3 training stopped (non-finite loss or collapse: the engine's message, the last good
@@ -19,12 +19,12 @@ from pathlib import Path
 from gkl.utils.errors import InputError
 
 KIND_OF_COMMAND = {"train": "train", "distill": "distill", "adv-train": "adv_train", "ssl-train": "ssl",
-                   "clip-train": "clip_train", "clip-distill": "clip_distill"}
+                   "seg-train": "segmentation", "clip-train": "clip_train", "clip-distill": "clip_distill"}
 #: commands whose key=value overrides may appear anywhere among the options
 INTERMIXED_COMMANDS = (*KIND_OF_COMMAND, "evaluate")
 DESCRIPTION = (
     "gkl: the Decoupled / Improved / Generalized KL losses for knowledge distillation and adversarial "
-    "training. Commands: train, distill, adv-train, ssl-train, clip-train, clip-distill, evaluate, summarize, sweep, analyze, check, demo.\n\n"
+    "training. Commands: train, distill, adv-train, ssl-train, seg-train, clip-train, clip-distill, evaluate, summarize, sweep, analyze, check, demo.\n\n"
     "Exit status: 0 done; 2 bad input (one line naming the config key, file or argument); "
     "3 training stopped (non-finite loss or collapse; the last good checkpoint is kept); "
     "any other failure is a bug in gkl and prints a traceback (GKL_DEBUG=1 shows it for input errors too)."
@@ -80,6 +80,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "adv-train": _add_run_command(sub, "adv-train", "adversarial training (TRADES, GKL-AT, PGD-AT)"),
         "ssl-train": _add_run_command(sub, "ssl-train",
                                       "semi-supervised training (FixMatch, Mean-Teacher; CE/KL/MSE/GKL consistency)"),
+        "seg-train": _add_run_command(sub, "seg-train", "semantic segmentation: CE, or distillation with "
+                                      "pixel-wise KL/GKL, CWD, APD (docs/segmentation.md)"),
         "clip-train": _add_run_command(sub, "clip-train", "train an OpenCLIP model with the contrastive loss"),
         "clip-distill": _add_run_command(sub, "clip-distill",
                                          "distill an OpenCLIP student from a frozen CLIP teacher (KL, GKL, IKL, DKL)"),

@@ -17,6 +17,7 @@ from gkl.settings._variants import drop_unused_keys
 from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
 from gkl.settings.clip import ClipDataSettings, ClipDistillSettings, ClipEvalSettings, check_clip_config
 from gkl.settings.distill import DistillSettings, GKLSettings
+from gkl.settings.segmentation import SegmentationSettings, check_segmentation_config
 from gkl.settings.ssl import SSLSettings
 from gkl.settings.train import TrainSettings
 from gkl.utils.errors import ConfigError, InputError
@@ -115,7 +116,7 @@ class TeacherConfig(ModelConfig):
 class ExperimentConfig:
     """A whole run. ``kind`` picks the objective family; the matching section must be present."""
 
-    kind: Literal["train", "distill", "adv_train", "ssl", "clip_train", "clip_distill"]
+    kind: Literal["train", "distill", "adv_train", "ssl", "segmentation", "clip_train", "clip_distill"]
     model: ModelConfig
     name: str = "run"
     out_dir: str = "runs"
@@ -124,6 +125,7 @@ class ExperimentConfig:
     distill: DistillSettings | None = None
     adversarial: AdversarialSettings | None = None
     ssl: SSLSettings | None = None  #: for kind "ssl" (FixMatch / Mean-Teacher, docs/ssl.md)
+    segmentation: SegmentationSettings | None = None  #: for kind "segmentation" (docs/segmentation.md)
     clip_data: ClipDataSettings | None = None  #: kinds "clip_train" / "clip_distill" (docs/clip.md)
     clip_eval: ClipEvalSettings | None = None
     clip_distill: ClipDistillSettings | None = None
@@ -157,6 +159,10 @@ class ExperimentConfig:
             self.ssl = SSLSettings()
         if self.kind != "ssl" and self.ssl is not None:
             raise ConfigError(f"ssl: section used by kind 'ssl' only, not {self.kind!r}")
+        if self.kind == "segmentation":
+            check_segmentation_config(self)  # fills in the section; teacher and select_metric rules
+        elif self.segmentation is not None:
+            raise ConfigError(f"segmentation: section used by kind 'segmentation' only, not {self.kind!r}")
         check_clip_config(self)  # OpenCLIP names are checked when the CLIP models are built
         if not self.kind.startswith("clip_"):
             self._check_names()
@@ -171,7 +177,7 @@ class ExperimentConfig:
                               f"got {self.data.name!r}")
         kind = dataset_info(self.data.name).input_kind
         for section, model in (("model", self.model), ("teacher", self.teacher)):
-            if model is None or (section == "teacher" and self.kind != "distill"):
+            if model is None or (section == "teacher" and self.kind not in ("distill", "segmentation")):
                 continue
             if model.name not in list_models():
                 close = difflib.get_close_matches(model.name, list_models(), n=3)

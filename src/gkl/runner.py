@@ -39,6 +39,7 @@ class RunParts:
     evaluator: Any = None  # gkl.metrics.base.Evaluator of the task
     val_loader: Any = None  # a validation split that drives best.pt, when the task configures one
     after_fit: Any = None  # called with the summary on rank 0 after training (e.g. CLIP's OpenCLIP export)
+    param_lr_scales: dict[str, float] | None = None  # LR multiplier by model parameter name (e.g. heads x10)
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
@@ -83,6 +84,10 @@ def run_epochs(cfg: ExperimentConfig, steps_per_epoch: int | None) -> int:
 
 def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     """Datasets, loaders, model and objective for this process."""
+    if cfg.kind == "segmentation":  # a task's own builder (gkl.tasks.<task>), imported when used
+        from gkl.tasks.segmentation import build_segmentation_parts
+
+        return build_segmentation_parts(cfg, dist)
     if cfg.kind in ("clip_train", "clip_distill"):
         from gkl.tasks.clip import build_clip_parts
 
@@ -178,7 +183,7 @@ def _fit(cfg: ExperimentConfig, dist: DistInfo, *, resume: bool) -> dict[str, An
         model=parts.model, objective=parts.objective, train_loader=parts.train_loader,
         eval_loader=parts.eval_loader, settings=cfg.train, run_dir=cfg.run_dir, config=to_dict(cfg),
         class_groups=parts.info.class_groups, dist=dist, num_classes=parts.info.num_classes,
-        evaluator=parts.evaluator, val_loader=parts.val_loader,
+        evaluator=parts.evaluator, val_loader=parts.val_loader, param_lr_scales=parts.param_lr_scales,
     )
     summary = trainer.fit(resume=resume)
     if parts.after_fit is not None and dist.is_main:

@@ -17,12 +17,16 @@ Parameter groups (each carries ``lr_scale``; :class:`gkl.engine.schedules.LRSche
   = i + 1, ``^norm`` grouped with the last block, unmatched = last), and USB's ViT
   (``semilearn/nets/vit/vit.py: group_matcher``) uses exactly that grouping. BEiT's own
   ``get_num_layer_for_vit`` differs only in putting the final ``norm`` with the head.
+- Per-parameter LR multipliers (``lr_scales``, by parameter name; e.g. the 10x heads of a
+  segmentation model) multiply the layer-decay scale.
+- Extra groups (``extra_groups``): parameters the optimizer trains besides the model's, e.g. an
+  objective's adapter (``Objective.trainable_param_groups()``), each with its ``lr_scale``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -78,14 +82,21 @@ def layer_ids(names: list[str]) -> tuple[dict[str, int], int]:
     return ids, depth
 
 
-def param_groups(model: nn.Module, settings: OptimSettings, *, base_lr: float) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, settings: OptimSettings, *, base_lr: float,
+                 lr_scales: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """Parameter groups (trainable parameters only, in model order) with ``lr``, ``weight_decay``,
-    ``lr_scale``, ``layer_id`` (or ``None``) and ``param_names`` (names inside DDP/compile wrappers)."""
+    ``lr_scale``, ``layer_id`` (or ``None``) and ``param_names`` (names inside DDP/compile wrappers).
+
+    ``lr_scales``: an LR multiplier by parameter name (default 1), times the layer-decay scale."""
     model = unwrap_model(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("model: has no trainable parameters")
     extra = _model_no_weight_decay(model)
+    lr_scales = dict(lr_scales or {})
+    unknown = sorted(set(lr_scales) - {n for n, _ in named})
+    if unknown:
+        raise ValueError(f"lr_scales: not trainable parameters of the model: {unknown[:5]}")
     ids, depth = layer_ids([n for n, _ in named]) if settings.layer_decay is not None else ({}, 0)
     groups: dict[tuple, dict[str, Any]] = {}
     for name, param in named:
@@ -94,20 +105,45 @@ def param_groups(model: nn.Module, settings: OptimSettings, *, base_lr: float) -
             wd = 0.0
         layer = ids.get(name)
         scale = 1.0 if layer is None else settings.layer_decay ** (depth + 1 - layer)
-        group = groups.setdefault((layer, wd), {"params": [], "param_names": [], "weight_decay": wd,
+        scale *= float(lr_scales.get(name, 1.0))
+        group = groups.setdefault((layer, wd, scale), {"params": [], "param_names": [], "weight_decay": wd,
                                                 "lr_scale": scale, "layer_id": layer, "lr": base_lr * scale})
         group["params"].append(param)
         group["param_names"].append(name)
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, settings: OptimSettings, *, base_lr: float) -> torch.optim.Optimizer:
-    """``torch.optim.SGD`` or ``torch.optim.AdamW`` over :func:`param_groups` of ``model``.
+def extra_param_groups(groups: Sequence[Mapping[str, Any]], settings: OptimSettings, *,
+                       base_lr: float) -> list[dict[str, Any]]:
+    """Optimizer groups for parameters outside the model: ``{"params", "lr_scale"}`` dicts, split by
+    the weight-decay rule of ``no_decay_norm_bias`` (``ndim <= 1`` tensors: none)."""
+    result = []
+    for index, spec in enumerate(groups):
+        scale = float(spec.get("lr_scale", 1.0))
+        params = [p for p in spec["params"] if p.requires_grad]
+        if settings.no_decay_norm_bias:
+            parts = [([p for p in params if p.ndim > 1], settings.weight_decay),
+                     ([p for p in params if p.ndim <= 1], 0.0)]
+        else:
+            parts = [(params, settings.weight_decay)]
+        for chosen, wd in parts:
+            if chosen:
+                result.append({"params": chosen, "param_names": [f"extra{index}.{i}" for i in range(len(chosen))],
+                               "weight_decay": wd, "lr_scale": scale, "layer_id": None, "lr": base_lr * scale})
+    return result
 
-    Without ``no_decay_norm_bias`` and ``layer_decay`` there is one group holding every
-    trainable parameter: the optimizer of earlier gkl versions (plus ``lr_scale = 1``).
+
+def build_optimizer(model: nn.Module, settings: OptimSettings, *, base_lr: float,
+                    lr_scales: Mapping[str, float] | None = None,
+                    extra_groups: Sequence[Mapping[str, Any]] = ()) -> torch.optim.Optimizer:
+    """``torch.optim.SGD`` or ``torch.optim.AdamW`` over :func:`param_groups` of ``model`` and
+    :func:`extra_param_groups` of ``extra_groups``.
+
+    Without ``no_decay_norm_bias``, ``layer_decay``, ``lr_scales`` and extra groups there is one
+    group holding every trainable parameter: the optimizer of earlier gkl versions (plus ``lr_scale = 1``).
     """
-    groups = param_groups(model, settings, base_lr=base_lr)
+    groups = param_groups(model, settings, base_lr=base_lr, lr_scales=lr_scales)
+    groups += extra_param_groups(extra_groups, settings, base_lr=base_lr)
     if settings.name == "sgd":
         return torch.optim.SGD(groups, lr=base_lr, momentum=settings.momentum,
                                weight_decay=settings.weight_decay, nesterov=settings.nesterov)

@@ -122,6 +122,8 @@ class Trainer:
             (top-1/top-5/per-class/groups).
         val_loader: a validation split; when given, ``settings.select_metric`` is taken on it
             (best.pt, collapse) while ``eval_loader`` is still evaluated and reported.
+        param_lr_scales: LR multiplier by model parameter name (default 1), e.g. the 10x heads of a
+            segmentation model. The optimizer also trains ``objective.trainable_param_groups()``.
         resume_tolerant_keys: dotted ``config`` keys that may differ on resume
             (default :data:`DEFAULT_TOLERANT_CONFIG_KEYS`).
     """
@@ -141,6 +143,7 @@ class Trainer:
         num_classes: int | None = None,
         evaluator: Any = None,
         val_loader: Iterable | None = None,
+        param_lr_scales: Mapping[str, float] | None = None,
         resume_tolerant_keys: Sequence[str] = DEFAULT_TOLERANT_CONFIG_KEYS,
     ) -> None:
         if not isinstance(settings, TrainSettings):
@@ -209,7 +212,9 @@ class Trainer:
         if settings.compile:
             self.train_model = torch.compile(self.train_model)
 
+        extra_groups = self.objective.trainable_param_groups()
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.parameters += [p for group in extra_groups for p in group["params"] if p.requires_grad]
         opt = settings.optim
         base_lr = opt.lr
         if opt.reference_batch_size is not None:
@@ -219,7 +224,8 @@ class Trainer:
                                  "for optim.reference_batch_size (LR scaling)")
             base_lr = scaled_base_lr(opt.lr, global_batch_size=batch_size * self.dist.world_size * k,
                                      reference_batch_size=opt.reference_batch_size)
-        self.optimizer = build_optimizer(self.model, opt, base_lr=base_lr)
+        self.optimizer = build_optimizer(self.model, opt, base_lr=base_lr, lr_scales=param_lr_scales,
+                                         extra_groups=extra_groups)
         self.schedule = LRSchedule(self.optimizer, base_lr=base_lr, steps_per_epoch=self.steps_per_epoch,
                                    total_steps=self.total_steps, settings=settings.schedule)
         self.amp = MixedPrecision(settings.amp, self.device)

@@ -126,6 +126,8 @@ def evaluate_run(
     weights = weights or cfg.train.ema.evaluate
     if weights not in ("raw", "ema"):
         raise InputError(f"--weights: expected 'raw' or 'ema', got {weights!r}")
+    if robust is not None and cfg.kind == "segmentation":
+        raise InputError(f"{run_dir}: --robust evaluates classifiers; this is a segmentation run")
     if cfg.kind in ("clip_train", "clip_distill"):  # zero-shot / retrieval metrics (gkl.tasks.clip)
         from gkl.tasks.clip import evaluate_clip_run
 
@@ -147,6 +149,10 @@ def evaluate_run(
     for name, path in paths.items():
         if not path.is_file():
             raise InputError(f"no {name} checkpoint in {run_dir}: {path} is missing")
+    if cfg.kind == "segmentation":  # mIoU / pixel accuracy / per-class IoU (gkl.evaluate.segmentation_eval)
+        from gkl.evaluate.segmentation_eval import evaluate_segmentation_run
+
+        return evaluate_segmentation_run(run_dir, cfg, paths, weights=weights, overrides=overrides)
     device = resolve_device(cfg.train.device)
     eval_set = build_dataset(cfg.data.name, cfg.data.root, False, normalize=cfg.data.normalize)
     info = eval_set.info

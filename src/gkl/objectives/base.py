@@ -108,6 +108,11 @@ class Objective(nn.Module):
     def after_optimizer_step(self) -> None:
         """Called after every ``optimizer.step()`` (AWP restores the perturbed weights here)."""
 
+    def trainable_param_groups(self) -> list[dict[str, Any]]:
+        """Parameters of the objective the engine's optimizer trains with the model (e.g. APD's
+        student adapter): ``[{"params": [...], "lr_scale": s}, ...]``; none by default."""
+        return []
+
     def train(self, mode: bool = True) -> "Objective":
         super().train(mode)
         for name in self.frozen:

@@ -13,8 +13,9 @@ Paper naming for GKL: ``alpha`` weights the wMSE term, ``beta`` the soft-label C
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
+from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_choice, check_number
 
 SegMethod = Literal["ce", "kd", "cwd", "apd"]
@@ -94,6 +95,10 @@ class SegmentationSettings:
     apd_teacher_lr: float = 1e-5  #: Adam lr of the teacher adapter (betas 0.9, 0.99)
     augment: SegAugmentSettings = field(default_factory=SegAugmentSettings)
     eval: SegEvalSettings = field(default_factory=SegEvalSettings)
+    #: use only the first N items of the training / evaluation split (smoke runs, tests);
+    #: digit_scenes generates exactly N scenes. null: the whole split
+    train_size: Optional[int] = None
+    eval_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
@@ -112,6 +117,9 @@ class SegmentationSettings:
         for name in ("temperature", "weight_temperature", "cwd_temperature", "apd_temperature", "head_lr_scale"):
             check_number(owner, name, getattr(self, name), minimum=0.0, strict=True)
         check_number(owner, "apd_adapter_dim", self.apd_adapter_dim, minimum=1, integer=True)
+        for name in ("train_size", "eval_size"):
+            if getattr(self, name) is not None:
+                check_number(owner, name, getattr(self, name), minimum=1, integer=True)
         if self.kd_chunk_rows is not None:
             check_number(owner, "kd_chunk_rows", self.kd_chunk_rows, minimum=1, integer=True)
         if self.prior_momentum is not None:
@@ -126,3 +134,40 @@ class SegmentationSettings:
     @property
     def needs_teacher(self) -> bool:
         return self.method != "ce"
+
+
+#: what :class:`gkl.metrics.segmentation.SegmentationEvaluator` returns (``train.select_metric``)
+SEGMENTATION_METRICS = ("mIoU", "mAcc", "pixel_accuracy")
+
+
+def check_segmentation_config(cfg: Any) -> None:
+    """Rules of a ``kind: segmentation`` ExperimentConfig (duck-typed: settings never import the config).
+
+    Fills in a default ``segmentation:`` section; a method with a teacher (kd, cwd, apd) needs
+    ``teacher`` with ``checkpoint`` (or ``random_init: true``), ``ce`` takes none;
+    ``train.select_metric`` is one of :data:`SEGMENTATION_METRICS` (the default ``top1`` becomes ``mIoU``).
+    """
+    if cfg.segmentation is None:
+        cfg.segmentation = SegmentationSettings()
+    method = cfg.segmentation.method
+    if cfg.segmentation.needs_teacher:
+        if cfg.teacher is None:
+            raise ConfigError(f"teacher: segmentation.method {method!r} needs a 'teacher' section "
+                              "(name and checkpoint)")
+        if cfg.teacher.checkpoint is None and not cfg.teacher.random_init:
+            raise ConfigError(f"teacher.checkpoint: expected the trained teacher's weights file for "
+                              f"segmentation.method {method!r}, got null (set teacher.random_init=true to "
+                              "distill from random weights on purpose)")
+    elif cfg.teacher is not None:
+        raise ConfigError("teacher: segmentation.method 'ce' trains without a teacher; remove the 'teacher' "
+                          "section (or choose method kd, cwd or apd)")
+    for key, value, default in (("data.in_memory", cfg.data.in_memory, False),
+                                ("data.label_noise", cfg.data.label_noise, None),
+                                ("data.generated_path", cfg.data.generated_path, None)):
+        if value != default:
+            raise ConfigError(f"{key}: not supported by kind 'segmentation' (expected {default!r}, got {value!r})")
+    if cfg.train.select_metric == "top1":  # the classification default: a segmentation run selects on mIoU
+        cfg.train.select_metric = "mIoU"
+    if cfg.train.select_metric not in SEGMENTATION_METRICS:
+        raise ConfigError(f"train.select_metric: expected one of {list(SEGMENTATION_METRICS)} for kind "
+                          f"'segmentation', got {cfg.train.select_metric!r}")

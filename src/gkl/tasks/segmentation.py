@@ -1,0 +1,163 @@
+"""The run builder of ``kind: segmentation`` (``gkl seg-train``): datasets, loaders, student,
+teacher, objective, LR multipliers and evaluator for the one engine.
+
+- Data: :func:`gkl.data.segmentation.build_segmentation_dataset` with the recipe's crop and
+  augmentation ranges (``segmentation.augment``); ``segmentation.train_size``/``eval_size`` keep
+  the first N items (digit_scenes generates exactly N scenes). With ``data.val_fraction`` a
+  seeded random part of the training images (``data.val_seed``), read without augmentation,
+  becomes the validation split that drives ``best.pt``; the evaluation split is still reported.
+- Evaluation batches: ``data.eval_batch_size`` for the fixed-size bundled scenes; 1 for the
+  folder datasets, whose images differ in size.
+- Optimizer: backbone at lr ×1, heads (PPM/ASPP, classifier, aux) at ×``segmentation.head_lr_scale``
+  (:func:`gkl.models.segmentation.segmentation_param_groups`, through the engine's
+  ``param_lr_scales``); APD's student adapter joins through ``objective.trainable_param_groups()``.
+- Teacher: a registry model with its weights file (``teacher.checkpoint``), frozen by the objective.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from gkl.config import ExperimentConfig
+from gkl.data import build_loader
+from gkl.data.segmentation import build_segmentation_dataset
+from gkl.metrics.segmentation import SegmentationEvaluator
+from gkl.models.segmentation import segmentation_param_groups
+from gkl.objectives.segmentation import build_segmentation_objective
+from gkl.runner import RunParts, build_model
+from gkl.utils.distributed import DistInfo
+from gkl.utils.errors import InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OneLineErrors", "build_segmentation_parts", "build_split", "build_evaluator", "build_teacher", "eval_batch_size",
+           "head_lr_scales"]
+
+
+def build_split(cfg: ExperimentConfig, train: bool, *, augment: bool | None = None) -> Dataset:
+    """The training (augmented unless ``augment=False``) or evaluation split of ``cfg.data``."""
+    seg = cfg.segmentation
+    assert seg is not None
+    aug = seg.augment
+    size = seg.train_size if train else seg.eval_size
+    dataset = build_segmentation_dataset(
+        cfg.data.name, cfg.data.root, train, normalize=cfg.data.normalize, augment=augment,
+        crop_size=aug.crop_size, scale=(aug.scale_min, aug.scale_max), rotate=aug.rotate, blur=aug.blur,
+        flip=aug.flip, voc_aug=aug.voc_aug, size=size if cfg.data.name == "digit_scenes" else None)
+    if size is not None and cfg.data.name != "digit_scenes" and size < len(dataset):
+        info = dataset.info
+        dataset = Subset(dataset, range(size))
+        dataset.info = info  # type: ignore[attr-defined]
+    return dataset
+
+
+def validation_split(cfg: ExperimentConfig, train_set: Dataset) -> tuple[Dataset, Dataset]:
+    """``(train, val)``: ``round(val_fraction · n)`` training images drawn with ``data.val_seed``
+    go to validation, read without augmentation."""
+    n = len(train_set)  # type: ignore[arg-type]
+    n_val = int(round(cfg.data.val_fraction * n))
+    if n_val == 0 or n_val == n:
+        raise InputError(f"data.val_fraction={cfg.data.val_fraction}: {n} training images leave "
+                         f"{'no validation' if n_val == 0 else 'no training'} image")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.data.val_seed))
+    val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
+    plain = train_set if cfg.data.name == "digit_scenes" else build_split(cfg, True, augment=False)
+    return Subset(train_set, train_idx), Subset(plain, val_idx)
+
+
+class OneLineErrors:
+    """A loader whose bad-file errors stay one line.
+
+    A DataLoader worker re-raises an item's :class:`InputError` (a label value out of range, a
+    missing or unreadable file) with the worker's traceback in its message; this wrapper raises
+    it again with the original one-line message. Everything else is the wrapped loader's.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.batch_size = getattr(getattr(loader, "loader", loader), "batch_size", None)
+
+    def __getattr__(self, name: str) -> Any:  # set_epoch, rank_shard, ...
+        return getattr(self.__dict__["loader"], name)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        try:
+            yield from self.loader
+        except InputError as err:
+            text = str(err)
+            if "\n" not in text:
+                raise
+            last = [line for line in text.splitlines() if line.strip()][-1]
+            raise InputError(last.split("Error: ", 1)[-1].strip()) from None
+
+
+def eval_batch_size(cfg: ExperimentConfig) -> int:
+    """``data.eval_batch_size`` for the fixed-size bundled scenes, else 1 (image sizes differ)."""
+    if cfg.data.name == "digit_scenes":
+        return cfg.data.eval_batch_size
+    if cfg.data.eval_batch_size != 1:
+        log.info("data.eval_batch_size: evaluating %s one image at a time (image sizes differ)", cfg.data.name)
+    return 1
+
+
+def build_evaluator(cfg: ExperimentConfig, num_classes: int) -> SegmentationEvaluator:
+    """mIoU / mAcc / pixel accuracy with the inference of ``segmentation.eval``."""
+    seg = cfg.segmentation
+    assert seg is not None
+    ev = seg.eval
+    return SegmentationEvaluator(num_classes, ignore_index=seg.ignore_index, mode=ev.mode, crop_size=ev.crop_size,
+                                 stride=ev.stride, flip=ev.flip, base_size=ev.base_size)
+
+
+def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
+    """The frozen teacher with its weights, or None for ``segmentation.method: ce``."""
+    assert cfg.segmentation is not None
+    if not cfg.segmentation.needs_teacher:
+        return None
+    assert cfg.teacher is not None  # checked by the config
+    if cfg.teacher.random_init:
+        log.warning("teacher.random_init: distilling from the random weights of %r", cfg.teacher.name)
+    elif not os.path.isfile(str(cfg.teacher.checkpoint)):
+        raise InputError(f"teacher.checkpoint: file not found: {cfg.teacher.checkpoint} "
+                         "(train the teacher first, e.g. gkl seg-train configs/segmentation/demo/teacher.yaml)")
+    return build_model(cfg.teacher, num_classes)
+
+
+def head_lr_scales(model: nn.Module, head_lr_scale: float) -> dict[str, float]:
+    """``{parameter name: head_lr_scale}`` for the heads of a segmentation model (backbone: ×1)."""
+    if head_lr_scale == 1.0 or not hasattr(model, "backbone_modules"):
+        return {}
+    heads = {id(p) for p in segmentation_param_groups(model, head_lr_scale=head_lr_scale)[1]["params"]}
+    return {name: float(head_lr_scale) for name, p in model.named_parameters() if id(p) in heads}
+
+
+def build_segmentation_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
+    """Everything the engine needs for a ``kind: segmentation`` run on this process."""
+    seg, data = cfg.segmentation, cfg.data
+    assert seg is not None
+    train_set = build_split(cfg, True)
+    eval_set = build_split(cfg, False)
+    info = train_set.info  # type: ignore[attr-defined]
+    common = dict(device=dist.device, num_workers=data.num_workers, seed=cfg.train.seed, rank=dist.rank,
+                  world_size=dist.world_size)
+    val_loader = None
+    if data.val_fraction > 0:
+        train_set, val_set = validation_split(cfg, train_set)
+        val_loader = OneLineErrors(build_loader(val_set, batch_size=eval_batch_size(cfg), train=False, **common))
+    train_loader = OneLineErrors(build_loader(train_set, batch_size=data.batch_size, train=True, **common))
+    eval_loader = OneLineErrors(build_loader(eval_set, batch_size=eval_batch_size(cfg), train=False, **common))
+    model = build_model(cfg.model, info.num_classes)
+    teacher = build_teacher(cfg, info.num_classes)
+    objective = build_segmentation_objective(seg, num_classes=info.num_classes, teacher=teacher, student=model)
+    return RunParts(model, objective, train_loader, eval_loader, info,
+                    evaluator=build_evaluator(cfg, info.num_classes), val_loader=val_loader,
+                    param_lr_scales=head_lr_scales(model, seg.head_lr_scale))
