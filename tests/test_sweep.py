@@ -83,7 +83,7 @@ settings:
     ("config: student.yaml\nsettings: {a: {teacher: techer}, teacher: {config: base.yaml}}\n",
      "no setting named 'techer'; did you mean 'teacher'"),
     ("config: student.yaml\nsettings: {a: {teacher: b}, b: {teacher: a}}\n", "teacher cycle"),
-    ("settings: {a: {config: base.yaml, teacher: b}, b: {config: base.yaml}}\n", "only 'distill', 'clip_distill' runs"),
+    ("settings: {a: {config: base.yaml, teacher: b}, b: {config: base.yaml}}\n", "only 'distill', 'segmentation', 'clip_distill' runs"),
     ("config: student.yaml\nbaseline: kdd\nsettings: {kd: {}}\n", "baseline: no setting named 'kdd'"),
     ("config: missing.yaml\nsettings: {kd: {}}\n", "config: file not found"),
     ("config: student.yaml\nseeds: 0\nsettings: {kd: {}}\n", "seeds"),

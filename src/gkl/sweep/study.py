@@ -40,10 +40,10 @@ __all__ = ["RunSpec", "Study", "load_study", "format_override"]
 STUDY_KEYS = ("config", "overrides", "seeds", "baseline", "settings", "out_dir", "description")
 SETTING_KEYS = ("config", "overrides", "seeds", "teacher", "teacher_checkpoint", "description")
 COMMAND_OF_KIND = {"train": "train", "distill": "distill", "adv_train": "adv-train", "ssl": "ssl-train",
-                   "clip_train": "clip-train", "clip_distill": "clip-distill"}
+                   "segmentation": "seg-train", "clip_train": "clip-train", "clip_distill": "clip-distill"}
 CHECKPOINT_FILES = ("best.pt", "checkpoint.pt")
 #: kinds whose config takes a trained run as ``teacher`` (a study setting's ``teacher:``)
-TEACHER_KINDS = ("distill", "clip_distill")
+TEACHER_KINDS = ("distill", "segmentation", "clip_distill")
 
 
 @dataclass
