@@ -180,3 +180,21 @@ def train_digits_cnn(objective: nn.Module, images: torch.Tensor, labels: torch.T
                       run_dir=run_dir, num_classes=10)
     summary = trainer.fit()
     return trainer.model.eval(), summary
+
+
+def killing_run_script(module: str, objective: str) -> str:
+    """Python source for ``python -c``: run ``gkl.cli.main(argv)`` with ``gkl.objectives.<module>.<objective>.forward``
+    patched to SIGKILL the process at the step given by the environment variable GKL_TEST_KILL_AT
+    (a kill at a known point of a real run, for resume tests)."""
+    return f"""
+import os, signal, sys
+from gkl.objectives import {module} as S
+forward = S.{objective}.forward
+def killing_forward(self, model, batch, *, epoch, step):
+    if step == int(os.environ.get("GKL_TEST_KILL_AT", "0")):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return forward(self, model, batch, epoch=epoch, step=step)
+S.{objective}.forward = killing_forward
+from gkl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""

@@ -16,7 +16,7 @@ import torch
 
 from gkl.cli import main
 from gkl.engine.checkpoint import read_checkpoint
-from helpers import assert_identical, assert_one_line_error
+from helpers import assert_identical, assert_one_line_error, killing_run_script
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "segmentation"
 DEMO = CONFIGS / "demo"
@@ -24,18 +24,7 @@ DEMO = CONFIGS / "demo"
 TINY = ["segmentation.train_size=32", "segmentation.eval_size=16", "data.val_fraction=0.25", "data.batch_size=8",
         "data.eval_batch_size=16", "train.epochs=2"]
 
-KILLING_RUN = """
-import os, signal, sys
-from gkl.objectives import segmentation as S
-forward = S.APDObjective.forward
-def killing_forward(self, model, batch, *, epoch, step):
-    if step == int(os.environ.get("GKL_TEST_KILL_AT", "0")):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return forward(self, model, batch, epoch=epoch, step=step)
-S.APDObjective.forward = killing_forward
-from gkl.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+KILLING_RUN = killing_run_script("segmentation", "APDObjective")
 
 
 class one_thread:

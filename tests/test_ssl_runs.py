@@ -13,7 +13,7 @@ import pytest
 
 from gkl.cli import main
 from gkl.engine.checkpoint import read_checkpoint
-from helpers import assert_identical
+from helpers import assert_identical, killing_run_script
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ssl" / "demo"
 
@@ -21,18 +21,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ssl" / "demo"
 SHORT = ["model.name=digits_mlp_small", "data.batch_size=8", "ssl.uratio=2", "train.iterations=30",
          "train.checkpoint_every_steps=8", "train.eval_every_steps=15", "train.schedule.warmup_steps=5"]
 
-KILLING_RUN = """
-import os, signal, sys
-from gkl.objectives import ssl as S
-forward = S.MeanTeacherObjective.forward
-def killing_forward(self, model, batch, *, epoch, step):
-    if step == int(os.environ.get("GKL_TEST_KILL_AT", "0")):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return forward(self, model, batch, epoch=epoch, step=step)
-S.MeanTeacherObjective.forward = killing_forward
-from gkl.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+KILLING_RUN = killing_run_script("ssl", "MeanTeacherObjective")
 
 
 def _run(out: Path, name: str, *extra: str, kill_at: int = 0) -> subprocess.CompletedProcess:

@@ -23,7 +23,7 @@ from gkl.data import build_dataset, build_loader
 from gkl.utils.distributed import resolve_device
 from gkl.utils.errors import InputError
 from gkl.evaluate.accuracy import evaluate_classifier
-from gkl.models import create_model, load_weights
+from gkl.evaluate.checkpoint_model import load_run_model
 
 CHECKPOINT_FILES = {"last": "checkpoint.pt", "best": "best.pt"}
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -166,19 +166,11 @@ def evaluate_run(
         report["robust_options"] = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in robust.items()}
     lines = [f"{'checkpoint':<10} {'epoch':>5} {'top-1':>7} {'top-5':>7}  groups"]
     for name, path in paths.items():
-        key = "ema" if (name == "last" and weights == "ema") else "model"
-        model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
-        try:
-            contents = load_weights(model, path, key=key)
-        except InputError:
-            raise
-        except ValueError as err:  # documented: the file cannot be read or does not match the model
-            raise InputError(str(err)) from err
-        epoch = contents.get("epoch") if isinstance(contents, dict) else None
+        model, epoch = load_run_model(cfg, path, info.num_classes, name=name, weights=weights)
         model.to(device)
         clean = evaluate_classifier(model, loader, num_classes=info.num_classes, device=device,
                                     class_groups=info.class_groups)
-        entry: dict[str, Any] = {"epoch": epoch if isinstance(epoch, int) else None, "clean": clean}
+        entry: dict[str, Any] = {"epoch": epoch, "clean": clean}
         groups = clean.get("groups") or {}
         top5 = clean.get("top5")
         lines.append(

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 from gkl.config import ExperimentConfig
 from gkl.data import build_loader
-from gkl.models import create_model, load_weights
+from gkl.evaluate.checkpoint_model import load_run_model
 from gkl.tasks.segmentation import OneLineErrors, build_evaluator, build_split, eval_batch_size
 from gkl.utils.distributed import resolve_device
 from gkl.utils.errors import InputError
@@ -38,17 +38,9 @@ def evaluate_segmentation_run(run_dir: Path, cfg: ExperimentConfig, paths: Mappi
     lines = [f"{'checkpoint':<10} {'epoch':>5} {'mIoU':>7} {'mAcc':>7} {'pixel acc':>9}"]
     per_class = []
     for name, path in paths.items():
-        key = "ema" if (name == "last" and weights == "ema") else "model"
-        model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
-        try:
-            contents = load_weights(model, path, key=key)
-        except InputError:
-            raise
-        except ValueError as err:  # the file cannot be read or does not match the model
-            raise InputError(str(err)) from err
-        epoch = contents.get("epoch") if isinstance(contents, dict) else None
+        model, epoch = load_run_model(cfg, path, info.num_classes, name=name, weights=weights)
         result = evaluator(model.to(device), loader, device=device)
-        entry = {"epoch": epoch if isinstance(epoch, int) else None, "clean": result}
+        entry = {"epoch": epoch, "clean": result}
         report["results"][name] = entry
         lines.append(f"{name:<10} {entry['epoch'] if entry['epoch'] is not None else '-':>5} {result['mIoU']:>7.2f} "
                      f"{result['mAcc']:>7.2f} {result['pixel_accuracy']:>9.2f}")
