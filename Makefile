@@ -36,6 +36,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/data_pipeline.py
 	$(PY) benchmarks/adversarial_step.py
+	$(PY) benchmarks/ssl_step.py
+	$(PY) benchmarks/clip_loss.py
+	$(PY) benchmarks/segmentation_step.py --quick
 
 clean:
 	rm -rf $(VENV) runs
