@@ -25,17 +25,15 @@ TINY = {
     "ssl_step.py": ["--rounds", "1", "--batch", "2", "--threads", "1", "--model", "resnet8x4"],
     "clip_loss.py": ["--batch", "16", "--repeats", "1", "--pairwise-rows", "2", "--full-pairwise-batch", "8",
                      "--skip-memory"],
+    "segmentation_step.py": ["--student", "pspnet_tiny", "--teacher", "pspnet_tiny", "--classes", "4", "--batch", "2",
+                             "--size", "33", "--repeats", "1", "--threads", "1", "--device", "cpu", "--no-memory"],
     "data_pipeline.py": ["--images", "64", "--batch-size", "16", "--epochs", "1", "--threads", "1"],
 }
 
 
 def test_every_script_is_listed() -> None:
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
-    assert scripts <= set(TINY) | set(SLOW_OR_EXTRA), sorted(scripts - set(TINY) - set(SLOW_OR_EXTRA))
-
-
-#: scripts covered elsewhere or by the extra arguments below
-SLOW_OR_EXTRA: dict[str, list[str]] = {}
+    assert scripts == set(TINY), sorted(scripts ^ set(TINY))
 
 
 @pytest.fixture
