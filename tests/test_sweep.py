@@ -210,3 +210,16 @@ def test_command_front_dry_run_prints_every_run(configs: Path, capsys: pytest.Ca
     assert (args.analysis, args.adversarial, args.eps) == ("margins", True, 0.1)
     with pytest.raises(InputError, match="--jobs"):
         run_sweep(study, jobs=0)
+
+
+def test_shipped_clip_study_chains_the_teacher_run_into_clip_distill(tmp_path: Path) -> None:
+    """A CLIP student's teacher is the trained teacher run's checkpoint (weights under 'model')."""
+    study = load_study(Path(__file__).resolve().parents[1] / "configs" / "studies" / "clip_demo.yaml",
+                       out_dir=tmp_path)
+    runs = {r.name: r for r in study.runs}
+    assert runs["teacher_seed0"].command == "clip-train" and runs["contrastive_seed1"].command == "clip-train"
+    student = runs["gkl_seed2"]
+    assert student.command == "clip-distill" and student.depends_on == ["teacher_seed0"]
+    assert f"teacher.checkpoint={tmp_path / 'teacher_seed0' / 'best.pt'}" in student.overrides
+    assert "teacher.checkpoint_key=model" in student.overrides and "teacher.name=gkl-tiny-clip-teacher" in student.overrides
+    assert not any(o.startswith("teacher.") for o in runs["contrastive_seed0"].overrides)
