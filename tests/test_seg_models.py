@@ -97,6 +97,19 @@ def test_other_models_output_stride(name: str, channels: int) -> None:
         assert model(torch.randn(1, 3, 48, 40)).shape == (1, 4, 6, 5)
 
 
+@pytest.mark.parametrize("stride", [4, 2])
+def test_small_models_output_stride_option(stride: int) -> None:
+    """output_stride 4 / 2: logits at 1/4 / 1/2, layers 2-4 dilated 2/4/8 with no stride after the stem."""
+    model = create_model("pspnet_tiny", 4, output_stride=stride).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 48, 40)).shape == (1, 4, 48 // stride, 40 // stride)
+    assert [model.layer2[0].conv1.stride, model.layer2[0].conv1.dilation] == [(1, 1), (2, 2)]
+    assert model.layer3[0].conv2.dilation == (4, 4) and model.layer4[0].conv2.dilation == (8, 8)
+    assert isinstance(model.layer0[-1], nn.Identity if stride == 2 else nn.MaxPool2d)
+    with pytest.raises(ValueError, match="output_stride"):
+        create_model("pspnet_small", 4, output_stride=16)
+
+
 def test_empirical_receptive_field_matches_analytic() -> None:
     """Gradient support of one layer-4 position = the analytic receptive field (tiny model, all paths active)."""
     model = create_model("pspnet_tiny", 3).eval()

@@ -65,12 +65,16 @@ class DilatedResNet(nn.Module):
 
     ``widths`` are the planes of layers 1-4 (64, 128, 256, 512 for the ImageNet ResNets);
     ``stem_width`` the stem's output channels. ``forward`` returns (layer3, layer4) maps.
+    ``output_stride`` 4 also removes layer 2's stride (layers 2/3/4 dilated 2/4/8, the DeepLab
+    way); 2 further drops the stem's max-pool. Only the small bundled-task models offer it.
     """
 
     def __init__(self, block: type[nn.Module], blocks: Sequence[int], *, widths: Sequence[int] = (64, 128, 256, 512),
                  stem: Stem = "torchvision", stem_width: int | None = None,
-                 dilate_basic: DilateBasic = "conv1") -> None:
+                 dilate_basic: DilateBasic = "conv1", output_stride: int = 8) -> None:
         super().__init__()
+        if output_stride not in (2, 4, 8):
+            raise ValueError(f"output_stride: expected 2, 4 or 8, got {output_stride!r}")
         if stem not in ("torchvision", "deep"):
             raise ValueError(f"stem: expected 'torchvision' or 'deep', got {stem!r}")
         if dilate_basic not in ("conv1", "both"):
@@ -89,13 +93,17 @@ class DilatedResNet(nn.Module):
                 nn.Conv2d(half, half, 3, 1, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
                 nn.Conv2d(half, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
                 nn.MaxPool2d(3, 2, 1))
+        if output_stride == 2:
+            self.layer0[-1] = nn.Identity()
         self.inplanes = width
         self.layer1 = self._make_layer(block, widths[0], blocks[0], 1)
-        self.layer2 = self._make_layer(block, widths[1], blocks[1], 2)
+        self.layer2 = self._make_layer(block, widths[1], blocks[1], 2 if output_stride == 8 else 1)
         self.layer3 = self._make_layer(block, widths[2], blocks[2], 1)
         self.layer4 = self._make_layer(block, widths[3], blocks[3], 1)
         self.channels = (widths[2] * block.expansion, widths[3] * block.expansion)  # type: ignore[attr-defined]
-        for layer, dilation in ((self.layer3, 2), (self.layer4, 4)):
+        dilated = ((self.layer3, 2), (self.layer4, 4)) if output_stride == 8 else (
+            (self.layer2, 2), (self.layer3, 4), (self.layer4, 8))
+        for layer, dilation in dilated:
             for unit in layer:
                 convs = [unit.conv2] if hasattr(unit, "conv3") else (  # Bottleneck: its 3x3 is conv2
                     [unit.conv1] if dilate_basic == "conv1" else [unit.conv1, unit.conv2])
@@ -287,16 +295,24 @@ _register_family()
 
 
 @register_model("pspnet_tiny", input_kind="segmentation")
-def pspnet_tiny(num_classes: int, *, dropout: float = 0.1) -> nn.Module:
-    """PSPNet on a one-block-per-stage ResNet of widths 16/32/64/64 (bundled-task student, ~0.2M params)."""
-    backbone = DilatedResNet(_block("BasicBlock"), (1, 1, 1, 1), widths=(16, 32, 64, 64), dilate_basic="both")
+def pspnet_tiny(num_classes: int, *, dropout: float = 0.1, output_stride: int = 8) -> nn.Module:
+    """PSPNet on a one-block-per-stage ResNet of widths 16/32/64/64 (bundled-task student, ~0.2M params).
+
+    ``output_stride`` 8 (default), 4 or 2 (see :class:`DilatedResNet`); the demo uses 4.
+    """
+    backbone = DilatedResNet(_block("BasicBlock"), (1, 1, 1, 1), widths=(16, 32, 64, 64), dilate_basic="both",
+                             output_stride=output_stride)
     return _finish(PSPNet(backbone, num_classes, head_channels=64, aux_channels=32, dropout=dropout), None)
 
 
 @register_model("pspnet_small", input_kind="segmentation")
-def pspnet_small(num_classes: int, *, dropout: float = 0.1) -> nn.Module:
-    """PSPNet on a ResNet-18 layout at half width (32/64/128/256; bundled-task teacher, ~3M params)."""
-    backbone = DilatedResNet(_block("BasicBlock"), (2, 2, 2, 2), widths=(32, 64, 128, 256), dilate_basic="both")
+def pspnet_small(num_classes: int, *, dropout: float = 0.1, output_stride: int = 8) -> nn.Module:
+    """PSPNet on a ResNet-18 layout at half width (32/64/128/256; bundled-task teacher, ~3M params).
+
+    ``output_stride`` 8 (default), 4 or 2 (see :class:`DilatedResNet`); the demo uses 4.
+    """
+    backbone = DilatedResNet(_block("BasicBlock"), (2, 2, 2, 2), widths=(32, 64, 128, 256), dilate_basic="both",
+                             output_stride=output_stride)
     return _finish(PSPNet(backbone, num_classes, head_channels=128, aux_channels=64, dropout=dropout), None)
 
 
