@@ -11,7 +11,7 @@ from gkl.config import ExperimentConfig, config_from_dict, load_config, to_dict
 from gkl.config_schema import ConfigError, apply_overrides, load_yaml, parse_override
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-#: run kinds whose recipes exist but are not wired into gkl.config yet (see the README)
+#: recipe folders of run kinds not wired into gkl.config yet (none today; a new task lists its folder here until it is)
 NOT_YET_WIRED = ()
 RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml")
                  if not p.name.startswith("_") and p.relative_to(CONFIGS).parts[0] not in NOT_YET_WIRED

@@ -44,8 +44,8 @@ def test_importing_the_config_imports_no_implementation() -> None:
     assert "gkl.settings.distill" in loaded and "gkl.settings.adversarial" in loaded
 
 
-#: Recipe folders of applications whose run kind is not wired into gkl.config yet (their settings
-#: classes are tested on their own; see the README's list of what works).
+#: Recipe folders of run kinds not wired into gkl.config yet (none today; a new task lists its
+#: folder here until it is).
 NOT_YET_WIRED = ()
 
 
