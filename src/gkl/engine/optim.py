@@ -116,16 +116,15 @@ def param_groups(model: nn.Module, settings: OptimSettings, *, base_lr: float,
 def extra_param_groups(groups: Sequence[Mapping[str, Any]], settings: OptimSettings, *,
                        base_lr: float) -> list[dict[str, Any]]:
     """Optimizer groups for parameters outside the model: ``{"params", "lr_scale"}`` dicts, split by
-    the weight-decay rule of ``no_decay_norm_bias`` (``ndim <= 1`` tensors: none)."""
+    the weight-decay rule of ``no_decay_norm_bias`` (:func:`decays`; unnamed, so ``ndim <= 1``
+    tensors get none)."""
     result = []
     for index, spec in enumerate(groups):
         scale = float(spec.get("lr_scale", 1.0))
         params = [p for p in spec["params"] if p.requires_grad]
-        if settings.no_decay_norm_bias:
-            parts = [([p for p in params if p.ndim > 1], settings.weight_decay),
-                     ([p for p in params if p.ndim <= 1], 0.0)]
-        else:
-            parts = [(params, settings.weight_decay)]
+        decayed = [not settings.no_decay_norm_bias or decays(f"extra{index}.{i}", p) for i, p in enumerate(params)]
+        parts = [([p for p, d in zip(params, decayed) if d], settings.weight_decay),
+                 ([p for p, d in zip(params, decayed) if not d], 0.0)]
         for chosen, wd in parts:
             if chosen:
                 result.append({"params": chosen, "param_names": [f"extra{index}.{i}" for i in range(len(chosen))],
