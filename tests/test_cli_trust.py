@@ -87,6 +87,13 @@ def test_wrong_command_for_kind_and_bad_eps_are_one_line(tmp_path: Path, capsys:
     assert_one_line_error(capsys, "evaluate", "--eps", "8/0")
 
 
+def test_missing_teacher_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no_teacher.pt"
+    assert main(["distill", str(CONFIGS / "demo" / "student_kd.yaml"), f"out_dir={tmp_path / 'runs'}",
+                 f"data.root={tmp_path / 'data'}", f"teacher.checkpoint={missing}", "train.progress=false"]) == 2
+    assert_one_line_error(capsys, "distill", "teacher.checkpoint", str(missing))
+
+
 # ---------------------------------------------------------------- arguments
 
 

@@ -42,11 +42,16 @@ class RunParts:
     param_lr_scales: dict[str, float] | None = None  # LR multiplier by model parameter name (e.g. heads x10)
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """A registry model, with its checkpoint loaded when one is named."""
+def build_model(cfg: ModelConfig, num_classes: int, section: str = "model") -> nn.Module:
+    """A registry model, with its checkpoint loaded when one is named; a missing checkpoint file is
+    an :class:`InputError` naming ``<section>.checkpoint``."""
     model = create_model(cfg.name, num_classes, **cfg.kwargs)
     if cfg.checkpoint is not None:
-        load_weights(model, cfg.checkpoint, key=cfg.checkpoint_key)
+        try:
+            load_weights(model, cfg.checkpoint, key=cfg.checkpoint_key)
+        except FileNotFoundError:
+            hint = " (train the teacher first)" if section == "teacher" else ""
+            raise InputError(f"{section}.checkpoint: file not found: {cfg.checkpoint}{hint}") from None
     return model
 
 
@@ -67,7 +72,7 @@ def build_objective(cfg: ExperimentConfig, num_classes: int, steps_per_epoch: in
         assert cfg.teacher is not None and cfg.distill is not None  # checked by the config
         if cfg.teacher.random_init:
             log.warning("teacher.random_init: distilling from the random weights of %r", cfg.teacher.name)
-        teacher = build_model(cfg.teacher, num_classes)
+        teacher = build_model(cfg.teacher, num_classes, section="teacher")
         return build_distill_objective(teacher, cfg.distill, num_classes=num_classes)
     assert cfg.adversarial is not None
     return build_adversarial_objective(cfg.adversarial, num_classes=num_classes, epochs=run_epochs(cfg, steps_per_epoch))

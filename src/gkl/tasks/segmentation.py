@@ -17,7 +17,6 @@ teacher, objective, LR multipliers and evaluator for the one engine.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import torch
@@ -126,10 +125,7 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
     assert cfg.teacher is not None  # checked by the config
     if cfg.teacher.random_init:
         log.warning("teacher.random_init: distilling from the random weights of %r", cfg.teacher.name)
-    elif not os.path.isfile(str(cfg.teacher.checkpoint)):
-        raise InputError(f"teacher.checkpoint: file not found: {cfg.teacher.checkpoint} "
-                         "(train the teacher first, e.g. gkl seg-train configs/segmentation/demo/teacher.yaml)")
-    return build_model(cfg.teacher, num_classes)
+    return build_model(cfg.teacher, num_classes, section="teacher")
 
 
 def head_lr_scales(model: nn.Module, head_lr_scale: float) -> dict[str, float]:
