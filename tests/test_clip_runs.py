@@ -16,6 +16,7 @@ import torch
 open_clip = pytest.importorskip("open_clip")
 
 from gkl.cli import main  # noqa: E402
+from helpers import assert_one_line_error  # noqa: E402
 
 # one xdist worker runs the tests of the shared module fixture (two real tiny runs)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clip_runs")]
@@ -96,6 +97,8 @@ def test_evaluate_reports_the_selected_checkpoint_again(runs, capsys):
     assert best["zeroshot_top1"] == pytest.approx(summary["best"], abs=1e-9)
     last = record["results"]["last"]["clean"]
     assert last["zeroshot_top1"] == pytest.approx(summary["final"]["eval"]["zeroshot_top1"], abs=1e-9)
+    assert main(["evaluate", str(runs["student"]), "--robust"]) == 2  # attacks are for classifiers
+    assert_one_line_error(capsys, "evaluate", "--robust", "clip_distill")
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:

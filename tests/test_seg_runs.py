@@ -61,6 +61,8 @@ def test_seg_train_writes_miou_and_evaluate_reports_it(teacher_run: Path, capsys
     assert summary["select_metric"] == "mIoU" and summary["select_split"] == "val"
     assert summary["best"] == record["val"]["mIoU"] and summary["final"]["eval"]["mIoU"] == record["eval"]["mIoU"]
     capsys.readouterr()
+    assert main(["evaluate", str(teacher_run), "--robust"]) == 2  # attacks are for classifiers
+    assert_one_line_error(capsys, "evaluate", "--robust", "segmentation")
     assert main(["evaluate", str(teacher_run)]) == 0
     out = capsys.readouterr().out
     assert "mIoU" in out and "per-class IoU of the best checkpoint" in out and "digit 9" in out

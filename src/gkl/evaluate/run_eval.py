@@ -23,7 +23,7 @@ from gkl.data import build_dataset, build_loader
 from gkl.utils.distributed import resolve_device
 from gkl.utils.errors import InputError
 from gkl.evaluate.accuracy import evaluate_classifier
-from gkl.evaluate.checkpoint_model import load_run_model
+from gkl.models import create_model, load_run_weights
 
 CHECKPOINT_FILES = {"last": "checkpoint.pt", "best": "best.pt"}
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -97,6 +97,11 @@ def save_fallback(report: dict[str, Any], run_dir: Path) -> Path | None:
     return None
 
 
+#: run kinds that are not classifiers, with what evaluates them (``--robust`` is for classifiers)
+TASK_KINDS = {"segmentation": "mIoU", "clip_train": "zero-shot / retrieval metrics",
+              "clip_distill": "zero-shot / retrieval metrics"}
+
+
 def evaluation_kind(robust: dict[str, Any] | None) -> str:
     """``"robust"`` when attacks run, else ``"clean"`` (recorded with each evaluation)."""
     return "clean" if robust is None else "robust"
@@ -126,13 +131,9 @@ def evaluate_run(
     weights = weights or cfg.train.ema.evaluate
     if weights not in ("raw", "ema"):
         raise InputError(f"--weights: expected 'raw' or 'ema', got {weights!r}")
-    if robust is not None and cfg.kind == "segmentation":
-        raise InputError(f"{run_dir}: --robust evaluates classifiers; this is a segmentation run")
-    if cfg.kind in ("clip_train", "clip_distill"):  # zero-shot / retrieval metrics (gkl.tasks.clip)
-        from gkl.tasks.clip import evaluate_clip_run
-
-        return evaluate_clip_run(cfg, run_dir, {w: run_dir / CHECKPOINT_FILES[w] for w in which}, weights=weights,
-                                 robust=robust, overrides=overrides)
+    if robust is not None and cfg.kind in TASK_KINDS:
+        raise InputError(f"{run_dir}: --robust evaluates classifiers; this is a {cfg.kind} run "
+                         f"(evaluated by its {TASK_KINDS[cfg.kind]})")
     if robust is not None:
         from gkl.evaluate.robust import check_options
 
@@ -153,6 +154,10 @@ def evaluate_run(
         from gkl.evaluate.segmentation_eval import evaluate_segmentation_run
 
         return evaluate_segmentation_run(run_dir, cfg, paths, weights=weights, overrides=overrides)
+    if cfg.kind in ("clip_train", "clip_distill"):  # zero-shot / retrieval metrics (gkl.tasks.clip)
+        from gkl.tasks.clip import evaluate_clip_run
+
+        return evaluate_clip_run(cfg, run_dir, paths, weights=weights, overrides=overrides)
     device = resolve_device(cfg.train.device)
     eval_set = build_dataset(cfg.data.name, cfg.data.root, False, normalize=cfg.data.normalize)
     info = eval_set.info
@@ -166,7 +171,8 @@ def evaluate_run(
         report["robust_options"] = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in robust.items()}
     lines = [f"{'checkpoint':<10} {'epoch':>5} {'top-1':>7} {'top-5':>7}  groups"]
     for name, path in paths.items():
-        model, epoch = load_run_model(cfg, path, info.num_classes, name=name, weights=weights)
+        model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
+        epoch = load_run_weights(model, path, which=name, weights=weights)
         model.to(device)
         clean = evaluate_classifier(model, loader, num_classes=info.num_classes, device=device,
                                     class_groups=info.class_groups)

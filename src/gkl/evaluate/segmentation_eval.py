@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 from gkl.config import ExperimentConfig
 from gkl.data import build_loader
-from gkl.evaluate.checkpoint_model import load_run_model
+from gkl.models import create_model, load_run_weights
 from gkl.tasks.segmentation import OneLineErrors, build_evaluator, build_split, eval_batch_size
 from gkl.utils.distributed import resolve_device
 from gkl.utils.errors import InputError
@@ -38,7 +38,8 @@ def evaluate_segmentation_run(run_dir: Path, cfg: ExperimentConfig, paths: Mappi
     lines = [f"{'checkpoint':<10} {'epoch':>5} {'mIoU':>7} {'mAcc':>7} {'pixel acc':>9}"]
     per_class = []
     for name, path in paths.items():
-        model, epoch = load_run_model(cfg, path, info.num_classes, name=name, weights=weights)
+        model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
+        epoch = load_run_weights(model, path, which=name, weights=weights)
         result = evaluator(model.to(device), loader, device=device)
         entry = {"epoch": epoch, "clean": result}
         report["results"][name] = entry

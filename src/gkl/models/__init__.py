@@ -6,7 +6,7 @@ training (:mod:`gkl.models.robust_wrn`) and small models for the bundled offline
 data (:mod:`gkl.models.small`). Importing this package registers all of them.
 """
 
-from gkl.models.checkpoint import load_weights
+from gkl.models.checkpoint import load_run_weights, load_weights
 from gkl.models.registry import (
     INPUT_SHAPES,
     InputKind,
@@ -29,6 +29,7 @@ __all__ = [
     "create_model",
     "get_model_entry",
     "list_models",
+    "load_run_weights",
     "load_weights",
     "model_input_kind",
     "model_input_shape",

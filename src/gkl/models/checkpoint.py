@@ -134,3 +134,20 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, key: str | N
         raise InputError(message)
     model.load_state_dict(state_dict, strict=True)
     return obj
+
+
+def load_run_weights(model: nn.Module, path: str | os.PathLike[str], *, which: str = "best",
+                     weights: str = "raw") -> int | None:
+    """Load the weights of a gkl run checkpoint into ``model`` (the EMA weights of the ``last``
+    checkpoint when ``weights == "ema"``, else its ``model`` entry) and return the checkpoint's
+    epoch (None if it has none). A file that cannot be read or does not match is an
+    :class:`~gkl.utils.errors.InputError` naming it."""
+    key = "ema" if (which == "last" and weights == "ema") else "model"
+    try:
+        contents = load_weights(model, path, key=key)
+    except InputError:
+        raise
+    except ValueError as err:  # the file cannot be read or does not match the model
+        raise InputError(str(err)) from err
+    epoch = contents.get("epoch") if isinstance(contents, dict) else None
+    return epoch if isinstance(epoch, int) else None

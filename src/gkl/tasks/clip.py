@@ -246,17 +246,13 @@ def export_openclip(run_dir: Path) -> Path | None:
 
 
 def evaluate_clip_run(cfg: ExperimentConfig, run_dir: Path, paths: dict[str, Path], *, weights: str,
-                      robust: Any = None, overrides: Sequence[str] = ()) -> tuple[dict[str, Any], str]:
-    """``gkl evaluate`` of a CLIP run: zero-shot (and retrieval) metrics of each checkpoint in ``paths``."""
-    from gkl.models import load_weights
+                      overrides: Sequence[str] = ()) -> tuple[dict[str, Any], str]:
+    """``gkl evaluate`` of a CLIP run: zero-shot (and retrieval) metrics of each checkpoint in ``paths``
+    (existing files: :func:`gkl.evaluate.run_eval.evaluate_run` checks them)."""
+    from gkl.models import load_run_weights
     from gkl.models.clip import create_tokenizer, image_transform
     from gkl.utils.distributed import resolve_device
 
-    if robust is not None:
-        raise InputError(f"{run_dir}: --robust is for classifiers; a CLIP run is evaluated zero-shot")
-    for name, path in paths.items():
-        if not path.is_file():
-            raise InputError(f"no {name} checkpoint in {run_dir}: {path} is missing")
     if cfg.clip_eval is None or (cfg.clip_eval.zeroshot is None and cfg.clip_eval.retrieval is None):
         raise InputError(f"{run_dir}: the run has no clip_eval.zeroshot or clip_eval.retrieval to evaluate "
                          "(set one as an override, e.g. clip_eval.zeroshot=/data/imagenet/val)")
@@ -270,17 +266,10 @@ def evaluate_clip_run(cfg: ExperimentConfig, run_dir: Path, paths: dict[str, Pat
     keys = cfg.clip_eval.metrics()
     lines = [f"{'checkpoint':<10} {'epoch':>5} " + " ".join(f"{k:>13}" for k in keys)]
     for name, path in paths.items():
-        key = "ema" if (name == "last" and weights == "ema") else "model"
-        try:
-            contents = load_weights(model, path, key=key)
-        except InputError:
-            raise
-        except ValueError as err:
-            raise InputError(str(err)) from err
-        epoch = contents.get("epoch") if isinstance(contents, dict) else None
+        epoch = load_run_weights(model, path, which=name, weights=weights)
         model.to(device)
         metrics = evaluator(model, eval_set, device=device, dist=None)
-        entry = {"epoch": epoch if isinstance(epoch, int) else None, "clean": metrics}
+        entry = {"epoch": epoch, "clean": metrics}
         report["results"][name] = entry
         lines.append(f"{name:<10} {entry['epoch'] if entry['epoch'] is not None else '-':>5} "
                      + " ".join(f"{metrics[k]:>13.2f}" if k in metrics else f"{'-':>13}" for k in keys))
