@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from gkl.metrics.features import FeatureStatistics
 from gkl.utils.modules import capture_features, find_classifier
 
 __all__ = ["Outputs", "find_classifier", "capture_features", "iterate_batches", "collect_outputs",
@@ -86,12 +87,11 @@ def collect_outputs(model: nn.Module, data: Dataset | Iterable, *, attack: Attac
 def feature_statistics(model: nn.Module, loader: Dataset | Iterable) -> dict[str, float]:
     """Mean L2 norm of the penultimate features, mean logit sum Σ_j z_j, mean logit L2 norm.
 
-    The quantities of Kim et al.'s δ∞ analysis, averaged over the examples of ``loader``.
+    The quantities of Kim et al.'s δ∞ analysis, averaged over the examples of ``loader``
+    (:class:`gkl.metrics.features.FeatureStatistics`, as ``train.log_feature_stats`` logs them).
     """
     out = collect_outputs(model, loader, features=True)
     assert out.features is not None
-    return {
-        "feature_norm": out.features.double().norm(dim=1).mean().item(),
-        "logit_sum": out.logits.double().sum(dim=1).mean().item(),
-        "logit_norm": out.logits.double().norm(dim=1).mean().item(),
-    }
+    meter = FeatureStatistics()  # the engine's train.log_feature_stats formulas
+    meter.update(out.features, out.logits)
+    return meter.result()
