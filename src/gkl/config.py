@@ -19,6 +19,7 @@ from gkl.settings.clip import ClipDataSettings, ClipDistillSettings, ClipEvalSet
 from gkl.settings.distill import DistillSettings, GKLSettings
 from gkl.settings.segmentation import SegmentationSettings, check_segmentation_config
 from gkl.settings.ssl import SSLSettings
+from gkl.settings.teacher import check_teacher
 from gkl.settings.train import TrainSettings
 from gkl.utils.errors import ConfigError, InputError
 from gkl.utils.validation import check_int, check_number, fail
@@ -140,13 +141,7 @@ class ExperimentConfig:
             raise fail("", "label_smoothing", f"0 for kind {self.kind!r} (it applies to kind 'train' only)",
                        self.label_smoothing, error=ConfigError)
         if self.kind == "distill":
-            if self.teacher is None:
-                raise ConfigError("teacher: kind 'distill' needs a 'teacher' section (name and checkpoint)")
-            if self.teacher.checkpoint is None and not self.teacher.random_init:
-                raise ConfigError(
-                    "teacher.checkpoint: expected the trained teacher's weights file for kind 'distill', "
-                    "got null (set teacher.random_init=true to distill from random weights on purpose)"
-                )
+            check_teacher(self.teacher, "kind 'distill'")
             if self.distill is None:
                 self.distill = GKLSettings()
         if self.kind == "adv_train" and self.adversarial is None:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gkl.config import ExperimentConfig, ModelConfig, to_dict
+from gkl.config import ExperimentConfig, ModelConfig, TeacherConfig, to_dict
 from gkl.data import build_dataset, build_loader
 from gkl.engine import Trainer
 from gkl.engine.seeding import seed_everything
@@ -40,6 +40,12 @@ class RunParts:
     val_loader: Any = None  # a validation split that drives best.pt, when the task configures one
     after_fit: Any = None  # called with the summary on rank 0 after training (e.g. CLIP's OpenCLIP export)
     param_lr_scales: dict[str, float] | None = None  # LR multiplier by model parameter name (e.g. heads x10)
+
+
+def warn_if_random_teacher(teacher: TeacherConfig) -> None:
+    """Log that the run distills from random weights (``teacher.random_init: true``, on purpose)."""
+    if teacher.random_init:
+        log.warning("teacher.random_init: distilling from the random weights of %r", teacher.name)
 
 
 def build_model(cfg: ModelConfig, num_classes: int, section: str = "model") -> nn.Module:
@@ -70,8 +76,7 @@ def build_objective(cfg: ExperimentConfig, num_classes: int, steps_per_epoch: in
         return SupervisedObjective(label_smoothing=cfg.label_smoothing)
     if cfg.kind == "distill":
         assert cfg.teacher is not None and cfg.distill is not None  # checked by the config
-        if cfg.teacher.random_init:
-            log.warning("teacher.random_init: distilling from the random weights of %r", cfg.teacher.name)
+        warn_if_random_teacher(cfg.teacher)
         teacher = build_model(cfg.teacher, num_classes, section="teacher")
         return build_distill_objective(teacher, cfg.distill, num_classes=num_classes)
     assert cfg.adversarial is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from gkl.settings.teacher import check_teacher
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_choice as _choice, check_number as _number
 
@@ -168,12 +169,8 @@ def check_clip_config(cfg) -> None:
         raise ConfigError("data.val_fraction: the validation split is scored by zero-shot classification; "
                           "set clip_eval.zeroshot")
     if kind == "clip_distill":
-        if cfg.teacher is None:
-            raise ConfigError("teacher: kind 'clip_distill' needs a 'teacher' section (OpenCLIP name and checkpoint)")
-        if cfg.teacher.checkpoint is None and not cfg.teacher.random_init:
-            raise ConfigError("teacher.checkpoint: expected the teacher's OpenCLIP weight file for kind "
-                              "'clip_distill', got null (set teacher.random_init=true to distill from random "
-                              "weights on purpose)")
+        check_teacher(cfg.teacher, "kind 'clip_distill'", section="OpenCLIP name and checkpoint",
+                      weights="the teacher's OpenCLIP weight file")
         if cfg.clip_distill is None:
             cfg.clip_distill = ClipDistillSettings()
     elif cfg.teacher is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from gkl.settings.teacher import check_teacher
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_choice, check_number
 
@@ -151,13 +152,7 @@ def check_segmentation_config(cfg: Any) -> None:
         cfg.segmentation = SegmentationSettings()
     method = cfg.segmentation.method
     if cfg.segmentation.needs_teacher:
-        if cfg.teacher is None:
-            raise ConfigError(f"teacher: segmentation.method {method!r} needs a 'teacher' section "
-                              "(name and checkpoint)")
-        if cfg.teacher.checkpoint is None and not cfg.teacher.random_init:
-            raise ConfigError(f"teacher.checkpoint: expected the trained teacher's weights file for "
-                              f"segmentation.method {method!r}, got null (set teacher.random_init=true to "
-                              "distill from random weights on purpose)")
+        check_teacher(cfg.teacher, f"segmentation.method {method!r}")
     elif cfg.teacher is not None:
         raise ConfigError("teacher: segmentation.method 'ce' trains without a teacher; remove the 'teacher' "
                           "section (or choose method kd, cwd or apd)")

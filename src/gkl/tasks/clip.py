@@ -28,7 +28,7 @@ from gkl.config import ExperimentConfig, ModelConfig
 from gkl.data import build_loader
 from gkl.data.sharding import derive_seed
 from gkl.metrics.clip import ClipEvalSet, ClipEvaluator
-from gkl.runner import RunParts
+from gkl.runner import RunParts, warn_if_random_teacher
 from gkl.utils.distributed import DistInfo
 from gkl.utils.errors import InputError
 
@@ -177,8 +177,7 @@ def build_clip_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     train_tf, eval_tf = image_transform(model, train=True), image_transform(model, train=False)
     if cfg.kind == "clip_distill":
         assert cfg.teacher is not None and cfg.clip_distill is not None  # checked by the config
-        if cfg.teacher.random_init:
-            log.warning("teacher.random_init: distilling from the random weights of %r", cfg.teacher.name)
+        warn_if_random_teacher(cfg.teacher)
         teacher = build_clip_model(cfg.teacher, "teacher")
         _check_same_inputs(model, teacher, cfg)
         objective: Any = ClipDistillObjective(teacher, cfg.clip_distill, rank=dist.rank, world_size=dist.world_size)

@@ -29,7 +29,7 @@ from gkl.data.segmentation import build_segmentation_dataset
 from gkl.metrics.segmentation import SegmentationEvaluator
 from gkl.models.segmentation import segmentation_param_groups
 from gkl.objectives.segmentation import build_segmentation_objective
-from gkl.runner import RunParts, build_model
+from gkl.runner import RunParts, build_model, warn_if_random_teacher
 from gkl.utils.distributed import DistInfo
 from gkl.utils.errors import InputError
 
@@ -123,8 +123,7 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
     if not cfg.segmentation.needs_teacher:
         return None
     assert cfg.teacher is not None  # checked by the config
-    if cfg.teacher.random_init:
-        log.warning("teacher.random_init: distilling from the random weights of %r", cfg.teacher.name)
+    warn_if_random_teacher(cfg.teacher)
     return build_model(cfg.teacher, num_classes, section="teacher")
 
 
