@@ -1,0 +1,100 @@
+"""The built-in entries of the logit-loss registry (:mod:`gkl.losses.registry`).
+
+Each adapter gives a function of :mod:`gkl.losses.functional` the registry's one signature.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import functional as LF
+from .registry import register_logit_loss
+
+_REDUCTION = {"mean": "batchmean", "sum": "sum", "none": "none"}
+
+
+def _no_extra(name: str, targets: Any, weights: Any) -> None:
+    if targets is not None:
+        raise ValueError(f"targets: loss {name!r} takes no targets, got a tensor")
+    if weights is not None:
+        raise ValueError(f"weights: loss {name!r} takes no class weights, got a tensor")
+
+
+def _batch_reduction(reduction: str) -> str:
+    if reduction not in _REDUCTION:
+        raise ValueError(f"reduction: expected one of {list(_REDUCTION)}, got {reduction!r}")
+    return _REDUCTION[reduction]
+
+
+@register_logit_loss("kl", description="T² · KL(softmax(o_m/T) ‖ softmax(o_n/T)) (Hinton KD; T = inf: the exact limit)")
+def kl(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean",
+       targets: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    _no_extra("kl", targets, weights)
+    return LF.kl_div(logits, target_logits, temperature=temperature, reduction=_batch_reduction(reduction))
+
+
+@register_logit_loss("reverse_kl", description="T² · KL(softmax(o_n/T) ‖ softmax(o_m/T))")
+def reverse_kl(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0,
+               reduction: str = "mean", targets: torch.Tensor | None = None,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    _no_extra("reverse_kl", targets, weights)
+    return LF.kl_div(target_logits, logits, temperature=temperature, reduction=_batch_reduction(reduction))
+
+
+@register_logit_loss("jsd", description="T² · Jensen-Shannon divergence of softmax(o_n/T) and softmax(o_m/T)")
+def jsd(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean",
+        targets: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    _no_extra("jsd", targets, weights)
+    return LF.js_div(logits, target_logits, temperature=temperature, reduction=_batch_reduction(reduction))
+
+
+@register_logit_loss("mse", uses_temperature=False, description="logit matching ‖o_n − o_m‖² / C")
+def mse(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean",
+        targets: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    _no_extra("mse", targets, weights)
+    return LF.logit_mse(logits, target_logits, reduction=_batch_reduction(reduction))
+
+
+@register_logit_loss("dkl", params={"alpha": 1.0, "beta": 1.0}, uses_temperature=False,
+                     description="Decoupled KL (Eq. 5): α wMSE (to o_m) + β soft CE (to o_n)")
+def dkl(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean",
+        targets: torch.Tensor | None = None, weights: torch.Tensor | None = None,
+        alpha: float = 1.0, beta: float = 1.0) -> torch.Tensor:
+    _no_extra("dkl", targets, weights)
+    if temperature != 1.0:
+        raise ValueError(f"temperature: dkl_loss has no temperature yet, got {temperature!r}")
+    return LF.dkl_loss(logits, target_logits, alpha=alpha, beta=beta, reduction=_batch_reduction(reduction))
+
+
+_GKL_PARAMS = {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "weight_temperature": 1.0, "normalize": "weights",
+               "ignore_index": -100}
+
+
+@register_logit_loss("gkl", params=_GKL_PARAMS, uses_weights=True,
+                     description="Generalized KL (GKL): α wMSE (weights^γ) + β soft CE at T, no T²")
+def gkl(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean",
+        targets: torch.Tensor | None = None, weights: torch.Tensor | None = None, **params: Any) -> torch.Tensor:
+    return LF.gkl_loss(logits, target_logits, weights=weights, temperature=temperature, targets=targets,
+                       reduction=reduction, **params)
+
+
+@register_logit_loss("ikl", params={k: v for k, v in _GKL_PARAMS.items() if k not in ("gamma", "normalize")},
+                     uses_weights=True, description="Improved KL (IKL): GKL with γ = 1, batch normalisation")
+def ikl(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean",
+        targets: torch.Tensor | None = None, weights: torch.Tensor | None = None, **params: Any) -> torch.Tensor:
+    return LF.ikl_loss(logits, target_logits, weights=weights, temperature=temperature, targets=targets,
+                       reduction=reduction, **params)
+
+
+@register_logit_loss("dkd", params={"alpha": 1.0, "beta": 8.0}, uses_targets=True,
+                     description="Decoupled KD (Zhao et al. 2022): T² (α TCKD + β NCKD)")
+def dkd(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 4.0, reduction: str = "mean",
+        targets: torch.Tensor | None = None, weights: torch.Tensor | None = None,
+        alpha: float = 1.0, beta: float = 8.0) -> torch.Tensor:
+    if targets is None:
+        raise ValueError("targets: loss 'dkd' needs the class indices (N,), got None")
+    _no_extra("dkd", None, weights)
+    return LF.dkd_loss(logits, target_logits, targets, alpha=alpha, beta=beta, temperature=temperature,
+                       reduction=_batch_reduction(reduction))
