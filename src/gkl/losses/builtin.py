@@ -50,6 +50,37 @@ def jsd(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float
     return LF.js_div(logits, target_logits, temperature=temperature, reduction=_batch_reduction(reduction))
 
 
+@register_logit_loss("soft_ce", description="T² · −Σ_j softmax(o_m/T)^j log softmax(o_n/T)^j (soft-label CE)")
+def soft_ce(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0,
+            reduction: str = "mean", targets: torch.Tensor | None = None,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
+    _no_extra("soft_ce", targets, weights)
+    _batch_reduction(reduction)
+    o_n, o_m = LF._upcast(logits, target_logits)
+    per_example = -(torch.softmax(o_m / temperature, dim=1) * torch.log_softmax(o_n / temperature, dim=1)).sum(dim=1)
+    return LF._batch_reduce(per_example * (temperature * temperature), _batch_reduction(reduction))
+
+
+@register_logit_loss("softmax_mse", description="mean_j (softmax(o_n/T)^j − softmax(o_m/T)^j)² (Mean-Teacher)")
+def softmax_mse(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0,
+                reduction: str = "mean", targets: torch.Tensor | None = None,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+    _no_extra("softmax_mse", targets, weights)
+    o_n, o_m = LF._upcast(logits, target_logits)
+    per_example = (torch.softmax(o_n / temperature, dim=1) - torch.softmax(o_m / temperature, dim=1)).square().mean(dim=1)
+    return LF._batch_reduce(per_example, _batch_reduction(reduction))
+
+
+@register_logit_loss("hard_ce", uses_temperature=False, description="CE(o_n, argmax o_m) (hard pseudo-label)")
+def hard_ce(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0,
+            reduction: str = "mean", targets: torch.Tensor | None = None,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
+    _no_extra("hard_ce", targets, weights)
+    o_n, o_m = LF._upcast(logits, target_logits)
+    per_example = torch.nn.functional.cross_entropy(o_n, o_m.argmax(dim=1), reduction="none")
+    return LF._batch_reduce(per_example, _batch_reduction(reduction))
+
+
 @register_logit_loss("mse", uses_temperature=False, description="logit matching ‖o_n − o_m‖² / C")
 def mse(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean",
         targets: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
