@@ -1,4 +1,8 @@
-"""The gkl command: train | distill | adv-train | ssl-train | seg-train | clip-train | clip-distill | evaluate | summarize | sweep | analyze | check | demo.
+"""The gkl command: fit | <task verbs> | evaluate | summarize | sweep | analyze | check | demo.
+
+``gkl fit CONFIG`` runs any kind of run (the task named by the config's ``kind``); each task
+also has its own verb (``gkl train``, ``gkl distill``, ... from :mod:`gkl.tasks`), an alias of
+``fit`` that checks the config's kind.
 
 Exit status: 0 done; 2 bad input (a config key, a file, an argument: one line naming it);
 3 training stopped (non-finite loss or collapse: the engine's message, the last good
@@ -18,13 +22,15 @@ from pathlib import Path
 
 from gkl.utils.errors import InputError
 
-KIND_OF_COMMAND = {"train": "train", "distill": "distill", "adv-train": "adv_train", "ssl-train": "ssl",
-                   "seg-train": "segmentation", "clip-train": "clip_train", "clip-distill": "clip_distill"}
-#: commands whose key=value overrides may appear anywhere among the options
-INTERMIXED_COMMANDS = (*KIND_OF_COMMAND, "evaluate")
+log = logging.getLogger(__name__)
+
+#: the command that runs a config of any kind; each task's verb is an alias that checks the kind
+FIT_COMMAND = "fit"
+#: the commands besides the runs (a task whose verb is one of these is reachable through ``gkl fit`` only)
+OTHER_COMMANDS = ("evaluate", "summarize", "sweep", "analyze", "check", "demo")
 DESCRIPTION = (
     "gkl: the Decoupled / Improved / Generalized KL losses for knowledge distillation and adversarial "
-    "training. Commands: train, distill, adv-train, ssl-train, seg-train, clip-train, clip-distill, evaluate, summarize, sweep, analyze, check, demo.\n\n"
+    "training. Commands: {commands}.\n\n"
     "Exit status: 0 done; 2 bad input (one line naming the config key, file or argument); "
     "3 training stopped (non-finite loss or collapse; the last good checkpoint is kept); "
     "any other failure is a bug in gkl and prints a traceback (GKL_DEBUG=1 shows it for input errors too)."
@@ -49,6 +55,24 @@ def _stop_errors() -> tuple[type[BaseException], ...]:
     return tuple(e for e in found if isinstance(e, type) and issubclass(e, BaseException))
 
 
+def run_commands() -> dict[str, str | None]:
+    """``{command: kind}`` of the run commands: ``fit`` (any kind: None), then every task's verb."""
+    from gkl.tasks import list_tasks
+
+    commands: dict[str, str | None] = {FIT_COMMAND: None}
+    for task in list_tasks():
+        if task.command in commands or task.command in OTHER_COMMANDS:
+            log.warning("task %r: its command %r is taken; run its configs with 'gkl fit'", task.name, task.command)
+            continue
+        commands[task.command] = task.name
+    return commands
+
+
+def intermixed_commands() -> tuple[str, ...]:
+    """Commands whose key=value overrides may appear anywhere among the options."""
+    return (*run_commands(), "evaluate")
+
+
 def _add_run_command(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=help_text)
     p.add_argument("config", help="recipe YAML (see configs/ and docs/recipes.md)")
@@ -71,26 +95,21 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and the sub-parsers by command name."""
-    parser = _Parser(prog="gkl", description=DESCRIPTION)
+    from gkl.tasks import get_task
+
+    runs = run_commands()
+    parser = _Parser(prog="gkl", description=DESCRIPTION.format(commands=", ".join([*runs, *OTHER_COMMANDS])))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    subs = {
-        "train": _add_run_command(sub, "train", "train a teacher or a CE baseline from a recipe"),
-        "distill": _add_run_command(sub, "distill",
-                                    "distill a student from a frozen teacher (KD, DKD, DKL, IKL, GKL, ...)"),
-        "adv-train": _add_run_command(sub, "adv-train", "adversarial training (TRADES, GKL-AT, PGD-AT)"),
-        "ssl-train": _add_run_command(sub, "ssl-train",
-                                      "semi-supervised training (FixMatch, Mean-Teacher; CE/KL/MSE/GKL consistency)"),
-        "seg-train": _add_run_command(sub, "seg-train", "semantic segmentation: CE, or distillation with "
-                                      "pixel-wise KL/GKL, CWD, APD (docs/segmentation.md)"),
-        "clip-train": _add_run_command(sub, "clip-train", "train an OpenCLIP model with the contrastive loss"),
-        "clip-distill": _add_run_command(sub, "clip-distill",
-                                         "distill an OpenCLIP student from a frozen CLIP teacher (KL, GKL, IKL, DKL)"),
-    }
+    subs = {FIT_COMMAND: _add_run_command(sub, FIT_COMMAND, "train the run a config describes, whatever its "
+                                          "kind (the task verbs below are aliases that check the kind)")}
+    for command, kind in runs.items():
+        if kind is not None:
+            subs[command] = _add_run_command(sub, command, get_task(kind).help)
 
     ev = sub.add_parser("evaluate", help="evaluate a run directory (last and best epoch)",
                         description="evaluate a run directory; every evaluation is appended to "
                                     "RUN_DIR/evaluations.jsonl (never overwritten)")
-    ev.add_argument("run_dir", help="a run directory written by train/distill/adv-train")
+    ev.add_argument("run_dir", help="a run directory written by gkl fit (or a task verb)")
     ev.add_argument("overrides", nargs="*", help="key=value overrides of the run's config (e.g. data.root=...)")
     ev.add_argument("--weights", choices=("raw", "ema"), default=None,
                     help="evaluate the raw or the averaged weights (default: what the run evaluated)")
@@ -125,7 +144,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse ``argv``; for the commands with overrides, options and ``key=value`` may interleave."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, subs = build_parser()
-    if argv and argv[0] in INTERMIXED_COMMANDS:
+    if argv and argv[0] in intermixed_commands():
         args = subs[argv[0]].parse_intermixed_args(argv[1:])
         args.command = argv[0]
         return args
@@ -148,10 +167,10 @@ def _run(args: argparse.Namespace) -> int:
     from gkl.config import load_config, to_dict
 
     cfg = load_config(args.config, args.overrides)
-    expected = KIND_OF_COMMAND[args.command]
-    if cfg.kind != expected:
-        right = [k for k, v in KIND_OF_COMMAND.items() if v == cfg.kind][0]
-        raise InputError(f"{args.config} is a '{cfg.kind}' config; use 'gkl {right}'")
+    expected = run_commands()[args.command]
+    if expected is not None and cfg.kind != expected:
+        right = {kind: command for command, kind in run_commands().items()}.get(cfg.kind, FIT_COMMAND)
+        raise InputError(f"{args.config} is a '{cfg.kind}' config; use 'gkl {right}' (or 'gkl {FIT_COMMAND}')")
     if args.print_config:
         import yaml
 
@@ -217,7 +236,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in KIND_OF_COMMAND:
+    if args.command in run_commands():
         return _run(args)
     if args.command == "evaluate":
         return _evaluate(args)

@@ -1,26 +1,27 @@
-"""The experiment config: one typed schema for ``gkl train``, ``gkl distill`` and ``gkl adv-train``.
+"""The experiment config: one typed schema for every run (``gkl fit`` and the task verbs).
 
 A config is a YAML file (recipes live in ``configs/``; ``base:`` pulls in a shared file)
 plus ``key=value`` overrides on the command line. :func:`load_config` validates the whole
 tree (unknown keys, types, cross-section rules) before any work starts.
+
+The common keys (``kind``, ``model``, ``name``, ``out_dir``, ``data``, ``teacher``, ``train``)
+are :class:`ExperimentConfig`'s fields; every other top-level key is a section of the task
+named by ``kind`` (:mod:`gkl.tasks`: ``distill:``, ``adversarial:``, ``segmentation:``, ...),
+read as ``cfg.<section>``. A section of another task is an error naming it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml, read_yaml_file, to_dict
-from gkl.settings._variants import drop_unused_keys
-from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
-from gkl.settings.clip import ClipDataSettings, ClipDistillSettings, ClipEvalSettings, check_clip_config
-from gkl.settings.distill import DistillSettings, GKLSettings
-from gkl.settings.segmentation import SegmentationSettings, check_segmentation_config
-from gkl.settings.ssl import SSLSettings
-from gkl.settings.teacher import check_teacher
+from gkl import config_schema
+from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml, read_yaml_file
 from gkl.settings.train import TrainSettings
+from gkl.tasks import Task, get_task, list_tasks
 from gkl.utils.errors import ConfigError, InputError
 from gkl.utils.validation import check_int, check_number, fail
 
@@ -115,54 +116,51 @@ class TeacherConfig(ModelConfig):
 
 @dataclass
 class ExperimentConfig:
-    """A whole run. ``kind`` picks the objective family; the matching section must be present."""
+    """A whole run. ``kind`` names its task (:func:`gkl.tasks.get_task`); the task's sections are in
+    ``sections`` and read as attributes (``cfg.distill``); another task's section reads as None."""
 
-    kind: Literal["train", "distill", "adv_train", "ssl", "segmentation", "clip_train", "clip_distill"]
+    kind: str
     model: ModelConfig
     name: str = "run"
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig | None = None
-    distill: DistillSettings | None = None
-    adversarial: AdversarialSettings | None = None
-    ssl: SSLSettings | None = None  #: for kind "ssl" (FixMatch / Mean-Teacher, docs/ssl.md)
-    segmentation: SegmentationSettings | None = None  #: for kind "segmentation" (docs/segmentation.md)
-    clip_data: ClipDataSettings | None = None  #: kinds "clip_train" / "clip_distill" (docs/clip.md)
-    clip_eval: ClipEvalSettings | None = None
-    clip_distill: ClipDistillSettings | None = None
-    label_smoothing: float = 0.0  #: for kind "train"
     train: TrainSettings = field(default_factory=TrainSettings)
+    sections: dict[str, Any] = field(default_factory=dict)  #: the task's sections by name, filled in
 
     def __post_init__(self) -> None:
-        check_number("", "label_smoothing", self.label_smoothing, minimum=0.0, error=ConfigError)
-        if self.label_smoothing >= 1.0:
-            raise fail("", "label_smoothing", "a value in [0, 1)", self.label_smoothing, error=ConfigError)
-        if self.kind != "train" and self.label_smoothing != 0.0:
-            raise fail("", "label_smoothing", f"0 for kind {self.kind!r} (it applies to kind 'train' only)",
-                       self.label_smoothing, error=ConfigError)
-        if self.kind == "distill":
-            check_teacher(self.teacher, "kind 'distill'")
-            if self.distill is None:
-                self.distill = GKLSettings()
-        if self.kind == "adv_train" and self.adversarial is None:
-            self.adversarial = GKLATSettings()
-        if self.kind != "distill" and self.distill is not None:
-            raise ConfigError(f"distill: section used by kind 'distill' only, not {self.kind!r}")
-        if self.kind != "adv_train" and self.adversarial is not None:
-            raise ConfigError(f"adversarial: section used by kind 'adv_train' only, not {self.kind!r}")
-        if self.kind == "ssl" and self.ssl is None:
-            self.ssl = SSLSettings()
-        if self.kind != "ssl" and self.ssl is not None:
-            raise ConfigError(f"ssl: section used by kind 'ssl' only, not {self.kind!r}")
-        if self.kind == "segmentation":
-            check_segmentation_config(self)  # fills in the section; teacher and select_metric rules
-        elif self.segmentation is not None:
-            raise ConfigError(f"segmentation: section used by kind 'segmentation' only, not {self.kind!r}")
-        check_clip_config(self)  # OpenCLIP names are checked when the CLIP models are built
-        if not self.kind.startswith("clip_"):
-            self._check_names()
+        task = get_task(self.kind)
+        extra = set(self.sections) - set(task.section_names)
+        if extra:
+            raise ConfigError(f"{sorted(extra)[0]}: not a section of kind {self.kind!r} "
+                              f"(its sections: {', '.join(task.section_names) or 'none'})")
+        filled = {}
+        for section in task.sections:
+            value = self.sections.get(section.name, section.default)
+            filled[section.name] = section.fill() if value is None and section.fill is not None else value
+        object.__setattr__(self, "sections", filled)
+        if task.check is not None:
+            task.check(self)  # cross-section rules: teacher, select_metric, data keys the task ignores
+        if task.registry_names:
+            self._check_names(task)
 
-    def _check_names(self) -> None:
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections")
+        if sections is not None and not name.startswith("__"):
+            if name in sections:
+                return sections[name]
+            if any(name in task.section_names for task in list_tasks()):
+                return None  # a section of another kind
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            sections[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def _check_names(self, task: Task) -> None:
         """Dataset and model names exist, and every model takes this dataset's inputs."""
         from gkl.data import dataset_info, list_datasets
         from gkl.models import list_models, model_input_kind
@@ -172,7 +170,7 @@ class ExperimentConfig:
                               f"got {self.data.name!r}")
         kind = dataset_info(self.data.name).input_kind
         for section, model in (("model", self.model), ("teacher", self.teacher)):
-            if model is None or (section == "teacher" and self.kind not in ("distill", "segmentation")):
+            if model is None or (section == "teacher" and task.teacher == "none"):
                 continue
             if model.name not in list_models():
                 close = difflib.get_close_matches(model.name, list_models(), n=3)
@@ -189,35 +187,104 @@ class ExperimentConfig:
         return Path(self.out_dir) / self.name
 
 
+#: the top-level keys every config has (the rest are sections of its task)
+COMMON_KEYS = tuple(f.name for f in dataclasses.fields(ExperimentConfig) if f.name != "sections")
+_SECTION_CLASSES: dict[str, tuple[Task, type]] = {}
+
+
+def _sections_class(task: Task) -> type:
+    """A dataclass of the task's sections, so the schema checks them like any section (cached per task)."""
+    cached = _SECTION_CLASSES.get(task.name)
+    if cached is None or cached[0] is not task:
+        for section in task.sections:
+            if section.name in COMMON_KEYS or section.name == "sections":
+                raise ConfigError(f"kind {task.name!r}: its section {section.name!r} is a common config key")
+        cls = dataclasses.make_dataclass(f"{task.name}_sections", [
+            (s.name, s.annotation, field(default=s.default)) for s in task.sections])
+        cached = _SECTION_CLASSES[task.name] = (task, cls)
+    return cached[1]
+
+
+def _foreign_section(key: str, value: Any, kind: str) -> ConfigError | None:
+    """The error of top-level ``key`` in a config of ``kind`` when ``key`` is another task's section;
+    None when it holds that section's default (a ``config.yaml`` of an earlier gkl listed them all)."""
+    owners = [t for t in list_tasks() if key in t.section_names]
+    if not owners:
+        return None
+    default = owners[0].section(key).default
+    if value is None or value == default:
+        return None
+    names = " and ".join(repr(t.name) for t in owners)
+    if default is None:
+        return ConfigError(f"{key}: section used by kind{'s' if len(owners) > 1 else ''} {names} only, not {kind!r}")
+    return fail("", key, f"{default:g} for kind {kind!r} (it applies to kind {names} only)", value,
+                error=ConfigError)
+
+
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Validate a plain dict into an :class:`ExperimentConfig` (errors name the dotted key)."""
-    return from_dict(ExperimentConfig, data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping of config keys, got {type(data).__name__}")
+    if "kind" not in data:
+        return from_dict(ExperimentConfig, {k: v for k, v in data.items() if k in COMMON_KEYS})  # names what is missing
+    task = get_task(data["kind"])
+    common: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in COMMON_KEYS:
+            common[key] = value
+        elif key in task.section_names:
+            sections[key] = value
+        elif key in [n for t in list_tasks() for n in t.section_names]:
+            error = _foreign_section(key, value, task.name)
+            if error is not None:
+                raise error
+        else:
+            valid = [*COMMON_KEYS, *task.section_names]
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{key}'{hint} (valid keys for kind {task.name!r}: "
+                              f"{', '.join(sorted(valid))})")
+    typed = from_dict(_sections_class(task), sections)
+    train = common.get("train")
+    if train is None or isinstance(train, dict):  # the task's model selection unless the config picks one
+        common["train"] = {"select_metric": task.select_metric, "select_mode": task.select_mode, **(train or {})}
+    return from_dict(ExperimentConfig, {**common, "sections": {n: getattr(typed, n) for n in task.section_names}})
+
+
+def to_dict(obj: Any) -> Any:
+    """The plain (YAML-serialisable) form of a config: for an :class:`ExperimentConfig` the layout of
+    ``config.yaml`` (common keys, the task's sections before ``train``); any other dataclass field by field."""
+    if not isinstance(obj, ExperimentConfig):
+        return config_schema.to_dict(obj)
+    out: dict[str, Any] = {}
+    for name in COMMON_KEYS:
+        if name == "train":
+            out.update({k: config_schema.to_dict(v) for k, v in obj.sections.items()})
+        out[name] = config_schema.to_dict(getattr(obj, name))
+    return out
 
 
 def recorded_config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """A run's recorded ``config.yaml``, also one written by an earlier gkl.
 
     Earlier versions recorded every method's settings and ``attack_steps`` for every budget,
-    and let a distillation run start from a random teacher without saying so. The settings
-    that did not take part in the run are dropped and ``teacher.random_init`` is set where
-    the teacher had no checkpoint, so the result describes what ran. A config written by
-    this version is returned unchanged.
+    let a distillation run start from a random teacher without saying so, and listed every
+    kind's sections (null when unused). Each section of the run's task is upgraded by its
+    ``Section.upgrade``; ``teacher.random_init`` is set where a task that requires a teacher had
+    none with a checkpoint, so the result describes what ran. A config written by this version
+    is returned unchanged.
     """
     data = deep_merge({}, data)
-    distill = data.get("distill")
-    if isinstance(distill, dict):
-        data["distill"] = drop_unused_keys(DistillSettings, distill)
-    adversarial = data.get("adversarial")
-    if isinstance(adversarial, dict):
-        adversarial = drop_unused_keys(AdversarialSettings, adversarial)
-        method_class = ADVERSARIAL_SETTINGS.get(adversarial.get("method", AdversarialSettings.method))
-        default_budget = method_class.attack_budget if method_class is not None else "fixed"
-        if adversarial.get("attack_budget", default_budget) != "fixed":
-            adversarial.pop("attack_steps", None)
-            adversarial.pop("attack_step_size", None)
-        data["adversarial"] = adversarial
+    try:
+        task = get_task(data.get("kind"))
+    except ConfigError:
+        return config_from_dict(data)  # names the unknown kind
+    for section in task.sections:
+        if section.upgrade is not None and isinstance(data.get(section.name), dict):
+            data[section.name] = section.upgrade(data[section.name])
     teacher = data.get("teacher")
-    if data.get("kind") == "distill" and isinstance(teacher, dict) and teacher.get("checkpoint") is None:
+    if task.teacher == "required" and isinstance(teacher, dict) and teacher.get("checkpoint") is None:
         teacher.setdefault("random_init", True)
     return config_from_dict(data)
 

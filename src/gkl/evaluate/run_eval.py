@@ -2,6 +2,8 @@
 
 Backs ``gkl evaluate RUN_DIR``. The run's own ``config.yaml`` says which dataset and
 model to rebuild; ``key=value`` overrides can point it elsewhere (e.g. ``data.root``).
+The run's task (:mod:`gkl.tasks`) evaluates it: ``Task.evaluate``; ``--robust`` is for the
+tasks whose runs are classifiers with inputs in [0, 1] (``Task.robust_evaluation``).
 
 Every evaluation is appended as one JSON line to ``RUN_DIR/evaluations.jsonl``
 (:func:`append_evaluation`); that file is only ever appended to, so no earlier
@@ -12,6 +14,7 @@ reads it back.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import tempfile
@@ -19,11 +22,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gkl.config import load_run_config
-from gkl.data import build_dataset, build_loader
-from gkl.utils.distributed import resolve_device
+from gkl.tasks import get_task
 from gkl.utils.errors import InputError
-from gkl.evaluate.accuracy import evaluate_classifier
-from gkl.models import create_model, load_run_weights
 
 CHECKPOINT_FILES = {"last": "checkpoint.pt", "best": "best.pt"}
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -97,11 +97,6 @@ def save_fallback(report: dict[str, Any], run_dir: Path) -> Path | None:
     return None
 
 
-#: run kinds that are not classifiers, with what evaluates them (``--robust`` is for classifiers)
-TASK_KINDS = {"segmentation": "mIoU", "clip_train": "zero-shot / retrieval metrics",
-              "clip_distill": "zero-shot / retrieval metrics"}
-
-
 def evaluation_kind(robust: dict[str, Any] | None) -> str:
     """``"robust"`` when attacks run, else ``"clean"`` (recorded with each evaluation)."""
     return "clean" if robust is None else "robust"
@@ -131,9 +126,10 @@ def evaluate_run(
     weights = weights or cfg.train.ema.evaluate
     if weights not in ("raw", "ema"):
         raise InputError(f"--weights: expected 'raw' or 'ema', got {weights!r}")
-    if robust is not None and cfg.kind in TASK_KINDS:
+    task = get_task(cfg.kind)
+    if robust is not None and not task.robust_evaluation:
         raise InputError(f"{run_dir}: --robust evaluates classifiers; this is a {cfg.kind} run "
-                         f"(evaluated by its {TASK_KINDS[cfg.kind]})")
+                         f"(evaluated by its {task.evaluation})")
     if robust is not None:
         from gkl.evaluate.robust import check_options
 
@@ -150,46 +146,12 @@ def evaluate_run(
     for name, path in paths.items():
         if not path.is_file():
             raise InputError(f"no {name} checkpoint in {run_dir}: {path} is missing")
-    if cfg.kind == "segmentation":  # mIoU / pixel accuracy / per-class IoU (gkl.evaluate.segmentation_eval)
-        from gkl.evaluate.segmentation_eval import evaluate_segmentation_run
+    attack = None
+    if robust is not None:
+        from gkl.evaluate.robust import evaluate_robustness
 
-        return evaluate_segmentation_run(run_dir, cfg, paths, weights=weights, overrides=overrides)
-    if cfg.kind in ("clip_train", "clip_distill"):  # zero-shot / retrieval metrics (gkl.tasks.clip)
-        from gkl.tasks.clip import evaluate_clip_run
-
-        return evaluate_clip_run(cfg, run_dir, paths, weights=weights, overrides=overrides)
-    device = resolve_device(cfg.train.device)
-    eval_set = build_dataset(cfg.data.name, cfg.data.root, False, normalize=cfg.data.normalize)
-    info = eval_set.info
-    loader = build_loader(eval_set, batch_size=cfg.data.eval_batch_size, train=False, device=device,
-                          in_memory=cfg.data.in_memory, num_workers=cfg.data.num_workers, seed=cfg.train.seed)
-
-    report: dict[str, Any] = {"run_dir": str(run_dir), "kind": evaluation_kind(robust), "dataset": info.name,
-                              "model": cfg.model.name, "weights": weights, "overrides": list(overrides),
-                              "results": {}}
+        attack = functools.partial(evaluate_robustness, **robust)
+    report, table = task.evaluate(cfg, run_dir, paths, weights=weights, overrides=overrides, robust=attack)
     if robust is not None:
         report["robust_options"] = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in robust.items()}
-    lines = [f"{'checkpoint':<10} {'epoch':>5} {'top-1':>7} {'top-5':>7}  groups"]
-    for name, path in paths.items():
-        model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
-        epoch = load_run_weights(model, path, which=name, weights=weights)
-        model.to(device)
-        clean = evaluate_classifier(model, loader, num_classes=info.num_classes, device=device,
-                                    class_groups=info.class_groups)
-        entry: dict[str, Any] = {"epoch": epoch, "clean": clean}
-        groups = clean.get("groups") or {}
-        top5 = clean.get("top5")
-        lines.append(
-            f"{name:<10} {entry['epoch'] if entry['epoch'] is not None else '-':>5} {clean['top1']:>7.2f} "
-            f"{top5 if top5 is None else format(top5, '.2f'):>7}  "
-            + " ".join(f"{g}={v:.2f}" for g, v in groups.items())
-        )
-        if robust is not None:
-            from gkl.evaluate.robust import evaluate_robustness
-
-            rob = evaluate_robustness(model, eval_set, device=device, seed=cfg.train.seed,
-                                      batch_size=cfg.data.eval_batch_size, **robust)
-            entry["robust"] = json.loads(rob.to_json())
-            lines.append(f"robustness of the {name} checkpoint:\n{rob.format_table()}")
-        report["results"][name] = entry
-    return report, "\n".join(lines)
+    return report, table

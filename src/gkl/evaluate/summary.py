@@ -49,6 +49,31 @@ def metric_columns(metric: str = "top1") -> tuple[tuple[str, str], ...]:
     )
 
 
+def task_columns(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The extra columns of a run's task (``Task.summary_metrics``): the metric at the last evaluation,
+    read from summary.json's ``final.eval`` (none for a kind no installed task knows)."""
+    from gkl.tasks import get_task
+    from gkl.utils.errors import ConfigError
+
+    try:
+        task = get_task(config.get("kind"))
+    except ConfigError:
+        return ()
+    return tuple((f"final.eval.{m}", f"test {m}, last epoch") for m in task.summary_metrics)
+
+
+def summary_value(summary: dict[str, Any], key: str) -> Any:
+    """``summary[key]``; a dotted key (``final.eval.mAcc``) looks into the nested sections; None when absent."""
+    if key in summary:
+        return summary[key]
+    node: Any = summary
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
 #: summary.json keys reported, in order, with their column labels; absent keys are left out.
 DEFAULT_METRICS: tuple[tuple[str, str], ...] = metric_columns("top1")
 #: config fields that never change a result; ignored when grouping runs into settings.
@@ -288,7 +313,8 @@ def summarize(paths: Iterable[str | Path], *, baseline: str | None = None,
     ``labels`` names settings by run directory (e.g. a sweep's setting names; all runs of
     a setting must agree); otherwise a setting is named by its runs' common seed-less name.
     ``baseline`` names the setting the paired differences are taken against. ``metrics``
-    defaults to the columns of the runs' ``train.select_metric`` (top-1, mIoU, zeroshot_top1, ...).
+    defaults to the columns of the runs' ``train.select_metric`` (top-1, mIoU, zeroshot_top1, ...) and
+    their task's ``summary_metrics`` (:mod:`gkl.tasks`).
     """
     run_dirs = expand_run_dirs(paths)
     given = {Path(p).resolve(): str(v) for p, v in (labels or {}).items()}
@@ -310,13 +336,17 @@ def summarize(paths: Iterable[str | Path], *, baseline: str | None = None,
     if metrics is None:
         selected = dict.fromkeys(r.summary.get("select_metric", "top1") for g in ordered for r in g)
         metrics = [c for m in (selected or {"top1": None}) for c in metric_columns(m)]
-    present = [(k, l) for k, l in metrics if any(r.summary.get(k) is not None for g in ordered for r in g)]
+        metrics += [c for c in dict.fromkeys(c for g in ordered for r in g for c in task_columns(r.config))
+                    if c[0] not in {k for k, _ in metrics}]
+    present = [(k, l) for k, l in metrics
+               if any(summary_value(r.summary, k) is not None for g in ordered for r in g)]
     rows = []
     for name, group, vary in zip(names, ordered, varies):
         row: dict[str, Any] = {"setting": name, "seeds": [r.seed for r in group],
                                "runs": [str(r.run_dir) for r in group], "varies": vary, "metrics": {}}
         for key, _ in present:
-            values = {r.seed: float(r.summary[key]) for r in group if r.summary.get(key) is not None}
+            values = {r.seed: float(summary_value(r.summary, key)) for r in group
+                      if summary_value(r.summary, key) is not None}
             if values:
                 row["metrics"][key] = describe(values)
         collapsed = [str(r.run_dir) for r in group if r.summary.get("collapsed")]

@@ -39,11 +39,14 @@ __all__ = ["RunSpec", "Study", "load_study", "format_override"]
 
 STUDY_KEYS = ("config", "overrides", "seeds", "baseline", "settings", "out_dir", "description")
 SETTING_KEYS = ("config", "overrides", "seeds", "teacher", "teacher_checkpoint", "description")
-COMMAND_OF_KIND = {"train": "train", "distill": "distill", "adv_train": "adv-train", "ssl": "ssl-train",
-                   "segmentation": "seg-train", "clip_train": "clip-train", "clip_distill": "clip-distill"}
 CHECKPOINT_FILES = ("best.pt", "checkpoint.pt")
-#: kinds whose config takes a trained run as ``teacher`` (a study setting's ``teacher:``)
-TEACHER_KINDS = ("distill", "segmentation", "clip_distill")
+
+
+def teacher_kinds() -> tuple[str, ...]:
+    """Kinds whose config takes a trained run as ``teacher`` (a study setting's ``teacher:``)."""
+    from gkl.tasks import list_tasks
+
+    return tuple(t.name for t in list_tasks() if t.teacher != "none")
 
 
 @dataclass
@@ -54,7 +57,7 @@ class RunSpec:
     seed: int
     name: str
     run_dir: Path
-    command: str  #: train | distill | adv-train | ssl-train
+    command: str  #: the gkl command that runs it: the verb of the config's task (an alias of ``gkl fit``)
     config: Path
     overrides: list[str]
     depends_on: list[str] = field(default_factory=list)  #: names of runs that must finish first
@@ -168,6 +171,7 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
     """Read and validate a study file, resolving every run's config (nothing runs, nothing is written)."""
     from gkl.config import load_config
     from gkl.config_schema import apply_overrides, load_yaml
+    from gkl.tasks import get_task
 
     path = Path(study_path)
     data = _read(path)
@@ -234,16 +238,17 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
             try:
                 if teacher is not None:
                     kind = apply_overrides(load_yaml(config), overrides[:-1]).get("kind")
-                    if kind not in TEACHER_KINDS:
+                    if kind not in teacher_kinds():
                         raise InputError(f"teacher: the setting's config is a '{kind}' run; "
-                                         f"only {', '.join(repr(k) for k in TEACHER_KINDS)} runs take a teacher")
-                    if kind == "clip_distill":  # the teacher run's gkl checkpoint holds the weights under 'model'
-                        overrides.append("teacher.checkpoint_key=model")
+                                         f"only {', '.join(repr(k) for k in teacher_kinds())} runs take a teacher")
+                    key = get_task(kind).teacher_checkpoint_key
+                    if key is not None:  # where the task reads a teacher run's gkl checkpoint (e.g. 'model')
+                        overrides.append(f"teacher.checkpoint_key={key}")
                 cfg = load_config(config, overrides)
             except (InputError, ValueError, FileNotFoundError) as err:
                 raise InputError(f"{where}: {err}") from None
             spec = RunSpec(setting=name, seed=seed, name=run_name, run_dir=target / run_name,
-                           command=COMMAND_OF_KIND[cfg.kind], config=config, overrides=overrides, depends_on=depends)
+                           command=get_task(cfg.kind).command, config=config, overrides=overrides, depends_on=depends)
             by_setting[name][seed] = spec
             model_of[run_name] = (cfg.model.name, dict(cfg.model.kwargs))
             runs.append(spec)

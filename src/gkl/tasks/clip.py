@@ -15,6 +15,7 @@ checkpoint), which ``open_clip.create_model(name, pretrained=PATH)`` loads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,11 +25,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from gkl.config import ExperimentConfig, ModelConfig
 from gkl.data import build_loader
 from gkl.data.sharding import derive_seed
 from gkl.metrics.clip import ClipEvalSet, ClipEvaluator
-from gkl.runner import RunParts, warn_if_random_teacher
+from gkl.tasks.parts import RunParts, warn_if_random_teacher
 from gkl.utils.distributed import DistInfo
 from gkl.utils.errors import InputError
 
@@ -39,7 +39,7 @@ __all__ = ["build_clip_parts", "build_clip_model", "export_openclip", "evaluate_
 OPENCLIP_FILE = "openclip.pt"
 
 
-def build_clip_model(cfg: ModelConfig, what: str) -> nn.Module:
+def build_clip_model(cfg: Any, what: str) -> nn.Module:
     """An OpenCLIP model by name with ``checkpoint`` loaded (a plain OpenCLIP file, or ``checkpoint_key``'s entry)."""
     from gkl.models.clip import create_clip
 
@@ -55,7 +55,7 @@ def build_clip_model(cfg: ModelConfig, what: str) -> nn.Module:
     return create_clip(cfg.name, pretrained=cfg.checkpoint, what=what, **cfg.kwargs)
 
 
-def _check_same_inputs(student: nn.Module, teacher: nn.Module, cfg: ExperimentConfig) -> None:
+def _check_same_inputs(student: nn.Module, teacher: nn.Module, cfg: Any) -> None:
     """Student and teacher see one batch: same image preprocessing and caption context length."""
     import open_clip
 
@@ -71,7 +71,7 @@ def _check_same_inputs(student: nn.Module, teacher: nn.Module, cfg: ExperimentCo
                          "so choose a teacher with the student's image preprocessing and tokenizer")
 
 
-def _zeroshot_parts(cfg: ExperimentConfig, transform: Any, tokenizer: Any):
+def _zeroshot_parts(cfg: Any, transform: Any, tokenizer: Any):
     """(ZeroShotEvaluator, test set) of ``clip_eval.zeroshot`` ('digits' or an ImageFolder folder)."""
     from gkl.data.image_text import DIGIT_NAMES, DIGIT_TEMPLATES, LabelledDigits
     from gkl.metrics.zeroshot import ZeroShotEvaluator, folder_classnames, imagenet_templates
@@ -108,7 +108,7 @@ def _zeroshot_parts(cfg: ExperimentConfig, transform: Any, tokenizer: Any):
 class _WebdatasetLoader:
     """Batches of a resampled webdataset stream: ``len`` = samples_per_epoch // global batch; ``set_epoch`` reseeds."""
 
-    def __init__(self, cfg: ExperimentConfig, transform: Any, tokenizer: Any, dist: DistInfo) -> None:
+    def __init__(self, cfg: Any, transform: Any, tokenizer: Any, dist: DistInfo) -> None:
         from gkl.data.image_text import expand_shards
 
         self.cfg, self.transform, self.tokenizer, self.dist = cfg, transform, tokenizer, dist
@@ -136,7 +136,7 @@ class _WebdatasetLoader:
             yield batch
 
 
-def _train_pairs(cfg: ExperimentConfig, transform: Any, tokenizer: Any):
+def _train_pairs(cfg: Any, transform: Any, tokenizer: Any):
     """(training pairs, validation zero-shot set or None) of ``clip_data``."""
     from gkl.data.image_text import CaptionCsv, CaptionedDigits, LabelledDigits
 
@@ -154,7 +154,7 @@ def _train_pairs(cfg: ExperimentConfig, transform: Any, tokenizer: Any):
     return Subset(pairs, train_idx.tolist()), val_idx
 
 
-def _check_files(cfg: ExperimentConfig) -> None:
+def _check_files(cfg: Any) -> None:
     """Every named input file exists (before any model is built: a ViT-L takes a while)."""
     named = [("model.checkpoint", cfg.model.checkpoint), ("teacher.checkpoint", cfg.teacher and cfg.teacher.checkpoint)]
     if cfg.clip_data.format == "csv":
@@ -166,8 +166,9 @@ def _check_files(cfg: ExperimentConfig) -> None:
             raise InputError(f"{key}: file {str(path)!r} does not exist")
 
 
-def build_clip_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
-    """Model, loaders, objective and evaluator of a ``clip_train`` / ``clip_distill`` run on this process."""
+def build_clip_parts(cfg: Any, dist: DistInfo) -> RunParts:
+    """Model, loaders, objective and evaluator of a CLIP run on this process: the contrastive loss, or
+    distillation from ``teacher`` with the ``clip_distill`` settings when the config has a teacher."""
     from gkl.models.clip import create_tokenizer, image_transform
     from gkl.objectives.clip_distill import ClipContrastiveObjective, ClipDistillObjective
 
@@ -175,8 +176,8 @@ def build_clip_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     model = build_clip_model(cfg.model, "model")
     tokenizer = create_tokenizer(cfg.model.name)
     train_tf, eval_tf = image_transform(model, train=True), image_transform(model, train=False)
-    if cfg.kind == "clip_distill":
-        assert cfg.teacher is not None and cfg.clip_distill is not None  # checked by the config
+    if cfg.teacher is not None:  # the distilling CLIP task requires one, the other refuses one (their checks)
+        assert cfg.clip_distill is not None  # filled in by the config
         warn_if_random_teacher(cfg.teacher)
         teacher = build_clip_model(cfg.teacher, "teacher")
         _check_same_inputs(model, teacher, cfg)
@@ -203,7 +204,7 @@ def build_clip_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
                     evaluator=evaluator, val_loader=val_set, after_fit=lambda summary: export_openclip(cfg.run_dir))
 
 
-def _evaluation(cfg: ExperimentConfig, eval_tf: Any, tokenizer: Any, val_idx: Any, common: dict[str, Any]):
+def _evaluation(cfg: Any, eval_tf: Any, tokenizer: Any, val_idx: Any, common: dict[str, Any]):
     """(ClipEvaluator, eval split, val split) of ``clip_eval``; (None, None, None) without one."""
     ev = cfg.clip_eval
     if ev is None or (ev.zeroshot is None and ev.retrieval is None):
@@ -244,8 +245,8 @@ def export_openclip(run_dir: Path) -> Path | None:
     return None
 
 
-def evaluate_clip_run(cfg: ExperimentConfig, run_dir: Path, paths: dict[str, Path], *, weights: str,
-                      overrides: Sequence[str] = ()) -> tuple[dict[str, Any], str]:
+def evaluate_clip_run(cfg: Any, run_dir: Path, paths: dict[str, Path], *, weights: str,
+                      overrides: Sequence[str] = (), robust: Any = None) -> tuple[dict[str, Any], str]:
     """``gkl evaluate`` of a CLIP run: zero-shot (and retrieval) metrics of each checkpoint in ``paths``
     (existing files: :func:`gkl.evaluate.run_eval.evaluate_run` checks them)."""
     from gkl.models import load_run_weights
@@ -256,7 +257,7 @@ def evaluate_clip_run(cfg: ExperimentConfig, run_dir: Path, paths: dict[str, Pat
         raise InputError(f"{run_dir}: the run has no clip_eval.zeroshot or clip_eval.retrieval to evaluate "
                          "(set one as an override, e.g. clip_eval.zeroshot=/data/imagenet/val)")
     device = resolve_device(cfg.train.device)
-    model = build_clip_model(ModelConfig(cfg.model.name, kwargs=cfg.model.kwargs), "model")
+    model = build_clip_model(dataclasses.replace(cfg.model, checkpoint=None, checkpoint_key=None), "model")
     tokenizer = create_tokenizer(cfg.model.name)
     common = dict(device=device, num_workers=cfg.data.num_workers, seed=cfg.train.seed, rank=0, world_size=1)
     evaluator, eval_set, _ = _evaluation(cfg, image_transform(model, train=False), tokenizer, None, common)

@@ -17,30 +17,25 @@ teacher, objective, LR multipliers and evaluator for the one engine.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import math
+from typing import Any, Mapping, Optional, Sequence
 
-import torch
-from torch import nn
-from torch.utils.data import Dataset, Subset
-
-from gkl.config import ExperimentConfig
-from gkl.data import build_loader
-from gkl.data.segmentation import build_segmentation_dataset
-from gkl.metrics.segmentation import SegmentationEvaluator
-from gkl.models.segmentation import segmentation_param_groups
-from gkl.objectives.segmentation import build_segmentation_objective
-from gkl.runner import RunParts, build_model, warn_if_random_teacher
-from gkl.utils.distributed import DistInfo
+from gkl.settings.segmentation import SegmentationSettings, check_segmentation_config
+from gkl.tasks.base import Section, Task
 from gkl.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OneLineErrors", "build_segmentation_parts", "build_split", "build_evaluator", "build_teacher", "eval_batch_size",
-           "head_lr_scales"]
+__all__ = ["TASK", "OneLineErrors", "build_segmentation_parts", "build_split", "build_evaluator", "build_teacher",
+           "eval_batch_size", "evaluate_segmentation_run", "format_iou_table", "head_lr_scales"]
 
 
-def build_split(cfg: ExperimentConfig, train: bool, *, augment: bool | None = None) -> Dataset:
+def build_split(cfg: Any, train: bool, *, augment: bool | None = None) -> Any:
     """The training (augmented unless ``augment=False``) or evaluation split of ``cfg.data``."""
+    from torch.utils.data import Subset
+
+    from gkl.data.segmentation import build_segmentation_dataset
+
     seg = cfg.segmentation
     assert seg is not None
     aug = seg.augment
@@ -56,9 +51,12 @@ def build_split(cfg: ExperimentConfig, train: bool, *, augment: bool | None = No
     return dataset
 
 
-def validation_split(cfg: ExperimentConfig, train_set: Dataset) -> tuple[Dataset, Dataset]:
+def validation_split(cfg: Any, train_set: Any) -> tuple[Any, Any]:
     """``(train, val)``: ``round(val_fraction · n)`` training images drawn with ``data.val_seed``
     go to validation, read without augmentation."""
+    import torch
+    from torch.utils.data import Subset
+
     n = len(train_set)  # type: ignore[arg-type]
     n_val = int(round(cfg.data.val_fraction * n))
     if n_val == 0 or n_val == n:
@@ -99,7 +97,7 @@ class OneLineErrors:
             raise InputError(last.split("Error: ", 1)[-1].strip()) from None
 
 
-def eval_batch_size(cfg: ExperimentConfig) -> int:
+def eval_batch_size(cfg: Any) -> int:
     """``data.eval_batch_size`` for the fixed-size bundled scenes, else 1 (image sizes differ)."""
     if cfg.data.name == "digit_scenes":
         return cfg.data.eval_batch_size
@@ -108,8 +106,11 @@ def eval_batch_size(cfg: ExperimentConfig) -> int:
     return 1
 
 
-def build_evaluator(cfg: ExperimentConfig, num_classes: int) -> SegmentationEvaluator:
-    """mIoU / mAcc / pixel accuracy with the inference of ``segmentation.eval``."""
+def build_evaluator(cfg: Any, num_classes: int) -> Any:
+    """mIoU / mAcc / pixel accuracy with the inference of ``segmentation.eval``
+    (:class:`gkl.metrics.segmentation.SegmentationEvaluator`)."""
+    from gkl.metrics.segmentation import SegmentationEvaluator
+
     seg = cfg.segmentation
     assert seg is not None
     ev = seg.eval
@@ -117,8 +118,10 @@ def build_evaluator(cfg: ExperimentConfig, num_classes: int) -> SegmentationEval
                                  stride=ev.stride, flip=ev.flip, base_size=ev.base_size)
 
 
-def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
+def build_teacher(cfg: Any, num_classes: int) -> Any:
     """The frozen teacher with its weights, or None for ``segmentation.method: ce``."""
+    from gkl.tasks.parts import build_model, warn_if_random_teacher
+
     assert cfg.segmentation is not None
     if not cfg.segmentation.needs_teacher:
         return None
@@ -127,16 +130,22 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
     return build_model(cfg.teacher, num_classes, section="teacher")
 
 
-def head_lr_scales(model: nn.Module, head_lr_scale: float) -> dict[str, float]:
+def head_lr_scales(model: Any, head_lr_scale: float) -> dict[str, float]:
     """``{parameter name: head_lr_scale}`` for the heads of a segmentation model (backbone: ×1)."""
+    from gkl.models.segmentation import segmentation_param_groups
+
     if head_lr_scale == 1.0 or not hasattr(model, "backbone_modules"):
         return {}
     heads = {id(p) for p in segmentation_param_groups(model, head_lr_scale=head_lr_scale)[1]["params"]}
     return {name: float(head_lr_scale) for name, p in model.named_parameters() if id(p) in heads}
 
 
-def build_segmentation_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
-    """Everything the engine needs for a ``kind: segmentation`` run on this process."""
+def build_segmentation_parts(cfg: Any, dist: Any) -> Any:
+    """Everything the engine needs for a segmentation run on this process (:class:`~gkl.tasks.parts.RunParts`)."""
+    from gkl.data import build_loader
+    from gkl.objectives.segmentation import build_segmentation_objective
+    from gkl.tasks.parts import RunParts, build_model
+
     seg, data = cfg.segmentation, cfg.data
     assert seg is not None
     train_set = build_split(cfg, True)
@@ -156,3 +165,52 @@ def build_segmentation_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
     return RunParts(model, objective, train_loader, eval_loader, info,
                     evaluator=build_evaluator(cfg, info.num_classes), val_loader=val_loader,
                     param_lr_scales=head_lr_scales(model, seg.head_lr_scale))
+
+
+def format_iou_table(class_names: Sequence[str] | None, iou: Sequence[float]) -> str:
+    """Per-class IoU lines ``class  IoU`` (``-`` for a class never labelled nor predicted)."""
+    names = list(class_names) if class_names else [f"class {c}" for c in range(len(iou))]
+    width = max(len(n) for n in names)
+    return "\n".join(f"  {name:<{width}} {'-' if math.isnan(v) else format(v, '6.2f'):>6}"
+                     for name, v in zip(names, iou))
+
+
+def evaluate_segmentation_run(cfg: Any, run_dir: Any, paths: Mapping[str, Any], *, weights: str,
+                              overrides: Sequence[str] = (), robust: Any = None) -> tuple[dict[str, Any], str]:
+    """``gkl evaluate`` of a segmentation run: mIoU, mAcc, pixel accuracy and per-class IoU of the
+    checkpoints ``paths`` (``{"last"|"best": file}``) on the evaluation split, with ``segmentation.eval``'s inference."""
+    from gkl.data import build_loader
+    from gkl.models import create_model, load_run_weights
+    from gkl.utils.distributed import resolve_device
+
+    device = resolve_device(cfg.train.device)
+    eval_set = build_split(cfg, False)
+    info = eval_set.info  # type: ignore[attr-defined]
+    loader = OneLineErrors(build_loader(eval_set, batch_size=eval_batch_size(cfg), train=False, device=device,
+                                        num_workers=cfg.data.num_workers, seed=cfg.train.seed))
+    evaluator = build_evaluator(cfg, info.num_classes)
+    report: dict[str, Any] = {"run_dir": str(run_dir), "kind": cfg.kind, "dataset": info.name,
+                              "model": cfg.model.name, "weights": weights, "overrides": list(overrides),
+                              "results": {}}
+    lines = [f"{'checkpoint':<10} {'epoch':>5} {'mIoU':>7} {'mAcc':>7} {'pixel acc':>9}"]
+    per_class = []
+    for name, path in paths.items():
+        model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
+        epoch = load_run_weights(model, path, which=name, weights=weights)
+        result = evaluator(model.to(device), loader, device=device)
+        entry = {"epoch": epoch, "clean": result}
+        report["results"][name] = entry
+        lines.append(f"{name:<10} {entry['epoch'] if entry['epoch'] is not None else '-':>5} {result['mIoU']:>7.2f} "
+                     f"{result['mAcc']:>7.2f} {result['pixel_accuracy']:>9.2f}")
+        per_class.append(f"per-class IoU of the {name} checkpoint:\n" + format_iou_table(info.class_names, result["IoU"]))
+    return report, "\n".join(lines + per_class)
+
+
+TASK = Task(
+    name="segmentation", command="seg-train",
+    help="semantic segmentation: CE, or distillation with pixel-wise KL/GKL, CWD, APD (docs/segmentation.md)",
+    sections=(Section("segmentation", Optional[SegmentationSettings], fill=SegmentationSettings,
+                      help="method, augmentation, evaluation inference"),),
+    teacher="optional", select_metric="mIoU", check=check_segmentation_config,
+    build=build_segmentation_parts, evaluate=evaluate_segmentation_run, evaluation="mIoU",
+)

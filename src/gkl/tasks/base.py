@@ -1,0 +1,91 @@
+"""What a task declares: :class:`Task` (one per config ``kind``) and :class:`Section` (one config key it owns).
+
+A task module holds one ``Task`` object. Everything the config loader, the CLI, the sweep
+and ``gkl evaluate`` need to know about a kind is here; nothing outside :mod:`gkl.tasks`
+names a kind. Declarations are cheap: a task module imports settings classes only, and its
+``build`` / ``evaluate`` functions import the heavy code (models, data, objectives) when called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+__all__ = ["Section", "Task", "TeacherMode"]
+
+#: ``required``: the config needs a teacher (the sweep chains a setting's ``teacher:`` run into it);
+#: ``optional``: the task's check decides (e.g. by method); ``none``: no teacher is read.
+TeacherMode = Literal["required", "optional", "none"]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A top-level config key owned by a task: ``name: <type>`` (a settings dataclass or a plain type).
+
+    ``annotation`` is what the config loader checks the value against (``Optional[X]`` for an
+    optional section); ``default`` is the value when the key is absent; ``fill`` (a zero-argument
+    callable) replaces an absent or null value for a run of the task (e.g. ``GKLSettings``).
+    A key owned by another task is an error naming it, unless it holds ``default`` (old
+    ``config.yaml`` files recorded every kind's sections, null when unused). ``upgrade`` maps the
+    section as an earlier gkl recorded it (a dict) to today's keys (``recorded_config_from_dict``).
+    """
+
+    name: str
+    annotation: Any
+    default: Any = None
+    fill: Callable[[], Any] | None = None
+    upgrade: Callable[[dict], dict] | None = None
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One kind of run: its config sections, CLI verb, teacher rule, model selection, builder and evaluation.
+
+    name: the config's ``kind:`` value. command / help: the CLI verb ``gkl <command>`` (an alias of
+    ``gkl fit`` that checks the kind) and its help text. sections: the top-level config keys it owns.
+    teacher: see :data:`TeacherMode`. teacher_checkpoint_key: ``teacher.checkpoint_key`` the sweep sets
+    when it chains a teacher run's gkl checkpoint into this task (None: the checkpoint as written).
+    select_metric / select_mode: ``train.select_metric`` / ``train.select_mode`` when the config
+    sets none. summary_metrics: metrics of the last evaluation that ``gkl summarize`` / ``gkl sweep``
+    show besides the selected one. registry_names: ``model.name`` / ``teacher.name`` / ``data.name``
+    are names of the gkl model and dataset registries (checked by the config). check: cross-section
+    rules, ``check(cfg)`` on the whole config after the sections are filled (raise ConfigError).
+    build: ``build(cfg, dist) -> gkl.tasks.parts.RunParts``. evaluate: ``gkl evaluate``'s
+    ``evaluate(cfg, run_dir, paths, *, weights, overrides, robust) -> (report, table)``, where
+    ``paths`` maps ``last``/``best`` to existing checkpoint files and ``robust`` is None or a callable
+    ``robust(model, eval_set) -> report`` (only for ``robust_evaluation`` tasks: classifiers whose
+    inputs are in [0, 1]). evaluation: what ``gkl evaluate`` reports, for messages.
+    """
+
+    name: str
+    command: str
+    help: str
+    build: Callable[..., Any]
+    evaluate: Callable[..., Any]
+    sections: tuple[Section, ...] = ()
+    teacher: TeacherMode = "none"
+    teacher_checkpoint_key: str | None = None
+    select_metric: str = "top1"
+    select_mode: Literal["max", "min"] = "max"
+    summary_metrics: tuple[str, ...] = ()
+    registry_names: bool = True
+    check: Callable[[Any], None] | None = None
+    robust_evaluation: bool = False
+    evaluation: str = "top-1 / top-5"
+    section_names: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        for name in ("name", "command", "help"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise TypeError(f"Task.{name}: expected a non-empty string, got {getattr(self, name)!r}")
+        if self.teacher not in ("required", "optional", "none"):
+            raise TypeError(f"Task.teacher: expected 'required', 'optional' or 'none', got {self.teacher!r}")
+        if self.select_mode not in ("max", "min"):
+            raise TypeError(f"Task.select_mode: expected 'max' or 'min', got {self.select_mode!r}")
+        if not all(isinstance(s, Section) for s in self.sections):
+            raise TypeError(f"Task.sections: expected Section objects, got {self.sections!r}")
+        object.__setattr__(self, "section_names", tuple(s.name for s in self.sections))
+
+    def section(self, name: str) -> Section:
+        return next(s for s in self.sections if s.name == name)

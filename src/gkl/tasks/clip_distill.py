@@ -1,0 +1,22 @@
+"""Kind ``clip_distill`` (``gkl clip-distill``): an OpenCLIP student distilled from a frozen CLIP
+teacher (KL, GKL, IKL, DKL; the ``clip_distill:`` section, docs/clip.md)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from gkl.settings.clip import ClipDistillSettings, check_clip_config
+from gkl.tasks.base import Section, Task
+from gkl.tasks.clip_train import CLIP_SECTIONS, build, evaluate
+
+__all__ = ["TASK"]
+
+TASK = Task(
+    name="clip_distill", command="clip-distill",
+    help="distill an OpenCLIP student from a frozen CLIP teacher (KL, GKL, IKL, DKL)",
+    sections=(*CLIP_SECTIONS, Section("clip_distill", Optional[ClipDistillSettings], fill=ClipDistillSettings,
+                                      help="the distillation loss")),
+    teacher="required", teacher_checkpoint_key="model",  # a gkl run checkpoint holds the weights under 'model'
+    select_metric="zeroshot_top1", registry_names=False, check=check_clip_config,
+    build=build, evaluate=evaluate, evaluation="zero-shot / retrieval metrics",
+)

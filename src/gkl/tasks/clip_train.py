@@ -1,0 +1,37 @@
+"""Kind ``clip_train`` (``gkl clip-train``): an OpenCLIP model trained with the contrastive loss on
+image-text pairs (``clip_data``), evaluated zero-shot and/or by retrieval (``clip_eval``; docs/clip.md).
+The builder and evaluation shared with CLIP distillation are :mod:`gkl.tasks.clip`."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from gkl.settings.clip import ClipDataSettings, ClipEvalSettings, check_clip_config
+from gkl.tasks.base import Section, Task
+
+__all__ = ["TASK", "CLIP_SECTIONS", "build", "evaluate"]
+
+#: the sections of both CLIP kinds (check_clip_config requires clip_data)
+CLIP_SECTIONS = (
+    Section("clip_data", Optional[ClipDataSettings], help="the image-text pairs (csv, webdataset or digits)"),
+    Section("clip_eval", Optional[ClipEvalSettings], help="zero-shot and/or retrieval evaluation"),
+)
+
+
+def build(cfg: Any, dist: Any) -> Any:
+    from gkl.tasks.clip import build_clip_parts
+
+    return build_clip_parts(cfg, dist)
+
+
+def evaluate(cfg: Any, run_dir: Any, paths: Any, **kwargs: Any) -> Any:
+    from gkl.tasks.clip import evaluate_clip_run
+
+    return evaluate_clip_run(cfg, run_dir, paths, **kwargs)
+
+
+TASK = Task(
+    name="clip_train", command="clip-train", help="train an OpenCLIP model with the contrastive loss",
+    sections=CLIP_SECTIONS, select_metric="zeroshot_top1", registry_names=False, check=check_clip_config,
+    build=build, evaluate=evaluate, evaluation="zero-shot / retrieval metrics",
+)
