@@ -97,11 +97,6 @@ def save_fallback(report: dict[str, Any], run_dir: Path) -> Path | None:
     return None
 
 
-def evaluation_kind(robust: dict[str, Any] | None) -> str:
-    """``"robust"`` when attacks run, else ``"clean"`` (recorded with each evaluation)."""
-    return "clean" if robust is None else "robust"
-
-
 def evaluate_run(
     run_dir: Path,
     *,
