@@ -12,20 +12,16 @@ checkpoint is kept); anything else is a bug in gkl and prints its traceback.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import errno
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
+from gkl.commands import evaluate, run
+from gkl.commands.args import positive_int
 from gkl.utils.errors import InputError
 
-log = logging.getLogger(__name__)
-
-#: the command that runs a config of any kind; each task's verb is an alias that checks the kind
-FIT_COMMAND = "fit"
 #: the commands besides the runs (a task whose verb is one of these is reachable through ``gkl fit`` only)
 OTHER_COMMANDS = ("evaluate", "summarize", "sweep", "analyze", "check", "demo")
 DESCRIPTION = (
@@ -57,15 +53,7 @@ def _stop_errors() -> tuple[type[BaseException], ...]:
 
 def run_commands() -> dict[str, str | None]:
     """``{command: kind}`` of the run commands: ``fit`` (any kind: None), then every task's verb."""
-    from gkl.tasks import list_tasks
-
-    commands: dict[str, str | None] = {FIT_COMMAND: None}
-    for task in list_tasks():
-        if task.command in commands or task.command in OTHER_COMMANDS:
-            log.warning("task %r: its command %r is taken; run its configs with 'gkl fit'", task.name, task.command)
-            continue
-        commands[task.command] = task.name
-    return commands
+    return run.run_commands(OTHER_COMMANDS)
 
 
 def intermixed_commands() -> tuple[str, ...]:
@@ -73,56 +61,13 @@ def intermixed_commands() -> tuple[str, ...]:
     return (*run_commands(), "evaluate")
 
 
-def _add_run_command(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_text, description=help_text)
-    p.add_argument("config", help="recipe YAML (see configs/ and docs/recipes.md)")
-    p.add_argument("overrides", nargs="*",
-                   help="key=value overrides anywhere on the line, e.g. train.optim.lr=0.1 data.root=/data")
-    p.add_argument("--resume", action="store_true", help="continue from <out_dir>/<name>/checkpoint.pt")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    return p
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and the sub-parsers by command name."""
-    from gkl.tasks import get_task
-
-    runs = run_commands()
-    parser = _Parser(prog="gkl", description=DESCRIPTION.format(commands=", ".join([*runs, *OTHER_COMMANDS])))
+    parser = _Parser(prog="gkl", description=DESCRIPTION.format(
+        commands=", ".join([*run_commands(), *OTHER_COMMANDS])))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    subs = {FIT_COMMAND: _add_run_command(sub, FIT_COMMAND, "train the run a config describes, whatever its "
-                                          "kind (the task verbs below are aliases that check the kind)")}
-    for command, kind in runs.items():
-        if kind is not None:
-            subs[command] = _add_run_command(sub, command, get_task(kind).help)
-
-    ev = sub.add_parser("evaluate", help="evaluate a run directory (last and best epoch)",
-                        description="evaluate a run directory; every evaluation is appended to "
-                                    "RUN_DIR/evaluations.jsonl (never overwritten)")
-    ev.add_argument("run_dir", help="a run directory written by gkl fit (or a task verb)")
-    ev.add_argument("overrides", nargs="*", help="key=value overrides of the run's config (e.g. data.root=...)")
-    ev.add_argument("--weights", choices=("raw", "ema"), default=None,
-                    help="evaluate the raw or the averaged weights (default: what the run evaluated)")
-    ev.add_argument("--robust", action="store_true", help="also run PGD / CW / AutoAttack")
-    ev.add_argument("--eps", default="8/255", help="comma-separated epsilons, e.g. 2/255,8/255")
-    ev.add_argument("--attacks", default="pgd10,pgd20,cw10,cw20,autoattack")
-    ev.add_argument("--autoattack-version", default="standard", choices=("standard", "fast"))
-    ev.add_argument("--num-examples", type=_positive_int, default=None, help="default: the full test set")
-    ev.add_argument("--which", default="last,best", help="checkpoints to evaluate: last, best or both")
-    ev.add_argument("--output", default=None,
-                    help="also write this evaluation as a JSON file at this new path (an existing file is "
-                         "never overwritten)")
-    subs["evaluate"] = ev
+    subs = run.add_parser(sub, OTHER_COMMANDS)
+    subs["evaluate"] = evaluate.add_parser(sub)
 
     from gkl.sweep.commands import add_analyze, add_summarize, add_sweep
 
@@ -134,7 +79,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
     demo = sub.add_parser("demo", help="the main job: teacher, then CE / KD / GKL students on bundled data")
     demo.add_argument("--out", default="runs/demo", help="output directory")
-    demo.add_argument("--seeds", type=_positive_int, default=5, help="student seeds per method (>= 1)")
+    demo.add_argument("--seeds", type=positive_int, default=5, help="student seeds per method (>= 1)")
     demo.add_argument("--quick", action="store_true", help="a much shorter run (tests use it)")
     subs["demo"] = demo
     return parser, subs
@@ -151,101 +96,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _parse_eps(text: str) -> list[float]:
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            num, _, den = part.partition("/")
-            values.append(float(num) / float(den) if den else float(num))
-        except (ValueError, ZeroDivisionError):
-            raise InputError(f"--eps item {part!r} is not a number or a fraction like 8/255") from None
-    return values
-
-
-def _run(args: argparse.Namespace) -> int:
-    from gkl.config import load_config, to_dict
-
-    cfg = load_config(args.config, args.overrides)
-    expected = run_commands()[args.command]
-    if expected is not None and cfg.kind != expected:
-        right = {kind: command for command, kind in run_commands().items()}.get(cfg.kind, FIT_COMMAND)
-        raise InputError(f"{args.config} is a '{cfg.kind}' config; use 'gkl {right}' (or 'gkl {FIT_COMMAND}')")
-    if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return 0
-    from gkl.runner import run_experiment
-
-    summary = run_experiment(cfg, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
-        print(json.dumps(summary, indent=2, default=str))
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from gkl.evaluate.run_eval import (EVALUATIONS_FILE, append_evaluation, check_writable, evaluate_run,
-                                       save_fallback)
-
-    run_dir = Path(args.run_dir)
-    which = tuple(w.strip() for w in args.which.split(",") if w.strip())
-    robust = None
-    if args.robust:
-        robust = {
-            "eps_list": _parse_eps(args.eps),
-            "attacks": tuple(a.strip() for a in args.attacks.split(",") if a.strip()),
-            "autoattack_version": args.autoattack_version,
-            "num_examples": args.num_examples,
-        }
-    # every output is checked before the (possibly hours long) evaluation starts
-    if run_dir.is_dir():
-        check_writable(run_dir / EVALUATIONS_FILE)
-    output = Path(args.output) if args.output else None
-    if output is not None:
-        if output.exists() or output.is_symlink():
-            raise InputError(f"--output {output} already exists; evaluations are never overwritten "
-                             "(choose a new path, or read RUN_DIR/evaluations.jsonl)")
-        check_writable(output)
-    report, table = evaluate_run(run_dir, overrides=args.overrides, which=which, weights=args.weights,
-                                 robust=robust)
-    report = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": ["gkl", *(sys.argv[1:] if args.argv is None else args.argv)], **report}
-    print(table)
-    failures = []
-    try:
-        path = append_evaluation(run_dir, report)
-        print(f"evaluation appended to {path}")
-    except OSError as err:
-        failures.append(f"{run_dir / EVALUATIONS_FILE}: {err.strerror or err}")
-    if output is not None:
-        try:
-            with output.open("x") as handle:
-                json.dump(report, handle, indent=2, default=str)
-            print(f"report written to {output}")
-        except OSError as err:
-            failures.append(f"{output}: {err.strerror or err}")
-    if failures:  # the evaluation is done: keep its result whatever happens to the files
-        print(json.dumps(report, indent=2, default=str))
-        fallback = save_fallback(report, run_dir)
-        kept = f"saved to {fallback} and printed above" if fallback else "printed above"
-        print(f"gkl evaluate: error: could not write {'; '.join(failures)}; the report is {kept}",
-              file=sys.stderr)
-        return 2
-    return 0
-
-
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in run_commands():
-        return _run(args)
+        return run.run(args)
     if args.command == "evaluate":
-        return _evaluate(args)
+        return evaluate.run(args)
     if args.command in ("sweep", "summarize", "analyze"):
         from gkl.sweep import commands
 
-        run = {"sweep": commands.run_sweep_command, "summarize": commands.run_summarize_command,
-               "analyze": commands.run_analyze_command}[args.command]
-        return run(args)
+        command = {"sweep": commands.run_sweep_command, "summarize": commands.run_summarize_command,
+                   "analyze": commands.run_analyze_command}[args.command]
+        return command(args)
     if args.command == "check":
         from gkl.analysis.equivalence import equivalence_report
 
