@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml, read_yaml_file, to_dict
+from gkl.recipes import resolve_recipe
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
 from gkl.settings.clip import ClipDataSettings, ClipDistillSettings, ClipEvalSettings, check_clip_config
@@ -227,7 +228,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     """Read ``path`` (or start from ``defaults``), apply ``key=value`` overrides, validate."""
     data: dict[str, Any] = dict(defaults or {})
     if path is not None:
-        data = deep_merge(data, load_yaml(path))
+        data = deep_merge(data, load_yaml(resolve_recipe(path)))  # a local file, or a recipe name
     data = apply_overrides(data, list(overrides))
     return config_from_dict(data)
 
