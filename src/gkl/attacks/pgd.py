@@ -11,7 +11,8 @@ the eps-ball and into [0, 1] after every step.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Literal, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
 
 import torch
 from torch import nn

@@ -110,7 +110,8 @@ def read_cifar_split(root: str, layout: CifarLayout, train: bool) -> tuple[np.nd
     for path in needed[:-1]:
         batch = _unpickle(path)
         if "data" not in batch or layout.label_key not in batch:
-            raise InputError(f"{path}: expected keys b'data' and b'{layout.label_key}', found {sorted(map(str, batch))}")
+            raise InputError(f"{path}: expected keys b'data' and b'{layout.label_key}', "
+                             f"found {sorted(map(str, batch))}")
         try:
             data = np.asarray(batch["data"], dtype=np.uint8)
             batch_labels = np.asarray(batch[layout.label_key], dtype=np.int64)

@@ -4,7 +4,7 @@ augmented and normalised there with vectorised ops (no per-image Python work).""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from .base import MemorySplit
 from .sharding import derive_seed, generated_counts, mixed_batches, shard_indices
 from .transforms import normalize_batch, to_unit_float
-
 
 #: output bytes assembled per thread switch on the CPU (64 MiB: ~40 CIFAR batches of 128; all of MNIST-1D)
 CHUNK_BYTES = 64 * 2**20

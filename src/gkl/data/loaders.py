@@ -8,7 +8,7 @@ the same order (DistributedSampler's, see `gkl.data.sharding`). Call
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler

@@ -8,8 +8,8 @@ in-memory loading working.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset

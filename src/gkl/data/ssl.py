@@ -17,8 +17,8 @@ so a run resumed mid-epoch sees exactly the batches an uninterrupted run sees.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -83,7 +83,7 @@ def weak_view(images: torch.Tensor, views: ViewSettings, generator: torch.Genera
     tops = torch.randint(0, 2 * p + 1, (b,), generator=generator).tolist()
     lefts = torch.randint(0, 2 * p + 1, (b,), generator=generator).tolist()
     flips = (torch.rand(b, generator=generator) < 0.5).tolist() if views.flip else [False] * b
-    out = torch.stack([padded[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(tops, lefts))])
+    out = torch.stack([padded[i, :, top:top + h, left:left + w] for i, (top, left) in enumerate(zip(tops, lefts))])
     for i, f in enumerate(flips):
         if f:
             out[i] = out[i].flip(-1)

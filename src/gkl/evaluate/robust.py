@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from gkl.utils.modules import unwrap_model
 from gkl.attacks.autoattack import AUTOATTACK_VERSIONS, autoattack
 from gkl.attacks.pgd import NORMS, attack_mode, pgd
+from gkl.utils.modules import unwrap_model
 
 _ATTACK_PATTERN = re.compile(r"^(pgd|cw)(\d+)$")
 #: Slack allowed when checking the eps-ball and [0, 1] (float32 rounding).

@@ -4,15 +4,15 @@ its last and/or best weights, on the run's evaluation split with its ``segmentat
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from gkl.config import ExperimentConfig
 from gkl.data import build_loader
 from gkl.models import create_model, load_run_weights
 from gkl.tasks.segmentation import OneLineErrors, build_evaluator, build_split, eval_batch_size
 from gkl.utils.distributed import resolve_device
-from gkl.utils.errors import InputError
 
 
 def format_iou_table(class_names: Sequence[str] | None, iou: Sequence[float]) -> str:
@@ -45,5 +45,6 @@ def evaluate_segmentation_run(run_dir: Path, cfg: ExperimentConfig, paths: Mappi
         report["results"][name] = entry
         lines.append(f"{name:<10} {entry['epoch'] if entry['epoch'] is not None else '-':>5} {result['mIoU']:>7.2f} "
                      f"{result['mAcc']:>7.2f} {result['pixel_accuracy']:>9.2f}")
-        per_class.append(f"per-class IoU of the {name} checkpoint:\n" + format_iou_table(info.class_names, result["IoU"]))
+        iou_table = format_iou_table(info.class_names, result["IoU"])
+        per_class.append(f"per-class IoU of the {name} checkpoint:\n{iou_table}")
     return report, "\n".join(lines + per_class)

@@ -21,9 +21,10 @@ import json
 import math
 import re
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 
@@ -247,7 +248,7 @@ class Summary:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "metrics": [{"key": k, "label": l} for k, l in self.metrics],
+        return {"baseline": self.baseline, "metrics": [{"key": k, "label": label} for k, label in self.metrics],
                 "rows": self.rows, "skipped": self.skipped}
 
 
@@ -310,7 +311,7 @@ def summarize(paths: Iterable[str | Path], *, baseline: str | None = None,
     if metrics is None:
         selected = dict.fromkeys(r.summary.get("select_metric", "top1") for g in ordered for r in g)
         metrics = [c for m in (selected or {"top1": None}) for c in metric_columns(m)]
-    present = [(k, l) for k, l in metrics if any(r.summary.get(k) is not None for g in ordered for r in g)]
+    present = [(k, label) for k, label in metrics if any(r.summary.get(k) is not None for g in ordered for r in g)]
     rows = []
     for name, group, vary in zip(names, ordered, varies):
         row: dict[str, Any] = {"setting": name, "seeds": [r.seed for r in group],

@@ -8,7 +8,8 @@ Text→image recall@K: fraction of captions whose image is among the K most simi
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -46,7 +46,8 @@ class SegmentationMetric:
         """Add a batch: ``prediction`` is class indices (N, H, W) or logits/probabilities (N, C, h, w)
         (upsampled bilinearly to the target size, then argmax); ``target`` (N, H, W)."""
         if target.dim() < 1 or target.is_floating_point():
-            raise ValueError(f"target: expected integer class indices (N, H, W), got {target.dtype} {tuple(target.shape)}")
+            raise ValueError(
+                f"target: expected integer class indices (N, H, W), got {target.dtype} {tuple(target.shape)}")
         if prediction.is_floating_point():
             if prediction.dim() != target.dim() + 1 or prediction.shape[1] != self.num_classes:
                 raise ValueError(f"prediction: expected logits (N, {self.num_classes}, h, w) for target "

@@ -12,8 +12,9 @@ ImageFolder-layout set to names: ImageNet wnids (val, -Sketch, -R, -A), class in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,8 +26,7 @@ from gkl.utils.modules import unwrap_model
 __all__ = ["zero_shot_classifier", "ZeroShotEvaluator", "folder_classnames", "imagenet_templates",
            "IMAGENET_CLASSNAMES"]
 
-from open_clip.zero_shot_metadata import (IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES,
-                                          SIMPLE_IMAGENET_TEMPLATES)
+from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 _WNID = re.compile(r"^n\d{8}$")
 

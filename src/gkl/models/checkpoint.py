@@ -101,8 +101,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, key: str | N
         state_dict, else the ``"model"`` (or ``"state_dict"``) entry.
 
     Raises FileNotFoundError naming ``path`` if there is no such file, and
-    :class:`~gkl.utils.errors.InputError` (a ValueError) naming the file if it cannot be read or its keys/shapes do not match ``model``
-    (the message lists missing keys, unexpected keys and shape mismatches).
+    :class:`~gkl.utils.errors.InputError` (a ValueError) naming the file if it cannot be read or its
+    keys/shapes do not match ``model`` (the message lists missing keys, unexpected keys and shape mismatches).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"load_weights: model must be a torch.nn.Module, got {type(model).__name__}")

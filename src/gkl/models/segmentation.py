@@ -29,8 +29,9 @@ Module names follow the APD/semseg PSPNet (``layer0`` stem, ``layer1..4``, ``ppm
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -338,7 +339,8 @@ def load_backbone(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's input
-        raise InputError(f"backbone checkpoint {file}: cannot be read with torch.load(weights_only=True): {err}") from None
+        raise InputError(
+            f"backbone checkpoint {file}: cannot be read with torch.load(weights_only=True): {err}") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):

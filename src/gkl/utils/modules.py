@@ -8,7 +8,7 @@ penultimate feature vector r; a forward pre-hook reads it without editing the mo
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
