@@ -247,7 +247,7 @@ class PGD(Attack):
                  steps: int = 10, loss: str = "ce", norm: str = "linf",
                  random_start: str | None = "uniform") -> None:
         super().__init__(model)
-        self.settings = dict(eps=eps, step_size=step_size, steps=steps, loss=loss, norm=norm,
+        self.settings: dict[str, Any] = dict(eps=eps, step_size=step_size, steps=steps, loss=loss, norm=norm,
                              random_start=random_start)
 
     def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

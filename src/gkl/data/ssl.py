@@ -157,7 +157,7 @@ class SSLLoader:
         return to_unit_float(self.images[idx])
 
     def _finish(self, images: torch.Tensor) -> torch.Tensor:
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:  # both or neither (MemorySplit)
             images = normalize_batch(images, self.mean, self.std)
         return images.to(self.device)
 

@@ -141,7 +141,7 @@ def _batches(data: Dataset | DataLoader, batch_size: int, num_examples: int | No
     """Batches of the first ``num_examples`` examples, the number used and the dataset size."""
     dataset = data.dataset if isinstance(data, DataLoader) else data
     try:
-        size = len(dataset)
+        size = len(dataset)  # type: ignore[arg-type]  # an unsized dataset raises TypeError, handled below
     except TypeError as error:
         raise ValueError("dataset_or_loader must be a sized Dataset or a DataLoader over one") from error
     used = size if num_examples is None else min(num_examples, size)
@@ -221,7 +221,9 @@ def evaluate_robustness(
                                             seed=seed, batch_size=batch_size)
                         adv = result.adversarial
                     else:
-                        kind, steps = _ATTACK_PATTERN.match(attack).groups()
+                        match = _ATTACK_PATTERN.match(attack)
+                        assert match is not None  # the names were checked before any attack ran
+                        kind, steps = match.groups()
                         adv = pgd(net, images, labels, eps=eps, step_size=step_size, steps=int(steps),
                                   loss="ce" if kind == "pgd" else "cw", norm=norm, random_start="uniform",
                                   generator=generator)

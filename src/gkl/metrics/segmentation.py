@@ -114,7 +114,7 @@ def _probabilities(model: nn.Module, images: torch.Tensor, size: tuple[int, int]
 @torch.no_grad()
 def whole_inference(model: nn.Module, images: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
     """Class probabilities (N, C, H, W) from one forward pass over the whole images."""
-    return _probabilities(model, images, tuple(images.shape[-2:]), flip)
+    return _probabilities(model, images, (images.shape[-2], images.shape[-1]), flip)
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:

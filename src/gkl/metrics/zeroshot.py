@@ -75,7 +75,7 @@ def zero_shot_classifier(model: nn.Module, tokenizer: Callable[[Sequence[str]], 
     """(embed_dim, num_classes) matrix of normalised mean prompt embeddings (OpenCLIP's recipe)."""
     if not classnames or not templates:
         raise InputError("zero-shot classifier: needs at least one class name and one template")
-    clip = unwrap_model(model)
+    clip: Any = unwrap_model(model)  # an OpenCLIP model (encode_text / encode_image)
     columns = []
     for start in range(0, len(classnames), classes_per_batch):
         names = classnames[start:start + classes_per_batch]
@@ -107,7 +107,7 @@ class ZeroShotEvaluator:
     @torch.no_grad()
     def __call__(self, model: nn.Module, loader, *, device: torch.device | str = "cpu",
                  dist: Any = None) -> dict[str, Any]:
-        clip = unwrap_model(model)
+        clip: Any = unwrap_model(model)  # an OpenCLIP model
         was_training = clip.training
         clip.eval()
         try:
