@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from gkl.utils.errors import InputError
+from gkl.utils.errors import ConfigError, InputError
 
 __all__ = ["recipes_root", "resolve_recipe", "list_recipes", "recipe_name", "is_study", "copy_recipe", "suggest"]
 
@@ -72,7 +72,8 @@ def resolve_recipe(name_or_path: str | Path, *, under: str | None = None) -> Pat
     """The file of a local path or of a recipe name; an existing local file wins.
 
     ``under`` is a directory of recipes also tried (``gkl sweep kl_family`` finds ``studies/kl_family``).
-    An unknown name is an :class:`InputError` that suggests close names.
+    An unknown name is a :class:`ConfigError` (an :class:`InputError`, as for any missing config file)
+    that suggests close names.
     """
     path = Path(name_or_path)
     if path.is_file():
@@ -85,7 +86,7 @@ def resolve_recipe(name_or_path: str | Path, *, under: str | None = None) -> Pat
             if found.is_file():
                 return found
     hint = suggest(name, list_recipes()) or "; `gkl recipes list` lists the recipes"
-    raise InputError(f"config not found: {name_or_path} is neither a file nor a recipe name{hint}")
+    raise ConfigError(f"config not found: {name_or_path} is neither a file nor a recipe name{hint}")
 
 
 def read_recipe(path: Path) -> Any:
