@@ -25,18 +25,19 @@ WHEEL=$(ls "$WORK"/dist/gkl-*.whl)
 step "installing $(basename "$WHEEL") into a fresh virtual environment"
 "$PY" -m venv "$WORK/venv"
 VPY=$WORK/venv/bin/python
-# the project environment's site-packages as a plain path entry: its own .pth files (the editable
-# install of this checkout) are NOT processed, so it gives the dependencies but not gkl
+"$VPY" -m pip install -q --no-deps --no-index "$WHEEL"
+# then (so pip never sees the project's own gkl) the project environment's site-packages as a plain
+# path entry: its .pth files (an editable install of a checkout) are NOT processed, so it gives the
+# dependencies but not gkl
 "$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib']); print(sysconfig.get_paths()['platlib'])" \
   | sort -u >"$("$VPY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_gkl_check_deps.pth"
-"$VPY" -m pip install -q --no-deps --no-index "$WHEEL"
 GKL=$WORK/venv/bin/gkl
 
 RUN=$WORK/empty
 mkdir "$RUN"
 cd "$RUN"
 VENV_SITE=$("$VPY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-"$VPY" - "$VENV_SITE" "$REPO" <<'EOF' || fail "gkl is not imported from the installed wheel"
+"$VPY" - "$VENV_SITE" "$REPO" <<'EOF' || fail "the installed gkl is not the wheel's, or lacks its data (see above)"
 import sys
 from pathlib import Path
 
