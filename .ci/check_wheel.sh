@@ -81,8 +81,9 @@ for kind in "${!COMMAND[@]}"; do
   "$GKL" "${COMMAND[$kind]}" "$name" --print-config >/dev/null || fail "gkl ${COMMAND[$kind]} $name --print-config"
 done
 # a distillation recipe names a teacher checkpoint that a clean install does not have
-"$GKL" distill cifar100/kd/res32x4_res8x4 --print-config | grep -q "checkpoint: download_ckpts/" \
+"$GKL" distill cifar100/kd/res32x4_res8x4 --print-config >"$WORK/kd.yaml" \
   || fail "gkl distill cifar100/kd/res32x4_res8x4 --print-config"
+grep -q "checkpoint: download_ckpts/" "$WORK/kd.yaml" || fail "the KD recipe's teacher checkpoint is not in its config"
 [ ! -e download_ckpts ] || fail "download_ckpts exists in the empty directory"
 
 step "gkl recipes copy, then run the copy; a second copy must refuse to overwrite"
