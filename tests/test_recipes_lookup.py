@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import assert_one_line_error
 
 from gkl.cli import main
 from gkl.config import load_config, to_dict
 from gkl.recipes import copy_recipe, list_recipes, recipes_root, resolve_recipe
 from gkl.utils.errors import InputError
+from helpers import assert_one_line_error
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KD = "cifar100/kd/res32x4_res8x4"
@@ -77,6 +77,8 @@ def test_an_unknown_name_is_an_input_error_with_suggestions() -> None:
         resolve_recipe("demo/techer")
     with pytest.raises(InputError, match="gkl recipes list"):
         resolve_recipe("zzzzzz")
+    with pytest.raises(InputError, match="did you mean studies/kl_family?"):
+        resolve_recipe("kl_famly", under="studies")
     for outside in ("../configs/demo/teacher", "/no/such/dir/demo/teacher"):  # names stay inside the recipes
         with pytest.raises(InputError, match="neither a file nor a recipe name"):
             resolve_recipe(outside)

@@ -61,10 +61,13 @@ def _strip(name: str) -> str:
 
 
 def suggest(name: str, known: list[str]) -> str:
-    """`` (did you mean a, b?)`` from close spellings and from recipes ending with the same file name."""
+    """``; did you mean a, b?``: recipes with the same file name, else close spellings of the name or file name."""
     stem = name.rsplit("/", 1)[-1]
-    same_file = [k for k in known if k.rsplit("/", 1)[-1] == stem]
-    close = same_file[:5] or difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    close = [k for k in known if k.rsplit("/", 1)[-1] == stem][:5]
+    close = close or difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if not close:
+        stems = difflib.get_close_matches(stem, sorted({k.rsplit("/", 1)[-1] for k in known}), n=3, cutoff=0.75)
+        close = [k for k in known if k.rsplit("/", 1)[-1] in stems][:5]
     return f"; did you mean {', '.join(close)}?" if close else ""
 
 
@@ -86,7 +89,7 @@ def resolve_recipe(name_or_path: str | Path, *, under: str | None = None) -> Pat
             if found.is_file():
                 return found
     hint = suggest(name, list_recipes()) or "; `gkl recipes list` lists the recipes"
-    raise ConfigError(f"config not found: {name_or_path} is neither a file nor a recipe name{hint}")
+    raise ConfigError(f"not found: {name_or_path} is neither a file nor a recipe name{hint}")
 
 
 def read_recipe(path: Path) -> Any:

@@ -170,7 +170,7 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
     from gkl.config import load_config
     from gkl.config_schema import apply_overrides, load_yaml
 
-    path = resolve_recipe(study_path, under="studies")  # a local file, or a recipe name (studies/ may be left out)
+    path = resolve_recipe(study_path, under="studies")  # a local file, or a recipe name (with or without studies/)
     data = _read(path)
     _check_keys(str(path), data, STUDY_KEYS)
     settings = data.get("settings")
