@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run run-at test bench setup clean
+.PHONY: run run-at test lint check-wheel bench setup clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ run-at: $(STAMP)
 # tests sharing an expensive fixture carry the same xdist_group mark and run on one worker.
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+
+# ruff (lint and format) over the tree, mypy over src/gkl; every tool runs, then the target fails if any failed.
+lint: $(STAMP)
+	@status=0; \
+	$(PY) -m ruff check . || status=1; \
+	$(PY) -m ruff format --check . || status=1; \
+	$(PY) -m mypy || status=1; \
+	exit $$status
+
+# Build the wheel, install it into a fresh venv and run gkl from an empty directory (.ci/check_wheel.sh).
+check-wheel: $(STAMP)
+	PY=$(abspath $(PY)) .ci/check_wheel.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py

@@ -34,12 +34,11 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from _proc import status_kib
-
 from gkl.clip import GKLDistillClipLoss
 from gkl.losses import set_value_checks
 

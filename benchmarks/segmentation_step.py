@@ -35,8 +35,10 @@ def build(args: argparse.Namespace):
     torch.manual_seed(0)
     student = create_model(args.student, args.classes).to(args.device).train()
     teacher = create_model(args.teacher, args.classes).to(args.device)
-    objectives = {name: SegmentationDistill(teacher, SegmentationSettings(**cfg), num_classes=args.classes).to(args.device)
-                  for name, cfg in VARIANTS.items()}
+    objectives = {
+        name: SegmentationDistill(teacher, SegmentationSettings(**cfg), num_classes=args.classes).to(args.device)
+        for name, cfg in VARIANTS.items()
+    }
     g = torch.Generator().manual_seed(1)
     images = torch.randn(args.batch, 3, args.size, args.size, generator=g).to(args.device)
     labels = torch.randint(0, args.classes, (args.batch, args.size, args.size), generator=g)
@@ -111,7 +113,8 @@ def main() -> None:
     for name, values in times.items():
         print(f"  {name:4s} step: median {statistics.median(values):.3f} s over {len(values)} "
               f"(min {min(values):.3f}, max {max(values):.3f})")
-    print(f"time ratio GKL/KL: median {statistics.median(ratios):.3f} (per-repeat {', '.join(f'{r:.3f}' for r in ratios)})"
+    per_repeat = ", ".join(f"{r:.3f}" for r in ratios)
+    print(f"time ratio GKL/KL: median {statistics.median(ratios):.3f} (per-repeat {per_repeat})"
           f"; ratio of medians {statistics.median(times['gkl']) / statistics.median(times['kl']):.3f}")
     if args.device == "cpu":  # CPU time of this process: less sensitive to other jobs on a shared machine
         print(f"CPU-time ratio GKL/KL: ratio of medians "

@@ -27,6 +27,7 @@ LAYER_OF = {
     "evaluate": "commands",  # the `gkl evaluate` command (its metric moves to gkl.metrics)
     "ssl": "task_losses", "clip": "task_losses",  # loss wrappers of an application (SSL consistency, CLIP)
     "sweep": "commands",
+    "recipes": "config", "recipes_command": "commands",  # recipe lookup by name; the `gkl recipes` command
 }
 
 #: What each layer may import (besides itself), as the table in docs/architecture.md says.

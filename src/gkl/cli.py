@@ -82,6 +82,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     demo.add_argument("--seeds", type=positive_int, default=5, help="student seeds per method (>= 1)")
     demo.add_argument("--quick", action="store_true", help="a much shorter run (tests use it)")
     subs["demo"] = demo
+    from gkl.recipes_command import add_recipes_command
+
+    subs["recipes"] = add_recipes_command(sub)
     return parser, subs
 
 
@@ -117,6 +120,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(run_demo(out_dir=Path(args.out), num_seeds=args.seeds, quick=args.quick))
         return 0
+    if args.command == "recipes":
+        from gkl.recipes_command import run_recipes_command
+
+        return run_recipes_command(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

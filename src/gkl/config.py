@@ -20,6 +20,7 @@ from typing import Any, Literal, Sequence
 
 from gkl import config_schema
 from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml, read_yaml_file
+from gkl.recipes import resolve_recipe
 from gkl.settings.train import TrainSettings
 from gkl.tasks import Task, get_task, list_tasks
 from gkl.utils.errors import ConfigError, InputError
@@ -294,7 +295,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     """Read ``path`` (or start from ``defaults``), apply ``key=value`` overrides, validate."""
     data: dict[str, Any] = dict(defaults or {})
     if path is not None:
-        data = deep_merge(data, load_yaml(path))
+        data = deep_merge(data, load_yaml(resolve_recipe(path)))  # a local file, or a recipe name
     data = apply_overrides(data, list(overrides))
     return config_from_dict(data)
 

@@ -19,22 +19,14 @@ from typing import Any
 
 from gkl.config import ExperimentConfig, load_config
 from gkl.evaluate.summary import mean_std
+from gkl.recipes import resolve_recipe
 from gkl.utils.errors import InputError
 
 METHODS = ("ce", "kd", "gkl")
 
 
-def find_configs_dir() -> Path:
-    """The repository's ``configs/`` (next to ``src/``), or ``./configs``."""
-    for candidate in (Path(__file__).resolve().parents[2] / "configs", Path.cwd() / "configs"):
-        if (candidate / "demo").is_dir():
-            return candidate
-    raise InputError("cannot find configs/demo/ next to the installed package or in the current directory: "
-                     "run `gkl demo` from the gkl repository checkout")
-
-
 def _demo_config(name: str, out_dir: Path, overrides: list[str]) -> ExperimentConfig:
-    path = find_configs_dir() / "demo" / f"{name}.yaml"
+    path = resolve_recipe(f"demo/{name}")  # configs/demo/ of the checkout or of the installed wheel
     return load_config(path, [f"out_dir={out_dir}", *overrides])
 
 

@@ -11,7 +11,8 @@ the eps-ball and into [0, 1] after every step.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Literal, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -246,7 +247,7 @@ class PGD(Attack):
                  steps: int = 10, loss: str = "ce", norm: str = "linf",
                  random_start: str | None = "uniform") -> None:
         super().__init__(model)
-        self.settings = dict(eps=eps, step_size=step_size, steps=steps, loss=loss, norm=norm,
+        self.settings: dict[str, Any] = dict(eps=eps, step_size=step_size, steps=steps, loss=loss, norm=norm,
                              random_start=random_start)
 
     def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch.utils.data import Dataset
@@ -32,6 +33,10 @@ class MemorySplit:
     augmentation: Augmentation
     padding: int = 4
 
+    def __post_init__(self) -> None:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("MemorySplit: mean and std must both be given or both be None")
+
 
 class InfoDataset(Dataset):
     """Wraps a map-style dataset of ``(image, label)`` and carries its ``DatasetInfo``.
@@ -45,7 +50,7 @@ class InfoDataset(Dataset):
     def __init__(
         self,
         base: Dataset,
-        info: DatasetInfo,
+        info: DatasetInfo | None,  # None: a wrapped dataset that carries no DatasetInfo
         *,
         augmentation: Augmentation,
         normalize: bool,
@@ -74,7 +79,7 @@ class InfoDataset(Dataset):
         """The split as tensors; InputError when the dataset cannot be held/augmented in memory."""
         if self._memory is None:
             raise InputError(
-                f"data.in_memory: in-memory loading is not supported for dataset {self.info.name!r} "
+                f"data.in_memory: in-memory loading is not supported for dataset {getattr(self.info, 'name', None)!r} "
                 f"(its per-image transform {self.augmentation!r} cannot be reproduced on whole batches); "
                 "use data.in_memory=false"
             )
@@ -86,6 +91,8 @@ class TensorPairs(Dataset):
 
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, mean: tuple[float, ...] | None,
                  std: tuple[float, ...] | None) -> None:
+        if (mean is None) != (std is None):
+            raise ValueError("mean and std must both be given or both be None")
         if inputs.shape[0] != labels.shape[0]:
             raise ValueError(f"inputs/labels: lengths differ ({inputs.shape[0]} vs {labels.shape[0]})")
         self.inputs = inputs
@@ -99,6 +106,6 @@ class TensorPairs(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x = self.inputs[index]
-        if self._mean is not None:
+        if self._mean is not None and self._std is not None:  # both or neither (__init__)
             x = x.sub(self._mean).div(self._std)
         return x, int(self.labels[index])

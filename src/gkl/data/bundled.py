@@ -110,7 +110,7 @@ def load_mnist1d(root: str) -> dict[str, np.ndarray]:
     data = generate_mnist1d()
     os.makedirs(root, exist_ok=True)
     tmp = path + f".tmp{os.getpid()}.npz"
-    np.savez(tmp, **data)
+    np.savez(tmp, **data)  # type: ignore[arg-type]  # numpy's stub checks **arrays against allow_pickle: bool
     os.replace(tmp, path)  # atomic: concurrent ranks never read a half-written cache
     return data
 

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from gkl.utils.errors import InputError
 
-from .base import InfoDataset, MemorySplit
+from .base import Augmentation, InfoDataset, MemorySplit
 from .registry import DatasetInfo, register_dataset
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, CIFAR_CROP_PADDING, cifar_transform
 
@@ -110,7 +110,8 @@ def read_cifar_split(root: str, layout: CifarLayout, train: bool) -> tuple[np.nd
     for path in needed[:-1]:
         batch = _unpickle(path)
         if "data" not in batch or layout.label_key not in batch:
-            raise InputError(f"{path}: expected keys b'data' and b'{layout.label_key}', found {sorted(map(str, batch))}")
+            raise InputError(f"{path}: expected keys b'data' and b'{layout.label_key}', "
+                             f"found {sorted(map(str, batch))}")
         try:
             data = np.asarray(batch["data"], dtype=np.uint8)
             batch_labels = np.asarray(batch[layout.label_key], dtype=np.int64)
@@ -160,7 +161,7 @@ def _build(name: str, layout: CifarLayout, info: DatasetInfo, root: str, train: 
     transform = cifar_transform(augment=augment, normalize=normalize, mean=info.mean, std=info.std)
     if names and len(names) == info.num_classes:
         info = replace(info, class_names=names)
-    augmentation = "crop_flip" if augment else "none"
+    augmentation: Augmentation = "crop_flip" if augment else "none"
 
     def memory() -> MemorySplit:
         return MemorySplit(

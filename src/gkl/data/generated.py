@@ -36,7 +36,8 @@ class GeneratedImages(Dataset):
         except InputError:
             raise
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
-            raise InputError(f"{self.path}: cannot read the npz ({type(err).__name__}: {err}); expected {EXPECTED}") from None
+            raise InputError(f"{self.path}: cannot read the npz ({type(err).__name__}: {err}); "
+                             f"expected {EXPECTED}") from None
         if images.dtype != np.uint8:
             raise InputError(f"{self.path}: 'image' must be uint8, got {images.dtype}; expected {EXPECTED}")
         if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
@@ -66,7 +67,7 @@ class GeneratedImages(Dataset):
             image = self.transform(Image.fromarray(self.images[index]))
         return image, int(self.labels[index])
 
-    def with_transform(self, transform) -> "GeneratedImages":
+    def with_transform(self, transform) -> GeneratedImages:
         """A view sharing the arrays, with a different per-image ``transform``."""
         view = object.__new__(GeneratedImages)
         view.__dict__.update(self.__dict__)

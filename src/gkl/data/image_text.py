@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from PIL import Image

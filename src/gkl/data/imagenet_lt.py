@@ -44,7 +44,8 @@ def read_split_file(root: str, split: str) -> list[tuple[str, int]]:
                 continue
             parts = line.split()
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
-                raise InputError(f"{path}:{number}: expected '<relative image path> <label >= 0>', got {line.strip()!r}")
+                raise InputError(f"{path}:{number}: expected '<relative image path> <label >= 0>', "
+                                 f"got {line.strip()!r}")
             samples.append((os.path.join(root, parts[0]), int(parts[1])))
     if not samples:
         raise InputError(f"{path}: the split file lists no images")
@@ -71,7 +72,9 @@ def class_groups(train_labels: list[int], num_classes: int) -> dict[str, list[in
     return groups
 
 
-def build_imagenet_lt_split(root: str, split: str, *, normalize: bool = True, augment: bool | None = None) -> InfoDataset:
+def build_imagenet_lt_split(
+    root: str, split: str, *, normalize: bool = True, augment: bool | None = None
+) -> InfoDataset:
     """Any ImageNet-LT split (``"train"``, ``"val"``, ``"test"``); groups always come from the train split."""
     train_samples = read_split_file(root, "train")
     samples = train_samples if split == "train" else read_split_file(root, split)

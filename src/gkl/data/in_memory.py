@@ -4,7 +4,7 @@ augmented and normalised there with vectorised ops (no per-image Python work).""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from .base import MemorySplit
 from .sharding import derive_seed, generated_counts, mixed_batches, shard_indices
 from .transforms import normalize_batch, to_unit_float
-
 
 #: output bytes assembled per thread switch on the CPU (64 MiB: ~40 CIFAR batches of 128; all of MNIST-1D)
 CHUNK_BYTES = 64 * 2**20
@@ -61,6 +60,9 @@ class InMemoryLoader:
     examples (epoch definition in `gkl.data.sharding`). Call `set_epoch` before each epoch.
     """
 
+    #: (rank, world_size) on evaluation loaders whose ranks hold disjoint shards (gkl.metrics.classification)
+    rank_shard: tuple[int, int] | None = None
+
     def __init__(self, split: MemorySplit, *, batch_size: int, train: bool, device: torch.device, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool = False,
                  generated: tuple[torch.Tensor, torch.Tensor] | None = None, generated_ratio: float = 0.0) -> None:
@@ -74,7 +76,8 @@ class InMemoryLoader:
         self.drop_last = drop_last
         self.epoch = 0
         self.generated_ratio = generated_ratio
-        self.gen_images = self.gen_labels = None
+        self.gen_images: torch.Tensor | None = None
+        self.gen_labels: torch.Tensor | None = None
         if generated is not None:
             gen_images, gen_labels = generated
             if gen_images.dtype != self.images.dtype or gen_images.shape[1:] != self.images.shape[1:]:
@@ -92,9 +95,9 @@ class InMemoryLoader:
         return shard_indices(len(self.labels), shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
                              rank=self.rank, world_size=self.world_size)
 
-    def _batches(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    def _batches(self) -> Sequence[tuple[torch.Tensor, torch.Tensor | None]]:
         shard = self._shard()
-        if self.gen_images is not None:
+        if self.gen_labels is not None:  # set together with gen_images
             return mixed_batches(shard, len(self.gen_labels), batch_size=self.batch_size,
                                  generated_ratio=self.generated_ratio, seed=self.seed, epoch=self.epoch,
                                  rank=self.rank, world_size=self.world_size)
@@ -135,12 +138,13 @@ class InMemoryLoader:
         real_idx = real_idx.to(self.device)
         images, labels = self.images[real_idx], self.labels[real_idx]
         if gen_idx is not None:
+            assert self.gen_images is not None and self.gen_labels is not None  # gen_idx only comes with them
             gen_idx = gen_idx.to(self.device)
             images = torch.cat([images, self.gen_images[gen_idx]])
             labels = torch.cat([labels, self.gen_labels[gen_idx]])
         if split.augmentation == "crop_flip":
             images = random_crop_flip(images, split.padding, gen)
         images = to_unit_float(images)
-        if split.mean is not None:
+        if split.mean is not None and split.std is not None:  # both or neither (MemorySplit)
             images = normalize_batch(images, split.mean, split.std)
         return images, labels

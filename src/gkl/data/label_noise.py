@@ -17,8 +17,8 @@ The draw depends only on (labels, rate, kind, seed): it is identical on every DD
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset

@@ -8,7 +8,8 @@ the same order (DistributedSampler's, see `gkl.data.sharding`). Call
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator, Sized
+from typing import Any, cast
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
@@ -66,6 +67,9 @@ class PerImageLoader:
     With ``num_workers=0`` the global torch RNG is swapped for the loader's own state
     around each batch, so the caller's random stream is neither used nor disturbed.
     """
+
+    #: (rank, world_size) on evaluation loaders whose ranks hold disjoint shards (gkl.metrics.classification)
+    rank_shard: tuple[int, int] | None = None
 
     def __init__(self, loader: DataLoader, sampler, *, seed: int, rank: int) -> None:
         self.loader, self.sampler = loader, sampler
@@ -164,10 +168,10 @@ def build_loader(
         if not train:
             split = dataclasses.replace(split, images=split.images[rank::world_size],
                                         labels=split.labels[rank::world_size])
-            loader = InMemoryLoader(split, batch_size=batch_size, train=False, device=device, seed=seed,
-                                    rank=0, world_size=1, drop_last=drop_last)
-            loader.rank_shard = (rank, world_size)
-            return loader
+            eval_loader = InMemoryLoader(split, batch_size=batch_size, train=False, device=device, seed=seed,
+                                         rank=0, world_size=1, drop_last=drop_last)
+            eval_loader.rank_shard = (rank, world_size)
+            return eval_loader
         gen_arrays = None
         if generated is not None:
             gen_arrays = (generated.uint8_nchw(), torch.from_numpy(generated.labels))
@@ -177,25 +181,26 @@ def build_loader(
 
     pin = device.type == "cuda"
     g = torch.Generator()
-    common = dict(num_workers=num_workers, pin_memory=pin, generator=g, persistent_workers=False)
+    common: dict[str, Any] = dict(num_workers=num_workers, pin_memory=pin, generator=g, persistent_workers=False)
+    size = len(cast(Sized, dataset))  # the map-style datasets gkl builds have a length
     if generated is not None:
         transform = getattr(dataset, "image_transform", None)
-        if transform is None or getattr(dataset, "info", None) is None or dataset.info.input_kind != "cifar":
+        info = getattr(dataset, "info", None)
+        if transform is None or info is None or info.input_kind != "cifar":
             raise ValueError("generated: generated 32x32 images can only be mixed into a CIFAR dataset "
                              "built by gkl.data.build_dataset")
-        combined = ConcatDataset([dataset, generated.with_transform(transform)])
-        sampler = MixedBatchSampler(len(dataset), len(generated), batch_size=batch_size,
+        combined: ConcatDataset = ConcatDataset([dataset, generated.with_transform(transform)])
+        mixed = MixedBatchSampler(size, len(generated), batch_size=batch_size,
                                     generated_ratio=generated_ratio, shuffle=train, seed=seed, rank=rank,
                                     world_size=world_size)
-        loader = DataLoader(combined, batch_sampler=sampler, **common)
-        return PerImageLoader(loader, sampler, seed=seed, rank=rank)
+        return PerImageLoader(DataLoader(combined, batch_sampler=mixed, **common), mixed, seed=seed, rank=rank)
     if not train:
-        sampler = StridedSampler(len(dataset), rank=rank, world_size=world_size)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
-        result = PerImageLoader(loader, sampler, seed=seed, rank=rank)
+        strided = StridedSampler(size, rank=rank, world_size=world_size)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=strided, drop_last=drop_last, **common)
+        result = PerImageLoader(loader, strided, seed=seed, rank=rank)
         result.rank_shard = (rank, world_size)
         return result
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
-                                 drop_last=False)
+    sampler: DistributedSampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                                     seed=seed, drop_last=False)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
     return PerImageLoader(loader, sampler, seed=seed, rank=rank)

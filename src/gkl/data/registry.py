@@ -7,8 +7,9 @@ Builders are registered by the dataset modules (``cifar``, ``imagenet``, ...);
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from torch.utils.data import Dataset
 

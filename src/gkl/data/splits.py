@@ -8,8 +8,8 @@ in-memory loading working.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -36,7 +36,7 @@ def dataset_targets(dataset: Dataset) -> torch.Tensor:
     if labels is not None and not callable(labels) and len(labels) == n:
         return torch.as_tensor(labels, dtype=torch.int64).clone()
     inner = getattr(dataset, "base", None)
-    if inner is not None and len(inner) == n:  # type: ignore[arg-type]
+    if inner is not None and len(inner) == n:
         return dataset_targets(inner)
     indices = getattr(dataset, "indices", None)
     inner = getattr(dataset, "dataset", None)

@@ -17,8 +17,8 @@ so a run resumed mid-epoch sees exactly the batches an uninterrupted run sees.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -83,7 +83,7 @@ def weak_view(images: torch.Tensor, views: ViewSettings, generator: torch.Genera
     tops = torch.randint(0, 2 * p + 1, (b,), generator=generator).tolist()
     lefts = torch.randint(0, 2 * p + 1, (b,), generator=generator).tolist()
     flips = (torch.rand(b, generator=generator) < 0.5).tolist() if views.flip else [False] * b
-    out = torch.stack([padded[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(tops, lefts))])
+    out = torch.stack([padded[i, :, top:top + h, left:left + w] for i, (top, left) in enumerate(zip(tops, lefts))])
     for i, f in enumerate(flips):
         if f:
             out[i] = out[i].flip(-1)
@@ -157,7 +157,7 @@ class SSLLoader:
         return to_unit_float(self.images[idx])
 
     def _finish(self, images: torch.Tensor) -> torch.Tensor:
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:  # both or neither (MemorySplit)
             images = normalize_batch(images, self.mean, self.std)
         return images.to(self.device)
 

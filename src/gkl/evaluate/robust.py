@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from gkl.utils.modules import unwrap_model
 from gkl.attacks.autoattack import AUTOATTACK_VERSIONS, autoattack
 from gkl.attacks.pgd import NORMS, attack_mode, pgd
+from gkl.utils.modules import unwrap_model
 
 _ATTACK_PATTERN = re.compile(r"^(pgd|cw)(\d+)$")
 #: Slack allowed when checking the eps-ball and [0, 1] (float32 rounding).
@@ -141,7 +141,7 @@ def _batches(data: Dataset | DataLoader, batch_size: int, num_examples: int | No
     """Batches of the first ``num_examples`` examples, the number used and the dataset size."""
     dataset = data.dataset if isinstance(data, DataLoader) else data
     try:
-        size = len(dataset)
+        size = len(dataset)  # type: ignore[arg-type]  # an unsized dataset raises TypeError, handled below
     except TypeError as error:
         raise ValueError("dataset_or_loader must be a sized Dataset or a DataLoader over one") from error
     used = size if num_examples is None else min(num_examples, size)
@@ -221,7 +221,9 @@ def evaluate_robustness(
                                             seed=seed, batch_size=batch_size)
                         adv = result.adversarial
                     else:
-                        kind, steps = _ATTACK_PATTERN.match(attack).groups()
+                        match = _ATTACK_PATTERN.match(attack)
+                        assert match is not None  # the names were checked before any attack ran
+                        kind, steps = match.groups()
                         adv = pgd(net, images, labels, eps=eps, step_size=step_size, steps=int(steps),
                                   loss="ce" if kind == "pgd" else "cw", norm=norm, random_start="uniform",
                                   generator=generator)

@@ -21,9 +21,10 @@ import json
 import math
 import re
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 
@@ -272,7 +273,7 @@ class Summary:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "metrics": [{"key": k, "label": l} for k, l in self.metrics],
+        return {"baseline": self.baseline, "metrics": [{"key": k, "label": label} for k, label in self.metrics],
                 "rows": self.rows, "skipped": self.skipped}
 
 
@@ -338,7 +339,7 @@ def summarize(paths: Iterable[str | Path], *, baseline: str | None = None,
         metrics = [c for m in (selected or {"top1": None}) for c in metric_columns(m)]
         metrics += [c for c in dict.fromkeys(c for g in ordered for r in g for c in task_columns(r.config))
                     if c[0] not in {k for k, _ in metrics}]
-    present = [(k, l) for k, l in metrics
+    present = [(k, label) for k, label in metrics
                if any(summary_value(r.summary, k) is not None for g in ordered for r in g)]
     rows = []
     for name, group, vary in zip(names, ordered, varies):

@@ -10,7 +10,8 @@ evaluated batch-strided instead: rank ``r`` runs the model on batches ``r, r + w
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -32,7 +32,9 @@ class ClipEvaluator:
         self.zeroshot = zeroshot
         self.retrieval = retrieval
 
-    def __call__(self, model: nn.Module, loader: ClipEvalSet, *, device: Any = "cpu", dist: Any = None) -> dict[str, Any]:
+    def __call__(
+        self, model: nn.Module, loader: ClipEvalSet, *, device: Any = "cpu", dist: Any = None
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.zeroshot is not None and loader.zeroshot is not None:
             out.update(self.zeroshot(model, loader.zeroshot, device=device, dist=dist))

@@ -11,7 +11,8 @@ the logit sums of student and teacher and, through ‖z‖ ≤ ‖W‖·‖r‖,
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,7 +60,7 @@ class FeatureStatistics:
         self.sums[start:start + values.numel()] += values
 
     @contextlib.contextmanager
-    def watch(self, model: nn.Module) -> Iterator["FeatureStatistics"]:
+    def watch(self, model: nn.Module) -> Iterator[FeatureStatistics]:
         """Within the block, every forward pass of ``model`` adds its features and logits."""
         net = unwrap_model(model)
         handles = [find_classifier(net).register_forward_pre_hook(lambda _m, inputs: self.update_features(inputs[0])),

@@ -8,7 +8,8 @@ Text→image recall@K: fraction of captions whose image is among the K most simi
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ class RetrievalEvaluator:
         dataset = loader.dataset
         sequential = DataLoader(dataset, batch_size=loader.batch_size or 64, shuffle=False,
                                 num_workers=getattr(loader, "num_workers", 0))
-        clip = unwrap_model(model)
+        clip: Any = unwrap_model(model)  # an OpenCLIP model (encode_image / encode_text)
         was_training = clip.training
         clip.eval()
         try:

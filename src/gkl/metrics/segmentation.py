@@ -46,7 +46,8 @@ class SegmentationMetric:
         """Add a batch: ``prediction`` is class indices (N, H, W) or logits/probabilities (N, C, h, w)
         (upsampled bilinearly to the target size, then argmax); ``target`` (N, H, W)."""
         if target.dim() < 1 or target.is_floating_point():
-            raise ValueError(f"target: expected integer class indices (N, H, W), got {target.dtype} {tuple(target.shape)}")
+            raise ValueError(
+                f"target: expected integer class indices (N, H, W), got {target.dtype} {tuple(target.shape)}")
         if prediction.is_floating_point():
             if prediction.dim() != target.dim() + 1 or prediction.shape[1] != self.num_classes:
                 raise ValueError(f"prediction: expected logits (N, {self.num_classes}, h, w) for target "
@@ -113,7 +114,7 @@ def _probabilities(model: nn.Module, images: torch.Tensor, size: tuple[int, int]
 @torch.no_grad()
 def whole_inference(model: nn.Module, images: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
     """Class probabilities (N, C, H, W) from one forward pass over the whole images."""
-    return _probabilities(model, images, tuple(images.shape[-2:]), flip)
+    return _probabilities(model, images, (images.shape[-2], images.shape[-1]), flip)
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:

@@ -12,8 +12,9 @@ ImageFolder-layout set to names: ImageNet wnids (val, -Sketch, -R, -A), class in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,8 +26,7 @@ from gkl.utils.modules import unwrap_model
 __all__ = ["zero_shot_classifier", "ZeroShotEvaluator", "folder_classnames", "imagenet_templates",
            "IMAGENET_CLASSNAMES"]
 
-from open_clip.zero_shot_metadata import (IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES,
-                                          SIMPLE_IMAGENET_TEMPLATES)
+from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 _WNID = re.compile(r"^n\d{8}$")
 
@@ -75,7 +75,7 @@ def zero_shot_classifier(model: nn.Module, tokenizer: Callable[[Sequence[str]], 
     """(embed_dim, num_classes) matrix of normalised mean prompt embeddings (OpenCLIP's recipe)."""
     if not classnames or not templates:
         raise InputError("zero-shot classifier: needs at least one class name and one template")
-    clip = unwrap_model(model)
+    clip: Any = unwrap_model(model)  # an OpenCLIP model (encode_text / encode_image)
     columns = []
     for start in range(0, len(classnames), classes_per_batch):
         names = classnames[start:start + classes_per_batch]
@@ -107,7 +107,7 @@ class ZeroShotEvaluator:
     @torch.no_grad()
     def __call__(self, model: nn.Module, loader, *, device: torch.device | str = "cpu",
                  dist: Any = None) -> dict[str, Any]:
-        clip = unwrap_model(model)
+        clip: Any = unwrap_model(model)  # an OpenCLIP model
         was_training = clip.training
         clip.eval()
         try:

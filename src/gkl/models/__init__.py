@@ -6,6 +6,8 @@ training (:mod:`gkl.models.robust_wrn`) and small models for the bundled offline
 data (:mod:`gkl.models.small`). Importing this package registers all of them.
 """
 
+# Importing the family modules registers their models.
+from gkl.models import cifar, imagenet, robust_wrn, segmentation, small, vit  # noqa: F401
 from gkl.models.checkpoint import load_run_weights, load_weights
 from gkl.models.registry import (
     INPUT_SHAPES,
@@ -18,9 +20,6 @@ from gkl.models.registry import (
     model_input_shape,
     register_model,
 )
-
-# Importing the family modules registers their models.
-from gkl.models import cifar, imagenet, robust_wrn, segmentation, small, vit  # noqa: E402,F401
 
 __all__ = [
     "INPUT_SHAPES",

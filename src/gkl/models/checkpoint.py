@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _MAX_LISTED_KEYS = 25
 
 
-def _is_state_dict(obj: object) -> bool:
+def _is_state_dict(obj: object) -> TypeGuard[Mapping[str, torch.Tensor]]:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     )
@@ -101,8 +101,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, key: str | N
         state_dict, else the ``"model"`` (or ``"state_dict"``) entry.
 
     Raises FileNotFoundError naming ``path`` if there is no such file, and
-    :class:`~gkl.utils.errors.InputError` (a ValueError) naming the file if it cannot be read or its keys/shapes do not match ``model``
-    (the message lists missing keys, unexpected keys and shape mismatches).
+    :class:`~gkl.utils.errors.InputError` (a ValueError) naming the file if it cannot be read or its
+    keys/shapes do not match ``model`` (the message lists missing keys, unexpected keys and shape mismatches).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"load_weights: model must be a torch.nn.Module, got {type(model).__name__}")

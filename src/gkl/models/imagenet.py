@@ -10,7 +10,6 @@ published state_dicts load with :func:`gkl.models.load_weights`.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

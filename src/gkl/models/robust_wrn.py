@@ -36,6 +36,9 @@ class InputNormalization(nn.Module):
     not written to (or expected in) state_dicts.
     """
 
+    mean: torch.Tensor  #: buffers registered in __init__
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
         super().__init__()
         if (mean is None) != (std is None):

@@ -29,8 +29,9 @@ Module names follow the APD/semseg PSPNet (``layer0`` stem, ``layer1..4``, ``ppm
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +106,7 @@ class DilatedResNet(nn.Module):
             (self.layer2, 2), (self.layer3, 4), (self.layer4, 8))
         for layer, dilation in dilated:
             for unit in layer:
-                convs = [unit.conv2] if hasattr(unit, "conv3") else (  # Bottleneck: its 3x3 is conv2
+                convs: list[Any] = [unit.conv2] if hasattr(unit, "conv3") else (  # Bottleneck: its 3x3 is conv2
                     [unit.conv1] if dilate_basic == "conv1" else [unit.conv1, unit.conv2])
                 for conv in convs:
                     conv.dilation, conv.padding = (dilation, dilation), (dilation, dilation)
@@ -162,6 +163,13 @@ class _SegmentationModel(nn.Module):
     """Shared forward: backbone -> head features -> classifier (+ aux on layer 3)."""
 
     feature_channels: int
+    #: the backbone stages, made children by _adopt (setattr), and the auxiliary head
+    layer0: nn.Module
+    layer1: nn.Module
+    layer2: nn.Module
+    layer3: nn.Module
+    layer4: nn.Module
+    aux: nn.Module
 
     def _adopt(self, backbone: DilatedResNet) -> tuple[int, int]:
         """Make the backbone stages top-level children (keys ``layer0..4.*`` as in APD's files)."""
@@ -338,7 +346,8 @@ def load_backbone(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's input
-        raise InputError(f"backbone checkpoint {file}: cannot be read with torch.load(weights_only=True): {err}") from None
+        raise InputError(
+            f"backbone checkpoint {file}: cannot be read with torch.load(weights_only=True): {err}") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):
@@ -384,7 +393,8 @@ def segmentation_param_groups(model: nn.Module, *, head_lr_scale: float = 10.0) 
 
     The PSPNet/APD recipes train the newly initialised heads at 10× the base learning rate.
     """
-    backbone = [p for m in model.backbone_modules() for p in m.parameters() if p.requires_grad]
+    segmentation_model: Any = model  # a _SegmentationModel (nn.Module's attributes are typed Tensor | Module)
+    backbone = [p for m in segmentation_model.backbone_modules() for p in m.parameters() if p.requires_grad]
     ids = {id(p) for p in backbone}
     heads = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     return [{"params": backbone, "lr_scale": 1.0}, {"params": heads, "lr_scale": float(head_lr_scale)}]

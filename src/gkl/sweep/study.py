@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from gkl.recipes import resolve_recipe
 from gkl.utils.errors import InputError
 
 __all__ = ["RunSpec", "Study", "load_study", "format_override"]
@@ -173,7 +174,7 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
     from gkl.config_schema import apply_overrides, load_yaml
     from gkl.tasks import get_task
 
-    path = Path(study_path)
+    path = resolve_recipe(study_path, under="studies")  # a local file, or a recipe name (with or without studies/)
     data = _read(path)
     _check_keys(str(path), data, STUDY_KEYS)
     settings = data.get("settings")

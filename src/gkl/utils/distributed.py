@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -73,7 +74,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
             torch.cuda.set_device(resolved)
         if not dist.is_initialized():
             backend = "nccl" if resolved.type == "cuda" else "gloo"
-            kwargs = {"device_id": resolved} if resolved.type == "cuda" else {}
+            kwargs: dict[str, Any] = {"device_id": resolved} if resolved.type == "cuda" else {}
             dist.init_process_group(backend=backend, rank=rank, world_size=world_size, **kwargs)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=resolved,
                     is_main=rank == 0)

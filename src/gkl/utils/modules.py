@@ -8,7 +8,8 @@ penultimate feature vector r; a forward pre-hook reads it without editing the mo
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
+from typing import cast
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
         elif hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
+            model = cast(nn.Module, model._orig_mod)
         else:
             return model
 

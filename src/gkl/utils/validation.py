@@ -10,7 +10,8 @@ checked value, so ``x = check_number("", "x", x, minimum=0)`` reads naturally.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["check_bool", "check_choice", "check_int", "check_number", "fail", "qualified"]
 

@@ -14,7 +14,7 @@ The training recipe of PSPNet/APD: :class:`RandomScale` (0.5-2.0), :class:`Rando
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

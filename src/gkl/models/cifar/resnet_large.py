@@ -65,6 +65,11 @@ class Bottleneck(nn.Module):
 class CifarLargeResNet(nn.Module):
     """Four-stage ResNet for 32x32 inputs with ``blocks_per_stage`` blocks of type ``block``."""
 
+    layer1: nn.Sequential  #: set with setattr in __init__
+    layer2: nn.Sequential  #: set with setattr in __init__
+    layer3: nn.Sequential  #: set with setattr in __init__
+    layer4: nn.Sequential  #: set with setattr in __init__
+
     def __init__(
         self,
         block: type[BasicBlock] | type[Bottleneck],

@@ -47,6 +47,10 @@ class ShuffleV1Unit(nn.Module):
 class CifarShuffleNetV1(nn.Module):
     """ShuffleNet V1 for 32x32 inputs."""
 
+    layer1: nn.Sequential  #: set with setattr in __init__
+    layer2: nn.Sequential  #: set with setattr in __init__
+    layer3: nn.Sequential  #: set with setattr in __init__
+
     def __init__(
         self,
         num_classes: int,

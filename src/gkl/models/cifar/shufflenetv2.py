@@ -65,6 +65,10 @@ class ShuffleV2DownUnit(nn.Module):
 class CifarShuffleNetV2(nn.Module):
     """ShuffleNet V2 for 32x32 inputs."""
 
+    layer1: nn.Sequential  #: set with setattr in __init__
+    layer2: nn.Sequential  #: set with setattr in __init__
+    layer3: nn.Sequential  #: set with setattr in __init__
+
     def __init__(
         self,
         num_classes: int,

@@ -7,7 +7,7 @@ models of :mod:`gkl.models.robust_wrn` (activation choice, TRADES layout).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
