@@ -204,9 +204,10 @@ def recorded_config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     this version is returned unchanged.
     """
     data = deep_merge({}, data)
-    distill = data.get("distill")
-    if isinstance(distill, dict):
-        data["distill"] = drop_unused_keys(DistillSettings, distill)
+    for key, union in (("distill", DistillSettings), ("ssl", SSLSettings), ("segmentation", SegmentationSettings),
+                       ("clip_distill", ClipDistillSettings)):
+        if isinstance(data.get(key), dict):
+            data[key] = drop_unused_keys(union, data[key])
     adversarial = data.get("adversarial")
     if isinstance(adversarial, dict):
         adversarial = drop_unused_keys(AdversarialSettings, adversarial)
