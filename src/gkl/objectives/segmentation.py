@@ -7,6 +7,9 @@ pixels. Models follow :mod:`gkl.models.segmentation`: in train mode ``model(x)``
 Normalisations (exactly):
 
 * CE / aux CE: sum over labelled pixels / number of labelled pixels (0 when there is none).
+* every pixel-wise term is a logit loss of the registry of :mod:`gkl.losses` by name
+  (``kd_term``: ``kl``, ``gkl``, or any other registered loss, whose per-pixel values are
+  reduced like KL's below).
 * pixel-wise KL (``kd_term: kl``): both logits upsampled bilinearly to the label size;
   per pixel ``T² Σ_c p_t log(p_t / p_s)`` at temperature T; ``kd_normalize: pixel`` averages
   it over the pixels (labelled pixels only with ``mask_ignore``), ``pixel_class`` divides that
@@ -40,8 +43,10 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.losses import ClassPrior, gkl_loss, kl_div, set_value_checks
+from gkl.losses import ClassPrior, get_logit_loss, set_value_checks
 from gkl.objectives.base import Objective, StepOutput
+from gkl.objectives.loss_choice import resolve_logit_loss
+from gkl.settings.loss_choice import RegisteredLoss
 from gkl.settings.segmentation import SegmentationSettings
 
 _STEP_FIELDS = {f.name for f in dataclasses.fields(StepOutput)}
@@ -224,9 +229,14 @@ class SegmentationDistill(SegmentationCE):
     def __init__(self, teacher: nn.Module, settings: SegmentationSettings, *, num_classes: int) -> None:
         super().__init__(settings, num_classes=num_classes)
         self.teacher = teacher
-        uses_prior = settings.method in ("kd", "apd") and settings.kd_term == "gkl" and settings.class_wise
         self.prior = (ClassPrior(num_classes, temperature=settings.weight_temperature, momentum=settings.prior_momentum)
-                      if uses_prior else None)
+                      if settings.uses_class_prior else None)
+        if settings.method in ("kd", "apd"):
+            generic = isinstance(settings, RegisteredLoss)
+            self.term = resolve_logit_loss("segmentation", "kd_term", settings.kd_term,
+                                           params=settings.loss_params if generic else None,
+                                           temperature=settings.temperature if generic else None)
+            self.term_params = dict(settings.loss_params) if generic else {}
         self.freeze()
 
     def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -239,9 +249,13 @@ class SegmentationDistill(SegmentationCE):
         valid = labels != cfg.ignore_index
         count = valid.sum().clamp_min(1) if cfg.mask_ignore else torch.tensor(labels.numel(), device=labels.device)
         per_class = student.shape[1] if cfg.kd_normalize == "pixel_class" else 1
-        if cfg.kd_term == "kl":
+        if cfg.kd_term != "gkl":  # kl, or another registered loss: per-pixel values of the registry
             def chunk_kl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                per_pixel = kl_div(s, t, temperature=cfg.temperature, reduction="none")
+                targets = None
+                if self.term.uses_targets:
+                    targets = torch.where(y != cfg.ignore_index, y, torch.zeros_like(y)).long()
+                per_pixel = self.term(s, t, temperature=cfg.temperature, reduction="none", targets=targets,
+                                      **self.term_params)
                 if cfg.mask_ignore:
                     per_pixel = torch.where(y != cfg.ignore_index, per_pixel, per_pixel.new_zeros(()))
                 return per_pixel.sum() / (count * per_class)
@@ -258,8 +272,9 @@ class SegmentationDistill(SegmentationCE):
 
     def _gkl(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, *, chunked: bool,
              count: torch.Tensor) -> torch.Tensor:
-        """gkl_loss over every (labelled) pixel; in chunks with the global normalisers N and D."""
+        """The registry's gkl over every (labelled) pixel; in chunks with the global normalisers N and D."""
         cfg = self.settings
+        gkl_loss = get_logit_loss("gkl")
         update = self.prior is not None and self.training
         targets_for = (lambda y: y) if cfg.mask_ignore else (lambda y: None)
         common = dict(gamma=cfg.gamma, temperature=cfg.temperature, weight_temperature=cfg.weight_temperature,

@@ -41,11 +41,20 @@ def _subtree_fields(cls: type) -> set[str]:
     return set().union(*(_subtree_fields(child) for child in _children(cls) if child is not cls))
 
 
+def _renamed(node: type) -> dict[str, str]:
+    return vars(node).get("renamed_tags", {})
+
+
 def _choose(node: type, data: dict[str, Any], owner: str) -> tuple[type, str, Any] | None:
-    """The child of ``node`` named by its tag in ``data`` (None when the tag is not valid)."""
+    """The child of ``node`` named by its tag in ``data`` (None when the tag is not valid).
+
+    A tag value the node lists in ``renamed_tags`` (old name -> new name) is a ConfigError naming the new one.
+    """
     tag = node.variant_key
     table = node.variants()
     choice = data.get(tag, getattr(node, tag))
+    if isinstance(choice, str) and choice in _renamed(node):
+        raise ConfigError(f"{owner}.{tag}: {choice!r} is now called {_renamed(node)[choice]!r}")
     if isinstance(choice, str) and choice in table:
         return table[choice], tag, choice
     if hasattr(node, "generic_variant") and isinstance(choice, str) and choice.isidentifier():
@@ -127,10 +136,13 @@ def drop_unused_keys(base: type, data: dict[str, Any]) -> dict[str, Any]:
 
     For configs recorded before settings were split per method, which listed every
     method's settings although only the chosen method's were used (and, for SSL, left
-    the unused ones null).
+    the unused ones null). A renamed tag value (``renamed_tags``) is replaced by its new name.
     """
-    node = base
+    node, data = base, dict(data)
     while is_union(node):
+        old = data.get(node.variant_key)
+        if isinstance(old, str) and old in _renamed(node):
+            data[node.variant_key] = _renamed(node)[old]
         picked = _choose(node, data, "")
         if picked is None:
             return dict(data)

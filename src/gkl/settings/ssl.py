@@ -2,7 +2,8 @@
 
 A tagged union with two tags (see :mod:`gkl.settings._variants`): ``algorithm``
 (``fixmatch`` / ``meanteacher``) and then ``consistency`` (the loss between the strong and
-the weak view). Each (algorithm, consistency) pair is one class holding exactly the keys it
+the weak view, a name of the logit-loss registry: ``hard_ce``, ``soft_ce``, ``kl``,
+``softmax_mse``, ``gkl``, ``ikl``; the former ``ce`` / ``mse`` are errors naming these). Each (algorithm, consistency) pair is one class holding exactly the keys it
 uses: a key it does not use is a ConfigError naming it, and the saved config lists what ran.
 Defaults follow USB's CIFAR-100 protocol; GKL/IKL embed the shared KL-family settings
 (:mod:`gkl.settings.kl_family`, paper naming: α = wMSE weight, β = soft-label CE weight).
@@ -28,7 +29,9 @@ __all__ = ["SSLSettings", "FixMatchSettings", "MeanTeacherSettings", "SSL_ALGORI
 
 SSL_ALGORITHMS: tuple[str, ...] = ("fixmatch", "meanteacher")
 #: the built-in consistency losses (any other registered logit loss is accepted by name).
-SSL_CONSISTENCIES: tuple[str, ...] = ("ce", "soft_ce", "kl", "mse", "gkl", "ikl")
+SSL_CONSISTENCIES: tuple[str, ...] = ("hard_ce", "soft_ce", "kl", "softmax_mse", "gkl", "ikl")
+#: the names before the registry's (``mse`` there is logit MSE): a ConfigError naming the new name.
+_RENAMED = {"ce": "hard_ce", "mse": "softmax_mse"}
 
 _OWNER = "ssl"
 
@@ -49,7 +52,7 @@ class SSLSettings(UnionConstructor):
     section: ClassVar[str] = _OWNER
 
     algorithm: str = "fixmatch"
-    consistency: str = "ce"
+    consistency: str = "hard_ce"
     num_labels_per_class: int = 2
     uratio: int = 1
     p_cutoff: Optional[float] = 0.95
@@ -115,6 +118,7 @@ class FixMatchSettings(SSLSettings):
     """FixMatch: one forward on cat(labelled, weak, strong); mask = max softmax(weak) ≥ p_cutoff."""
 
     variant_key: ClassVar[str] = "consistency"
+    renamed_tags: ClassVar[dict[str, str]] = _RENAMED
     algorithm: str = "fixmatch"
 
     @classmethod
@@ -134,6 +138,7 @@ class MeanTeacherSettings(SSLSettings):
     """
 
     variant_key: ClassVar[str] = "consistency"
+    renamed_tags: ClassVar[dict[str, str]] = _RENAMED
     algorithm: str = "meanteacher"
     p_cutoff: Optional[float] = None
     lambda_u: float = 50.0
@@ -152,7 +157,7 @@ class MeanTeacherSettings(SSLSettings):
 # -- the consistency pieces ----------------------------------------------------------------------
 @dataclass
 class _HardLabel:
-    """``ce``: CE(strong, argmax weak), hard pseudo-labels (no temperature)."""
+    """``hard_ce``: CE(strong, argmax weak), hard pseudo-labels (no temperature)."""
 
 
 @dataclass
@@ -164,7 +169,7 @@ class _SoftTarget:
 
 @dataclass
 class _SoftmaxMSE:
-    """``mse``: mean_j (softmax(strong) − softmax(weak / T))² (Mean-Teacher)."""
+    """``softmax_mse``: mean_j (softmax(strong) − softmax(weak / T))² (Mean-Teacher)."""
 
     temperature: float = 1.0
 
@@ -183,7 +188,7 @@ class _IKLConsistency(IKLTerm):
     detach_weak: bool = False
 
 
-_PIECES: dict[str, type] = {"ce": _HardLabel, "soft_ce": _SoftTarget, "kl": _SoftTarget, "mse": _SoftmaxMSE,
+_PIECES: dict[str, type] = {"hard_ce": _HardLabel, "soft_ce": _SoftTarget, "kl": _SoftTarget, "softmax_mse": _SoftmaxMSE,
                             "gkl": _GKLConsistency, "ikl": _IKLConsistency}
 _ALGORITHMS: dict[str, type[SSLSettings]] = {"fixmatch": FixMatchSettings, "meanteacher": MeanTeacherSettings}
 _TABLES: dict[str, dict[str, type[SSLSettings]]] = {}
