@@ -26,8 +26,7 @@ from torch import nn
 
 from gkl.clip import GKLDistillClipLoss
 from gkl.objectives.base import Objective, StepOutput
-from gkl.objectives.loss_choice import resolve_logit_loss
-from gkl.settings.kl_family import kl_family_params
+from gkl.objectives.loss_choice import settings_logit_loss
 from gkl.settings.loss_choice import RegisteredLoss
 from gkl.settings.clip import ClipDistillSettings
 from gkl.utils.modules import unwrap_model
@@ -101,11 +100,8 @@ class ClipDistillObjective(_ClampsLogitScale):
         super().__init__()
         self.teacher = teacher
         self.settings = settings
-        generic = isinstance(settings, RegisteredLoss)
-        params = dict(settings.loss_params) if generic else kl_family_params(settings)
-        resolve_logit_loss("clip_distill", "method", settings.method, params=params,
-                           temperature=settings.temperature if generic else None)
-        loss_kwargs = {"loss_params": params} if generic else params
+        _, params = settings_logit_loss(settings, "clip_distill", "method")
+        loss_kwargs = {"loss_params": params} if isinstance(settings, RegisteredLoss) else params
         self.loss = GKLDistillClipLoss(
             settings.method, temperature=settings.temperature, local_loss=settings.local_loss,
             gather_with_grad=settings.gather_with_grad, rank=rank, world_size=world_size, **loss_kwargs)

@@ -20,7 +20,7 @@ from torch import nn
 
 from gkl.losses import ClassPrior, logit_loss
 from gkl.objectives.base import Objective, StepOutput, classification_batch
-from gkl.objectives.loss_choice import resolve_logit_loss
+from gkl.objectives.loss_choice import settings_logit_loss
 from gkl.settings.distill import (DKDSettings, DKLSettings, DistillSettings, GKLSettings, IKLSettings,
                                   JSDSettings, KDSettings, LogitLossSettings, MSESettings)
 from gkl.settings.kl_family import ClassWiseWeights, kl_family_params
@@ -179,8 +179,7 @@ class LogitLossObjective(DistillObjective):
 
     def __init__(self, teacher: nn.Module, settings: LogitLossSettings, *, num_classes: int) -> None:
         super().__init__(teacher, settings, num_classes=num_classes)
-        self.loss = resolve_logit_loss("distill", "method", settings.method, params=settings.loss_params,
-                                       temperature=settings.temperature)
+        self.loss, _ = settings_logit_loss(settings, "distill", "method")
         self.method = settings.method
 
     def distill_term(self, student, teacher, labels):

@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from gkl.losses import LogitLoss, get_logit_loss, list_logit_losses
+from gkl.settings.kl_family import kl_family_params
+from gkl.settings.loss_choice import RegisteredLoss
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import fail
 
-__all__ = ["resolve_logit_loss"]
+__all__ = ["resolve_logit_loss", "settings_logit_loss"]
 
 
 def resolve_logit_loss(owner: str, key: str, name: str, *, params: dict[str, Any] | None = None,
@@ -33,3 +35,17 @@ def resolve_logit_loss(owner: str, key: str, name: str, *, params: dict[str, Any
     if temperature is not None and not entry.uses_temperature and temperature != 1.0:
         raise fail(owner, "temperature", f"1.0: loss {name!r} has no temperature", temperature, error=ConfigError)
     return entry
+
+
+def settings_logit_loss(settings: Any, owner: str, key: str) -> tuple[LogitLoss, dict[str, Any]]:
+    """The registered loss named by ``settings.<key>`` and its own parameters from the settings.
+
+    The parameters are ``loss_params`` for a registered loss used by name
+    (:class:`~gkl.settings.loss_choice.RegisteredLoss`), else the KL-family values the settings
+    embed (α, β, τ_w, γ, normalize; none for ``kl``).
+    """
+    generic = isinstance(settings, RegisteredLoss)
+    params = dict(settings.loss_params) if generic else kl_family_params(settings)
+    entry = resolve_logit_loss(owner, key, getattr(settings, key), params=params,
+                               temperature=settings.temperature if generic else None)
+    return entry, params

@@ -7,10 +7,7 @@ pixels. Models follow :mod:`gkl.models.segmentation`: in train mode ``model(x)``
 Normalisations (exactly):
 
 * CE / aux CE: sum over labelled pixels / number of labelled pixels (0 when there is none).
-* every pixel-wise term is a logit loss of the registry of :mod:`gkl.losses` by name
-  (``kd_term``: ``kl``, ``gkl``, or any other registered loss, whose per-pixel values are
-  reduced like KL's below).
-* pixel-wise KL (``kd_term: kl``): both logits upsampled bilinearly to the label size;
+* pixel-wise KL (``kd_term: kl``; another registered loss alike): logits upsampled bilinearly to the labels;
   per pixel ``T² Σ_c p_t log(p_t / p_s)`` at temperature T; ``kd_normalize: pixel`` averages
   it over the pixels (labelled pixels only with ``mask_ignore``), ``pixel_class`` divides that
   by C too -- the value of APD's ``nn.KLDivLoss()`` (reduction 'mean' = mean over N·C·H·W
@@ -43,10 +40,9 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.losses import ClassPrior, get_logit_loss, set_value_checks
+from gkl.losses import ClassPrior, set_value_checks
 from gkl.objectives.base import Objective, StepOutput
-from gkl.objectives.loss_choice import resolve_logit_loss
-from gkl.settings.loss_choice import RegisteredLoss
+from gkl.objectives.loss_choice import settings_logit_loss
 from gkl.settings.segmentation import SegmentationSettings
 
 _STEP_FIELDS = {f.name for f in dataclasses.fields(StepOutput)}
@@ -231,12 +227,7 @@ class SegmentationDistill(SegmentationCE):
         self.teacher = teacher
         self.prior = (ClassPrior(num_classes, temperature=settings.weight_temperature, momentum=settings.prior_momentum)
                       if settings.uses_class_prior else None)
-        if settings.method in ("kd", "apd"):
-            generic = isinstance(settings, RegisteredLoss)
-            self.term = resolve_logit_loss("segmentation", "kd_term", settings.kd_term,
-                                           params=settings.loss_params if generic else None,
-                                           temperature=settings.temperature if generic else None)
-            self.term_params = dict(settings.loss_params) if generic else {}
+        self.term, self.term_params = (None, {}) if settings.method == "cwd" else settings_logit_loss(settings, "segmentation", "kd_term")
         self.freeze()
 
     def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -251,11 +242,8 @@ class SegmentationDistill(SegmentationCE):
         per_class = student.shape[1] if cfg.kd_normalize == "pixel_class" else 1
         if cfg.kd_term != "gkl":  # kl, or another registered loss: per-pixel values of the registry
             def chunk_kl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                targets = None
-                if self.term.uses_targets:
-                    targets = torch.where(y != cfg.ignore_index, y, torch.zeros_like(y)).long()
-                per_pixel = self.term(s, t, temperature=cfg.temperature, reduction="none", targets=targets,
-                                      **self.term_params)
+                targets = torch.where(y != cfg.ignore_index, y, 0).long() if self.term.uses_targets else None
+                per_pixel = self.term(s, t, temperature=cfg.temperature, reduction="none", targets=targets, **self.term_params)
                 if cfg.mask_ignore:
                     per_pixel = torch.where(y != cfg.ignore_index, per_pixel, per_pixel.new_zeros(()))
                 return per_pixel.sum() / (count * per_class)
@@ -274,7 +262,6 @@ class SegmentationDistill(SegmentationCE):
              count: torch.Tensor) -> torch.Tensor:
         """The registry's gkl over every (labelled) pixel; in chunks with the global normalisers N and D."""
         cfg = self.settings
-        gkl_loss = get_logit_loss("gkl")
         update = self.prior is not None and self.training
         targets_for = (lambda y: y) if cfg.mask_ignore else (lambda y: None)
         common = dict(gamma=cfg.gamma, temperature=cfg.temperature, weight_temperature=cfg.weight_temperature,
@@ -297,7 +284,7 @@ class SegmentationDistill(SegmentationCE):
             weights = weights_for(labels)
             if update:
                 update_prior(self.prior, t, labels, cfg.ignore_index)  # type: ignore[arg-type]
-            return gkl_loss(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha,
+            return self.term(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha,
                             beta=cfg.beta, normalize=cfg.normalize, targets=targets_for(labels), **common)
         if cfg.mask_ignore is False and self.prior is not None:  # pragma: no cover - rejected by the settings
             raise ValueError("class-wise GKL weights need mask_ignore")
@@ -312,7 +299,7 @@ class SegmentationDistill(SegmentationCE):
             if update:
                 accumulate_prior(self.prior, t, y, cfg.ignore_index)  # type: ignore[arg-type]
             # normalize="batch" + reduction="sum" gives α' Σ mse_i + β Σ ce_i over the chunk
-            part = gkl_loss(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha * scale,
+            part = self.term(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha * scale,
                             beta=cfg.beta, normalize="batch", targets=targets_for(y), reduction="sum", **common)
             return part / count
 

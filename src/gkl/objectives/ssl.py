@@ -24,9 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gkl.objectives.base import Objective, StepOutput
-from gkl.objectives.loss_choice import resolve_logit_loss
-from gkl.settings.kl_family import kl_family_params
-from gkl.settings.loss_choice import RegisteredLoss
+from gkl.objectives.loss_choice import settings_logit_loss
 from gkl.settings.ssl import SSLSettings
 from gkl.ssl import consistency_loss
 from gkl.utils.modules import unwrap_model
@@ -48,10 +46,7 @@ class _SemiSupervised(Objective):
         if not isinstance(settings, SSLSettings):
             raise ValueError(f"settings: expected SSLSettings, got {type(settings).__name__}")
         self.settings = settings
-        generic = isinstance(settings, RegisteredLoss)
-        params = dict(settings.loss_params) if generic else kl_family_params(settings)
-        resolve_logit_loss("ssl", "consistency", settings.consistency, params=params,
-                           temperature=settings.temperature if generic else None)
+        _, params = settings_logit_loss(settings, "ssl", "consistency")
         self.consistency_kwargs: dict[str, Any] = params
         if settings.uses_kl_family:
             self.consistency_kwargs["detach_weak"] = settings.detach_weak
