@@ -258,6 +258,7 @@ for _method in ("kd", "apd"):
     _GENERIC[_method] = _leaf(_method, None)
     _LEAVES.update({cls: (_method, term) for term, cls in _TABLES[_method].items()})
     _LEAVES[_GENERIC[_method]] = (_method, None)
+globals().update({cls.__name__: cls for cls in _LEAVES})  # importable by name (pickle, DDP spawn)
 
 
 #: what :class:`gkl.metrics.segmentation.SegmentationEvaluator` returns (``train.select_metric``)

@@ -216,6 +216,7 @@ for _algorithm in SSL_ALGORITHMS:
     _GENERIC[_algorithm] = _leaf(_algorithm, None)
     _LEAVES.update({cls: (_algorithm, c) for c, cls in _TABLES[_algorithm].items()})
     _LEAVES[_GENERIC[_algorithm]] = (_algorithm, None)
+globals().update({cls.__name__: cls for cls in _LEAVES})  # importable by name (pickle, DDP spawn)
 
 
 def ssl_settings_class(algorithm: str, consistency: str) -> type[SSLSettings]:
