@@ -3,8 +3,8 @@
 A tagged union with two tags (see :mod:`gkl.settings._variants`): ``algorithm``
 (``fixmatch`` / ``meanteacher``) and then ``consistency`` (the loss between the strong and
 the weak view, a name of the logit-loss registry: ``hard_ce``, ``soft_ce``, ``kl``,
-``softmax_mse``, ``gkl``, ``ikl``; the former ``ce`` / ``mse`` are errors naming these). Each (algorithm, consistency) pair is one class holding exactly the keys it
-uses: a key it does not use is a ConfigError naming it, and the saved config lists what ran.
+``softmax_mse``, ``gkl``, ``ikl``; the former ``ce`` / ``mse`` are errors naming these).
+Each (algorithm, consistency) pair is one class holding exactly the keys it uses: a key it does not use is a ConfigError naming it, and the saved config lists what ran.
 Defaults follow USB's CIFAR-100 protocol; GKL/IKL embed the shared KL-family settings
 (:mod:`gkl.settings.kl_family`, paper naming: α = wMSE weight, β = soft-label CE weight).
 Any other registered logit loss is a consistency by its name (``temperature`` + ``loss_params``).
