@@ -4,9 +4,9 @@ One function serves every row of the GKL paper's semi-supervised table (appendix
 Table XX): FixMatch with hard CE / soft KL / soft GKL pseudo-labels, Mean-Teacher with
 softmax MSE / GKL. Every loss is a logit loss of the registry of :mod:`gkl.losses` by name
 (``hard_ce``, ``soft_ce``, ``kl``, ``softmax_mse``, ``gkl``, ``ikl``, or any other registered one).
-Semantics follow USB (microsoft/Semi-supervised-learning): the per-example loss is multiplied by ``mask`` and averaged over **all** B unlabelled
-examples, the masked-out ones included (they count in the mean as zeros), so the
-loss shrinks when few pseudo-labels pass the confidence threshold.
+Semantics follow USB (microsoft/Semi-supervised-learning): the per-example loss is
+multiplied by ``mask`` and averaged over **all** B unlabelled examples, the masked-out ones
+included (they count in the mean as zeros), so the loss shrinks when few pseudo-labels pass the confidence threshold.
 """
 
 from __future__ import annotations
