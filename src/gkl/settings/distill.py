@@ -15,10 +15,10 @@ with ``warm(epoch) = min(epoch / warmup_epochs, 1)`` (epochs from 1; 0 = no warm
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from gkl.settings._variants import build_variant
-from gkl.settings.kl_family import (GKL_NORMALIZATIONS, ClassWiseWeights, DKLTerm, GKLTerm, IKLTerm,
+from gkl.settings.kl_family import (GKL_NORMALIZATIONS, ClassWiseWeights, DKLTerm, GKLTerm, IKLTerm,  # noqa: F401
                                     check_kl_family)
 from gkl.settings.loss_choice import RegisteredLoss, check_registered_loss
 from gkl.utils.errors import ConfigError
