@@ -53,9 +53,9 @@ def main() -> None:
              "x_ulb_w": torch.randn(u, 3, 32, 32), "x_ulb_s": torch.randn(u, 3, 32, 32)}
     total = 204_800
     objectives = {
-        "fixmatch_ce": FixMatchObjective(SSLSettings(consistency="ce")),
+        "fixmatch_ce": FixMatchObjective(SSLSettings(consistency="hard_ce")),
         "fixmatch_gkl": FixMatchObjective(SSLSettings(consistency="ikl", alpha=0.1, beta=1.0)),
-        "mt_mse": MeanTeacherObjective(SSLSettings(algorithm="meanteacher", consistency="mse"), model,
+        "mt_mse": MeanTeacherObjective(SSLSettings(algorithm="meanteacher", consistency="softmax_mse"), model,
                                        total_steps=total),
         "mt_gkl": MeanTeacherObjective(SSLSettings(algorithm="meanteacher", consistency="ikl", alpha=0.03,
                                                    beta=0.02, lambda_u=1.0, unsup_warmup=0.0, p_cutoff=0.95),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from gkl.config import load_config
 from gkl.objectives.adversarial import (
     GKLATObjective,
     PGDATObjective,
@@ -17,6 +20,8 @@ from gkl.objectives.awp import perturbable_weights
 from gkl.objectives.base import StepOutput
 from gkl.settings.adversarial import GKLATSettings, TRADESSettings, adversarial_settings
 from helpers import TinyConvNet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 def _batch(n: int = 12, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
@@ -50,12 +55,20 @@ def test_trades_loss_is_ce_plus_beta_kl_adv_clean():
     assert torch.allclose(terms["ce"], F.cross_entropy(clean, labels), rtol=1e-12)
 
 
+#: the GKL term of the GKL-AT recipes (configs/cifar10_at/_base.yaml); the settings' defaults are the
+#: shared KL-family ones (gkl.settings.kl_family), so the recipes write these values out.
+GKL_AT_RECIPE = dict(alpha=20.0, beta=4.0, weight_temperature=4.0, class_wise=True)
+
+
 def test_settings_defaults_follow_method_and_recipes():
     gkl = GKLATSettings()
     assert (gkl.method, gkl.attack_loss, gkl.eps_schedule, gkl.attack_budget) == (
         "gkl", "gkl", "linear", "high-as-released")
-    assert (gkl.alpha, gkl.beta, gkl.gamma, gkl.weight_temperature, gkl.awp_gamma, gkl.awp_start_epoch) == (
-        20.0, 4.0, 1.0, 4.0, 5e-3, 10)
+    assert (gkl.alpha, gkl.beta, gkl.gamma, gkl.temperature, gkl.weight_temperature, gkl.class_wise,
+            gkl.prior_momentum, gkl.normalize) == (1.0, 1.0, 1.0, 1.0, 1.0, False, None, "weights")
+    assert (gkl.awp_gamma, gkl.awp_start_epoch) == (5e-3, 10)
+    recipe = load_config(ROOT / "configs" / "cifar10_at" / "gkl_wrn34_10.yaml").adversarial
+    assert {k: getattr(recipe, k) for k in GKL_AT_RECIPE} == GKL_AT_RECIPE
     trades = TRADESSettings()
     assert (trades.attack_loss, trades.eps_schedule, trades.attack_budget, trades.trades_beta) == (
         "kl", "fixed", "fixed", 6.0)
@@ -78,7 +91,7 @@ def test_bad_settings_raise_naming_the_field(kwargs, word):
 def test_gkl_objective_step_prior_and_checkpoint():
     torch.manual_seed(0)
     model = TinyConvNet()
-    settings = GKLATSettings(awp_gamma=0.0)
+    settings = GKLATSettings(awp_gamma=0.0, **GKL_AT_RECIPE)
     objective = GKLATObjective(settings, num_classes=10, epochs=4)
     images, labels = _batch()
     uniform = torch.full((10, 10), 0.1)
@@ -109,7 +122,7 @@ def test_gkl_objective_step_prior_and_checkpoint():
 def test_gkl_attack_uses_current_class_weights():
     torch.manual_seed(0)
     model = TinyConvNet()
-    objective = GKLATObjective(GKLATSettings(awp_gamma=0.0), num_classes=10, epochs=4)
+    objective = GKLATObjective(GKLATSettings(awp_gamma=0.0, **GKL_AT_RECIPE), num_classes=10, epochs=4)
     images, labels = _batch()
     with torch.no_grad():
         objective.prior.prior.copy_(torch.softmax(torch.randn(10, 10), dim=1))

@@ -1,4 +1,5 @@
-"""GKLDistillClipLoss: equals OpenCLIP's DistillClipLoss for method="kl", the explicit pairwise
+"""GKLDistillClipLoss: equals OpenCLIP's DistillClipLoss for method="soft_ce" (and its gradients for
+method="kl", the registry's true KL, whose value is lower by the teacher's entropy), the explicit pairwise
 GKL for method="gkl", and the single-process loss under a 2-process gathered DDP run."""
 
 from __future__ import annotations
@@ -34,14 +35,27 @@ def _grads(loss, inputs):
     return torch.autograd.grad(loss, inputs, retain_graph=True)
 
 
-def test_kl_equals_open_clip_distill_clip_loss_value_and_gradients():
+def _teacher_entropy(t_img, t_txt, t_scale):
+    """Mean over both directions of the mean row entropy of the teacher's softmax."""
+    logits = t_scale * t_img @ t_txt.T
+    rows = [-(torch.softmax(m, 1) * torch.log_softmax(m, 1)).sum(1).mean() for m in (logits, logits.T)]
+    return (rows[0] + rows[1]) / 2
+
+
+def test_soft_ce_equals_open_clip_distill_clip_loss_and_kl_has_its_gradients():
     img, txt, scale, t_img, t_txt, t_scale = _features()
-    ours = GKLDistillClipLoss("kl")(img, txt, scale, t_img, t_txt, t_scale)
     ref = open_clip.loss.DistillClipLoss()(img, txt, scale, t_img, t_txt, t_scale)
-    for a, b in zip(ours, ref):
+    soft_ce = GKLDistillClipLoss("soft_ce")(img, txt, scale, t_img, t_txt, t_scale)
+    kl = GKLDistillClipLoss("kl")(img, txt, scale, t_img, t_txt, t_scale)
+    for a, b in zip(soft_ce, ref):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
         for ga, gb in zip(_grads(a, (img, txt, scale)), _grads(b, (img, txt, scale))):
             torch.testing.assert_close(ga, gb, rtol=0, atol=1e-10)
+    torch.testing.assert_close(kl[0], ref[0], rtol=0, atol=1e-12)
+    # KL = soft cross-entropy - teacher entropy (a constant): same gradients, lower value
+    torch.testing.assert_close(kl[1], ref[1] - _teacher_entropy(t_img, t_txt, t_scale), rtol=0, atol=1e-12)
+    for ga, gb in zip(_grads(kl[1], (img, txt, scale)), _grads(ref[1], (img, txt, scale))):
+        torch.testing.assert_close(ga, gb, rtol=0, atol=1e-10)
     as_dict = GKLDistillClipLoss("kl")(img, txt, scale, t_img, t_txt, t_scale, output_dict=True)
     assert set(as_dict) == {"contrastive_loss", "distill_loss"}
 

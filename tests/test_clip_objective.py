@@ -13,6 +13,7 @@ from gkl.clip import GKLDistillClipLoss  # noqa: E402
 from gkl.models.clip import create_clip, create_tokenizer  # noqa: E402
 from gkl.objectives.clip_distill import ClipDistillObjective  # noqa: E402
 from gkl.settings.clip import ClipDataSettings, ClipDistillSettings  # noqa: E402
+from gkl.utils.errors import ConfigError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +62,22 @@ def test_logit_scale_is_clamped_after_each_optimizer_step(parts):
 
 
 def test_settings_reject_bad_values_naming_the_key():
-    with pytest.raises(ValueError, match="clip_distill.method"):
-        ClipDistillSettings(method="kd")
-    with pytest.raises(ValueError, match="clip_distill.temperature"):
+    with pytest.raises(ConfigError, match=r"^clip_distill.method: expected one of \['kl', 'gkl', 'ikl', 'dkl'\] or the "
+                       r"name of a registered logit loss, got 'k-d'$"):
+        ClipDistillSettings(method="k-d")
+    with pytest.raises(ConfigError, match=r"^clip_distill.temperature: expected a value > 0.0, got 0.0$"):
         ClipDistillSettings(temperature=0.0)
-    with pytest.raises(ValueError, match="clip_data.train"):
+    with pytest.raises(ConfigError, match=r"^clip_distill.alpha: not a setting of clip_distill.method 'kl' "
+                       r"\(its settings: clamp_logit_scale, contrastive_weight, distill_weight, gather_with_grad, "
+                       r"local_loss, method, temperature\)$"):
+        ClipDistillSettings(method="kl", alpha=2.0)
+    with pytest.raises(ConfigError, match=r"^clip_distill.gamma: not a setting of clip_distill.method 'ikl'"):
+        ClipDistillSettings(method="ikl", gamma=0.5)
+    with pytest.raises(ConfigError, match=r"^clip_data.train: expected a non-empty string, got None$"):
         ClipDataSettings(format="csv")
-    with pytest.raises(ValueError, match="clip_data.samples_per_epoch: only for clip_data.format 'webdataset'"):
+    with pytest.raises(ConfigError, match=r"^clip_data.samples_per_epoch: expected null unless clip_data.format is "
+                       r"'webdataset', got 10$"):
         ClipDataSettings(format="csv", train="pairs.csv", samples_per_epoch=10)
+    # another name is a registered logit loss, checked against the registry when the objective is built
+    with pytest.raises(ConfigError, match=r"^clip_distill.method: expected a registered logit loss \(kl, .*\), got 'kd'$"):
+        ClipDistillObjective(torch.nn.Identity(), ClipDistillSettings(method="kd"))

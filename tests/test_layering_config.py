@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from gkl.config import load_config, to_dict
@@ -102,8 +103,15 @@ def test_each_method_rejects_what_it_does_not_use(method: str, key: str) -> None
 def test_unknown_keys_and_methods_are_named() -> None:
     with pytest.raises(ConfigError, match=r"unknown config key 'distill.temprature'; did you mean 'distill.temperature'"):
         load_config(KD, ["distill.temprature=2"])
-    with pytest.raises(ConfigError, match=r"distill.method: expected one of \['kd', 'dkd'"):
-        load_config(KD, ["distill.method=kdd"])
+    with pytest.raises(ConfigError, match=r"^distill.method: expected one of \['kd', 'dkd', .*\] or the name of a "
+                       r"registered logit loss, got 'k-d'$"):
+        load_config(KD, ["distill.method=k-d"])
+    # another name is a registered logit loss, checked against the registry when the objective is built
+    from gkl.objectives.distill import build_distill_objective
+
+    cfg = load_config(KD, ["distill.method=kdd"])
+    with pytest.raises(ConfigError, match=r"^distill.method: expected a registered logit loss \(kl, .*\), got 'kdd'$"):
+        build_distill_objective(torch.nn.Linear(2, 3), cfg.distill, num_classes=3)
 
 
 def test_ikl_config_records_exactly_what_runs(tmp_path: Path) -> None:

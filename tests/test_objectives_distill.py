@@ -111,7 +111,8 @@ def test_class_wise_ikl_uses_the_previous_epochs_prior() -> None:
     """Epoch 1 weights are uniform; epoch 2 uses the mean teacher softmax at tau_w per class (Eq. 9)."""
     student, teacher = _nets()
     x, y = _batch()
-    settings = distill_settings("ikl", class_wise=True, weight_temperature=2.0, alpha=2.0, warmup_epochs=0)
+    settings = distill_settings("ikl", class_wise=True, weight_temperature=2.0, alpha=2.0, temperature=4.0,
+                                warmup_epochs=0)
     objective = IKLObjective(teacher, settings, num_classes=C).train()
     s, t = student(x), teacher(x)
     uniform = torch.full((10, C), 1.0 / C, dtype=torch.float32)  # the prior holds float32
@@ -135,7 +136,7 @@ def test_class_wise_ikl_uses_the_previous_epochs_prior() -> None:
 def test_gkl_settings_reach_the_loss() -> None:
     student, teacher = _nets()
     x, y = _batch()
-    settings = GKLSettings(alpha=2.0, gamma=0.0, normalize="weights", warmup_epochs=0)
+    settings = GKLSettings(alpha=2.0, gamma=0.0, normalize="weights", temperature=4.0, warmup_epochs=0)
     out = GKLObjective(teacher, settings, num_classes=C)(student, (x, y), epoch=1, step=1)
     s, t = student(x), teacher(x)
     # gamma = 0: unit weights, W = C for every example, D = N C^2

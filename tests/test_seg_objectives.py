@@ -13,6 +13,7 @@ from gkl.objectives.segmentation import (APDObjective, SegmentationCE, Segmentat
                                          build_segmentation_objective, channel_wise_divergence,
                                          class_prototypes, masked_cross_entropy, update_prior)
 from gkl.settings.segmentation import SegmentationSettings
+from gkl.utils.errors import ConfigError
 
 C = 5
 
@@ -197,11 +198,22 @@ def test_apd_step_trains_adapters_and_checkpoints_adam_state() -> None:
 
 
 def test_settings_errors_name_the_key() -> None:
-    with pytest.raises(ValueError, match="segmentation.method"):
+    with pytest.raises(ConfigError, match=r"^segmentation.method: expected one of \['ce', 'kd', 'cwd', 'apd'\], "
+                       r"got 'kdd'$"):
         SegmentationSettings(method="kdd")
-    with pytest.raises(ValueError, match="segmentation.mask_ignore"):
-        SegmentationSettings(kd_term="gkl", class_wise=True, mask_ignore=False)
-    with pytest.raises(ValueError, match="segmentation.eval.crop_size"):
+    with pytest.raises(ConfigError, match=r"^segmentation.mask_ignore: expected true with class-wise GKL weights"):
+        SegmentationSettings(method="kd", kd_term="gkl", class_wise=True, mask_ignore=False)
+    with pytest.raises(ConfigError, match=r"^segmentation.kd_term: not a setting of segmentation.method 'ce'"):
+        SegmentationSettings(kd_term="gkl")
+    with pytest.raises(ConfigError, match=r"^segmentation.cwd_temperature: not a setting of segmentation.method 'kd'"):
+        SegmentationSettings(method="kd", cwd_temperature=2.0)
+    with pytest.raises(ConfigError, match=r"^segmentation.gamma: not a setting of segmentation.kd_term 'kl'"):
+        SegmentationSettings(method="apd", kd_term="kl", gamma=0.5)
+    with pytest.raises(ConfigError, match=r"^segmentation.eval.crop_size: expected an integer for mode 'slide', got None$"):
         SegmentationSettings(eval={"mode": "slide"})
+    # a registered loss's name is checked against the registry when the objective is built
+    with pytest.raises(ConfigError, match=r"^segmentation.kd_term: expected a registered logit loss \(kl, .*\), got 'kll'$"):
+        build_segmentation_objective(SegmentationSettings(method="kd", kd_term="kll"), num_classes=C,
+                                     teacher=nn.Identity())
     with pytest.raises(ValueError, match="needs a teacher"):
         build_segmentation_objective(SegmentationSettings(method="kd"), num_classes=C)

@@ -19,25 +19,25 @@ def _direct(strong: torch.Tensor, weak: torch.Tensor, loss: str, t: float) -> to
         p = [math.exp(v / t) for v in w_row.tolist()]
         zp = sum(p)
         p = [v / zp for v in p]
-        if loss == "ce":
+        if loss == "hard_ce":
             out.append(-math.log(q[int(w_row.argmax())]))
         elif loss == "soft_ce":
             out.append(-sum(pj * math.log(qj) for pj, qj in zip(p, q)))
         elif loss == "kl":
             out.append(sum(pj * (math.log(pj) - math.log(qj)) for pj, qj in zip(p, q)))
-        elif loss == "mse":
+        elif loss == "softmax_mse":
             out.append(sum((qj - pj) ** 2 for pj, qj in zip(p, q)) / len(p))
     return torch.tensor(out, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("loss", ["ce", "soft_ce", "kl", "mse"])
+@pytest.mark.parametrize("loss", ["hard_ce", "soft_ce", "kl", "softmax_mse"])
 @pytest.mark.parametrize("masked", [False, True])
 def test_plain_losses_equal_direct_computation(loss: str, masked: bool) -> None:
     g = torch.Generator().manual_seed(0)
     strong = torch.randn(7, 5, generator=g, dtype=torch.float64) * 2
     weak = torch.randn(7, 5, generator=g, dtype=torch.float64) * 2
     mask = torch.tensor([1.0, 0.0, 1.0, 0.25, 0.0, 1.0, 1.0], dtype=torch.float64) if masked else None
-    t = 1.0 if loss == "ce" else 0.5
+    t = 1.0 if loss == "hard_ce" else 0.5
     got = consistency_loss(strong, weak, loss=loss, mask=mask, temperature=t)
     per = _direct(strong, weak, loss, t)
     expected = (per * (mask if masked else 1.0)).sum() / 7  # mean over ALL examples, masked included
@@ -85,8 +85,11 @@ def test_all_masked_gives_zero_and_bad_arguments_name_themselves() -> None:
     with pytest.raises(ValueError, match="loss"):
         consistency_loss(s, w, loss="l1")
     with pytest.raises(ValueError, match="mask"):
-        consistency_loss(s, w, loss="ce", mask=torch.ones(3))
-    with pytest.raises(ValueError, match="GKL parameters"):
-        consistency_loss(s, w, loss="mse", alpha=1.0)
+        consistency_loss(s, w, loss="hard_ce", mask=torch.ones(3))
+    with pytest.raises(ValueError, match=r"^loss_params: expected parameters of loss 'softmax_mse' \(none\), got \['alpha'\]$"):
+        consistency_loss(s, w, loss="softmax_mse", alpha=1.0)
+    for old, new in (("ce", "hard_ce"), ("mse", "softmax_mse")):  # the registry's 'mse' is logit MSE
+        with pytest.raises(ValueError, match=rf"^loss: '{old}' is now '{new}'"):
+            consistency_loss(s, w, loss=old)
     with pytest.raises(ValueError, match="temperature"):
         consistency_loss(s, w, loss="kl", temperature=0.0)

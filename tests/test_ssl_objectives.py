@@ -7,6 +7,7 @@ from torch import nn
 from gkl.objectives.ssl import FixMatchObjective, MeanTeacherObjective, confidence_mask
 from gkl.settings.ssl import SSLSettings
 from gkl.ssl import consistency_loss
+from gkl.utils.errors import ConfigError
 
 
 class Lookup(nn.Module):
@@ -28,7 +29,7 @@ def test_fixmatch_mask_and_hard_pseudo_labels_on_a_hand_built_batch() -> None:
                           [0.0, 0.0, 8.0],    # confident class 2 -> kept
                           [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
     model = Lookup(table)
-    obj = FixMatchObjective(SSLSettings(algorithm="fixmatch", consistency="ce", p_cutoff=0.95))
+    obj = FixMatchObjective(SSLSettings(algorithm="fixmatch", consistency="hard_ce", p_cutoff=0.95))
     batch = {"x_lb": torch.tensor([[0.0], [1.0]]), "y_lb": torch.tensor([0, 1]),
              "x_ulb_w": torch.tensor([[2.0], [3.0], [4.0]]), "x_ulb_s": torch.tensor([[5.0], [6.0], [7.0]]),
              "y_ulb": torch.tensor([0, 1, 1])}
@@ -58,7 +59,7 @@ def test_fixmatch_soft_gkl_uses_soft_targets_at_the_configured_temperature() -> 
 
 def test_mean_teacher_ramp_and_ema_update() -> None:
     student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    settings = SSLSettings(algorithm="meanteacher", consistency="mse", lambda_u=50.0, unsup_warmup=0.4,
+    settings = SSLSettings(algorithm="meanteacher", consistency="softmax_mse", lambda_u=50.0, unsup_warmup=0.4,
                            ema_decay=0.9)
     obj = MeanTeacherObjective(settings, student, total_steps=100)
     assert obj.ramp(1) == pytest.approx(1 / 40) and obj.ramp(20) == pytest.approx(0.5) and obj.ramp(41) == 1.0
@@ -70,7 +71,7 @@ def test_mean_teacher_ramp_and_ema_update() -> None:
     out = obj(student, batch, epoch=1, step=10)
     with torch.no_grad():
         t = obj.teacher(batch["x_ulb_w"])
-    expected = 50.0 * obj.ramp(10) * consistency_loss(student(batch["x_ulb_s"]), t, loss="mse")
+    expected = 50.0 * obj.ramp(10) * consistency_loss(student(batch["x_ulb_s"]), t, loss="softmax_mse")
     assert torch.allclose(out.losses["unsup"], expected, atol=1e-6)
     sum(out.losses.values()).backward()
     with torch.no_grad():
@@ -85,19 +86,29 @@ def test_mean_teacher_ramp_and_ema_update() -> None:
 
 
 def test_settings_refuse_keys_their_method_does_not_use() -> None:
-    with pytest.raises(ValueError, match="ssl.alpha"):
-        SSLSettings(consistency="ce", alpha=1.0)
-    with pytest.raises(ValueError, match="ssl.ema_decay"):
+    with pytest.raises(ConfigError, match=r"^ssl.alpha: not a setting of ssl.consistency 'hard_ce' \(its settings: "):
+        SSLSettings(consistency="hard_ce", alpha=1.0)
+    with pytest.raises(ConfigError, match=r"^ssl.ema_decay: not a setting of ssl.algorithm 'fixmatch'"):
         SSLSettings(algorithm="fixmatch", ema_decay=0.999)
-    with pytest.raises(ValueError, match="ssl.p_cutoff"):
+    with pytest.raises(ConfigError, match=r"^ssl.gamma: not a setting of ssl.consistency 'ikl'"):
+        SSLSettings(consistency="ikl", gamma=0.5)
+    with pytest.raises(ConfigError, match=r"^ssl.p_cutoff: expected a value > 0.0, got 0.0$"):
         SSLSettings(p_cutoff=0.0)
-    with pytest.raises(ValueError, match="ssl.consistency"):
-        SSLSettings(consistency="l2")
+    with pytest.raises(ConfigError, match=r"^ssl.consistency: 'mse' is now called 'softmax_mse'$"):
+        SSLSettings(algorithm="meanteacher", consistency="mse")
+    with pytest.raises(ConfigError, match=r"^ssl.consistency: expected one of \['hard_ce', .*\] or the name of a "
+                       r"registered logit loss, got 'l-2'$"):
+        SSLSettings(consistency="l-2")
+    # an identifier is a registered loss's name, checked against the registry when the objective is built
+    with pytest.raises(ConfigError, match=r"^ssl.consistency: expected a registered logit loss \(kl, .*\), got 'l2'$"):
+        FixMatchObjective(SSLSettings(consistency="l2"))
+    with pytest.raises(ConfigError, match=r"^ssl.loss_params: expected parameters of loss 'jsd' \(none\), got \['alpha'\]$"):
+        FixMatchObjective(SSLSettings(consistency="jsd", loss_params={"alpha": 1.0}))
 
 
 def test_mean_teacher_checkpoint_state_holds_the_teacher_only() -> None:
     student = nn.Sequential(nn.Linear(3, 4))
-    obj = MeanTeacherObjective(SSLSettings(algorithm="meanteacher", consistency="mse"), student, total_steps=10)
+    obj = MeanTeacherObjective(SSLSettings(algorithm="meanteacher", consistency="softmax_mse"), student, total_steps=10)
     batch = {"x_lb": torch.randn(2, 3), "y_lb": torch.tensor([0, 1]), "x_ulb_w": torch.randn(3, 3),
              "x_ulb_s": torch.randn(3, 3)}
     obj(student, batch, epoch=1, step=1)

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from gkl.settings._variants import select_variant
+from gkl.settings._variants import is_union, select_variant
 from gkl.utils.errors import ConfigError
 
 T = TypeVar("T")
@@ -66,8 +66,6 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': expected a mapping for section {tp.__name__}, got {value!r}")
-        if getattr(tp, "variant_key", None) is not None:  # a tagged union: one class per method
-            tp = select_variant(tp, value, key)
         return from_dict(tp, value, prefix=key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -110,7 +108,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``, validating every key and type recursively."""
+    """Build dataclass ``cls`` from ``data``, validating every key and type recursively.
+
+    A tagged union (:mod:`gkl.settings._variants`) builds the class its tags in ``data`` name.
+    """
+    if is_union(cls):  # one class per method
+        cls = select_variant(cls, data, prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}

@@ -6,9 +6,10 @@ batch size). Names:
 
 - ``"ce"``: cross-entropy with the true labels (Madry et al. PGD).
 - ``"kl"``: TRADES, KL(softmax(clean) || softmax(adv)) against the clean prediction
-  (GKL paper Eq. 2 with o_m = clean logits, o_n = adversarial logits).
-- ``"gkl"``: the GKL loss of the adversarial logits against the clean logits
-  (GKL paper Eq. 13; ``gkl.losses.gkl_loss``), with class-wise weights when given.
+  (GKL paper Eq. 2 with o_m = clean logits, o_n = adversarial logits): the registry's ``kl``
+  (:mod:`gkl.losses.registry`) at T = 1.
+- ``"gkl"``: the registry's ``gkl`` of the adversarial logits against the clean logits
+  (GKL paper Eq. 13), with class-wise weights when given.
 - ``"cw"``: the Carlini-Wagner margin max_{j != y} z_j - z_y.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Literal, Mapping
 import torch
 import torch.nn.functional as F
 
-from gkl.losses import gkl_loss
+from gkl.losses import logit_loss
 from gkl.settings.adversarial import ATTACK_LOSSES
 from gkl.utils.validation import check_choice, fail
 
@@ -43,9 +44,7 @@ def cross_entropy_attack_loss(adv_logits: torch.Tensor, labels: torch.Tensor) ->
 
 def kl_attack_loss(adv_logits: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
     """TRADES inner loss: sum over the batch of KL(softmax(clean) || softmax(adv)) (Eq. 2)."""
-    clean_log_probs = F.log_softmax(clean_logits, dim=1)
-    adv_log_probs = F.log_softmax(adv_logits, dim=1)
-    return (clean_log_probs.exp() * (clean_log_probs - adv_log_probs)).sum()
+    return logit_loss("kl", adv_logits, clean_logits, reduction="sum")
 
 
 def cw_margin_attack_loss(adv_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -81,7 +80,7 @@ def gkl_attack_loss(
             raise fail("", "class_weights", f"shape (N, C) = {(n, c)} or (C, C) = {(c, c)}",
                        tuple(class_weights.shape))
         weights = weights.detach().float()
-    loss = gkl_loss(adv_logits, clean_logits, weights=weights, **kwargs)
+    loss = logit_loss("gkl", adv_logits, clean_logits, weights=weights, **kwargs)
     return loss * adv_logits.shape[0]
 
 

@@ -10,19 +10,19 @@ would build C² entries per row).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
-from gkl.losses import dkl_loss, gkl_loss, ikl_loss
+from gkl.losses import get_logit_loss, list_logit_losses
 from gkl.losses import value_checks_enabled
 from gkl.utils.errors import InputError
 
 __all__ = ["GKLDistillClipLoss", "CLIP_DISTILL_METHODS"]
 
-ClipDistillMethod = Literal["gkl", "kl", "ikl", "dkl"]
+#: the methods with settings of their own; any other registered logit loss is a method by its name.
 CLIP_DISTILL_METHODS: tuple[str, ...] = ("gkl", "kl", "ikl", "dkl")
 
 
@@ -72,12 +72,15 @@ class GKLDistillClipLoss(ClipLoss):
     L_s = s·I Tᵀ, text→image rows L_sᵀ; teacher likewise with its own scale s_t) the
     distillation term is
 
-    * ``"kl"``:  T² · mean_i − Σ_j softmax(L_t,i/T)_j log softmax(L_s,i/T)_j — OpenCLIP's
-      DistillClipLoss term (KL + teacher entropy: same gradients as KL), identical to it at T = 1;
-    * ``"gkl"``: :func:`gkl_loss` (GKL Eqs. 8-10 with sample-wise weights
+    * ``"kl"``: the registry's ``kl``, T² · mean_i KL(softmax(L_t,i/T) ‖ softmax(L_s,i/T)): the
+      gradients of OpenCLIP's DistillClipLoss term (its soft cross-entropy is this KL plus the
+      teacher's entropy, a constant; ``"soft_ce"`` gives that value);
+    * ``"gkl"``: the registry's ``gkl`` (GKL Eqs. 8-10 with sample-wise weights
       softmax(L_t,i/τ_w)), α·wMSE + β·soft-CE at T, normalised as ``normalize``;
-    * ``"ikl"``: :func:`ikl_loss` (γ = 1, per-row normalisation);
-    * ``"dkl"``: T² · :func:`dkl_loss` (Theorem 1 / Eq. 5) at T.
+    * ``"ikl"``: the registry's ``ikl`` (γ = 1, per-row normalisation);
+    * ``"dkl"``: T² · the registry's ``dkl`` (Theorem 1 / Eq. 5) of the logits divided by T;
+    * any other registered logit loss: at ``temperature`` with ``loss_params`` (``targets`` = the
+      matching column of each row, when the loss uses targets).
 
     and ``distill_loss`` is the mean of the two directions. The teacher's logits are
     detached. Under DDP (``world_size > 1``) the features of every rank are gathered so
@@ -88,8 +91,9 @@ class GKLDistillClipLoss(ClipLoss):
     512): only the (batch × batch) logits are compared.
 
     Args:
-        method: "gkl" | "kl" | "ikl" | "dkl".
+        method: "gkl" | "kl" | "ikl" | "dkl" | another registered logit loss.
         alpha, beta: wMSE and soft-CE weights (paper naming); unused by "kl".
+        loss_params: the own parameters of another registered loss (``LogitLoss.params``).
         gamma: GKL weight smoothing γ ("gkl" only).
         temperature: T of the soft-label terms.
         weight_temperature: τ_w of the sample-wise weights ("gkl", "ikl").
@@ -98,12 +102,17 @@ class GKLDistillClipLoss(ClipLoss):
             ``rank``, ``world_size``, ``use_horovod`` of ``open_clip.loss.ClipLoss``.
     """
 
-    def __init__(self, method: ClipDistillMethod = "gkl", *, alpha: float = 1.0, beta: float = 1.0,
+    def __init__(self, method: str = "gkl", *, alpha: float = 1.0, beta: float = 1.0,
                  gamma: float = 1.0, temperature: float = 1.0, weight_temperature: float = 1.0,
-                 normalize: str = "weights", **clip_loss_kwargs: object) -> None:
-        if method not in CLIP_DISTILL_METHODS:
-            raise InputError(f"GKLDistillClipLoss: method must be one of {list(CLIP_DISTILL_METHODS)}, "
-                             f"got {method!r}")
+                 normalize: str = "weights", loss_params: dict[str, Any] | None = None,
+                 **clip_loss_kwargs: object) -> None:
+        if method not in list_logit_losses():
+            raise InputError(f"GKLDistillClipLoss: method must be a registered logit loss "
+                             f"({', '.join(list_logit_losses())}), got {method!r}")
+        self.loss_params = dict(loss_params or {})
+        if self.loss_params and method in CLIP_DISTILL_METHODS:
+            raise InputError(f"GKLDistillClipLoss: loss_params are for other registered losses; method "
+                             f"{method!r} takes alpha, beta, gamma, weight_temperature, normalize")
         if normalize not in ("weights", "batch"):
             raise InputError(f"GKLDistillClipLoss: normalize must be 'weights' or 'batch', got {normalize!r}")
         clip_loss_kwargs.setdefault("local_loss", False)
@@ -115,6 +124,7 @@ class GKLDistillClipLoss(ClipLoss):
                              f"ClipLoss accepts {sorted(allowed)}")
         super().__init__(**clip_loss_kwargs)  # type: ignore[arg-type]
         self.method = method
+        self.entry = get_logit_loss(method)
         self.alpha = _check_real("alpha", alpha, positive=False)
         self.beta = _check_real("beta", beta, positive=False)
         self.gamma = _check_real("gamma", gamma, positive=False)
@@ -130,19 +140,16 @@ class GKLDistillClipLoss(ClipLoss):
         t = teacher_logits.detach().contiguous()
         s = student_logits.contiguous()
         temp = self.temperature
-        if self.method == "kl":
-            dtype = torch.float64 if s.dtype == torch.float64 else torch.float32
-            with torch.autocast(device_type=s.device.type, enabled=False):
-                target = torch.softmax(t.to(dtype) / temp, dim=1)
-                log_q = torch.log_softmax(s.to(dtype) / temp, dim=1)
-                return -(target * log_q).sum(dim=1).mean() * (temp * temp)
         if self.method == "dkl":
-            return dkl_loss(s / temp, t / temp, alpha=self.alpha, beta=self.beta) * (temp * temp)
+            return self.entry(s / temp, t / temp, alpha=self.alpha, beta=self.beta) * (temp * temp)
         if self.method == "ikl":
-            return ikl_loss(s, t, alpha=self.alpha, beta=self.beta, temperature=temp,
-                            weight_temperature=self.weight_temperature)
-        return gkl_loss(s, t, alpha=self.alpha, beta=self.beta, gamma=self.gamma, temperature=temp,
-                        weight_temperature=self.weight_temperature, normalize=self.normalize)
+            return self.entry(s, t, alpha=self.alpha, beta=self.beta, temperature=temp,
+                              weight_temperature=self.weight_temperature)
+        if self.method == "gkl":
+            return self.entry(s, t, alpha=self.alpha, beta=self.beta, gamma=self.gamma, temperature=temp,
+                              weight_temperature=self.weight_temperature, normalize=self.normalize)
+        targets = self.get_ground_truth(s.device, s.shape[0]) if self.entry.uses_targets else None
+        return self.entry(s, t, temperature=temp, targets=targets, **self.loss_params)
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,  # type: ignore[override]
                 logit_scale: torch.Tensor, dist_image_features: torch.Tensor,

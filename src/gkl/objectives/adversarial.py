@@ -37,11 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from gkl.attacks.pgd import pgd
-from gkl.losses import ClassPrior, gkl_loss, kl_div
+from gkl.losses import ClassPrior, logit_loss
 from gkl.objectives.awp import AdversarialWeightPerturbation
 from gkl.objectives.base import Objective, StepOutput, classification_batch
 from gkl.objectives.epsilon_schedule import AttackPlan, attack_plan
 from gkl.settings.adversarial import (AdversarialSettings, GKLATSettings, PGDATSettings, TRADESSettings)
+from gkl.settings.kl_family import kl_family_params
 from gkl.utils.modules import unwrap_model
 from gkl.utils.validation import check_int, fail
 
@@ -149,7 +150,7 @@ class TRADESObjective(AdversarialObjective):
 
     def at_losses(self, clean_logits, adv_logits, labels):
         return {"ce": F.cross_entropy(clean_logits, labels),
-                "kl": self.settings.trades_beta * kl_div(adv_logits, clean_logits)}
+                "kl": self.settings.trades_beta * logit_loss("kl", adv_logits, clean_logits)}
 
 
 class GKLATObjective(AdversarialObjective):
@@ -159,7 +160,8 @@ class GKLATObjective(AdversarialObjective):
 
     def __init__(self, settings: GKLATSettings, *, num_classes: int, epochs: int) -> None:
         super().__init__(settings, num_classes=num_classes, epochs=epochs)
-        self.prior = ClassPrior(num_classes, temperature=settings.weight_temperature)
+        self.prior = ClassPrior(num_classes, temperature=settings.weight_temperature,
+                                momentum=settings.prior_momentum)
 
     def weights(self, labels: torch.Tensor) -> torch.Tensor | None:
         """Class-wise weights s̄_y (Eqs. 8-9) of each example, or None (sample-wise)."""
@@ -175,9 +177,8 @@ class GKLATObjective(AdversarialObjective):
     def at_losses(self, clean_logits, adv_logits, labels):
         s = self.settings
         return {"ce": F.cross_entropy(clean_logits, labels),
-                "gkl": gkl_loss(adv_logits, clean_logits, weights=self.weights(labels), alpha=s.alpha,
-                                beta=s.beta, gamma=s.gamma, temperature=s.temperature,
-                                weight_temperature=s.weight_temperature)}
+                "gkl": logit_loss("gkl", adv_logits, clean_logits, weights=self.weights(labels),
+                                  temperature=s.temperature, **kl_family_params(s))}
 
     def observe_clean_logits(self, clean_logits, labels):
         if self.settings.class_wise:

@@ -4,7 +4,8 @@ Per step (GKL paper Sec. 4.4)::
 
     loss = contrastive_weight · CLIP(student) + distill_weight · D(student logits ‖ teacher logits)
 
-with D of :class:`gkl.clip.GKLDistillClipLoss` (KL / GKL / IKL / DKL on the image→text and
+with D of :class:`gkl.clip.GKLDistillClipLoss` (KL / GKL / IKL / DKL, or any other logit loss of
+the registry of :mod:`gkl.losses` named by ``clip_distill.method``, on the image→text and
 text→image similarity logits, sample-wise weights, rows spanning the global batch under
 DDP). The teacher is frozen: eval mode, no gradient, not checkpointed. After every
 optimizer step the student's learned log-scale is clamped to log(clamp_logit_scale), as
@@ -25,6 +26,8 @@ from torch import nn
 
 from gkl.clip import GKLDistillClipLoss
 from gkl.objectives.base import Objective, StepOutput
+from gkl.objectives.loss_choice import settings_logit_loss
+from gkl.settings.loss_choice import RegisteredLoss
 from gkl.settings.clip import ClipDistillSettings
 from gkl.utils.modules import unwrap_model
 
@@ -97,11 +100,11 @@ class ClipDistillObjective(_ClampsLogitScale):
         super().__init__()
         self.teacher = teacher
         self.settings = settings
+        _, params = settings_logit_loss(settings, "clip_distill", "method")
+        loss_kwargs = {"loss_params": params} if isinstance(settings, RegisteredLoss) else params
         self.loss = GKLDistillClipLoss(
-            settings.method, alpha=settings.alpha, beta=settings.beta, gamma=settings.gamma,
-            temperature=settings.temperature, weight_temperature=settings.weight_temperature,
-            normalize=settings.normalize, local_loss=settings.local_loss,
-            gather_with_grad=settings.gather_with_grad, rank=rank, world_size=world_size)
+            settings.method, temperature=settings.temperature, local_loss=settings.local_loss,
+            gather_with_grad=settings.gather_with_grad, rank=rank, world_size=world_size, **loss_kwargs)
         self.clamp_logit_scale = settings.clamp_logit_scale
         self.freeze()
 

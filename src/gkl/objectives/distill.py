@@ -4,7 +4,8 @@ Every method trains ``ce_weight · CE(student, y) + warm(epoch) · kd_weight · 
 with the KD-term warm-up ``warm(epoch) = min(epoch / warmup_epochs, 1)`` (epochs from 1), as in
 the DKD/mdistiller solver the papers use; the loss terms are named ``ce`` and the method
 (``kd``, ``gkl``, ...). The teacher is a frozen submodule: always in eval mode, no gradient,
-not checkpointed. Class-wise IKL/GKL weights (GKL Eqs. 8-9) come from a
+not checkpointed. Every term is a logit loss of the registry of :mod:`gkl.losses` by name (``kd``:
+``kl``; any other registered loss: :class:`LogitLossObjective`). Class-wise IKL/GKL weights (GKL Eqs. 8-9) come from a
 :class:`~gkl.losses.ClassPrior` fed the teacher's logits during an epoch and frozen at its end.
 Each class takes its own settings class from :mod:`gkl.settings.distill`.
 """
@@ -17,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.losses import ClassPrior, dkd_loss, dkl_loss, gkl_loss, ikl_loss, js_div, kl_div, logit_mse
+from gkl.losses import ClassPrior, logit_loss
 from gkl.objectives.base import Objective, StepOutput, classification_batch
+from gkl.objectives.loss_choice import settings_logit_loss
 from gkl.settings.distill import (DKDSettings, DKLSettings, DistillSettings, GKLSettings, IKLSettings,
-                                  JSDSettings, KDSettings, MSESettings, _WeightedKLSettings)
+                                  JSDSettings, KDSettings, LogitLossSettings, MSESettings)
+from gkl.settings.kl_family import ClassWiseWeights, kl_family_params
 from gkl.utils.validation import check_int, fail
 
 
@@ -70,7 +73,7 @@ class KDObjective(DistillObjective):
     settings_class = KDSettings
 
     def distill_term(self, student, teacher, labels):
-        return kl_div(student, teacher, temperature=self.settings.temperature)
+        return logit_loss("kl", student, teacher, temperature=self.settings.temperature)
 
 
 class DKDObjective(DistillObjective):
@@ -81,8 +84,8 @@ class DKDObjective(DistillObjective):
 
     def distill_term(self, student, teacher, labels):
         cfg = self.settings
-        return dkd_loss(student, teacher, labels, alpha=cfg.dkd_alpha, beta=cfg.dkd_beta,
-                        temperature=cfg.temperature)
+        return logit_loss("dkd", student, teacher, targets=labels, alpha=cfg.dkd_alpha, beta=cfg.dkd_beta,
+                          temperature=cfg.temperature)
 
 
 class DKLObjective(DistillObjective):
@@ -94,13 +97,13 @@ class DKLObjective(DistillObjective):
     def distill_term(self, student, teacher, labels):
         cfg = self.settings
         temp = cfg.temperature
-        return dkl_loss(student / temp, teacher / temp, alpha=cfg.alpha, beta=cfg.beta) * temp**2
+        return logit_loss("dkl", student / temp, teacher / temp, alpha=cfg.alpha, beta=cfg.beta) * temp**2
 
 
 class _WeightedKLObjective(DistillObjective):
     """IKL and GKL: sample-wise weights, or class-wise ones from a ClassPrior (Eqs. 8-9)."""
 
-    def __init__(self, teacher: nn.Module, settings: _WeightedKLSettings, *, num_classes: int) -> None:
+    def __init__(self, teacher: nn.Module, settings: ClassWiseWeights, *, num_classes: int) -> None:
         super().__init__(teacher, settings, num_classes=num_classes)
         self.prior = (ClassPrior(num_classes, temperature=settings.weight_temperature,
                                  momentum=settings.prior_momentum)
@@ -128,8 +131,8 @@ class IKLObjective(_WeightedKLObjective):
 
     def distill_term(self, student, teacher, labels):
         cfg = self.settings
-        return ikl_loss(student, teacher, weights=self.class_weights(teacher, labels), alpha=cfg.alpha,
-                        beta=cfg.beta, temperature=cfg.temperature, weight_temperature=cfg.weight_temperature)
+        return logit_loss("ikl", student, teacher, weights=self.class_weights(teacher, labels),
+                          temperature=cfg.temperature, **kl_family_params(cfg))
 
 
 class GKLObjective(_WeightedKLObjective):
@@ -140,9 +143,8 @@ class GKLObjective(_WeightedKLObjective):
 
     def distill_term(self, student, teacher, labels):
         cfg = self.settings
-        return gkl_loss(student, teacher, weights=self.class_weights(teacher, labels), alpha=cfg.alpha,
-                        beta=cfg.beta, gamma=cfg.gamma, temperature=cfg.temperature,
-                        weight_temperature=cfg.weight_temperature, normalize=cfg.normalize)
+        return logit_loss("gkl", student, teacher, weights=self.class_weights(teacher, labels),
+                          temperature=cfg.temperature, **kl_family_params(cfg))
 
 
 class MSEObjective(DistillObjective):
@@ -152,7 +154,7 @@ class MSEObjective(DistillObjective):
     settings_class = MSESettings
 
     def distill_term(self, student, teacher, labels):
-        return logit_mse(student, teacher)
+        return logit_loss("mse", student, teacher)
 
 
 class JSDObjective(DistillObjective):
@@ -162,10 +164,31 @@ class JSDObjective(DistillObjective):
     settings_class = JSDSettings
 
     def distill_term(self, student, teacher, labels):
-        return js_div(student, teacher, temperature=self.settings.temperature)
+        return logit_loss("jsd", student, teacher, temperature=self.settings.temperature)
 
 
-#: method name -> objective class.
+class LogitLossObjective(DistillObjective):
+    """Any other registered logit loss by name, at ``temperature`` with its ``loss_params``.
+
+    The loss gets the labels as ``targets`` when it declares ``uses_targets``; the term is
+    named after the loss (``losses[<name>]``).
+    """
+
+    method = "logit_loss"
+    settings_class = LogitLossSettings
+
+    def __init__(self, teacher: nn.Module, settings: LogitLossSettings, *, num_classes: int) -> None:
+        super().__init__(teacher, settings, num_classes=num_classes)
+        self.loss, _ = settings_logit_loss(settings, "distill", "method")
+        self.method = settings.method
+
+    def distill_term(self, student, teacher, labels):
+        cfg = self.settings
+        targets = labels if self.loss.uses_targets else None
+        return self.loss(student, teacher, temperature=cfg.temperature, targets=targets, **cfg.loss_params)
+
+
+#: method name -> objective class (any other registered logit loss: :class:`LogitLossObjective`).
 DISTILL_OBJECTIVES: dict[str, type[DistillObjective]] = {
     cls.method: cls for cls in (KDObjective, DKDObjective, DKLObjective, IKLObjective, GKLObjective,
                                 MSEObjective, JSDObjective)
@@ -177,4 +200,4 @@ def build_distill_objective(teacher: nn.Module, settings: DistillSettings, *, nu
     if not isinstance(settings, DistillSettings):
         raise fail("", "settings", "a gkl.settings.distill settings object", type(settings).__name__,
                    show_value=False)
-    return DISTILL_OBJECTIVES[settings.method](teacher, settings, num_classes=num_classes)
+    return DISTILL_OBJECTIVES.get(settings.method, LogitLossObjective)(teacher, settings, num_classes=num_classes)

@@ -7,7 +7,7 @@ pixels. Models follow :mod:`gkl.models.segmentation`: in train mode ``model(x)``
 Normalisations (exactly):
 
 * CE / aux CE: sum over labelled pixels / number of labelled pixels (0 when there is none).
-* pixel-wise KL (``kd_term: kl``): both logits upsampled bilinearly to the label size;
+* pixel-wise KL (``kd_term: kl``; another registered loss alike): logits upsampled bilinearly to the labels;
   per pixel ``T² Σ_c p_t log(p_t / p_s)`` at temperature T; ``kd_normalize: pixel`` averages
   it over the pixels (labelled pixels only with ``mask_ignore``), ``pixel_class`` divides that
   by C too -- the value of APD's ``nn.KLDivLoss()`` (reduction 'mean' = mean over N·C·H·W
@@ -40,8 +40,9 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.losses import ClassPrior, gkl_loss, kl_div, set_value_checks
+from gkl.losses import ClassPrior, set_value_checks
 from gkl.objectives.base import Objective, StepOutput
+from gkl.objectives.loss_choice import settings_logit_loss
 from gkl.settings.segmentation import SegmentationSettings
 
 _STEP_FIELDS = {f.name for f in dataclasses.fields(StepOutput)}
@@ -224,9 +225,9 @@ class SegmentationDistill(SegmentationCE):
     def __init__(self, teacher: nn.Module, settings: SegmentationSettings, *, num_classes: int) -> None:
         super().__init__(settings, num_classes=num_classes)
         self.teacher = teacher
-        uses_prior = settings.method in ("kd", "apd") and settings.kd_term == "gkl" and settings.class_wise
         self.prior = (ClassPrior(num_classes, temperature=settings.weight_temperature, momentum=settings.prior_momentum)
-                      if uses_prior else None)
+                      if settings.uses_class_prior else None)
+        self.term, self.term_params = (None, {}) if settings.method == "cwd" else settings_logit_loss(settings, "segmentation", "kd_term")
         self.freeze()
 
     def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -239,9 +240,10 @@ class SegmentationDistill(SegmentationCE):
         valid = labels != cfg.ignore_index
         count = valid.sum().clamp_min(1) if cfg.mask_ignore else torch.tensor(labels.numel(), device=labels.device)
         per_class = student.shape[1] if cfg.kd_normalize == "pixel_class" else 1
-        if cfg.kd_term == "kl":
+        if cfg.kd_term != "gkl":  # kl, or another registered loss: per-pixel values of the registry
             def chunk_kl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                per_pixel = kl_div(s, t, temperature=cfg.temperature, reduction="none")
+                targets = torch.where(y != cfg.ignore_index, y, 0).long() if self.term.uses_targets else None
+                per_pixel = self.term(s, t, temperature=cfg.temperature, reduction="none", targets=targets, **self.term_params)
                 if cfg.mask_ignore:
                     per_pixel = torch.where(y != cfg.ignore_index, per_pixel, per_pixel.new_zeros(()))
                 return per_pixel.sum() / (count * per_class)
@@ -258,7 +260,7 @@ class SegmentationDistill(SegmentationCE):
 
     def _gkl(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, *, chunked: bool,
              count: torch.Tensor) -> torch.Tensor:
-        """gkl_loss over every (labelled) pixel; in chunks with the global normalisers N and D."""
+        """The registry's gkl over every (labelled) pixel; in chunks with the global normalisers N and D."""
         cfg = self.settings
         update = self.prior is not None and self.training
         targets_for = (lambda y: y) if cfg.mask_ignore else (lambda y: None)
@@ -282,7 +284,7 @@ class SegmentationDistill(SegmentationCE):
             weights = weights_for(labels)
             if update:
                 update_prior(self.prior, t, labels, cfg.ignore_index)  # type: ignore[arg-type]
-            return gkl_loss(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha,
+            return self.term(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha,
                             beta=cfg.beta, normalize=cfg.normalize, targets=targets_for(labels), **common)
         if cfg.mask_ignore is False and self.prior is not None:  # pragma: no cover - rejected by the settings
             raise ValueError("class-wise GKL weights need mask_ignore")
@@ -297,7 +299,7 @@ class SegmentationDistill(SegmentationCE):
             if update:
                 accumulate_prior(self.prior, t, y, cfg.ignore_index)  # type: ignore[arg-type]
             # normalize="batch" + reduction="sum" gives α' Σ mse_i + β Σ ce_i over the chunk
-            part = gkl_loss(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha * scale,
+            part = self.term(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha * scale,
                             beta=cfg.beta, normalize="batch", targets=targets_for(y), reduction="sum", **common)
             return part / count
 

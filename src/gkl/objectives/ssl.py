@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gkl.objectives.base import Objective, StepOutput
+from gkl.objectives.loss_choice import settings_logit_loss
 from gkl.settings.ssl import SSLSettings
 from gkl.ssl import consistency_loss
 from gkl.utils.modules import unwrap_model
@@ -45,15 +46,16 @@ class _SemiSupervised(Objective):
         if not isinstance(settings, SSLSettings):
             raise ValueError(f"settings: expected SSLSettings, got {type(settings).__name__}")
         self.settings = settings
+        _, params = settings_logit_loss(settings, "ssl", "consistency")
+        self.consistency_kwargs: dict[str, Any] = params
+        if settings.uses_kl_family:
+            self.consistency_kwargs["detach_weak"] = settings.detach_weak
+        if hasattr(settings, "temperature"):
+            self.consistency_kwargs["temperature"] = settings.temperature
 
     def unsupervised(self, strong: torch.Tensor, weak: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        cfg = self.settings
-        kwargs: dict[str, Any] = dict(cfg.gkl_kwargs())
-        if cfg.consistency in ("gkl", "ikl"):
-            kwargs["detach_weak"] = cfg.detach_weak
-        if cfg.temperature is not None:
-            kwargs["temperature"] = cfg.temperature
-        return consistency_loss(strong.float(), weak.float(), loss=cfg.consistency, mask=mask, **kwargs)
+        return consistency_loss(strong.float(), weak.float(), loss=self.settings.consistency, mask=mask,
+                                **self.consistency_kwargs)
 
     @staticmethod
     def statistics(weak: torch.Tensor, mask: torch.Tensor, batch: dict) -> dict[str, float]:

@@ -1,9 +1,15 @@
 """Tagged unions of settings classes: one class per method, chosen by a tag key.
 
-A base settings class sets ``variant_key`` (e.g. ``"method"``) and implements
-``variants()`` (tag value -> class). ``gkl.config_schema`` picks the class from the
-tag before checking the other keys, so a key the chosen method does not use is an
-error naming it, and the saved config holds exactly the chosen class's fields.
+A union node is a settings class that defines ``variant_key`` (e.g. ``"method"``) and
+``variants()`` (tag value -> class) in its own body. A chosen class may itself be a node
+with a second tag (SSL: ``algorithm``, then ``consistency``); the classes at the end of
+the chain are the leaves that get built. A node may also define
+``generic_variant() -> class``: the class for any other identifier-like tag value
+(a logit loss registered in :mod:`gkl.losses` by name; the name is checked against the
+registry when the objective is built, since the settings layer imports no loss code).
+``gkl.config_schema`` picks the leaf from the tags before checking the other keys, so a
+key the chosen method does not use is an error naming it, and the saved config holds
+exactly the chosen class's fields.
 """
 
 from __future__ import annotations
@@ -14,28 +20,94 @@ from typing import Any
 from gkl.utils.errors import ConfigError
 
 
+def is_union(cls: type) -> bool:
+    """Whether ``cls`` is a union node (defines its own ``variant_key`` and ``variants``)."""
+    return "variant_key" in vars(cls) and "variants" in vars(cls)
+
+
+def _children(node: type) -> list[type]:
+    table = dict(node.variants())
+    generic = node.generic_variant() if hasattr(node, "generic_variant") else None
+    return list(table.values()) + ([generic] if generic is not None else [])
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _subtree_fields(cls: type) -> set[str]:
+    if not is_union(cls):
+        return _field_names(cls)
+    return set().union(*(_subtree_fields(child) for child in _children(cls) if child is not cls))
+
+
+def _renamed(node: type) -> dict[str, str]:
+    return vars(node).get("renamed_tags", {})
+
+
+def _choose(node: type, data: dict[str, Any], owner: str) -> tuple[type, str, Any] | None:
+    """The child of ``node`` named by its tag in ``data`` (None when the tag is not valid).
+
+    A tag value the node lists in ``renamed_tags`` (old name -> new name) is a ConfigError naming the new one.
+    """
+    tag = node.variant_key
+    table = node.variants()
+    choice = data.get(tag, getattr(node, tag))
+    if isinstance(choice, str) and choice in _renamed(node):
+        raise ConfigError(f"{owner}.{tag}: {choice!r} is now called {_renamed(node)[choice]!r}")
+    if isinstance(choice, str) and choice in table:
+        return table[choice], tag, choice
+    if hasattr(node, "generic_variant") and isinstance(choice, str) and choice.isidentifier():
+        return node.generic_variant(), tag, choice
+    return None
+
+
+def _tag_error(node: type, data: dict[str, Any], owner: str) -> ConfigError:
+    tag = node.variant_key
+    choice = data.get(tag, getattr(node, tag))
+    extra = " or the name of a registered logit loss" if hasattr(node, "generic_variant") else ""
+    return ConfigError(f"{owner}.{tag}: expected one of {list(node.variants())}{extra}, got {choice!r}")
+
+
 def select_variant(base: type, data: dict[str, Any], owner: str) -> type:
-    """The variant class of ``base`` named by ``data[base.variant_key]`` (or the base's default)."""
-    tag = base.variant_key
-    table = base.variants()
-    choice = data.get(tag, getattr(base, tag))
-    if not isinstance(choice, str) or choice not in table:
-        raise ConfigError(f"{owner}.{tag}: expected one of {list(table)}, got {choice!r}")
-    chosen = table[choice]
-    own = {f.name for f in dataclasses.fields(chosen)}
-    others = {f.name for cls in table.values() for f in dataclasses.fields(cls)}
+    """The leaf class of union ``base`` named by the tags in ``data`` (or the nodes' defaults).
+
+    A key that belongs to another variant is a ConfigError naming the deepest tag that excludes it.
+    """
+    node, levels = base, []
+    while is_union(node):
+        picked = _choose(node, data, owner)
+        if picked is None:
+            raise _tag_error(node, data, owner)
+        child, tag, choice = picked
+        levels.append((node, child, tag, choice))
+        if child is node:
+            break
+        node = child
+    own = _field_names(node)
     for key in data:
-        if key not in own and key in others:
-            raise ConfigError(
-                f"{owner}.{key}: not a setting of {owner}.{tag} {choice!r} "
-                f"(its settings: {', '.join(sorted(own))})"
-            )
-    return chosen
+        if key in own:
+            continue
+        excluded_by = None
+        for level_node, child, tag, choice in levels:
+            siblings = [c for c in _children(level_node) if c is not child]
+            if any(key in _subtree_fields(s) for s in siblings):
+                excluded_by = (tag, choice)
+        if excluded_by is not None:
+            tag, choice = excluded_by
+            raise ConfigError(f"{owner}.{key}: not a setting of {owner}.{tag} {choice!r} "
+                              f"(its settings: {', '.join(sorted(own))})")
+    return node
 
 
 def build_variant(base: type, owner: str, tag_value: str, **kwargs: Any) -> Any:
     """Construct the variant named ``tag_value`` from keyword settings (errors name the key)."""
     data = {base.variant_key: tag_value, **kwargs}
+    return build_leaf(base, owner, data)
+
+
+def build_leaf(base: type, owner: str, data: dict[str, Any]) -> Any:
+    """Construct the leaf of union ``base`` that ``data``'s tags name (errors name the key)."""
     chosen = select_variant(base, data, owner)
     names = {f.name for f in dataclasses.fields(chosen) if f.init}
     for key in data:
@@ -44,16 +116,40 @@ def build_variant(base: type, owner: str, tag_value: str, **kwargs: Any) -> Any:
     return chosen(**data)
 
 
+class UnionConstructor:
+    """Mixin of a union node: calling the node builds the leaf its tags name.
+
+    ``SegmentationSettings(method="kd", kd_term="gkl", alpha=2.0)`` returns a
+    :class:`~gkl.settings.segmentation.SegKDGKLSettings`; a key of another variant is a
+    ConfigError naming it. The node sets ``section`` (the config section, for messages).
+    """
+
+    section = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        leaf = select_variant(cls, kwargs, cls.section) if is_union(cls) and not args else cls
+        return super().__new__(leaf)
+
+
 def drop_unused_keys(base: type, data: dict[str, Any]) -> dict[str, Any]:
     """``data`` without the keys of other variants that the chosen variant does not use.
 
     For configs recorded before settings were split per method, which listed every
-    method's settings although only the chosen method's were used.
+    method's settings although only the chosen method's were used (and, for SSL, left
+    the unused ones null). A renamed tag value (``renamed_tags``) is replaced by its new name.
     """
-    table = base.variants()
-    choice = data.get(base.variant_key, getattr(base, base.variant_key))
-    if choice not in table:
-        return dict(data)
-    own = {f.name for f in dataclasses.fields(table[choice])}
-    others = {f.name for cls in table.values() for f in dataclasses.fields(cls)}
+    node, data = base, dict(data)
+    while is_union(node):
+        old = data.get(node.variant_key)
+        if isinstance(old, str) and old in _renamed(node):
+            data[node.variant_key] = _renamed(node)[old]
+        picked = _choose(node, data, "")
+        if picked is None:
+            return dict(data)
+        child = picked[0]
+        if child is node:
+            break
+        node = child
+    own = _field_names(node)
+    others = _subtree_fields(base)
     return {k: v for k, v in data.items() if k in own or k not in others}

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal, Optional
 
 from gkl.settings._variants import build_variant
+from gkl.settings.kl_family import ClassWiseWeights, GKLTerm, check_kl_family
 from gkl.utils.errors import ConfigError
-from gkl.utils.validation import check_bool, check_choice, check_int, check_number, fail
+from gkl.utils.validation import check_choice, check_int, check_number, fail
 
 ADVERSARIAL_METHODS: tuple[str, ...] = ("trades", "gkl", "pgd_at")
 #: eps schedules over training: fixed, or linear in the epoch (GKL-AT).
@@ -124,22 +125,19 @@ class TRADESSettings(AdversarialSettings):
 
 
 @dataclass
-class GKLATSettings(AdversarialSettings):
-    """GKL-AT (Eq. 13): CE(clean) + GKL(adv, clean) with class-wise weights; GKL attack, linear eps.
+class GKLATSettings(GKLTerm, ClassWiseWeights, AdversarialSettings):
+    """GKL-AT (Eq. 13): CE(clean) + GKL(adv, clean); GKL attack, linear eps.
 
-    ``attack_*`` are the inner attack's GKL settings (recipes: α = β = γ = T = 1).
+    The outer GKL term takes the shared KL-family settings (:mod:`gkl.settings.kl_family`,
+    their one set of defaults; the recipes set α = 20, β = 4, τ_w = 4, class-wise weights).
+    ``attack_*`` are the inner attack's GKL settings (recipes: α = β = γ = T = 1; its τ_w and
+    weights are the outer term's).
     """
 
     method: Literal["gkl"] = "gkl"
     eps_schedule: Literal["fixed", "linear"] = "linear"
     attack_budget: Literal["fixed", "low", "high", "high-as-released"] = "high-as-released"
     attack_loss: Literal["ce", "kl", "gkl", "cw"] = "gkl"
-    alpha: float = 20.0
-    beta: float = 4.0
-    gamma: float = 1.0
-    temperature: float = 1.0
-    weight_temperature: float = 4.0
-    class_wise: bool = True
     attack_alpha: float = 1.0
     attack_beta: float = 1.0
     attack_gamma: float = 1.0
@@ -147,11 +145,10 @@ class GKLATSettings(AdversarialSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("alpha", "beta", "gamma", "attack_alpha", "attack_beta", "attack_gamma"):
+        check_kl_family(self, _OWNER)
+        for name in ("attack_alpha", "attack_beta", "attack_gamma"):
             _number(self, name, minimum=0.0)
-        for name in ("temperature", "weight_temperature", "attack_temperature"):
-            _number(self, name, minimum=0.0, strict=True)
-        check_bool(_OWNER, "class_wise", self.class_wise, error=ConfigError)
+        _number(self, "attack_temperature", minimum=0.0, strict=True)
 
 
 @dataclass

@@ -7,56 +7,125 @@ Paper naming: α weights the wMSE term, β the soft-label cross-entropy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Optional
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Optional
 
+from gkl.settings._variants import UnionConstructor
+from gkl.settings.kl_family import DKLTerm, GKLTerm, IKLTerm, check_kl_family
+from gkl.settings.loss_choice import RegisteredLoss, check_registered_loss
 from gkl.settings.teacher import check_teacher
 from gkl.utils.errors import ConfigError
-from gkl.utils.validation import check_choice as _choice, check_number as _number
+from gkl.utils.validation import check_bool, check_choice, check_number as _number, fail
 
-__all__ = ["ClipDistillSettings", "ClipDataSettings", "ClipEvalSettings", "CLIP_KINDS", "check_clip_config"]
+
+def _choice(owner: str, name: str, value: object, choices: tuple) -> None:
+    check_choice(owner, name, value, choices, error=ConfigError)
+
+__all__ = ["ClipDistillSettings", "ClipKLSettings", "ClipDKLSettings", "ClipIKLSettings", "ClipGKLSettings",
+           "ClipLogitLossSettings", "CLIP_DISTILL_SETTINGS", "ClipDataSettings", "ClipEvalSettings", "CLIP_KINDS", "check_clip_config"]
 
 
 def _check_str(owner: str, name: str, value: object, *, optional: bool = False) -> None:
     if value is None and optional:
         return
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{owner}.{name}: expected a non-empty string, got {value!r}")
+        raise fail(owner, name, "a non-empty string", value, error=ConfigError)
 
 
 @dataclass
-class ClipDistillSettings:
+class ClipDistillSettings(UnionConstructor):
     """``clip_distill`` section: loss = contrastive_weight · CLIP loss + distill_weight · term.
 
-    method: "kl" (OpenCLIP's DistillClipLoss term, the paper's KL-KD) | "gkl" | "ikl" | "dkl".
-    GKL uses sample-wise weights softmax(teacher logits / weight_temperature) (paper Sec. 4.4).
+    A tagged union on ``method`` (one class per method, :mod:`gkl.settings._variants`):
+    "kl" (``temperature``; the registry's T² · KL, see docs/clip.md) | "dkl" | "ikl" | "gkl"
+    (the shared KL-family settings, :mod:`gkl.settings.kl_family`) | any other registered logit
+    loss by name (``temperature`` + ``loss_params``). GKL/IKL use sample-wise weights
+    softmax(teacher logits / weight_temperature) (paper Sec. 4.4).
     local_loss / gather_with_grad: OpenCLIP's DDP options; the defaults make every row
     span the global batch with exact gradients.
+    ``ClipDistillSettings(method=..., ...)`` builds the matching class.
     """
 
-    method: Literal["kl", "gkl", "ikl", "dkl"] = "gkl"
+    variant_key: ClassVar[str] = "method"
+    section: ClassVar[str] = "clip_distill"
+
+    method: str = "gkl"
     contrastive_weight: float = 1.0
     distill_weight: float = 1.0
-    alpha: float = 1.0
-    beta: float = 1.0
-    gamma: float = 1.0
-    temperature: float = 1.0
-    weight_temperature: float = 1.0
-    normalize: Literal["weights", "batch"] = "weights"
     local_loss: bool = False
     gather_with_grad: bool = True
     clamp_logit_scale: float = 100.0  #: OpenCLIP clamps the learned scale to <= 100 after each step
 
+    @classmethod
+    def variants(cls) -> dict[str, type["ClipDistillSettings"]]:
+        return CLIP_DISTILL_SETTINGS
+
+    @classmethod
+    def generic_variant(cls) -> type["ClipDistillSettings"]:
+        return ClipLogitLossSettings
+
     def __post_init__(self) -> None:
-        _choice("clip_distill", "method", self.method, ("kl", "gkl", "ikl", "dkl"))
-        _choice("clip_distill", "normalize", self.normalize, ("weights", "batch"))
-        for name in ("contrastive_weight", "distill_weight", "alpha", "beta", "gamma"):
-            _number("clip_distill", name, getattr(self, name), minimum=0.0)
-        for name in ("temperature", "weight_temperature", "clamp_logit_scale"):
-            _number("clip_distill", name, getattr(self, name), minimum=0.0, strict=True)
+        owner = "clip_distill"
+        if type(self) is ClipLogitLossSettings:
+            if not isinstance(self.method, str) or not self.method.isidentifier() or self.method in CLIP_DISTILL_SETTINGS:
+                raise fail(owner, "method", "the name of a registered logit loss", self.method, error=ConfigError)
+            check_registered_loss(self, owner)
+        elif type(self) not in CLIP_DISTILL_SETTINGS.values():
+            raise TypeError("ClipDistillSettings is the common base: call ClipDistillSettings(method=..., ...)")
+        else:
+            expected = next(m for m, cls in CLIP_DISTILL_SETTINGS.items() if cls is type(self))
+            if self.method != expected:
+                raise fail(owner, "method", f"{expected!r} for {type(self).__name__}", self.method, error=ConfigError)
+        for name in ("contrastive_weight", "distill_weight"):
+            _number(owner, name, getattr(self, name), minimum=0.0, error=ConfigError)
+        _number(owner, "clamp_logit_scale", self.clamp_logit_scale, minimum=0.0, strict=True, error=ConfigError)
+        if isinstance(self, ClipKLSettings):
+            _number(owner, "temperature", self.temperature, minimum=0.0, strict=True, error=ConfigError)
+        check_kl_family(self, owner)
         for name in ("local_loss", "gather_with_grad"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"clip_distill.{name}: expected a bool, got {getattr(self, name)!r}")
+            check_bool(owner, name, getattr(self, name), error=ConfigError)
+
+
+@dataclass
+class ClipKLSettings(ClipDistillSettings):
+    """``kl``: T² · KL(softmax(L_t/T) ‖ softmax(L_s/T)) per row (the registry's ``kl``)."""
+
+    method: str = "kl"
+    temperature: float = 1.0
+
+
+@dataclass
+class ClipDKLSettings(DKLTerm, ClipDistillSettings):
+    """``dkl``: T² · DKL (Eq. 5) of the logits divided by T."""
+
+    method: str = "dkl"
+
+
+@dataclass
+class ClipIKLSettings(IKLTerm, ClipDistillSettings):
+    """``ikl``: IKL with sample-wise weights (γ = 1, per-row normalisation)."""
+
+    method: str = "ikl"
+
+
+@dataclass
+class ClipGKLSettings(GKLTerm, ClipDistillSettings):
+    """``gkl``: GKL with sample-wise weights softmax(L_t / τ_w)."""
+
+    method: str = "gkl"
+
+
+@dataclass
+class ClipLogitLossSettings(RegisteredLoss, ClipDistillSettings):
+    """Any other registered logit loss by name: its ``temperature`` and ``loss_params``."""
+
+    method: str = "kl"
+
+
+#: method name -> settings class (any other registered logit loss: :class:`ClipLogitLossSettings`).
+CLIP_DISTILL_SETTINGS: dict[str, type[ClipDistillSettings]] = {
+    "kl": ClipKLSettings, "gkl": ClipGKLSettings, "ikl": ClipIKLSettings, "dkl": ClipDKLSettings,
+}
 
 
 @dataclass
@@ -82,17 +151,20 @@ class ClipDataSettings:
         if self.format != "digits":
             _check_str("clip_data", "train", self.train)
         elif self.train is not None:
-            raise ValueError("clip_data.train: not used with clip_data.format 'digits' (the bundled set)")
+            raise fail("clip_data", "train", "null with clip_data.format 'digits' (the bundled set)", self.train,
+                       error=ConfigError)
         for name in ("image_key", "caption_key"):
             _check_str("clip_data", name, getattr(self, name))
         if self.samples_per_epoch is not None:
-            _number("clip_data", "samples_per_epoch", self.samples_per_epoch, minimum=1, integer=True)
+            _number("clip_data", "samples_per_epoch", self.samples_per_epoch, minimum=1, integer=True,
+                    error=ConfigError)
             if self.format != "webdataset":
-                raise ValueError("clip_data.samples_per_epoch: only for clip_data.format 'webdataset'")
+                raise fail("clip_data", "samples_per_epoch", "null unless clip_data.format is 'webdataset'",
+                           self.samples_per_epoch, error=ConfigError)
         elif self.format == "webdataset":
-            raise ValueError("clip_data.samples_per_epoch: required for clip_data.format 'webdataset' "
-                             "(pairs per epoch; shards are resampled, as OpenCLIP's --train-num-samples)")
-        _number("clip_data", "shuffle_buffer", self.shuffle_buffer, minimum=0, integer=True)
+            raise fail("clip_data", "samples_per_epoch", "the pairs per epoch for clip_data.format 'webdataset' "
+                       "(shards are resampled, as OpenCLIP's --train-num-samples)", None, error=ConfigError)
+        _number("clip_data", "shuffle_buffer", self.shuffle_buffer, minimum=0, integer=True, error=ConfigError)
 
 
 @dataclass
@@ -117,7 +189,8 @@ class ClipEvalSettings:
             _check_str("clip_eval", name, getattr(self, name), optional=True)
         _choice("clip_eval", "templates", self.templates, ("openai", "simple", "digits"))
         if self.classnames is not None and self.zeroshot is None:
-            raise ValueError("clip_eval.classnames: only with clip_eval.zeroshot")
+            raise fail("clip_eval", "classnames", "null unless clip_eval.zeroshot is set", self.classnames,
+                       error=ConfigError)
 
     def metrics(self) -> tuple[str, ...]:
         """The metric names this evaluation reports (for ``train.select_metric``)."""
@@ -172,7 +245,7 @@ def check_clip_config(cfg) -> None:
         check_teacher(cfg.teacher, "kind 'clip_distill'", section="OpenCLIP name and checkpoint",
                       weights="the teacher's OpenCLIP weight file")
         if cfg.clip_distill is None:
-            cfg.clip_distill = ClipDistillSettings()
+            cfg.clip_distill = ClipGKLSettings()
     elif cfg.teacher is not None:
         raise ConfigError(f"teacher: section used by kinds 'distill' and 'clip_distill', not {kind!r}")
     available = cfg.clip_eval.metrics() if cfg.clip_eval is not None else ()

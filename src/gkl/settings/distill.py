@@ -3,8 +3,10 @@
 One class per method, chosen by ``method`` (a tagged union, see
 :mod:`gkl.settings._variants`): a key the chosen method does not use is an error
 naming it, and a run's saved ``config.yaml`` lists exactly the settings that ran.
-Paper naming throughout: ``alpha`` weights the wMSE term, ``beta`` the soft-label
-cross-entropy (the authors' released code swaps the names; recipes are converted).
+DKL, IKL and GKL embed the shared KL-family settings of :mod:`gkl.settings.kl_family`
+(paper naming: ``alpha`` weights the wMSE term, ``beta`` the soft-label cross-entropy; one
+set of defaults for every task, T = τ_w = 1). Any other logit loss registered in
+:mod:`gkl.losses` is a method by its name (:class:`LogitLossSettings`).
 
 Every method trains ``ce_weight * CE(student, y) + warm(epoch) * kd_weight * term``
 with ``warm(epoch) = min(epoch / warmup_epochs, 1)`` (epochs from 1; 0 = no warm-up).
@@ -13,16 +15,17 @@ with ``warm(epoch) = min(epoch / warmup_epochs, 1)`` (epochs from 1; 0 = no warm
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from gkl.settings._variants import build_variant
+from gkl.settings.kl_family import (GKL_NORMALIZATIONS, ClassWiseWeights, DKLTerm, GKLTerm, IKLTerm,  # noqa: F401
+                                    check_kl_family)
+from gkl.settings.loss_choice import RegisteredLoss, check_registered_loss
 from gkl.utils.errors import ConfigError
-from gkl.utils.validation import check_bool, check_choice, check_int, check_number, fail
+from gkl.utils.validation import check_int, check_number, fail
 
 #: Every distillation method, in the order the docs list them.
 DISTILL_METHODS: tuple[str, ...] = ("kd", "dkd", "dkl", "ikl", "gkl", "mse", "jsd")
-#: How GKL normalises its wMSE term: by the weight mass (the authors' GKL code) or by the batch (IKL).
-GKL_NORMALIZATIONS: tuple[str, ...] = ("weights", "batch")
 
 _OWNER = "distill"
 
@@ -47,17 +50,28 @@ class DistillSettings:
     def variants(cls) -> dict[str, type["DistillSettings"]]:
         return DISTILL_SETTINGS
 
+    @classmethod
+    def generic_variant(cls) -> type["DistillSettings"]:
+        return LogitLossSettings
+
     def __post_init__(self) -> None:
-        if type(self) is DistillSettings or type(self) not in DISTILL_SETTINGS.values():
+        if type(self) is LogitLossSettings:
+            if not isinstance(self.method, str) or not self.method.isidentifier() or self.method in DISTILL_SETTINGS:
+                raise fail(_OWNER, "method", f"a registered logit loss other than {list(DISTILL_SETTINGS)} "
+                           "for LogitLossSettings", self.method, error=ConfigError)
+            check_registered_loss(self, _OWNER)
+        elif type(self) is DistillSettings or type(self) not in DISTILL_SETTINGS.values():
             raise TypeError("DistillSettings is the common base; use distill_settings(method, ...) "
                             "or a method's class such as GKLSettings")
-        expected = next(m for m, cls in DISTILL_SETTINGS.items() if cls is type(self))
-        if self.method != expected:
-            raise fail(_OWNER, "method", repr(expected) + f" for {type(self).__name__}", self.method,
-                       error=ConfigError)
+        else:
+            expected = next(m for m, cls in DISTILL_SETTINGS.items() if cls is type(self))
+            if self.method != expected:
+                raise fail(_OWNER, "method", repr(expected) + f" for {type(self).__name__}", self.method,
+                           error=ConfigError)
         _number(self, "ce_weight", minimum=0.0)
         _number(self, "kd_weight", minimum=0.0)
         check_int(_OWNER, "warmup_epochs", self.warmup_epochs, minimum=0, error=ConfigError)
+        check_kl_family(self, _OWNER)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (for logs and config.yaml)."""
@@ -93,68 +107,24 @@ class DKDSettings(DistillSettings):
 
 
 @dataclass
-class DKLSettings(DistillSettings):
+class DKLSettings(DKLTerm, DistillSettings):
     """Decoupled KL (Eq. 5) of the logits divided by T, times T² (α = β = 1: the KD gradient)."""
 
     method: Literal["dkl"] = "dkl"
-    temperature: float = 4.0
-    alpha: float = 1.0  #: wMSE weight α
-    beta: float = 1.0  #: soft-label CE weight β
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _number(self, "temperature", minimum=0.0, strict=True)
-        _number(self, "alpha", minimum=0.0)
-        _number(self, "beta", minimum=0.0)
 
 
 @dataclass
-class _WeightedKLSettings(DistillSettings):
-    """Fields shared by IKL and GKL: loss weights, temperatures and the (class-wise) weights."""
-
-    temperature: float = 4.0  #: T of the soft-label CE term
-    alpha: float = 1.0  #: wMSE weight α
-    beta: float = 1.0  #: soft-label CE weight β
-    weight_temperature: float = 4.0  #: τ_w of the weights softmax(o_m / τ_w) (Eqs. 8-9)
-    class_wise: bool = False  #: class-wise weights (Eqs. 8-9) instead of sample-wise
-    prior_momentum: Optional[float] = None  #: class-wise only; None: epoch-frozen prior (the authors'), else EMA in (0, 1]
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("temperature", "weight_temperature"):
-            _number(self, name, minimum=0.0, strict=True)
-        _number(self, "alpha", minimum=0.0)
-        _number(self, "beta", minimum=0.0)
-        check_bool(_OWNER, "class_wise", self.class_wise, error=ConfigError)
-        if self.prior_momentum is not None:
-            _number(self, "prior_momentum", minimum=0.0, strict=True)
-            if self.prior_momentum > 1.0:
-                raise fail(_OWNER, "prior_momentum", "a value in (0, 1] or null", self.prior_momentum,
-                           error=ConfigError)
-            if not self.class_wise:
-                raise fail(_OWNER, "prior_momentum", "null unless distill.class_wise is true (it only "
-                           "affects class-wise weights)", self.prior_momentum, error=ConfigError)
-
-
-@dataclass
-class IKLSettings(_WeightedKLSettings):
+class IKLSettings(IKLTerm, ClassWiseWeights, DistillSettings):
     """IKL (conference version): GKL with γ = 1 and the wMSE normalised by the batch size."""
 
     method: Literal["ikl"] = "ikl"
 
 
 @dataclass
-class GKLSettings(_WeightedKLSettings):
+class GKLSettings(GKLTerm, ClassWiseWeights, DistillSettings):
     """GKL (journal version): smoothed weights (γ) and the wMSE normalised by the weight mass."""
 
     method: Literal["gkl"] = "gkl"
-    gamma: float = 1.0  #: weight smoothing γ (Eqs. 8-9); 0 = plain pairwise logit-difference MSE
-    normalize: Literal["weights", "batch"] = "weights"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _number(self, "gamma", minimum=0.0)
-        check_choice(_OWNER, "normalize", self.normalize, GKL_NORMALIZATIONS, error=ConfigError)
 
 
 @dataclass
@@ -176,7 +146,14 @@ class JSDSettings(DistillSettings):
         _number(self, "temperature", minimum=0.0, strict=True)
 
 
-#: method name -> its settings class.
+@dataclass
+class LogitLossSettings(RegisteredLoss, DistillSettings):
+    """Any other registered logit loss by name (``gkl.losses.register_logit_loss``): its T and ``loss_params``."""
+
+    method: str = "kl"
+
+
+#: method name -> its settings class (any other registered logit loss: :class:`LogitLossSettings`).
 DISTILL_SETTINGS: dict[str, type[DistillSettings]] = {
     "kd": KDSettings, "dkd": DKDSettings, "dkl": DKLSettings, "ikl": IKLSettings,
     "gkl": GKLSettings, "mse": MSESettings, "jsd": JSDSettings,

@@ -12,7 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from gkl.utils.validation import check_choice as _check_choice, check_number as _check_number
+from functools import partial
+
+from gkl.utils.errors import ConfigError
+from gkl.utils.validation import check_choice, check_number
+
+_check_choice = partial(check_choice, error=ConfigError)
+_check_number = partial(check_number, error=ConfigError)
 
 OptimName = Literal["sgd", "adamw"]
 ScheduleKind = Literal["multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine"]
@@ -52,47 +58,47 @@ class OptimSettings:
     reference_batch_size: Optional[int] = None
 
     def __post_init__(self) -> None:
-        _check_choice("optim", "name", self.name, ("sgd", "adamw"))
+        _check_choice("train.optim", "name", self.name, ("sgd", "adamw"))
         foreign = _ADAMW_ONLY if self.name == "sgd" else _SGD_ONLY
         for key in foreign:
             if getattr(self, key) is not None:
-                raise ValueError(f"optim.{key}: not used by optim.name={self.name!r} "
-                                 f"(remove it, or set optim.name to the optimizer it belongs to)")
-        _check_number("optim", "lr", self.lr, minimum=0.0, strict=True)
-        _check_number("optim", "weight_decay", self.weight_decay, minimum=0.0)
+                raise ConfigError(f"train.optim.{key}: not used by train.optim.name={self.name!r} "
+                                 f"(remove it, or set train.optim.name to the optimizer it belongs to)")
+        _check_number("train.optim", "lr", self.lr, minimum=0.0, strict=True)
+        _check_number("train.optim", "weight_decay", self.weight_decay, minimum=0.0)
         if self.name == "sgd":
             if self.momentum is None:
                 self.momentum = 0.9
             if self.nesterov is None:
                 self.nesterov = False
-            _check_number("optim", "momentum", self.momentum, minimum=0.0)
+            _check_number("train.optim", "momentum", self.momentum, minimum=0.0)
             if self.momentum >= 1.0:
-                raise ValueError(f"optim.momentum: expected a value in [0, 1), got {self.momentum!r}")
+                raise ConfigError(f"train.optim.momentum: expected a value in [0, 1), got {self.momentum!r}")
             if not isinstance(self.nesterov, bool):
-                raise ValueError(f"optim.nesterov: expected a bool, got {self.nesterov!r}")
+                raise ConfigError(f"train.optim.nesterov: expected a bool, got {self.nesterov!r}")
             if self.nesterov and self.momentum == 0.0:
-                raise ValueError("optim.nesterov: nesterov=True needs optim.momentum > 0")
+                raise ConfigError("train.optim.nesterov: nesterov=True needs train.optim.momentum > 0")
         else:
             if self.betas is None:
                 self.betas = (0.9, 0.999)
             if self.eps is None:
                 self.eps = 1e-8
             if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
-                raise ValueError(f"optim.betas: expected two numbers in [0, 1), got {self.betas!r}")
+                raise ConfigError(f"train.optim.betas: expected two numbers in [0, 1), got {self.betas!r}")
             self.betas = tuple(self.betas)
             for beta in self.betas:
-                _check_number("optim", "betas", beta, minimum=0.0)
+                _check_number("train.optim", "betas", beta, minimum=0.0)
                 if beta >= 1.0:
-                    raise ValueError(f"optim.betas: expected two numbers in [0, 1), got {self.betas!r}")
-            _check_number("optim", "eps", self.eps, minimum=0.0, strict=True)
+                    raise ConfigError(f"train.optim.betas: expected two numbers in [0, 1), got {self.betas!r}")
+            _check_number("train.optim", "eps", self.eps, minimum=0.0, strict=True)
         if not isinstance(self.no_decay_norm_bias, bool):
-            raise ValueError(f"optim.no_decay_norm_bias: expected a bool, got {self.no_decay_norm_bias!r}")
+            raise ConfigError(f"train.optim.no_decay_norm_bias: expected a bool, got {self.no_decay_norm_bias!r}")
         if self.layer_decay is not None:
-            _check_number("optim", "layer_decay", self.layer_decay, minimum=0.0, strict=True)
+            _check_number("train.optim", "layer_decay", self.layer_decay, minimum=0.0, strict=True)
             if self.layer_decay > 1.0:
-                raise ValueError(f"optim.layer_decay: expected a value in (0, 1], got {self.layer_decay!r}")
+                raise ConfigError(f"train.optim.layer_decay: expected a value in (0, 1], got {self.layer_decay!r}")
         if self.reference_batch_size is not None:
-            _check_number("optim", "reference_batch_size", self.reference_batch_size,
+            _check_number("train.optim", "reference_batch_size", self.reference_batch_size,
                           minimum=1, integer=True)
 
 
@@ -126,28 +132,28 @@ class ScheduleSettings:
     num_cycles: float = 7.0 / 16.0
 
     def __post_init__(self) -> None:
-        _check_choice("schedule", "kind", self.kind,
+        _check_choice("train.schedule", "kind", self.kind,
                       ("multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine"))
-        _check_choice("schedule", "unit", self.unit, ("epoch", "step"))
+        _check_choice("train.schedule", "unit", self.unit, ("epoch", "step"))
         if not isinstance(self.milestones, (list, tuple)):
-            raise ValueError(f"schedule.milestones: expected a list of epochs, got {self.milestones!r}")
+            raise ConfigError(f"train.schedule.milestones: expected a list of epochs, got {self.milestones!r}")
         self.milestones = list(self.milestones)
         for m in self.milestones:
             if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-                raise ValueError(f"schedule.milestones: expected positive integers, got {self.milestones!r}")
+                raise ConfigError(f"train.schedule.milestones: expected positive integers, got {self.milestones!r}")
         if self.milestones != sorted(set(self.milestones)):
-            raise ValueError(f"schedule.milestones: expected strictly increasing values, got {self.milestones!r}")
-        _check_number("schedule", "gamma", self.gamma, minimum=0.0, strict=True)
-        _check_number("schedule", "warmup_epochs", self.warmup_epochs, minimum=0, integer=True)
-        _check_number("schedule", "warmup_steps", self.warmup_steps, minimum=0, integer=True)
-        _check_number("schedule", "power", self.power, minimum=0.0, strict=True)
-        _check_number("schedule", "num_cycles", self.num_cycles, minimum=0.0, strict=True)
+            raise ConfigError(f"train.schedule.milestones: expected strictly increasing values, got {self.milestones!r}")
+        _check_number("train.schedule", "gamma", self.gamma, minimum=0.0, strict=True)
+        _check_number("train.schedule", "warmup_epochs", self.warmup_epochs, minimum=0, integer=True)
+        _check_number("train.schedule", "warmup_steps", self.warmup_steps, minimum=0, integer=True)
+        _check_number("train.schedule", "power", self.power, minimum=0.0, strict=True)
+        _check_number("train.schedule", "num_cycles", self.num_cycles, minimum=0.0, strict=True)
         if self.unit == "epoch" and self.warmup_steps:
-            raise ValueError("schedule.warmup_steps: counts optimizer steps, needs schedule.unit: step "
-                             "(use schedule.warmup_epochs with unit: epoch)")
+            raise ConfigError("train.schedule.warmup_steps: counts optimizer steps, needs train.schedule.unit: step "
+                             "(use train.schedule.warmup_epochs with unit: epoch)")
         if self.unit == "step" and self.warmup_epochs:
-            raise ValueError("schedule.warmup_epochs: counts epochs, needs schedule.unit: epoch "
-                             "(use schedule.warmup_steps with unit: step)")
+            raise ConfigError("train.schedule.warmup_epochs: counts epochs, needs train.schedule.unit: epoch "
+                             "(use train.schedule.warmup_steps with unit: step)")
         if self.unit == "step" and self.kind == "cosine_at":
-            raise ValueError("schedule.kind: 'cosine_at' is the per-epoch GKL-AT schedule; "
-                             "it needs schedule.unit: epoch")
+            raise ConfigError("train.schedule.kind: 'cosine_at' is the per-epoch GKL-AT schedule; "
+                             "it needs train.schedule.unit: epoch")

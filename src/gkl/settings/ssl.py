@@ -1,127 +1,226 @@
 """Settings of the semi-supervised objectives (the ``ssl:`` section of a run's config).
 
-Defaults follow USB's CIFAR-100 protocol; the GKL parameters use the paper's naming
-(α = wMSE weight, β = soft-label CE weight; the authors' fork of USB swaps the names).
-Keys that the chosen algorithm or consistency loss does not use must stay unset (None):
-setting one is an error naming it.
+A tagged union with two tags (see :mod:`gkl.settings._variants`): ``algorithm``
+(``fixmatch`` / ``meanteacher``) and then ``consistency`` (the loss between the strong and
+the weak view, a name of the logit-loss registry: ``hard_ce``, ``soft_ce``, ``kl``,
+``softmax_mse``, ``gkl``, ``ikl``; the former ``ce`` / ``mse`` are errors naming these).
+Each (algorithm, consistency) pair is one class holding exactly the keys it uses: a key it does not use is a ConfigError naming it, and the saved config lists what ran.
+Defaults follow USB's CIFAR-100 protocol; GKL/IKL embed the shared KL-family settings
+(:mod:`gkl.settings.kl_family`, paper naming: α = wMSE weight, β = soft-label CE weight).
+Any other registered logit loss is a consistency by its name (``temperature`` + ``loss_params``).
+
+``SSLSettings(algorithm=..., consistency=..., ...)`` builds the matching class.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
+from gkl.settings._variants import UnionConstructor
+from gkl.settings.kl_family import GKLTerm, IKLTerm, check_kl_family
+from gkl.settings.loss_choice import RegisteredLoss, check_registered_loss
 from gkl.utils.errors import ConfigError
-from gkl.utils.validation import check_choice, check_number
+from gkl.utils.validation import check_bool, check_int, check_number, fail
 
-Algorithm = Literal["fixmatch", "meanteacher"]
-Consistency = Literal["ce", "soft_ce", "kl", "mse", "gkl", "ikl"]
+__all__ = ["SSLSettings", "FixMatchSettings", "MeanTeacherSettings", "SSL_ALGORITHMS", "SSL_CONSISTENCIES",
+           "ssl_settings_class"]
 
-_GKL_DEFAULTS = {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "weight_temperature": 1.0, "normalize": "weights"}
+SSL_ALGORITHMS: tuple[str, ...] = ("fixmatch", "meanteacher")
+#: the built-in consistency losses (any other registered logit loss is accepted by name).
+SSL_CONSISTENCIES: tuple[str, ...] = ("hard_ce", "soft_ce", "kl", "softmax_mse", "gkl", "ikl")
+#: the names before the registry's (``mse`` there is logit MSE): a ConfigError naming the new name.
+_RENAMED = {"ce": "hard_ce", "mse": "softmax_mse"}
+
+_OWNER = "ssl"
 
 
 @dataclass
-class SSLSettings:
-    """FixMatch or Mean-Teacher with a configurable consistency loss.
+class SSLSettings(UnionConstructor):
+    """FixMatch or Mean-Teacher with a consistency loss: the fields every combination has.
 
-    algorithm: ``fixmatch`` (one forward on cat(labelled, weak, strong); mask = max softmax(weak)
-        ≥ p_cutoff) or ``meanteacher`` (EMA teacher on the weak view, student on the strong view).
     num_labels_per_class: labelled examples per class (exactly; drawn with the run's seed).
     uratio: µ, unlabelled examples per labelled one in a step.
-    consistency: the loss of :func:`gkl.ssl.consistency_loss`.
-    p_cutoff: confidence threshold in (0, 1]; FixMatch default 0.95; Mean-Teacher: None = no mask.
-    temperature: T of soft pseudo-labels; default 0.5 for FixMatch soft targets, 1 otherwise.
-    lambda_u: weight of the unsupervised loss (FixMatch 1, Mean-Teacher 50 in USB).
-    unsup_warmup: linear ramp of lambda_u over this fraction of all iterations
-        (Mean-Teacher default 0.4; FixMatch 0).
-    ema_decay: Mean-Teacher's teacher decay (default 0.999; buffers are copied).
-    detach_weak: GKL/IKL only: stop the wMSE gradient into the weak view (fork: False).
-    alpha, beta, gamma, weight_temperature, normalize: GKL/IKL only (gamma, normalize: GKL only).
+    p_cutoff: confidence threshold in (0, 1] of the mask max softmax(weak) ≥ p_cutoff; null: no mask.
+    lambda_u: weight of the unsupervised loss.
+    unsup_warmup: linear ramp of lambda_u over this fraction of all iterations.
     crop_padding, flip, randaugment_ops, randaugment_magnitude: the views (USB CIFAR: 4, true, 3, 5).
     """
 
-    algorithm: Algorithm = "fixmatch"
+    variant_key: ClassVar[str] = "algorithm"
+    section: ClassVar[str] = _OWNER
+
+    algorithm: str = "fixmatch"
+    consistency: str = "hard_ce"
     num_labels_per_class: int = 2
     uratio: int = 1
-    consistency: Consistency = "ce"
-    p_cutoff: Optional[float] = None
-    temperature: Optional[float] = None
-    lambda_u: Optional[float] = None
-    unsup_warmup: Optional[float] = None
-    ema_decay: Optional[float] = None
-    detach_weak: Optional[bool] = None
-    alpha: Optional[float] = None
-    beta: Optional[float] = None
-    gamma: Optional[float] = None
-    weight_temperature: Optional[float] = None
-    normalize: Optional[Literal["weights", "batch"]] = None
+    p_cutoff: Optional[float] = 0.95
+    lambda_u: float = 1.0
+    unsup_warmup: float = 0.0
     crop_padding: int = 4
     flip: bool = True
     randaugment_ops: int = 3
     randaugment_magnitude: int = 5
 
+    @classmethod
+    def variants(cls) -> dict[str, type["SSLSettings"]]:
+        return {"fixmatch": FixMatchSettings, "meanteacher": MeanTeacherSettings}
+
     def __post_init__(self) -> None:
-        check_choice("ssl", "algorithm", self.algorithm, ("fixmatch", "meanteacher"), error=ConfigError)
-        check_choice("ssl", "consistency", self.consistency, ("ce", "soft_ce", "kl", "mse", "gkl", "ikl"), error=ConfigError)
-        check_number("ssl", "num_labels_per_class", self.num_labels_per_class, minimum=1, integer=True, error=ConfigError)
-        check_number("ssl", "uratio", self.uratio, minimum=1, integer=True, error=ConfigError)
-        fixmatch = self.algorithm == "fixmatch"
-        self._unused_by(fixmatch, "algorithm 'fixmatch'", ("ema_decay",))
-        uses_gkl = self.consistency in ("gkl", "ikl")
-        self._unused_by(not uses_gkl, f"consistency {self.consistency!r}",
-                        ("detach_weak", "alpha", "beta", "gamma", "weight_temperature", "normalize"))
-        self._unused_by(self.consistency == "ikl", "consistency 'ikl' (γ = 1, batch normalisation)",
-                        ("gamma", "normalize"))
-        self._unused_by(self.consistency == "ce", "consistency 'ce' (hard pseudo-labels)", ("temperature",))
-        soft = self.consistency in ("soft_ce", "kl")
-        defaults = {
-            "p_cutoff": 0.95 if fixmatch else None,
-            "temperature": None if self.consistency == "ce" else (0.5 if (fixmatch and soft) else 1.0),
-            "lambda_u": 1.0 if fixmatch else 50.0,
-            "unsup_warmup": 0.0 if fixmatch else 0.4,
-            "ema_decay": None if fixmatch else 0.999,
-            "detach_weak": False if uses_gkl else None,
-        }
-        if uses_gkl:
-            defaults.update({k: v for k, v in _GKL_DEFAULTS.items()
-                             if self.consistency == "gkl" or k not in ("gamma", "normalize")})
-        for name, value in defaults.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+        if type(self) not in _LEAVES:
+            raise TypeError("SSLSettings is the common base: call SSLSettings(algorithm=..., consistency=...) "
+                            "or ssl_settings_class(algorithm, consistency)")
+        algorithm, consistency = _LEAVES[type(self)]
+        if self.algorithm != algorithm:
+            raise fail(_OWNER, "algorithm", f"{algorithm!r} for {type(self).__name__}", self.algorithm,
+                       error=ConfigError)
+        if consistency is not None and self.consistency != consistency:
+            raise fail(_OWNER, "consistency", f"{consistency!r} for {type(self).__name__}", self.consistency,
+                       error=ConfigError)
+        if consistency is None and (not isinstance(self.consistency, str) or not self.consistency.isidentifier()
+                                    or self.consistency in SSL_CONSISTENCIES):
+            raise fail(_OWNER, "consistency", "the name of a registered logit loss", self.consistency,
+                       error=ConfigError)
+        check_int(_OWNER, "num_labels_per_class", self.num_labels_per_class, minimum=1, error=ConfigError)
+        check_int(_OWNER, "uratio", self.uratio, minimum=1, error=ConfigError)
         if self.p_cutoff is not None:
-            check_number("ssl", "p_cutoff", self.p_cutoff, minimum=0.0, strict=True, error=ConfigError)
+            check_number(_OWNER, "p_cutoff", self.p_cutoff, minimum=0.0, strict=True, error=ConfigError)
             if self.p_cutoff > 1.0:
-                raise ConfigError(f"ssl.p_cutoff: expected a value in (0, 1], got {self.p_cutoff!r}")
-        if self.temperature is not None:
-            check_number("ssl", "temperature", self.temperature, minimum=0.0, strict=True, error=ConfigError)
-        check_number("ssl", "lambda_u", self.lambda_u, minimum=0.0, error=ConfigError)
-        check_number("ssl", "unsup_warmup", self.unsup_warmup, minimum=0.0, error=ConfigError)
+                raise fail(_OWNER, "p_cutoff", "a value in (0, 1]", self.p_cutoff, error=ConfigError)
+        check_number(_OWNER, "lambda_u", self.lambda_u, minimum=0.0, error=ConfigError)
+        check_number(_OWNER, "unsup_warmup", self.unsup_warmup, minimum=0.0, error=ConfigError)
         if self.unsup_warmup > 1.0:
-            raise ConfigError(f"ssl.unsup_warmup: expected a fraction in [0, 1], got {self.unsup_warmup!r}")
-        if self.ema_decay is not None:
-            check_number("ssl", "ema_decay", self.ema_decay, minimum=0.0, error=ConfigError)
+            raise fail(_OWNER, "unsup_warmup", "a fraction in [0, 1]", self.unsup_warmup, error=ConfigError)
+        if isinstance(self, MeanTeacherSettings):
+            check_number(_OWNER, "ema_decay", self.ema_decay, minimum=0.0, error=ConfigError)
             if self.ema_decay >= 1.0:
-                raise ConfigError(f"ssl.ema_decay: expected a value in [0, 1), got {self.ema_decay!r}")
-        for name in ("alpha", "beta", "gamma"):
-            if getattr(self, name) is not None:
-                check_number("ssl", name, getattr(self, name), minimum=0.0, error=ConfigError)
-        if self.weight_temperature is not None:
-            check_number("ssl", "weight_temperature", self.weight_temperature, minimum=0.0, strict=True, error=ConfigError)
-        check_number("ssl", "crop_padding", self.crop_padding, minimum=0, integer=True, error=ConfigError)
-        check_number("ssl", "randaugment_ops", self.randaugment_ops, minimum=0, integer=True, error=ConfigError)
-        check_number("ssl", "randaugment_magnitude", self.randaugment_magnitude, minimum=0, integer=True, error=ConfigError)
-        if not isinstance(self.flip, bool):
-            raise ConfigError(f"ssl.flip: expected true or false, got {self.flip!r}")
+                raise fail(_OWNER, "ema_decay", "a value in [0, 1)", self.ema_decay, error=ConfigError)
+        if isinstance(self, (_SoftTarget, _SoftmaxMSE)):
+            check_number(_OWNER, "temperature", self.temperature, minimum=0.0, strict=True, error=ConfigError)
+        if isinstance(self, (_GKLConsistency, _IKLConsistency)):
+            check_bool(_OWNER, "detach_weak", self.detach_weak, error=ConfigError)
+        check_kl_family(self, _OWNER)
+        if isinstance(self, RegisteredLoss):
+            check_registered_loss(self, _OWNER)
+        for name in ("crop_padding", "randaugment_ops", "randaugment_magnitude"):
+            check_int(_OWNER, name, getattr(self, name), minimum=0, error=ConfigError)
+        check_bool(_OWNER, "flip", self.flip, error=ConfigError)
 
-    def _unused_by(self, condition: bool, who: str, names: tuple[str, ...]) -> None:
-        if not condition:
-            return
-        for name in names:
-            if getattr(self, name) is not None:
-                raise ConfigError(f"ssl.{name}: not used by {who}; remove it")
+    @property
+    def uses_kl_family(self) -> bool:
+        """Whether the consistency is GKL or IKL (the detach_weak / KL-family settings apply)."""
+        return isinstance(self, (_GKLConsistency, _IKLConsistency))
 
-    def gkl_kwargs(self) -> dict:
-        """The GKL/IKL keyword arguments of :func:`gkl.ssl.consistency_loss` (empty for other losses)."""
-        names = {"gkl": ("alpha", "beta", "gamma", "weight_temperature", "normalize"),
-                 "ikl": ("alpha", "beta", "weight_temperature")}.get(self.consistency, ())
-        return {name: getattr(self, name) for name in names}
+
+@dataclass
+class FixMatchSettings(SSLSettings):
+    """FixMatch: one forward on cat(labelled, weak, strong); mask = max softmax(weak) ≥ p_cutoff."""
+
+    variant_key: ClassVar[str] = "consistency"
+    renamed_tags: ClassVar[dict[str, str]] = _RENAMED
+    algorithm: str = "fixmatch"
+
+    @classmethod
+    def variants(cls) -> dict[str, type[SSLSettings]]:
+        return _TABLES["fixmatch"]
+
+    @classmethod
+    def generic_variant(cls) -> type[SSLSettings]:
+        return _GENERIC["fixmatch"]
+
+
+@dataclass
+class MeanTeacherSettings(SSLSettings):
+    """Mean-Teacher: EMA teacher (``ema_decay``, buffers copied) on the weak view, student on the strong.
+
+    USB defaults: no mask, lambda_u 50, unsup_warmup 0.4.
+    """
+
+    variant_key: ClassVar[str] = "consistency"
+    renamed_tags: ClassVar[dict[str, str]] = _RENAMED
+    algorithm: str = "meanteacher"
+    p_cutoff: Optional[float] = None
+    lambda_u: float = 50.0
+    unsup_warmup: float = 0.4
+    ema_decay: float = 0.999
+
+    @classmethod
+    def variants(cls) -> dict[str, type[SSLSettings]]:
+        return _TABLES["meanteacher"]
+
+    @classmethod
+    def generic_variant(cls) -> type[SSLSettings]:
+        return _GENERIC["meanteacher"]
+
+
+# -- the consistency pieces ----------------------------------------------------------------------
+@dataclass
+class _HardLabel:
+    """``hard_ce``: CE(strong, argmax weak), hard pseudo-labels (no temperature)."""
+
+
+@dataclass
+class _SoftTarget:
+    """``soft_ce`` / ``kl``: the registry loss at T = 1 between strong and weak / T (T sharpens the target)."""
+
+    temperature: float = 1.0  #: FixMatch's soft pseudo-labels: 0.5
+
+
+@dataclass
+class _SoftmaxMSE:
+    """``softmax_mse``: mean_j (softmax(strong) − softmax(weak / T))² (Mean-Teacher)."""
+
+    temperature: float = 1.0
+
+
+@dataclass
+class _GKLConsistency(GKLTerm):
+    """``gkl``: GKL(strong, weak) with sample-wise weights softmax(weak / τ_w)."""
+
+    detach_weak: bool = False  #: stop the wMSE gradient into the weak view (the authors' fork: False)
+
+
+@dataclass
+class _IKLConsistency(IKLTerm):
+    """``ikl``: IKL(strong, weak) (γ = 1, batch normalisation)."""
+
+    detach_weak: bool = False
+
+
+_PIECES: dict[str, type] = {"hard_ce": _HardLabel, "soft_ce": _SoftTarget, "kl": _SoftTarget, "softmax_mse": _SoftmaxMSE,
+                            "gkl": _GKLConsistency, "ikl": _IKLConsistency}
+_ALGORITHMS: dict[str, type[SSLSettings]] = {"fixmatch": FixMatchSettings, "meanteacher": MeanTeacherSettings}
+_TABLES: dict[str, dict[str, type[SSLSettings]]] = {}
+_GENERIC: dict[str, type[SSLSettings]] = {}
+_LEAVES: dict[type, tuple[str, str | None]] = {}
+
+
+def _leaf(algorithm: str, consistency: str | None) -> type[SSLSettings]:
+    piece = RegisteredLoss if consistency is None else _PIECES[consistency]
+    fields: list[Any] = [("consistency", str if consistency is None else Literal[consistency],
+                          "kl" if consistency is None else consistency)]
+    if algorithm == "fixmatch" and consistency in ("soft_ce", "kl"):
+        fields.append(("temperature", float, 0.5))
+    name = ({"fixmatch": "FixMatch", "meanteacher": "MeanTeacher"}[algorithm] + "".join(
+        p.title() for p in (consistency or "logit_loss").split("_")) + "Settings")
+    cls = dataclasses.make_dataclass(name, fields, bases=(piece, _ALGORITHMS[algorithm]))
+    cls.__module__ = __name__
+    cls.__doc__ = f"ssl.algorithm {algorithm!r}, ssl.consistency " + (
+        f"{consistency!r}: {piece.__doc__}" if consistency else "a registered logit loss by name")
+    return cls
+
+
+for _algorithm in SSL_ALGORITHMS:
+    _TABLES[_algorithm] = {c: _leaf(_algorithm, c) for c in SSL_CONSISTENCIES}
+    _GENERIC[_algorithm] = _leaf(_algorithm, None)
+    _LEAVES.update({cls: (_algorithm, c) for c, cls in _TABLES[_algorithm].items()})
+    _LEAVES[_GENERIC[_algorithm]] = (_algorithm, None)
+globals().update({cls.__name__: cls for cls in _LEAVES})  # importable by name (pickle, DDP spawn)
+
+
+def ssl_settings_class(algorithm: str, consistency: str) -> type[SSLSettings]:
+    """The settings class of (algorithm, consistency); another name: the registered-loss class."""
+    if algorithm not in _TABLES:
+        raise fail(_OWNER, "algorithm", f"one of {list(SSL_ALGORITHMS)}", algorithm, error=ConfigError)
+    return _TABLES[algorithm].get(consistency, _GENERIC[algorithm])

@@ -12,7 +12,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Optional
 
 from gkl.settings.optim import OptimSettings, ScheduleKind, ScheduleSettings  # noqa: F401
-from gkl.utils.validation import check_choice as _check_choice, check_number as _check_number
+from functools import partial
+
+from gkl.utils.errors import ConfigError
+from gkl.utils.validation import check_choice, check_number
+
+_check_choice = partial(check_choice, error=ConfigError)
+_check_number = partial(check_number, error=ConfigError)
 
 AmpMode = Literal["off", "bf16", "fp16", "auto"]
 
@@ -39,13 +45,13 @@ class EMASettings:
 
     def __post_init__(self) -> None:
         if self.decay is not None:
-            _check_number("ema", "decay", self.decay, minimum=0.0)
+            _check_number("train.ema", "decay", self.decay, minimum=0.0)
             if self.decay >= 1.0:
-                raise ValueError(f"ema.decay: expected a value in [0, 1) or null, got {self.decay!r}")
-        _check_choice("ema", "every", self.every, ("epoch", "step"))
-        _check_choice("ema", "evaluate", self.evaluate, ("raw", "ema"))
+                raise ConfigError(f"train.ema.decay: expected a value in [0, 1) or null, got {self.decay!r}")
+        _check_choice("train.ema", "every", self.every, ("epoch", "step"))
+        _check_choice("train.ema", "evaluate", self.evaluate, ("raw", "ema"))
         if self.evaluate == "ema" and self.decay is None:
-            raise ValueError("ema.evaluate: 'ema' needs ema.decay to be set")
+            raise ConfigError("train.ema.evaluate: 'ema' needs train.ema.decay to be set")
 
 
 @dataclass
@@ -116,7 +122,7 @@ class TrainSettings:
         if isinstance(self.ema, dict):
             self.ema = EMASettings(**self.ema)
         if self.epochs is not None and self.iterations is not None:
-            raise ValueError(f"train.iterations: set either train.epochs ({self.epochs}) or train.iterations "
+            raise ConfigError(f"train.iterations: set either train.epochs ({self.epochs}) or train.iterations "
                              f"({self.iterations}), not both")
         if self.epochs is None and self.iterations is None:
             self.epochs = 240
@@ -129,17 +135,17 @@ class TrainSettings:
                 _check_number("train", name, getattr(self, name), minimum=1, integer=True)
         _check_number("train", "accumulate_steps", self.accumulate_steps, minimum=1, integer=True)
         if not isinstance(self.loggers, (list, tuple)) or any(x not in _LOGGERS for x in self.loggers):
-            raise ValueError(f"train.loggers: expected a list of {list(_LOGGERS)}, got {self.loggers!r}")
+            raise ConfigError(f"train.loggers: expected a list of {list(_LOGGERS)}, got {self.loggers!r}")
         self.loggers = list(dict.fromkeys(self.loggers))
         if not isinstance(self.select_metric, str) or not self.select_metric:
-            raise ValueError(f"train.select_metric: expected a metric name, got {self.select_metric!r}")
+            raise ConfigError(f"train.select_metric: expected a metric name, got {self.select_metric!r}")
         _check_choice("train", "select_mode", self.select_mode, ("max", "min"))
         for name, cls in (("optim", OptimSettings), ("schedule", ScheduleSettings), ("ema", EMASettings)):
             if not isinstance(getattr(self, name), cls):
-                raise ValueError(f"train.{name}: expected {cls.__name__}, got {getattr(self, name)!r}")
+                raise ConfigError(f"train.{name}: expected {cls.__name__}, got {getattr(self, name)!r}")
         if self.epochs is not None and self.schedule.warmup_epochs > self.epochs:
-            raise ValueError(
-                f"schedule.warmup_epochs: expected at most train.epochs ({self.epochs}), "
+            raise ConfigError(
+                f"train.schedule.warmup_epochs: expected at most train.epochs ({self.epochs}), "
                 f"got {self.schedule.warmup_epochs}"
             )
         _check_choice("train", "amp", self.amp, ("off", "bf16", "fp16", "auto"))
@@ -148,7 +154,7 @@ class TrainSettings:
         for name in ("sync_bn", "deterministic", "progress", "stop_on_collapse", "compile", "channels_last",
                      "log_feature_stats"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"train.{name}: expected a bool, got {getattr(self, name)!r}")
+                raise ConfigError(f"train.{name}: expected a bool, got {getattr(self, name)!r}")
         _check_number("train", "seed", self.seed, minimum=0, integer=True)
         _check_number("train", "eval_every", self.eval_every, minimum=1, integer=True)
         _check_number("train", "checkpoint_every", self.checkpoint_every, minimum=1, integer=True)
@@ -156,7 +162,7 @@ class TrainSettings:
         _check_number("train", "collapse_patience", self.collapse_patience, minimum=1, integer=True)
         _check_number("train", "collapse_margin", self.collapse_margin, minimum=0.0)
         if not isinstance(self.device, str) or not _DEVICE_PATTERN.match(self.device):
-            raise ValueError(
+            raise ConfigError(
                 f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
 

@@ -4,6 +4,6 @@ The algorithms themselves are objectives of the one engine (:mod:`gkl.objectives
 their data pipeline (labelled split, weak/strong views) is :mod:`gkl.data.ssl`.
 """
 
-from gkl.ssl.consistency import CONSISTENCY_LOSSES, consistency_loss
+from gkl.ssl.consistency import CONSISTENCY_LOSSES, RENAMED_CONSISTENCY_LOSSES, consistency_loss
 
-__all__ = ["CONSISTENCY_LOSSES", "consistency_loss"]
+__all__ = ["CONSISTENCY_LOSSES", "RENAMED_CONSISTENCY_LOSSES", "consistency_loss"]

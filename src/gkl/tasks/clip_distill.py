@@ -3,8 +3,11 @@ teacher (KL, GKL, IKL, DKL; the ``clip_distill:`` section, docs/clip.md)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from typing import Optional
 
+from gkl.settings._variants import drop_unused_keys
 from gkl.settings.clip import ClipDistillSettings, check_clip_config
 from gkl.tasks.base import Section, Task
 from gkl.tasks.clip_train import CLIP_SECTIONS, build, evaluate
@@ -15,7 +18,8 @@ TASK = Task(
     name="clip_distill", command="clip-distill",
     help="distill an OpenCLIP student from a frozen CLIP teacher (KL, GKL, IKL, DKL)",
     sections=(*CLIP_SECTIONS, Section("clip_distill", Optional[ClipDistillSettings], fill=ClipDistillSettings,
-                                      help="the distillation loss")),
+                                      help="the distillation loss",
+                                      upgrade=partial(drop_unused_keys, ClipDistillSettings))),
     teacher="required", teacher_checkpoint_key="model",  # a gkl run checkpoint holds the weights under 'model'
     select_metric="zeroshot_top1", registry_names=False, check=check_clip_config,
     build=build, evaluate=evaluate, evaluation="zero-shot / retrieval metrics",

@@ -16,10 +16,13 @@ teacher, objective, LR multipliers and evaluator for the one engine.
 
 from __future__ import annotations
 
+from functools import partial
+
 import logging
 import math
 from typing import Any, Mapping, Optional, Sequence
 
+from gkl.settings._variants import drop_unused_keys
 from gkl.settings.segmentation import SegmentationSettings, check_segmentation_config
 from gkl.tasks.base import Section, Task
 from gkl.utils.errors import InputError
@@ -210,7 +213,8 @@ TASK = Task(
     name="segmentation", command="seg-train",
     help="semantic segmentation: CE, or distillation with pixel-wise KL/GKL, CWD, APD (docs/segmentation.md)",
     sections=(Section("segmentation", Optional[SegmentationSettings], fill=SegmentationSettings,
-                      help="method, augmentation, evaluation inference"),),
+                      help="method, augmentation, evaluation inference",
+                      upgrade=partial(drop_unused_keys, SegmentationSettings)),),
     teacher="optional", select_metric="mIoU", check=check_segmentation_config,
     build=build_segmentation_parts, evaluate=evaluate_segmentation_run, evaluation="mIoU",
 )

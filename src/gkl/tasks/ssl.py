@@ -3,8 +3,11 @@ CE/KL/MSE/GKL consistency loss (the ``ssl:`` section, :mod:`gkl.settings.ssl`, d
 
 from __future__ import annotations
 
+from functools import partial
+
 from typing import Any, Optional
 
+from gkl.settings._variants import drop_unused_keys
 from gkl.settings.ssl import SSLSettings
 from gkl.tasks.base import Section, Task
 from gkl.utils.errors import InputError
@@ -58,6 +61,7 @@ def evaluate(cfg: Any, run_dir: Any, paths: Any, **kwargs: Any) -> Any:
 TASK = Task(
     name="ssl", command="ssl-train",
     help="semi-supervised training (FixMatch, Mean-Teacher; CE/KL/MSE/GKL consistency)",
-    sections=(Section("ssl", Optional[SSLSettings], fill=SSLSettings, help="algorithm, consistency loss, views"),),
+    sections=(Section("ssl", Optional[SSLSettings], fill=SSLSettings, help="algorithm, consistency loss, views",
+                      upgrade=partial(drop_unused_keys, SSLSettings)),),
     build=build, evaluate=evaluate, robust_evaluation=True,
 )
