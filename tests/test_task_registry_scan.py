@@ -33,16 +33,10 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("data/segmentation/folders.py", "train"): _SPLIT_TRAIN + " (and the Cityscapes/VOC class 'train')",
     ("settings/ssl.py", "ssl"): "owner of SSLSettings' value errors (`ssl.p_cutoff: ...`): the config section `ssl:`",
     ("settings/distill.py", "distill"): "owner of the distill settings' errors: the config section `distill:`",
-    ("settings/clip.py", "clip_distill"): "owner of ClipDistillSettings' errors (the section `clip_distill:`), and "
-                                          "check_clip_config's rules; gkl.settings is another helper's area this round: "
-                                          "the kind comparisons move into gkl.tasks.clip_* with it",
-    ("settings/clip.py", "clip_train"): "CLIP_KINDS in check_clip_config (see the clip_distill entry)",
-    ("settings/clip.py", "distill"): "check_clip_config's message `teacher: section used by kinds 'distill' and "
-                                     "'clip_distill'` (see the clip_distill entry)",
+    ("settings/clip.py", "clip_distill"): "owner of ClipDistillSettings' errors: the config section `clip_distill:`",
     ("settings/clip.py", "train"): "the key `clip_data.train` (the training pairs' file), not the kind",
-    ("settings/segmentation.py", "segmentation"): "owner of SegmentationSettings' errors (the section "
-                                                  "`segmentation:`) and check_segmentation_config's messages "
-                                                  "(`kind 'segmentation'`), called by gkl.tasks.segmentation",
+    ("settings/segmentation.py", "segmentation"): "owner of SegmentationSettings' errors: the config "
+                                                  "section `segmentation:`",
     ("models/registry.py", "segmentation"): "the input kind of segmentation models (dense labels), not the task",
     ("models/segmentation.py", "segmentation"): "input_kind= of the registered segmentation models",
     ("data/registry.py", "segmentation"): "the input kind of segmentation datasets",

@@ -100,7 +100,7 @@ class ClipDistillObjective(_ClampsLogitScale):
         super().__init__()
         self.teacher = teacher
         self.settings = settings
-        _, params = settings_logit_loss(settings, "clip_distill", "method")
+        _, params = settings_logit_loss(settings, "method")
         loss_kwargs = {"loss_params": params} if isinstance(settings, RegisteredLoss) else params
         self.loss = GKLDistillClipLoss(
             settings.method, temperature=settings.temperature, local_loss=settings.local_loss,

@@ -179,7 +179,7 @@ class LogitLossObjective(DistillObjective):
 
     def __init__(self, teacher: nn.Module, settings: LogitLossSettings, *, num_classes: int) -> None:
         super().__init__(teacher, settings, num_classes=num_classes)
-        self.loss, _ = settings_logit_loss(settings, "distill", "method")
+        self.loss, _ = settings_logit_loss(settings, "method")
         self.method = settings.method
 
     def distill_term(self, student, teacher, labels):

@@ -37,8 +37,9 @@ def resolve_logit_loss(owner: str, key: str, name: str, *, params: dict[str, Any
     return entry
 
 
-def settings_logit_loss(settings: Any, owner: str, key: str) -> tuple[LogitLoss, dict[str, Any]]:
-    """The registered loss named by ``settings.<key>`` and its own parameters from the settings.
+def settings_logit_loss(settings: Any, key: str) -> tuple[LogitLoss, dict[str, Any]]:
+    """The registered loss named by ``settings.<key>`` and its own parameters from the settings
+    (errors name ``<settings.section>.<key>``).
 
     The parameters are ``loss_params`` for a registered loss used by name
     (:class:`~gkl.settings.loss_choice.RegisteredLoss`), else the KL-family values the settings
@@ -46,6 +47,6 @@ def settings_logit_loss(settings: Any, owner: str, key: str) -> tuple[LogitLoss,
     """
     generic = isinstance(settings, RegisteredLoss)
     params = dict(settings.loss_params) if generic else kl_family_params(settings)
-    entry = resolve_logit_loss(owner, key, getattr(settings, key), params=params,
+    entry = resolve_logit_loss(type(settings).section, key, getattr(settings, key), params=params,
                                temperature=settings.temperature if generic else None)
     return entry, params

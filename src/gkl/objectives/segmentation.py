@@ -227,7 +227,7 @@ class SegmentationDistill(SegmentationCE):
         self.teacher = teacher
         self.prior = (ClassPrior(num_classes, temperature=settings.weight_temperature, momentum=settings.prior_momentum)
                       if settings.uses_class_prior else None)
-        self.term, self.term_params = (None, {}) if settings.method == "cwd" else settings_logit_loss(settings, "segmentation", "kd_term")
+        self.term, self.term_params = (None, {}) if settings.method == "cwd" else settings_logit_loss(settings, "kd_term")
         self.freeze()
 
     def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ class _SemiSupervised(Objective):
         if not isinstance(settings, SSLSettings):
             raise ValueError(f"settings: expected SSLSettings, got {type(settings).__name__}")
         self.settings = settings
-        _, params = settings_logit_loss(settings, "ssl", "consistency")
+        _, params = settings_logit_loss(settings, "consistency")
         self.consistency_kwargs: dict[str, Any] = params
         if settings.uses_kl_family:
             self.consistency_kwargs["detach_weak"] = settings.detach_weak

@@ -22,7 +22,7 @@ def _choice(owner: str, name: str, value: object, choices: tuple) -> None:
     check_choice(owner, name, value, choices, error=ConfigError)
 
 __all__ = ["ClipDistillSettings", "ClipKLSettings", "ClipDKLSettings", "ClipIKLSettings", "ClipGKLSettings",
-           "ClipLogitLossSettings", "CLIP_DISTILL_SETTINGS", "ClipDataSettings", "ClipEvalSettings", "CLIP_KINDS", "check_clip_config"]
+           "ClipLogitLossSettings", "CLIP_DISTILL_SETTINGS", "ClipDataSettings", "ClipEvalSettings", "check_clip_config"]
 
 
 def _check_str(owner: str, name: str, value: object, *, optional: bool = False) -> None:
@@ -202,27 +202,19 @@ class ClipEvalSettings:
         return names
 
 
-CLIP_KINDS = ("clip_train", "clip_distill")
 #: data keys a CLIP run does not read (its pairs are described by clip_data)
 _UNUSED_DATA_KEYS = ("name", "root", "download", "in_memory", "normalize", "generated_path", "generated_ratio",
                      "label_noise")
 
 
-def check_clip_config(cfg) -> None:
-    """Cross-section rules of the CLIP kinds on an ExperimentConfig ``cfg`` (ConfigError naming the key).
+def check_clip_config(cfg, *, distill: bool) -> None:
+    """Cross-section rules of a CLIP run on an ExperimentConfig ``cfg`` (ConfigError naming the key).
 
-    ``clip_data`` / ``clip_eval`` belong to the CLIP kinds only, ``clip_distill`` to kind
-    ``clip_distill``; a CLIP run refuses gradient accumulation and data keys it would ignore.
+    A CLIP run needs ``clip_data``, refuses gradient accumulation and data keys it would ignore;
+    ``distill`` (the CLIP distillation task) requires a teacher, otherwise a teacher is refused.
+    The task registry (:mod:`gkl.tasks`) calls this with the task's own ``distill`` value.
     """
     kind = cfg.kind
-    clip = kind in CLIP_KINDS
-    for section in ("clip_data", "clip_eval"):
-        if not clip and getattr(cfg, section) is not None:
-            raise ConfigError(f"{section}: section used by kinds {' and '.join(CLIP_KINDS)} only, not {kind!r}")
-    if kind != "clip_distill" and cfg.clip_distill is not None:
-        raise ConfigError(f"clip_distill: section used by kind 'clip_distill' only, not {kind!r}")
-    if not clip:
-        return
     if cfg.clip_data is None:
         raise ConfigError(f"clip_data: kind {kind!r} needs a 'clip_data' section (format and train file)")
     k = cfg.train.accumulate_steps
@@ -241,13 +233,11 @@ def check_clip_config(cfg) -> None:
     if cfg.data.val_fraction > 0 and (cfg.clip_eval is None or cfg.clip_eval.zeroshot is None):
         raise ConfigError("data.val_fraction: the validation split is scored by zero-shot classification; "
                           "set clip_eval.zeroshot")
-    if kind == "clip_distill":
-        check_teacher(cfg.teacher, "kind 'clip_distill'", section="OpenCLIP name and checkpoint",
+    if distill:
+        check_teacher(cfg.teacher, f"kind {kind!r}", section="OpenCLIP name and checkpoint",
                       weights="the teacher's OpenCLIP weight file")
-        if cfg.clip_distill is None:
-            cfg.clip_distill = ClipGKLSettings()
     elif cfg.teacher is not None:
-        raise ConfigError(f"teacher: section used by kinds 'distill' and 'clip_distill', not {kind!r}")
+        raise ConfigError(f"teacher: not used by kind {kind!r} (it trains without a teacher)")
     available = cfg.clip_eval.metrics() if cfg.clip_eval is not None else ()
     if available and cfg.train.select_metric not in available:
         raise ConfigError(f"train.select_metric: expected one of {list(available)} for this CLIP evaluation, "

@@ -40,6 +40,7 @@ class DistillSettings:
     or its class (:class:`KDSettings`, ...); the base class itself is not a method."""
 
     variant_key: ClassVar[str] = "method"
+    section: ClassVar[str] = _OWNER
 
     method: str = "gkl"
     ce_weight: float = 1.0  #: weight of CE(student, labels)

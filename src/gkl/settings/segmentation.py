@@ -284,9 +284,9 @@ def check_segmentation_config(cfg: Any) -> None:
                                 ("data.label_noise", cfg.data.label_noise, None),
                                 ("data.generated_path", cfg.data.generated_path, None)):
         if value != default:
-            raise ConfigError(f"{key}: not supported by kind 'segmentation' (expected {default!r}, got {value!r})")
+            raise ConfigError(f"{key}: not supported by kind {cfg.kind!r} (expected {default!r}, got {value!r})")
     if cfg.train.select_metric == "top1":  # the classification default: a segmentation run selects on mIoU
         cfg.train.select_metric = "mIoU"
     if cfg.train.select_metric not in SEGMENTATION_METRICS:
         raise ConfigError(f"train.select_metric: expected one of {list(SEGMENTATION_METRICS)} for kind "
-                          f"'segmentation', got {cfg.train.select_metric!r}")
+                          f"{cfg.kind!r}, got {cfg.train.select_metric!r}")

@@ -89,3 +89,16 @@ class Task:
 
     def section(self, name: str) -> Section:
         return next(s for s in self.sections if s.name == name)
+
+
+def check_loss_name(settings: Any, key: str) -> None:
+    """A section whose ``key`` names a logit loss outside its built-in choices (a
+    :class:`~gkl.settings.loss_choice.RegisteredLoss`) names a registered loss, with parameters it
+    takes: checked when the config loads, before any work starts (imports :mod:`gkl.losses` only then)."""
+    from gkl.settings.loss_choice import RegisteredLoss
+
+    if isinstance(settings, RegisteredLoss):
+        from gkl.objectives.loss_choice import settings_logit_loss
+
+        settings_logit_loss(settings, key)
+

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from functools import partial
 
-from typing import Optional
+from typing import Any, Optional
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.clip import ClipDistillSettings, check_clip_config
-from gkl.tasks.base import Section, Task
+from gkl.tasks.base import Section, Task, check_loss_name
 from gkl.tasks.clip_train import CLIP_SECTIONS, build, evaluate
 
 __all__ = ["TASK"]
+
+
+def check(cfg: Any) -> None:
+    check_clip_config(cfg, distill=True)
+    check_loss_name(cfg.clip_distill, "method")
 
 TASK = Task(
     name="clip_distill", command="clip-distill",
@@ -21,6 +26,6 @@ TASK = Task(
                                       help="the distillation loss",
                                       upgrade=partial(drop_unused_keys, ClipDistillSettings))),
     teacher="required", teacher_checkpoint_key="model",  # a gkl run checkpoint holds the weights under 'model'
-    select_metric="zeroshot_top1", registry_names=False, check=check_clip_config,
+    select_metric="zeroshot_top1", registry_names=False, check=check,
     build=build, evaluate=evaluate, evaluation="zero-shot / retrieval metrics",
 )

@@ -4,6 +4,8 @@ The builder and evaluation shared with CLIP distillation are :mod:`gkl.tasks.cli
 
 from __future__ import annotations
 
+from functools import partial
+
 from typing import Any, Optional
 
 from gkl.settings.clip import ClipDataSettings, ClipEvalSettings, check_clip_config
@@ -32,6 +34,6 @@ def evaluate(cfg: Any, run_dir: Any, paths: Any, **kwargs: Any) -> Any:
 
 TASK = Task(
     name="clip_train", command="clip-train", help="train an OpenCLIP model with the contrastive loss",
-    sections=CLIP_SECTIONS, select_metric="zeroshot_top1", registry_names=False, check=check_clip_config,
+    sections=CLIP_SECTIONS, select_metric="zeroshot_top1", registry_names=False, check=partial(check_clip_config, distill=False),
     build=build, evaluate=evaluate, evaluation="zero-shot / retrieval metrics",
 )

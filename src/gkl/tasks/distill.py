@@ -8,13 +8,14 @@ from typing import Any, Optional
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.distill import DistillSettings, GKLSettings
 from gkl.settings.teacher import check_teacher
-from gkl.tasks.base import Section, Task
+from gkl.tasks.base import Section, Task, check_loss_name
 
 __all__ = ["TASK"]
 
 
 def check(cfg: Any) -> None:
     check_teacher(cfg.teacher, f"kind {cfg.kind!r}")
+    check_loss_name(cfg.distill, "method")
 
 
 def _objective(cfg: Any, num_classes: int, steps_per_epoch: int, model: Any) -> Any:

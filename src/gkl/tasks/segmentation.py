@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.segmentation import SegmentationSettings, check_segmentation_config
-from gkl.tasks.base import Section, Task
+from gkl.tasks.base import Section, Task, check_loss_name
 from gkl.utils.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -209,12 +209,17 @@ def evaluate_segmentation_run(cfg: Any, run_dir: Any, paths: Mapping[str, Any], 
     return report, "\n".join(lines + per_class)
 
 
+
+def check(cfg: Any) -> None:
+    check_segmentation_config(cfg)
+    check_loss_name(cfg.segmentation, "kd_term")
+
 TASK = Task(
     name="segmentation", command="seg-train",
     help="semantic segmentation: CE, or distillation with pixel-wise KL/GKL, CWD, APD (docs/segmentation.md)",
     sections=(Section("segmentation", Optional[SegmentationSettings], fill=SegmentationSettings,
                       help="method, augmentation, evaluation inference",
                       upgrade=partial(drop_unused_keys, SegmentationSettings)),),
-    teacher="optional", select_metric="mIoU", check=check_segmentation_config,
+    teacher="optional", select_metric="mIoU", check=check,
     build=build_segmentation_parts, evaluate=evaluate_segmentation_run, evaluation="mIoU",
 )

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.ssl import SSLSettings
-from gkl.tasks.base import Section, Task
+from gkl.tasks.base import Section, Task, check_loss_name
 from gkl.utils.errors import InputError
 
 __all__ = ["TASK", "build_ssl_loader"]
@@ -58,10 +58,14 @@ def evaluate(cfg: Any, run_dir: Any, paths: Any, **kwargs: Any) -> Any:
     return evaluate_classifier_run(cfg, run_dir, paths, **kwargs)
 
 
+
+def check(cfg: Any) -> None:
+    check_loss_name(cfg.ssl, "consistency")
+
 TASK = Task(
     name="ssl", command="ssl-train",
     help="semi-supervised training (FixMatch, Mean-Teacher; CE/KL/MSE/GKL consistency)",
     sections=(Section("ssl", Optional[SSLSettings], fill=SSLSettings, help="algorithm, consistency loss, views",
                       upgrade=partial(drop_unused_keys, SSLSettings)),),
-    build=build, evaluate=evaluate, robust_evaluation=True,
+    check=check, build=build, evaluate=evaluate, robust_evaluation=True,
 )
