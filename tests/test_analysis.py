@@ -1,4 +1,4 @@
-"""gkl.analysis: class-mean scores, margins (Eq. 14), penultimate features, t-SNE, ``analyze`` outputs."""
+"""gkl.study.analysis: class-mean scores, margins (Eq. 14), penultimate features, t-SNE, ``analyze`` outputs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from gkl.analysis import (class_margins, class_mean_scores, collect_outputs, feature_statistics, find_classifier,
+from gkl.study.analysis import (class_margins, class_mean_scores, collect_outputs, feature_statistics, find_classifier,
                           tsne_embedding)
 from gkl.attacks import pgd
 from gkl.utils.errors import InputError
@@ -130,7 +130,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_analyze_commands_write_png_and_json(run_dir: Path, tmp_path: Path):
-    from gkl.analysis.command import analyze_margins, analyze_scores, analyze_tsne
+    from gkl.study.analysis.run_analyses import analyze_margins, analyze_scores, analyze_tsne
 
     out = tmp_path / "analysis"
     paths = analyze_scores([run_dir / "a", run_dir / "b" / "checkpoint.pt"], out)
@@ -148,7 +148,7 @@ def test_analyze_commands_write_png_and_json(run_dir: Path, tmp_path: Path):
 
 
 def test_analyze_errors_are_one_line_input_errors(run_dir: Path, tmp_path: Path):
-    from gkl.analysis.command import analyze_features, analyze_scores, load_run
+    from gkl.study.analysis.run_analyses import analyze_features, analyze_scores, load_run
 
     empty = tmp_path / "norun"
     empty.mkdir()

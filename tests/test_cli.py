@@ -142,7 +142,7 @@ def test_demo_quick_writes_table_and_curves_and_summarize_agrees(
     png = demo / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    from gkl.evaluate.summary import summarize_runs
+    from gkl.study.summary import summarize_runs
 
     rows, table = summarize_runs(sorted(demo.glob("student_*")))
     by_method = {row["name"].split("_")[1]: row for row in rows}
@@ -150,7 +150,7 @@ def test_demo_quick_writes_table_and_curves_and_summarize_agrees(
     for method, runs in results["students"].items():
         assert by_method[method]["last_top1"] == [r["last"] for r in runs]
         assert by_method[method]["best_top1"] == [r["best"] for r in runs]
-    from gkl.evaluate.summary import format_markdown, summarize
+    from gkl.study.summary import format_markdown, summarize
 
     assert main(["summarize", *map(str, sorted(demo.glob("student_*")))]) == 0
     assert capsys.readouterr().out.strip() == format_markdown(summarize(sorted(demo.glob("student_*")))).strip()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gkl.evaluate.accuracy import evaluate_classifier
+from gkl.metrics.classification import evaluate_classifier
 from test_engine_support import ShardedTensorLoader, digits_tensors
 
 

@@ -257,7 +257,7 @@ def test_configs_recorded_by_earlier_versions_still_load() -> None:
 
 
 def test_every_shipped_study_file_validates() -> None:
-    from gkl.sweep.study import load_study
+    from gkl.study.study_file import load_study
 
     studies = [p for p in sorted((CONFIGS / "studies").glob("*.yaml")) if "settings" in yaml.safe_load(p.read_text())]
     assert studies

@@ -1,11 +1,11 @@
-"""gkl.analysis.equivalence.equivalence_report: numbers consistent with the losses."""
+"""gkl.study.analysis.equivalence.equivalence_report: numbers consistent with the losses."""
 
 import re
 
 import pytest
 import torch
 
-from gkl.analysis.equivalence import equivalence_report
+from gkl.study.analysis.equivalence import equivalence_report
 from gkl.losses import gkl_loss
 
 

@@ -150,13 +150,6 @@ def test_evaluator_protocol_and_values(digits_root):
     with pytest.raises(ValueError, match="num_classes"):
         ClassificationEvaluator(1)
 
-
-def test_old_import_path_still_works():
-    from gkl.evaluate.accuracy import evaluate_classifier as old
-
-    assert old is evaluate_classifier
-
-
 def test_runner_builds_this_ranks_eval_shard(digits_root):
     from gkl.config import config_from_dict
     from gkl.runner import build_parts

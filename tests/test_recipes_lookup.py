@@ -101,7 +101,7 @@ def test_a_copy_loads_to_the_same_config_and_is_never_overwritten(tmp_path: Path
 
 
 def test_a_copied_study_plans_the_same_runs(tmp_path: Path) -> None:
-    from gkl.sweep.study import load_study
+    from gkl.study.study_file import load_study
 
     copy = copy_recipe("studies/ssl_demo", tmp_path / "mine.yaml")
     original, copied = load_study("ssl_demo"), load_study(copy)
@@ -110,7 +110,7 @@ def test_a_copied_study_plans_the_same_runs(tmp_path: Path) -> None:
 
 
 def test_the_demo_finds_its_recipes_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gkl.demo import _demo_config
+    from gkl.commands.demo import _demo_config
 
     monkeypatch.chdir(tmp_path)
     cfg = _demo_config("student_kd", tmp_path / "runs", ["teacher.checkpoint=t.pt"])
@@ -152,7 +152,7 @@ def test_cli_show_prints_the_file_or_the_resolved_config(capsys: pytest.CaptureF
 
 
 def test_cli_show_resolved_of_a_study_is_its_run_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    from gkl.sweep.study import load_study
+    from gkl.study.study_file import load_study
 
     assert main(["recipes", "show", "studies/ssl_demo", "--resolved"]) == 0
     lines = capsys.readouterr().out.splitlines()

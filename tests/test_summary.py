@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gkl.evaluate.summary import (confidence_interval, format_csv, summarize, summarize_runs, t_quantile,
+from gkl.study.summary import (confidence_interval, format_csv, summarize, summarize_runs, t_quantile,
                                   write_summary)
 from gkl.utils.errors import InputError
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gkl.evaluate.summary import format_markdown, summarize
-from gkl.sweep import load_study, run_sweep
+from gkl.study.summary import format_markdown, summarize
+from gkl.study import load_study, run_sweep
 from gkl.utils.errors import InputError
 
 BASE = """\
@@ -144,7 +144,7 @@ settings:
   teacher: {config: base.yaml, seeds: [0]}
   kd: {teacher: teacher, overrides: {train.epochs: 8, data.batch_size: 16}}
 """)
-    code = f"from gkl.sweep import run_sweep; run_sweep({str(study)!r}, out_dir={str(out)!r}, poll_seconds=0.05)"
+    code = f"from gkl.study import run_sweep; run_sweep({str(study)!r}, out_dir={str(out)!r}, poll_seconds=0.05)"
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
     metrics = out / "kd_seed0" / "metrics.jsonl"
     deadline = time.monotonic() + 300
@@ -195,14 +195,14 @@ def test_submitit_local_executor_runs_a_study(configs: Path) -> None:
 def test_command_front_dry_run_prints_every_run(configs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from gkl.sweep.commands import add_analyze, add_summarize, add_sweep, run_sweep_command
+    from gkl.commands import analyze, summarize, sweep
 
     parser = argparse.ArgumentParser(prog="gkl")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_sweep(sub), add_summarize(sub), add_analyze(sub)
+    sweep.add_parser(sub), summarize.add_parser(sub), analyze.add_parser(sub)
     study = _study(configs, "config: base.yaml\nseeds: 3\nsettings: {ce: {}}\n")
     args = parser.parse_args(["sweep", str(study), "--dry-run", "--out", str(configs / "out")])
-    assert run_sweep_command(args) == 0
+    assert sweep.run(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and all(line.startswith("gkl train ") and line.endswith("--resume") for line in lines)
     assert not (configs / "out").exists()

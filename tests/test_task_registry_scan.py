@@ -24,7 +24,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("settings/train.py", "train"): "owner of TrainSettings' value errors (`train.epochs: expected ...`): " + _SECTION_TRAIN,
     ("config.py", "train"): "the common key `train:` (its select defaults, its place in config.yaml): " + _SECTION_TRAIN,
     ("engine/resume.py", "train"): "resume compares the `train` settings: " + _SECTION_TRAIN,
-    ("evaluate/summary.py", "train"): "`train.seed`, `train.device` ... of the recorded config: " + _SECTION_TRAIN,
+    ("study/summary.py", "train"): "`train.seed`, `train.device` ... of the recorded config: " + _SECTION_TRAIN,
     ("engine/trainer.py", "train"): "the `train` statistics of an epoch in metrics.jsonl/summary.json (the training "
                                     "split's loss and accuracy), not the kind",
     ("data/cifar.py", "train"): _SPLIT_TRAIN,

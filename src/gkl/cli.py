@@ -1,4 +1,7 @@
-"""The gkl command: fit | <task verbs> | evaluate | summarize | sweep | analyze | check | demo.
+"""The gkl command: fit | <task verbs> | evaluate | summarize | sweep | analyze | recipes | check | demo.
+
+Each command is one module of :mod:`gkl.commands` with ``add_parser(sub)`` and ``run(args)``;
+this module only builds the parser from them and turns errors into exit statuses.
 
 ``gkl fit CONFIG`` runs any kind of run (the task named by the config's ``kind``); each task
 also has its own verb (``gkl train``, ``gkl distill``, ... from :mod:`gkl.tasks`), an alias of
@@ -16,17 +19,18 @@ import errno
 import logging
 import os
 import sys
-from pathlib import Path
+import importlib
 
-from gkl.commands import evaluate, run
-from gkl.commands.args import positive_int
+from gkl.commands import run
 from gkl.utils.errors import InputError
 
-#: the commands besides the runs (a task whose verb is one of these is reachable through ``gkl fit`` only)
-OTHER_COMMANDS = ("evaluate", "summarize", "sweep", "analyze", "check", "demo")
+#: the commands besides the runs, each a module gkl.commands.<name> (a task whose verb is one of these is
+#: reachable through ``gkl fit`` only)
+OTHER_COMMANDS = ("evaluate", "summarize", "sweep", "analyze", "recipes", "check", "demo")
 DESCRIPTION = (
-    "gkl: the Decoupled / Improved / Generalized KL losses for knowledge distillation and adversarial "
-    "training. Commands: {commands}.\n\n"
+    "gkl: the Decoupled / Improved / Generalized KL losses (DKL, IKL, GKL) wherever KL is a loss: "
+    "distillation, adversarial training, semi-supervised learning, segmentation and CLIP. "
+    "Commands: {commands}.\n\n"
     "Exit status: 0 done; 2 bad input (one line naming the config key, file or argument); "
     "3 training stopped (non-finite loss or collapse; the last good checkpoint is kept); "
     "any other failure is a bug in gkl and prints a traceback (GKL_DEBUG=1 shows it for input errors too)."
@@ -67,24 +71,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         commands=", ".join([*run_commands(), *OTHER_COMMANDS])))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     subs = run.add_parser(sub, OTHER_COMMANDS)
-    subs["evaluate"] = evaluate.add_parser(sub)
-
-    from gkl.sweep.commands import add_analyze, add_summarize, add_sweep
-
-    for add in (add_sweep, add_summarize, add_analyze):
-        add(sub)
-    subs.update({name: sub.choices[name] for name in ("sweep", "summarize", "analyze")})
-
-    subs["check"] = sub.add_parser("check", help="print the KL/DKL gradient identity and GKL terms on random logits")
-
-    demo = sub.add_parser("demo", help="the main job: teacher, then CE / KD / GKL students on bundled data")
-    demo.add_argument("--out", default="runs/demo", help="output directory")
-    demo.add_argument("--seeds", type=positive_int, default=5, help="student seeds per method (>= 1)")
-    demo.add_argument("--quick", action="store_true", help="a much shorter run (tests use it)")
-    subs["demo"] = demo
-    from gkl.recipes_command import add_recipes_command
-
-    subs["recipes"] = add_recipes_command(sub)
+    for name in OTHER_COMMANDS:
+        subs[name] = _command(name).add_parser(sub)
     return parser, subs
 
 
@@ -99,32 +87,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _command(name: str):
+    """The module gkl.commands.<name> (``add_parser(sub)``, ``run(args)``)."""
+    return importlib.import_module(f"gkl.commands.{name}")
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in run_commands():
         return run.run(args)
-    if args.command == "evaluate":
-        return evaluate.run(args)
-    if args.command in ("sweep", "summarize", "analyze"):
-        from gkl.sweep import commands
-
-        command = {"sweep": commands.run_sweep_command, "summarize": commands.run_summarize_command,
-                   "analyze": commands.run_analyze_command}[args.command]
-        return command(args)
-    if args.command == "check":
-        from gkl.analysis.equivalence import equivalence_report
-
-        print(equivalence_report())
-        return 0
-    if args.command == "demo":
-        from gkl.demo import run_demo
-
-        print(run_demo(out_dir=Path(args.out), num_seeds=args.seeds, quick=args.quick))
-        return 0
-    if args.command == "recipes":
-        from gkl.recipes_command import run_recipes_command
-
-        return run_recipes_command(args)
-    raise AssertionError(f"unhandled command {args.command!r}")
+    return _command(args.command).run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

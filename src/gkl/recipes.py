@@ -5,7 +5,7 @@ A recipe's name is its path under ``configs/`` without ``.yaml`` (``cifar100/kd/
 ``gkl train cifar100/kd/res32x4_res8x4`` works from any directory; a local file given by its path
 always wins over a recipe of the same name. Files whose name starts with ``_`` are shared
 ``base:`` files, not recipes of their own; a study (``gkl sweep``) is a YAML mapping with
-``settings`` and no ``kind``. The command ``gkl recipes list | show | copy`` is :mod:`gkl.recipes_command`.
+``settings`` and no ``kind``. The command ``gkl recipes list | show | copy`` is :mod:`gkl.commands.recipes`.
 """
 
 from __future__ import annotations

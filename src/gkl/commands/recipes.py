@@ -24,7 +24,7 @@ def kind_of(path: Path) -> str:
 def _resolved_text(path: Path) -> str:
     """A config validated with its bases merged (as ``--print-config`` prints it); a study's run commands."""
     if is_study(read_recipe(path)):
-        from gkl.sweep.study import load_study
+        from gkl.study.study_file import load_study
 
         study = load_study(path)
         return "\n".join(shlex.join(["gkl", *run.cli_args()]) for run in study.runs) + "\n"
@@ -43,7 +43,7 @@ def show_recipes(names: list[str], *, resolved: bool = False) -> str:
     return "---\n".join(parts)
 
 
-def add_recipes_command(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``gkl recipes list | show | copy``."""
     p = sub.add_parser(
         "recipes",
@@ -75,7 +75,7 @@ def add_recipes_command(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     return p
 
 
-def run_recipes_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """``gkl recipes``: list, show or copy; bad names are :class:`InputError` (exit 2)."""
     if args.action == "list":
         names = list_recipes(args.prefix, include_bases=args.bases)

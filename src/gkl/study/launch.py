@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .study import RunSpec
+from .study_file import RunSpec
 
 __all__ = ["Launcher", "LocalLauncher", "SubmititLauncher", "run_command"]
 

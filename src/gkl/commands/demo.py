@@ -12,13 +12,14 @@ resume), so running the demo twice loses nothing; an interrupted demo continues.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from gkl.config import ExperimentConfig, load_config
-from gkl.evaluate.summary import mean_std
+from gkl.study.summary import mean_std
 from gkl.recipes import resolve_recipe
 from gkl.utils.errors import InputError
 
@@ -123,3 +124,19 @@ def run_demo(out_dir: Path = Path("runs/demo"), num_seeds: int = 5, quick: bool 
     if png is not None:
         report.append(f"curves: {png}")
     return "\n".join(report)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from gkl.commands.args import positive_int
+
+    demo = sub.add_parser("demo", help="the main job: teacher, then CE / KD / GKL students on bundled data")
+    demo.add_argument("--out", default="runs/demo", help="output directory")
+    demo.add_argument("--seeds", type=positive_int, default=5, help="student seeds per method (>= 1)")
+    demo.add_argument("--quick", action="store_true", help="a much shorter run (tests use it)")
+    return demo
+
+
+def run(args: argparse.Namespace) -> int:
+    print(run_demo(out_dir=Path(args.out), num_seeds=args.seeds, quick=args.quick))
+    return 0
+

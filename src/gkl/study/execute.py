@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gkl.evaluate.summary import format_markdown, summarize, write_summary
+from gkl.study.summary import format_markdown, summarize, write_summary
 from gkl.utils.errors import InputError
 
 from .launch import Launcher, LocalLauncher, SubmititLauncher
-from .plots import plot_accuracy_vs_tau, plot_curves
-from .study import RunSpec, Study, load_study
+from .sweep_plots import plot_accuracy_vs_tau, plot_curves
+from .study_file import RunSpec, Study, load_study
 
 __all__ = ["SweepResult", "is_finished", "run_sweep"]
 

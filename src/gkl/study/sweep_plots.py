@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from gkl.evaluate.summary import Summary
+from gkl.study.summary import Summary
 
 __all__ = ["plot_accuracy_vs_tau", "plot_curves", "read_curve"]
 
