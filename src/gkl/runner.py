@@ -35,8 +35,8 @@ class RunParts:
     objective: Objective
     train_loader: Any
     eval_loader: Any
-    info: Any  # gkl.data.DatasetInfo
-    evaluator: Any = None  # gkl.metrics.base.Evaluator of the task
+    info: Any = None  # gkl.data.DatasetInfo of the data set (None for a task without one, e.g. CLIP)
+    evaluator: Any = None  # gkl.metrics.base.Evaluator of the task (the engine needs it to evaluate)
     val_loader: Any = None  # a validation split that drives best.pt, when the task configures one
     after_fit: Any = None  # called with the summary on rank 0 after training (e.g. CLIP's OpenCLIP export)
     param_lr_scales: dict[str, float] | None = None  # LR multiplier by model parameter name (e.g. heads x10)
@@ -192,8 +192,7 @@ def _fit(cfg: ExperimentConfig, dist: DistInfo, *, resume: bool) -> dict[str, An
     trainer = Trainer(
         model=parts.model, objective=parts.objective, train_loader=parts.train_loader,
         eval_loader=parts.eval_loader, settings=cfg.train, run_dir=cfg.run_dir, config=to_dict(cfg),
-        class_groups=parts.info.class_groups, dist=dist, num_classes=parts.info.num_classes,
-        evaluator=parts.evaluator, val_loader=parts.val_loader, param_lr_scales=parts.param_lr_scales,
+        dist=dist, evaluator=parts.evaluator, val_loader=parts.val_loader, param_lr_scales=parts.param_lr_scales,
     )
     summary = trainer.fit(resume=resume)
     if parts.after_fit is not None and dist.is_main:
