@@ -77,7 +77,8 @@ def accumulate_prior(prior: ClassPrior, teacher: torch.Tensor, labels: torch.Ten
         sums = probs.new_zeros(n, c, c + 1)
         sums.scatter_add_(2, slot.unsqueeze(1).expand(n, c, -1), probs)  # (image, prob class, label class)
         prior.sums.add_(sums[:, :, :c].sum(dim=0).T.to(prior.sums.device, prior.sums.dtype))
-        counts = torch.bincount(slot.reshape(-1), minlength=c + 1)[:c]
+        flat = slot.reshape(-1)  # a scatter-add count: bincount needs the max on the host (a sync on CUDA)
+        counts = torch.zeros(c + 1, dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))[:c]
         prior.counts.add_(counts.to(prior.counts.device, prior.counts.dtype))
 
 
