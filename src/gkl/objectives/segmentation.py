@@ -402,6 +402,8 @@ class APDObjective(SegmentationDistill):
             self.register_buffer(f"adam_m{i}", torch.zeros_like(p))
             self.register_buffer(f"adam_v{i}", torch.zeros_like(p))
         self.register_buffer("adam_step", torch.zeros((), dtype=torch.int64))
+        self._adam_t = 0  # host copy of adam_step (read when a state is loaded): the step needs no sync
+        self.register_load_state_dict_post_hook(_read_adam_step)
         for p in self.student_adapter.parameters():
             p.register_post_accumulate_grad_hook(_average_grad_over_ranks)
 
@@ -439,15 +441,14 @@ class APDObjective(SegmentationDistill):
     def _adam_step(self, grads: list[torch.Tensor]) -> None:
         beta1, beta2, eps, lr = 0.9, 0.99, 1e-8, self.settings.apd_teacher_lr
         self.adam_step += 1
-        t = self.adam_step.double()  # bias corrections as device scalars: no host sync
-        bias2 = 1 - beta2 ** t
-        step_size = -lr / (1 - beta1 ** t)
+        self._adam_t += 1
+        t = self._adam_t
         for i, (p, g) in enumerate(zip(self.teacher_adapter.parameters(), grads)):
             m, v = getattr(self, f"adam_m{i}"), getattr(self, f"adam_v{i}")
             m.mul_(beta1).add_(g, alpha=1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (v / bias2).sqrt_().add_(eps)
-            p.add_((m / denom) * step_size)
+            denom = (v / (1 - beta2 ** t)).sqrt_().add_(eps)
+            p.addcdiv_(m, denom, value=-lr / (1 - beta1 ** t))
 
     def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
         cfg = self.settings
@@ -474,6 +475,11 @@ class APDObjective(SegmentationDistill):
             self._adam_step(grads)
             metrics["apd_teacher_adapter_ce"] = teacher_loss.detach()
         return StepOutput(losses=losses, metrics=metrics, batch_size=images.shape[0])
+
+
+def _read_adam_step(module: "APDObjective", incompatible_keys: Any) -> None:
+    """After a state is loaded (resume), the host copy of the teacher adapter's Adam step count."""
+    module._adam_t = int(module.adam_step)
 
 
 def _average_grad_over_ranks(param: torch.Tensor) -> None:
