@@ -27,6 +27,7 @@ from torch import nn
 
 from gkl.engine.amp import MixedPrecision
 from gkl.engine.batches import move_to_device
+from gkl.engine.cadence import Cadence
 from gkl.engine.checkpoint import BEST_NAME, CHECKPOINT_NAME, atomic_save, remove_stale_temporaries
 from gkl.engine.ema import ModelEMA
 from gkl.engine.errors import CollapseError, NonFiniteLossError
@@ -112,14 +113,9 @@ class Trainer:
         barrier(self.dist)
         self.logger = setup_logger(self.run_dir, is_main=self.dist.is_main)
 
-        # ---- length of the run in optimizer steps
-        k = settings.accumulate_steps
-        if len(train_loader) < k:
-            raise InputError(f"train.accumulate_steps: {k} micro-batches per step, but the train loader "
-                             f"has only {len(train_loader)} batches per epoch")
-        self.steps_per_epoch = len(train_loader) // k
-        self.total_steps = settings.iterations if settings.iterations is not None else settings.epochs * self.steps_per_epoch
-        self.epochs = -(-self.total_steps // self.steps_per_epoch)
+        self.cadence = Cadence(settings, len(train_loader))
+        self.steps_per_epoch, self.total_steps = self.cadence.steps_per_epoch, self.cadence.total_steps
+        self.epochs = self.cadence.epochs
 
         if settings.deterministic:
             set_deterministic(True)
@@ -179,17 +175,6 @@ class Trainer:
             if lock is not None:
                 lock.release()
 
-    def _by_steps(self) -> bool:
-        s = self.settings
-        return s.iterations is not None or s.eval_every_steps is not None or s.checkpoint_every_steps is not None
-
-    def _log_step(self, step: int) -> int:
-        """The x-axis of TensorBoard/trackers: the epoch for epoch-based runs, else the global step."""
-        return step if self._by_steps() else self.epoch_of(step)
-
-    def epoch_of(self, step: int) -> int:
-        return (step - 1) // self.steps_per_epoch + 1
-
     def _start(self, resume: bool) -> bool:
         """Clean up, resume if asked, open the loggers, write config.yaml/run.json; whether it resumed."""
         if self.dist.is_main:
@@ -209,7 +194,7 @@ class Trainer:
         barrier(self.dist)  # every rank has read run.json and the checkpoint before rank 0 rewrites them
         resumed = self.step > 0
         self._loggers = RunLoggers(self.run_dir, self.settings.loggers, is_main=self.dist.is_main, config=self.config,
-                                   purge_step=self._log_step(self.step + 1) if resumed else None)
+                                   purge_step=self.cadence.log_x(self.step + 1) if resumed else None)
         if self.dist.is_main:
             write_config(self.run_dir, self.config)
             write_run_record(self.run_dir, seed=self.settings.seed, world_size=self.dist.world_size,
@@ -224,10 +209,10 @@ class Trainer:
         train_stats: dict[str, Any] = {}
         finished_before = self.step >= self.total_steps
         stop: dict[str, Any] = {"reason": "exception"}
-        epoch = self.epoch_of(self.step + 1) if not finished_before else self.epochs
+        epoch = self.cadence.epoch_of(self.step + 1) if not finished_before else self.epochs
         try:
             while self.step < self.total_steps:
-                epoch = self.epoch_of(self.step + 1)
+                epoch = self.cadence.epoch_of(self.step + 1)
                 train_stats, final = self._run_epoch(epoch, final)
             stop = {"reason": "finished", "epoch": self.epochs, "step": self.total_steps}
         except BaseException as error:
@@ -257,14 +242,6 @@ class Trainer:
                 **self.best.summary_fields(final),
                 "final": {k: v for k, v in final.items() if k in ("eval", "ema_eval", "val", "ema_val")},
                 "train": train_stats, "collapsed": self.best.collapse.flag}
-
-    def _due(self, every_epochs: int, every_steps: int | None, *, epoch_end: bool) -> bool:
-        """Whether an evaluation/checkpoint is due after the current step."""
-        if self.step >= self.total_steps:
-            return True
-        if every_steps is not None:
-            return self.step % every_steps == 0
-        return epoch_end and self.epoch_of(self.step) % every_epochs == 0
 
     # ------------------------------------------------------------------ one epoch
     def _run_epoch(self, epoch: int, final: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -309,8 +286,7 @@ class Trainer:
     def _log_progress(self, loss: torch.Tensor, epoch: int, in_epoch: int, bar: Any) -> None:
         """Every ``log_every`` steps, rank 0 shows the step's loss and the epoch's running means
         (read with one ``tolist()``: the only host transfer of a logging step)."""
-        log_every = self.settings.log_every
-        if not (log_every and in_epoch % log_every == 0 and self.dist.is_main):
+        if not (self.cadence.logging_step(in_epoch) and self.dist.is_main):
             return
         means = self.stats.reduce(None, extra=[loss])
         value = means.pop("extra")[0]
@@ -332,11 +308,11 @@ class Trainer:
             self.ema.update(self.model)
         record: dict[str, Any] = {"epoch": epoch, "step": self.step, "lr": lr, "train": train_stats}
         collapsed = None
-        if self._due(self.settings.eval_every, self.settings.eval_every_steps, epoch_end=True) and self.evaluation.enabled:
+        if self.cadence.evaluation_due(self.step, epoch_end=True) and self.evaluation.enabled:
             final, collapsed = self._evaluate_into(record, epoch)
         self._write_record(record, started)
         self.stats = None
-        if self._due(self.settings.checkpoint_every, self.settings.checkpoint_every_steps, epoch_end=True):
+        if self.cadence.checkpoint_due(self.step, epoch_end=True):
             self.save_checkpoint(epoch)
         self._log_record(record, collapsed)
         return train_stats, final
@@ -367,11 +343,11 @@ class Trainer:
         """The metrics line (metrics.jsonl, TensorBoard, trackers), timed from ``started``."""
         record["time"] = time.perf_counter() - started
         assert self._loggers is not None
-        self._loggers.write(record, step=self._log_step(self.step))
+        self._loggers.write(record, step=self.cadence.log_x(self.step))
 
     def _log_record(self, record: dict[str, Any], collapsed: dict[str, Any] | None) -> None:
         """The record's train.log line; then the collapse stop when ``train.stop_on_collapse`` is set."""
-        self.logger.info(epoch_line(record, metric=self.settings.select_metric, by_steps=self._by_steps()))
+        self.logger.info(epoch_line(record, metric=self.settings.select_metric, by_steps=self.cadence.by_steps))
         if collapsed is not None and self.settings.stop_on_collapse:
             raise CollapseError(collapse_message(collapsed, self._where()))
 
@@ -416,7 +392,7 @@ class Trainer:
         result = self._evaluate()
         best_model = self.ema.module if self.settings.ema.evaluate == "ema" else self.model
         collapsed = self.best.observe(result, record, epoch=epoch, step=self.step, weights=best_model.state_dict,
-                                      collapse_step=self.step if self._by_steps() else None)
+                                      collapse_step=self.step if self.cadence.by_steps else None)
         return result, collapsed
 
     # ------------------------------------------------------------------ checkpoints
