@@ -177,7 +177,7 @@ def train_digits_cnn(objective: nn.Module, images: torch.Tensor, labels: torch.T
     loader = ShardedTensorLoader(images, labels, batch_size=64, train=True, seed=seed)
     assert len(loader) * 64 <= len(labels) < (len(loader) + 1) * 64  # full batches only
     trainer = Trainer(model=model, objective=objective, train_loader=loader, eval_loader=None, settings=settings,
-                      run_dir=run_dir, num_classes=10)
+                      run_dir=run_dir, evaluator=None)
     summary = trainer.fit()
     return trainer.model.eval(), summary
 

@@ -97,6 +97,7 @@ def engine_outcomes(seed: int, root: Path) -> dict[str, float]:
     # test_runs_on_gkl_data_loaders_with_lr_scaling (both loaders)
     from gkl.data import build_dataset, build_loader
     from gkl.engine import Trainer
+    from gkl.metrics.classification import ClassificationEvaluator
     from gkl.models import create_model
     from test_engine_support import CountingObjective
 
@@ -110,7 +111,7 @@ def engine_outcomes(seed: int, root: Path) -> dict[str, float]:
                                   schedule={"kind": "multistep", "milestones": [1], "gamma": 0.1}, seed=seed)
         trainer = Trainer(model=create_model("digits_mlp_small", 10), objective=CountingObjective(),
                           train_loader=train, eval_loader=test, settings=settings,
-                          run_dir=root / f"loaders{seed}{in_memory}")
+                          evaluator=ClassificationEvaluator(10), run_dir=root / f"loaders{seed}{in_memory}")
         summary = trainer.fit()
         out[f"loaders[{in_memory}].best_top1>80"] = summary["best_top1"]
     # test_bf16_autocast_run_trains_without_scaler

@@ -58,12 +58,9 @@ def test_full_disk_is_one_line_naming_the_file(monkeypatch: pytest.MonkeyPatch, 
 
 def test_training_stops_exit_3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    from gkl.engine import trainer
+    from gkl.engine.errors import CollapseError, NonFiniteLossError
 
-    stops = [trainer.NonFiniteLossError]
-    if hasattr(trainer, "CollapseError"):  # the engine's collapse stop, where it exists
-        stops.append(trainer.CollapseError)
-    for error in stops:
+    for error in (NonFiniteLossError, CollapseError):
         def stop(cfg, *, resume=False, error=error):
             raise error("stopped at epoch 2, step 17: term 'kd'; last good checkpoint epoch 1")
 

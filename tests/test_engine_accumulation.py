@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gkl.engine import Trainer
-from gkl.engine.trainer import move_to_device
+from gkl.engine.batches import move_to_device
 from gkl.objectives.base import Objective, StepOutput
 from test_engine_support import ShardedTensorLoader, digits_tensors, quick_settings
 
@@ -61,7 +61,7 @@ def run(tmp_path: Path, name: str, *, batch_size: int, accumulate: int) -> tuple
     objective = DictCE()
     settings = quick_settings(epochs=1, accumulate_steps=accumulate, optim={"lr": 0.1, "weight_decay": 5e-4},
                               schedule={"kind": "cosine", "unit": "step"}, loggers=[])
-    trainer = Trainer(model=mlp(), objective=objective, train_loader=loader, eval_loader=None,
+    trainer = Trainer(model=mlp(), objective=objective, train_loader=loader, eval_loader=None, evaluator=None,
                       settings=settings, run_dir=tmp_path / name)
     trainer.fit()
     return trainer, objective
@@ -162,7 +162,7 @@ def test_compiled_training_matches_eager_and_saves_plain_names(tmp_path: Path) -
         model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
         settings = quick_settings(epochs=1, compile=compiled, loggers=[], schedule={"kind": "constant"})
         trainer = Trainer(model=model, objective=CountingObjective(), train_loader=loader, eval_loader=None,
-                          settings=settings, run_dir=tmp_path / str(compiled))
+                          evaluator=None, settings=settings, run_dir=tmp_path / str(compiled))
         trainer.fit()
         runs[compiled] = torch.load(tmp_path / str(compiled) / "checkpoint.pt", weights_only=True)["model"]
     assert list(runs[True]) == list(runs[False]) == ["1.weight", "1.bias", "3.weight", "3.bias"]

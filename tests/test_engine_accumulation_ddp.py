@@ -29,7 +29,7 @@ def train(run_dir: Path, *, batch_size: int, accumulate: int, dist=None) -> dict
     settings = quick_settings(epochs=1, accumulate_steps=accumulate, loggers=[], schedule={"kind": "constant"},
                               optim={"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4})
     trainer = Trainer(model=model, objective=CountingObjective(), train_loader=loader, eval_loader=None,
-                      settings=settings, run_dir=run_dir, dist=dist)
+                      evaluator=None, settings=settings, run_dir=run_dir, dist=dist)
     trainer.fit()
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 

@@ -34,8 +34,7 @@ def job(run_root: str, out: str) -> None:
         parts = build_parts(cfg, dist)
         trainer = Trainer(model=parts.model, objective=parts.objective, train_loader=parts.train_loader,
                           eval_loader=parts.eval_loader, settings=cfg.train, run_dir=cfg.run_dir,
-                          config=to_dict(cfg), class_groups=parts.info.class_groups, dist=dist,
-                          num_classes=parts.info.num_classes)
+                          config=to_dict(cfg), dist=dist, evaluator=parts.evaluator)
         summary = trainer.fit()
         torch.save({"model": trainer.model.state_dict(), "ema": trainer.ema.state_dict(),
                     "objective": trainer.objective.checkpoint_state(), "summary": summary},

@@ -82,7 +82,7 @@ def test_engine_equals_a_plain_loop(tmp_path, method: str) -> None:
                              schedule={"kind": "cosine"}, seed=SEED, progress=False, log_every=0, device="cpu")
     trainer = Trainer(model=_net(SEED), objective=_objective(method),
                       train_loader=ShardedTensorLoader(images, labels, batch_size=BATCH, train=True, seed=SEED),
-                      eval_loader=None, settings=settings, run_dir=tmp_path / method, num_classes=10)
+                      eval_loader=None, settings=settings, run_dir=tmp_path / method, evaluator=None)
     trainer.fit()
     got = copy.deepcopy(trainer.model).state_dict()
     for key, value in expected.state_dict().items():

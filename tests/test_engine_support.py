@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gkl.engine import TrainSettings, Trainer
+from gkl.metrics.classification import ClassificationEvaluator
 from gkl.objectives.base import Objective, StepOutput
 from helpers import TESTS_DIR, assert_identical  # noqa: F401  (assert_identical: re-exported for the tests)
 
@@ -164,9 +165,9 @@ def build_trainer(run_dir: Path, settings: TrainSettings, *, model_name: str = "
                                 rank=rank, world_size=world)
     test = ShardedTensorLoader(*digits_tensors(False), batch_size=50, train=False)
     return Trainer(model=model, objective=objective if objective is not None else CountingObjective(),
-                   train_loader=train, eval_loader=test, settings=settings, run_dir=run_dir,
-                   config=config if config is not None else {"test": "engine", "model": model_name},
-                   class_groups=class_groups, dist=dist)
+                   train_loader=train, eval_loader=test, evaluator=ClassificationEvaluator(10, class_groups),
+                   settings=settings, run_dir=run_dir,
+                   config=config if config is not None else {"test": "engine", "model": model_name}, dist=dist)
 
 
 def _resume_job(run_dir: Path, kill: str | None, resume: bool) -> None:

@@ -10,8 +10,9 @@ import yaml
 
 from gkl.engine import NonFiniteLossError, TrainSettings, Trainer
 from gkl.engine.checkpoint import read_checkpoint
+from gkl.metrics.classification import ClassificationEvaluator
 from helpers import assert_identical
-from test_engine_support import CountingObjective, build_trainer, quick_settings, read_jsonl
+from test_engine_support import CountingObjective, ShardedTensorLoader, build_trainer, quick_settings, read_jsonl
 
 
 def test_short_run_learns_and_writes_the_run_directory(tmp_path):
@@ -90,7 +91,7 @@ def test_checkpoint_round_trip_restores_all_state(tmp_path):
     assert saved["scaler"]["scale"] > 0 and saved["ema"]["updates"] == 2 * len(first.train_loader)
     assert len(saved["optimizer"]["state"]) == len(list(first.model.parameters()))  # momentum buffers
     best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
-    assert best["top1"] == first.best_top1  # best.pt follows the EMA model's top-1 (ema.evaluate="ema")
+    assert best["top1"] == first.best.value  # best.pt follows the EMA model's top-1 (ema.evaluate="ema")
     if best["epoch"] == 2:
         for k, v in first.ema.module.state_dict().items():
             assert torch.equal(best["model"][k], v), k
@@ -112,10 +113,17 @@ def test_trainer_arguments_are_checked(tmp_path):
 
     with pytest.raises(ValueError, match="settings"):
         Trainer(model=nn.Linear(2, 2), objective=CountingObjective(), train_loader=[], eval_loader=None,
-                settings={"epochs": 1}, run_dir=tmp_path)
+                evaluator=None, settings={"epochs": 1}, run_dir=tmp_path)
     with pytest.raises(ValueError, match="train_loader"):
         Trainer(model=nn.Linear(2, 2), objective=CountingObjective(), train_loader=[], eval_loader=None,
+                evaluator=None, settings=TrainSettings(epochs=1, device="cpu"), run_dir=tmp_path)
+    loader = ShardedTensorLoader(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long), batch_size=4, train=True)
+    with pytest.raises(TypeError, match="evaluator"):  # no default evaluator: the engine knows no task
+        Trainer(model=nn.Linear(2, 2), objective=CountingObjective(), train_loader=loader, eval_loader=loader,
                 settings=TrainSettings(epochs=1, device="cpu"), run_dir=tmp_path)
+    with pytest.raises(ValueError, match="^evaluator: expected"):
+        Trainer(model=nn.Linear(2, 2), objective=CountingObjective(), train_loader=loader, eval_loader=loader,
+                evaluator=None, settings=TrainSettings(epochs=1, device="cpu"), run_dir=tmp_path)
 
 
 def test_sync_bn_on_cpu_ddp_is_refused_before_any_work(tmp_path):
@@ -155,7 +163,7 @@ def test_runs_on_gkl_data_loaders_with_lr_scaling(tmp_path, in_memory):
                               schedule={"kind": "multistep", "milestones": [1], "gamma": 0.1})
     trainer = Trainer(model=create_model("digits_mlp_small", 10), objective=CountingObjective(),
                       train_loader=train, eval_loader=test, settings=settings, run_dir=tmp_path / "run",
-                      class_groups={"low": [0, 1, 2, 3, 4], "high": [5, 6, 7, 8, 9]})
+                      evaluator=ClassificationEvaluator(10, {"low": [0, 1, 2, 3, 4], "high": [5, 6, 7, 8, 9]}))
     summary = trainer.fit()
     assert trainer.schedule.base_lr == pytest.approx(0.1 * 32 / 64)  # lr x global batch / reference
     assert [r["lr"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == pytest.approx([0.05, 0.005])

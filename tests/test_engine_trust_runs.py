@@ -16,7 +16,8 @@ from torch import nn
 
 from gkl.engine import CollapseError, Trainer
 from gkl.engine.checkpoint import read_checkpoint
-from gkl.engine.collapse import CollapseMonitor, chance_level
+from gkl.metrics.classification import ClassificationEvaluator
+from gkl.engine.collapse import CollapseMonitor
 from gkl.losses import value_checks_enabled
 from gkl.objectives.base import Objective, StepOutput
 from gkl.utils.errors import InputError
@@ -163,8 +164,10 @@ def test_stop_on_collapse_raises_with_epoch_value_and_chance(tmp_path: Path) -> 
 
 
 def test_collapse_monitor_rules() -> None:
-    assert chance_level("top1", 10) == 10.0 and chance_level("top5", 100) == 5.0
-    assert chance_level("mIoU", 21) is None and chance_level("top1", None) is None
+    assert ClassificationEvaluator(10).chance_level("top1") == 10.0
+    assert ClassificationEvaluator(100).chance_level("top5") == 5.0
+    assert ClassificationEvaluator(10).chance_level("mIoU") is None
+    assert ClassificationEvaluator(2).chance_level("top5") == 100.0
     monitor = CollapseMonitor(metric="top1", chance=10.0, patience=2, margin=1.0)
     assert monitor.update(1, 10.5) is None and monitor.update(2, 10.2) is None  # never above chance yet
     assert monitor.update(3, 40.0) is None and monitor.update(4, 11.0) is None

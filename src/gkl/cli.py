@@ -47,12 +47,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _stop_errors() -> tuple[type[BaseException], ...]:
-    """The engine's "training stopped" exceptions (exit 3); CollapseError only where the engine defines it."""
-    from gkl.engine import trainer
+    """The engine's "training stopped" exceptions (exit 3)."""
+    from gkl.engine.errors import CollapseError, NonFiniteLossError, TrainingStopped
 
-    names = ("TrainingStopped", "NonFiniteLossError", "CollapseError")
-    found = (getattr(trainer, name, None) for name in names)
-    return tuple(e for e in found if isinstance(e, type) and issubclass(e, BaseException))
+    return (TrainingStopped, NonFiniteLossError, CollapseError)
 
 
 def run_commands() -> dict[str, str | None]:

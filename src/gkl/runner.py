@@ -10,12 +10,12 @@ from typing import Any
 from gkl.config import ExperimentConfig, to_dict
 from gkl.engine import Trainer
 from gkl.engine.seeding import seed_everything
-from gkl.engine.trainer import DEFAULT_TOLERANT_CONFIG_KEYS
+from gkl.engine.resume import DEFAULT_TOLERANT_CONFIG_KEYS
 from gkl.tasks import get_task, list_tasks
 from gkl.tasks.parts import RunParts
 from gkl.utils.distributed import DistInfo, cleanup, init_distributed
 
-__all__ = ["RunParts", "build_parts", "run_experiment"]
+__all__ = ["build_parts", "run_experiment"]
 
 
 def build_parts(cfg: ExperimentConfig, dist: DistInfo) -> RunParts:
@@ -46,8 +46,7 @@ def _fit(cfg: ExperimentConfig, dist: DistInfo, *, resume: bool) -> dict[str, An
     trainer = Trainer(
         model=parts.model, objective=parts.objective, train_loader=parts.train_loader,
         eval_loader=parts.eval_loader, settings=cfg.train, run_dir=cfg.run_dir, config=to_dict(cfg),
-        class_groups=parts.info.class_groups, dist=dist, num_classes=parts.info.num_classes,
-        evaluator=parts.evaluator, val_loader=parts.val_loader, param_lr_scales=parts.param_lr_scales,
+        dist=dist, evaluator=parts.evaluator, val_loader=parts.val_loader, param_lr_scales=parts.param_lr_scales,
         resume_tolerant_keys=resume_tolerant_keys(cfg),
     )
     summary = trainer.fit(resume=resume)

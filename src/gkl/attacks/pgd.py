@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from gkl.attacks.attack_losses import NEEDS_CLEAN_LOGITS, attack_loss, check_attack_loss_name
+from gkl.losses import value_checks_enabled
 from gkl.settings.adversarial import NORMS, RANDOM_STARTS
 from gkl.utils.modules import unwrap_model
 from gkl.utils.validation import check_choice, check_int, check_number, fail
@@ -105,11 +106,11 @@ def ascent_step(adv: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, 
     return adv + step_size * grad / (_flat_norm(grad) + _TINY)
 
 
-def check_attack_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
+def check_attack_inputs(images: torch.Tensor, labels: torch.Tensor, *, values: bool = True) -> None:
     """Raise ValueError unless images are a finite float (N, ...) batch in [0, 1] with (N,) integer labels >= 0.
 
     The upper bound of the labels is checked against the model's logits (:func:`check_labels_range`).
-    One host synchronisation for all value checks.
+    One host synchronisation for all value checks; ``values=False`` checks types and shapes only.
     """
     if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
         raise fail("", "images", "a floating-point tensor of shape (N, ...) with values in [0, 1]",
@@ -120,7 +121,7 @@ def check_attack_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
         got = (f"dtype {labels.dtype}, shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor)
                else type(labels).__name__)
         raise fail("", "labels", f"an integer tensor of shape (N,) = ({images.shape[0]},)", got, show_value=False)
-    if images.numel() == 0:
+    if images.numel() == 0 or not values:
         return
     finite, in_range, labels_ok = torch.stack([
         torch.isfinite(images).all(), (images.min() >= 0) & (images.max() <= 1),
@@ -147,7 +148,7 @@ def _pgd_in_attack_mode(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: torch.Tensor,
     step_size: torch.Tensor, steps: int, loss: str, norm: str, random_start: str | None,
     target_logits: torch.Tensor | None, class_weights: torch.Tensor | None,
-    gkl_kwargs: Mapping[str, Any] | None, generator: torch.Generator | None,
+    gkl_kwargs: Mapping[str, Any] | None, generator: torch.Generator | None, check_labels: bool = True,
 ) -> torch.Tensor:
     images = images.detach().float()
     labels = labels.long()
@@ -162,7 +163,7 @@ def _pgd_in_attack_mode(
         adv.requires_grad_(True)
         with torch.enable_grad():
             logits = model(adv).float()
-            if step == 0:
+            if step == 0 and check_labels:
                 check_labels_range(labels, logits)
             value = attack_loss(loss, logits, labels, clean_logits=clean_logits,
                                 class_weights=class_weights, gkl_kwargs=gkl_kwargs)
@@ -201,12 +202,17 @@ def pgd(
         class_weights: (N, C) or (C, C) class-wise weights for "gkl" (e.g. ``ClassPrior``).
         gkl_kwargs: gkl_loss settings for "gkl" (default alpha = beta = gamma = T = 1).
         generator: random generator for the start point.
+
+    The value checks of the inputs (images in [0, 1] and finite, labels in [0, C): host
+    synchronisations) follow :func:`gkl.losses.value_checks_enabled`; the training engine turns
+    them off, and the adversarial objectives check the first batch of a run instead.
     """
     check_attack_loss_name(loss)
     check_choice("", "norm", norm, NORMS)
     check_choice("", "random_start", random_start, RANDOM_STARTS)
     check_int("", "steps", steps, minimum=0)
-    check_attack_inputs(images, labels)
+    values = value_checks_enabled()  # off on the training path (host syncs): the objective checks once
+    check_attack_inputs(images, labels, values=values)
     eps_t = _per_example(eps, "eps", images)
     step_t = _per_example(step_size, "step_size", images)
     net = unwrap_model(model)
@@ -214,7 +220,7 @@ def pgd(
         return _pgd_in_attack_mode(
             net, images, labels, eps=eps_t, step_size=step_t, steps=steps, loss=loss, norm=norm,
             random_start=random_start, target_logits=target_logits, class_weights=class_weights,
-            gkl_kwargs=gkl_kwargs, generator=generator,
+            gkl_kwargs=gkl_kwargs, generator=generator, check_labels=values,
         )
 
 

@@ -45,22 +45,6 @@ class MixedPrecision:
             with torch.autocast(self.device_type, dtype=self.dtype):
                 yield
 
-    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                          parameters: list[nn.Parameter], clip_grad_norm: float | None) -> None:
-        """``loss.backward()``, optional grad-norm clipping (on unscaled gradients), ``optimizer.step()``."""
-        if self.scaler is None:
-            loss.backward()
-            if clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
-            optimizer.step()
-            return
-        self.scaler.scale(loss).backward()
-        if clip_grad_norm is not None:
-            self.scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
-        self.scaler.step(optimizer)
-        self.scaler.update()
-
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()`` (scaled under fp16); call once per micro-batch when accumulating."""
         if self.scaler is None:

@@ -1,8 +1,8 @@
 """Atomic checkpoint files.
 
 ``checkpoint.pt`` (written every ``checkpoint_every`` epochs by rank 0) holds all
-state needed to continue a run; ``best.pt`` holds the best weights in the
-community format ``{"model": state_dict, "epoch": int, "top1": float}``.
+state needed to continue a run (:mod:`gkl.engine.train_state`); ``best.pt`` holds the best
+weights (:mod:`gkl.engine.selection`).
 Files are written to a temporary file in the same directory, fsync'ed and moved
 into place with ``os.replace``, so a crash leaves either the old or the new file
 (a temporary file left by a killed save is removed by :func:`remove_stale_temporaries`
@@ -119,11 +119,6 @@ def _torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise InputError(f"{path}: cannot read this checkpoint (truncated, damaged or not a "
                          f"weights-only torch file): {first}") from None
-
-
-def save_best(path: str | os.PathLike, model_state: dict, *, epoch: int, top1: float) -> None:
-    """Write ``{"model": state_dict, "epoch": epoch, "top1": top1}`` atomically."""
-    atomic_save({"model": model_state, "epoch": int(epoch), "top1": float(top1)}, path)
 
 
 def model_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:

@@ -1,4 +1,4 @@
-"""Detect a finite collapse: the selected accuracy falls back to chance level and stays there.
+"""Detect a finite collapse: the selected metric falls back to chance level and stays there.
 
 A loss can stay finite while the model degenerates to predicting one class
 (e.g. GKL with a far too large alpha). The engine flags this instead of
@@ -6,9 +6,9 @@ silently reporting an early "best" epoch.
 
 Definitions (documented in docs/training.md, "Collapse"):
 
-- chance level of ``top1`` = ``100 / num_classes`` percent (a constant prediction on balanced
-  classes); of ``topK`` = ``100 * K / num_classes``. Other metrics have no chance level and are
-  not monitored.
+- the chance level of the selected metric comes from the task's evaluator (its optional
+  ``chance_level(metric)``; the classification evaluator gives ``100 * K / num_classes`` percent
+  for ``topK``). A metric without one (mIoU, a loss, ...) is not monitored.
 - an evaluation is *at chance* when ``value <= chance + margin`` and *above chance* when
   ``value > chance + margin`` (``train.collapse_margin`` percentage points, default 1).
 - the run has *collapsed* at the K-th consecutive evaluation at chance
@@ -17,18 +17,7 @@ Definitions (documented in docs/training.md, "Collapse"):
 
 from __future__ import annotations
 
-import re
 from typing import Any
-
-_TOPK = re.compile(r"^(?:ema_)?top(\d+)$")
-
-
-def chance_level(metric: str, num_classes: int | None) -> float | None:
-    """Chance level (percent) of ``metric`` for ``num_classes`` classes, or None if it has none."""
-    match = _TOPK.match(metric)
-    if match is None or not num_classes:
-        return None
-    return min(100.0, 100.0 * int(match.group(1)) / num_classes)
 
 
 class CollapseMonitor:

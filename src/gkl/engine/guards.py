@@ -3,7 +3,7 @@
 ``gkl.losses`` checks tensor *contents* (NaN/Inf logits, target range) on every
 call; each check is a host synchronisation, and on the training path it would
 report a divergence as bad user input. The engine instead checks the loss terms
-once per step (:meth:`gkl.engine.trainer.Trainer._check_finite`), so it runs
+once per step (:func:`gkl.engine.train_stats.first_non_finite`), so it runs
 training inside :func:`loss_value_checks` ``(False)``.
 """
 

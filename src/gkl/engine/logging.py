@@ -127,3 +127,64 @@ def progress(iterable: Iterable, *, total: int | None, desc: str, enabled: bool)
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+class RunLoggers:
+    """Where every metrics line goes: ``metrics.jsonl`` (+ TensorBoard) and the trackers of
+    ``train.loggers`` (W&B, MLflow), on rank 0 only."""
+
+    def __init__(self, run_dir: Path, names: Iterable[str], *, is_main: bool, config: Any,
+                 purge_step: int | None) -> None:
+        names = list(names)
+        self.metrics = MetricsWriter(run_dir, enabled=is_main, tensorboard="tensorboard" in names,
+                                     purge_step=purge_step)
+        self.trackers: list[Any] = []
+        if not is_main:
+            return
+        if "wandb" in names:
+            from gkl.engine.trackers import WandbTracker
+
+            self.trackers.append(WandbTracker(run_dir, config=config))
+        if "mlflow" in names:
+            from gkl.engine.trackers import MlflowTracker
+
+            self.trackers.append(MlflowTracker(run_dir, params=config))
+
+    def write(self, record: dict[str, Any], step: int) -> None:
+        self.metrics.write(record, step=step)
+        for tracker in self.trackers:
+            tracker.log(record, step=step)
+
+    def close(self) -> None:
+        self.metrics.close()
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
+
+
+def epoch_line(record: dict[str, Any], *, metric: str, by_steps: bool) -> str:
+    """The ``train.log`` line of a metrics record: epoch (step), lr, loss, train accuracy, the
+    selected metric of each evaluated split, the best value and the time."""
+    parts = [f"epoch {record['epoch']}"]
+    if by_steps:
+        parts.append(f"step {record['step']}")
+    parts.append(f"lr {record['lr']:.5g}")
+    train = record.get("train")
+    if train is not None:
+        parts.append(f"loss {train.get('loss', float('nan')):.4f}")
+        if "acc" in train:
+            parts.append(f"train_acc {train['acc']:.2f}")
+    for key, label in (("eval", metric), ("ema_eval", f"ema_{metric}"), ("val", f"val_{metric}"),
+                       ("ema_val", f"ema_val_{metric}")):
+        if key in record and isinstance(record[key].get(metric), (int, float)):
+            parts.append(f"{label} {record[key][metric]:.2f}")
+    if record.get("best") is not None:
+        parts.append(f"best {record['best']:.2f}@{record['best_epoch']}")
+    parts.append(f"{record['time']:.1f}s")
+    return " | ".join(parts)
+
+
+def step_line(epoch: int, in_epoch: int, steps_per_epoch: int, loss: float, means: dict[str, float]) -> str:
+    """The progress line of a logging step: the step's loss and the epoch's running means so far."""
+    running = ", ".join(f"{name} {value:.4g}" for name, value in means.items())
+    return f"epoch {epoch} step {in_epoch}/{steps_per_epoch} loss {loss:.4f}" + (f" ({running})" if running else "")

@@ -21,6 +21,9 @@ from gkl.engine.checkpoint import dict_differences
 from gkl.settings.train import RESUME_FIX_FIELDS, RESUME_TOLERANT_FIELDS, TrainSettings
 from gkl.utils.errors import InputError
 
+#: Config keys a resume may change besides the tolerant train fields (a run folder or data set may move).
+DEFAULT_TOLERANT_CONFIG_KEYS: tuple[str, ...] = ("out_dir", "name", "data.root", "data.num_workers")
+
 
 def _lookup(tree: Any, dotted: str) -> tuple[bool, Any]:
     node = tree

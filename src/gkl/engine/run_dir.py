@@ -1,9 +1,10 @@
-"""The run directory: resolved config, environment record and artifacts of one run."""
+"""The run directory: its creation, the resolved config, the environment record and why the run stopped."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import platform
 import socket
@@ -14,6 +15,20 @@ from typing import Any
 
 import torch
 import yaml
+
+from gkl.engine.errors import CollapseError, NonFiniteLossError
+from gkl.utils.errors import InputError
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run directory; an unusable one (a file, read-only) is an InputError naming it."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"out_dir: cannot create the run directory {run_dir} "
+                         f"({error.strerror or error})") from None
+    if not run_dir.is_dir() or not os.access(run_dir, os.W_OK | os.X_OK):
+        raise InputError(f"out_dir: the run directory {run_dir} is not a writable directory")
 
 
 def git_state(path: Path | None = None) -> dict[str, Any]:
@@ -109,3 +124,31 @@ def record_stop(run_dir: Path, stop: dict[str, Any]) -> None:
     if record.get("resumes"):
         record["resumes"][-1]["stopped"] = stop
     _write_json(run_dir / "run.json", record)
+
+
+def log_stop(run_dir: Path, stop: dict[str, Any], logger: logging.Logger, *, finished: str) -> None:
+    """Say in ``train.log`` why the run stopped (``finished``: the line of a finished run) and record
+    ``stop`` in ``run.json``; a failed write is logged, never hiding the reason of the stop."""
+    reason = stop["reason"]
+    if reason == "finished":
+        logger.info("%s", finished)
+    elif reason == "interrupted":
+        logger.warning("run interrupted during epoch %s; last checkpoint: epoch %s, step %s",
+                       stop.get("epoch"), stop.get("last_checkpoint_epoch"), stop.get("last_checkpoint_step"))
+    else:
+        logger.error("run stopped (%s) during epoch %s: %s", reason, stop.get("epoch"), stop.get("message", ""))
+    try:
+        record_stop(run_dir, stop)
+    except OSError as error:
+        logger.error("could not record the stop in run.json: %s", error)
+
+
+def stop_record(error: BaseException, epoch: int) -> dict[str, Any]:
+    """The ``stopped`` record of a run ended by ``error`` during ``epoch``."""
+    if isinstance(error, NonFiniteLossError):
+        return {"reason": "non-finite", "epoch": epoch, "message": str(error)}
+    if isinstance(error, CollapseError):
+        return {"reason": "collapse", "epoch": epoch, "message": str(error)}
+    if isinstance(error, KeyboardInterrupt):
+        return {"reason": "interrupted", "epoch": epoch}
+    return {"reason": "exception", "epoch": epoch, "message": f"{type(error).__name__}: {error}"}

@@ -226,7 +226,8 @@ def gkl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *,
         weights: None for sample-wise weights softmax(o_m / weight_temperature), or a
             probability tensor of the logits' shape, e.g. ``ClassPrior(targets)``
             (then ``weight_temperature`` is not used).
-        alpha: weight of the wMSE term (paper α; the authors' code calls it β).
+        alpha: weight of the wMSE term (paper α; the authors' code calls it β); a float, or a
+            0-dim tensor for a data-dependent weight (used as is: not value-checked, no host sync).
         beta: weight of the cross-entropy term (paper β).
         gamma: smoothing exponent γ ≥ 0 (γ = 0: plain pairwise logit-difference MSE).
         temperature: T > 0 of the cross-entropy term (no T² factor).
@@ -240,7 +241,8 @@ def gkl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *,
             the non-ignored examples is the "mean" result.
     """
     check_pair(logits, target_logits)
-    alpha = check_real("alpha", alpha, minimum=0.0)
+    if not (isinstance(alpha, torch.Tensor) and alpha.dim() == 0):  # a 0-dim tensor is used as is (no sync)
+        alpha = check_real("alpha", alpha, minimum=0.0)
     beta = check_real("beta", beta, minimum=0.0)
     gamma = check_real("gamma", gamma, minimum=0.0)
     temperature = check_real("temperature", temperature, strictly_positive=True)

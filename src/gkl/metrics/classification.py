@@ -10,6 +10,7 @@ evaluated batch-strided instead: rank ``r`` runs the model on batches ``r, r + w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -125,3 +126,11 @@ class ClassificationEvaluator:
                  dist: Any = None) -> dict[str, Any]:
         return evaluate_classifier(model, loader, num_classes=self.num_classes, device=device,
                                    class_groups=self.class_groups, dist=dist)
+
+    def chance_level(self, metric: str) -> float | None:
+        """Chance level (percent) of ``metric``: ``100 * K / num_classes`` for ``topK`` (a constant
+        prediction on balanced classes), None for metrics without one (the engine's collapse watch)."""
+        match = re.fullmatch(r"top(\d+)", metric)
+        if match is None:
+            return None
+        return min(100.0, 100.0 * int(match.group(1)) / self.num_classes)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.attacks.pgd import pgd
+from gkl.attacks.pgd import check_attack_inputs, pgd
 from gkl.losses import ClassPrior, logit_loss
 from gkl.objectives.awp import AdversarialWeightPerturbation
 from gkl.objectives.base import Objective, StepOutput, classification_batch
@@ -74,6 +74,7 @@ class AdversarialObjective(Objective):
         self.epochs = epochs
         self.awp = (AdversarialWeightPerturbation(gamma=settings.awp_gamma, proxy_lr=settings.awp_proxy_lr)
                     if settings.awp_gamma > 0 else None)
+        self._inputs_checked = False  # the first batch's values, checked once (pgd skips it in training)
 
     # -- pieces subclasses customise -------------------------------------------------
     def at_losses(self, clean_logits: torch.Tensor | None, adv_logits: torch.Tensor,
@@ -114,8 +115,20 @@ class AdversarialObjective(Objective):
             first.update({f"autoaug_{name}": weight * value for name, value in second.items()})
         return first, clean_logits, adv_logits
 
+    def check_first_batch(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """The attack's input checks (images in [0, 1] and finite, labels in [0, num_classes)) on the
+        first batch this objective sees: inside the training engine pgd skips them (host syncs)."""
+        if self._inputs_checked:
+            return
+        check_attack_inputs(images, labels)
+        if labels.numel() and bool(labels.max() >= self.num_classes):
+            raise fail("", "labels", f"class indices in [0, {self.num_classes - 1}]", f"label {labels.max().item()}",
+                       show_value=False)
+        self._inputs_checked = True
+
     def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:
         images, labels = classification_batch(batch)
+        self.check_first_batch(images, labels)
         s = self.settings
         n = images.shape[0]
         if s.autoaugment_weight > 0:
@@ -133,7 +146,7 @@ class AdversarialObjective(Objective):
         if clean_logits is not None:
             self.observe_clean_logits(clean_logits[:n].detach(), labels[:n])
         with torch.no_grad():
-            adv_accuracy = (adv_logits[:n].argmax(dim=1) == labels[:n]).float().mean().item()
+            adv_accuracy = (adv_logits[:n].argmax(dim=1) == labels[:n]).float().mean()
         metrics = {"adv_accuracy": adv_accuracy, "attack_eps": plan.eps, "attack_steps": float(plan.steps)}
         return StepOutput(losses=losses, logits=None if clean_logits is None else clean_logits[:n].detach(),
                           targets=labels[:n], metrics=metrics, batch_size=n)

@@ -126,12 +126,11 @@ class AdversarialWeightPerturbation:
                 diffs = list(torch.split(flat, [d.numel() for d in diffs]))
                 diffs = [d.reshape(w.shape) for d, (_, w) in zip(diffs, weights)]
             for diff, (_, w) in zip(diffs, weights):
+                # v_l = gamma ||w_l|| diff / ||diff|| (0 where the proxy did not move: no host sync)
                 diff_norm = diff.norm()
-                if diff_norm > 0:
-                    scale = self.gamma * w.detach().float().norm() / diff_norm
-                    perturbation.append((diff * scale).to(w.dtype))
-                else:
-                    perturbation.append(torch.zeros_like(w))
+                scale = self.gamma * w.detach().float().norm() / diff_norm
+                scale = torch.where(diff_norm > 0, scale, torch.zeros_like(scale))
+                perturbation.append((diff * scale).to(w.dtype))
         return perturbation
 
     @torch.no_grad()

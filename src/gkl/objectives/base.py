@@ -9,7 +9,7 @@ Step protocol, per batch (epochs count from 1; ``step`` is the global optimizer
 step, counting from 1, for step-based warm-ups)::
 
     out = objective(model, batch, epoch=epoch, step=step)   # inside autocast
-    loss = sum(out.losses.values())                           # engine checks each term is finite
+    loss = sum(out.losses.values())                           # engine checks all terms are finite (one sync)
     loss.backward(); optimizer.step()
     objective.after_optimizer_step()                          # e.g. AWP restores the weights
 
@@ -36,14 +36,17 @@ class StepOutput:
         and names the first non-finite term in its error.
     logits: the trained model's logits on the clean batch (for running train accuracy), or None.
     targets: 1-D class labels matching ``logits`` (for train accuracy), or None.
-    metrics: extra detached scalars to log (e.g. the adversarial accuracy of the batch).
+    metrics: extra scalars to log (e.g. the adversarial accuracy of the batch), as 0-dim
+        tensors left on the device (never ``float(t)``/``.item()``: a host synchronisation per
+        step) or plain numbers; the engine averages them over the epoch with the loss terms and
+        reads them only when it logs.
     batch_size: examples in the step (default: ``logits.shape[0]``); weights the epoch means.
     """
 
     losses: dict[str, torch.Tensor]
     logits: torch.Tensor | None = None
     targets: torch.Tensor | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor | float] = field(default_factory=dict)
     batch_size: int | None = None
 
     def __post_init__(self) -> None:

@@ -42,13 +42,6 @@ def clip_outputs(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor):
     return out[0], out[1], out[2]
 
 
-def _step_output(**kwargs) -> StepOutput:
-    # batch_size is part of the StepOutput interface of the new engine (PLAN); older bases lack it
-    if "batch_size" not in getattr(StepOutput, "__dataclass_fields__", {}):
-        kwargs.pop("batch_size", None)
-    return StepOutput(**kwargs)
-
-
 class _ClampsLogitScale(Objective):
     """Clamps the student's learned log-scale after every optimizer step, as OpenCLIP's trainer."""
 
@@ -81,8 +74,7 @@ class ClipContrastiveObjective(_ClampsLogitScale):
         self._student = weakref.ref(unwrap_model(model))
         img, txt, scale = clip_outputs(model, images, tokens)
         losses = {"contrastive": self.loss(img, txt, scale)}
-        return _step_output(losses=losses, metrics={"logit_scale": float(scale.detach())},
-                            batch_size=images.shape[0])
+        return StepOutput(losses=losses, metrics={"logit_scale": scale.detach()}, batch_size=images.shape[0])
 
 
 class ClipDistillObjective(_ClampsLogitScale):
@@ -119,5 +111,5 @@ class ClipDistillObjective(_ClampsLogitScale):
         cfg = self.settings
         losses = {"contrastive": cfg.contrastive_weight * contrastive,
                   cfg.method: cfg.distill_weight * distill}
-        metrics = {"logit_scale": float(scale.detach()), "teacher_logit_scale": float(t_scale)}
-        return _step_output(losses=losses, metrics=metrics, batch_size=images.shape[0])
+        metrics = {"logit_scale": scale.detach(), "teacher_logit_scale": t_scale}
+        return StepOutput(losses=losses, metrics=metrics, batch_size=images.shape[0])

@@ -32,7 +32,6 @@ Normalisations (exactly):
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import torch
@@ -40,17 +39,10 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.losses import ClassPrior, set_value_checks
+from gkl.losses import ClassPrior, value_checks_enabled
 from gkl.objectives.base import Objective, StepOutput
 from gkl.objectives.loss_choice import settings_logit_loss
 from gkl.settings.segmentation import SegmentationSettings
-
-_STEP_FIELDS = {f.name for f in dataclasses.fields(StepOutput)}
-
-
-def step_output(**kwargs: Any) -> StepOutput:
-    """A StepOutput with the fields this version of the engine knows (``targets``/``batch_size`` are newer)."""
-    return StepOutput(**{k: v for k, v in kwargs.items() if k in _STEP_FIELDS})
 
 
 def upsample(logits: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -86,7 +78,8 @@ def accumulate_prior(prior: ClassPrior, teacher: torch.Tensor, labels: torch.Ten
         sums = probs.new_zeros(n, c, c + 1)
         sums.scatter_add_(2, slot.unsqueeze(1).expand(n, c, -1), probs)  # (image, prob class, label class)
         prior.sums.add_(sums[:, :, :c].sum(dim=0).T.to(prior.sums.device, prior.sums.dtype))
-        counts = torch.bincount(slot.reshape(-1), minlength=c + 1)[:c]
+        flat = slot.reshape(-1)  # a scatter-add count: bincount needs the max on the host (a sync on CUDA)
+        counts = torch.zeros(c + 1, dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))[:c]
         prior.counts.add_(counts.to(prior.counts.device, prior.counts.dtype))
 
 
@@ -101,7 +94,17 @@ def update_prior(prior: ClassPrior, teacher: torch.Tensor, labels: torch.Tensor,
 
 
 def check_dense_inputs(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> None:
-    """The losses' value checks, done once on the 1/8 logits instead of on every chunk."""
+    """Shapes of the chunked loss's inputs (free); the value checks (label range, finite logits: host
+    synchronisations) only while :mod:`gkl.losses`' value checks are on -- the training engine turns
+    them off and checks the loss terms once per step instead."""
+    if student.dim() != 4 or teacher.shape != student.shape:
+        raise ValueError(f"logits: expected student and teacher logits of one shape (N, C, h, w), "
+                         f"got {tuple(student.shape)} and {tuple(teacher.shape)}")
+    if labels.dim() != 3 or labels.shape[0] != student.shape[0] or labels.is_floating_point():
+        raise ValueError(f"labels: expected integer class indices (N, H, W) with N = {student.shape[0]}, "
+                         f"got {labels.dtype} {tuple(labels.shape)}")
+    if not value_checks_enabled():
+        return
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= student.shape[1]))
     if bool(bad.any()):
         raise ValueError(f"labels must hold class indices in [0, {student.shape[1] - 1}] or "
@@ -183,11 +186,12 @@ def channel_wise_divergence(student: torch.Tensor, teacher: torch.Tensor, temper
     return per_channel.sum() * temperature ** 2 / (n * c)
 
 
-def _pixel_accuracy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> float:
+def _pixel_accuracy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Percent of labelled pixels predicted right, as a float64 tensor (no host sync)."""
     with torch.no_grad():
         valid = labels != ignore_index
         correct = (logits.argmax(1) == labels) & valid
-        return 100.0 * float(correct.sum()) / max(int(valid.sum()), 1)
+        return 100.0 * correct.sum().double() / valid.sum().clamp_min(1).double()
 
 
 class SegmentationCE(Objective):
@@ -213,8 +217,8 @@ class SegmentationCE(Objective):
         if not isinstance(out, dict):
             out = {"out": out}
         losses, logits = self.supervised(out, labels)
-        return step_output(losses=losses, metrics={"pixel_acc": _pixel_accuracy(logits, labels, self.settings.ignore_index)},
-                           batch_size=images.shape[0])
+        return StepOutput(losses=losses, metrics={"pixel_acc": _pixel_accuracy(logits, labels, self.settings.ignore_index)},
+                          batch_size=images.shape[0])
 
 
 class SegmentationDistill(SegmentationCE):
@@ -250,11 +254,7 @@ class SegmentationDistill(SegmentationCE):
 
             if chunked:
                 check_dense_inputs(student, teacher, labels, cfg.ignore_index)
-                previous = set_value_checks(False)  # inputs checked once above, not once per chunk
-                try:
-                    return chunked_dense_loss(student, teacher, labels, chunk_kl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
-                finally:
-                    set_value_checks(previous)
+                return chunked_dense_loss(student, teacher, labels, chunk_kl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
             return chunk_kl(upsample(student, size), upsample(teacher, size), labels)
         return self._gkl(student, teacher, labels, chunked=chunked, count=count) / per_class
 
@@ -292,22 +292,20 @@ class SegmentationDistill(SegmentationCE):
         denominator = count.to(torch.float64)  # normalize "batch": D = N
         if cfg.normalize == "weights":
             denominator = self._weight_mass(teacher, labels)
-        scale = float(count) / float(denominator)
+        # α' = α N / D as a 0-dim tensor of the loss's dtype (no host sync)
+        alpha = (cfg.alpha * (count.to(torch.float64) / denominator)).to(
+            torch.float64 if student.dtype == torch.float64 else torch.float32)
 
         def chunk_gkl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             weights = weights_for(y)
             if update:
                 accumulate_prior(self.prior, t, y, cfg.ignore_index)  # type: ignore[arg-type]
             # normalize="batch" + reduction="sum" gives α' Σ mse_i + β Σ ce_i over the chunk
-            part = self.term(s, t, weights=None if weights is None else weights.to(s.device), alpha=cfg.alpha * scale,
+            part = self.term(s, t, weights=None if weights is None else weights.to(s.device), alpha=alpha,
                             beta=cfg.beta, normalize="batch", targets=targets_for(y), reduction="sum", **common)
             return part / count
 
-        previous = set_value_checks(False)  # inputs checked once above, not once per chunk
-        try:
-            return chunked_dense_loss(student, teacher, labels, chunk_gkl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
-        finally:
-            set_value_checks(previous)
+        return chunked_dense_loss(student, teacher, labels, chunk_gkl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def _weight_mass(self, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -317,7 +315,8 @@ class SegmentationDistill(SegmentationCE):
         if self.prior is not None:  # class-wise: W depends on the label only
             rows = self.prior.prior.double()
             mass = (rows if cfg.gamma == 1.0 else rows.pow(cfg.gamma)).sum(dim=1).square()
-            return mass[labels[valid].long().to(mass.device)].sum().clamp_min(1e-300)
+            index = torch.where(valid, labels, torch.zeros_like(labels)).long().to(mass.device)
+            return torch.where(valid.to(mass.device), mass[index], mass.new_zeros(())).sum().clamp_min(1e-300)
         if cfg.gamma == 1.0:  # sample-wise softmax weights sum to 1
             return valid.sum().double().clamp_min(1.0)
         total = torch.zeros((), dtype=torch.float64, device=teacher.device)
@@ -342,8 +341,8 @@ class SegmentationDistill(SegmentationCE):
         losses, logits = self.supervised(out, labels)
         name = "cwd" if self.settings.method == "cwd" else self.settings.kd_term
         losses[name] = self.settings.kd_weight * self.kd_loss(out["out"], teacher["out"].detach(), labels)
-        return step_output(losses=losses, metrics={"pixel_acc": _pixel_accuracy(logits, labels, self.settings.ignore_index)},
-                           batch_size=images.shape[0])
+        return StepOutput(losses=losses, metrics={"pixel_acc": _pixel_accuracy(logits, labels, self.settings.ignore_index)},
+                          batch_size=images.shape[0])
 
     def on_epoch_end(self, epoch: int) -> None:
         if self.prior is not None:
@@ -405,6 +404,8 @@ class APDObjective(SegmentationDistill):
             self.register_buffer(f"adam_m{i}", torch.zeros_like(p))
             self.register_buffer(f"adam_v{i}", torch.zeros_like(p))
         self.register_buffer("adam_step", torch.zeros((), dtype=torch.int64))
+        self._adam_t = 0  # host copy of adam_step (read when a state is loaded): the step needs no sync
+        self.register_load_state_dict_post_hook(_read_adam_step)
         for p in self.student_adapter.parameters():
             p.register_post_accumulate_grad_hook(_average_grad_over_ranks)
 
@@ -442,7 +443,8 @@ class APDObjective(SegmentationDistill):
     def _adam_step(self, grads: list[torch.Tensor]) -> None:
         beta1, beta2, eps, lr = 0.9, 0.99, 1e-8, self.settings.apd_teacher_lr
         self.adam_step += 1
-        t = int(self.adam_step)
+        self._adam_t += 1
+        t = self._adam_t
         for i, (p, g) in enumerate(zip(self.teacher_adapter.parameters(), grads)):
             m, v = getattr(self, f"adam_m{i}"), getattr(self, f"adam_v{i}")
             m.mul_(beta1).add_(g, alpha=1 - beta1)
@@ -461,7 +463,7 @@ class APDObjective(SegmentationDistill):
         pred, align, teacher_loss = self.perspective(out["features"], teacher["features"], labels)
         losses["apd_pred"] = cfg.apd_pred_weight * pred
         losses["apd_align"] = cfg.apd_align_weight * align
-        metrics = {"pixel_acc": _pixel_accuracy(logits, labels, cfg.ignore_index)}
+        metrics: dict[str, torch.Tensor] = {"pixel_acc": _pixel_accuracy(logits, labels, cfg.ignore_index)}
         if teacher_loss is not None:
             params = list(self.teacher_adapter.parameters())
             grads = torch.autograd.grad(teacher_loss, params, allow_unused=True)
@@ -473,8 +475,13 @@ class APDObjective(SegmentationDistill):
                 grads = list(torch.split(flat, [g.numel() for g in grads]))
                 grads = [g.view_as(p) for g, p in zip(grads, params)]
             self._adam_step(grads)
-            metrics["apd_teacher_adapter_ce"] = float(teacher_loss.detach())
-        return step_output(losses=losses, metrics=metrics, batch_size=images.shape[0])
+            metrics["apd_teacher_adapter_ce"] = teacher_loss.detach()
+        return StepOutput(losses=losses, metrics=metrics, batch_size=images.shape[0])
+
+
+def _read_adam_step(module: "APDObjective", incompatible_keys: Any) -> None:
+    """After a state is loaded (resume), the host copy of the teacher adapter's Adam step count."""
+    module._adam_t = int(module.adam_step)
 
 
 def _average_grad_over_ranks(param: torch.Tensor) -> None:

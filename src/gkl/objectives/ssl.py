@@ -58,14 +58,16 @@ class _SemiSupervised(Objective):
                                 **self.consistency_kwargs)
 
     @staticmethod
-    def statistics(weak: torch.Tensor, mask: torch.Tensor, batch: dict) -> dict[str, float]:
-        stats = {"mask_ratio": float(mask.mean())}
+    def statistics(weak: torch.Tensor, mask: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        """Logged per step, as tensors (no host sync): ``mask_ratio``; with ``y_ulb`` also the accuracy
+        of the pseudo-labels, ``pseudo_acc``, and among the masked-in examples, ``masked_pseudo_acc``
+        (0 when the mask is empty)."""
+        stats = {"mask_ratio": mask.mean()}
         y_ulb = batch.get("y_ulb")
         if y_ulb is not None:
             hit = (weak.detach().argmax(dim=1) == y_ulb).float()
-            stats["pseudo_acc"] = float(hit.mean())
-            if float(mask.sum()) > 0:
-                stats["masked_pseudo_acc"] = float((hit * mask).sum() / mask.sum())
+            stats["pseudo_acc"] = hit.mean()
+            stats["masked_pseudo_acc"] = (hit * mask).sum() / mask.sum().clamp_min(1.0)
         return stats
 
 

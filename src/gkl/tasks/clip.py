@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Sequence
 
 import torch
@@ -199,8 +198,7 @@ def build_clip_parts(cfg: Any, dist: DistInfo) -> RunParts:
         train_loader = build_loader(pairs, batch_size=data.batch_size, train=True, **common)
 
     evaluator, eval_set, val_set = _evaluation(cfg, eval_tf, tokenizer, val_idx, common)
-    return RunParts(model, objective, train_loader, eval_set, SimpleNamespace(name="clip", num_classes=None,
-                                                                               class_groups=None),
+    return RunParts(model, objective, train_loader, eval_set,
                     evaluator=evaluator, val_loader=val_set, after_fit=lambda summary: export_openclip(cfg.run_dir))
 
 
