@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gkl.losses import (DKDLoss, DKLLoss, JSDivLoss, KDLoss, LogitMSELoss, dkd_loss, dkl_loss,
+from gkl.losses import (DKDLoss, DKLLoss, JSDivLoss, KLDivLoss, LogitMSELoss, dkd_loss, dkl_loss,
                         js_div, kl_div, logit_mse)
 
 
@@ -78,7 +78,7 @@ def test_kl_div_is_hinton_kd(temperature):
     assert per.shape == (16,)
     torch.testing.assert_close(per.mean(), out)
     torch.testing.assert_close(kl_div(s, t, temperature=temperature, reduction="sum"), per.sum())
-    torch.testing.assert_close(KDLoss(temperature=temperature)(s, t), out)
+    torch.testing.assert_close(KLDivLoss(temperature=temperature)(s, t), out)
 
 
 def test_kl_div_dense_every_position_is_an_example():
