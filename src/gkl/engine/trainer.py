@@ -43,7 +43,6 @@ from gkl.engine.checkpoint import (
 from gkl.engine.collapse import CollapseMonitor, chance_level
 from gkl.engine.ema import ModelEMA
 from gkl.engine.errors import CollapseError, NonFiniteLossError, TrainingStopped
-from gkl.engine.guards import loss_value_checks
 from gkl.engine.lock import RunLock
 from gkl.engine.logging import MetricsWriter, progress, setup_logger
 from gkl.engine.optim import build_optimizer
@@ -51,6 +50,7 @@ from gkl.engine.resume import resume_changes
 from gkl.engine.run_dir import read_run_record, record_stop, write_config, write_run_record
 from gkl.engine.schedules import LRSchedule, scaled_base_lr
 from gkl.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything, set_deterministic
+from gkl.losses import value_checks
 from gkl.metrics.classification import ClassificationEvaluator
 from gkl.metrics.features import watch_feature_statistics
 from gkl.objectives.base import Objective, StepOutput
@@ -303,7 +303,7 @@ class Trainer:
         if lock is not None:
             lock.acquire()
         try:
-            with loss_value_checks(False):
+            with value_checks(False):
                 return self._fit(resume)
         finally:
             if lock is not None:

@@ -100,14 +100,16 @@ class _GKLTerms(torch.autograd.Function):
     ``a``, ``b`` are the constant scales of the reduction (floats, 0-dim or per-example tensors).
     Only the two gradient directions ∂v/∂o_n and ∂v/∂o_m are saved for backward, instead of
     autograd's chain of intermediates. ``w`` (already raised to γ), its row sums ``total_weight``
-    (N, 1, d1, ...) and ``p`` carry no gradient. Not twice differentiable: backward with
+    (N, 1, d1, ...) and ``p`` (None: p = w) carry no gradient. Not twice differentiable: backward with
     ``create_graph=True`` raises a RuntimeError.
     """
 
     @staticmethod
     def forward(ctx, o_n: torch.Tensor, o_m: torch.Tensor, w: torch.Tensor,  # type: ignore[override]
-                total_weight: torch.Tensor, target_probs: torch.Tensor, temperature: float,
+                total_weight: torch.Tensor, target_probs: torch.Tensor | None, temperature: float,
                 a: torch.Tensor | float, b: torch.Tensor | float) -> torch.Tensor:
+        if target_probs is None:  # p = w (sample-wise weights, τ_w = T, γ = 1), not passed twice
+            target_probs = w
         r = o_m - o_n
         r.sub_(_rowdot(w, r).unsqueeze(1).div_(total_weight))
         wr = w * r
@@ -246,7 +248,8 @@ def _gkl(logits: torch.Tensor, target_logits: torch.Tensor, weights: torch.Tenso
             a, b = (alpha / denom) * mask, (beta / n_valid) * mask
         else:
             a, b = (alpha * n_valid / denom) * mask, beta * mask
-        per_example = _GKLTerms.apply(o_n, o_m, w, total_weight, target_probs, temperature, a, b)
+        per_example = _GKLTerms.apply(o_n, o_m, w, total_weight, None if target_probs is w else target_probs,
+                                      temperature, a, b)
         return per_example if reduction == "none" else per_example.sum()
 
 

@@ -40,7 +40,7 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.losses import ClassPrior, gkl_loss, kl_div, set_value_checks
+from gkl.losses import ClassPrior, gkl_loss, kl_div, value_checks
 from gkl.objectives.base import Objective, StepOutput
 from gkl.settings.segmentation import SegmentationSettings
 
@@ -248,11 +248,8 @@ class SegmentationDistill(SegmentationCE):
 
             if chunked:
                 check_dense_inputs(student, teacher, labels, cfg.ignore_index)
-                previous = set_value_checks(False)  # inputs checked once above, not once per chunk
-                try:
+                with value_checks(False):  # inputs checked once above, not once per chunk
                     return chunked_dense_loss(student, teacher, labels, chunk_kl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
-                finally:
-                    set_value_checks(previous)
             return chunk_kl(upsample(student, size), upsample(teacher, size), labels)
         return self._gkl(student, teacher, labels, chunked=chunked, count=count) / per_class
 
@@ -301,11 +298,8 @@ class SegmentationDistill(SegmentationCE):
                             beta=cfg.beta, normalize="batch", targets=targets_for(y), reduction="sum", **common)
             return part / count
 
-        previous = set_value_checks(False)  # inputs checked once above, not once per chunk
-        try:
+        with value_checks(False):  # inputs checked once above, not once per chunk
             return chunked_dense_loss(student, teacher, labels, chunk_gkl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
-        finally:
-            set_value_checks(previous)
 
     @torch.no_grad()
     def _weight_mass(self, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
