@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -45,24 +46,27 @@ def value_checks_active() -> bool:
     return not torch.compiler.is_compiling() and _VALUE_CHECKS.get()
 
 
-# A value check: a cheap 0-dim bool tensor that is True when the inputs are surely fine (built
-# without a sync), and the exact check to run (with its own syncs) only when some flag is False.
+# A value check: a 0-dim float tensor, built without a sync, that is finite when the inputs are
+# surely fine (a non-finite one may be a false alarm), and the exact check to run (with its own
+# syncs) only then. Adding the terms of all checks gives one number to read: one host sync.
 ValueCheck = tuple[torch.Tensor, Callable[[], None]]
 
 
 def run_value_checks(*checks: ValueCheck) -> None:
-    """Read every flag with one host sync; if any is False, run the exact checks in order."""
+    """Read the sum of the checks' terms with one host sync; if it is not finite, run the exact checks."""
     if not checks:
         return
-    ok = checks[0][0] if len(checks) == 1 else torch.stack([flag for flag, _ in checks]).all()
-    if not bool(ok):  # the one host sync of a loss call
+    total = checks[0][0]
+    for term, _ in checks[1:]:
+        total = total + term
+    if not bool(total.abs() < math.inf):  # the one host sync of a loss call (NaN < inf is False)
         for _, exact in checks:
             exact()
 
 
 def finite_check(*named: tuple[str, torch.Tensor]) -> ValueCheck:
-    """No NaN/Inf in the tensors: one sum each (a NaN/Inf makes the total non-finite, so a finite
-    total proves every entry finite; an overflowing total falls back to the exact test)."""
+    """No NaN/Inf in the tensors: their sum (a NaN/Inf makes it non-finite, so a finite sum proves
+    every entry finite; an overflowing sum falls back to the exact test)."""
     total = named[0][1].detach().sum()
     for _, x in named[1:]:
         total = total + x.detach().sum()
@@ -72,39 +76,44 @@ def finite_check(*named: tuple[str, torch.Tensor]) -> ValueCheck:
             if not bool(torch.isfinite(x).all()):
                 raise fail("", name, "only finite values", "NaN or Inf", show_value=False)
 
-    return torch.isfinite(total), exact
+    return total, exact
 
 
 def targets_check(targets: torch.Tensor, num_classes: int, ignore_index: int | None,
                   name: str = "targets") -> ValueCheck:
-    """Class indices in [0, num_classes) (or ``ignore_index``)."""
+    """Class indices in [0, num_classes) (or ``ignore_index``); the term is log(1) or log(0) = −inf."""
     good = (targets >= 0) & (targets < num_classes)
     if ignore_index is not None:
         good |= targets == ignore_index
+    all_good = good.all()
 
     def exact() -> None:
-        if not bool(good.all()):
+        if not bool(all_good):
             allowed = "" if ignore_index is None else f" or ignore_index={ignore_index}"
             raise fail("", name, f"class indices in [0, {num_classes - 1}]{allowed}", targets[~good][0].item())
 
-    return good.all(), exact
+    return all_good.float().log(), exact
 
 
 def weights_check(weights: torch.Tensor) -> ValueCheck:
-    """Finite, non-negative weights with a positive sum over dim 1 for every example."""
+    """Finite, non-negative weights with a positive sum over dim 1 for every example.
+
+    The term Σ w + log(min_i Σ_j w_ij) + sqrt(min w) is finite exactly when the entries are finite
+    (or the sum overflows: a false alarm), the smallest row sum is > 0 and the smallest entry ≥ 0.
+    """
     w = weights.detach()
     if w.numel() == 0:
-        ok = torch.ones((), dtype=torch.bool, device=w.device)
+        term = torch.zeros((), dtype=w.dtype, device=w.device)
     else:
         row_sums = w.sum(dim=1)
-        ok = torch.isfinite(row_sums.sum()) & (w.amin() >= 0) & (row_sums.amin() > 0)
+        term = row_sums.sum() + row_sums.amin().log() + w.amin().sqrt()
 
     def exact() -> None:
         if not bool(torch.isfinite(w).all() & (w >= 0).all() & (w.sum(dim=1) > 0).all()):
             raise fail("", "weights", "finite, non-negative values with a positive sum over the class dim 1 "
                        "for every example (e.g. rows of a probability matrix)", "other values", show_value=False)
 
-    return ok, exact
+    return term, exact
 
 
 def check_real(name: str, value: object, *, minimum: float | None = None,

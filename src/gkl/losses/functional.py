@@ -91,38 +91,42 @@ def _centred_wmse(o_m: torch.Tensor, o_n: torch.Tensor, w: torch.Tensor) -> torc
 
 
 class _GKLTerms(torch.autograd.Function):
-    """Per-example GKL value v_i = a_i mse_i + b_i ce_i with hand-written gradients (O(N·C) memory).
+    """GKL value Σ_i (a_i mse_i + b_i ce_i) (or its per-example terms) with hand-written gradients.
 
     mse_i = ½ W_i Σ_j w^j (d_j − μ)² (the centred O(C) form, docs/losses.md), d = o_m − o_n:
         ∂mse_i/∂o_m = W w (d − μ) = −∂mse_i/∂o_n      (the ∂μ terms cancel: Σ_j w^j (d_j − μ) = 0)
     ce_i = −Σ_j p^j log softmax(o_n/T)^j with p = S(softmax(o_m/T)):
         ∂ce_i/∂o_n = (softmax(o_n/T) − p) / T,  ∂ce_i/∂o_m = 0 (stop-gradient).
-    ``a``, ``b`` are the constant scales of the reduction (floats, 0-dim or per-example tensors).
-    Only the two gradient directions ∂v/∂o_n and ∂v/∂o_m are saved for backward, instead of
-    autograd's chain of intermediates. ``w`` (already raised to γ), its row sums ``total_weight``
-    (N, 1, d1, ...) and ``p`` (None: p = w) carry no gradient. Not twice differentiable: backward with
-    ``create_graph=True`` raises a RuntimeError.
+    ``a``, ``b``: the constant scales of the reduction (floats, 0-dim or per-example tensors);
+    ``reduce``: return the sum over examples (a, b scalars) instead of the (N, d1, ...) terms.
+    Only the two gradient directions ∂/∂o_n and ∂/∂o_m are saved for backward (O(N·C) memory,
+    instead of autograd's chain of intermediates). ``w`` (already raised to γ), its row sums
+    ``total_weight`` (N, 1, d1, ...; the float 1.0 when known to be 1) and ``p`` (None: p = w)
+    carry no gradient. Not twice differentiable: backward with ``create_graph=True`` raises.
     """
 
     @staticmethod
     def forward(ctx, o_n: torch.Tensor, o_m: torch.Tensor, w: torch.Tensor,  # type: ignore[override]
-                total_weight: torch.Tensor, target_probs: torch.Tensor | None, temperature: float,
-                a: torch.Tensor | float, b: torch.Tensor | float) -> torch.Tensor:
-        if target_probs is None:  # p = w (sample-wise weights, τ_w = T, γ = 1), not passed twice
-            target_probs = w
+                total_weight: torch.Tensor | float, target_probs: torch.Tensor | None, temperature: float,
+                a: torch.Tensor | float, b: torch.Tensor | float, reduce: bool) -> torch.Tensor:
+        p = w if target_probs is None else target_probs  # p = w: not passed twice (Dynamo refuses that)
         r = o_m - o_n
-        r.sub_(_rowdot(w, r).unsqueeze(1).div_(total_weight))
-        wr = w * r
-        mse = _rowdot(wr, r).mul_(total_weight.squeeze(1)).mul_(0.5)
+        mu = _rowdot(w, r).unsqueeze(1)
+        r.sub_(mu if isinstance(total_weight, float) else mu.div_(total_weight))
+        direction_m = w * r  # becomes a W w (d − μ) = ∂(a mse)/∂o_m
+        direction_m.mul_(total_weight * _per_class(a))
         log_q = torch.log_softmax(o_n / temperature if temperature != 1.0 else o_n, dim=1)
-        ce = _rowdot(target_probs, log_q).neg_()
-        value = mse.mul_(a).add_(ce.mul_(b))
+        if reduce:  # ½ Σ_i a_i W_i Σ_j w^j r_j² − Σ_i b_i Σ_j p^j log q^j, two dot products
+            value = torch.dot(direction_m.reshape(-1), r.reshape(-1)).mul_(0.5) \
+                .sub_(torch.dot(p.reshape(-1), log_q.reshape(-1)).mul_(b))
+        else:
+            value = _rowdot(direction_m, r).mul_(0.5).sub_(_rowdot(p, log_q).mul_(b))
         need_n, need_m = ctx.needs_input_grad[:2]
-        if need_n or need_m:
-            direction_m = wr.mul_(total_weight * _per_class(a))
+        if need_n:
             b_over_t = b / temperature if temperature != 1.0 else b
-            direction_n = log_q.exp_().sub_(target_probs).mul_(_per_class(b_over_t)).sub_(direction_m)
-            ctx.save_for_backward(direction_n if need_n else None, direction_m if need_m else None)
+            direction_n = log_q.exp_().sub_(p).mul_(_per_class(b_over_t)).sub_(direction_m)
+        ctx.save_for_backward(direction_n if need_n else None, direction_m if need_m else None)
+        ctx.reduce = reduce
         return value
 
     @staticmethod
@@ -132,10 +136,10 @@ class _GKLTerms(torch.autograd.Function):
                 "gkl_loss / ikl_loss are not twice differentiable (hand-written O(C) gradients): "
                 "backward with create_graph=True (double backward, gradient penalties) is not supported")
         direction_n, direction_m = ctx.saved_tensors
-        g = grad_value.unsqueeze(1)
+        g = grad_value if ctx.reduce else grad_value.unsqueeze(1)
         grad_o_n = None if direction_n is None else g * direction_n
         grad_o_m = None if direction_m is None else g * direction_m
-        return grad_o_n, grad_o_m, None, None, None, None, None, None
+        return grad_o_n, grad_o_m, None, None, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- KL family
@@ -231,26 +235,29 @@ def _gkl(logits: torch.Tensor, target_logits: torch.Tensor, weights: torch.Tenso
     with _full_precision(logits.device):
         o_n, o_m = _upcast(logits, target_logits)
         w, target_probs = _gkl_weights(o_m, weights, gamma, temperature, weight_temperature)
-        total_weight = w.sum(dim=1, keepdim=True)
+        # W_i = Σ_j (w_i^j)^γ; exactly 1 for sample-wise weights (a softmax) with γ = 1
+        total_weight: torch.Tensor | float = 1.0 if weights is None and gamma == 1.0 else \
+            w.sum(dim=1, keepdim=True)
         if valid is None:
             n_valid: torch.Tensor | float = float(max(o_n.numel() // o_n.shape[1], 1))
-            mask: torch.Tensor | float = 1.0
         else:
             mask = valid.to(o_n.dtype)
             n_valid = mask.sum().clamp_min(1.0)
-        if normalize == "batch":
-            denom = n_valid
+        if normalize == "batch" or isinstance(total_weight, float):
+            denom = n_valid  # D = N (also D = Σ_i W_i² when every W_i = 1)
         else:
-            mass = total_weight.squeeze(1).square()
-            denom = (mass if valid is None else mass * mask).sum().clamp_min(torch.finfo(o_n.dtype).tiny)
-        # v_i = a_i mse_i + b_i ce_i: "none" is α (N/D) mse_i + β ce_i, whose mean is the "mean" loss
-        if reduction == "mean":
-            a, b = (alpha / denom) * mask, (beta / n_valid) * mask
-        else:
-            a, b = (alpha * n_valid / denom) * mask, beta * mask
-        per_example = _GKLTerms.apply(o_n, o_m, w, total_weight, None if target_probs is w else target_probs,
-                                      temperature, a, b)
-        return per_example if reduction == "none" else per_example.sum()
+            mass = total_weight.square()
+            denom = (mass if valid is None else mass.squeeze(1) * mask).sum().clamp_min(torch.finfo(o_n.dtype).tiny)
+        # the loss is Σ_i a_i mse_i + b_i ce_i; "none" returns v_i = α (N/D) mse_i + β ce_i (0 where
+        # ignored), whose mean over the non-ignored examples is the "mean" loss and whose sum is "sum"
+        a = alpha / denom if reduction == "mean" else alpha * n_valid / denom
+        b = beta / n_valid if reduction == "mean" else beta
+        if valid is not None:
+            a, b = a * mask, b * mask
+        reduce = reduction != "none" and valid is None
+        value = _GKLTerms.apply(o_n, o_m, w, total_weight, None if target_probs is w else target_probs,
+                                temperature, a, b, reduce)
+        return value if reduce or reduction == "none" else value.sum()
 
 
 def _check_gkl_tensors(logits: torch.Tensor, target_logits: torch.Tensor, weights: torch.Tensor | None,
