@@ -103,15 +103,16 @@ def test_every_loss_and_a_class_wise_module_in_training_compile_as_one_graph(fre
     module.prior.step()  # non-uniform class-wise weights
     compiled_module = copy.deepcopy(module)
 
-    def losses(mod: nn.Module, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.stack([gkl_loss(s, t, gamma=0.5, temperature=2.0, targets=y),
+    def losses(mod: nn.Module, s: torch.Tensor, t: torch.Tensor, gamma: float) -> torch.Tensor:
+        return torch.stack([gkl_loss(s, t, gamma=gamma, temperature=2.0, targets=y),
                             ikl_loss(s, t, alpha=20.0, beta=5.0, weight_temperature=4.0),
                             dkl_loss(s, t, temperature=3.0), kl_div(s, t, temperature=4.0), mod(s, t, y)])
 
     runs = []
     for mod, fn in ((module, losses), (compiled_module, torch.compile(losses, fullgraph=True, backend="aot_eager"))):
         s, t = s0.clone().requires_grad_(), t0.clone().requires_grad_()
-        out = fn(mod.train(), s, t)
+        fn(mod.eval(), s, t, 0.3)  # eval: no prior update; a second γ makes Dynamo trace γ as a symbolic float
+        out = fn(mod.train(), s, t, 0.5)
         grads = [torch.autograd.grad(term, (s, t), retain_graph=True) for term in out]
         runs.append((out.detach(), grads, mod.prior.sums.clone(), mod.prior.counts.clone()))
     (out_e, grads_e, sums_e, counts_e), (out_c, grads_c, sums_c, counts_c) = runs

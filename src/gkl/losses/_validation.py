@@ -121,8 +121,11 @@ def check_real(name: str, value: object, *, minimum: float | None = None,
     """Return ``value`` as a float, or raise a ValueError naming ``name``.
 
     Finite unless ``allow_inf`` (then ``+inf`` passes too); a one-element tensor is read
-    with ``.item()`` (a host synchronisation).
+    with ``.item()`` (a host synchronisation). Not checked while ``torch.compile`` traces (a
+    float argument may then be symbolic, and a check would need a guard per value).
     """
+    if torch.compiler.is_compiling():
+        return value  # type: ignore[return-value]
     if type(value) is float and minimum is None and not strictly_positive and value == value \
             and abs(value) != float("inf"):
         return value  # fast path of the common case
@@ -150,7 +153,9 @@ def check_reduction(reduction: object) -> str:
 
 
 def check_int(name: str, value: object) -> int:
-    """Return ``value`` as an int (bools rejected), or raise a ValueError naming ``name``."""
+    """Return ``value`` as an int (bools rejected), or raise a ValueError naming ``name`` (not while compiling)."""
+    if torch.compiler.is_compiling():
+        return value  # type: ignore[return-value]
     return _check_int("", name, value)
 
 
