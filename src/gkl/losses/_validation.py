@@ -126,9 +126,6 @@ def check_real(name: str, value: object, *, minimum: float | None = None,
     """
     if torch.compiler.is_compiling():
         return value  # type: ignore[return-value]
-    if type(value) is float and minimum is None and not strictly_positive and value == value \
-            and abs(value) != float("inf"):
-        return value  # fast path of the common case
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not isinstance(value, bool):
         value = float(value.item())
     if strictly_positive:

@@ -67,7 +67,7 @@ def _reduce(per_example: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Σ_j a_ij b_ij over the class dim 1, in one pass (no (N, C) product tensor)."""
+    """Σ_j a_ij b_ij over the class dim 1 (one call; einsum's batched matmul is several times slower on CPU)."""
     return torch.linalg.vecdot(a, b, dim=1)
 
 
