@@ -11,7 +11,7 @@ methods in this process on the same inputs, interleaved rounds after a warm-up.
 
 * ``kl``: the KL form (OpenCLIP DistillClipLoss's soft cross-entropy, T = 8).
 * ``gkl``: gkl_loss, sample-wise weights, γ = 1 (T = τ_w = 8), timed twice: as a training run
-  uses it (``gkl.losses.set_value_checks(False)``, which the engine sets while it trains) and
+  uses it (``with gkl.losses.value_checks(False):``, which the engine sets while it trains) and
   with the library's default per-call NaN/Inf checks of both logit matrices.
 * ``pairwise``: the authors'-style explicit pairwise wMSE, (C × C) entries per row.
   At N = 4096 that is 4096³ ≈ 6.9e10 entries per direction, so it is timed on a slice
@@ -40,7 +40,7 @@ import torch
 
 from _proc import status_kib
 from gkl.clip import GKLDistillClipLoss
-from gkl.losses import set_value_checks
+from gkl.losses import value_checks
 
 T = 8.0
 LOSSES = {
@@ -60,16 +60,13 @@ def make_logits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run_method(name: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """``gkl_nochecks``: gkl with gkl.losses' NaN/Inf content checks off (set_value_checks(False))."""
+    """``gkl_nochecks``: gkl with gkl.losses' NaN/Inf content checks off (value_checks(False))."""
     loss = LOSSES[name.removesuffix("_nochecks")]
     checks = not name.endswith("_nochecks")
 
     def run(s: torch.Tensor, t: torch.Tensor) -> None:
-        previous = set_value_checks(checks)
-        try:
+        with value_checks(checks):
             ((loss.dist_loss(t, s) + loss.dist_loss(t.T, s.T)) / 2).backward()
-        finally:
-            set_value_checks(previous)
     return run
 
 

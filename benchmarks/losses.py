@@ -1,6 +1,19 @@
 """Speed and peak memory of gkl_loss against kl_div and the naive pairwise O(C^2) form.
 
 Run:  .venv/bin/python benchmarks/losses.py [--repeats 15] [--skip-memory] [--cases 64x100,...]
+          [--threads N] [--rounds 21] [--compile-backend inductor|aot_eager|none] [--only-modes] [--quick]
+
+Table 1 (the one below): gkl_loss (sample-wise weights, γ = 1) against kl_div and the pairwise form.
+
+Table 2, weight modes: gkl_loss / kl_div time ratios, eager and torch.compile'd (fullgraph,
+``--compile-backend``, compiled gkl against compiled kl), for class-wise weights given as a
+tensor (rows of a class prior picked by random labels) and sample-wise weights, γ = 1 and 0.5.
+Each round times kl_div and then every gkl variant (forward + backward w.r.t. both inputs;
+each timing is the fastest of 3 back-to-back batches of calls lasting ~2 ms each, since load
+from other processes only ever adds time), so a round's ratios see the same machine load; the table gives the median ratio over ``--rounds`` rounds and its spread as the
+interquartile range [q1, q3]. The losses run at their default settings (value checks on,
+i.e. one host sync per call each; skipped when compiled). ``--quick``: 3 small cases, 15
+rounds, no memory, one pairwise repeat (a sanity run, not a measurement).
 
 Time: forward + backward w.r.t. both inputs (float32, CPU), median of ``repeats``
 runs after 3 warm-up runs, all methods in the same process on the same inputs.
@@ -37,6 +50,9 @@ from _proc import status_kib
 from gkl.losses import gkl_loss, kl_div
 
 CASES: list[tuple[int, ...]] = [(64, 100), (512, 100), (256, 1000), (8, 150, 64, 64)]
+MODE_CASES: list[tuple[int, ...]] = [(64, 100), (512, 100), (256, 1000), (4096, 1000), (8, 19, 64, 64)]
+QUICK_CASES: list[tuple[int, ...]] = [(64, 100), (512, 100), (256, 1000)]
+VARIANTS = [("class", 1.0), ("class", 0.5), ("sample", 1.0), ("sample", 0.5)]
 PAIRWISE_CHUNK_ELEMENTS = 1 << 24
 
 
@@ -102,6 +118,82 @@ def median_times(methods: dict[str, Callable[[torch.Tensor, torch.Tensor], None]
     return times
 
 
+def class_weights(shape: tuple[int, ...], seed: int = 1) -> torch.Tensor:
+    """Class-wise weights as a tensor of the logits' shape: rows of a class prior at random labels."""
+    g = torch.Generator().manual_seed(seed)
+    c = shape[1]
+    prior = torch.softmax(2 * torch.randn(c, c, generator=g), dim=1)
+    labels = torch.randint(0, c, (shape[0], *shape[2:]), generator=g)
+    return prior[labels].movedim(-1, 1).contiguous()
+
+
+def loss_variants(backend: str | None) -> dict[str, Callable[..., torch.Tensor]]:
+    """kl_div and the four gkl variants, as functions of (o_n, o_m, class weights); compiled if ``backend``."""
+    def kl(o_n: torch.Tensor, o_m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return kl_div(o_n, o_m)
+
+    def gkl(mode: str, gamma: float) -> Callable[..., torch.Tensor]:
+        def loss(o_n: torch.Tensor, o_m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            return gkl_loss(o_n, o_m, weights=w if mode == "class" else None, gamma=gamma)
+        return loss
+
+    fns = {"kl": kl, **{f"{mode} γ={gamma:g}": gkl(mode, gamma) for mode, gamma in VARIANTS}}
+    if backend is None:
+        return fns
+    return {name: torch.compile(fn, fullgraph=True, dynamic=False, backend=backend) for name, fn in fns.items()}
+
+
+def paired_ratios(fns: dict[str, Callable[..., torch.Tensor]], shape: tuple[int, ...],
+                  rounds: int) -> tuple[float, dict[str, list[float]]]:
+    """kl's median ms per call and, for every other function, the per-round time ratios to kl."""
+    o_n, o_m = make_inputs(shape)
+    w = class_weights(shape)
+
+    def run(fn: Callable[..., torch.Tensor], calls: int) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn(o_n, o_m, w).backward()
+            o_n.grad = o_m.grad = None
+        return (time.perf_counter() - start) / calls
+
+    for fn in fns.values():  # warm-up (and compilation)
+        run(fn, 3)
+    calls = max(1, min(200, int(2e-3 / min(run(fns["kl"], 3) for _ in range(3)))))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():  # the fastest of 3 batches: preemption by other processes only adds time
+            times[name].append(min(run(fn, calls) for _ in range(3)))
+    ratios = {name: [t / k for t, k in zip(ts, times["kl"])] for name, ts in times.items() if name != "kl"}
+    return statistics.median(times["kl"]) * 1e3, ratios
+
+
+def spread(values: list[float]) -> str:
+    """median [q1, q3]."""
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+    return f"{median:5.2f} [{q1:4.2f}-{q3:4.2f}]"
+
+
+def weight_mode_table(cases: list[tuple[int, ...]], rounds: int, backend: str | None) -> None:
+    names = [f"{mode} γ={gamma:g}" for mode, gamma in VARIANTS]
+    print(f"\ngkl/kl time ratio by weight mode: median [q1-q3] of {rounds} paired, interleaved rounds "
+          f"(fwd+bwd, value checks at their default)")
+    header = f"{'':9}{'shape':>16} | {'kl ms':>7} | " + " | ".join(f"{n:>17}" for n in names)
+    print(header)
+    print("-" * len(header))
+    for label, compiled in (("eager", None), (f"compiled", backend)):
+        if label == "compiled" and backend is None:
+            continue
+        for shape in cases:
+            torch._dynamo.reset()  # static shapes: one compilation per (function, shape)
+            kl_ms, ratios = paired_ratios(loss_variants(compiled), shape, rounds)
+            print(f"{label:9}{str(shape):>16} | {kl_ms:7.3f} | " + " | ".join(f"{spread(ratios[n]):>17}" for n in names),
+                  flush=True)
+    if backend is not None:
+        print(f"compiled: torch.compile(fullgraph=True, dynamic=False, backend={backend!r}); the ratio is "
+              "compiled gkl / compiled kl.")
+    print("targets: eager gkl/kl <= 1.15 (class- and sample-wise, γ = 1); compiled gkl/kl <= 1.05.")
+
+
 def peak_memory_child(method: str, shape: tuple[int, ...]) -> None:
     """Subprocess body: print the peak-RSS increase (bytes) of one forward + backward."""
     o_n, o_m = make_inputs(shape)
@@ -128,13 +220,32 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--cases", default=None,
                         help="shapes to run instead of the default ones, e.g. 64x100,8x150x64x64")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--rounds", type=int, default=21, help="paired rounds of the weight-mode table")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend of the weight-mode table, or 'none' for eager only")
+    parser.add_argument("--only-modes", action="store_true", help="only the weight-mode table")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 small cases, 15 rounds, no memory, one pairwise repeat")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    cases = CASES if args.cases is None else [tuple(int(x) for x in c.split("x")) for c in args.cases.split(",")]
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.skip_memory, args.pairwise_repeats, args.rounds = True, 1, min(args.rounds, 15)
+        args.repeats = min(args.repeats, 5)
+    given = None if args.cases is None else [tuple(int(x) for x in c.split("x")) for c in args.cases.split(",")]
+    cases = given or (QUICK_CASES if args.quick else CASES)
+    mode_cases = given or (QUICK_CASES if args.quick else MODE_CASES)
+    backend = None if args.compile_backend == "none" else args.compile_backend
     if args.child:
         peak_memory_child(args.child[0], tuple(int(x) for x in args.child[1].split(",")))
         return
 
+    if args.only_modes:
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 CPU")
+        weight_mode_table(mode_cases, args.rounds, backend)
+        return
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 CPU, "
           f"fwd+bwd median of {args.repeats} (pairwise {args.pairwise_repeats}), interleaved, after warm-up")
     header = (f"{'shape':>18} | {'kl_div ms':>9} {'gkl ms':>9} {'pair ms':>9} | {'gkl/kl':>7} "
@@ -164,6 +275,7 @@ def main() -> None:
     print("gkl/kl: median over rounds of the paired ratio (each round runs kl_div then gkl_loss).")
     print("targets: gkl/kl <= 1.5 at (512,100) and (256,1000); pair/gkl >= 20 at (256,1000); "
           "dense memgkl/kl <= 4.")
+    weight_mode_table(mode_cases, args.rounds, backend)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 #: script -> tiny arguments (one thread: the scripts set torch's thread count).
 TINY = {
-    "losses.py": ["--repeats", "1", "--pairwise-repeats", "1", "--skip-memory", "--cases", "4x10,2x5x3x3"],
+    "losses.py": ["--repeats", "1", "--pairwise-repeats", "1", "--skip-memory", "--cases", "4x10,2x5x3x3",
+                  "--rounds", "3", "--compile-backend", "aot_eager"],
     "train_step.py": ["--rounds", "1", "--batch", "2", "--threads", "1"],
     "adversarial_step.py": ["--batch-size", "2", "--repeats", "1", "--warmup", "0", "--threads", "1"],
     "ssl_step.py": ["--rounds", "1", "--batch", "2", "--threads", "1", "--model", "resnet8x4"],

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from gkl.cli import main
-from gkl.losses import value_checks_enabled
+from gkl.losses import value_checks_active
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -58,7 +58,7 @@ def test_divergence_in_every_objective_stops_with_the_engines_message(
     assert "non-finite loss at epoch 1, step 2: term '" in err, err[-2000:]
     assert "no checkpoint has been written yet" in err
     assert "finite values" not in err
-    assert value_checks_enabled()  # the engine switched the losses' checks off only while training
+    assert value_checks_active()  # the engine switched the losses' checks off only while training
     run_dir = tmp_path / "runs" / method
     assert "run stopped (non-finite)" in (run_dir / "train.log").read_text()
     assert json.loads((run_dir / "run.json").read_text())["stopped"]["reason"] == "non-finite"

@@ -18,7 +18,7 @@ from gkl.engine import CollapseError, Trainer
 from gkl.engine.checkpoint import read_checkpoint
 from gkl.metrics.classification import ClassificationEvaluator
 from gkl.engine.collapse import CollapseMonitor
-from gkl.losses import value_checks_enabled
+from gkl.losses import value_checks_active
 from gkl.objectives.base import Objective, StepOutput
 from gkl.utils.errors import InputError
 from test_engine_support import CountingObjective, build_trainer, quick_settings
@@ -184,7 +184,7 @@ class ChecksProbe(Objective):
     """Cross-entropy that records whether the losses' value checks are on during the step."""
 
     def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:
-        self.seen_checks = value_checks_enabled()
+        self.seen_checks = value_checks_active()
         images, labels = batch
         logits = model(images)
         return StepOutput(losses={"ce": F.cross_entropy(logits, labels)}, logits=logits)
@@ -192,6 +192,6 @@ class ChecksProbe(Objective):
 
 def test_loss_value_checks_are_off_while_training_and_restored(tmp_path: Path) -> None:
     probe = ChecksProbe()
-    assert value_checks_enabled()
+    assert value_checks_active()
     small(tmp_path, probe, epochs=1).fit()
-    assert probe.seen_checks is False and value_checks_enabled()
+    assert probe.seen_checks is False and value_checks_active()

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gkl.losses import (DKDLoss, DKLLoss, JSDivLoss, KDLoss, LogitMSELoss, dkd_loss, dkl_loss,
+from gkl.losses import (DKDLoss, DKLLoss, JSDivLoss, KLDivLoss, LogitMSELoss, dkd_loss, dkl_loss,
                         js_div, kl_div, logit_mse)
 
 
@@ -78,7 +78,7 @@ def test_kl_div_is_hinton_kd(temperature):
     assert per.shape == (16,)
     torch.testing.assert_close(per.mean(), out)
     torch.testing.assert_close(kl_div(s, t, temperature=temperature, reduction="sum"), per.sum())
-    torch.testing.assert_close(KDLoss(temperature=temperature)(s, t), out)
+    torch.testing.assert_close(KLDivLoss(temperature=temperature)(s, t), out)
 
 
 def test_kl_div_dense_every_position_is_an_example():
@@ -159,3 +159,44 @@ def test_dkd_two_classes_is_finite_and_nckd_zero(dtype):
 def test_module_forms_match_functions():
     s, t = _pair(seed=12)
     torch.testing.assert_close(DKLLoss(alpha=2.0, beta=0.5)(s, t), dkl_loss(s, t, alpha=2.0, beta=0.5))
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0, 4.0])
+@pytest.mark.parametrize("scale", [1.0, 20.0])
+def test_dkl_at_temperature_has_the_gradients_of_kl_at_that_temperature(temperature, scale):
+    """Theorem 1 at T: DKL(o_n/T, o_m/T) has the gradients of KL(softmax(o_m/T) ‖ softmax(o_n/T)).
+
+    d/do = (1/T) d/dz with z = o/T, and Theorem 1 holds in z, so ∇_o DKL_T = ∇_o KL_T. KL_T without
+    T² is kl_div(T) / T², i.e. DKL_T's gradients are those of Hinton's T²·KL divided by T²."""
+    s, t = _pair(scale=scale, seed=13)
+    g_dkl = torch.autograd.grad(dkl_loss(s, t, temperature=temperature), (s, t))
+    g_kl = torch.autograd.grad(kl_div(s, t, temperature=temperature) / temperature ** 2, (s, t))
+    for a, b in zip(g_dkl, g_kl):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    # T divides both logits: the value is DKL of o/T
+    torch.testing.assert_close(dkl_loss(s, t, alpha=3.0, temperature=temperature),
+                               dkl_loss(s / temperature, t / temperature, alpha=3.0), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(DKLLoss(alpha=3.0, temperature=temperature)(s, t),
+                               dkl_loss(s, t, alpha=3.0, temperature=temperature), atol=0, rtol=0)
+
+
+def test_dkl_at_temperature_one_is_the_plain_formula():
+    s, t = _pair(n=5, c=6, seed=5)
+    assert torch.equal(dkl_loss(s, t, temperature=1.0), dkl_loss(s, t))
+    with pytest.raises(ValueError, match="temperature"):
+        dkl_loss(s, t, temperature=0.0)
+
+
+@pytest.mark.parametrize("loss", [kl_div, dkl_loss, js_div, logit_mse])
+def test_one_reduction_vocabulary_and_batchmean_names_mean(loss):
+    s, t = _pair(seed=14)
+    per = loss(s, t, reduction="none")
+    assert per.shape == (8,)
+    torch.testing.assert_close(loss(s, t, reduction="mean"), per.mean(), atol=1e-14, rtol=0)
+    torch.testing.assert_close(loss(s, t), per.mean(), atol=1e-14, rtol=0)
+    torch.testing.assert_close(loss(s, t, reduction="sum"), per.sum(), atol=1e-14, rtol=0)
+    with pytest.raises(ValueError, match='^reduction: expected one of .*"batchmean" is now "mean".*got .batchmean.$'):
+        loss(s, t, reduction="batchmean")
+    for module in (KLDivLoss, DKLLoss, JSDivLoss, LogitMSELoss, DKDLoss):
+        with pytest.raises(ValueError, match='"batchmean" is now "mean"'):
+            module(reduction="batchmean")

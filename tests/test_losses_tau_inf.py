@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gkl.losses import KDLoss, gkl_loss, ikl_loss, kl_div, logit_mse
+from gkl.losses import KLDivLoss, gkl_loss, ikl_loss, kl_div, logit_mse
 
 
 def _pair(shape, seed=0):
@@ -34,7 +34,7 @@ def test_value_equals_direct_formula_for_every_reduction(shape):
     torch.testing.assert_close(got_none, per, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(kl_div(s, t, temperature=math.inf, reduction="sum"), per.sum(), rtol=1e-12, atol=0)
     torch.testing.assert_close(kl_div(s, t, temperature=math.inf), per.mean(), rtol=1e-12, atol=0)
-    # same reduction semantics as finite T: "batchmean" is the mean of the "none" values
+    # same reduction semantics as finite T: "mean" is the mean of the "none" values
     finite_none = kl_div(s, t, temperature=2.0, reduction="none")
     assert finite_none.shape == got_none.shape
 
@@ -83,12 +83,12 @@ def test_finite_temperature_converges_to_the_limit(shape):
 
 def test_module_form_and_bad_temperatures():
     s, t = _pair((4, 3), seed=4)
-    assert KDLoss(temperature=math.inf)(s, t).item() == pytest.approx(kl_div(s, t, temperature=math.inf).item())
+    assert KLDivLoss(temperature=math.inf)(s, t).item() == pytest.approx(kl_div(s, t, temperature=math.inf).item())
     for bad in (-math.inf, math.nan, 0.0, -1.0):
         with pytest.raises(ValueError, match="temperature"):
             kl_div(s, t, temperature=bad)
         with pytest.raises(ValueError, match="temperature"):
-            KDLoss(temperature=bad)
+            KLDivLoss(temperature=bad)
 
 
 def test_half_precision_input_gives_float32_limit():

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gkl.losses import (ClassPrior, GKLLoss, dkd_loss, dkl_loss, gkl_loss, ikl_loss, js_div, kl_div,
-                        logit_mse, set_value_checks, value_checks_enabled)
+                        logit_mse, value_checks, value_checks_active)
 
 PAIR_LOSSES = [kl_div, dkl_loss, gkl_loss, ikl_loss, js_div, logit_mse]
 S = torch.randn(4, 5)
@@ -92,14 +92,12 @@ def test_dkd_errors():
 def test_value_checks_switch():
     bad = S.clone()
     bad[0, 0] = float("nan")
-    previous = set_value_checks(False)
-    try:
-        assert not value_checks_enabled()
+    with value_checks(False):
+        assert not value_checks_active()
         assert torch.isnan(kl_div(bad, T))  # no check, no sync: NaN propagates
         with pytest.raises(ValueError, match="target_logits.*shape"):
             kl_div(S, torch.randn(4, 6))  # shape checks stay on
-    finally:
-        set_value_checks(previous)
+    assert value_checks_active()
     with pytest.raises(ValueError, match="logits"):
         kl_div(bad, T)
 

@@ -58,11 +58,11 @@ def test_adversarial_step_reports_targets_and_batch_size() -> None:
 def test_training_checks_the_first_batch_once_while_pgd_skips_value_checks() -> None:
     """In the engine (value checks off) pgd makes no host sync for its input checks; the objective checks
     the first batch it sees, so images outside [0, 1] (normalised data) still fail at once, naming them."""
-    from gkl.engine.guards import loss_value_checks
+    from gkl.losses import value_checks
 
     images, labels = _inputs(6)
     objective = build_adversarial_objective(TRADESSettings(awp_gamma=0.0, attack_steps=1), num_classes=4, epochs=2)
-    with loss_value_checks(False):
+    with value_checks(False):
         pgd(_model(), images * 2 - 0.5, labels, eps=0.1, step_size=0.05, steps=1)  # not checked here
         with pytest.raises(ValueError, match=r"^images: expected values in \[0, 1\]"):
             objective(_model(), (images * 2 - 0.5, labels), epoch=1, step=1)
@@ -70,7 +70,7 @@ def test_training_checks_the_first_batch_once_while_pgd_skips_value_checks() -> 
         objective(_model(), (images * 2 - 0.5, labels), epoch=1, step=2)  # checked once: later batches are not
     fresh = build_adversarial_objective(TRADESSettings(awp_gamma=0.0, attack_steps=1), num_classes=4, epochs=2)
     labels[0] = 4
-    with loss_value_checks(False), pytest.raises(ValueError, match=r"^labels: expected class indices in \[0, 3\]"):
+    with value_checks(False), pytest.raises(ValueError, match=r"^labels: expected class indices in \[0, 3\]"):
         fresh(_model(), (images, labels), epoch=1, step=1)
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from gkl.attacks.attack_losses import NEEDS_CLEAN_LOGITS, attack_loss, check_attack_loss_name
-from gkl.losses import value_checks_enabled
+from gkl.losses import value_checks_active
 from gkl.settings.adversarial import NORMS, RANDOM_STARTS
 from gkl.utils.modules import unwrap_model
 from gkl.utils.validation import check_choice, check_int, check_number, fail
@@ -204,14 +204,14 @@ def pgd(
         generator: random generator for the start point.
 
     The value checks of the inputs (images in [0, 1] and finite, labels in [0, C): host
-    synchronisations) follow :func:`gkl.losses.value_checks_enabled`; the training engine turns
+    synchronisations) follow :func:`gkl.losses.value_checks_active`; the training engine turns
     them off, and the adversarial objectives check the first batch of a run instead.
     """
     check_attack_loss_name(loss)
     check_choice("", "norm", norm, NORMS)
     check_choice("", "random_start", random_start, RANDOM_STARTS)
     check_int("", "steps", steps, minimum=0)
-    values = value_checks_enabled()  # off on the training path (host syncs): the objective checks once
+    values = value_checks_active()  # off on the training path (host syncs): the objective checks once
     check_attack_inputs(images, labels, values=values)
     eps_t = _per_example(eps, "eps", images)
     step_t = _per_example(step_size, "step_size", images)

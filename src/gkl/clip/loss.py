@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from gkl.losses import get_logit_loss, list_logit_losses
-from gkl.losses import value_checks_enabled
+from gkl.losses import value_checks_active
 from gkl.utils.errors import InputError
 
 __all__ = ["GKLDistillClipLoss", "CLIP_DISTILL_METHODS"]
@@ -53,7 +53,7 @@ def _check_scale(name: str, scale: object) -> None:
     if isinstance(scale, torch.Tensor):
         if scale.numel() != 1:
             raise InputError(f"GKLDistillClipLoss: {name} must be a scalar, got shape {tuple(scale.shape)}")
-        if value_checks_enabled() and not bool((scale > 0).all()):  # one host sync
+        if value_checks_active() and not bool((scale > 0).all()):  # one host sync
             raise InputError(f"GKLDistillClipLoss: {name} must be > 0 (the exp of the model's "
                              f"log-scale parameter), got {scale.item():g}")
     elif isinstance(scale, (int, float)) and not isinstance(scale, bool):

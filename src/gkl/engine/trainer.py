@@ -32,7 +32,6 @@ from gkl.engine.checkpoint import BEST_NAME, CHECKPOINT_NAME, atomic_save, remov
 from gkl.engine.ema import ModelEMA
 from gkl.engine.errors import CollapseError, NonFiniteLossError
 from gkl.engine.evaluation import RunEvaluation
-from gkl.engine.guards import loss_value_checks
 from gkl.engine.lock import RunLock
 from gkl.engine.logging import RunLoggers, epoch_line, progress, setup_logger, step_line
 from gkl.engine.resume import DEFAULT_TOLERANT_CONFIG_KEYS
@@ -42,6 +41,7 @@ from gkl.engine.selection import BestCheckpoint, collapse_message
 from gkl.engine.setup import broadcast_buffers, build_optimization, check_trainer_arguments, wrap_model
 from gkl.engine.train_state import checkpoint_state, restore_checkpoint, resume_point
 from gkl.engine.train_stats import TrainStats, first_non_finite
+from gkl.losses import value_checks
 from gkl.objectives.base import Objective, StepOutput
 from gkl.settings.train import TrainSettings
 from gkl.utils.distributed import DistInfo, barrier, resolve_device
@@ -169,7 +169,7 @@ class Trainer:
         if lock is not None:
             lock.acquire()
         try:
-            with loss_value_checks(False):
+            with value_checks(False):
                 return self._fit(resume)
         finally:
             if lock is not None:

@@ -10,9 +10,8 @@ from typing import Any
 import torch
 
 from . import functional as LF
+from ._validation import check_real
 from .registry import register_logit_loss
-
-_REDUCTION = {"mean": "batchmean", "sum": "sum", "none": "none"}
 
 
 def _no_extra(name: str, targets: Any, weights: Any) -> None:
@@ -22,17 +21,17 @@ def _no_extra(name: str, targets: Any, weights: Any) -> None:
         raise ValueError(f"weights: loss {name!r} takes no class weights, got a tensor")
 
 
-def _batch_reduction(reduction: str) -> str:
-    if reduction not in _REDUCTION:
-        raise ValueError(f"reduction: expected one of {list(_REDUCTION)}, got {reduction!r}")
-    return _REDUCTION[reduction]
+def _pair(logits: torch.Tensor, target_logits: torch.Tensor, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked inputs of an adapter that computes its own formula (one host sync), upcast like the losses'."""
+    LF._checked_pair(logits, target_logits, reduction)
+    return LF._upcast(logits, target_logits)
 
 
 @register_logit_loss("kl", description="T² · KL(softmax(o_m/T) ‖ softmax(o_n/T)) (Hinton KD; T = inf: the exact limit)")
 def kl(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean",
        targets: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
     _no_extra("kl", targets, weights)
-    return LF.kl_div(logits, target_logits, temperature=temperature, reduction=_batch_reduction(reduction))
+    return LF.kl_div(logits, target_logits, temperature=temperature, reduction=reduction)
 
 
 @register_logit_loss("reverse_kl", description="T² · KL(softmax(o_n/T) ‖ softmax(o_m/T))")
@@ -40,14 +39,14 @@ def reverse_kl(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature
                reduction: str = "mean", targets: torch.Tensor | None = None,
                weights: torch.Tensor | None = None) -> torch.Tensor:
     _no_extra("reverse_kl", targets, weights)
-    return LF.kl_div(target_logits, logits, temperature=temperature, reduction=_batch_reduction(reduction))
+    return LF.kl_div(target_logits, logits, temperature=temperature, reduction=reduction)
 
 
 @register_logit_loss("jsd", description="T² · Jensen-Shannon divergence of softmax(o_n/T) and softmax(o_m/T)")
 def jsd(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean",
         targets: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
     _no_extra("jsd", targets, weights)
-    return LF.js_div(logits, target_logits, temperature=temperature, reduction=_batch_reduction(reduction))
+    return LF.js_div(logits, target_logits, temperature=temperature, reduction=reduction)
 
 
 @register_logit_loss("soft_ce", description="T² · −Σ_j softmax(o_m/T)^j log softmax(o_n/T)^j (soft-label CE)")
@@ -55,10 +54,11 @@ def soft_ce(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: f
             reduction: str = "mean", targets: torch.Tensor | None = None,
             weights: torch.Tensor | None = None) -> torch.Tensor:
     _no_extra("soft_ce", targets, weights)
-    _batch_reduction(reduction)
-    o_n, o_m = LF._upcast(logits, target_logits)
-    per_example = -(torch.softmax(o_m / temperature, dim=1) * torch.log_softmax(o_n / temperature, dim=1)).sum(dim=1)
-    return LF._batch_reduce(per_example * (temperature * temperature), _batch_reduction(reduction))
+    temperature = check_real("temperature", temperature, strictly_positive=True)
+    o_n, o_m = _pair(logits, target_logits, reduction)
+    with LF._full_precision(o_n.device):
+        per_example = -LF._rowdot(torch.softmax(o_m / temperature, dim=1), torch.log_softmax(o_n / temperature, dim=1))
+        return LF._reduce(per_example * (temperature * temperature), reduction)
 
 
 @register_logit_loss("softmax_mse", description="mean_j (softmax(o_n/T)^j − softmax(o_m/T)^j)² (Mean-Teacher)")
@@ -66,9 +66,11 @@ def softmax_mse(logits: torch.Tensor, target_logits: torch.Tensor, *, temperatur
                 reduction: str = "mean", targets: torch.Tensor | None = None,
                 weights: torch.Tensor | None = None) -> torch.Tensor:
     _no_extra("softmax_mse", targets, weights)
-    o_n, o_m = LF._upcast(logits, target_logits)
-    per_example = (torch.softmax(o_n / temperature, dim=1) - torch.softmax(o_m / temperature, dim=1)).square().mean(dim=1)
-    return LF._batch_reduce(per_example, _batch_reduction(reduction))
+    temperature = check_real("temperature", temperature, strictly_positive=True)
+    o_n, o_m = _pair(logits, target_logits, reduction)
+    with LF._full_precision(o_n.device):
+        per_example = (torch.softmax(o_n / temperature, dim=1) - torch.softmax(o_m / temperature, dim=1)).square().mean(dim=1)
+        return LF._reduce(per_example, reduction)
 
 
 @register_logit_loss("hard_ce", uses_temperature=False, description="CE(o_n, argmax o_m) (hard pseudo-label)")
@@ -76,27 +78,26 @@ def hard_ce(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: f
             reduction: str = "mean", targets: torch.Tensor | None = None,
             weights: torch.Tensor | None = None) -> torch.Tensor:
     _no_extra("hard_ce", targets, weights)
-    o_n, o_m = LF._upcast(logits, target_logits)
-    per_example = torch.nn.functional.cross_entropy(o_n, o_m.argmax(dim=1), reduction="none")
-    return LF._batch_reduce(per_example, _batch_reduction(reduction))
+    o_n, o_m = _pair(logits, target_logits, reduction)
+    with LF._full_precision(o_n.device):
+        per_example = torch.nn.functional.cross_entropy(o_n, o_m.argmax(dim=1), reduction="none")
+        return LF._reduce(per_example, reduction)
 
 
 @register_logit_loss("mse", uses_temperature=False, description="logit matching ‖o_n − o_m‖² / C")
 def mse(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean",
         targets: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
     _no_extra("mse", targets, weights)
-    return LF.logit_mse(logits, target_logits, reduction=_batch_reduction(reduction))
+    return LF.logit_mse(logits, target_logits, reduction=reduction)
 
 
-@register_logit_loss("dkl", params={"alpha": 1.0, "beta": 1.0}, uses_temperature=False,
-                     description="Decoupled KL (Eq. 5): α wMSE (to o_m) + β soft CE (to o_n)")
+@register_logit_loss("dkl", params={"alpha": 1.0, "beta": 1.0},
+                     description="Decoupled KL (Eq. 5) on o/T: α wMSE (to o_m) + β soft CE (to o_n), no T²")
 def dkl(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean",
         targets: torch.Tensor | None = None, weights: torch.Tensor | None = None,
         alpha: float = 1.0, beta: float = 1.0) -> torch.Tensor:
     _no_extra("dkl", targets, weights)
-    if temperature != 1.0:
-        raise ValueError(f"temperature: dkl_loss has no temperature yet, got {temperature!r}")
-    return LF.dkl_loss(logits, target_logits, alpha=alpha, beta=beta, reduction=_batch_reduction(reduction))
+    return LF.dkl_loss(logits, target_logits, alpha=alpha, beta=beta, temperature=temperature, reduction=reduction)
 
 
 _GKL_PARAMS = {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "weight_temperature": 1.0, "normalize": "weights",
@@ -128,4 +129,4 @@ def dkd(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float
         raise ValueError("targets: loss 'dkd' needs the class indices (N,), got None")
     _no_extra("dkd", None, weights)
     return LF.dkd_loss(logits, target_logits, targets, alpha=alpha, beta=beta, temperature=temperature,
-                       reduction=_batch_reduction(reduction))
+                       reduction=reduction)

@@ -9,59 +9,71 @@ Conventions (docs/losses.md):
   autocast disabled inside the loss; the result is float32 (or float64).
 * Gradients flow into ``target_logits`` unless the caller detaches them (detach
   the teacher in KD; keep the clean logits attached in adversarial training).
-* Reductions: ``"none"`` returns one value per example, shape (N,) or (N, d1, ...),
-  whose mean is the ``"mean"``/``"batchmean"`` result; ``"sum"`` is their sum.
+* Reductions (every loss): ``"none"`` returns one value per example, shape (N,) or
+  (N, d1, ...), whose mean is the ``"mean"`` result; ``"sum"`` is their sum.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from typing import ContextManager
 
 import torch
 import torch.nn.functional as F
 
-from ._validation import (check_choice, check_int, check_logits, check_pair, check_real,
-                          check_targets, check_weights)
+from ._validation import (check_choice, check_int, check_pair, check_pair_values, check_real, check_reduction,
+                          check_targets, check_weights, targets_check, value_checks_active, weights_check)
 
 __all__ = ["kl_div", "dkl_loss", "gkl_loss", "ikl_loss", "js_div", "logit_mse", "dkd_loss"]
-
-_BATCH_REDUCTIONS = ("batchmean", "sum", "none")
-_MEAN_REDUCTIONS = ("mean", "sum", "none")
 
 
 # ----------------------------------------------------------------------------- helpers
 
-@contextlib.contextmanager
-def _full_precision(device: torch.device) -> Iterator[None]:
-    """Disable autocast so the loss maths stays in float32/float64."""
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+def _full_precision(device: torch.device) -> ContextManager[None]:
+    """Disable autocast (if it is on) so the loss maths stays in float32/float64."""
     try:
-        ctx = torch.autocast(device_type=device.type, enabled=False)
+        if torch.is_autocast_enabled(device.type):
+            return torch.autocast(device_type=device.type, enabled=False)
     except RuntimeError:  # device type without autocast support
-        ctx = contextlib.nullcontext()
-    with ctx:
-        yield
+        pass
+    return _NO_CONTEXT
 
 
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """float64 if any input is float64, else float32 (half types are upcast)."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+def _upcast(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both in float64 if either is float64, else in float32 (half types are upcast)."""
+    dtype = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
+    return (a if a.dtype == dtype else a.to(dtype)), (b if b.dtype == dtype else b.to(dtype))
 
 
-def _upcast(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    dtype = _compute_dtype(*tensors)
-    return tuple(t.to(dtype) for t in tensors)
+def _checked_pair(logits: torch.Tensor, target_logits: torch.Tensor, reduction: str, *,
+                  min_classes: int = 1) -> None:
+    """Shape/dtype checks, the reduction's spelling, and the content checks (one host sync)."""
+    check_pair(logits, target_logits, min_classes=min_classes)
+    check_reduction(reduction)
+    check_pair_values(logits, target_logits)
 
 
-def _batch_reduce(per_example: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Reduce per-example values: "batchmean" = sum / number of examples (positions)."""
+def _reduce(per_example: torch.Tensor, reduction: str) -> torch.Tensor:
+    """"mean" over examples (positions) of the per-example values (0 if there are none), "sum", "none"."""
     if reduction == "none":
         return per_example
-    total = per_example.sum()
-    if reduction == "sum":
-        return total
-    return total / max(per_example.numel(), 1)
+    if reduction == "sum" or per_example.numel() == 0:
+        return per_example.sum()
+    return per_example.mean()
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_j a_ij b_ij over the class dim 1 (one call; einsum's batched matmul is several times slower on CPU)."""
+    return torch.linalg.vecdot(a, b, dim=1)
+
+
+def _per_class(x: torch.Tensor | float) -> torch.Tensor | float:
+    """A per-example scale (N, d1, ...) made broadcastable over the class dim 1."""
+    return x.unsqueeze(1) if isinstance(x, torch.Tensor) and x.dim() > 0 else x
 
 
 def _centred_wmse(o_m: torch.Tensor, o_n: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -74,75 +86,85 @@ def _centred_wmse(o_m: torch.Tensor, o_n: torch.Tensor, w: torch.Tensor) -> torc
     """
     d = o_m - o_n
     total_weight = w.sum(dim=1, keepdim=True)
-    mu = (w * d).sum(dim=1, keepdim=True) / total_weight
-    r = d - mu
-    return 0.5 * total_weight.squeeze(1) * (w * r * r).sum(dim=1)
-
-
-def _soft_cross_entropy(o_n: torch.Tensor, o_m: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Per-example − Σ_j S(softmax(o_m/T))^j log softmax(o_n/T)^j (no T² factor)."""
-    target_probs = torch.softmax(o_m.detach() / temperature, dim=1)
-    return -(target_probs * torch.log_softmax(o_n / temperature, dim=1)).sum(dim=1)
-
-
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Σ_j a_ij b_ij per row of two (N, C) tensors (any trailing dims are summed the same way)."""
-    if a.dim() == 2:
-        return torch.einsum("ij,ij->i", a, b)
-    return (a * b).sum(dim=1)
+    r = d - _rowdot(w, d).unsqueeze(1) / total_weight
+    return 0.5 * total_weight.squeeze(1) * _rowdot(w * r, r)
 
 
 class _GKLTerms(torch.autograd.Function):
-    """Per-example GKL terms (mse_i, ce_i) with hand-written gradients (O(N·C) memory).
+    """GKL value Σ_i (a_i mse_i + b_i ce_i) (or its per-example terms) with hand-written gradients.
 
-    mse_i = ½ W Σ_j w^j (d_j − μ)² (the centred O(C) form, docs/losses.md), d = o_m − o_n:
+    mse_i = ½ W_i Σ_j w^j (d_j − μ)² (the centred O(C) form, docs/losses.md), d = o_m − o_n:
         ∂mse_i/∂o_m = W w (d − μ) = −∂mse_i/∂o_n      (the ∂μ terms cancel: Σ_j w^j (d_j − μ) = 0)
     ce_i = −Σ_j p^j log softmax(o_n/T)^j with p = S(softmax(o_m/T)):
         ∂ce_i/∂o_n = (softmax(o_n/T) − p) / T,  ∂ce_i/∂o_m = 0 (stop-gradient).
-    Only these two direction tensors are saved for backward, instead of autograd's
-    chain of intermediates. ``w`` (already raised to γ) and ``p`` carry no gradient.
-    Not twice differentiable: backward with ``create_graph=True`` raises a RuntimeError.
+    ``a``, ``b``: the constant scales of the reduction (floats, 0-dim or per-example tensors);
+    ``reduce``: return the sum over examples (a, b scalars) instead of the (N, d1, ...) terms.
+    Only the two gradient directions ∂/∂o_n and ∂/∂o_m are saved for backward (O(N·C) memory,
+    instead of autograd's chain of intermediates). ``w`` (already raised to γ), its row sums
+    ``total_weight`` (N, 1, d1, ...; the float 1.0 when known to be 1) and ``p`` (None: p = w)
+    carry no gradient. Not twice differentiable: backward with ``create_graph=True`` raises.
     """
 
     @staticmethod
     def forward(ctx, o_n: torch.Tensor, o_m: torch.Tensor, w: torch.Tensor,  # type: ignore[override]
-                target_probs: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-        # row-wise dot products as einsum (a batched matmul: no (N, C) product tensor, one pass)
-        total_weight = w.sum(dim=1, keepdim=True)
+                total_weight: torch.Tensor | float, target_probs: torch.Tensor | None, temperature: float,
+                a: torch.Tensor | float, b: torch.Tensor | float, reduce: bool) -> torch.Tensor:
+        p = w if target_probs is None else target_probs  # p = w: not passed twice (Dynamo refuses that)
         r = o_m - o_n
-        r.sub_(_rowdot(w, r).unsqueeze(1).div_(total_weight))
-        wr = w * r
-        mse = 0.5 * total_weight.squeeze(1) * _rowdot(wr, r)
+        mu = _rowdot(w, r).unsqueeze(1)
+        r.sub_(mu if isinstance(total_weight, float) else mu.div_(total_weight))
+        direction_m = w * r  # becomes a W w (d − μ) = ∂(a mse)/∂o_m
+        direction_m.mul_(total_weight * _per_class(a))
         log_q = torch.log_softmax(o_n / temperature if temperature != 1.0 else o_n, dim=1)
-        ce = -_rowdot(target_probs, log_q)
-        if any(ctx.needs_input_grad[:2]):
-            mse_direction = wr.mul_(total_weight)
-            ce_direction = log_q.exp_().sub_(target_probs)
-            if temperature != 1.0:
-                ce_direction.div_(temperature)
-            ctx.save_for_backward(mse_direction, ce_direction)
-        return mse, ce
+        if reduce:  # ½ Σ_i a_i W_i Σ_j w^j r_j² − Σ_i b_i Σ_j p^j log q^j, two dot products
+            value = torch.dot(direction_m.reshape(-1), r.reshape(-1)).mul_(0.5) \
+                .sub_(torch.dot(p.reshape(-1), log_q.reshape(-1)).mul_(b))
+        else:
+            value = _rowdot(direction_m, r).mul_(0.5).sub_(_rowdot(p, log_q).mul_(b))
+        need_n, need_m = ctx.needs_input_grad[:2]
+        if need_n:
+            b_over_t = b / temperature if temperature != 1.0 else b
+            direction_n = log_q.exp_().sub_(p).mul_(_per_class(b_over_t)).sub_(direction_m)
+        ctx.save_for_backward(direction_n if need_n else None, direction_m if need_m else None)
+        ctx.reduce = reduce
+        return value
 
     @staticmethod
-    def backward(ctx, grad_mse: torch.Tensor, grad_ce: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_value: torch.Tensor):  # type: ignore[override]
         if torch.is_grad_enabled():  # autograd enables grad mode in backward only for create_graph=True
             raise RuntimeError(
                 "gkl_loss / ikl_loss are not twice differentiable (hand-written O(C) gradients): "
                 "backward with create_graph=True (double backward, gradient penalties) is not supported")
-        mse_direction, ce_direction = ctx.saved_tensors
-        g_mse = grad_mse.unsqueeze(1)
-        grad_o_n = grad_o_m = None
-        if ctx.needs_input_grad[0]:  # g_ce·ce_direction − g_mse·mse_direction in two passes
-            grad_o_n = torch.addcmul(grad_ce.unsqueeze(1) * ce_direction, g_mse, mse_direction, value=-1)
-        if ctx.needs_input_grad[1]:
-            grad_o_m = g_mse * mse_direction
-        return grad_o_n, grad_o_m, None, None, None
+        direction_n, direction_m = ctx.saved_tensors
+        g = grad_value if ctx.reduce else grad_value.unsqueeze(1)
+        grad_o_n = None if direction_n is None else g * direction_n
+        grad_o_m = None if direction_m is None else g * direction_m
+        return grad_o_n, grad_o_m, None, None, None, None, None, None, None
+
+
+def _gkl_terms_autograd(o_n: torch.Tensor, o_m: torch.Tensor, w: torch.Tensor, total_weight: torch.Tensor | float,
+                        target_probs: torch.Tensor, temperature: float, a: torch.Tensor | float,
+                        b: torch.Tensor | float, reduce: bool) -> torch.Tensor:
+    """:class:`_GKLTerms` written for autograd, used under ``torch.compile``: same value, same gradients.
+
+    μ is detached, which leaves the gradient a W w (d − μ) of the hand-written backward (the ∂μ
+    terms are zero since Σ_j w^j (d_j − μ) = 0), and ∂/∂o_n of −Σ p log q is (q − p)/T since Σ p = 1.
+    Traced as plain operations, the compiler fuses them and recomputes instead of saving (N, C) tensors.
+    """
+    r = o_m - o_n
+    mu = _rowdot(w, r.detach()).unsqueeze(1)
+    r = r - (mu if isinstance(total_weight, float) else mu / total_weight)
+    scaled = w * r * (total_weight * _per_class(a))
+    log_q = torch.log_softmax(o_n / temperature if temperature != 1.0 else o_n, dim=1)
+    if reduce:
+        return 0.5 * (scaled * r).sum() - b * (target_probs * log_q).sum()
+    return 0.5 * _rowdot(scaled, r) - b * _rowdot(target_probs, log_q)
 
 
 # ----------------------------------------------------------------------------- KL family
 
 def kl_div(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0,
-           reduction: str = "batchmean") -> torch.Tensor:
+           reduction: str = "mean") -> torch.Tensor:
     """Hinton KD loss T² · KL(softmax(o_m/T) ‖ softmax(o_n/T)) (paper Eq. 2 with temperature).
 
     ``temperature=math.inf`` gives the exact limit T → ∞ of T²·KL (Kim et al. 2021):
@@ -158,46 +180,122 @@ def kl_div(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: fl
         logits: o_n (student), (N, C) or (N, C, d1, ...).
         target_logits: o_m (teacher), same shape; detach it yourself for KD.
         temperature: T > 0 (or ``math.inf``), applied to both softmaxes; the result is scaled by T².
-        reduction: "batchmean" (sum over classes, mean over examples/positions),
-            "sum", or "none" (per-example values).
+        reduction: "mean" (of the per-example values summed over classes: the mean over
+            examples/positions), "sum", or "none" (per-example values).
     """
-    check_pair(logits, target_logits)
     if not (isinstance(temperature, float) and temperature == math.inf):
         temperature = check_real("temperature", temperature, strictly_positive=True)
-    check_choice("reduction", reduction, _BATCH_REDUCTIONS)
+    _checked_pair(logits, target_logits, reduction)
     with _full_precision(logits.device):
         o_n, o_m = _upcast(logits, target_logits)
         if temperature == math.inf:
             d = o_n - o_m
             centred = d - d.mean(dim=1, keepdim=True)
             per_example = centred.square().sum(dim=1) / (2.0 * o_n.shape[1])
-            return _batch_reduce(per_example, reduction)
+            return _reduce(per_example, reduction)
         log_p_n = torch.log_softmax(o_n / temperature, dim=1)
         log_p_m = torch.log_softmax(o_m / temperature, dim=1)
         per_example = (log_p_m.exp() * (log_p_m - log_p_n)).sum(dim=1) * (temperature * temperature)
-        return _batch_reduce(per_example, reduction)
+        return _reduce(per_example, reduction)
 
 
 def dkl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *, alpha: float = 1.0,
-             beta: float = 1.0, reduction: str = "batchmean") -> torch.Tensor:
-    """Decoupled KL loss, Theorem 1 / Eq. 5 of Cui et al.
+             beta: float = 1.0, temperature: float = 1.0, reduction: str = "mean") -> torch.Tensor:
+    """Decoupled KL loss, Theorem 1 / Eq. 5 of Cui et al., at temperature T.
 
-    L = (α/4) Σ_jk S(w^jk)(Δm_jk − S(Δn_jk))² − β Σ_j S(s_m^j) log s_n^j, w^jk = s_m^j s_m^k.
+    L = (α/4) Σ_jk S(w^jk)(Δm_jk − S(Δn_jk))² − β Σ_j S(s_m^j) log s_n^j, w^jk = s_m^j s_m^k,
+    evaluated on the logits divided by T: Δ = differences of o/T, s = softmax(o/T), so
+    ``dkl_loss(o_n, o_m, temperature=T) == dkl_loss(o_n/T, o_m/T)`` (wMSE on logits/T with
+    weights softmax(o_m/T), cross-entropy at T, no T² factor).
     The wMSE term sends gradient only to ``target_logits`` (o_m), the soft-label
-    cross-entropy only to ``logits`` (o_n). With α = β = 1 the gradients w.r.t.
-    both inputs equal those of KL(s_m ‖ s_n) (Eqs. 3-4); the values differ.
-    Computed in the O(C) centred form (docs/losses.md).
+    cross-entropy only to ``logits`` (o_n). With α = β = 1 the gradients w.r.t. both inputs
+    equal those of KL(softmax(o_m/T) ‖ softmax(o_n/T)) (Eqs. 3-4 at T; i.e. those of
+    ``kl_div(..., temperature=T) / T²``); the values differ. Computed in the O(C) centred form.
     """
-    check_pair(logits, target_logits)
     alpha = check_real("alpha", alpha, minimum=0.0)
     beta = check_real("beta", beta, minimum=0.0)
-    check_choice("reduction", reduction, _BATCH_REDUCTIONS)
+    temperature = check_real("temperature", temperature, strictly_positive=True)
+    _checked_pair(logits, target_logits, reduction)
     with _full_precision(logits.device):
         o_n, o_m = _upcast(logits, target_logits)
+        if temperature != 1.0:
+            o_n, o_m = o_n / temperature, o_m / temperature
+        log_q = torch.log_softmax(o_n, dim=1)
         w = torch.softmax(o_m.detach(), dim=1)
-        wmse = _centred_wmse(o_m, o_n.detach(), w)
-        ce = _soft_cross_entropy(o_n, o_m, 1.0)
-        return _batch_reduce(alpha * wmse + beta * ce, reduction)
+        per_example = alpha * _centred_wmse(o_m, o_n.detach(), w) - beta * _rowdot(w, log_q)
+        return _reduce(per_example, reduction)
+
+
+def _gkl_weights(target_logits: torch.Tensor, weights: torch.Tensor | None, gamma: float,
+                 temperature: float, weight_temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w^γ, p): the detached wMSE weights raised to γ and the CE targets S(softmax(o_m/T))."""
+    o_m = target_logits.detach()
+    target_probs = None
+    if weights is None:
+        w = torch.softmax(o_m / weight_temperature if weight_temperature != 1.0 else o_m, dim=1)
+        if weight_temperature == temperature:
+            target_probs = w  # reuse for the cross-entropy term
+    else:
+        w = weights.detach()
+        w = w if w.dtype == o_m.dtype else w.to(o_m.dtype)
+    if gamma == 0.0:
+        w = torch.ones_like(w)
+    elif gamma != 1.0:
+        w = w.pow(gamma)
+    if target_probs is None:
+        target_probs = torch.softmax(o_m / temperature if temperature != 1.0 else o_m, dim=1)
+    return w, target_probs
+
+
+def _gkl(logits: torch.Tensor, target_logits: torch.Tensor, weights: torch.Tensor | None, *, alpha: float,
+         beta: float, gamma: float, temperature: float, weight_temperature: float, normalize: str,
+         valid: torch.Tensor | None, reduction: str) -> torch.Tensor:
+    """The computation of :func:`gkl_loss` on checked arguments (no checks, no host sync)."""
+    with _full_precision(logits.device):
+        o_n, o_m = _upcast(logits, target_logits)
+        w, target_probs = _gkl_weights(o_m, weights, gamma, temperature, weight_temperature)
+        # W_i = Σ_j (w_i^j)^γ; exactly 1 for sample-wise weights (a softmax) with γ = 1
+        total_weight: torch.Tensor | float = 1.0 if weights is None and gamma == 1.0 else \
+            w.sum(dim=1, keepdim=True)
+        if valid is None:
+            n_valid: torch.Tensor | float = float(max(o_n.numel() // o_n.shape[1], 1))
+        else:
+            mask = valid.to(o_n.dtype)
+            n_valid = mask.sum().clamp_min(1.0)
+        if normalize == "batch" or isinstance(total_weight, float):
+            denom = n_valid  # D = N (also D = Σ_i W_i² when every W_i = 1)
+        else:
+            mass = total_weight.square()
+            denom = (mass if valid is None else mass.squeeze(1) * mask).sum().clamp_min(torch.finfo(o_n.dtype).tiny)
+        # the loss is Σ_i a_i mse_i + b_i ce_i; "none" returns v_i = α (N/D) mse_i + β ce_i (0 where
+        # ignored), whose mean over the non-ignored examples is the "mean" loss and whose sum is "sum"
+        a = alpha / denom if reduction == "mean" else alpha * n_valid / denom
+        b = beta / n_valid if reduction == "mean" else beta
+        if valid is not None:
+            a, b = a * mask, b * mask
+        reduce = reduction != "none" and valid is None
+        if torch.compiler.is_compiling():  # plain autograd: the compiler chooses what backward keeps
+            value = _gkl_terms_autograd(o_n, o_m, w, total_weight, target_probs, temperature, a, b, reduce)
+        else:
+            value = _GKLTerms.apply(o_n, o_m, w, total_weight, None if target_probs is w else target_probs,
+                                    temperature, a, b, reduce)
+        return value if reduce or reduction == "none" else value.sum()
+
+
+def _check_gkl_tensors(logits: torch.Tensor, target_logits: torch.Tensor, weights: torch.Tensor | None,
+                       targets: torch.Tensor | None, ignore_index: int, reduction: str) -> None:
+    """Shape checks of gkl_loss's tensors and their content checks with one host sync."""
+    check_pair(logits, target_logits)
+    check_reduction(reduction)
+    if weights is not None:
+        check_weights(weights, logits)
+    if targets is not None:
+        check_targets(targets, logits)
+    if value_checks_active():
+        extra = [] if weights is None else [weights_check(weights)]
+        if targets is not None:
+            extra.append(targets_check(targets, logits.shape[1], ignore_index))
+        check_pair_values(logits, target_logits, *extra)
 
 
 def gkl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *,
@@ -240,62 +338,19 @@ def gkl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *,
             values v_i = α mse_i N / D + β ce_i (0 at ignored positions), whose mean over
             the non-ignored examples is the "mean" result.
     """
-    check_pair(logits, target_logits)
     if not (isinstance(alpha, torch.Tensor) and alpha.dim() == 0):  # a 0-dim tensor is used as is (no sync)
         alpha = check_real("alpha", alpha, minimum=0.0)
     beta = check_real("beta", beta, minimum=0.0)
     gamma = check_real("gamma", gamma, minimum=0.0)
     temperature = check_real("temperature", temperature, strictly_positive=True)
-    check_choice("normalize", normalize, ("weights", "batch"))
-    check_choice("reduction", reduction, _MEAN_REDUCTIONS)
-    ignore_index = check_int("ignore_index", ignore_index)
     if weights is None:
         weight_temperature = check_real("weight_temperature", weight_temperature, strictly_positive=True)
-    else:
-        check_weights(weights, logits)
-    valid = None
-    if targets is not None:
-        check_targets(targets, logits, ignore_index)
-        valid = targets != ignore_index
-
-    with _full_precision(logits.device):
-        o_n, o_m = _upcast(logits, target_logits)
-        dtype = o_n.dtype
-        target_probs = None
-        if weights is None:
-            w = torch.softmax(o_m.detach() / weight_temperature, dim=1)
-            if weight_temperature == temperature:
-                target_probs = w  # reuse for the cross-entropy term
-        else:
-            w = weights.detach().to(dtype)
-        if gamma == 0.0:
-            w = torch.ones_like(w)
-        elif gamma != 1.0:
-            w = w.pow(gamma)
-        if target_probs is None:
-            target_probs = torch.softmax(o_m.detach() / temperature, dim=1)
-        mse, ce = _GKLTerms.apply(o_n, o_m, w, target_probs, temperature)
-
-        if valid is None:
-            n_valid = torch.tensor(float(max(mse.numel(), 1)), dtype=dtype, device=mse.device)
-        else:
-            zero = mse.new_zeros(())
-            mse = torch.where(valid, mse, zero)
-            ce = torch.where(valid, ce, zero)
-            n_valid = valid.sum().to(dtype).clamp_min(1.0)
-        if normalize == "batch":
-            denom = n_valid
-        else:
-            w_mass = w.sum(dim=1).square()
-            if valid is not None:
-                w_mass = torch.where(valid, w_mass, w_mass.new_zeros(()))
-            denom = w_mass.sum().clamp_min(torch.finfo(dtype).tiny)
-
-        if reduction == "none":
-            per_example = (alpha * (n_valid / denom)) * mse + beta * ce
-            return per_example
-        mean = alpha * mse.sum() / denom + beta * ce.sum() / n_valid
-        return mean if reduction == "mean" else mean * n_valid
+    check_choice("normalize", normalize, ("weights", "batch"))
+    ignore_index = check_int("ignore_index", ignore_index)
+    _check_gkl_tensors(logits, target_logits, weights, targets, ignore_index, reduction)
+    valid = None if targets is None else targets != ignore_index
+    return _gkl(logits, target_logits, weights, alpha=alpha, beta=beta, gamma=gamma, temperature=temperature,
+                weight_temperature=weight_temperature, normalize=normalize, valid=valid, reduction=reduction)
 
 
 def ikl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *,
@@ -316,16 +371,15 @@ def ikl_loss(logits: torch.Tensor, target_logits: torch.Tensor, *,
 # ----------------------------------------------------------------------------- other KD losses
 
 def js_div(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0,
-           reduction: str = "batchmean") -> torch.Tensor:
+           reduction: str = "mean") -> torch.Tensor:
     """Jensen-Shannon divergence between softmax(o_n/T) and softmax(o_m/T), times T².
 
     JS(p, q) = ½ KL(p ‖ m) + ½ KL(q ‖ m), m = (p + q)/2 (GKL Appendix 6.5), computed
     from log-probabilities (log m = logaddexp(log p, log q) − log 2). Symmetric in its
     two arguments; T² keeps gradients comparable with :func:`kl_div` (T = 1: plain JS).
     """
-    check_pair(logits, target_logits)
     temperature = check_real("temperature", temperature, strictly_positive=True)
-    check_choice("reduction", reduction, _BATCH_REDUCTIONS)
+    _checked_pair(logits, target_logits, reduction)
     with _full_precision(logits.device):
         o_n, o_m = _upcast(logits, target_logits)
         log_p = torch.log_softmax(o_n / temperature, dim=1)
@@ -333,28 +387,27 @@ def js_div(logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: fl
         log_mid = torch.logaddexp(log_p, log_q) - math.log(2.0)
         per_example = 0.5 * ((log_p.exp() * (log_p - log_mid)).sum(dim=1)
                              + (log_q.exp() * (log_q - log_mid)).sum(dim=1))
-        return _batch_reduce(per_example * (temperature * temperature), reduction)
+        return _reduce(per_example * (temperature * temperature), reduction)
 
 
 def logit_mse(logits: torch.Tensor, target_logits: torch.Tensor, *,
-              reduction: str = "batchmean") -> torch.Tensor:
-    """Logit matching ‖o_n − o_m‖² / C per example, averaged over the batch ("batchmean").
+              reduction: str = "mean") -> torch.Tensor:
+    """Logit matching ‖o_n − o_m‖² / C per example, averaged over the batch ("mean").
 
     Plain (uncentred) logit MSE, the "L_MSE" of Kim et al. 2021 up to the factor 1/C.
     It is *not* the T → ∞ limit of KD: that limit, ``kl_div(..., temperature=math.inf)``,
     centres the logit difference first and equals ``logit_mse/2 − (Σ_j d_j)²/(2C²)``.
     """
-    check_pair(logits, target_logits)
-    check_choice("reduction", reduction, _BATCH_REDUCTIONS)
+    _checked_pair(logits, target_logits, reduction)
     with _full_precision(logits.device):
         o_n, o_m = _upcast(logits, target_logits)
         per_example = (o_n - o_m).square().sum(dim=1) / o_n.shape[1]
-        return _batch_reduce(per_example, reduction)
+        return _reduce(per_example, reduction)
 
 
 def dkd_loss(logits: torch.Tensor, target_logits: torch.Tensor, targets: torch.Tensor, *,
              alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
-             reduction: str = "batchmean") -> torch.Tensor:
+             reduction: str = "mean") -> torch.Tensor:
     """Decoupled KD (Zhao et al. 2022): α · TCKD + β · NCKD, each scaled by T².
 
     TCKD is the KL between the binary (target, non-target) distributions of teacher
@@ -363,14 +416,16 @@ def dkd_loss(logits: torch.Tensor, target_logits: torch.Tensor, targets: torch.T
     (no −1000 masking), so C = 2 gives NCKD = 0 exactly and never inf/NaN.
     Inputs are (N, C); ``targets`` (N,) hold class indices (no ignore_index).
     """
-    check_pair(logits, target_logits, min_classes=2)
-    if logits.dim() != 2:
-        raise ValueError(f"logits must have shape (N, C) for dkd_loss, got {tuple(logits.shape)}")
-    check_targets(targets, logits, ignore_index=None)
     alpha = check_real("alpha", alpha, minimum=0.0)
     beta = check_real("beta", beta, minimum=0.0)
     temperature = check_real("temperature", temperature, strictly_positive=True)
-    check_choice("reduction", reduction, _BATCH_REDUCTIONS)
+    check_pair(logits, target_logits, min_classes=2)
+    if logits.dim() != 2:
+        raise ValueError(f"logits: expected shape (N, C) for dkd_loss, got shape {tuple(logits.shape)}")
+    check_targets(targets, logits)
+    check_reduction(reduction)
+    if value_checks_active():
+        check_pair_values(logits, target_logits, targets_check(targets, logits.shape[1], None))
     with _full_precision(logits.device):
         o_n, o_m = _upcast(logits, target_logits)
         n, c = o_n.shape
@@ -391,4 +446,4 @@ def dkd_loss(logits: torch.Tensor, target_logits: torch.Tensor, targets: torch.T
         log_q_m = torch.log_softmax(rest_m, dim=1)
         nckd = (log_q_m.exp() * (log_q_m - log_q_n)).sum(dim=1)
         per_example = (alpha * tckd + beta * nckd) * (temperature * temperature)
-        return _batch_reduce(per_example, reduction)
+        return _reduce(per_example, reduction)

@@ -6,7 +6,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ._validation import check_int, check_logits, check_real, check_targets, value_checks_enabled
+from ._validation import (check_int, check_logits, check_real, check_targets, finite_check, run_value_checks,
+                          targets_check, value_checks_active)
 
 __all__ = ["ClassPrior"]
 
@@ -62,21 +63,30 @@ class ClassPrior(nn.Module):
         """Accumulate softmax(target_logits / temperature) into the row of each example's class.
 
         ``target_logits`` is (N, C) or (N, C, d1, ...); ``targets`` (N,) or (N, d1, ...).
-        Positions equal to ``ignore_index`` are skipped.
+        Positions equal to ``ignore_index`` are skipped. No host sync unless value checks are on
+        (then one, see :func:`gkl.losses.value_checks`).
         """
         check_logits("target_logits", target_logits)
         if target_logits.shape[1] != self.num_classes:
-            raise ValueError(f"target_logits must have num_classes={self.num_classes} in dim 1, "
+            raise ValueError(f"target_logits: expected num_classes={self.num_classes} in dim 1, "
                              f"got shape {tuple(target_logits.shape)}")
-        check_targets(targets, target_logits, check_int("ignore_index", ignore_index))
+        check_targets(targets, target_logits)
+        ignore_index = check_int("ignore_index", ignore_index)
+        if value_checks_active():
+            run_value_checks(finite_check(("target_logits", target_logits)),
+                             targets_check(targets, self.num_classes, ignore_index))
+        self._accumulate(target_logits, targets, targets != ignore_index)
+
+    @torch.no_grad()
+    def _accumulate(self, target_logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> None:
+        """:meth:`update` on checked inputs; ``valid`` marks the positions to count (sync-free)."""
         with torch.autocast(device_type=target_logits.device.type, enabled=False):
             logits32 = target_logits.detach().to(device=self.sums.device, dtype=torch.float32)
-            probs = torch.softmax(logits32 / self.temperature, dim=1)
+            probs = torch.softmax(logits32 / self.temperature if self.temperature != 1.0 else logits32, dim=1)
             probs = probs.movedim(1, -1).reshape(-1, self.num_classes)
-            flat_targets = targets.to(self.sums.device).reshape(-1)
+            keep = valid.to(self.sums.device).reshape(-1)
             # ignored positions add exactly zero (to row 0): no data-dependent shape, no host sync
-            keep = flat_targets != ignore_index
-            flat_targets = torch.where(keep, flat_targets, torch.zeros_like(flat_targets)).long()
+            flat_targets = torch.where(keep, targets.to(self.sums.device).reshape(-1), 0).long()
             kept = torch.where(keep[:, None], probs.to(self.sums.dtype), 0.0)  # where: a NaN there stays out
             self.sums.index_add_(0, flat_targets, kept)
             self.counts.index_add_(0, flat_targets, keep.to(self.counts.dtype))
@@ -105,14 +115,16 @@ class ClassPrior(nn.Module):
         """
         if not isinstance(targets, torch.Tensor) or targets.is_floating_point() \
                 or targets.dtype == torch.bool or targets.dim() < 1:
-            raise ValueError("targets must be an integer tensor of shape (N,) or (N, d1, ...)")
+            raise ValueError("targets: expected an integer tensor of shape (N,) or (N, d1, ...)")
         ignore_index = check_int("ignore_index", ignore_index)
         targets = targets.to(self.prior.device)
-        valid = targets != ignore_index
-        bad = valid & ((targets < 0) | (targets >= self.num_classes))
-        if value_checks_enabled() and bool(bad.any()):
-            raise ValueError(f"targets must hold class indices in [0, {self.num_classes - 1}] "
-                             f"or ignore_index={ignore_index}")
-        rows = self.prior[torch.where(valid, targets, torch.zeros_like(targets)).long()]
-        rows = torch.where(valid.unsqueeze(-1), rows, rows.new_full((), 1.0 / self.num_classes))
+        if value_checks_active():
+            run_value_checks(targets_check(targets, self.num_classes, ignore_index))
+        return self._rows(targets, targets != ignore_index)
+
+    def _rows(self, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on checked targets; ``valid`` marks the non-ignored positions (sync-free)."""
+        targets, valid = targets.to(self.prior.device), valid.to(self.prior.device)
+        rows = self.prior[torch.where(valid, targets, 0).long()]
+        rows = torch.where(valid.unsqueeze(-1), rows, 1.0 / self.num_classes)
         return rows.movedim(-1, 1) if rows.dim() > 2 else rows

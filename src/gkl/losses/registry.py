@@ -19,9 +19,11 @@ The one signature::
   class-wise weights); losses that do not use them reject non-None values.
 * **The T² convention, once:** divergences between two softened distributions
   (``kl``, ``reverse_kl``, ``jsd``, ``soft_ce``, ``dkd``) are multiplied by T² (Hinton), so
-  their gradients keep their scale as T changes; the decoupled family (``dkl``, ``ikl``,
-  ``gkl``) applies T to its cross-entropy term only and has no T² factor (the papers'
-  convention: their α, β absorb it); ``mse`` has no temperature.
+  their gradients keep their scale as T changes; the decoupled family has no T² factor (the
+  papers' convention: their α, β absorb it): ``ikl`` and ``gkl`` apply T to their
+  cross-entropy term only, ``dkl`` is DKL of the logits divided by T (its gradients are
+  those of ``kl`` / T²); ``softmax_mse`` compares the softmaxes at T without a factor;
+  ``mse`` and ``hard_ce`` have no temperature.
 
 Third parties add a loss with :func:`register_logit_loss` (also usable as a decorator).
 """

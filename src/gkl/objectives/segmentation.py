@@ -39,7 +39,7 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.losses import ClassPrior, value_checks_enabled
+from gkl.losses import ClassPrior, value_checks, value_checks_active
 from gkl.objectives.base import Objective, StepOutput
 from gkl.objectives.loss_choice import settings_logit_loss
 from gkl.settings.segmentation import SegmentationSettings
@@ -103,7 +103,7 @@ def check_dense_inputs(student: torch.Tensor, teacher: torch.Tensor, labels: tor
     if labels.dim() != 3 or labels.shape[0] != student.shape[0] or labels.is_floating_point():
         raise ValueError(f"labels: expected integer class indices (N, H, W) with N = {student.shape[0]}, "
                          f"got {labels.dtype} {tuple(labels.shape)}")
-    if not value_checks_enabled():
+    if not value_checks_active():
         return
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= student.shape[1]))
     if bool(bad.any()):
@@ -254,7 +254,8 @@ class SegmentationDistill(SegmentationCE):
 
             if chunked:
                 check_dense_inputs(student, teacher, labels, cfg.ignore_index)
-                return chunked_dense_loss(student, teacher, labels, chunk_kl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
+                with value_checks(False):  # inputs checked once above, not once per chunk
+                    return chunked_dense_loss(student, teacher, labels, chunk_kl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
             return chunk_kl(upsample(student, size), upsample(teacher, size), labels)
         return self._gkl(student, teacher, labels, chunked=chunked, count=count) / per_class
 
@@ -305,7 +306,8 @@ class SegmentationDistill(SegmentationCE):
                             beta=cfg.beta, normalize="batch", targets=targets_for(y), reduction="sum", **common)
             return part / count
 
-        return chunked_dense_loss(student, teacher, labels, chunk_gkl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
+        with value_checks(False):  # inputs checked once above, not once per chunk
+            return chunked_dense_loss(student, teacher, labels, chunk_gkl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def _weight_mass(self, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
