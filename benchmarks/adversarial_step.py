@@ -34,10 +34,18 @@ def _timed(fn) -> tuple[float, object]:
 class StepTimer:
     """Times the parts of one AT step of ``method`` on a fixed batch, as the objective runs them."""
 
-    def __init__(self, method: str, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 num_classes: int) -> None:
-        self.settings = adversarial_settings(method, eps=8 / 255, eps_schedule="fixed", attack_budget="fixed",
-                                             attack_steps=10, attack_step_size=2 / 255, awp_start_epoch=1)
+    def __init__(
+        self, method: str, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int
+    ) -> None:
+        self.settings = adversarial_settings(
+            method,
+            eps=8 / 255,
+            eps_schedule="fixed",
+            attack_budget="fixed",
+            attack_steps=10,
+            attack_step_size=2 / 255,
+            awp_start_epoch=1,
+        )
         self.objective = build_adversarial_objective(self.settings, num_classes=num_classes, epochs=1)
         self.model, self.images, self.labels = model, images, labels
         self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -47,11 +55,24 @@ class StepTimer:
         model, images, labels, objective, s = self.model, self.images, self.labels, self.objective, self.settings
         n = images.shape[0]
         model.train()
-        t_attack, adversarial = _timed(lambda: pgd(
-            model, images, labels, eps=s.eps, step_size=s.attack_step_size, steps=s.attack_steps,
-            loss=s.attack_loss, random_start=s.random_start, **objective.attack_extras(labels)))
-        t_awp, _ = _timed(lambda: objective.awp.perturb_for_loss(
-            model, lambda proxy: sum(objective._views_loss(proxy, images, adversarial, labels, n)[0].values())))
+        t_attack, adversarial = _timed(
+            lambda: pgd(
+                model,
+                images,
+                labels,
+                eps=s.eps,
+                step_size=s.attack_step_size,
+                steps=s.attack_steps,
+                loss=s.attack_loss,
+                random_start=s.random_start,
+                **objective.attack_extras(labels),
+            )
+        )
+        t_awp, _ = _timed(
+            lambda: objective.awp.perturb_for_loss(
+                model, lambda proxy: sum(objective._views_loss(proxy, images, adversarial, labels, n)[0].values())
+            )
+        )
 
         def forward_backward() -> None:
             losses, clean_logits, _ = objective._views_loss(model, images, adversarial, labels, n)
@@ -95,15 +116,16 @@ def main(argv: list[str] | None = None) -> None:
     timers = {}
     for method in ("trades", "gkl"):
         torch.manual_seed(0)
-        timers[method] = StepTimer(method, create_model(args.model, args.num_classes), images, labels,
-                                   args.num_classes)
+        timers[method] = StepTimer(method, create_model(args.model, args.num_classes), images, labels, args.num_classes)
     # interleave the two methods (alternating order) so that machine load affects both alike
     for i in range(args.warmup + args.repeats):
-        for method in (("trades", "gkl") if i % 2 == 0 else ("gkl", "trades")):
+        for method in ("trades", "gkl") if i % 2 == 0 else ("gkl", "trades"):
             timers[method].run_once(record=i >= args.warmup)
     results = {method: timer.medians() for method, timer in timers.items()}
-    print(f"model {args.model}, batch {args.batch_size}, {args.threads} threads, CPU, "
-          f"median of {args.repeats} interleaved steps (seconds)")
+    print(
+        f"model {args.model}, batch {args.batch_size}, {args.threads} threads, CPU, "
+        f"median of {args.repeats} interleaved steps (seconds)"
+    )
     print(f"{'part':<18}{'TRADES':>10}{'GKL-AT':>10}{'ratio':>8}")
     for part in ("attack", "awp", "forward_backward", "total"):
         trades, gkl = results["trades"][part], results["gkl"][part]

@@ -67,6 +67,7 @@ def run_method(name: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
     def run(s: torch.Tensor, t: torch.Tensor) -> None:
         with value_checks(checks):
             ((loss.dist_loss(t, s) + loss.dist_loss(t.T, s.T)) / 2).backward()
+
     return run
 
 
@@ -78,7 +79,7 @@ def pairwise_rows(s: torch.Tensor, t: torch.Tensor, rows: int | None, chunk: int
         masses = [(torch.softmax(m / T, 1).sum(1) ** 2).sum() for m in (t, t.T)]
     for direction, (s_d, t_d) in enumerate(((s, t), (s.T, t.T))):
         for start in range(0, rows, chunk):
-            o_n, o_m = s_d[start:start + chunk], t_d[start:start + chunk]
+            o_n, o_m = s_d[start : start + chunk], t_d[start : start + chunk]
             w = torch.softmax(o_m / T, dim=1)
             phi = w[:, :, None] * w[:, None, :]
             diff = (o_m[:, :, None] - o_m[:, None, :]) - (o_n[:, :, None] - o_n[:, None, :])
@@ -87,8 +88,9 @@ def pairwise_rows(s: torch.Tensor, t: torch.Tensor, rows: int | None, chunk: int
             ((mse / masses[direction] + ce / n) / 2).backward()
 
 
-def median_times(fns: dict[str, Callable[[torch.Tensor, torch.Tensor], None]], s: torch.Tensor,
-                 t: torch.Tensor, repeats: int) -> dict[str, list[float]]:
+def median_times(
+    fns: dict[str, Callable[[torch.Tensor, torch.Tensor], None]], s: torch.Tensor, t: torch.Tensor, repeats: int
+) -> dict[str, list[float]]:
     for fn in fns.values():
         fn(s, t)
         s.grad = None
@@ -116,9 +118,13 @@ def peak_memory_child(method: str, n: int) -> None:
 
 
 def peak_memory(method: str, n: int) -> float:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", method, str(n)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["delta_bytes"] / 2 ** 20
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", method, str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["delta_bytes"] / 2**20
 
 
 def main() -> None:
@@ -135,40 +141,47 @@ def main() -> None:
         return
 
     n = args.batch
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 CPU; distillation term "
-          f"fwd+bwd on N x N logits, both directions, T = {T}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 CPU; distillation term "
+        f"fwd+bwd on N x N logits, both directions, T = {T}"
+    )
     s, t = make_logits(n)
     raw = median_times({m: run_method(m) for m in ("kl", "gkl", "gkl_nochecks")}, s, t, args.repeats)
     kl_ms, gkl_ms, nc_ms = (statistics.median(raw[m]) * 1e3 for m in ("kl", "gkl", "gkl_nochecks"))
     paired = statistics.median(g / k for g, k in zip(raw["gkl"], raw["kl"]))
     paired_nc = statistics.median(g / k for g, k in zip(raw["gkl_nochecks"], raw["kl"]))
     rows = args.pairwise_rows
-    pair_slice = statistics.median(median_times(
-        {"p": lambda a, b: pairwise_rows(a, b, rows=rows)}, s, t, 3)["p"])
+    pair_slice = statistics.median(median_times({"p": lambda a, b: pairwise_rows(a, b, rows=rows)}, s, t, 3)["p"])
     pair_ms = pair_slice * n / rows * 1e3
-    print(f"N = {n}: kl {kl_ms:.1f} ms; gkl as a training run uses it (the engine turns gkl.losses' value "
-          f"checks off): {nc_ms:.1f} ms, gkl/kl (paired median) {paired_nc:.2f}; gkl with the library's default "
-          f"value checks on: {gkl_ms:.1f} ms, gkl/kl {paired:.2f}")
-    print(f"N = {n}: pairwise measured on {rows} of {n} rows per direction: {pair_slice * 1e3:.1f} ms, "
-          f"scaled x{n // rows} -> {pair_ms / 1e3:.1f} s; pairwise/gkl {pair_ms / gkl_ms:.0f}x "
-          f"(extrapolated from the row slice)")
+    print(
+        f"N = {n}: kl {kl_ms:.1f} ms; gkl as a training run uses it (the engine turns gkl.losses' value "
+        f"checks off): {nc_ms:.1f} ms, gkl/kl (paired median) {paired_nc:.2f}; gkl with the library's default "
+        f"value checks on: {gkl_ms:.1f} ms, gkl/kl {paired:.2f}"
+    )
+    print(
+        f"N = {n}: pairwise measured on {rows} of {n} rows per direction: {pair_slice * 1e3:.1f} ms, "
+        f"scaled x{n // rows} -> {pair_ms / 1e3:.1f} s; pairwise/gkl {pair_ms / gkl_ms:.0f}x "
+        f"(extrapolated from the row slice)"
+    )
     del s, t
 
     m = args.full_pairwise_batch
     s, t = make_logits(m)
-    raw = median_times({"gkl": run_method("gkl"), "pairwise": lambda a, b: pairwise_rows(a, b, None, chunk=8)},
-                       s, t, 3)
+    raw = median_times({"gkl": run_method("gkl"), "pairwise": lambda a, b: pairwise_rows(a, b, None, chunk=8)}, s, t, 3)
     g_ms, p_ms = (statistics.median(raw[k]) * 1e3 for k in ("gkl", "pairwise"))
-    print(f"N = {m} (whole batch, no scaling): gkl {g_ms:.2f} ms, pairwise {p_ms:.0f} ms, "
-          f"pairwise/gkl {p_ms / g_ms:.0f}x")
+    print(
+        f"N = {m} (whole batch, no scaling): gkl {g_ms:.2f} ms, pairwise {p_ms:.0f} ms, pairwise/gkl {p_ms / g_ms:.0f}x"
+    )
     del s, t
 
     if not args.skip_memory:
         mem = {k: peak_memory(k, n) for k in ("kl", "gkl")}
         mem_pair = peak_memory("pairwise", n)
-        print(f"N = {n} peak memory: kl {mem['kl']:.0f} MB, gkl {mem['gkl']:.0f} MB, gkl/kl "
-              f"{mem['gkl'] / mem['kl']:.2f}; pairwise, ONE row at a time: {mem_pair:.0f} MB "
-              f"(all rows at once would need N x N x N x 4 B = {n ** 3 * 4 / 2 ** 30:.0f} GiB per tensor)")
+        print(
+            f"N = {n} peak memory: kl {mem['kl']:.0f} MB, gkl {mem['gkl']:.0f} MB, gkl/kl "
+            f"{mem['gkl'] / mem['kl']:.2f}; pairwise, ONE row at a time: {mem_pair:.0f} MB "
+            f"(all rows at once would need N x N x N x 4 B = {n**3 * 4 / 2**30:.0f} GiB per tensor)"
+        )
     print("targets at N = 4096: gkl/kl <= 1.3 (training configuration), pairwise/gkl >= 100, memory gkl/kl <= 1.5")
 
 

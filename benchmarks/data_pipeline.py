@@ -34,15 +34,23 @@ def write_synthetic_cifar100(root: str, n_train: int, n_test: int, seed: int = 0
     folder = os.path.join(root, "cifar-100-python")
     os.makedirs(folder, exist_ok=True)
     for name, n in (("train", n_train), ("test", n_test)):
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"fine_labels": rng.integers(0, 100, n).tolist(),
-                 b"coarse_labels": rng.integers(0, 20, n).tolist(),
-                 b"filenames": [b"synthetic.png"] * n, b"batch_label": name.encode()}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"fine_labels": rng.integers(0, 100, n).tolist(),
+            b"coarse_labels": rng.integers(0, 20, n).tolist(),
+            b"filenames": [b"synthetic.png"] * n,
+            b"batch_label": name.encode(),
+        }
         with open(os.path.join(folder, name), "wb") as handle:
             pickle.dump(batch, handle, protocol=4)
     with open(os.path.join(folder, "meta"), "wb") as handle:
-        pickle.dump({b"fine_label_names": [f"class{i}".encode() for i in range(100)],
-                     b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}, handle)
+        pickle.dump(
+            {
+                b"fine_label_names": [f"class{i}".encode() for i in range(100)],
+                b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
+            },
+            handle,
+        )
 
 
 def images_per_second(loader, epochs: int) -> float:
@@ -63,8 +71,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads in this process (default: torch's own choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads in this process (default: torch's own choice)"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -72,17 +81,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         write_synthetic_cifar100(root, args.images, 100)
         dataset = build_dataset("cifar100", root, train=True)  # recipe augmentation + normalisation
-        runs = [("per-image DataLoader, num_workers=0", dict(in_memory=False, num_workers=0)),
-                ("per-image DataLoader, num_workers=2", dict(in_memory=False, num_workers=2)),
-                ("in-memory (device-side), cpu", dict(in_memory=True))]
+        runs = [
+            ("per-image DataLoader, num_workers=0", dict(in_memory=False, num_workers=0)),
+            ("per-image DataLoader, num_workers=2", dict(in_memory=False, num_workers=2)),
+            ("in-memory (device-side), cpu", dict(in_memory=True)),
+        ]
         results = []
         for label, options in runs:
             loader = build_loader(dataset, batch_size=args.batch_size, train=True, seed=0, **options)
             results.append((label, images_per_second(loader, args.epochs)))
 
     base = results[0][1]
-    print(f"CIFAR-100-format synthetic data: {args.images} images, batch {args.batch_size}, "
-          f"{args.epochs} timed epochs, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"CIFAR-100-format synthetic data: {args.images} images, batch {args.batch_size}, "
+        f"{args.epochs} timed epochs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"{'pipeline':40s} {'images/s':>12s} {'vs nw=0':>9s} {'vs nw=2':>9s}")
     for label, rate in results:
         print(f"{label:40s} {rate:12.0f} {rate / base:8.2f}x {rate / results[1][1]:8.2f}x")

@@ -10,7 +10,8 @@ Table 2, weight modes: gkl_loss / kl_div time ratios, eager and torch.compile'd 
 tensor (rows of a class prior picked by random labels) and sample-wise weights, γ = 1 and 0.5.
 Each round times kl_div and then every gkl variant (forward + backward w.r.t. both inputs;
 each timing is the fastest of 3 back-to-back batches of calls lasting ~2 ms each, since load
-from other processes only ever adds time), so a round's ratios see the same machine load; the table gives the median ratio over ``--rounds`` rounds and its spread as the
+from other processes only ever adds time), so a round's ratios see the same machine load; the table gives the
+median ratio over ``--rounds`` rounds and its spread as the
 interquartile range [q1, q3]. The losses run at their default settings (value checks on,
 i.e. one host sync per call each; skipped when compiled). ``--quick``: 3 small cases, 15
 rounds, no memory, one pairwise repeat (a sanity run, not a measurement).
@@ -41,12 +42,11 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from _proc import status_kib
-
 from gkl.losses import gkl_loss, kl_div
 
 CASES: list[tuple[int, ...]] = [(64, 100), (512, 100), (256, 1000), (8, 150, 64, 64)]
@@ -74,7 +74,7 @@ def run_pairwise(o_n: torch.Tensor, o_m: torch.Tensor) -> None:
         w = torch.softmax(o_m, 1)
         mass = (w.sum(1) ** 2).sum()
     for start in range(0, n, rows):
-        mse, ce, _ = pairwise_gkl_sum(o_n[start:start + rows], o_m[start:start + rows])
+        mse, ce, _ = pairwise_gkl_sum(o_n[start : start + rows], o_m[start : start + rows])
         (mse / mass + ce / n).backward()
 
 
@@ -87,7 +87,10 @@ def run_kl(o_n: torch.Tensor, o_m: torch.Tensor) -> None:
 
 
 METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor], None]] = {
-    "kl_div": run_kl, "gkl_loss": run_gkl, "pairwise": run_pairwise}
+    "kl_div": run_kl,
+    "gkl_loss": run_gkl,
+    "pairwise": run_pairwise,
+}
 
 
 def make_inputs(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,8 +104,9 @@ def skipped(method: str, shape: tuple[int, ...]) -> bool:
     return method == "pairwise" and len(shape) > 2
 
 
-def median_times(methods: dict[str, Callable[[torch.Tensor, torch.Tensor], None]], o_n: torch.Tensor,
-                 o_m: torch.Tensor, repeats: int) -> dict[str, list[float]]:
+def median_times(
+    methods: dict[str, Callable[[torch.Tensor, torch.Tensor], None]], o_n: torch.Tensor, o_m: torch.Tensor, repeats: int
+) -> dict[str, list[float]]:
     """Seconds per fwd+bwd for each repeat; methods run round-robin so load drift hits all alike."""
     for fn in methods.values():
         for _ in range(3 if len(methods) > 1 or repeats > 3 else 1):
@@ -129,12 +133,14 @@ def class_weights(shape: tuple[int, ...], seed: int = 1) -> torch.Tensor:
 
 def loss_variants(backend: str | None) -> dict[str, Callable[..., torch.Tensor]]:
     """kl_div and the four gkl variants, as functions of (o_n, o_m, class weights); compiled if ``backend``."""
+
     def kl(o_n: torch.Tensor, o_m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return kl_div(o_n, o_m)
 
     def gkl(mode: str, gamma: float) -> Callable[..., torch.Tensor]:
         def loss(o_n: torch.Tensor, o_m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
             return gkl_loss(o_n, o_m, weights=w if mode == "class" else None, gamma=gamma)
+
         return loss
 
     fns = {"kl": kl, **{f"{mode} γ={gamma:g}": gkl(mode, gamma) for mode, gamma in VARIANTS}}
@@ -143,8 +149,9 @@ def loss_variants(backend: str | None) -> dict[str, Callable[..., torch.Tensor]]
     return {name: torch.compile(fn, fullgraph=True, dynamic=False, backend=backend) for name, fn in fns.items()}
 
 
-def paired_ratios(fns: dict[str, Callable[..., torch.Tensor]], shape: tuple[int, ...],
-                  rounds: int) -> tuple[float, dict[str, list[float]]]:
+def paired_ratios(
+    fns: dict[str, Callable[..., torch.Tensor]], shape: tuple[int, ...], rounds: int
+) -> tuple[float, dict[str, list[float]]]:
     """kl's median ms per call and, for every other function, the per-round time ratios to kl."""
     o_n, o_m = make_inputs(shape)
     w = class_weights(shape)
@@ -175,22 +182,28 @@ def spread(values: list[float]) -> str:
 
 def weight_mode_table(cases: list[tuple[int, ...]], rounds: int, backend: str | None) -> None:
     names = [f"{mode} γ={gamma:g}" for mode, gamma in VARIANTS]
-    print(f"\ngkl/kl time ratio by weight mode: median [q1-q3] of {rounds} paired, interleaved rounds "
-          f"(fwd+bwd, value checks at their default)")
+    print(
+        f"\ngkl/kl time ratio by weight mode: median [q1-q3] of {rounds} paired, interleaved rounds "
+        f"(fwd+bwd, value checks at their default)"
+    )
     header = f"{'':9}{'shape':>16} | {'kl ms':>7} | " + " | ".join(f"{n:>17}" for n in names)
     print(header)
     print("-" * len(header))
-    for label, compiled in (("eager", None), (f"compiled", backend)):
+    for label, compiled in (("eager", None), ("compiled", backend)):
         if label == "compiled" and backend is None:
             continue
         for shape in cases:
             torch._dynamo.reset()  # static shapes: one compilation per (function, shape)
             kl_ms, ratios = paired_ratios(loss_variants(compiled), shape, rounds)
-            print(f"{label:9}{str(shape):>16} | {kl_ms:7.3f} | " + " | ".join(f"{spread(ratios[n]):>17}" for n in names),
-                  flush=True)
+            print(
+                f"{label:9}{str(shape):>16} | {kl_ms:7.3f} | " + " | ".join(f"{spread(ratios[n]):>17}" for n in names),
+                flush=True,
+            )
     if backend is not None:
-        print(f"compiled: torch.compile(fullgraph=True, dynamic=False, backend={backend!r}); the ratio is "
-              "compiled gkl / compiled kl.")
+        print(
+            f"compiled: torch.compile(fullgraph=True, dynamic=False, backend={backend!r}); the ratio is "
+            "compiled gkl / compiled kl."
+        )
     print("targets: eager gkl/kl <= 1.15 (class- and sample-wise, γ = 1); compiled gkl/kl <= 1.05.")
 
 
@@ -208,9 +221,13 @@ def peak_memory_child(method: str, shape: tuple[int, ...]) -> None:
 
 def peak_memory(method: str, shape: tuple[int, ...]) -> float:
     """Peak memory (MB) of one fwd+bwd of ``method`` at ``shape``, in a fresh subprocess."""
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", method,
-                          ",".join(map(str, shape))], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["delta_bytes"] / 2 ** 20
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", method, ",".join(map(str, shape))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["delta_bytes"] / 2**20
 
 
 def main() -> None:
@@ -218,15 +235,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--pairwise-repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--cases", default=None,
-                        help="shapes to run instead of the default ones, e.g. 64x100,8x150x64x64")
+    parser.add_argument(
+        "--cases", default=None, help="shapes to run instead of the default ones, e.g. 64x100,8x150x64x64"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--rounds", type=int, default=21, help="paired rounds of the weight-mode table")
-    parser.add_argument("--compile-backend", default="inductor",
-                        help="torch.compile backend of the weight-mode table, or 'none' for eager only")
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend of the weight-mode table, or 'none' for eager only",
+    )
     parser.add_argument("--only-modes", action="store_true", help="only the weight-mode table")
-    parser.add_argument("--quick", action="store_true",
-                        help="3 small cases, 15 rounds, no memory, one pairwise repeat")
+    parser.add_argument("--quick", action="store_true", help="3 small cases, 15 rounds, no memory, one pairwise repeat")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads is not None:
@@ -246,10 +266,14 @@ def main() -> None:
         print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 CPU")
         weight_mode_table(mode_cases, args.rounds, backend)
         return
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 CPU, "
-          f"fwd+bwd median of {args.repeats} (pairwise {args.pairwise_repeats}), interleaved, after warm-up")
-    header = (f"{'shape':>18} | {'kl_div ms':>9} {'gkl ms':>9} {'pair ms':>9} | {'gkl/kl':>7} "
-              f"{'pair/gkl':>8} | {'kl MB':>8} {'gkl MB':>8} {'pair MB':>8} | {'memgkl/kl':>9}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 CPU, "
+        f"fwd+bwd median of {args.repeats} (pairwise {args.pairwise_repeats}), interleaved, after warm-up"
+    )
+    header = (
+        f"{'shape':>18} | {'kl_div ms':>9} {'gkl ms':>9} {'pair ms':>9} | {'gkl/kl':>7} "
+        f"{'pair/gkl':>8} | {'kl MB':>8} {'gkl MB':>8} {'pair MB':>8} | {'memgkl/kl':>9}"
+    )
     print(header)
     print("-" * len(header))
     for shape in cases:
@@ -259,22 +283,31 @@ def main() -> None:
         # ratio of each round's gkl time to the kl time measured right before it, then the median:
         # robust when other processes load the machine
         paired = statistics.median(g / k for g, k in zip(raw["gkl_loss"], raw["kl_div"]))
-        times["pairwise"] = float("nan") if skipped("pairwise", shape) else statistics.median(
-            median_times({"pairwise": run_pairwise}, o_n, o_m, args.pairwise_repeats)["pairwise"]) * 1e3
+        times["pairwise"] = (
+            float("nan")
+            if skipped("pairwise", shape)
+            else statistics.median(
+                median_times({"pairwise": run_pairwise}, o_n, o_m, args.pairwise_repeats)["pairwise"]
+            )
+            * 1e3
+        )
         del o_n, o_m
         if args.skip_memory:
             mem = {m: float("nan") for m in METHODS}
         else:
             mem = {m: (float("nan") if skipped(m, shape) else peak_memory(m, shape)) for m in METHODS}
-        print(f"{str(shape):>18} | {times['kl_div']:9.2f} {times['gkl_loss']:9.2f} {times['pairwise']:9.2f} | "
-              f"{paired:7.2f} {times['pairwise'] / times['gkl_loss']:8.1f} | "
-              f"{mem['kl_div']:8.1f} {mem['gkl_loss']:8.1f} {mem['pairwise']:8.1f} | "
-              f"{mem['gkl_loss'] / max(mem['kl_div'], 1e-9):9.2f}")
-    print("pairwise: skipped for the dense case (N*H*W x C x C = 7.4e8 entries per tensor); "
-          f"chunked above {PAIRWISE_CHUNK_ELEMENTS} pairwise entries per chunk.")
+        print(
+            f"{str(shape):>18} | {times['kl_div']:9.2f} {times['gkl_loss']:9.2f} {times['pairwise']:9.2f} | "
+            f"{paired:7.2f} {times['pairwise'] / times['gkl_loss']:8.1f} | "
+            f"{mem['kl_div']:8.1f} {mem['gkl_loss']:8.1f} {mem['pairwise']:8.1f} | "
+            f"{mem['gkl_loss'] / max(mem['kl_div'], 1e-9):9.2f}"
+        )
+    print(
+        "pairwise: skipped for the dense case (N*H*W x C x C = 7.4e8 entries per tensor); "
+        f"chunked above {PAIRWISE_CHUNK_ELEMENTS} pairwise entries per chunk."
+    )
     print("gkl/kl: median over rounds of the paired ratio (each round runs kl_div then gkl_loss).")
-    print("targets: gkl/kl <= 1.5 at (512,100) and (256,1000); pair/gkl >= 20 at (256,1000); "
-          "dense memgkl/kl <= 4.")
+    print("targets: gkl/kl <= 1.5 at (512,100) and (256,1000); pair/gkl >= 20 at (256,1000); dense memgkl/kl <= 4.")
     weight_mode_table(mode_cases, args.rounds, backend)
 
 

@@ -70,8 +70,7 @@ def peak_memory(student, objective, batch, device: str) -> int:
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import MemoryProfileTimeline
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
         step(student, objective, batch)
     _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline("cpu")
     return max(sum(row) for row in sizes)
@@ -95,8 +94,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     student, objectives, batch = build(args)
-    print(f"{args.student} <- {args.teacher}, {args.classes} classes, input {args.batch}x3x{args.size}x{args.size}, "
-          f"{args.device}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.student} <- {args.teacher}, {args.classes} classes, input {args.batch}x3x{args.size}x{args.size}, "
+        f"{args.device}, {torch.get_num_threads()} threads"
+    )
     for objective in objectives.values():  # warm-up (allocator, kernels)
         step(student, objective, batch)
     times: dict[str, list[float]] = {name: [] for name in objectives}
@@ -111,15 +112,21 @@ def main() -> None:
             cpu[name].append(time.process_time() - start_cpu)
     ratios = [g / k for g, k in zip(times["gkl"], times["kl"])]
     for name, values in times.items():
-        print(f"  {name:4s} step: median {statistics.median(values):.3f} s over {len(values)} "
-              f"(min {min(values):.3f}, max {max(values):.3f})")
+        print(
+            f"  {name:4s} step: median {statistics.median(values):.3f} s over {len(values)} "
+            f"(min {min(values):.3f}, max {max(values):.3f})"
+        )
     per_repeat = ", ".join(f"{r:.3f}" for r in ratios)
-    print(f"time ratio GKL/KL: median {statistics.median(ratios):.3f} (per-repeat {per_repeat})"
-          f"; ratio of medians {statistics.median(times['gkl']) / statistics.median(times['kl']):.3f}")
+    print(
+        f"time ratio GKL/KL: median {statistics.median(ratios):.3f} (per-repeat {per_repeat})"
+        f"; ratio of medians {statistics.median(times['gkl']) / statistics.median(times['kl']):.3f}"
+    )
     if args.device == "cpu":  # CPU time of this process: less sensitive to other jobs on a shared machine
-        print(f"CPU-time ratio GKL/KL: ratio of medians "
-              f"{statistics.median(cpu['gkl']) / statistics.median(cpu['kl']):.3f} "
-              f"(kl {statistics.median(cpu['kl']):.2f} s, gkl {statistics.median(cpu['gkl']):.2f} s)")
+        print(
+            f"CPU-time ratio GKL/KL: ratio of medians "
+            f"{statistics.median(cpu['gkl']) / statistics.median(cpu['kl']):.3f} "
+            f"(kl {statistics.median(cpu['kl']):.2f} s, gkl {statistics.median(cpu['gkl']):.2f} s)"
+        )
     if not args.no_memory:
         peaks = {name: peak_memory(student, objective, batch, args.device) for name, objective in objectives.items()}
         for name, value in peaks.items():

@@ -49,17 +49,32 @@ def main() -> None:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=5e-4)
     u = args.batch * args.uratio
-    batch = {"x_lb": torch.randn(args.batch, 3, 32, 32), "y_lb": torch.randint(0, 100, (args.batch,)),
-             "x_ulb_w": torch.randn(u, 3, 32, 32), "x_ulb_s": torch.randn(u, 3, 32, 32)}
+    batch = {
+        "x_lb": torch.randn(args.batch, 3, 32, 32),
+        "y_lb": torch.randint(0, 100, (args.batch,)),
+        "x_ulb_w": torch.randn(u, 3, 32, 32),
+        "x_ulb_s": torch.randn(u, 3, 32, 32),
+    }
     total = 204_800
     objectives = {
         "fixmatch_ce": FixMatchObjective(SSLSettings(consistency="hard_ce")),
         "fixmatch_gkl": FixMatchObjective(SSLSettings(consistency="ikl", alpha=0.1, beta=1.0)),
-        "mt_mse": MeanTeacherObjective(SSLSettings(algorithm="meanteacher", consistency="softmax_mse"), model,
-                                       total_steps=total),
-        "mt_gkl": MeanTeacherObjective(SSLSettings(algorithm="meanteacher", consistency="ikl", alpha=0.03,
-                                                   beta=0.02, lambda_u=1.0, unsup_warmup=0.0, p_cutoff=0.95),
-                                       model, total_steps=total),
+        "mt_mse": MeanTeacherObjective(
+            SSLSettings(algorithm="meanteacher", consistency="softmax_mse"), model, total_steps=total
+        ),
+        "mt_gkl": MeanTeacherObjective(
+            SSLSettings(
+                algorithm="meanteacher",
+                consistency="ikl",
+                alpha=0.03,
+                beta=0.02,
+                lambda_u=1.0,
+                unsup_warmup=0.0,
+                p_cutoff=0.95,
+            ),
+            model,
+            total_steps=total,
+        ),
     }
     for _ in range(2):  # warm-up
         for obj in objectives.values():
@@ -72,8 +87,10 @@ def main() -> None:
     def ratio(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
-    print(f"SSL training step, {args.model}, {args.batch} labelled + {u} unlabelled (x2 views), "
-          f"{args.threads} threads, {args.rounds} interleaved rounds (CPU)")
+    print(
+        f"SSL training step, {args.model}, {args.batch} labelled + {u} unlabelled (x2 views), "
+        f"{args.threads} threads, {args.rounds} interleaved rounds (CPU)"
+    )
     print(f"{'objective':<14}{'median ms':>12}")
     for name in objectives:
         print(f"{name:<14}{1000 * statistics.median(times[name]):>12.1f}")

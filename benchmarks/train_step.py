@@ -47,10 +47,14 @@ def main() -> None:
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     objectives = {
         "ce": SupervisedObjective(),
-        "kd": build_distill_objective(teacher, distill_settings("kd", ce_weight=0.1, kd_weight=0.9,
-                                                                temperature=4.0, warmup_epochs=0), num_classes=100),
-        "gkl": build_distill_objective(teacher, distill_settings("gkl", alpha=16.0, beta=1.0, gamma=0.05,
-                                                                 class_wise=True), num_classes=100),
+        "kd": build_distill_objective(
+            teacher,
+            distill_settings("kd", ce_weight=0.1, kd_weight=0.9, temperature=4.0, warmup_epochs=0),
+            num_classes=100,
+        ),
+        "gkl": build_distill_objective(
+            teacher, distill_settings("gkl", alpha=16.0, beta=1.0, gamma=0.05, class_wise=True), num_classes=100
+        ),
     }
     for obj in objectives.values():
         obj.train()
@@ -69,8 +73,10 @@ def main() -> None:
     def ratio(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
-    print(f"training step, resnet32x4 -> resnet8x4, batch {args.batch}, {args.threads} threads, "
-          f"{args.rounds} interleaved rounds (CPU)")
+    print(
+        f"training step, resnet32x4 -> resnet8x4, batch {args.batch}, {args.threads} threads, "
+        f"{args.rounds} interleaved rounds (CPU)"
+    )
     print(f"{'objective':<10}{'median ms':>12}")
     for name in objectives:
         print(f"{name:<10}{1000 * statistics.median(times[name]):>12.1f}")

@@ -52,6 +52,7 @@ def standard_digits_cnn(digits01_splits, tmp_path_factory: pytest.TempPathFactor
     Shared by the session: never change it in place (``copy.deepcopy`` it first)."""
     from gkl.objectives.supervised import SupervisedObjective
 
-    model, _ = helpers.train_digits_cnn(SupervisedObjective(), *digits01_splits[0],
-                                        tmp_path_factory.mktemp("standard_digits_cnn"))
+    model, _ = helpers.train_digits_cnn(
+        SupervisedObjective(), *digits01_splits[0], tmp_path_factory.mktemp("standard_digits_cnn")
+    )
     return model

@@ -18,8 +18,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,9 +85,16 @@ class SmallCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(32, 10),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,9 +107,14 @@ class TinyConvNet(nn.Module):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1, stride=2),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Linear(16, num_classes)
 
@@ -137,15 +150,28 @@ def spawn_gloo(fn: Callable[..., None], *args: Any, world_size: int = 2) -> None
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_gloo_entry, args=(world_size, os.path.join(tmp, "init"), fn, args), nprocs=world_size,
-                 join=True)
+        mp.spawn(_gloo_entry, args=(world_size, os.path.join(tmp, "init"), fn, args), nprocs=world_size, join=True)
 
 
-def torchrun(script: str | Path, *args: str, nproc: int = 2, env_extra: dict[str, str] | None = None,
-             timeout: float = 300) -> subprocess.CompletedProcess:
+def torchrun(
+    script: str | Path, *args: str, nproc: int = 2, env_extra: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """``torchrun`` with ``nproc`` CPU processes on 127.0.0.1 (one thread each) running ``script args``."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(script),
+        *args,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -162,22 +188,43 @@ def adversarial_settings(method: str, epochs: int = AT_EPOCHS):
     return build(method, eps=AT_EPS, awp_start_epoch=epochs - 1, **own)
 
 
-def train_digits_cnn(objective: nn.Module, images: torch.Tensor, labels: torch.Tensor, run_dir: Path, *,
-                     seed: int = 0, epochs: int = AT_EPOCHS) -> tuple[nn.Module, dict]:
+def train_digits_cnn(
+    objective: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    run_dir: Path,
+    *,
+    seed: int = 0,
+    epochs: int = AT_EPOCHS,
+) -> tuple[nn.Module, dict]:
     """:class:`SmallCNN` trained through the engine: SGD lr 0.1 (momentum 0.9, wd 5e-4), the decaying
     ``cosine_at`` schedule, batch 64 with the last partial batch dropped. Returns (model in eval mode, summary)."""
-    from gkl.engine import OptimSettings, ScheduleSettings, TrainSettings, Trainer
+    from gkl.engine import OptimSettings, ScheduleSettings, Trainer, TrainSettings
     from test_engine_support import ShardedTensorLoader
 
     torch.manual_seed(seed)
     model = SmallCNN()
-    settings = TrainSettings(epochs=epochs, optim=OptimSettings(lr=0.1, weight_decay=5e-4),
-                             schedule=ScheduleSettings(kind="cosine_at"), device="cpu", progress=False,
-                             log_every=0, eval_every=epochs, seed=seed)
+    settings = TrainSettings(
+        epochs=epochs,
+        optim=OptimSettings(lr=0.1, weight_decay=5e-4),
+        schedule=ScheduleSettings(kind="cosine_at"),
+        device="cpu",
+        progress=False,
+        log_every=0,
+        eval_every=epochs,
+        seed=seed,
+    )
     loader = ShardedTensorLoader(images, labels, batch_size=64, train=True, seed=seed)
     assert len(loader) * 64 <= len(labels) < (len(loader) + 1) * 64  # full batches only
-    trainer = Trainer(model=model, objective=objective, train_loader=loader, eval_loader=None, settings=settings,
-                      run_dir=run_dir, evaluator=None)
+    trainer = Trainer(
+        model=model,
+        objective=objective,
+        train_loader=loader,
+        eval_loader=None,
+        settings=settings,
+        run_dir=run_dir,
+        evaluator=None,
+    )
     summary = trainer.fit()
     return trainer.model.eval(), summary
 

@@ -43,9 +43,16 @@ def robust_outcomes(seed: int, root: Path, only_main: bool = False) -> dict[str,
     standard, _ = helpers.train_digits_cnn(SupervisedObjective(), *train, root / f"std{seed}", seed=seed)
     out: dict[str, float] = {}
     # test_report_is_consistent_and_autoattack_is_strongest
-    report = evaluate_robustness(copy.deepcopy(standard), test, eps_list=(8 / 255, 0.1),
-                                 attacks=("pgd10", "cw10", "autoattack"), step_size=2 / 255, num_examples=48,
-                                 batch_size=32, autoattack_version="fast")
+    report = evaluate_robustness(
+        copy.deepcopy(standard),
+        test,
+        eps_list=(8 / 255, 0.1),
+        attacks=("pgd10", "cw10", "autoattack"),
+        step_size=2 / 255,
+        num_examples=48,
+        batch_size=32,
+        autoattack_version="fast",
+    )
     out["robust.clean48>0.85"] = report.clean_accuracy
     for r in report.results:
         out[f"robust.pgd10-aa@{r.eps:.3f}>=0"] = r.accuracy["pgd10"] - r.accuracy["autoattack"]
@@ -55,27 +62,32 @@ def robust_outcomes(seed: int, root: Path, only_main: bool = False) -> dict[str,
     out["robust.worst(8/255)-worst(0.1)>=0"] = report.worst_case(8 / 255) - report.worst_case(0.1)
     out["robust.clean-pgd10(0.1)>0"] = report.clean_accuracy - report.accuracy("pgd10", 0.1)
     # test_standard_autoattack_runs_all_four_attacks_and_is_no_weaker_than_pgd
-    report = evaluate_robustness(standard, test, eps_list=(0.1,), attacks=("pgd20", "autoattack"),
-                                 num_examples=16, batch_size=16)
+    report = evaluate_robustness(
+        standard, test, eps_list=(0.1,), attacks=("pgd20", "autoattack"), num_examples=16, batch_size=16
+    )
     out["standard_aa.pgd20-aa>=0"] = report.accuracy("pgd20") - report.accuracy("autoattack")
     out["standard_aa.aa(info)"] = report.accuracy("autoattack")
     out["standard_aa.clean-pgd20>0"] = report.clean_accuracy - report.accuracy("pgd20")
     if only_main:
         return out
     # test_l2_evaluation
-    report = evaluate_robustness(standard, test, eps_list=(0.5,), attacks=("pgd10",), step_size=0.1,
-                                 num_examples=32, norm="l2")
+    report = evaluate_robustness(
+        standard, test, eps_list=(0.5,), attacks=("pgd10",), step_size=0.1, num_examples=32, norm="l2"
+    )
     out["l2.clean-pgd10>=0"] = report.clean_accuracy - report.accuracy("pgd10")
     # test_adversarial_training_beats_standard_training_under_pgd
-    std_report = evaluate_robustness(standard, test, eps_list=(helpers.AT_EPS,), attacks=("pgd10",),
-                                     step_size=helpers.AT_EPS / 4)
+    std_report = evaluate_robustness(
+        standard, test, eps_list=(helpers.AT_EPS,), attacks=("pgd10",), step_size=helpers.AT_EPS / 4
+    )
     out["at.standard_clean>0.9"] = std_report.clean_accuracy
     for method in ("gkl", "trades"):
-        objective = build_adversarial_objective(helpers.adversarial_settings(method), num_classes=10,
-                                                epochs=helpers.AT_EPOCHS)
+        objective = build_adversarial_objective(
+            helpers.adversarial_settings(method), num_classes=10, epochs=helpers.AT_EPOCHS
+        )
         model, _ = helpers.train_digits_cnn(objective, *train, root / f"{method}{seed}", seed=seed)
-        adv_report = evaluate_robustness(model, test, eps_list=(helpers.AT_EPS,), attacks=("pgd10",),
-                                         step_size=helpers.AT_EPS / 4)
+        adv_report = evaluate_robustness(
+            model, test, eps_list=(helpers.AT_EPS,), attacks=("pgd10",), step_size=helpers.AT_EPS / 4
+        )
         out[f"at.{method}_clean>0.85"] = adv_report.clean_accuracy
         out[f"at.{method}_pgd10-standard_pgd10>0.3"] = adv_report.accuracy("pgd10") - std_report.accuracy("pgd10")
     return out
@@ -103,21 +115,34 @@ def engine_outcomes(seed: int, root: Path) -> dict[str, float]:
 
     for in_memory in (True, False):
         common = dict(device=torch.device("cpu"), in_memory=in_memory, num_workers=0, seed=seed)
-        train = build_loader(build_dataset("digits", root / "data", True), batch_size=32, train=True, rank=0,
-                             world_size=1, **common)
+        train = build_loader(
+            build_dataset("digits", root / "data", True), batch_size=32, train=True, rank=0, world_size=1, **common
+        )
         test = build_loader(build_dataset("digits", root / "data", False), batch_size=100, train=False, **common)
         torch.manual_seed(seed)
-        settings = quick_settings(epochs=2, optim={"lr": 0.1, "reference_batch_size": 64},
-                                  schedule={"kind": "multistep", "milestones": [1], "gamma": 0.1}, seed=seed)
-        trainer = Trainer(model=create_model("digits_mlp_small", 10), objective=CountingObjective(),
-                          train_loader=train, eval_loader=test, settings=settings,
-                          evaluator=ClassificationEvaluator(10), run_dir=root / f"loaders{seed}{in_memory}")
+        settings = quick_settings(
+            epochs=2,
+            optim={"lr": 0.1, "reference_batch_size": 64},
+            schedule={"kind": "multistep", "milestones": [1], "gamma": 0.1},
+            seed=seed,
+        )
+        trainer = Trainer(
+            model=create_model("digits_mlp_small", 10),
+            objective=CountingObjective(),
+            train_loader=train,
+            eval_loader=test,
+            settings=settings,
+            evaluator=ClassificationEvaluator(10),
+            run_dir=root / f"loaders{seed}{in_memory}",
+        )
         summary = trainer.fit()
         out[f"loaders[{in_memory}].best_top1>80"] = summary["best_top1"]
     # test_bf16_autocast_run_trains_without_scaler
-    trainer = build_trainer(root / f"bf16{seed}", quick_settings(epochs=2, amp="bf16", clip_grad_norm=1.0,
-                                                                 schedule={"kind": "cosine_at"}, seed=seed),
-                            model_name="digits_mlp_small")
+    trainer = build_trainer(
+        root / f"bf16{seed}",
+        quick_settings(epochs=2, amp="bf16", clip_grad_norm=1.0, schedule={"kind": "cosine_at"}, seed=seed),
+        model_name="digits_mlp_small",
+    )
     summary = trainer.fit()
     out["bf16.1.5-train_loss>0"] = 1.5 - summary["train"]["loss"]
     out["bf16.last_top1>65"] = summary["last_top1"]
@@ -130,9 +155,21 @@ def cli_outcomes(seed: int, root: Path) -> dict[str, float]:
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     name = f"teacher{seed}"
-    assert main(["train", str(configs / "demo" / "teacher.yaml"), f"out_dir={root / 'runs'}", f"name={name}",
-                 f"data.root={root / 'data'}", "train.epochs=3", "train.progress=false",
-                 f"train.seed={seed}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(configs / "demo" / "teacher.yaml"),
+                f"out_dir={root / 'runs'}",
+                f"name={name}",
+                f"data.root={root / 'data'}",
+                "train.epochs=3",
+                "train.progress=false",
+                f"train.seed={seed}",
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in (root / "runs" / name / "metrics.jsonl").read_text().splitlines()]
     return {"cli.teacher_top1>60": records[-1]["eval"]["top1"]}
 
@@ -142,8 +179,12 @@ def robust_main_outcomes(seed: int, root: Path) -> dict[str, float]:
     return robust_outcomes(seed, root, only_main=True)
 
 
-GROUPS = {"robust": robust_outcomes, "robust_main": robust_main_outcomes, "engine": engine_outcomes,
-          "cli": cli_outcomes}
+GROUPS = {
+    "robust": robust_outcomes,
+    "robust_main": robust_main_outcomes,
+    "engine": engine_outcomes,
+    "cli": cli_outcomes,
+}
 
 
 def summarize(paths: list[str]) -> None:
@@ -154,8 +195,10 @@ def summarize(paths: list[str]) -> None:
             values.setdefault(key, []).append((value, row["seed"], row["threads"]))
     for key in sorted(values):
         low = min(values[key])
-        print(f"{key:45s} n={len(values[key]):2d} min={low[0]:.4g} (seed {low[1]}, {low[2]} threads) "
-              f"max={max(values[key])[0]:.4g}")
+        print(
+            f"{key:45s} n={len(values[key]):2d} min={low[0]:.4g} (seed {low[1]}, {low[2]} threads) "
+            f"max={max(values[key])[0]:.4g}"
+        )
 
 
 def main() -> None:
@@ -173,8 +216,15 @@ def main() -> None:
             for seed in args.seeds:
                 start = time.process_time()
                 values = GROUPS[group](seed, Path(tmp) / group)
-                line = json.dumps({"group": group, "seed": seed, "threads": torch.get_num_threads(),
-                                   "cpu_s": round(time.process_time() - start, 1), "values": values})
+                line = json.dumps(
+                    {
+                        "group": group,
+                        "seed": seed,
+                        "threads": torch.get_num_threads(),
+                        "cpu_s": round(time.process_time() - start, 1),
+                        "values": values,
+                    }
+                )
                 print(line, file=sys.stderr, flush=True)
                 if args.out:
                     with open(args.out, "a") as out:

@@ -18,10 +18,22 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_at" / "gkl.yaml
 
 
 def _command(out_dir: Path, data_root: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "gkl.cli", "adv-train", str(CONFIG), f"out_dir={out_dir}", "name=run",
-            f"data.root={data_root}", "train.epochs=3", "data.batch_size=128", "adversarial.awp_start_epoch=1",
-            "model.name=digits_mlp_small",  # a small model: the test is about the state, not the accuracy
-            "train.progress=false", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "gkl.cli",
+        "adv-train",
+        str(CONFIG),
+        f"out_dir={out_dir}",
+        "name=run",
+        f"data.root={data_root}",
+        "train.epochs=3",
+        "data.batch_size=128",
+        "adversarial.awp_start_epoch=1",
+        "model.name=digits_mlp_small",  # a small model: the test is about the state, not the accuracy
+        "train.progress=false",
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -29,14 +41,20 @@ def _env() -> dict[str, str]:
 
 
 def test_killed_gkl_at_run_resumes_with_prior_awp_and_ema_intact(tmp_path: Path) -> None:
-    straight = subprocess.run(_command(tmp_path / "a", tmp_path / "data"), env=_env(), capture_output=True,
-                              text=True, timeout=600)
+    straight = subprocess.run(
+        _command(tmp_path / "a", tmp_path / "data"), env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     # Kill the second run from outside as soon as its first checkpoint exists: mid-epoch 2.
     ckpt = tmp_path / "b" / "run" / "checkpoint.pt"
-    proc = subprocess.Popen(_command(tmp_path / "b", tmp_path / "data"), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _command(tmp_path / "b", tmp_path / "data"),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 600
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -46,8 +64,13 @@ def test_killed_gkl_at_run_resumes_with_prior_awp_and_ema_intact(tmp_path: Path)
     killed_epoch = read_checkpoint(ckpt)["epoch"]
     assert killed_epoch in (1, 2)
 
-    resumed = subprocess.run([*_command(tmp_path / "b", tmp_path / "data"), "--resume"], env=_env(),
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [*_command(tmp_path / "b", tmp_path / "data"), "--resume"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {ckpt} (epoch {killed_epoch})" in resumed.stderr
 

@@ -22,8 +22,16 @@ def test_low_budget_is_two_steps_of_eps_t():
 
 
 def test_high_budget_by_quarter_200_epochs():
-    expected = {1: (2, 1.0), 50: (2, 1.0), 51: (3, 2 / 3), 100: (3, 2 / 3), 101: (4, 0.5), 150: (4, 0.5),
-                151: (5, 0.5), 200: (5, 0.5)}
+    expected = {
+        1: (2, 1.0),
+        50: (2, 1.0),
+        51: (3, 2 / 3),
+        100: (3, 2 / 3),
+        101: (4, 0.5),
+        150: (4, 0.5),
+        151: (5, 0.5),
+        200: (5, 0.5),
+    }
     for epoch, (steps, fraction) in expected.items():
         eps_t = scheduled_eps(EPS, epoch, 200, "linear")
         n, size = attack_budget("high", eps_t, epoch, 200)
@@ -49,15 +57,18 @@ def test_fixed_budget_and_plan():
     assert (plan.eps, plan.steps, plan.step_size) == (EPS / 2, 3, 2 * (EPS / 2) / 3)
 
 
-@pytest.mark.parametrize("call, word", [
-    (lambda: scheduled_eps(EPS, 0, 10), "epoch"),
-    (lambda: scheduled_eps(EPS, 11, 10), "epoch"),
-    (lambda: scheduled_eps(EPS, 1, 0), "epochs"),
-    (lambda: scheduled_eps(-1.0, 1, 10), "eps"),
-    (lambda: scheduled_eps(EPS, 1, 10, "cosine"), "schedule"),
-    (lambda: attack_budget("medium", EPS, 1, 10), "budget"),
-    (lambda: attack_budget("fixed", EPS, 1, 10, steps=-2), "steps"),
-])
+@pytest.mark.parametrize(
+    "call, word",
+    [
+        (lambda: scheduled_eps(EPS, 0, 10), "epoch"),
+        (lambda: scheduled_eps(EPS, 11, 10), "epoch"),
+        (lambda: scheduled_eps(EPS, 1, 0), "epochs"),
+        (lambda: scheduled_eps(-1.0, 1, 10), "eps"),
+        (lambda: scheduled_eps(EPS, 1, 10, "cosine"), "schedule"),
+        (lambda: attack_budget("medium", EPS, 1, 10), "budget"),
+        (lambda: attack_budget("fixed", EPS, 1, 10, steps=-2), "steps"),
+    ],
+)
 def test_bad_schedule_arguments_raise(call, word):
     with pytest.raises(ValueError, match=word):
         call()

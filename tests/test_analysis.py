@@ -10,9 +10,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from gkl.study.analysis import (class_margins, class_mean_scores, collect_outputs, feature_statistics, find_classifier,
-                          tsne_embedding)
 from gkl.attacks import pgd
+from gkl.study.analysis import (
+    class_margins,
+    class_mean_scores,
+    collect_outputs,
+    feature_statistics,
+    find_classifier,
+    tsne_embedding,
+)
 from gkl.utils.errors import InputError
 
 
@@ -62,8 +68,9 @@ def test_class_margins_equal_a_direct_computation_natural_and_pgd(setup):
             z = model(inputs).double()
         out = []
         for c in range(3):
-            vals = [z[i, c].item() - max(z[i, j].item() for j in range(3) if j != c)
-                    for i in range(len(y)) if y[i] == c]
+            vals = [
+                z[i, c].item() - max(z[i, j].item() for j in range(3) if j != c) for i in range(len(y)) if y[i] == c
+            ]
             out.append(sum(vals) / len(vals))
         return torch.tensor(out, dtype=torch.float64)
 
@@ -114,15 +121,25 @@ def test_tsne_embeds_the_chosen_classes_natural_and_adversarial(setup):
 
 # ----------------------------------------------------------------------------- on a real run
 
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     from gkl.config import load_config
     from gkl.runner import run_experiment
 
     out = tmp_path_factory.mktemp("analysis_runs")
-    base = ["out_dir=" + str(out), "data.name=digits", "data.in_memory=true", "data.normalize=false",
-            "data.batch_size=64", "data.eval_batch_size=450", "train.epochs=2", "train.device=cpu",
-            "train.progress=false", "model.name=digits_mlp_small"]
+    base = [
+        "out_dir=" + str(out),
+        "data.name=digits",
+        "data.in_memory=true",
+        "data.normalize=false",
+        "data.batch_size=64",
+        "data.eval_batch_size=450",
+        "train.epochs=2",
+        "train.device=cpu",
+        "train.progress=false",
+        "model.name=digits_mlp_small",
+    ]
     for name in ("a", "b"):
         cfg = load_config(None, [*base, f"name={name}", f"train.seed={ord(name)}"], defaults={"kind": "train"})
         run_experiment(cfg)
@@ -136,8 +153,9 @@ def test_analyze_commands_write_png_and_json(run_dir: Path, tmp_path: Path):
     paths = analyze_scores([run_dir / "a", run_dir / "b" / "checkpoint.pt"], out)
     scores = json.loads(paths["json"].read_text())
     assert set(scores) == {"a", "b"} and len(scores["a"]["per_class"]) == 10
-    paths.update({f"m_{k}": v for k, v in analyze_margins(run_dir / "a", run_dir / "b", out, adversarial=True,
-                                                           eps=0.1).items()})
+    paths.update(
+        {f"m_{k}": v for k, v in analyze_margins(run_dir / "a", run_dir / "b", out, adversarial=True, eps=0.1).items()}
+    )
     margins = json.loads((out / "margins_adv.json").read_text())
     assert len(margins["difference_b_minus_a"]) == 10
     tsne = analyze_tsne(run_dir / "a", out, classes=3, max_per_class=20, max_iter=250)

@@ -10,6 +10,7 @@ from gkl.attacks import PGD, attack_loss, pgd
 from gkl.attacks.attack_losses import kl_attack_loss
 from helpers import TinyConvNet
 
+
 def _model_and_batch(seed: int = 0, n: int = 16):
     torch.manual_seed(seed)
     model = TinyConvNet()
@@ -38,8 +39,19 @@ def test_pgd_stays_in_ball_and_unit_box(norm, loss, random_start):
     eps = 8 / 255 if norm == "linf" else 0.5
     step = 2 / 255 if norm == "linf" else 0.2
     kwargs = {"class_weights": _prior_weights(16, labels)} if loss == "gkl" else {}
-    adv = pgd(model, images, labels, eps=eps, step_size=step, steps=5, loss=loss, norm=norm,
-              random_start=random_start, generator=torch.Generator().manual_seed(1), **kwargs)
+    adv = pgd(
+        model,
+        images,
+        labels,
+        eps=eps,
+        step_size=step,
+        steps=5,
+        loss=loss,
+        norm=norm,
+        random_start=random_start,
+        generator=torch.Generator().manual_seed(1),
+        **kwargs,
+    )
     delta = (adv - images).flatten(1)
     size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
     assert adv.shape == images.shape and adv.dtype == torch.float32
@@ -53,8 +65,16 @@ def test_pgd_stays_in_ball_and_unit_box(norm, loss, random_start):
 def test_pgd_per_example_eps_tensor():
     model, images, labels = _model_and_batch()
     eps = torch.linspace(0, 8 / 255, 16)
-    adv = pgd(model, images, labels, eps=eps, step_size=eps / 4, steps=6, random_start="uniform",
-              generator=torch.Generator().manual_seed(0))
+    adv = pgd(
+        model,
+        images,
+        labels,
+        eps=eps,
+        step_size=eps / 4,
+        steps=6,
+        random_start="uniform",
+        generator=torch.Generator().manual_seed(0),
+    )
     size = (adv - images).flatten(1).abs().amax(1)
     assert (size <= eps + 1e-6).all()
     assert size[0] == 0  # eps = 0 leaves the image untouched
@@ -74,8 +94,18 @@ def test_pgd_increases_its_loss(norm, loss):
     with torch.no_grad():
         clean_logits = model(images)
         clean_loss = attack_loss(loss, clean_logits, labels, clean_logits=clean_logits, class_weights=weights)
-    adv = pgd(model, images, labels, eps=eps, step_size=step, steps=10, loss=loss, norm=norm,
-              class_weights=weights, generator=torch.Generator().manual_seed(2))
+    adv = pgd(
+        model,
+        images,
+        labels,
+        eps=eps,
+        step_size=step,
+        steps=10,
+        loss=loss,
+        norm=norm,
+        class_weights=weights,
+        generator=torch.Generator().manual_seed(2),
+    )
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(4))
     if norm == "linf":
         random = images + eps * noise.sign()
@@ -83,8 +113,9 @@ def test_pgd_increases_its_loss(norm, loss):
         random = images + eps * noise / noise.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
     with torch.no_grad():
         adv_loss = attack_loss(loss, model(adv), labels, clean_logits=clean_logits, class_weights=weights)
-        random_loss = attack_loss(loss, model(random.clamp(0, 1)), labels, clean_logits=clean_logits,
-                                  class_weights=weights)
+        random_loss = attack_loss(
+            loss, model(random.clamp(0, 1)), labels, clean_logits=clean_logits, class_weights=weights
+        )
     assert adv_loss - clean_loss > 1e-4
     # the attack beats a random perturbation of the same size by a clear margin
     assert adv_loss - clean_loss > 2 * (random_loss - clean_loss)
@@ -124,10 +155,26 @@ def test_class_form_matches_function():
 
 def test_trades_start_is_small_gaussian_and_deterministic_with_generator():
     model, images, labels = _model_and_batch()
-    a = pgd(model, images, labels, eps=8 / 255, step_size=0.0, steps=0, random_start="trades",
-            generator=torch.Generator().manual_seed(7))
-    b = pgd(model, images, labels, eps=8 / 255, step_size=0.0, steps=0, random_start="trades",
-            generator=torch.Generator().manual_seed(7))
+    a = pgd(
+        model,
+        images,
+        labels,
+        eps=8 / 255,
+        step_size=0.0,
+        steps=0,
+        random_start="trades",
+        generator=torch.Generator().manual_seed(7),
+    )
+    b = pgd(
+        model,
+        images,
+        labels,
+        eps=8 / 255,
+        step_size=0.0,
+        steps=0,
+        random_start="trades",
+        generator=torch.Generator().manual_seed(7),
+    )
     assert torch.equal(a, b)
     inside = (images > 0.01) & (images < 0.99)
     noise = (a - images)[inside]
@@ -148,10 +195,17 @@ def test_cw_loss_is_margin():
     assert value.item() == pytest.approx((2.0 - 3.0) + (5.0 - (-1.0)))
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    ({"loss": "mse"}, "loss"), ({"norm": "l1"}, "norm"), ({"random_start": "normal"}, "random_start"),
-    ({"steps": -1}, "steps"), ({"eps": -0.1}, "eps"), ({"eps": torch.ones(3)}, "eps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"loss": "mse"}, "loss"),
+        ({"norm": "l1"}, "norm"),
+        ({"random_start": "normal"}, "random_start"),
+        ({"steps": -1}, "steps"),
+        ({"eps": -0.1}, "eps"),
+        ({"eps": torch.ones(3)}, "eps"),
+    ],
+)
 def test_pgd_bad_arguments_raise(kwargs, word):
     model, images, labels = _model_and_batch()
     settings = dict(eps=8 / 255, step_size=2 / 255, steps=1)

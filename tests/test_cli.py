@@ -15,8 +15,13 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _common(tmp_path: Path, name: str, epochs: int = 2) -> list[str]:
-    return [f"out_dir={tmp_path / 'runs'}", f"name={name}", f"data.root={tmp_path / 'data'}",
-            f"train.epochs={epochs}", "train.progress=false"]
+    return [
+        f"out_dir={tmp_path / 'runs'}",
+        f"name={name}",
+        f"data.root={tmp_path / 'data'}",
+        f"train.epochs={epochs}",
+        "train.progress=false",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +45,15 @@ def test_train_writes_a_complete_run_directory(teacher_run: Path) -> None:
 
 
 @pytest.mark.xdist_group("cli_teacher")
-def test_distill_from_the_trained_teacher_and_evaluate(teacher_run: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["distill", str(CONFIGS / "demo" / "student_gkl.yaml"), *_common(tmp_path, "gkl"),
-            f"teacher.checkpoint={teacher_run / 'best.pt'}"]
+def test_distill_from_the_trained_teacher_and_evaluate(
+    teacher_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "distill",
+        str(CONFIGS / "demo" / "student_gkl.yaml"),
+        *_common(tmp_path, "gkl"),
+        f"teacher.checkpoint={teacher_run / 'best.pt'}",
+    ]
     assert main(args) == 0
     run_dir = tmp_path / "runs" / "gkl"
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -83,11 +93,18 @@ def test_existing_runs_are_never_overwritten(tmp_path: Path, capsys: pytest.Capt
 
 
 @pytest.mark.xdist_group("cli_teacher")
-def test_non_finite_loss_stops_with_a_clear_error(teacher_run: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_non_finite_loss_stops_with_a_clear_error(
+    teacher_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # alpha far too large for raw-logit wMSE with a trained teacher: the loss overflows
-    args = ["distill", str(CONFIGS / "demo" / "student_gkl.yaml"), *_common(tmp_path, "diverge", epochs=2),
-            f"teacher.checkpoint={teacher_run / 'best.pt'}", "distill.alpha=1.0e38", "distill.warmup_epochs=0"]
+    args = [
+        "distill",
+        str(CONFIGS / "demo" / "student_gkl.yaml"),
+        *_common(tmp_path, "diverge", epochs=2),
+        f"teacher.checkpoint={teacher_run / 'best.pt'}",
+        "distill.alpha=1.0e38",
+        "distill.warmup_epochs=0",
+    ]
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "non-finite loss at epoch 1" in err and "'gkl'" in err
@@ -103,8 +120,10 @@ def test_wrong_command_for_config_kind_and_bad_keys(tmp_path: Path, capsys: pyte
 
 
 def test_print_config_shows_the_resolved_values(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["distill", str(CONFIGS / "cifar100" / "gkl" / "res56_res20.yaml"), "distill.gamma=0.5",
-                 "--print-config"]) == 0
+    assert (
+        main(["distill", str(CONFIGS / "cifar100" / "gkl" / "res56_res20.yaml"), "distill.gamma=0.5", "--print-config"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "gamma: 0.5" in out and "name: resnet20" in out and "- 150" in out
 
@@ -116,12 +135,34 @@ def test_check_prints_the_gradient_identity(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_adv_train_and_robust_evaluate_on_digits(tmp_path: Path) -> None:
-    args = ["adv-train", str(CONFIGS / "demo_at" / "gkl.yaml"), *_common(tmp_path, "gkl_at"),
-            "adversarial.awp_start_epoch=2"]
+    args = [
+        "adv-train",
+        str(CONFIGS / "demo_at" / "gkl.yaml"),
+        *_common(tmp_path, "gkl_at"),
+        "adversarial.awp_start_epoch=2",
+    ]
     assert main(args) == 0
     run_dir = tmp_path / "runs" / "gkl_at"
-    assert main(["evaluate", str(run_dir), "--robust", "--eps", "0.1", "--attacks", "pgd10,autoattack",
-                 "--autoattack-version", "fast", "--num-examples", "48", "--which", "last"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run_dir),
+                "--robust",
+                "--eps",
+                "0.1",
+                "--attacks",
+                "pgd10,autoattack",
+                "--autoattack-version",
+                "fast",
+                "--num-examples",
+                "48",
+                "--which",
+                "last",
+            ]
+        )
+        == 0
+    )
     report = read_evaluations(run_dir)[-1]
     robust = report["results"]["last"]["robust"]
     result = robust["results"][0]
@@ -131,7 +172,8 @@ def test_adv_train_and_robust_evaluate_on_digits(tmp_path: Path) -> None:
 
 
 def test_demo_quick_writes_table_and_curves_and_summarize_agrees(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     demo = tmp_path / "demo"
     assert main(["demo", "--quick", "--seeds", "2", "--out", str(demo)]) == 0
     out = capsys.readouterr().out

@@ -17,8 +17,13 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_fit_trains_a_shipped_demo_config_like_its_verb(tmp_path: Path) -> None:
-    common = [str(CONFIGS / "demo" / "student_ce.yaml"), f"out_dir={tmp_path}", f"data.root={tmp_path / 'data'}",
-              "train.epochs=1", "train.progress=false"]
+    common = [
+        str(CONFIGS / "demo" / "student_ce.yaml"),
+        f"out_dir={tmp_path}",
+        f"data.root={tmp_path / 'data'}",
+        "train.epochs=1",
+        "train.progress=false",
+    ]
     assert main(["fit", *common, "name=by_fit"]) == 0
     assert main(["train", *common, "name=by_verb"]) == 0
     fit, verb = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("by_fit", "by_verb"))
@@ -27,12 +32,19 @@ def test_fit_trains_a_shipped_demo_config_like_its_verb(tmp_path: Path) -> None:
     assert recorded["kind"] == "train" and list(recorded)[-2:] == ["label_smoothing", "train"]
 
 
-@pytest.mark.parametrize("config, verb", [
-    ("demo/student_kd.yaml", "distill"), ("demo_at/gkl.yaml", "adv-train"), ("demo/teacher.yaml", "train"),
-    ("segmentation/demo/student_kd_gkl.yaml", "seg-train"), ("clip/demo/student_gkl.yaml", "clip-distill"),
-])
-def test_each_verb_checks_the_kind_and_names_the_right_one(config: str, verb: str,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "config, verb",
+    [
+        ("demo/student_kd.yaml", "distill"),
+        ("demo_at/gkl.yaml", "adv-train"),
+        ("demo/teacher.yaml", "train"),
+        ("segmentation/demo/student_kd_gkl.yaml", "seg-train"),
+        ("clip/demo/student_gkl.yaml", "clip-distill"),
+    ],
+)
+def test_each_verb_checks_the_kind_and_names_the_right_one(
+    config: str, verb: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = CONFIGS / config
     kind = load_config(path).kind
     assert get_task(kind).command == verb
@@ -52,8 +64,11 @@ def test_unknown_kind_is_one_line_with_a_close_match(tmp_path: Path, capsys: pyt
     path = tmp_path / "bad.yaml"
     path.write_text("kind: segmentaton\nmodel: {name: pspnet_tiny}\n")
     assert main(["fit", str(path)]) == 2
-    assert capsys.readouterr().err.strip().startswith(
-        "gkl fit: error: kind: unknown task 'segmentaton'; did you mean 'segmentation'?")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .startswith("gkl fit: error: kind: unknown task 'segmentaton'; did you mean 'segmentation'?")
+    )
 
 
 def test_the_parser_has_fit_and_one_verb_per_task() -> None:

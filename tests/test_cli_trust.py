@@ -23,13 +23,18 @@ from helpers import assert_one_line_error
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-epoch CE run of the adversarial demo's model (inputs in [0, 1], so --robust applies)."""
     tmp = tmp_path_factory.mktemp("trust")
-    args = ["train", str(CONFIGS / "demo_at" / "standard.yaml"), f"out_dir={tmp}", "name=ce", "train.epochs=1",
-            "model.name=digits_mlp_small"]
+    args = [
+        "train",
+        str(CONFIGS / "demo_at" / "standard.yaml"),
+        f"out_dir={tmp}",
+        "name=ce",
+        "train.epochs=1",
+        "model.name=digits_mlp_small",
+    ]
     assert main(args) == 0
     return tmp / "ce"
 
@@ -46,8 +51,9 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         main(["train", str(CONFIGS / "demo" / "teacher.yaml"), f"out_dir={tmp_path}"])
 
 
-def test_full_disk_is_one_line_naming_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_full_disk_is_one_line_naming_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     def full(cfg, *, resume=False):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "checkpoint.pt.tmp"))
 
@@ -56,11 +62,13 @@ def test_full_disk_is_one_line_naming_the_file(monkeypatch: pytest.MonkeyPatch, 
     assert_one_line_error(capsys, "train", "No space left on device", "checkpoint.pt.tmp")
 
 
-def test_training_stops_exit_3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_training_stops_exit_3(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from gkl.engine.errors import CollapseError, NonFiniteLossError
 
     for error in (NonFiniteLossError, CollapseError):
+
         def stop(cfg, *, resume=False, error=error):
             raise error("stopped at epoch 2, step 17: term 'kd'; last good checkpoint epoch 1")
 
@@ -71,8 +79,14 @@ def test_training_stops_exit_3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 
 
 def test_real_divergence_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["train", str(CONFIGS / "demo_at" / "standard.yaml"), f"out_dir={tmp_path}", "model.name=digits_mlp_small",
-            "train.epochs=1", "train.optim.lr=1.0e30"]
+    args = [
+        "train",
+        str(CONFIGS / "demo_at" / "standard.yaml"),
+        f"out_dir={tmp_path}",
+        "model.name=digits_mlp_small",
+        "train.epochs=1",
+        "train.optim.lr=1.0e30",
+    ]
     assert main(args) == 3
     assert "non-finite loss at epoch 1" in capsys.readouterr().err
 
@@ -86,8 +100,19 @@ def test_wrong_command_for_kind_and_bad_eps_are_one_line(tmp_path: Path, capsys:
 
 def test_missing_teacher_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "no_teacher.pt"
-    assert main(["distill", str(CONFIGS / "demo" / "student_kd.yaml"), f"out_dir={tmp_path / 'runs'}",
-                 f"data.root={tmp_path / 'data'}", f"teacher.checkpoint={missing}", "train.progress=false"]) == 2
+    assert (
+        main(
+            [
+                "distill",
+                str(CONFIGS / "demo" / "student_kd.yaml"),
+                f"out_dir={tmp_path / 'runs'}",
+                f"data.root={tmp_path / 'data'}",
+                f"teacher.checkpoint={missing}",
+                "train.progress=false",
+            ]
+        )
+        == 2
+    )
     assert_one_line_error(capsys, "distill", "teacher.checkpoint", str(missing))
 
 
@@ -111,8 +136,9 @@ def test_demo_rejects_bad_seed_counts(seeds: str, capsys: pytest.CaptureFixture[
     assert_one_line_error(capsys, "demo", "--seeds", "integer >= 1")
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["distill"], ["adv-train"], ["evaluate"], ["summarize"],
-                                     ["check"], ["demo"]])
+@pytest.mark.parametrize(
+    "command", [[], ["train"], ["distill"], ["adv-train"], ["evaluate"], ["summarize"], ["check"], ["demo"]]
+)
 def test_help_is_plain_text(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
@@ -128,11 +154,27 @@ def test_help_is_plain_text(command: list[str], capsys: pytest.CaptureFixture[st
 
 def test_evaluations_are_appended_never_overwritten(digits_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = read_evaluations(digits_run)
-    assert main(["evaluate", str(digits_run), "--robust", "--eps", "0.1", "--attacks", "pgd5",
-                 "--num-examples", "32", "--which", "last"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(digits_run),
+                "--robust",
+                "--eps",
+                "0.1",
+                "--attacks",
+                "pgd5",
+                "--num-examples",
+                "32",
+                "--which",
+                "last",
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", "--which", "last", str(digits_run), "--weights", "ema"]) == 0
     assert "evaluation appended to" in capsys.readouterr().out
-    records = read_evaluations(digits_run)[len(before):]
+    records = read_evaluations(digits_run)[len(before) :]
     assert [r["kind"] for r in records] == ["robust", "clean"]
     robust, clean = records
     assert robust["results"]["last"]["robust"]["num_examples"] == 32  # the robust result survived
@@ -142,7 +184,8 @@ def test_evaluations_are_appended_never_overwritten(digits_run: Path, capsys: py
     summary = json.loads((digits_run / "summary.json").read_text())
     assert main(["evaluate", str(digits_run), "--which", "last", "--weights", "raw"]) == 0
     assert read_evaluations(digits_run)[-1]["results"]["last"]["clean"]["top1"] == pytest.approx(
-        summary["last_top1"], abs=1e-9)
+        summary["last_top1"], abs=1e-9
+    )
 
 
 def _refused_before_evaluating(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -157,8 +200,9 @@ def _refused_before_evaluating(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def test_outputs_are_checked_before_the_evaluation(digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_outputs_are_checked_before_the_evaluation(
+    digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     calls = _refused_before_evaluating(monkeypatch)
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
@@ -182,8 +226,9 @@ def test_outputs_are_checked_before_the_evaluation(digits_run: Path, tmp_path: P
     assert json.loads(fresh.read_text())["results"]["best"] == read_evaluations(digits_run)[n]["results"]["best"]
 
 
-def test_unwritable_record_is_refused_before_evaluating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str], digits_run: Path) -> None:
+def test_unwritable_record_is_refused_before_evaluating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], digits_run: Path
+) -> None:
     import shutil
 
     run = tmp_path / "copy"
@@ -196,8 +241,9 @@ def test_unwritable_record_is_refused_before_evaluating(tmp_path: Path, monkeypa
     assert calls == []
 
 
-def test_a_finished_evaluation_survives_a_failed_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str], digits_run: Path) -> None:
+def test_a_finished_evaluation_survives_a_failed_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], digits_run: Path
+) -> None:
     import shutil
 
     run = tmp_path / "copy"

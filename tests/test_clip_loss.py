@@ -107,13 +107,16 @@ def test_teacher_receives_no_gradient():
     assert t_img.grad is None
 
 
-@pytest.mark.parametrize("case, match", [
-    ("student_dims", "student image_features"),
-    ("teacher_dims", "teacher"),
-    ("batch", "student batch 6 and teacher batch 5"),
-    ("scale", "logit_scale must be > 0"),
-    ("dist_scale", "dist_logit_scale must be > 0"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("student_dims", "student image_features"),
+        ("teacher_dims", "teacher"),
+        ("batch", "student batch 6 and teacher batch 5"),
+        ("scale", "logit_scale must be > 0"),
+        ("dist_scale", "dist_logit_scale must be > 0"),
+    ],
+)
 def test_bad_input_is_a_one_line_error_naming_it(case, match):
     img, txt, scale, t_img, t_txt, t_scale = _features()
     loss = GKLDistillClipLoss("gkl")
@@ -142,6 +145,7 @@ def test_bad_constructor_arguments():
 
 
 # ----------------------------------------------------------------------------- DDP (gloo)
+
 
 class _Towers(nn.Module):
     """Image and text projections with a learned log-scale, like a CLIP's heads."""
@@ -180,8 +184,10 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
         contrastive, distill = loss_fn(*model(x, y), t_img, t_txt, t_scale)
         (contrastive + distill).backward()
         grads = {k: p.grad for k, p in model.module.named_parameters()}
-        torch.save({"losses": (contrastive.detach(), distill.detach()), "grads": grads},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(
+            {"losses": (contrastive.detach(), distill.detach()), "grads": grads},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
         dist.barrier()
     finally:
         dist.destroy_process_group()

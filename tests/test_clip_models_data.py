@@ -19,10 +19,15 @@ from PIL import Image  # noqa: E402
 
 from gkl.data.image_text import CaptionCsv, CaptionedDigits, LabelledDigits, webdataset_pairs  # noqa: E402
 from gkl.metrics.retrieval import RetrievalEvaluator, retrieval_recall  # noqa: E402
-from gkl.metrics.zeroshot import (IMAGENET_CLASSNAMES, ZeroShotEvaluator, folder_classnames,  # noqa: E402
-                                  zero_shot_classifier)
-from gkl.models.clip import (create_clip, create_tokenizer, export_local_dir, export_run_checkpoint,  # noqa: E402
-                             image_transform, save_openclip_checkpoint)
+from gkl.metrics.zeroshot import IMAGENET_CLASSNAMES, ZeroShotEvaluator, folder_classnames, zero_shot_classifier  # noqa: E402
+from gkl.models.clip import (  # noqa: E402
+    create_clip,
+    create_tokenizer,
+    export_local_dir,
+    export_run_checkpoint,
+    image_transform,
+    save_openclip_checkpoint,
+)
 from gkl.utils.errors import InputError  # noqa: E402
 
 NAME = "gkl-tiny-clip-student"
@@ -48,6 +53,7 @@ def _same_state(a: nn.Module, b: nn.Module) -> None:
 
 # ----------------------------------------------------------------------------- models / checkpoints
 
+
 def test_checkpoint_round_trips_through_open_clip_create_model(student, tmp_path):
     path = save_openclip_checkpoint(student, tmp_path / "student.pt")
     _same_state(student, open_clip.create_model(NAME, pretrained=str(path)))
@@ -69,6 +75,7 @@ def test_bad_weight_files_and_names_are_input_errors(student, tmp_path):
 
 
 # ----------------------------------------------------------------------------- readers
+
 
 def _write_images(folder, n=4):
     rng = np.random.default_rng(0)
@@ -135,8 +142,9 @@ def test_webdataset_tar_shard_reader(tmp_path, student, tokenizer):
 
 
 def test_captioned_digits(student, tokenizer):
-    data = CaptionedDigits(True, transform=image_transform(student, train=False), tokenizer=tokenizer,
-                           random_caption=False)
+    data = CaptionedDigits(
+        True, transform=image_transform(student, train=False), tokenizer=tokenizer, random_caption=False
+    )
     image, tokens = data[0]
     assert image.shape == (3, 16, 16)
     assert torch.equal(tokens, tokenizer([data.caption(0)])[0])
@@ -144,6 +152,7 @@ def test_captioned_digits(student, tokenizer):
 
 
 # ----------------------------------------------------------------------------- zero-shot
+
 
 class _Constructed(nn.Module):
     """A stand-in CLIP with known embeddings: text = row of E for the class word, image = given vector."""
@@ -191,19 +200,24 @@ def test_zero_shot_classifier_matches_open_clip_on_a_real_tiny_clip(student, tok
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
     data = LabelledDigits(False, transform=image_transform(student, train=False))
     loader = torch.utils.data.DataLoader(data, batch_size=128)
-    out = ZeroShotEvaluator(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
-                            templates, tokenizer)(student, loader)
+    out = ZeroShotEvaluator(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"], templates, tokenizer
+    )(student, loader)
     assert out["zeroshot_count"] == len(data) and 0 <= out["zeroshot_top1"] <= out["zeroshot_top5"] <= 100
 
 
 def test_folder_classnames():
     assert folder_classnames(["n01440764", "n01443537"]) == ["tench", "goldfish"]
-    assert folder_classnames(["0", "1", "10"]) == [IMAGENET_CLASSNAMES[0], IMAGENET_CLASSNAMES[1],
-                                                   IMAGENET_CLASSNAMES[10]]
+    assert folder_classnames(["0", "1", "10"]) == [
+        IMAGENET_CLASSNAMES[0],
+        IMAGENET_CLASSNAMES[1],
+        IMAGENET_CLASSNAMES[10],
+    ]
     assert folder_classnames(["sea_lion", "cat"]) == ["sea lion", "cat"]
 
 
 # ----------------------------------------------------------------------------- retrieval
+
 
 def test_retrieval_recall_equals_brute_force():
     g = torch.Generator().manual_seed(0)
@@ -214,16 +228,19 @@ def test_retrieval_recall_equals_brute_force():
     uniq = F.normalize(torch.randn(8, 5, generator=torch.Generator().manual_seed(0)), dim=1)
     for k in (1, 2, 5):
         t2i = [ids[t].item() in (texts[t] @ uniq.T).topk(k).indices.tolist() for t in range(len(ids))]
-        i2t = [bool(set((uniq[i] @ texts.T).topk(k).indices.tolist()) & set((ids == i).nonzero().flatten().tolist()))
-               for i in range(8)]
+        i2t = [
+            bool(set((uniq[i] @ texts.T).topk(k).indices.tolist()) & set((ids == i).nonzero().flatten().tolist()))
+            for i in range(8)
+        ]
         assert got[f"t2i_R@{k}"] == pytest.approx(100 * sum(t2i) / len(t2i))
         assert got[f"i2t_R@{k}"] == pytest.approx(100 * sum(i2t) / len(i2t))
 
 
 def test_retrieval_evaluator_on_a_caption_file(tmp_path, student, tokenizer):
     names = _write_images(tmp_path, 3)
-    (tmp_path / "val.csv").write_text("filepath,title\n" + "\n".join(
-        f"{n},caption {i}" for i, n in enumerate(names + names[:1])) + "\n")
+    (tmp_path / "val.csv").write_text(
+        "filepath,title\n" + "\n".join(f"{n},caption {i}" for i, n in enumerate(names + names[:1])) + "\n"
+    )
     data = CaptionCsv(tmp_path / "val.csv", transform=image_transform(student, train=False), tokenizer=tokenizer)
     out = RetrievalEvaluator()(student, torch.utils.data.DataLoader(data, batch_size=2))
     assert set(out) == {f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)}

@@ -20,16 +20,24 @@ from gkl.utils.errors import ConfigError  # noqa: E402
 def parts():
     torch.manual_seed(0)
     teacher, student = create_clip("gkl-tiny-clip-teacher"), create_clip("gkl-tiny-clip-student")
-    tokens = create_tokenizer("gkl-tiny-clip-student")([f"a photo of the digit {w}." for w in
-                                                        ("zero", "one", "two", "three", "four", "five")])
+    tokens = create_tokenizer("gkl-tiny-clip-student")(
+        [f"a photo of the digit {w}." for w in ("zero", "one", "two", "three", "four", "five")]
+    )
     images = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     return teacher, student, images, tokens
 
 
 def test_step_is_contrastive_plus_weighted_distillation_with_a_frozen_teacher(parts):
     teacher, student, images, tokens = parts
-    settings = ClipDistillSettings(method="gkl", contrastive_weight=0.5, distill_weight=2.0, alpha=0.3, beta=1.5,
-                                   temperature=2.0, weight_temperature=3.0)
+    settings = ClipDistillSettings(
+        method="gkl",
+        contrastive_weight=0.5,
+        distill_weight=2.0,
+        alpha=0.3,
+        beta=1.5,
+        temperature=2.0,
+        weight_temperature=3.0,
+    )
     objective = ClipDistillObjective(teacher, settings).train()
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     assert not any(k.startswith("teacher.") for k in objective.checkpoint_state())
@@ -40,7 +48,8 @@ def test_step_is_contrastive_plus_weighted_distillation_with_a_frozen_teacher(pa
     with torch.no_grad():
         t_img, t_txt, t_scale = teacher(images, tokens)
     c, d = GKLDistillClipLoss("gkl", alpha=0.3, beta=1.5, temperature=2.0, weight_temperature=3.0)(
-        img, txt, scale, t_img, t_txt, t_scale)
+        img, txt, scale, t_img, t_txt, t_scale
+    )
     torch.testing.assert_close(out.losses["contrastive"], 0.5 * c)
     torch.testing.assert_close(out.losses["gkl"], 2.0 * d)
     sum(out.losses.values()).backward()
@@ -62,22 +71,33 @@ def test_logit_scale_is_clamped_after_each_optimizer_step(parts):
 
 
 def test_settings_reject_bad_values_naming_the_key():
-    with pytest.raises(ConfigError, match=r"^clip_distill.method: expected one of \['kl', 'gkl', 'ikl', 'dkl'\] or the "
-                       r"name of a registered logit loss, got 'k-d'$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^clip_distill.method: expected one of \['kl', 'gkl', 'ikl', 'dkl'\] or the "
+        r"name of a registered logit loss, got 'k-d'$",
+    ):
         ClipDistillSettings(method="k-d")
     with pytest.raises(ConfigError, match=r"^clip_distill.temperature: expected a value > 0.0, got 0.0$"):
         ClipDistillSettings(temperature=0.0)
-    with pytest.raises(ConfigError, match=r"^clip_distill.alpha: not a setting of clip_distill.method 'kl' "
-                       r"\(its settings: clamp_logit_scale, contrastive_weight, distill_weight, gather_with_grad, "
-                       r"local_loss, method, temperature\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^clip_distill.alpha: not a setting of clip_distill.method 'kl' "
+        r"\(its settings: clamp_logit_scale, contrastive_weight, distill_weight, gather_with_grad, "
+        r"local_loss, method, temperature\)$",
+    ):
         ClipDistillSettings(method="kl", alpha=2.0)
     with pytest.raises(ConfigError, match=r"^clip_distill.gamma: not a setting of clip_distill.method 'ikl'"):
         ClipDistillSettings(method="ikl", gamma=0.5)
     with pytest.raises(ConfigError, match=r"^clip_data.train: expected a non-empty string, got None$"):
         ClipDataSettings(format="csv")
-    with pytest.raises(ConfigError, match=r"^clip_data.samples_per_epoch: expected null unless clip_data.format is "
-                       r"'webdataset', got 10$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^clip_data.samples_per_epoch: expected null unless clip_data.format is "
+        r"'webdataset', got 10$",
+    ):
         ClipDataSettings(format="csv", train="pairs.csv", samples_per_epoch=10)
     # another name is a registered logit loss, checked against the registry when the objective is built
-    with pytest.raises(ConfigError, match=r"^clip_distill.method: expected a registered logit loss \(kl, .*\), got 'kd'$"):
+    with pytest.raises(
+        ConfigError, match=r"^clip_distill.method: expected a registered logit loss \(kl, .*\), got 'kd'$"
+    ):
         ClipDistillObjective(torch.nn.Identity(), ClipDistillSettings(method="kd"))

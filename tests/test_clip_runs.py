@@ -28,6 +28,7 @@ NAMES = ("zero", "one", "two")
 def _write_set(root: Path) -> tuple[Path, Path]:
     """24 digit images (8 of each of three classes): a caption CSV and a zero-shot ImageFolder of them."""
     from PIL import Image
+
     from gkl.data.bundled import digits_split
 
     inputs, labels = digits_split(True)
@@ -46,9 +47,17 @@ def _write_set(root: Path) -> tuple[Path, Path]:
 
 
 def _data_overrides(root: Path, csv: Path, zs: Path) -> list[str]:
-    return [f"out_dir={root / 'runs'}", "clip_data.format=csv", f"clip_data.train={csv}", f"clip_eval.zeroshot={zs}",
-            f"clip_eval.retrieval={csv}", "data.val_fraction=0", "data.batch_size=12", "data.eval_batch_size=64",
-            "train.epochs=1"]
+    return [
+        f"out_dir={root / 'runs'}",
+        "clip_data.format=csv",
+        f"clip_data.train={csv}",
+        f"clip_eval.zeroshot={zs}",
+        f"clip_eval.retrieval={csv}",
+        "data.val_fraction=0",
+        "data.batch_size=12",
+        "data.eval_batch_size=64",
+        "train.epochs=1",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +67,25 @@ def runs(tmp_path_factory):
     common = _data_overrides(root, csv, zs)
     assert main(["clip-train", str(CONFIGS / "teacher.yaml"), *common]) == 0
     teacher = root / "runs" / "teacher"
-    assert main(["clip-distill", str(CONFIGS / "student_gkl.yaml"), *common,
-                 f"teacher.checkpoint={teacher / 'openclip.pt'}"]) == 0
-    return {"root": root, "csv": csv, "zs": zs, "common": common, "teacher": teacher,
-            "student": root / "runs" / "student_gkl"}
+    assert (
+        main(
+            [
+                "clip-distill",
+                str(CONFIGS / "student_gkl.yaml"),
+                *common,
+                f"teacher.checkpoint={teacher / 'openclip.pt'}",
+            ]
+        )
+        == 0
+    )
+    return {
+        "root": root,
+        "csv": csv,
+        "zs": zs,
+        "common": common,
+        "teacher": teacher,
+        "student": root / "runs" / "student_gkl",
+    }
 
 
 def test_teacher_run_exports_weights_that_open_clip_loads(runs):
@@ -110,8 +134,9 @@ def _one_line_error(capsys, argv: list[str]) -> str:
 
 
 def test_gradient_accumulation_is_refused_with_one_line(runs, capsys):
-    err = _one_line_error(capsys, ["clip-distill", str(CONFIGS / "student_kl.yaml"), *runs["common"],
-                                   "train.accumulate_steps=2"])
+    err = _one_line_error(
+        capsys, ["clip-distill", str(CONFIGS / "student_kl.yaml"), *runs["common"], "train.accumulate_steps=2"]
+    )
     assert err.startswith("gkl clip-distill: error: train.accumulate_steps: expected 1")
     assert "do not decompose over micro-batches" in err
 
@@ -119,8 +144,9 @@ def test_gradient_accumulation_is_refused_with_one_line(runs, capsys):
 def test_caption_file_with_a_missing_image_is_one_line_naming_it(runs, capsys):
     bad = runs["root"] / "bad.csv"
     bad.write_text(runs["csv"].read_text() + "images/missing.png,a photo of nothing.\n")
-    err = _one_line_error(capsys, ["clip-train", str(CONFIGS / "teacher.yaml"), *runs["common"],
-                                   f"clip_data.train={bad}", "name=bad"])
+    err = _one_line_error(
+        capsys, ["clip-train", str(CONFIGS / "teacher.yaml"), *runs["common"], f"clip_data.train={bad}", "name=bad"]
+    )
     assert str(bad) in err and "missing.png" in err and "does not exist" in err
     assert not (runs["root"] / "runs" / "bad" / "checkpoint.pt").exists()
 
@@ -149,9 +175,15 @@ def test_webdataset_shards_feed_the_runner(tmp_path):
                 info = tarfile.TarInfo(f"{i:04d}.{ext}")
                 info.size = len(payload)
                 tar.addfile(info, io.BytesIO(payload))
-    overrides = ["clip_data.format=webdataset", f"clip_data.train={tmp_path / 'shard-{000..000}.tar'}",
-                 "clip_data.samples_per_epoch=8", "clip_data.shuffle_buffer=4", "data.batch_size=4",
-                 "data.val_fraction=0", "clip_eval=null"]
+    overrides = [
+        "clip_data.format=webdataset",
+        f"clip_data.train={tmp_path / 'shard-{000..000}.tar'}",
+        "clip_data.samples_per_epoch=8",
+        "clip_data.shuffle_buffer=4",
+        "data.batch_size=4",
+        "data.val_fraction=0",
+        "clip_eval=null",
+    ]
     cfg = load_config(CONFIGS / "teacher.yaml", overrides)
     parts = build_clip_parts(cfg, DistInfo(device=torch.device("cpu")))
     assert len(parts.train_loader) == 2 and parts.eval_loader is None

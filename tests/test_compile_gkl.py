@@ -54,8 +54,9 @@ def test_gkl_step_with_class_wise_weights_compiles_without_graph_breaks(fresh_dy
         logits = model(x)
         with torch.no_grad():
             target = teacher(x)
-        return F.cross_entropy(logits, y) + gkl_loss(logits, target, weights=prior(y), alpha=2.0, beta=1.0,
-                                                     gamma=0.5, temperature=4.0)
+        return F.cross_entropy(logits, y) + gkl_loss(
+            logits, target, weights=prior(y), alpha=2.0, beta=1.0, gamma=0.5, temperature=4.0
+        )
 
     compiled_student = copy.deepcopy(student)
     eager = step(student, x, y)
@@ -104,9 +105,15 @@ def test_every_loss_and_a_class_wise_module_in_training_compile_as_one_graph(fre
     compiled_module = copy.deepcopy(module)
 
     def losses(mod: nn.Module, s: torch.Tensor, t: torch.Tensor, gamma: float) -> torch.Tensor:
-        return torch.stack([gkl_loss(s, t, gamma=gamma, temperature=2.0, targets=y),
-                            ikl_loss(s, t, alpha=20.0, beta=5.0, weight_temperature=4.0),
-                            dkl_loss(s, t, temperature=3.0), kl_div(s, t, temperature=4.0), mod(s, t, y)])
+        return torch.stack(
+            [
+                gkl_loss(s, t, gamma=gamma, temperature=2.0, targets=y),
+                ikl_loss(s, t, alpha=20.0, beta=5.0, weight_temperature=4.0),
+                dkl_loss(s, t, temperature=3.0),
+                kl_div(s, t, temperature=4.0),
+                mod(s, t, y),
+            ]
+        )
 
     runs = []
     for mod, fn in ((module, losses), (compiled_module, torch.compile(losses, fullgraph=True, backend="aot_eager"))):

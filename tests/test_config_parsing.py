@@ -18,7 +18,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TEACHER = CONFIGS / "demo" / "teacher.yaml"
 
 
-
 def _train(path: Path, tmp_path: Path, *extra: str) -> int:
     return main(["train", str(path), f"out_dir={tmp_path / 'runs'}", "--print-config", *extra])
 

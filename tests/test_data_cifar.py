@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from gkl.utils.errors import InputError
 from gkl.data import GeneratedImages, build_dataset, build_loader, dataset_info
 from gkl.data.transforms import CIFAR100_MEAN, CIFAR100_STD
+from gkl.utils.errors import InputError
 
 
 def _dump(path: str, obj: dict) -> None:
@@ -28,31 +28,59 @@ def write_cifar10(root, train_images, train_labels, test_images, test_labels) ->
     folder = os.path.join(root, "cifar-10-batches-py")
     os.makedirs(folder)
     for i, chunk in enumerate(np.array_split(np.arange(len(train_labels)), 5), start=1):
-        _dump(os.path.join(folder, f"data_batch_{i}"), {
-            b"batch_label": f"training batch {i} of 5".encode(), b"labels": [int(v) for v in train_labels[chunk]],
-            b"data": _rows(train_images[chunk]), b"filenames": [b"x.png"] * len(chunk)})
-    _dump(os.path.join(folder, "test_batch"), {b"batch_label": b"testing batch 1 of 1",
-                                               b"labels": [int(v) for v in test_labels], b"data": _rows(test_images)})
-    _dump(os.path.join(folder, "batches.meta"), {b"label_names": [f"c{i}".encode() for i in range(10)],
-                                                 b"num_cases_per_batch": 10000, b"num_vis": 3072})
+        _dump(
+            os.path.join(folder, f"data_batch_{i}"),
+            {
+                b"batch_label": f"training batch {i} of 5".encode(),
+                b"labels": [int(v) for v in train_labels[chunk]],
+                b"data": _rows(train_images[chunk]),
+                b"filenames": [b"x.png"] * len(chunk),
+            },
+        )
+    _dump(
+        os.path.join(folder, "test_batch"),
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": [int(v) for v in test_labels],
+            b"data": _rows(test_images),
+        },
+    )
+    _dump(
+        os.path.join(folder, "batches.meta"),
+        {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_cases_per_batch": 10000, b"num_vis": 3072},
+    )
 
 
 def write_cifar100(root, train_images, train_labels, test_images, test_labels) -> None:
     folder = os.path.join(root, "cifar-100-python")
     os.makedirs(folder)
     for name, images, labels in (("train", train_images, train_labels), ("test", test_images, test_labels)):
-        _dump(os.path.join(folder, name), {
-            b"filenames": [b"x.png"] * len(labels), b"batch_label": name.encode(),
-            b"fine_labels": [int(v) for v in labels], b"coarse_labels": [int(v) // 5 for v in labels],
-            b"data": _rows(images)})
-    _dump(os.path.join(folder, "meta"), {b"fine_label_names": [f"f{i}".encode() for i in range(100)],
-                                         b"coarse_label_names": [f"k{i}".encode() for i in range(20)]})
+        _dump(
+            os.path.join(folder, name),
+            {
+                b"filenames": [b"x.png"] * len(labels),
+                b"batch_label": name.encode(),
+                b"fine_labels": [int(v) for v in labels],
+                b"coarse_labels": [int(v) // 5 for v in labels],
+                b"data": _rows(images),
+            },
+        )
+    _dump(
+        os.path.join(folder, "meta"),
+        {
+            b"fine_label_names": [f"f{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"k{i}".encode() for i in range(20)],
+        },
+    )
 
 
 def _chi2_pvalue(statistic: float, dof: int) -> float:
     """Upper tail of the chi-square distribution (regularised upper incomplete gamma)."""
-    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64),
-                                         torch.tensor(statistic / 2, dtype=torch.float64)))
+    return float(
+        torch.special.gammaincc(
+            torch.tensor(dof / 2, dtype=torch.float64), torch.tensor(statistic / 2, dtype=torch.float64)
+        )
+    )
 
 
 def uniform_pvalue(counts: np.ndarray) -> float:
@@ -114,8 +142,9 @@ def test_cifar100_fine_labels_and_normalisation(cifar100_root):
     assert len(ds) == 50 and ds.info.num_classes == 100 and len(ds.info.class_names) == 100
     x, _ = ds[3]
     raw = torch.from_numpy(train[3]).permute(2, 0, 1).float() / 255
-    assert torch.allclose(x * torch.tensor(CIFAR100_STD)[:, None, None] + torch.tensor(CIFAR100_MEAN)[:, None, None],
-                          raw, atol=1e-6)
+    assert torch.allclose(
+        x * torch.tensor(CIFAR100_STD)[:, None, None] + torch.tensor(CIFAR100_MEAN)[:, None, None], raw, atol=1e-6
+    )
 
 
 def test_missing_cifar_names_path_and_layout(tmp_path):
@@ -173,7 +202,7 @@ def test_augmentation_distribution_matches_between_paths(tmp_path):
     templates = torch.zeros(9, 9, 2, 3, 32, 32)  # every possible crop/flip, built by slicing
     for top in range(9):
         for left in range(9):
-            crop = torch.from_numpy(padded[top:top + 32, left:left + 32].copy()).permute(2, 0, 1).float() / 255
+            crop = torch.from_numpy(padded[top : top + 32, left : left + 32].copy()).permute(2, 0, 1).float() / 255
             templates[top, left, 0], templates[top, left, 1] = crop, crop.flip(-1)
     draws = {}
     for in_memory in (False, True):
@@ -234,11 +263,13 @@ def test_rank_shards_are_disjoint_cover_and_match_distributed_sampler(cifar100_r
     for world_size in (2, 5, 3):  # 3 does not divide 50: shards are padded
         seen = []
         for rank in range(world_size):
-            loader = build_loader(ds, batch_size=4, train=True, in_memory=True, seed=1, rank=rank,
-                                  world_size=world_size, drop_last=False)
+            loader = build_loader(
+                ds, batch_size=4, train=True, in_memory=True, seed=1, rank=rank, world_size=world_size, drop_last=False
+            )
             loader.set_epoch(2)
-            idx = [key[tuple(row.tolist())] for x, _ in loader
-                   for row in (x[:, 0, 0, :8] * 255).round().to(torch.uint8)]
+            idx = [
+                key[tuple(row.tolist())] for x, _ in loader for row in (x[:, 0, 0, :8] * 255).round().to(torch.uint8)
+            ]
             sampler = torch.utils.data.DistributedSampler(range(50), num_replicas=world_size, rank=rank, seed=1)
             sampler.set_epoch(2)
             assert idx == list(sampler)
@@ -248,7 +279,7 @@ def test_rank_shards_are_disjoint_cover_and_match_distributed_sampler(cifar100_r
         assert set(union) == set(range(50))
         assert len(union) - len(set(union)) == (-50) % world_size  # only the padding repeats
         if 50 % world_size == 0:
-            assert all(not set(a) & set(b) for j, a in enumerate(seen) for b in seen[j + 1:])
+            assert all(not set(a) & set(b) for j, a in enumerate(seen) for b in seen[j + 1 :])
 
 
 def _write_generated(path, n: int, value: int, label: int) -> GeneratedImages:
@@ -258,14 +289,28 @@ def _write_generated(path, n: int, value: int, label: int) -> GeneratedImages:
 
 def test_generated_mixing_ratio_is_exact_per_batch(tmp_path):
     n_real = 60
-    write_cifar10(str(tmp_path), np.zeros((n_real, 32, 32, 3), np.uint8), np.zeros(n_real, int),
-                  np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4, int))
+    write_cifar10(
+        str(tmp_path),
+        np.zeros((n_real, 32, 32, 3), np.uint8),
+        np.zeros(n_real, int),
+        np.zeros((4, 32, 32, 3), np.uint8),
+        np.zeros(4, int),
+    )
     ds = build_dataset("cifar10", tmp_path, train=True, augment=False, normalize=False)
     gen = _write_generated(tmp_path / "gen.npz", 25, 255, 9)
     for in_memory in (False, True):
         for world_size in (1, 2):
-            loader = build_loader(ds, batch_size=10, train=True, in_memory=in_memory, generated=gen,
-                                  generated_ratio=0.7, world_size=world_size, rank=world_size - 1, seed=4)
+            loader = build_loader(
+                ds,
+                batch_size=10,
+                train=True,
+                in_memory=in_memory,
+                generated=gen,
+                generated_ratio=0.7,
+                world_size=world_size,
+                rank=world_size - 1,
+                seed=4,
+            )
             loader.set_epoch(1)
             batches = list(loader)
             # one pass over the real shard with 3 real examples per batch
@@ -273,7 +318,9 @@ def test_generated_mixing_ratio_is_exact_per_batch(tmp_path):
             for x, y in batches:
                 is_gen = x.flatten(1).mean(1) == 1.0
                 assert x.shape == (10, 3, 32, 32) and int(is_gen.sum()) == 7
-                assert torch.equal(y[is_gen], torch.full((7,), 9)) and torch.equal(y[~is_gen], torch.zeros(3, dtype=torch.long))
+                assert torch.equal(y[is_gen], torch.full((7,), 9)) and torch.equal(
+                    y[~is_gen], torch.zeros(3, dtype=torch.long)
+                )
 
 
 def test_generated_mixing_same_examples_in_both_paths(tmp_path):

@@ -6,11 +6,10 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from gkl.utils.errors import InputError
 from gkl.data import build_dataset, build_imagenet_lt_split, build_loader, dataset_info
+from gkl.utils.errors import InputError
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 

@@ -11,8 +11,13 @@ from gkl.data.sharding import derive_seed, generated_indices, mixed_batches, sha
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 200), world_size=st.integers(1, 8), seed=st.integers(0, 2**31), epoch=st.integers(0, 50),
-       shuffle=st.booleans())
+@given(
+    n=st.integers(1, 200),
+    world_size=st.integers(1, 8),
+    seed=st.integers(0, 2**31),
+    epoch=st.integers(0, 50),
+    shuffle=st.booleans(),
+)
 def test_shards_equal_distributed_sampler_and_cover(n, world_size, seed, epoch, shuffle):
     shards = []
     for rank in range(world_size):
@@ -28,13 +33,14 @@ def test_shards_equal_distributed_sampler_and_cover(n, world_size, seed, epoch, 
 @settings(max_examples=40, deadline=None)
 @given(n_gen=st.integers(1, 50), count=st.integers(0, 40), world_size=st.integers(1, 4), epoch=st.integers(0, 9))
 def test_generated_stream_is_a_sharded_reshuffle(n_gen, count, world_size, epoch):
-    shards = [generated_indices(n_gen, count, seed=1, epoch=epoch, rank=r, world_size=world_size)
-              for r in range(world_size)]
+    shards = [
+        generated_indices(n_gen, count, seed=1, epoch=epoch, rank=r, world_size=world_size) for r in range(world_size)
+    ]
     assert all(len(s) == count for s in shards)
     merged = torch.stack(shards, 1).flatten() if count else torch.empty(0, dtype=torch.long)
     # consecutive blocks of n_gen in the merged global stream are permutations of the generated set
     for start in range(0, len(merged) - n_gen + 1, n_gen):
-        assert sorted(merged[start:start + n_gen].tolist()) == list(range(n_gen))
+        assert sorted(merged[start : start + n_gen].tolist()) == list(range(n_gen))
 
 
 def test_mixed_batches_counts_and_no_reuse_within_epoch():
@@ -49,6 +55,10 @@ def test_mixed_batches_counts_and_no_reuse_within_epoch():
 
 def test_derived_seeds_differ_per_component():
     base = derive_seed(0, 0, 0, "augment")
-    others = {derive_seed(1, 0, 0, "augment"), derive_seed(0, 1, 0, "augment"), derive_seed(0, 0, 1, "augment"),
-              derive_seed(0, 0, 0, "generated")}
+    others = {
+        derive_seed(1, 0, 0, "augment"),
+        derive_seed(0, 1, 0, "augment"),
+        derive_seed(0, 0, 1, "augment"),
+        derive_seed(0, 0, 0, "generated"),
+    }
     assert base not in others and len(others) == 4 and 0 <= base < 2**63

@@ -6,13 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from gkl.utils.errors import InputError
 from gkl.data import DatasetInfo, GeneratedImages, build_dataset, build_loader, dataset_info, list_datasets
+from gkl.utils.errors import InputError
 
 
 def test_registry_lists_and_describes_without_data():
-    assert list_datasets() == ["ade20k", "cifar10", "cifar100", "cityscapes", "digit_scenes", "digits", "imagenet",
-                               "imagenet_lt", "mnist1d", "voc2012"]
+    assert list_datasets() == [
+        "ade20k",
+        "cifar10",
+        "cifar100",
+        "cityscapes",
+        "digit_scenes",
+        "digits",
+        "imagenet",
+        "imagenet_lt",
+        "mnist1d",
+        "voc2012",
+    ]
     info = dataset_info("cifar100")
     assert isinstance(info, DatasetInfo) and info.num_classes == 100 and info.input_shape == (3, 32, 32)
     assert info.mean == (0.5071, 0.4867, 0.4408) and info.std == (0.2675, 0.2565, 0.2761)
@@ -86,15 +96,18 @@ def test_generated_images_load(tmp_path):
     assert torch.equal(x, torch.from_numpy(images[4]).permute(2, 0, 1).float() / 255)
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"image": np.zeros((2, 32, 32, 3), np.uint8)}, "missing keys \\['label'\\]"),
-    ({"image": np.zeros((2, 32, 32, 3), np.float32), "label": np.zeros(2, int)}, "'image' must be uint8"),
-    ({"image": np.zeros((2, 3, 32, 32), np.uint8), "label": np.zeros(2, int)}, "shape \\(N, 32, 32, 3\\)"),
-    ({"image": np.zeros((2, 32, 32, 3), np.uint8), "label": np.zeros(3, int)}, "'label' must have shape \\(2,\\)"),
-    ({"image": np.zeros((2, 32, 32, 3), np.uint8), "label": np.array([0.0, 1.0])}, "'label' must be integer"),
-    ({"image": np.zeros((2, 32, 32, 3), np.uint8), "label": np.array([0, 10])}, "labels must be in \\[0, 10\\)"),
-    ({"image": np.zeros((2, 32, 32, 3), np.uint8), "label": np.array([-1, 0])}, "labels must be in"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"image": np.zeros((2, 32, 32, 3), np.uint8)}, "missing keys \\['label'\\]"),
+        ({"image": np.zeros((2, 32, 32, 3), np.float32), "label": np.zeros(2, int)}, "'image' must be uint8"),
+        ({"image": np.zeros((2, 3, 32, 32), np.uint8), "label": np.zeros(2, int)}, "shape \\(N, 32, 32, 3\\)"),
+        ({"image": np.zeros((2, 32, 32, 3), np.uint8), "label": np.zeros(3, int)}, "'label' must have shape \\(2,\\)"),
+        ({"image": np.zeros((2, 32, 32, 3), np.uint8), "label": np.array([0.0, 1.0])}, "'label' must be integer"),
+        ({"image": np.zeros((2, 32, 32, 3), np.uint8), "label": np.array([0, 10])}, "labels must be in \\[0, 10\\)"),
+        ({"image": np.zeros((2, 32, 32, 3), np.uint8), "label": np.array([-1, 0])}, "labels must be in"),
+    ],
+)
 def test_generated_images_validation(tmp_path, arrays, message):
     with pytest.raises(ValueError, match=message):
         GeneratedImages(_npz(tmp_path / "bad.npz", **arrays), num_classes=10)

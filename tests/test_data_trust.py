@@ -30,9 +30,14 @@ def _write_cifar100(root: Path, n: int = 20, protocol: int = 2) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name in ("train", "test"):
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": list(range(n)),
-                 b"coarse_labels": [0] * n, b"filenames": [b"x.png"] * n, b"batch_label": name.encode(),
-                 b"first": np.int64(3)}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"fine_labels": list(range(n)),
+            b"coarse_labels": [0] * n,
+            b"filenames": [b"x.png"] * n,
+            b"batch_label": name.encode(),
+            b"first": np.int64(3),
+        }
         with open(folder / name, "wb") as handle:
             pickle.dump(batch, handle, protocol=protocol)
     with open(folder / "meta", "wb") as handle:
@@ -133,17 +138,26 @@ def test_imagenet_lt_missing_images_fail_at_construction(tmp_path: Path, capsys:
     assert "4 of 6 listed images are missing" in message and "img2.JPEG" in message
     assert "img5.JPEG" not in message  # only the first few are named
     assert len(build_dataset("imagenet_lt", str(tmp_path), False)) == 1  # the test split is complete
-    args = ["train", str(CONFIGS / "imagenet_lt" / "teacher_resnext101.yaml"), f"data.root={tmp_path}",
-            f"out_dir={tmp_path / 'runs'}", "model.name=imagenet_resnet18"]
+    args = [
+        "train",
+        str(CONFIGS / "imagenet_lt" / "teacher_resnext101.yaml"),
+        f"data.root={tmp_path}",
+        f"out_dir={tmp_path / 'runs'}",
+        "model.name=imagenet_resnet18",
+    ]
     assert main(args) == 2
     _one_line_error(capsys, "ImageNet_LT_train.txt", "4 of 6 listed images are missing")
 
 
 def test_in_memory_loader_switches_threads_once_per_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    split = MemorySplit(images=torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8),
-                        labels=torch.randint(0, 10, (300,)), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
-                        augmentation="crop_flip")
+    split = MemorySplit(
+        images=torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8),
+        labels=torch.randint(0, 10, (300,)),
+        mean=(0.5, 0.4, 0.3),
+        std=(0.2, 0.25, 0.3),
+        augmentation="crop_flip",
+    )
     loader = InMemoryLoader(split, batch_size=32, train=True, device=torch.device("cpu"), seed=3)
     loader.set_epoch(2)
     # the reference: the same batches assembled one by one with the epoch's generator

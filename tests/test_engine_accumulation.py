@@ -59,10 +59,22 @@ def run(tmp_path: Path, name: str, *, batch_size: int, accumulate: int) -> tuple
     images, labels = images[:640], labels[:640]
     loader = DictBatches(ShardedTensorLoader(images.double(), labels, batch_size=batch_size, train=True, seed=3))
     objective = DictCE()
-    settings = quick_settings(epochs=1, accumulate_steps=accumulate, optim={"lr": 0.1, "weight_decay": 5e-4},
-                              schedule={"kind": "cosine", "unit": "step"}, loggers=[])
-    trainer = Trainer(model=mlp(), objective=objective, train_loader=loader, eval_loader=None, evaluator=None,
-                      settings=settings, run_dir=tmp_path / name)
+    settings = quick_settings(
+        epochs=1,
+        accumulate_steps=accumulate,
+        optim={"lr": 0.1, "weight_decay": 5e-4},
+        schedule={"kind": "cosine", "unit": "step"},
+        loggers=[],
+    )
+    trainer = Trainer(
+        model=mlp(),
+        objective=objective,
+        train_loader=loader,
+        eval_loader=None,
+        evaluator=None,
+        settings=settings,
+        run_dir=tmp_path / name,
+    )
     trainer.fit()
     return trainer, objective
 
@@ -119,10 +131,23 @@ def test_select_metric_with_mode_min_on_a_validation_split(tmp_path: Path) -> No
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     # lr so large that the validation loss rises again after its minimum: best != last
-    settings = quick_settings(epochs=6, optim={"lr": 2.0, "momentum": 0.9, "weight_decay": 0.0},
-                              schedule={"kind": "constant"}, select_metric="loss", select_mode="min")
-    trainer = Trainer(model=model, objective=CountingObjective(), train_loader=train, eval_loader=test,
-                      val_loader=val, evaluator=MeanLoss(), settings=settings, run_dir=tmp_path)
+    settings = quick_settings(
+        epochs=6,
+        optim={"lr": 2.0, "momentum": 0.9, "weight_decay": 0.0},
+        schedule={"kind": "constant"},
+        select_metric="loss",
+        select_mode="min",
+    )
+    trainer = Trainer(
+        model=model,
+        objective=CountingObjective(),
+        train_loader=train,
+        eval_loader=test,
+        val_loader=val,
+        evaluator=MeanLoss(),
+        settings=settings,
+        run_dir=tmp_path,
+    )
     summary = trainer.fit()
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     values = [r["val"]["loss"] for r in records]
@@ -161,8 +186,15 @@ def test_compiled_training_matches_eager_and_saves_plain_names(tmp_path: Path) -
         torch.manual_seed(0)
         model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
         settings = quick_settings(epochs=1, compile=compiled, loggers=[], schedule={"kind": "constant"})
-        trainer = Trainer(model=model, objective=CountingObjective(), train_loader=loader, eval_loader=None,
-                          evaluator=None, settings=settings, run_dir=tmp_path / str(compiled))
+        trainer = Trainer(
+            model=model,
+            objective=CountingObjective(),
+            train_loader=loader,
+            eval_loader=None,
+            evaluator=None,
+            settings=settings,
+            run_dir=tmp_path / str(compiled),
+        )
         trainer.fit()
         runs[compiled] = torch.load(tmp_path / str(compiled) / "checkpoint.pt", weights_only=True)["model"]
     assert list(runs[True]) == list(runs[False]) == ["1.weight", "1.bias", "3.weight", "3.bias"]

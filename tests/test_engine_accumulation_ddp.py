@@ -16,20 +16,33 @@ TESTS = Path(__file__).resolve().parent
 
 def train(run_dir: Path, *, batch_size: int, accumulate: int, dist=None) -> dict:
     sys.path.insert(0, str(TESTS))
-    from test_engine_support import CountingObjective, ShardedTensorLoader, digits_tensors, quick_settings
-
     from gkl.engine import Trainer
+    from test_engine_support import CountingObjective, ShardedTensorLoader, digits_tensors, quick_settings
 
     images, labels = digits_tensors(True)
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-    loader = ShardedTensorLoader(images[:640], labels[:640], batch_size=batch_size, train=True, seed=4,
-                                 rank=rank, world_size=world)
+    loader = ShardedTensorLoader(
+        images[:640], labels[:640], batch_size=batch_size, train=True, seed=4, rank=rank, world_size=world
+    )
     torch.manual_seed(11)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 24), torch.nn.Tanh(), torch.nn.Linear(24, 10))
-    settings = quick_settings(epochs=1, accumulate_steps=accumulate, loggers=[], schedule={"kind": "constant"},
-                              optim={"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4})
-    trainer = Trainer(model=model, objective=CountingObjective(), train_loader=loader, eval_loader=None,
-                      evaluator=None, settings=settings, run_dir=run_dir, dist=dist)
+    settings = quick_settings(
+        epochs=1,
+        accumulate_steps=accumulate,
+        loggers=[],
+        schedule={"kind": "constant"},
+        optim={"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+    )
+    trainer = Trainer(
+        model=model,
+        objective=CountingObjective(),
+        train_loader=loader,
+        eval_loader=None,
+        evaluator=None,
+        settings=settings,
+        run_dir=run_dir,
+        dist=dist,
+    )
     trainer.fit()
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
@@ -51,9 +64,22 @@ def test_ddp_accumulation_equals_the_single_process_large_batch(tmp_path: Path) 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(port), __file__,
-               str(tmp_path / "ddp"), str(tmp_path / "out")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        __file__,
+        str(tmp_path / "ddp"),
+        str(tmp_path / "out"),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -22,8 +22,9 @@ def ddp_runs(tmp_path_factory) -> tuple:
     root = tmp_path_factory.mktemp("ddp")
     done = launch("ddp", str(root / "runs"), str(root / "results"), "prior,gkl")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return root / "runs", {kind: torch.load(root / "results" / f"{kind}.pt", weights_only=True)
-                           for kind in ("prior", "gkl")}
+    return root / "runs", {
+        kind: torch.load(root / "results" / f"{kind}.pt", weights_only=True) for kind in ("prior", "gkl")
+    }
 
 
 def single(tmp_path, objective_kind: str) -> dict:
@@ -77,15 +78,17 @@ def test_ddp_class_wise_gkl_prior_matches_single_process(tmp_path, ddp_runs):
 def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(tmp_path):
     from gkl.engine import read_checkpoint
 
-    straight = launch("ddp_resume", str(tmp_path / "a"), str(tmp_path / "a_out"),
-                      env_extra={"GKL_TEST_RESUME": "0"})
+    straight = launch("ddp_resume", str(tmp_path / "a"), str(tmp_path / "a_out"), env_extra={"GKL_TEST_RESUME": "0"})
     assert straight.returncode == 0, straight.stderr[-3000:]
-    killed = launch("ddp_resume", str(tmp_path / "b"), str(tmp_path / "b_out"),
-                    env_extra={"GKL_TEST_RESUME": "0", "GKL_TEST_KILL_AT": "2:4"})
+    killed = launch(
+        "ddp_resume",
+        str(tmp_path / "b"),
+        str(tmp_path / "b_out"),
+        env_extra={"GKL_TEST_RESUME": "0", "GKL_TEST_KILL_AT": "2:4"},
+    )
     assert killed.returncode != 0
     assert read_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
-    resumed = launch("ddp_resume", str(tmp_path / "b"), str(tmp_path / "b_out"),
-                     env_extra={"GKL_TEST_RESUME": "1"})
+    resumed = launch("ddp_resume", str(tmp_path / "b"), str(tmp_path / "b_out"), env_extra={"GKL_TEST_RESUME": "1"})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = read_checkpoint(tmp_path / "a" / "checkpoint.pt")
     b = read_checkpoint(tmp_path / "b" / "checkpoint.pt")
@@ -100,4 +103,3 @@ def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(tmp_path):
     for rank in (0, 1):
         state = torch.load(tmp_path / f"b_out.rank{rank}.pt", weights_only=True)["objective"]
         assert state["epochs_ended"].item() == 3
-

@@ -18,37 +18,71 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_at" / "gkl.yaml
 
 
 def job(run_root: str, out: str) -> None:
-    from gkl.config import load_config
+    from gkl.config import load_config, to_dict
     from gkl.engine import Trainer
     from gkl.engine.seeding import seed_everything
     from gkl.runner import build_parts
-    from gkl.config import to_dict
     from gkl.utils.distributed import cleanup, init_distributed
 
     torch.set_num_threads(1)
-    cfg = load_config(CONFIG, [f"out_dir={run_root}", "train.epochs=1", "train.progress=false",
-                               "train.log_every=0", "adversarial.awp_start_epoch=1", "data.batch_size=48"])
+    cfg = load_config(
+        CONFIG,
+        [
+            f"out_dir={run_root}",
+            "train.epochs=1",
+            "train.progress=false",
+            "train.log_every=0",
+            "adversarial.awp_start_epoch=1",
+            "data.batch_size=48",
+        ],
+    )
     dist = init_distributed("cpu")
     try:
         seed_everything(cfg.train.seed)
         parts = build_parts(cfg, dist)
-        trainer = Trainer(model=parts.model, objective=parts.objective, train_loader=parts.train_loader,
-                          eval_loader=parts.eval_loader, settings=cfg.train, run_dir=cfg.run_dir,
-                          config=to_dict(cfg), dist=dist, evaluator=parts.evaluator)
+        trainer = Trainer(
+            model=parts.model,
+            objective=parts.objective,
+            train_loader=parts.train_loader,
+            eval_loader=parts.eval_loader,
+            settings=cfg.train,
+            run_dir=cfg.run_dir,
+            config=to_dict(cfg),
+            dist=dist,
+            evaluator=parts.evaluator,
+        )
         summary = trainer.fit()
-        torch.save({"model": trainer.model.state_dict(), "ema": trainer.ema.state_dict(),
-                    "objective": trainer.objective.checkpoint_state(), "summary": summary},
-                   f"{out}.rank{dist.rank}.pt")
+        torch.save(
+            {
+                "model": trainer.model.state_dict(),
+                "ema": trainer.ema.state_dict(),
+                "objective": trainer.objective.checkpoint_state(),
+                "summary": summary,
+            },
+            f"{out}.rank{dist.rank}.pt",
+        )
         del trainer
     finally:
         cleanup()
 
 
-
 def test_gkl_at_under_ddp_ends_with_identical_weights_on_every_rank(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               __file__, str(tmp_path / "runs"), str(tmp_path / "out")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        __file__,
+        str(tmp_path / "runs"),
+        str(tmp_path / "out"),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -19,8 +19,13 @@ from helpers import assert_identical, tensor_leaves
 TESTS = Path(__file__).resolve().parent
 
 # 1400 // 64 = 21 steps per epoch; 50 steps = 2 full epochs + 8 steps of epoch 3
-SETTINGS = dict(iterations=50, checkpoint_every_steps=8, eval_every_steps=16, ema={"decay": 0.9, "every": "step"},
-                schedule={"kind": "cosine", "unit": "step", "warmup_steps": 5})
+SETTINGS = dict(
+    iterations=50,
+    checkpoint_every_steps=8,
+    eval_every_steps=16,
+    ema={"decay": 0.9, "every": "step"},
+    schedule={"kind": "cosine", "unit": "step", "warmup_steps": 5},
+)
 
 
 def job(run_dir: str, kill: str, resume: str) -> None:
@@ -30,18 +35,22 @@ def job(run_dir: str, kill: str, resume: str) -> None:
     torch.set_num_threads(1)
     kill_at = tuple(int(v) for v in kill.split(":")) if kill else None
     settings = quick_settings(epochs=None, **SETTINGS)
-    trainer = build_trainer(Path(run_dir), settings, model_name="digits_mlp_small",
-                            objective=CountingObjective(kill_at=kill_at))
+    trainer = build_trainer(
+        Path(run_dir), settings, model_name="digits_mlp_small", objective=CountingObjective(kill_at=kill_at)
+    )
     trainer.fit(resume=resume == "1")
 
 
 def run(run_dir: Path, kill: str = "", resume: bool = False) -> subprocess.CompletedProcess:
-    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_engine_iterations as t; "
-            "t.job(*sys.argv[1:])")
+    code = f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_engine_iterations as t; t.job(*sys.argv[1:])"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-c", code, str(run_dir), kill, "1" if resume else "0"],
-                          env=env, capture_output=True, text=True, timeout=600)
-
+    return subprocess.run(
+        [sys.executable, "-c", code, str(run_dir), kill, "1" if resume else "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_sigkill_mid_epoch_in_an_iteration_run_resumes_exactly(tmp_path: Path) -> None:
@@ -60,6 +69,7 @@ def test_sigkill_mid_epoch_in_an_iteration_run_resumes_exactly(tmp_path: Path) -
     for part in ("model", "ema", "optimizer", "objective"):
         assert tensor_leaves(a[part]), part
         assert_identical(a[part], b[part], part)
+
     # the same metrics lines (evaluations every 16 steps and at each epoch end), none lost or doubled
     def lines(run_dir: Path) -> list[dict]:
         out = []

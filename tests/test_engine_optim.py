@@ -67,11 +67,19 @@ def test_layer_decay_factors_match_the_rule():
     d, depth = 0.5, 3
     groups = param_groups(TinyViT(depth), OptimSettings(name="adamw", layer_decay=d), base_lr=2.0)
     got = {n: (g["layer_id"], g["lr_scale"], g["lr"]) for n, g in _by_name(groups).items()}
-    expected_ids = {"patch_embed": 0, "cls_token": 0, "pos_embed": 0, "blocks.0": 1, "blocks.1": 2,
-                    "blocks.2": 3, "norm": 3, "fc_norm": 4, "head": 4}
+    expected_ids = {
+        "patch_embed": 0,
+        "cls_token": 0,
+        "pos_embed": 0,
+        "blocks.0": 1,
+        "blocks.1": 2,
+        "blocks.2": 3,
+        "norm": 3,
+        "fc_norm": 4,
+        "head": 4,
+    }
     for name in ALL:
-        key = next(k for k in sorted(expected_ids, key=len, reverse=True)
-                   if name == k or name.startswith(k + "."))
+        key = next(k for k in sorted(expected_ids, key=len, reverse=True) if name == k or name.startswith(k + "."))
         layer = expected_ids[key]
         assert got[name] == (layer, d ** (depth + 1 - layer), 2.0 * d ** (depth + 1 - layer)), name
     assert got["head.weight"][1] == 1.0 and got["pos_embed"][1] == 0.0625
@@ -83,12 +91,15 @@ def test_layer_decay_matches_timm_with_usb_group_matcher():
     timm_groups = pytest.importorskip("timm.optim._param_groups")
     model = TinyViT()
     model.group_matcher = lambda coarse=False: dict(
-        stem=r"^cls_token|pos_embed|patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+        stem=r"^cls_token|pos_embed|patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))]
+    )
     model.no_weight_decay = lambda: {"pos_embed", "cls_token"}
-    theirs = timm_groups.param_groups_layer_decay(model, weight_decay=0.05, no_weight_decay_list={"pos_embed",
-                                                  "cls_token"}, layer_decay=0.7)
-    ours = param_groups(model, OptimSettings(name="adamw", weight_decay=0.05, layer_decay=0.7,
-                                             no_decay_norm_bias=True), base_lr=1.0)
+    theirs = timm_groups.param_groups_layer_decay(
+        model, weight_decay=0.05, no_weight_decay_list={"pos_embed", "cls_token"}, layer_decay=0.7
+    )
+    ours = param_groups(
+        model, OptimSettings(name="adamw", weight_decay=0.05, layer_decay=0.7, no_decay_norm_bias=True), base_lr=1.0
+    )
     ref = {}
     names = {id(p): n for n, p in model.named_parameters()}
     for g in theirs:
@@ -123,8 +134,13 @@ def test_sgd_path_identical_to_previous_optimizer():
     twin.load_state_dict(model.state_dict())
     settings = OptimSettings(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
     ours = build_optimizer(model, settings, base_lr=0.07)
-    old = torch.optim.SGD([p for p in twin.parameters() if p.requires_grad], lr=settings.lr,
-                          momentum=settings.momentum, weight_decay=settings.weight_decay, nesterov=settings.nesterov)
+    old = torch.optim.SGD(
+        [p for p in twin.parameters() if p.requires_grad],
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        nesterov=settings.nesterov,
+    )
     assert len(ours.param_groups) == 1
     for g in old.param_groups:
         g["lr"] = 0.07
@@ -143,8 +159,9 @@ def test_sgd_path_identical_to_previous_optimizer():
 
 
 def test_adamw_settings_reach_torch():
-    opt = build_optimizer(TinyViT(), OptimSettings(name="adamw", lr=3e-4, betas=[0.8, 0.95], eps=1e-6,
-                                                   weight_decay=0.1), base_lr=6e-4)
+    opt = build_optimizer(
+        TinyViT(), OptimSettings(name="adamw", lr=3e-4, betas=[0.8, 0.95], eps=1e-6, weight_decay=0.1), base_lr=6e-4
+    )
     g = opt.param_groups[0]
     assert (g["betas"], g["eps"], g["weight_decay"], g["lr"]) == ((0.8, 0.95), 1e-6, 0.1, 6e-4)
 
@@ -153,12 +170,16 @@ def test_optimizer_defaults_and_foreign_keys():
     sgd, adamw = OptimSettings(), OptimSettings(name="adamw")
     assert (sgd.momentum, sgd.nesterov, sgd.betas, sgd.eps) == (0.9, False, None, None)
     assert (adamw.momentum, adamw.nesterov, adamw.betas, adamw.eps) == (None, None, (0.9, 0.999), 1e-8)
-    for kwargs, key in (({"name": "adamw", "momentum": 0.9}, "optim.momentum"),
-                        ({"name": "adamw", "nesterov": False}, "optim.nesterov"),
-                        ({"betas": [0.9, 0.99]}, "optim.betas"), ({"eps": 1e-8}, "optim.eps"),
-                        ({"name": "adam"}, "optim.name"), ({"layer_decay": 1.5}, "optim.layer_decay"),
-                        ({"layer_decay": 0.0}, "optim.layer_decay"),
-                        ({"name": "adamw", "betas": [0.9, 1.0]}, "optim.betas")):
+    for kwargs, key in (
+        ({"name": "adamw", "momentum": 0.9}, "optim.momentum"),
+        ({"name": "adamw", "nesterov": False}, "optim.nesterov"),
+        ({"betas": [0.9, 0.99]}, "optim.betas"),
+        ({"eps": 1e-8}, "optim.eps"),
+        ({"name": "adam"}, "optim.name"),
+        ({"layer_decay": 1.5}, "optim.layer_decay"),
+        ({"layer_decay": 0.0}, "optim.layer_decay"),
+        ({"name": "adamw", "betas": [0.9, 1.0]}, "optim.betas"),
+    ):
         with pytest.raises(ValueError, match=key):
             OptimSettings(**kwargs)
 

@@ -61,8 +61,9 @@ def test_ema_update_formula_and_integer_buffers():
     assert ema.updates == 1 and not any(p.requires_grad for p in ema.module.parameters())
     copy = ModelEMA(model, decay=0.5)
     copy.load_state_dict(ema.state_dict())
-    assert copy.decay == 0.9 and all(torch.equal(a, b) for a, b in
-                                     zip(copy.module.state_dict().values(), ema.module.state_dict().values()))
+    assert copy.decay == 0.9 and all(
+        torch.equal(a, b) for a, b in zip(copy.module.state_dict().values(), ema.module.state_dict().values())
+    )
 
 
 def test_epoch_seeds_differ_by_epoch_and_rank():
@@ -88,9 +89,11 @@ def test_config_must_be_plain_yaml(tmp_path):
 
 
 def test_bf16_autocast_run_trains_without_scaler(tmp_path):
-    trainer = build_trainer(tmp_path, quick_settings(epochs=2, amp="bf16", clip_grad_norm=1.0,
-                                                     schedule={"kind": "cosine_at"}),
-                            model_name="digits_mlp_small")
+    trainer = build_trainer(
+        tmp_path,
+        quick_settings(epochs=2, amp="bf16", clip_grad_norm=1.0, schedule={"kind": "cosine_at"}),
+        model_name="digits_mlp_small",
+    )
     summary = trainer.fit()
     from gkl.engine import read_checkpoint
 

@@ -40,8 +40,11 @@ def _objective(method: str) -> nn.Module:
         settings = adversarial_settings("gkl", eps=0.1, awp_start_epoch=2, weight_temperature=4.0)
         return build_adversarial_objective(settings, num_classes=10, epochs=EPOCHS)
     teacher = _net(99).eval()
-    settings = (distill_settings("kd", temperature=4.0, warmup_epochs=0) if method == "kd" else
-                distill_settings("gkl", class_wise=True, warmup_epochs=1))
+    settings = (
+        distill_settings("kd", temperature=4.0, warmup_epochs=0)
+        if method == "kd"
+        else distill_settings("gkl", class_wise=True, warmup_epochs=1)
+    )
     return build_distill_objective(teacher, settings, num_classes=10)
 
 
@@ -78,11 +81,24 @@ def test_engine_equals_a_plain_loop(tmp_path, method: str) -> None:
     images, labels = digits01(tmp_path, True)
     images, labels = images[:640], labels[:640]  # 10 full batches per epoch
     expected = _reference(method, images, labels)
-    settings = TrainSettings(epochs=EPOCHS, optim={"lr": LR, "momentum": 0.9, "weight_decay": 5e-4},
-                             schedule={"kind": "cosine"}, seed=SEED, progress=False, log_every=0, device="cpu")
-    trainer = Trainer(model=_net(SEED), objective=_objective(method),
-                      train_loader=ShardedTensorLoader(images, labels, batch_size=BATCH, train=True, seed=SEED),
-                      eval_loader=None, settings=settings, run_dir=tmp_path / method, evaluator=None)
+    settings = TrainSettings(
+        epochs=EPOCHS,
+        optim={"lr": LR, "momentum": 0.9, "weight_decay": 5e-4},
+        schedule={"kind": "cosine"},
+        seed=SEED,
+        progress=False,
+        log_every=0,
+        device="cpu",
+    )
+    trainer = Trainer(
+        model=_net(SEED),
+        objective=_objective(method),
+        train_loader=ShardedTensorLoader(images, labels, batch_size=BATCH, train=True, seed=SEED),
+        eval_loader=None,
+        settings=settings,
+        run_dir=tmp_path / method,
+        evaluator=None,
+    )
     trainer.fit()
     got = copy.deepcopy(trainer.model).state_dict()
     for key, value in expected.state_dict().items():

@@ -18,8 +18,7 @@ def run_job(run_dir, *, kill_at: str | None = None, resume: bool = False) -> sub
     env.pop("GKL_TEST_KILL_AT", None)
     if kill_at:
         env["GKL_TEST_KILL_AT"] = kill_at
-    return subprocess.run(script_command("resume", str(run_dir)), env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(script_command("resume", str(run_dir)), env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_sigkill_mid_epoch_then_resume_reproduces_uninterrupted_run(tmp_path):
@@ -42,8 +41,11 @@ def test_sigkill_mid_epoch_then_resume_reproduces_uninterrupted_run(tmp_path):
         assert_identical(a[key], b[key], key)
     # the objective's counters prove epoch 2 was redone from its start, not continued
     assert a["objective"]["epochs_ended"].item() == 3
-    assert_identical(torch.load(straight / "best.pt", weights_only=True),
-                     torch.load(killed / "best.pt", weights_only=True), "best.pt")
+    assert_identical(
+        torch.load(straight / "best.pt", weights_only=True),
+        torch.load(killed / "best.pt", weights_only=True),
+        "best.pt",
+    )
     rows_a, rows_b = read_jsonl(straight / "metrics.jsonl"), read_jsonl(killed / "metrics.jsonl")
     assert [r["epoch"] for r in rows_b] == [1, 2, 3]
     for ra, rb in zip(rows_a, rows_b):

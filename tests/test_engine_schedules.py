@@ -7,8 +7,15 @@ import math
 import pytest
 import torch
 
-from gkl.engine import (EMASettings, EpochLRSchedule, OptimSettings, ScheduleSettings, TrainSettings,
-                        learning_rate_at, scaled_base_lr)
+from gkl.engine import (
+    EMASettings,
+    EpochLRSchedule,
+    OptimSettings,
+    ScheduleSettings,
+    TrainSettings,
+    learning_rate_at,
+    scaled_base_lr,
+)
 
 
 def lrs(kind: str, epochs: int, base: float = 0.05, **kw) -> list[float]:
@@ -66,8 +73,7 @@ def test_constant_and_epoch_range():
 def test_epoch_schedule_sets_optimizer_lr_and_round_trips():
     param = torch.nn.Parameter(torch.zeros(2))
     opt = torch.optim.SGD([param], lr=1.0)
-    sched = EpochLRSchedule(opt, base_lr=0.05, epochs=240,
-                            settings=ScheduleSettings(milestones=[150, 180, 210]))
+    sched = EpochLRSchedule(opt, base_lr=0.05, epochs=240, settings=ScheduleSettings(milestones=[150, 180, 210]))
     assert sched.start_epoch(151) == pytest.approx(0.005)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.005)
     other = EpochLRSchedule(opt, base_lr=0.05, epochs=240, settings=ScheduleSettings(milestones=[150, 180, 210]))
@@ -83,23 +89,26 @@ def test_lr_scaling_rule():
     assert scaled_base_lr(0.1, global_batch_size=64, reference_batch_size=None) == 0.1
 
 
-@pytest.mark.parametrize("build, field", [
-    (lambda: OptimSettings(lr=0.0), "optim.lr"),
-    (lambda: OptimSettings(momentum=1.5), "optim.momentum"),
-    (lambda: OptimSettings(momentum=0.0, nesterov=True), "optim.nesterov"),
-    (lambda: OptimSettings(reference_batch_size=0), "optim.reference_batch_size"),
-    (lambda: ScheduleSettings(kind="step"), "schedule.kind"),
-    (lambda: ScheduleSettings(milestones=[180, 150]), "schedule.milestones"),
-    (lambda: ScheduleSettings(warmup_epochs=-1), "schedule.warmup_epochs"),
-    (lambda: EMASettings(decay=1.0), "ema.decay"),
-    (lambda: EMASettings(evaluate="ema"), "ema.evaluate"),
-    (lambda: TrainSettings(epochs=0), "train.epochs"),
-    (lambda: TrainSettings(amp="fp8"), "train.amp"),
-    (lambda: TrainSettings(device="gpu"), "train.device"),
-    (lambda: TrainSettings(clip_grad_norm=-1.0), "train.clip_grad_norm"),
-    (lambda: TrainSettings(eval_every=0), "train.eval_every"),
-    (lambda: TrainSettings(epochs=5, schedule=ScheduleSettings(warmup_epochs=6)), "schedule.warmup_epochs"),
-])
+@pytest.mark.parametrize(
+    "build, field",
+    [
+        (lambda: OptimSettings(lr=0.0), "optim.lr"),
+        (lambda: OptimSettings(momentum=1.5), "optim.momentum"),
+        (lambda: OptimSettings(momentum=0.0, nesterov=True), "optim.nesterov"),
+        (lambda: OptimSettings(reference_batch_size=0), "optim.reference_batch_size"),
+        (lambda: ScheduleSettings(kind="step"), "schedule.kind"),
+        (lambda: ScheduleSettings(milestones=[180, 150]), "schedule.milestones"),
+        (lambda: ScheduleSettings(warmup_epochs=-1), "schedule.warmup_epochs"),
+        (lambda: EMASettings(decay=1.0), "ema.decay"),
+        (lambda: EMASettings(evaluate="ema"), "ema.evaluate"),
+        (lambda: TrainSettings(epochs=0), "train.epochs"),
+        (lambda: TrainSettings(amp="fp8"), "train.amp"),
+        (lambda: TrainSettings(device="gpu"), "train.device"),
+        (lambda: TrainSettings(clip_grad_norm=-1.0), "train.clip_grad_norm"),
+        (lambda: TrainSettings(eval_every=0), "train.eval_every"),
+        (lambda: TrainSettings(epochs=5, schedule=ScheduleSettings(warmup_epochs=6)), "schedule.warmup_epochs"),
+    ],
+)
 def test_settings_errors_name_the_field(build, field):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         build()

@@ -34,13 +34,19 @@ def test_poly_by_hand(step, expected):
 def test_poly_default_power():
     sched = _schedule(10, kind="poly", unit="step")
     assert sched.settings.power == 0.9
-    assert sched.lr_at(6) == pytest.approx(0.1 * 0.5 ** 0.9, rel=1e-12)
+    assert sched.lr_at(6) == pytest.approx(0.1 * 0.5**0.9, rel=1e-12)
 
 
-@pytest.mark.parametrize("step, expected", [
-    (1, 0.0), (3, 0.05), (5, 0.1), (9, 0.05),
-    (12, 0.1 * 0.5 * (1 + math.cos(7 * math.pi / 8))),
-])
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (1, 0.0),
+        (3, 0.05),
+        (5, 0.1),
+        (9, 0.05),
+        (12, 0.1 * 0.5 * (1 + math.cos(7 * math.pi / 8))),
+    ],
+)
 def test_cosine_with_step_warmup_by_hand(step, expected):
     # W = 4, T = 12: warm-up k/4 for k < 4, then ½(1 + cos(π (k - 4) / 8))
     sched = _schedule(12, kind="cosine", unit="step", warmup_steps=4)
@@ -81,10 +87,19 @@ def test_multistep_and_constant_in_steps():
     assert [const.lr_at(s) for s in (1, 2, 5, 8)] == pytest.approx([0.0, 0.025, 0.1, 0.1])
 
 
-@pytest.mark.parametrize("kind, extra", [
-    ("multistep", {"milestones": [2, 4]}), ("cosine", {}), ("cosine_at", {}), ("constant", {}),
-    ("poly", {}), ("usb_cosine", {}), ("cosine", {"warmup_epochs": 2}), ("multistep", {"warmup_epochs": 1}),
-])
+@pytest.mark.parametrize(
+    "kind, extra",
+    [
+        ("multistep", {"milestones": [2, 4]}),
+        ("cosine", {}),
+        ("cosine_at", {}),
+        ("constant", {}),
+        ("poly", {}),
+        ("usb_cosine", {}),
+        ("cosine", {"warmup_epochs": 2}),
+        ("multistep", {"warmup_epochs": 1}),
+    ],
+)
 def test_epoch_unit_equals_per_epoch_schedule(kind, extra):
     epochs, spe = 6, 3
     settings = ScheduleSettings(kind=kind, unit="epoch", **extra)
@@ -132,17 +147,20 @@ def test_state_dict_round_trip_and_mismatch():
     _schedule(40, spe=10, kind="cosine").load_state_dict(epoch_state)
 
 
-@pytest.mark.parametrize("make, key", [
-    (lambda: ScheduleSettings(warmup_steps=5), "schedule.warmup_steps"),
-    (lambda: ScheduleSettings(unit="step", warmup_epochs=1), "schedule.warmup_epochs"),
-    (lambda: ScheduleSettings(unit="step", kind="cosine_at"), "schedule.kind"),
-    (lambda: ScheduleSettings(unit="iteration"), "schedule.unit"),
-    (lambda: ScheduleSettings(kind="poly", power=0.0), "schedule.power"),
-    (lambda: ScheduleSettings(kind="usb_cosine", num_cycles=-1.0), "schedule.num_cycles"),
-    (lambda: _schedule(10, kind="cosine", unit="step", warmup_steps=10), "schedule.warmup_steps"),
-    (lambda: _schedule(6, spe=3, kind="cosine", warmup_epochs=3), "schedule.warmup_epochs"),
-    (lambda: _schedule(6, kind="cosine", unit="step").lr_at(7), "step"),
-])
+@pytest.mark.parametrize(
+    "make, key",
+    [
+        (lambda: ScheduleSettings(warmup_steps=5), "schedule.warmup_steps"),
+        (lambda: ScheduleSettings(unit="step", warmup_epochs=1), "schedule.warmup_epochs"),
+        (lambda: ScheduleSettings(unit="step", kind="cosine_at"), "schedule.kind"),
+        (lambda: ScheduleSettings(unit="iteration"), "schedule.unit"),
+        (lambda: ScheduleSettings(kind="poly", power=0.0), "schedule.power"),
+        (lambda: ScheduleSettings(kind="usb_cosine", num_cycles=-1.0), "schedule.num_cycles"),
+        (lambda: _schedule(10, kind="cosine", unit="step", warmup_steps=10), "schedule.warmup_steps"),
+        (lambda: _schedule(6, spe=3, kind="cosine", warmup_epochs=3), "schedule.warmup_epochs"),
+        (lambda: _schedule(6, kind="cosine", unit="step").lr_at(7), "step"),
+    ],
+)
 def test_bad_settings_name_the_key(make, key):
     with pytest.raises(ValueError, match=key):
         make()

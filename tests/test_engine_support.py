@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gkl.engine import TrainSettings, Trainer
+from gkl.engine import Trainer, TrainSettings
 from gkl.metrics.classification import ClassificationEvaluator
 from gkl.objectives.base import Objective, StepOutput
 from helpers import TESTS_DIR, assert_identical  # noqa: F401  (assert_identical: re-exported for the tests)
@@ -43,8 +43,17 @@ class ShardedTensorLoader:
     batches in order (the engine's evaluation shards batches itself).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, train: bool,
-                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        train: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.train = batch_size, train
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -63,14 +72,14 @@ class ShardedTensorLoader:
         n = len(self.labels)
         if not self.train:
             for start in range(0, n, self.batch_size):
-                yield self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
+                yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
             return
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
         order = torch.randperm(n, generator=generator)
         global_batch = self.batch_size * self.world_size
         for b in range(len(self)):
-            chunk = order[b * global_batch:(b + 1) * global_batch]
-            mine = chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            chunk = order[b * global_batch : (b + 1) * global_batch]
+            mine = chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
             yield self.images[mine], self.labels[mine]
 
 
@@ -82,8 +91,14 @@ class CountingObjective(Objective):
     At the first step of ``snapshot_epoch`` the current checkpoint file's bytes are kept.
     """
 
-    def __init__(self, num_classes: int = 10, *, kill_at: tuple[int, int] | None = None,
-                 nan_at: tuple[int, int] | None = None, snapshot: tuple[Path, int] | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        *,
+        kill_at: tuple[int, int] | None = None,
+        nan_at: tuple[int, int] | None = None,
+        snapshot: tuple[Path, int] | None = None,
+    ) -> None:
         super().__init__()
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.long))
         self.register_buffer("epochs_ended", torch.zeros((), dtype=torch.long))
@@ -145,29 +160,51 @@ class EpochPriorObjective(Objective):
 
 def quick_settings(**overrides) -> TrainSettings:
     """Small, fast settings for digits runs (no progress bar)."""
-    base = dict(epochs=3, optim={"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-                schedule={"kind": "multistep", "milestones": [2], "gamma": 0.1},
-                progress=False, log_every=0, device="cpu", seed=3)
+    base = dict(
+        epochs=3,
+        optim={"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+        schedule={"kind": "multistep", "milestones": [2], "gamma": 0.1},
+        progress=False,
+        log_every=0,
+        device="cpu",
+        seed=3,
+    )
     base.update(overrides)
     return TrainSettings(**base)
 
 
-def build_trainer(run_dir: Path, settings: TrainSettings, *, model_name: str = "digits_cnn_large",
-                  objective: Objective | None = None, batch_size: int = 64, dist=None,
-                  config: dict | None = None, class_groups=None) -> Trainer:
+def build_trainer(
+    run_dir: Path,
+    settings: TrainSettings,
+    *,
+    model_name: str = "digits_cnn_large",
+    objective: Objective | None = None,
+    batch_size: int = 64,
+    dist=None,
+    config: dict | None = None,
+    class_groups=None,
+) -> Trainer:
     from gkl.models import create_model
 
     torch.manual_seed(settings.seed)
     model = create_model(model_name, 10)
     rank = dist.rank if dist is not None else 0
     world = dist.world_size if dist is not None else 1
-    train = ShardedTensorLoader(*digits_tensors(True), batch_size=batch_size, train=True, seed=settings.seed,
-                                rank=rank, world_size=world)
+    train = ShardedTensorLoader(
+        *digits_tensors(True), batch_size=batch_size, train=True, seed=settings.seed, rank=rank, world_size=world
+    )
     test = ShardedTensorLoader(*digits_tensors(False), batch_size=50, train=False)
-    return Trainer(model=model, objective=objective if objective is not None else CountingObjective(),
-                   train_loader=train, eval_loader=test, evaluator=ClassificationEvaluator(10, class_groups),
-                   settings=settings, run_dir=run_dir,
-                   config=config if config is not None else {"test": "engine", "model": model_name}, dist=dist)
+    return Trainer(
+        model=model,
+        objective=objective if objective is not None else CountingObjective(),
+        train_loader=train,
+        eval_loader=test,
+        evaluator=ClassificationEvaluator(10, class_groups),
+        settings=settings,
+        run_dir=run_dir,
+        config=config if config is not None else {"test": "engine", "model": model_name},
+        dist=dist,
+    )
 
 
 def _resume_job(run_dir: Path, kill: str | None, resume: bool) -> None:
@@ -202,8 +239,14 @@ def _ddp_resume_job(run_dir: Path, out: Path) -> None:
     info = init_distributed("cpu")
     try:
         settings = quick_settings(ema={"decay": 0.9, "every": "step"})
-        trainer = build_trainer(run_dir, settings, model_name="digits_mlp_small", batch_size=32, dist=info,
-                                objective=CountingObjective(kill_at=kill_at))
+        trainer = build_trainer(
+            run_dir,
+            settings,
+            model_name="digits_mlp_small",
+            batch_size=32,
+            dist=info,
+            objective=CountingObjective(kill_at=kill_at),
+        )
         trainer.fit(resume=os.environ.get("GKL_TEST_RESUME") == "1")
         torch.save({"objective": trainer.objective.checkpoint_state()}, out.with_suffix(f".rank{info.rank}.pt"))
         del trainer  # release the DDP reducer before the process group goes
@@ -223,20 +266,22 @@ def distill_run(run_dir: Path, *, dist=None, batch_size: int, objective_kind: st
 
         torch.manual_seed(123)
         teacher = create_model("digits_cnn_large", 10).eval()
-        objective = GKLObjective(teacher, GKLSettings(class_wise=True, warmup_epochs=1),
-                                     num_classes=10)
+        objective = GKLObjective(teacher, GKLSettings(class_wise=True, warmup_epochs=1), num_classes=10)
     elif objective_kind == "prior":
         objective = EpochPriorObjective()
     else:
         objective = CountingObjective()
-    settings = quick_settings(epochs=2, optim={"lr": 0.05, "reference_batch_size": 64},
-                              schedule={"kind": "constant"})
-    trainer = build_trainer(run_dir, settings, model_name="digits_mlp_small", objective=objective,
-                            batch_size=batch_size, dist=dist)
+    settings = quick_settings(epochs=2, optim={"lr": 0.05, "reference_batch_size": 64}, schedule={"kind": "constant"})
+    trainer = build_trainer(
+        run_dir, settings, model_name="digits_mlp_small", objective=objective, batch_size=batch_size, dist=dist
+    )
     summary = trainer.fit()
-    return {"summary": summary, "prior": {k: v.clone() for k, v in objective.checkpoint_state().items()},
-            "model": {k: v.clone() for k, v in trainer.model.state_dict().items()},
-            "base_lr": trainer.schedule.base_lr}
+    return {
+        "summary": summary,
+        "prior": {k: v.clone() for k, v in objective.checkpoint_state().items()},
+        "model": {k: v.clone() for k, v in trainer.model.state_dict().items()},
+        "base_lr": trainer.schedule.base_lr,
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -254,8 +299,7 @@ def main(argv: list[str]) -> None:
 
 def script_command(*args: str) -> list[str]:
     """``python -c`` command running :func:`main` with ``args``."""
-    code = (f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); "
-            "import test_engine_support as s; s.main(sys.argv[1:])")
+    code = f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_engine_support as s; s.main(sys.argv[1:])"
     return [sys.executable, "-c", code, *args]
 
 

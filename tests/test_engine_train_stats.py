@@ -44,6 +44,7 @@ def test_state_round_trip_and_metrics_saved_as_floats() -> None:
 def test_first_non_finite_names_the_first_bad_term() -> None:
     finite = {"ce": torch.tensor(1.0), "kd": torch.tensor(2.0)}
     assert first_non_finite(finite, CPU, "Probe") is None
-    name, value = first_non_finite({"ce": torch.tensor(1.0), "kd": torch.tensor(math.inf),
-                                    "x": torch.tensor(math.nan)}, CPU, "Probe")
+    name, value = first_non_finite(
+        {"ce": torch.tensor(1.0), "kd": torch.tensor(math.inf), "x": torch.tensor(math.nan)}, CPU, "Probe"
+    )
     assert (name, value) == ("kd", "inf")

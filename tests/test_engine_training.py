@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import torch
 import yaml
 
-from gkl.engine import NonFiniteLossError, TrainSettings, Trainer
+from gkl.engine import NonFiniteLossError, Trainer, TrainSettings
 from gkl.engine.checkpoint import read_checkpoint
 from gkl.metrics.classification import ClassificationEvaluator
 from helpers import assert_identical
@@ -75,8 +76,14 @@ def test_nan_term_stops_with_step_and_term_and_keeps_checkpoint(tmp_path):
 
 
 def test_checkpoint_round_trip_restores_all_state(tmp_path):
-    settings = quick_settings(epochs=2, amp="fp16", clip_grad_norm=5.0, progress=True, log_every=3,
-                              ema={"decay": 0.9, "every": "step", "evaluate": "ema"})
+    settings = quick_settings(
+        epochs=2,
+        amp="fp16",
+        clip_grad_norm=5.0,
+        progress=True,
+        log_every=3,
+        ema={"decay": 0.9, "every": "step", "evaluate": "ema"},
+    )
     first = build_trainer(tmp_path / "a", settings)
     first.fit()
     saved = first.checkpoint_state(2)
@@ -104,34 +111,68 @@ def test_resume_refuses_a_mismatched_run(tmp_path):
     with pytest.raises(ValueError, match="different config.*model"):
         build_trainer(tmp_path, quick_settings(epochs=1), config={"test": "engine", "model": "other"}).fit(resume=True)
     with pytest.raises(ValueError, match="model does not match"):
-        build_trainer(tmp_path, quick_settings(epochs=1), model_name="digits_mlp_small",
-                      config={"test": "engine", "model": "digits_cnn_large"}).fit(resume=True)
+        build_trainer(
+            tmp_path,
+            quick_settings(epochs=1),
+            model_name="digits_mlp_small",
+            config={"test": "engine", "model": "digits_cnn_large"},
+        ).fit(resume=True)
 
 
 def test_trainer_arguments_are_checked(tmp_path):
     import torch.nn as nn
 
     with pytest.raises(ValueError, match="settings"):
-        Trainer(model=nn.Linear(2, 2), objective=CountingObjective(), train_loader=[], eval_loader=None,
-                evaluator=None, settings={"epochs": 1}, run_dir=tmp_path)
+        Trainer(
+            model=nn.Linear(2, 2),
+            objective=CountingObjective(),
+            train_loader=[],
+            eval_loader=None,
+            evaluator=None,
+            settings={"epochs": 1},
+            run_dir=tmp_path,
+        )
     with pytest.raises(ValueError, match="train_loader"):
-        Trainer(model=nn.Linear(2, 2), objective=CountingObjective(), train_loader=[], eval_loader=None,
-                evaluator=None, settings=TrainSettings(epochs=1, device="cpu"), run_dir=tmp_path)
+        Trainer(
+            model=nn.Linear(2, 2),
+            objective=CountingObjective(),
+            train_loader=[],
+            eval_loader=None,
+            evaluator=None,
+            settings=TrainSettings(epochs=1, device="cpu"),
+            run_dir=tmp_path,
+        )
     loader = ShardedTensorLoader(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long), batch_size=4, train=True)
     with pytest.raises(TypeError, match="evaluator"):  # no default evaluator: the engine knows no task
-        Trainer(model=nn.Linear(2, 2), objective=CountingObjective(), train_loader=loader, eval_loader=loader,
-                settings=TrainSettings(epochs=1, device="cpu"), run_dir=tmp_path)
+        Trainer(
+            model=nn.Linear(2, 2),
+            objective=CountingObjective(),
+            train_loader=loader,
+            eval_loader=loader,
+            settings=TrainSettings(epochs=1, device="cpu"),
+            run_dir=tmp_path,
+        )
     with pytest.raises(ValueError, match="^evaluator: expected"):
-        Trainer(model=nn.Linear(2, 2), objective=CountingObjective(), train_loader=loader, eval_loader=loader,
-                evaluator=None, settings=TrainSettings(epochs=1, device="cpu"), run_dir=tmp_path)
+        Trainer(
+            model=nn.Linear(2, 2),
+            objective=CountingObjective(),
+            train_loader=loader,
+            eval_loader=loader,
+            evaluator=None,
+            settings=TrainSettings(epochs=1, device="cpu"),
+            run_dir=tmp_path,
+        )
 
 
 def test_sync_bn_on_cpu_ddp_is_refused_before_any_work(tmp_path):
     from gkl.engine import DistInfo
 
     with pytest.raises(ValueError, match="sync_bn"):
-        build_trainer(tmp_path / "run", quick_settings(sync_bn=True),
-                      dist=DistInfo(rank=0, world_size=2, device=torch.device("cpu"), is_main=True))
+        build_trainer(
+            tmp_path / "run",
+            quick_settings(sync_bn=True),
+            dist=DistInfo(rank=0, world_size=2, device=torch.device("cpu"), is_main=True),
+        )
     assert not (tmp_path / "run").exists()
 
 
@@ -141,7 +182,7 @@ def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "checkpoint.pt"
     atomic_save({"epoch": 1, "w": torch.ones(3)}, path)
     before = path.read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
         atomic_save({"epoch": 2, "bad": lambda: None}, path)  # a lambda cannot be pickled
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
@@ -154,16 +195,26 @@ def test_runs_on_gkl_data_loaders_with_lr_scaling(tmp_path, in_memory):
 
     cpu = torch.device("cpu")
     common = dict(device=cpu, in_memory=in_memory, num_workers=0, seed=0)
-    train = build_loader(build_dataset("digits", tmp_path / "data", True), batch_size=32, train=True, rank=0,
-                         world_size=1, **common)
+    train = build_loader(
+        build_dataset("digits", tmp_path / "data", True), batch_size=32, train=True, rank=0, world_size=1, **common
+    )
     test_set = build_dataset("digits", tmp_path / "data", False)
     test = build_loader(test_set, batch_size=100, train=False, **common)
     torch.manual_seed(0)
-    settings = quick_settings(epochs=2, optim={"lr": 0.1, "reference_batch_size": 64},
-                              schedule={"kind": "multistep", "milestones": [1], "gamma": 0.1})
-    trainer = Trainer(model=create_model("digits_mlp_small", 10), objective=CountingObjective(),
-                      train_loader=train, eval_loader=test, settings=settings, run_dir=tmp_path / "run",
-                      evaluator=ClassificationEvaluator(10, {"low": [0, 1, 2, 3, 4], "high": [5, 6, 7, 8, 9]}))
+    settings = quick_settings(
+        epochs=2,
+        optim={"lr": 0.1, "reference_batch_size": 64},
+        schedule={"kind": "multistep", "milestones": [1], "gamma": 0.1},
+    )
+    trainer = Trainer(
+        model=create_model("digits_mlp_small", 10),
+        objective=CountingObjective(),
+        train_loader=train,
+        eval_loader=test,
+        settings=settings,
+        run_dir=tmp_path / "run",
+        evaluator=ClassificationEvaluator(10, {"low": [0, 1, 2, 3, 4], "high": [5, 6, 7, 8, 9]}),
+    )
     summary = trainer.fit()
     assert trainer.schedule.base_lr == pytest.approx(0.1 * 32 / 64)  # lr x global batch / reference
     assert [r["lr"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == pytest.approx([0.05, 0.005])
@@ -183,7 +234,8 @@ class PerSampleLoss(CountingObjective):
 
 
 def test_non_scalar_loss_term_is_named(tmp_path):
-    trainer = build_trainer(tmp_path, quick_settings(epochs=1), model_name="digits_mlp_small",
-                            objective=PerSampleLoss())
+    trainer = build_trainer(
+        tmp_path, quick_settings(epochs=1), model_name="digits_mlp_small", objective=PerSampleLoss()
+    )
     with pytest.raises(ValueError, match="'ce_vector' must be a scalar"):
         trainer.fit()

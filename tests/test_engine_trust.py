@@ -21,8 +21,14 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _common(tmp: Path, name: str, epochs: int = 1) -> list[str]:
-    return [f"out_dir={tmp / 'runs'}", f"name={name}", f"data.root={tmp / 'data'}",
-            f"train.epochs={epochs}", "train.progress=false", "train.log_every=0"]
+    return [
+        f"out_dir={tmp / 'runs'}",
+        f"name={name}",
+        f"data.root={tmp / 'data'}",
+        f"train.epochs={epochs}",
+        "train.progress=false",
+        "train.log_every=0",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +53,8 @@ DIVERGING = {
 
 @pytest.mark.parametrize("method", sorted(DIVERGING))
 def test_divergence_in_every_objective_stops_with_the_engines_message(
-        method: str, random_teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    method: str, random_teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     command, config = DIVERGING[method]
     args = [command, str(config), *_common(tmp_path, method), "train.optim.lr=1e30"]
     if command == "distill":
@@ -65,11 +72,18 @@ def test_divergence_in_every_objective_stops_with_the_engines_message(
     assert not (run_dir / ".lock").exists()
 
 
-def test_resume_after_a_non_finite_stop_may_fix_lr_schedule_and_clipping(tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_after_a_non_finite_stop_may_fix_lr_schedule_and_clipping(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # epoch 2 runs at lr x 1e30: the run diverges after epoch 1's checkpoint was written
-    base = ["train", str(CONFIGS / "demo" / "student_ce.yaml"), *_common(tmp_path, "fix", epochs=2),
-            "train.schedule.kind=multistep", "train.schedule.milestones=[1]", "train.schedule.gamma=1e30"]
+    base = [
+        "train",
+        str(CONFIGS / "demo" / "student_ce.yaml"),
+        *_common(tmp_path, "fix", epochs=2),
+        "train.schedule.kind=multistep",
+        "train.schedule.milestones=[1]",
+        "train.schedule.gamma=1e30",
+    ]
     assert main(base) == 3
     err = capsys.readouterr().err
     run_dir = tmp_path / "runs" / "fix"
@@ -88,8 +102,7 @@ def test_resume_after_a_non_finite_stop_may_fix_lr_schedule_and_clipping(tmp_pat
     assert [r["epoch"] for r in records] == [1, 2]
     assert records[1]["lr"] == pytest.approx(records[0]["lr"] * 0.1)
     # after a finished run, lr may not change any more
-    assert main([*base, "train.schedule.gamma=0.1", "train.clip_grad_norm=5.0", "train.optim.lr=0.01",
-                 "--resume"]) == 2
+    assert main([*base, "train.schedule.gamma=0.1", "train.clip_grad_norm=5.0", "train.optim.lr=0.01", "--resume"]) == 2
     assert "non-finite" in capsys.readouterr().err
 
 
@@ -101,27 +114,44 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[s
     return tmp / "runs" / "ce", args
 
 
-def test_a_moved_run_folder_resumes_with_changed_tolerant_fields(finished_run, tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_moved_run_folder_resumes_with_changed_tolerant_fields(
+    finished_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir, args = finished_run
     moved = tmp_path / "elsewhere" / "renamed"
     moved.parent.mkdir()
     import shutil
 
     shutil.copytree(run_dir, moved)
-    assert main(["train", str(CONFIGS / "demo" / "student_ce.yaml"), f"out_dir={moved.parent}", "name=renamed",
-                 f"data.root={tmp_path / 'other_data'}", "data.num_workers=0", "train.epochs=1",
-                 "train.progress=true", "train.log_every=3", "train.eval_every=5", "train.checkpoint_every=4",
-                 "train.device=cpu", "--resume"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(CONFIGS / "demo" / "student_ce.yaml"),
+                f"out_dir={moved.parent}",
+                "name=renamed",
+                f"data.root={tmp_path / 'other_data'}",
+                "data.num_workers=0",
+                "train.epochs=1",
+                "train.progress=true",
+                "train.log_every=3",
+                "train.eval_every=5",
+                "train.checkpoint_every=4",
+                "train.device=cpu",
+                "--resume",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     # a change of what is computed is still refused, naming the key
-    assert main([*args, "train.optim.weight_decay=0.0", f"out_dir={moved.parent}", "name=renamed",
-                 "--resume"]) == 2
+    assert main([*args, "train.optim.weight_decay=0.0", f"out_dir={moved.parent}", "name=renamed", "--resume"]) == 2
     assert "train.optim.weight_decay" in capsys.readouterr().err
 
 
-def test_damaged_or_malicious_checkpoints_are_one_line_errors(finished_run, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_damaged_or_malicious_checkpoints_are_one_line_errors(
+    finished_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     run_dir, _ = finished_run
@@ -166,16 +196,18 @@ def test_read_only_out_dir_is_a_one_line_error(tmp_path: Path, capsys: pytest.Ca
     assert str(runs) in capsys.readouterr().err
 
 
-def test_a_run_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import socket
 
     run_dir = tmp_path / "runs" / "locked"
     run_dir.mkdir(parents=True)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        (run_dir / ".lock").write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(),
-                                                   "time": "2026-01-01T00:00:00+00:00"}))
+        (run_dir / ".lock").write_text(
+            json.dumps({"pid": other.pid, "host": socket.gethostname(), "time": "2026-01-01T00:00:00+00:00"})
+        )
         args = ["train", str(CONFIGS / "demo" / "student_ce.yaml"), *_common(tmp_path, "locked")]
         assert main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -193,8 +225,15 @@ def test_two_concurrent_runs_of_one_folder(tmp_path: Path) -> None:
     """Two real `gkl train --resume` processes on one folder: the second refuses in one line while
     the first trains; the first's metrics are not interleaved with anything."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    args = [sys.executable, "-m", "gkl.cli", "train", str(CONFIGS / "demo" / "student_ce.yaml"),
-            *_common(tmp_path, "twice", epochs=500), "--resume"]
+    args = [
+        sys.executable,
+        "-m",
+        "gkl.cli",
+        "train",
+        str(CONFIGS / "demo" / "student_ce.yaml"),
+        *_common(tmp_path, "twice", epochs=500),
+        "--resume",
+    ]
     first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         lock = tmp_path / "runs" / "twice" / ".lock"

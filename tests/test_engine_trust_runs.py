@@ -16,9 +16,9 @@ from torch import nn
 
 from gkl.engine import CollapseError, Trainer
 from gkl.engine.checkpoint import read_checkpoint
-from gkl.metrics.classification import ClassificationEvaluator
 from gkl.engine.collapse import CollapseMonitor
 from gkl.losses import value_checks_active
+from gkl.metrics.classification import ClassificationEvaluator
 from gkl.objectives.base import Objective, StepOutput
 from gkl.utils.errors import InputError
 from test_engine_support import CountingObjective, build_trainer, quick_settings
@@ -27,8 +27,12 @@ from test_engine_support import CountingObjective, build_trainer, quick_settings
 def small(run_dir: Path, objective: Objective | None = None, **settings) -> Trainer:
     base = dict(epochs=3, schedule={"kind": "cosine"})
     base.update(settings)
-    return build_trainer(run_dir, quick_settings(**base), model_name="digits_mlp_small",
-                         objective=objective if objective is not None else CountingObjective())
+    return build_trainer(
+        run_dir,
+        quick_settings(**base),
+        model_name="digits_mlp_small",
+        objective=objective if objective is not None else CountingObjective(),
+    )
 
 
 class Interrupt(KeyboardInterrupt):
@@ -139,8 +143,14 @@ class CollapsingObjective(Objective):
 
 
 def test_collapse_is_flagged_in_metrics_summary_and_log(tmp_path: Path) -> None:
-    trainer = small(tmp_path, CollapsingObjective(), epochs=4, collapse_patience=2, collapse_margin=5.0,
-                    schedule={"kind": "constant"})
+    trainer = small(
+        tmp_path,
+        CollapsingObjective(),
+        epochs=4,
+        collapse_patience=2,
+        collapse_margin=5.0,
+        schedule={"kind": "constant"},
+    )
     summary = trainer.fit()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["eval"]["top1"] > 15.0 and all(r["eval"]["top1"] <= 15.0 for r in records[1:])
@@ -153,8 +163,15 @@ def test_collapse_is_flagged_in_metrics_summary_and_log(tmp_path: Path) -> None:
 
 
 def test_stop_on_collapse_raises_with_epoch_value_and_chance(tmp_path: Path) -> None:
-    trainer = small(tmp_path, CollapsingObjective(), epochs=6, collapse_patience=2, collapse_margin=5.0,
-                    stop_on_collapse=True, schedule={"kind": "constant"})
+    trainer = small(
+        tmp_path,
+        CollapsingObjective(),
+        epochs=6,
+        collapse_patience=2,
+        collapse_margin=5.0,
+        stop_on_collapse=True,
+        schedule={"kind": "constant"},
+    )
     with pytest.raises(CollapseError) as info:
         trainer.fit()
     message = str(info.value)
@@ -172,8 +189,15 @@ def test_collapse_monitor_rules() -> None:
     assert monitor.update(1, 10.5) is None and monitor.update(2, 10.2) is None  # never above chance yet
     assert monitor.update(3, 40.0) is None and monitor.update(4, 11.0) is None
     flag = monitor.update(5, 9.0)
-    assert flag == {"epoch": 5, "metric": "top1", "value": 9.0, "chance": 10.0, "margin": 1.0,
-                    "evaluations": 2, "since_epoch": 4}
+    assert flag == {
+        "epoch": 5,
+        "metric": "top1",
+        "value": 9.0,
+        "chance": 10.0,
+        "margin": 1.0,
+        "evaluations": 2,
+        "since_epoch": 4,
+    }
     assert monitor.update(6, 9.0) is None  # flagged once
     restored = CollapseMonitor(metric="top1", chance=10.0, patience=2, margin=1.0)
     restored.load_state_dict(json.loads(json.dumps(monitor.state_dict())))

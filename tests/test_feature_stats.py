@@ -16,17 +16,35 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
 def _common(tmp: Path, name: str) -> list[str]:
     # the demo configs on the bundled 8x8 digits (cheaper than generating MNIST-1D)
-    return [f"out_dir={tmp}", f"name={name}", f"data.root={tmp / 'data'}", "data.name=digits",
-            "model.name=digits_mlp_small", "train.progress=false", "train.log_feature_stats=true",
-            "train.loggers=[tensorboard]"]
+    return [
+        f"out_dir={tmp}",
+        f"name={name}",
+        f"data.root={tmp / 'data'}",
+        "data.name=digits",
+        "model.name=digits_mlp_small",
+        "train.progress=false",
+        "train.log_feature_stats=true",
+        "train.loggers=[tensorboard]",
+    ]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("feature_stats")
     assert main(["train", str(CONFIGS / "teacher.yaml"), *_common(tmp, "teacher"), "train.epochs=1"]) == 0
-    assert main(["distill", str(CONFIGS / "student_kd.yaml"), *_common(tmp, "student"), "train.epochs=2",
-                 "teacher.name=digits_mlp_small", f"teacher.checkpoint={tmp / 'teacher' / 'best.pt'}"]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                str(CONFIGS / "student_kd.yaml"),
+                *_common(tmp, "student"),
+                "train.epochs=2",
+                "teacher.name=digits_mlp_small",
+                f"teacher.checkpoint={tmp / 'teacher' / 'best.pt'}",
+            ]
+        )
+        == 0
+    )
     return tmp
 
 
@@ -39,8 +57,11 @@ def _direct(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
     with torch.no_grad():
         features = model.net[:-1](images).double()  # FlatMLP: Flatten, hidden layers | head
         logits = model(images).double()
-    return {"feature_norm": features.norm(dim=1).mean().item(), "logit_sum": logits.sum(dim=1).mean().item(),
-            "logit_norm": logits.norm(dim=1).mean().item()}
+    return {
+        "feature_norm": features.norm(dim=1).mean().item(),
+        "logit_sum": logits.sum(dim=1).mean().item(),
+        "logit_norm": logits.norm(dim=1).mean().item(),
+    }
 
 
 def _load(run: Path, checkpoint: str) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -59,8 +80,9 @@ def _load(run: Path, checkpoint: str) -> tuple[torch.nn.Module, torch.Tensor]:
 def test_logged_statistics_equal_a_direct_computation_on_the_test_set(runs: Path) -> None:
     records = _records(runs / "student")
     assert [r["epoch"] for r in records] == [1, 2]
-    assert all(r["features"]["split"] == "eval" and set(r["features"]) == {"split", "student", "teacher"}
-               for r in records)
+    assert all(
+        r["features"]["split"] == "eval" and set(r["features"]) == {"split", "student", "teacher"} for r in records
+    )
     student, images = _load(runs / "student", "checkpoint.pt")  # the weights of the last epoch
     teacher, _ = _load(runs / "teacher", "best.pt")
     assert images.shape[0] == records[-1]["eval"]["count"] > 300
@@ -92,8 +114,9 @@ def test_statistics_reach_tensorboard_and_are_off_by_default(runs: Path, tmp_pat
     assert TrainSettings().log_feature_stats is False
 
 
-def test_analyze_features_plots_student_and_teacher_curves(runs: Path, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_analyze_features_plots_student_and_teacher_curves(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "analysis"
     assert main(["analyze", "features", str(runs / "student"), str(runs / "teacher"), "--out", str(out)]) == 0
     curves = json.loads((out / "features.json").read_text())

@@ -47,13 +47,31 @@ CASES = {
     "gkl_kd": ("distill", "demo/student_gkl.yaml", [*RANDOM_TEACHER, "data.batch_size=32"], 0),
     # the adversarial objective checks the first batch's values once (pgd skips them while training)
     "gkl_at": ("adv-train", "demo_at/gkl.yaml", ["adversarial.awp_start_epoch=1", "data.batch_size=32"], 2),
-    "fixmatch_gkl": ("ssl-train", "ssl/demo/fixmatch_gkl.yaml", ["model.name=digits_mlp_small", "data.batch_size=8",
-                                                                  "ssl.uratio=2", "train.schedule.warmup_steps=2"], 0),
-    "apd_gkl": ("seg-train", "segmentation/demo/student_apd_gkl.yaml",
-                [*RANDOM_TEACHER, "segmentation.train_size=80", "segmentation.eval_size=8", "data.val_fraction=0",
-                 "data.batch_size=8", "data.eval_batch_size=8"], 0),
-    "clip_gkl": ("clip-distill", "clip/demo/student_gkl.yaml", [*RANDOM_TEACHER, "data.val_fraction=0",
-                                                                 "data.batch_size=16", "data.eval_batch_size=256"], 0),
+    "fixmatch_gkl": (
+        "ssl-train",
+        "ssl/demo/fixmatch_gkl.yaml",
+        ["model.name=digits_mlp_small", "data.batch_size=8", "ssl.uratio=2", "train.schedule.warmup_steps=2"],
+        0,
+    ),
+    "apd_gkl": (
+        "seg-train",
+        "segmentation/demo/student_apd_gkl.yaml",
+        [
+            *RANDOM_TEACHER,
+            "segmentation.train_size=80",
+            "segmentation.eval_size=8",
+            "data.val_fraction=0",
+            "data.batch_size=8",
+            "data.eval_batch_size=8",
+        ],
+        0,
+    ),
+    "clip_gkl": (
+        "clip-distill",
+        "clip/demo/student_gkl.yaml",
+        [*RANDOM_TEACHER, "data.val_fraction=0", "data.batch_size=16", "data.eval_batch_size=256"],
+        0,
+    ),
 }
 
 
@@ -73,7 +91,7 @@ class SyncLog:
         name = frame.f_code.co_filename
         if not name.startswith(SRC) or name.startswith(GKL_DATA):
             return None
-        return f"{name[len(SRC):]}:{frame.f_lineno}"
+        return f"{name[len(SRC) :]}:{frame.f_lineno}"
 
     def windows(self, log_every: int) -> list[tuple[int, bool, list[str]]]:
         """(in-epoch step, is a logging step, its counted calls) of every observed step."""
@@ -117,9 +135,21 @@ def sync_log(monkeypatch: pytest.MonkeyPatch) -> SyncLog:
 def test_one_host_sync_per_training_step(case: str, sync_log: SyncLog, tmp_path: Path) -> None:
     command, recipe, overrides, first_step_checks = CASES[case]
     data_root = [] if command == "clip-distill" else [f"data.root={tmp_path / 'data'}"]
-    args = [command, str(CONFIGS / recipe), f"out_dir={tmp_path}", f"name={case}", *data_root, "train.epochs=null",
-            f"train.iterations={STEPS}", f"train.log_every={LOG_EVERY}", "train.progress=false", "train.loggers=[]",
-            "train.eval_every_steps=null", "train.checkpoint_every_steps=null", *overrides]
+    args = [
+        command,
+        str(CONFIGS / recipe),
+        f"out_dir={tmp_path}",
+        f"name={case}",
+        *data_root,
+        "train.epochs=null",
+        f"train.iterations={STEPS}",
+        f"train.log_every={LOG_EVERY}",
+        "train.progress=false",
+        "train.loggers=[]",
+        "train.eval_every_steps=null",
+        "train.checkpoint_every_steps=null",
+        *overrides,
+    ]
     assert main(args) == 0
     windows = sync_log.windows(LOG_EVERY)
     assert len(windows) == STEPS, f"observed {len(windows)} steps"

@@ -15,15 +15,27 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from gkl.config import load_config, to_dict
 from gkl.config_schema import load_yaml
-from gkl.settings.adversarial import (ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings, PGDATSettings,
-                                      TRADESSettings, adversarial_settings)
-from gkl.settings.distill import (DISTILL_SETTINGS, DistillSettings, GKLSettings, IKLSettings, KDSettings,
-                                  MSESettings, distill_settings)
+from gkl.settings.adversarial import (
+    ADVERSARIAL_SETTINGS,
+    AdversarialSettings,
+    GKLATSettings,
+    PGDATSettings,
+    TRADESSettings,
+    adversarial_settings,
+)
+from gkl.settings.distill import (
+    DISTILL_SETTINGS,
+    DistillSettings,
+    GKLSettings,
+    IKLSettings,
+    KDSettings,
+    MSESettings,
+    distill_settings,
+)
 from gkl.utils.errors import ConfigError, InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,13 +47,24 @@ AT = CONFIGS / "demo_at" / "gkl.yaml"
 
 def test_importing_the_config_imports_no_implementation() -> None:
     # reading the task registry (as every config does) imports the task declarations, not their builders
-    code = ("import sys, json, gkl.config, gkl.tasks; gkl.tasks.list_tasks(); "
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('gkl', 'torch')))))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=ROOT)
+    code = (
+        "import sys, json, gkl.config, gkl.tasks; gkl.tasks.list_tasks(); "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('gkl', 'torch')))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     loaded = json.loads(result.stdout)
-    for forbidden in ("gkl.attacks", "gkl.objectives", "gkl.engine", "gkl.engine.trainer", "gkl.losses",
-                      "gkl.models", "gkl.data", "gkl.runner", "gkl.tasks.parts", "torch"):
+    for forbidden in (
+        "gkl.attacks",
+        "gkl.objectives",
+        "gkl.engine",
+        "gkl.engine.trainer",
+        "gkl.losses",
+        "gkl.models",
+        "gkl.data",
+        "gkl.runner",
+        "gkl.tasks.parts",
+        "torch",
+    ):
         assert forbidden not in loaded, (forbidden, loaded)
     assert "gkl.settings.distill" in loaded and "gkl.settings.adversarial" in loaded
 
@@ -53,9 +76,12 @@ NOT_YET_WIRED = ()
 
 def test_every_yaml_in_configs_loads() -> None:
     # study files (configs/studies/*.yaml with 'settings:') are validated by `gkl sweep --dry-run`
-    recipes = sorted(p for p in CONFIGS.rglob("*.yaml")
-                     if p.relative_to(CONFIGS).parts[0] not in NOT_YET_WIRED
-                     and "settings" not in (yaml.safe_load(p.read_text()) or {}))
+    recipes = sorted(
+        p
+        for p in CONFIGS.rglob("*.yaml")
+        if p.relative_to(CONFIGS).parts[0] not in NOT_YET_WIRED
+        and "settings" not in (yaml.safe_load(p.read_text()) or {})
+    )
     bases = {p for p in recipes if p.name.startswith("_")}
     used_as_base: set[Path] = set()
     for path in recipes:
@@ -78,21 +104,32 @@ def test_every_yaml_in_configs_loads() -> None:
     assert len(recipes) - len(bases) >= 70
 
 
-@pytest.mark.parametrize("override, key", [
-    ("distill.alpha=3", "distill.alpha"),
-    ("distill.gamma=0.5", "distill.gamma"),
-    ("distill.class_wise=true", "distill.class_wise"),
-    ("distill.dkd_beta=8", "distill.dkd_beta"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("distill.alpha=3", "distill.alpha"),
+        ("distill.gamma=0.5", "distill.gamma"),
+        ("distill.class_wise=true", "distill.class_wise"),
+        ("distill.dkd_beta=8", "distill.dkd_beta"),
+    ],
+)
 def test_kd_rejects_settings_of_other_methods(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{key}: not a setting of distill.method 'kd'"):
         load_config(KD, [override])
 
 
-@pytest.mark.parametrize("method, key", [
-    ("mse", "temperature"), ("ikl", "gamma"), ("ikl", "normalize"), ("dkd", "alpha"), ("jsd", "beta"),
-    ("dkl", "weight_temperature"), ("kd", "prior_momentum"),
-])
+@pytest.mark.parametrize(
+    "method, key",
+    [
+        ("mse", "temperature"),
+        ("ikl", "gamma"),
+        ("ikl", "normalize"),
+        ("dkd", "alpha"),
+        ("jsd", "beta"),
+        ("dkl", "weight_temperature"),
+        ("kd", "prior_momentum"),
+    ],
+)
 def test_each_method_rejects_what_it_does_not_use(method: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"distill.{key}: not a setting of distill.method '{method}'"):
         load_config(GKL, [f"distill={{method: {method}, {key}: 1}}"])
@@ -101,10 +138,15 @@ def test_each_method_rejects_what_it_does_not_use(method: str, key: str) -> None
 
 
 def test_unknown_keys_and_methods_are_named() -> None:
-    with pytest.raises(ConfigError, match=r"unknown config key 'distill.temprature'; did you mean 'distill.temperature'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'distill.temprature'; did you mean 'distill.temperature'"
+    ):
         load_config(KD, ["distill.temprature=2"])
-    with pytest.raises(ConfigError, match=r"^distill.method: expected one of \['kd', 'dkd', .*\] or the name of a "
-                       r"registered logit loss, got 'k-d'$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^distill.method: expected one of \['kd', 'dkd', .*\] or the name of a "
+        r"registered logit loss, got 'k-d'$",
+    ):
         load_config(KD, ["distill.method=k-d"])
     # another name is a registered logit loss, checked against the registry when the config loads
     with pytest.raises(ConfigError, match=r"^distill.method: expected a registered logit loss \(kl, .*\), got 'kdd'$"):
@@ -240,8 +282,17 @@ def test_configs_recorded_by_earlier_versions_still_load() -> None:
     from gkl.config import recorded_config_from_dict
 
     kd_old = to_dict(load_config(KD))
-    kd_old["distill"].update(alpha=1.0, beta=1.0, gamma=1.0, weight_temperature=4.0, class_wise=False,
-                             normalize="weights", prior_momentum=None, dkd_alpha=1.0, dkd_beta=8.0)
+    kd_old["distill"].update(
+        alpha=1.0,
+        beta=1.0,
+        gamma=1.0,
+        weight_temperature=4.0,
+        class_wise=False,
+        normalize="weights",
+        prior_momentum=None,
+        dkd_alpha=1.0,
+        dkd_beta=8.0,
+    )
     kd_old["teacher"] = {"name": "mnist1d_cnn", "checkpoint": None, "kwargs": {}, "checkpoint_key": None}
     with pytest.raises(ConfigError):
         load_config(None, defaults=kd_old)

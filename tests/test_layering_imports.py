@@ -21,12 +21,25 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gkl"
 
 #: Layer of each top-level name under ``gkl`` (module or package).
 LAYER_OF = {
-    "utils": "utils", "losses": "losses", "settings": "settings", "metrics": "metrics",
-    "models": "models", "data": "data", "attacks": "attacks", "objectives": "objectives",
-    "engine": "engine", "config": "config", "config_schema": "config", "study": "study",
-    "runner": "runner", "tasks": "tasks", "commands": "commands", "cli": "commands",
+    "utils": "utils",
+    "losses": "losses",
+    "settings": "settings",
+    "metrics": "metrics",
+    "models": "models",
+    "data": "data",
+    "attacks": "attacks",
+    "objectives": "objectives",
+    "engine": "engine",
+    "config": "config",
+    "config_schema": "config",
+    "study": "study",
+    "runner": "runner",
+    "tasks": "tasks",
+    "commands": "commands",
+    "cli": "commands",
     "evaluate": "evaluate",  # evaluation of a run directory (its task's evaluation, robustness)
-    "ssl": "task_losses", "clip": "task_losses",  # loss wrappers of an application (SSL consistency, CLIP)
+    "ssl": "task_losses",
+    "clip": "task_losses",  # loss wrappers of an application (SSL consistency, CLIP)
     "recipes": "config",  # recipe lookup by name (the `gkl recipes` command is gkl.commands.recipes)
 }
 
@@ -43,26 +56,75 @@ ALLOWED: dict[str, set[str]] = {
     "objectives": {"utils", "losses", "settings", "metrics", "attacks", "task_losses"},
     "engine": {"utils", "losses", "settings", "metrics", "objectives.base"},
     # the tasks: one declaration per kind (read by the config) and its builder (above the engine)
-    "tasks": {"utils", "losses", "task_losses", "settings", "metrics", "models", "data", "attacks", "objectives",
-              "engine"},
+    "tasks": {
+        "utils",
+        "losses",
+        "task_losses",
+        "settings",
+        "metrics",
+        "models",
+        "data",
+        "attacks",
+        "objectives",
+        "engine",
+    },
     # the config reads the task registry (kinds, their sections and checks)
     "config": {"utils", "settings", "tasks"},
     # evaluation of a run directory: its config, its task's evaluation, the attacks
-    "evaluate": {"utils", "losses", "task_losses", "settings", "metrics", "models", "data", "attacks", "objectives",
-                 "engine", "tasks", "config"},
+    "evaluate": {
+        "utils",
+        "losses",
+        "task_losses",
+        "settings",
+        "metrics",
+        "models",
+        "data",
+        "attacks",
+        "objectives",
+        "engine",
+        "tasks",
+        "config",
+    },
     # studies: study files, launchers, summaries, plots and analyses of finished runs
-    "study": {"utils", "losses", "task_losses", "settings", "metrics", "models", "data", "attacks", "objectives",
-              "engine", "tasks", "config"},
-    "runner": {"utils", "losses", "task_losses", "settings", "metrics", "models", "data", "attacks", "objectives", "engine",
-               "config", "tasks"},
+    "study": {
+        "utils",
+        "losses",
+        "task_losses",
+        "settings",
+        "metrics",
+        "models",
+        "data",
+        "attacks",
+        "objectives",
+        "engine",
+        "tasks",
+        "config",
+    },
+    "runner": {
+        "utils",
+        "losses",
+        "task_losses",
+        "settings",
+        "metrics",
+        "models",
+        "data",
+        "attacks",
+        "objectives",
+        "engine",
+        "config",
+        "tasks",
+    },
     "commands": set(LAYER_OF.values()),
 }
 #: Imports allowed only inside a function: the config layer checks names against the registries.
 LAZY_ONLY: dict[str, set[str]] = {"config": {"models", "data"}}
 #: Function-level imports of lower layers that are sanctioned: a task module is imported whenever a
 #: config is read, so its builder and evaluation import the implementation when they run.
-LAZY_DOWNWARD: dict[str, set[str]] = {"tasks": ALLOWED["tasks"], "study": ALLOWED["study"],
-                                       "evaluate": ALLOWED["evaluate"]}
+LAZY_DOWNWARD: dict[str, set[str]] = {
+    "tasks": ALLOWED["tasks"],
+    "study": ALLOWED["study"],
+    "evaluate": ALLOWED["evaluate"],
+}
 
 #: Violations that exist on this branch in files owned by other work, with who removes them.
 #: The test fails when an entry is no longer true, so the list only shrinks.
@@ -107,7 +169,9 @@ def _edges(path: Path) -> list[Edge]:
         for child in ast.iter_child_nodes(node):
             inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, ast.Import):
-                edges.extend(Edge(module, a.name, lazy, child.lineno) for a in child.names if a.name.split(".")[0] == "gkl")
+                edges.extend(
+                    Edge(module, a.name, lazy, child.lineno) for a in child.names if a.name.split(".")[0] == "gkl"
+                )
             elif isinstance(child, ast.ImportFrom):
                 target = _resolve(child, module, is_package)
                 if target.split(".")[0] == "gkl":
@@ -153,9 +217,11 @@ def test_every_module_belongs_to_a_layer() -> None:
 
 def test_imports_follow_the_layer_table() -> None:
     new = {key: edge for key, edge in _violations().items() if key not in KNOWN_VIOLATIONS}
-    message = "\n".join(f"{e.source} imports {e.target} (line {e.line}{', inside a function' if e.lazy else ''}): "
-                        f"{_layer(e.source)} may import {sorted(ALLOWED[_layer(e.source)])}"
-                        for e in new.values())
+    message = "\n".join(
+        f"{e.source} imports {e.target} (line {e.line}{', inside a function' if e.lazy else ''}): "
+        f"{_layer(e.source)} may import {sorted(ALLOWED[_layer(e.source)])}"
+        for e in new.values()
+    )
     assert not new, "import rule of docs/architecture.md broken:\n" + message
 
 
@@ -166,10 +232,15 @@ def test_known_violations_are_still_real() -> None:
 
 def test_no_cross_package_lazy_import_below_the_commands() -> None:
     """Function-level imports of another gkl package hide cycles; only the sanctioned ones remain."""
-    lazy = [e for e in _all_edges() if e.lazy and _layer(e.source) != "commands"
-            and _layer(e.target) not in (None, _layer(e.source))
-            and not (_layer(e.target) in LAZY_ONLY.get(_layer(e.source), set()))
-            and not (_layer(e.target) in LAZY_DOWNWARD.get(_layer(e.source), set()))]
+    lazy = [
+        e
+        for e in _all_edges()
+        if e.lazy
+        and _layer(e.source) != "commands"
+        and _layer(e.target) not in (None, _layer(e.source))
+        and _layer(e.target) not in LAZY_ONLY.get(_layer(e.source), set())
+        and _layer(e.target) not in LAZY_DOWNWARD.get(_layer(e.source), set())
+    ]
     assert not lazy, "\n".join(f"{e.source}:{e.line} imports {e.target} inside a function" for e in lazy)
 
 
@@ -188,19 +259,22 @@ def test_losses_import_only_torch_and_utils() -> None:
             assert _layer(edge.target) in ("losses", "utils"), (path.name, edge)
 
 
-@pytest.mark.parametrize("source, target, lazy, ok", [
-    ("gkl.engine.trainer", "gkl.objectives.base", False, True),
-    ("gkl.engine.trainer", "gkl.objectives.distill", False, False),
-    ("gkl.config", "gkl.models", True, True),
-    ("gkl.config", "gkl.models", False, False),
-    ("gkl.attacks.pgd", "gkl.objectives.base", False, False),
-    ("gkl.settings.distill", "gkl.losses", False, False),
-    ("gkl.cli", "gkl.runner", False, True),
-    ("gkl.config", "gkl.tasks", False, True),
-    ("gkl.tasks.segmentation", "gkl.runner", True, False),
-    ("gkl.tasks.segmentation", "gkl.config", False, False),
-    ("gkl.tasks.distill", "gkl.objectives.distill", True, True),
-    ("gkl.runner", "gkl.tasks", False, True),
-])
+@pytest.mark.parametrize(
+    "source, target, lazy, ok",
+    [
+        ("gkl.engine.trainer", "gkl.objectives.base", False, True),
+        ("gkl.engine.trainer", "gkl.objectives.distill", False, False),
+        ("gkl.config", "gkl.models", True, True),
+        ("gkl.config", "gkl.models", False, False),
+        ("gkl.attacks.pgd", "gkl.objectives.base", False, False),
+        ("gkl.settings.distill", "gkl.losses", False, False),
+        ("gkl.cli", "gkl.runner", False, True),
+        ("gkl.config", "gkl.tasks", False, True),
+        ("gkl.tasks.segmentation", "gkl.runner", True, False),
+        ("gkl.tasks.segmentation", "gkl.config", False, False),
+        ("gkl.tasks.distill", "gkl.objectives.distill", True, True),
+        ("gkl.runner", "gkl.tasks", False, True),
+    ],
+)
 def test_the_rule_itself(source: str, target: str, lazy: bool, ok: bool) -> None:
     assert _allowed(Edge(source, target, lazy, 1)) is ok

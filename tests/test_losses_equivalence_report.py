@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from gkl.study.analysis.equivalence import equivalence_report
 from gkl.losses import gkl_loss
+from gkl.study.analysis.equivalence import equivalence_report
 
 
 def test_report_shows_tiny_gradient_differences_and_gkl_terms():

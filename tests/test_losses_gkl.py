@@ -6,11 +6,26 @@ import torch
 from gkl.losses import ClassPrior, GKLLoss, IKLLoss, gkl_loss, ikl_loss
 
 
-def pairwise_gkl(o_n, o_m, *, weights=None, alpha=1.0, beta=1.0, gamma=1.0, temperature=1.0,
-                 weight_temperature=1.0, normalize="weights", targets=None, ignore_index=-100):
+def pairwise_gkl(
+    o_n,
+    o_m,
+    *,
+    weights=None,
+    alpha=1.0,
+    beta=1.0,
+    gamma=1.0,
+    temperature=1.0,
+    weight_temperature=1.0,
+    normalize="weights",
+    targets=None,
+    ignore_index=-100,
+):
     """Spec section 3 written literally: N x C x C weights and pairwise differences."""
     c = o_n.shape[1]
-    flat = lambda x: x.movedim(1, -1).reshape(-1, c)
+
+    def flat(x):
+        return x.movedim(1, -1).reshape(-1, c)
+
     o_n, o_m = flat(o_n), flat(o_m)
     if weights is None:
         w = torch.softmax(o_m.detach() / weight_temperature, dim=1)
@@ -19,7 +34,7 @@ def pairwise_gkl(o_n, o_m, *, weights=None, alpha=1.0, beta=1.0, gamma=1.0, temp
     if targets is not None:
         keep = targets.reshape(-1) != ignore_index
         o_n, o_m, w = o_n[keep], o_m[keep], w[keep]
-    wg = w ** gamma
+    wg = w**gamma
     phi = wg[:, :, None] * wg[:, None, :]
     dm = o_m[:, :, None] - o_m[:, None, :]
     dn = o_n[:, :, None] - o_n[:, None, :]
@@ -54,8 +69,9 @@ def test_gkl_equals_pairwise_reference(gamma, normalize, class_wise):
     if class_wise:
         g = torch.Generator().manual_seed(1)
         weights = torch.softmax(torch.randn(7, 9, generator=g, dtype=torch.float64) * 3, 1)
-    kw = dict(weights=weights, alpha=1.7, beta=0.6, gamma=gamma, temperature=2.0,
-              weight_temperature=3.0, normalize=normalize)
+    kw = dict(
+        weights=weights, alpha=1.7, beta=0.6, gamma=gamma, temperature=2.0, weight_temperature=3.0, normalize=normalize
+    )
     _assert_same_value_and_grads(gkl_loss(o_n, o_m, **kw), pairwise_gkl(o_n, o_m, **kw), (o_n, o_m))
 
 
@@ -75,8 +91,7 @@ def test_gkl_dense_with_ignored_positions_equals_pairwise(gamma, normalize, clas
         prior.step()
         weights = prior(targets, ignore_index=255)
         assert weights.shape == o_n.shape
-    kw = dict(weights=weights, alpha=0.9, beta=1.1, gamma=gamma, normalize=normalize,
-              targets=targets, ignore_index=255)
+    kw = dict(weights=weights, alpha=0.9, beta=1.1, gamma=gamma, normalize=normalize, targets=targets, ignore_index=255)
     out = gkl_loss(o_n, o_m, **kw)
     _assert_same_value_and_grads(out, pairwise_gkl(o_n, o_m, **kw), (o_n, o_m))
     # per-position values: mean over kept positions is the "mean" result, zero at ignored ones
@@ -114,8 +129,9 @@ def test_wmse_invariant_to_per_example_shift(which, gamma):
 def test_ikl_is_gkl_gamma1_batch():
     o_n, o_m = _logits((9, 7), seed=6)
     kw = dict(alpha=20.0, beta=5.0, temperature=1.5, weight_temperature=4.0)
-    torch.testing.assert_close(ikl_loss(o_n, o_m, **kw), gkl_loss(o_n, o_m, gamma=1.0, normalize="batch", **kw),
-                               atol=0, rtol=0)
+    torch.testing.assert_close(
+        ikl_loss(o_n, o_m, **kw), gkl_loss(o_n, o_m, gamma=1.0, normalize="batch", **kw), atol=0, rtol=0
+    )
     torch.testing.assert_close(IKLLoss(**kw)(o_n, o_m), ikl_loss(o_n, o_m, **kw))
 
 
@@ -129,6 +145,7 @@ def test_normalizations_agree_when_gamma_is_one_with_probability_weights():
 def test_dkl_is_gkl_value_with_sample_weights():
     """With τ_w = T = 1, γ = 1 the GKL value equals the DKL value (only the gradient flow differs)."""
     from gkl.losses import dkl_loss
+
     o_n, o_m = _logits((5, 6), seed=8)
     torch.testing.assert_close(gkl_loss(o_n, o_m, normalize="batch"), dkl_loss(o_n, o_m), atol=1e-12, rtol=0)
     g_gkl = torch.autograd.grad(gkl_loss(o_n, o_m, beta=0.0), o_n)[0]
@@ -141,8 +158,10 @@ def test_gkl_module_class_wise_uses_and_updates_prior():
     loss_fn = GKLLoss(4, class_wise=True, gamma=0.5, alpha=2.0, beta=0.5, weight_temperature=2.0)
     first = loss_fn(o_n, o_m, y)
     # first epoch: uniform prior
-    torch.testing.assert_close(first, gkl_loss(o_n, o_m, weights=torch.full((12, 4), 0.25, dtype=torch.float64),
-                                               gamma=0.5, alpha=2.0, beta=0.5))
+    torch.testing.assert_close(
+        first,
+        gkl_loss(o_n, o_m, weights=torch.full((12, 4), 0.25, dtype=torch.float64), gamma=0.5, alpha=2.0, beta=0.5),
+    )
     assert loss_fn.prior.counts.sum() == 12
     loss_fn.prior.step()
     probs = torch.softmax(o_m.detach().float() / 2.0, 1)
@@ -182,8 +201,7 @@ def test_gradients_with_detached_teacher_and_under_autograd_grad_mode_off(gamma)
     teacher = o_m.detach()
     out = gkl_loss(o_n, teacher, gamma=gamma, temperature=3.0, weight_temperature=2.0)
     ref = pairwise_gkl(o_n, teacher, gamma=gamma, temperature=3.0, weight_temperature=2.0)
-    torch.testing.assert_close(torch.autograd.grad(out, o_n)[0], torch.autograd.grad(ref, o_n)[0],
-                               atol=1e-10, rtol=0)
+    torch.testing.assert_close(torch.autograd.grad(out, o_n)[0], torch.autograd.grad(ref, o_n)[0], atol=1e-10, rtol=0)
     with torch.no_grad():
         value = gkl_loss(o_n, teacher, gamma=gamma, temperature=3.0, weight_temperature=2.0)
     assert not value.requires_grad

@@ -6,8 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gkl.losses import (DKDLoss, DKLLoss, JSDivLoss, KLDivLoss, LogitMSELoss, dkd_loss, dkl_loss,
-                        js_div, kl_div, logit_mse)
+from gkl.losses import (
+    DKDLoss,
+    DKLLoss,
+    JSDivLoss,
+    KLDivLoss,
+    LogitMSELoss,
+    dkd_loss,
+    dkl_loss,
+    js_div,
+    kl_div,
+    logit_mse,
+)
 
 
 def _pair(n=8, c=10, scale=1.0, seed=0):
@@ -38,9 +48,9 @@ def test_dkl_gradients_match_eqs_3_4():
     s, t = _pair(seed=3)
     gs, gt = torch.autograd.grad(dkl_loss(s, t, reduction="sum"), (s, t))
     p_s, p_t = torch.softmax(s, 1), torch.softmax(t, 1)
-    torch.testing.assert_close(gs, p_s - p_t, atol=1e-12, rtol=0)          # Eq. 3
+    torch.testing.assert_close(gs, p_s - p_t, atol=1e-12, rtol=0)  # Eq. 3
     d = t - s
-    expected_t = p_t * (d - (p_t * d).sum(1, keepdim=True))                 # Eq. 4
+    expected_t = p_t * (d - (p_t * d).sum(1, keepdim=True))  # Eq. 4
     torch.testing.assert_close(gt, expected_t, atol=1e-12, rtol=0)
 
 
@@ -66,8 +76,10 @@ def test_dkl_value_is_pairwise_formula():
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
 def test_kl_div_is_hinton_kd(temperature):
     s, t = _pair(n=16, c=7, seed=6)
-    ref = F.kl_div(torch.log_softmax(s / temperature, 1), torch.softmax(t / temperature, 1),
-                   reduction="batchmean") * temperature ** 2
+    ref = (
+        F.kl_div(torch.log_softmax(s / temperature, 1), torch.softmax(t / temperature, 1), reduction="batchmean")
+        * temperature**2
+    )
     out = kl_div(s, t, temperature=temperature)
     torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
     g1 = torch.autograd.grad(out, (s, t))
@@ -85,7 +97,10 @@ def test_kl_div_dense_every_position_is_an_example():
     g = torch.Generator().manual_seed(7)
     s = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
     t = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
-    flat = lambda x: x.movedim(1, -1).reshape(-1, 5)
+
+    def flat(x):
+        return x.movedim(1, -1).reshape(-1, 5)
+
     torch.testing.assert_close(kl_div(s, t, temperature=2.0), kl_div(flat(s), flat(t), temperature=2.0))
     assert kl_div(s, t, reduction="none").shape == (2, 3, 4)
 
@@ -122,10 +137,10 @@ def _dkd_reference(s, t, y, alpha, beta, T):
     p_s, p_t = torch.softmax(s / T, 1), torch.softmax(t / T, 1)
     b_s = torch.stack([p_s[gt], 1 - p_s[gt]], 1)
     b_t = torch.stack([p_t[gt], 1 - p_t[gt]], 1)
-    tckd = (b_t * (b_t.log() - b_s.log())).sum() / n * T ** 2
+    tckd = (b_t * (b_t.log() - b_s.log())).sum() / n * T**2
     q_s = torch.log_softmax(s / T - 1000.0 * gt, 1)
     q_t = torch.softmax(t / T - 1000.0 * gt, 1)
-    nckd = (q_t * (q_t.clamp_min(1e-300).log() - q_s)).masked_fill(gt, 0).sum() / n * T ** 2
+    nckd = (q_t * (q_t.clamp_min(1e-300).log() - q_s)).masked_fill(gt, 0).sum() / n * T**2
     return alpha * tckd + beta * nckd
 
 
@@ -152,8 +167,12 @@ def test_dkd_two_classes_is_finite_and_nckd_zero(dtype):
     # NCKD over a single non-target class is exactly 0: beta does not matter
     torch.testing.assert_close(dkd_loss(s, t, y, beta=0.0), dkd_loss(s, t, y, beta=100.0))
     # with C = 2 TCKD is the full KL (times alpha)
-    torch.testing.assert_close(dkd_loss(s, t, y, beta=0.0), kl_div(s, t, temperature=4.0),
-                               atol=1e-4 if dtype == torch.float32 else 1e-10, rtol=1e-5)
+    torch.testing.assert_close(
+        dkd_loss(s, t, y, beta=0.0),
+        kl_div(s, t, temperature=4.0),
+        atol=1e-4 if dtype == torch.float32 else 1e-10,
+        rtol=1e-5,
+    )
 
 
 def test_module_forms_match_functions():
@@ -170,14 +189,22 @@ def test_dkl_at_temperature_has_the_gradients_of_kl_at_that_temperature(temperat
     T² is kl_div(T) / T², i.e. DKL_T's gradients are those of Hinton's T²·KL divided by T²."""
     s, t = _pair(scale=scale, seed=13)
     g_dkl = torch.autograd.grad(dkl_loss(s, t, temperature=temperature), (s, t))
-    g_kl = torch.autograd.grad(kl_div(s, t, temperature=temperature) / temperature ** 2, (s, t))
+    g_kl = torch.autograd.grad(kl_div(s, t, temperature=temperature) / temperature**2, (s, t))
     for a, b in zip(g_dkl, g_kl):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
     # T divides both logits: the value is DKL of o/T
-    torch.testing.assert_close(dkl_loss(s, t, alpha=3.0, temperature=temperature),
-                               dkl_loss(s / temperature, t / temperature, alpha=3.0), atol=1e-12, rtol=1e-12)
-    torch.testing.assert_close(DKLLoss(alpha=3.0, temperature=temperature)(s, t),
-                               dkl_loss(s, t, alpha=3.0, temperature=temperature), atol=0, rtol=0)
+    torch.testing.assert_close(
+        dkl_loss(s, t, alpha=3.0, temperature=temperature),
+        dkl_loss(s / temperature, t / temperature, alpha=3.0),
+        atol=1e-12,
+        rtol=1e-12,
+    )
+    torch.testing.assert_close(
+        DKLLoss(alpha=3.0, temperature=temperature)(s, t),
+        dkl_loss(s, t, alpha=3.0, temperature=temperature),
+        atol=0,
+        rtol=0,
+    )
 
 
 def test_dkl_at_temperature_one_is_the_plain_formula():

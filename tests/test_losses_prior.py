@@ -25,7 +25,7 @@ def test_starts_uniform_and_equals_direct_mean():
     prior = ClassPrior(5, temperature=2.0)
     torch.testing.assert_close(prior.prior, torch.full((5, 5), 0.2))
     for chunk in range(0, 60, 16):  # several batches
-        prior.update(logits[chunk:chunk + 16], y[chunk:chunk + 16])
+        prior.update(logits[chunk : chunk + 16], y[chunk : chunk + 16])
     prior.step()
     torch.testing.assert_close(prior.prior.double(), _direct_means(logits, y, 2.0, 5), atol=1e-6, rtol=0)
     torch.testing.assert_close(prior.prior.sum(1), torch.ones(5))
@@ -81,7 +81,7 @@ def test_dense_updates_and_ignore_index():
     torch.testing.assert_close(prior.prior, expected)
     weights = prior(y)
     assert weights.shape == (2, 4, 3, 3)
-    torch.testing.assert_close(weights[0, :, 1], torch.full((4, 3), 0.25))   # ignored -> uniform
+    torch.testing.assert_close(weights[0, :, 1], torch.full((4, 3), 0.25))  # ignored -> uniform
     torch.testing.assert_close(weights[1, :, 0, 0], prior.prior[y[1, 0, 0]])
 
 

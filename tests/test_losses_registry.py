@@ -6,8 +6,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gkl.losses import (dkd_loss, dkl_loss, get_logit_loss, gkl_loss, ikl_loss, js_div, kl_div, list_logit_losses,
-                        logit_loss, logit_mse, register_logit_loss, unregister_logit_loss)
+from gkl.losses import (
+    dkd_loss,
+    dkl_loss,
+    get_logit_loss,
+    gkl_loss,
+    ikl_loss,
+    js_div,
+    kl_div,
+    list_logit_losses,
+    logit_loss,
+    logit_mse,
+    register_logit_loss,
+    unregister_logit_loss,
+)
 
 BUILTIN = ["kl", "reverse_kl", "jsd", "soft_ce", "softmax_mse", "hard_ce", "mse", "dkl", "gkl", "ikl", "dkd"]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -52,17 +64,24 @@ def _direct(name: str, s, t, y, w, T: float, reduction: str) -> torch.Tensor:
     return dkd_loss(s, t, y, alpha=1.0, beta=8.0, temperature=T, reduction=reduction)
 
 
-PARAMS = {"dkl": {"alpha": 2.0, "beta": 0.5}, "gkl": {"alpha": 2.0, "gamma": 0.5},
-          "ikl": {"alpha": 20.0, "beta": 5.0, "weight_temperature": 4.0}, "dkd": {"alpha": 1.0, "beta": 8.0}}
+PARAMS = {
+    "dkl": {"alpha": 2.0, "beta": 0.5},
+    "gkl": {"alpha": 2.0, "gamma": 0.5},
+    "ikl": {"alpha": 20.0, "beta": 5.0, "weight_temperature": 4.0},
+    "dkd": {"alpha": 1.0, "beta": 8.0},
+}
 
 
-OWN_PARAMS = {"dkl": {"alpha", "beta"}, "dkd": {"alpha", "beta"},
-              "gkl": {"alpha", "beta", "gamma", "weight_temperature", "normalize", "ignore_index"},
-              "ikl": {"alpha", "beta", "weight_temperature", "ignore_index"}}
+OWN_PARAMS = {
+    "dkl": {"alpha", "beta"},
+    "dkd": {"alpha", "beta"},
+    "gkl": {"alpha", "beta", "gamma", "weight_temperature", "normalize", "ignore_index"},
+    "ikl": {"alpha", "beta", "weight_temperature", "ignore_index"},
+}
 
 
 def test_the_builtin_names_are_registered_in_order():
-    assert list_logit_losses()[:len(BUILTIN)] == BUILTIN
+    assert list_logit_losses()[: len(BUILTIN)] == BUILTIN
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -121,10 +140,19 @@ def test_register_overwrite_and_unregister_a_toy_loss():
         register_logit_loss("toy_l1", l1, params={"scale": 1.0}, description="toy")
         assert "toy_l1" in list_logit_losses()
         entry = get_logit_loss("toy_l1")
-        assert (entry.name, entry.params, entry.uses_targets, entry.uses_weights, entry.description) == \
-            ("toy_l1", {"scale": 1.0}, False, False, "toy")
-        torch.testing.assert_close(logit_loss("toy_l1", s, t, scale=2.0, temperature=4.0),
-                                   ((s - t).abs().sum(1) / 2.0).mean(), rtol=1e-15, atol=0)
+        assert (entry.name, entry.params, entry.uses_targets, entry.uses_weights, entry.description) == (
+            "toy_l1",
+            {"scale": 1.0},
+            False,
+            False,
+            "toy",
+        )
+        torch.testing.assert_close(
+            logit_loss("toy_l1", s, t, scale=2.0, temperature=4.0),
+            ((s - t).abs().sum(1) / 2.0).mean(),
+            rtol=1e-15,
+            atol=0,
+        )
         with pytest.raises(ValueError, match="already registered"):
             register_logit_loss("toy_l1", l1)
 

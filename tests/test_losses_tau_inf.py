@@ -58,8 +58,7 @@ def test_relation_to_logit_mse_and_shift_invariance():
     # Kim et al.: (1/2C)||d||^2 + delta_inf with delta_inf = -(sum d)^2 / (2C^2)
     torch.testing.assert_close(lim, mse / 2 - d.sum(dim=1) ** 2 / (2 * c**2), rtol=1e-12, atol=1e-12)
     shifted = s.detach() + 5.0
-    torch.testing.assert_close(kl_div(shifted, t, temperature=math.inf, reduction="none"), lim,
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(kl_div(shifted, t, temperature=math.inf, reduction="none"), lim, rtol=1e-12, atol=1e-12)
     assert (logit_mse(shifted, t, reduction="none") > mse).all()  # the uncentred MSE is not shift-invariant
 
 

@@ -5,8 +5,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gkl.losses import (ClassPrior, GKLLoss, dkd_loss, dkl_loss, gkl_loss, ikl_loss, js_div, kl_div,
-                        logit_mse, value_checks, value_checks_active)
+from gkl.losses import (
+    ClassPrior,
+    GKLLoss,
+    dkd_loss,
+    dkl_loss,
+    gkl_loss,
+    ikl_loss,
+    js_div,
+    kl_div,
+    logit_mse,
+    value_checks,
+    value_checks_active,
+)
 
 PAIR_LOSSES = [kl_div, dkl_loss, gkl_loss, ikl_loss, js_div, logit_mse]
 S = torch.randn(4, 5)
@@ -114,14 +125,20 @@ def _random(shape, scale, seed, dtype=torch.float32):
 
 
 @settings(max_examples=40, deadline=None)
-@given(shape=shapes, scale=scales, seed=st.integers(0, 2 ** 16), gamma=st.sampled_from([0.0, 0.3, 1.0]))
+@given(shape=shapes, scale=scales, seed=st.integers(0, 2**16), gamma=st.sampled_from([0.0, 0.3, 1.0]))
 def test_finite_inputs_never_give_nan(shape, scale, seed, gamma):
     s = _random(shape, scale, seed).requires_grad_()
     t = _random(shape, scale, seed + 1).requires_grad_()
     y = torch.randint(0, shape[1], shape[:1], generator=torch.Generator().manual_seed(seed))
-    outs = [kl_div(s, t, temperature=4.0), dkl_loss(s, t), js_div(s, t), logit_mse(s, t),
-            dkd_loss(s, t, y), gkl_loss(s, t, gamma=gamma, weight_temperature=4.0),
-            gkl_loss(s, t, gamma=gamma, normalize="batch", weights=torch.softmax(t.detach(), 1))]
+    outs = [
+        kl_div(s, t, temperature=4.0),
+        dkl_loss(s, t),
+        js_div(s, t),
+        logit_mse(s, t),
+        dkd_loss(s, t, y),
+        gkl_loss(s, t, gamma=gamma, weight_temperature=4.0),
+        gkl_loss(s, t, gamma=gamma, normalize="batch", weights=torch.softmax(t.detach(), 1)),
+    ]
     for out in outs:
         assert torch.isfinite(out)
         grads = torch.autograd.grad(out, (s, t), allow_unused=True)
@@ -129,8 +146,12 @@ def test_finite_inputs_never_give_nan(shape, scale, seed, gamma):
 
 
 @settings(max_examples=25, deadline=None)
-@given(shape=shapes, seed=st.integers(0, 2 ** 16), half=st.sampled_from([torch.float16, torch.bfloat16]),
-       gamma=st.sampled_from([0.0, 0.5, 1.0]))
+@given(
+    shape=shapes,
+    seed=st.integers(0, 2**16),
+    half=st.sampled_from([torch.float16, torch.bfloat16]),
+    gamma=st.sampled_from([0.0, 0.5, 1.0]),
+)
 def test_half_inputs_give_the_float32_result(shape, seed, half, gamma):
     s = _random(shape, 4.0, seed, half)
     t = _random(shape, 4.0, seed + 1, half)
@@ -152,14 +173,18 @@ def test_autocast_region_is_computed_in_float32():
 
 
 @settings(max_examples=25, deadline=None)
-@given(shape=shapes, seed=st.integers(0, 2 ** 16), gamma=st.sampled_from([0.0, 0.3, 1.0]),
-       normalize=st.sampled_from(["weights", "batch"]))
+@given(
+    shape=shapes,
+    seed=st.integers(0, 2**16),
+    gamma=st.sampled_from([0.0, 0.3, 1.0]),
+    normalize=st.sampled_from(["weights", "batch"]),
+)
 def test_1e4_logits_match_float64_reference(shape, seed, gamma, normalize):
     s64 = _random(shape, 1e4, seed, torch.float64)
     t64 = _random(shape, 1e4, seed + 1, torch.float64)
     s32 = s64.float().requires_grad_()
     t32 = t64.float().requires_grad_()
-    s64 = s32.detach().double().requires_grad_()   # identical inputs
+    s64 = s32.detach().double().requires_grad_()  # identical inputs
     t64 = t32.detach().double().requires_grad_()
     kw = dict(gamma=gamma, normalize=normalize, temperature=4.0)
     out32, out64 = gkl_loss(s32, t32, **kw), gkl_loss(s64, t64, **kw)
@@ -191,23 +216,33 @@ def test_prior_rejects_and_gkl_module_dense():
 
 
 @settings(max_examples=20, deadline=None)
-@given(n=st.integers(1, 3), c=st.integers(2, 6), h=st.integers(1, 4), w=st.integers(1, 4),
-       scale=st.sampled_from([1.0, 100.0, 1e4]), seed=st.integers(0, 2 ** 16),
-       gamma=st.sampled_from([0.0, 0.4, 1.0]), normalize=st.sampled_from(["weights", "batch"]))
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(2, 6),
+    h=st.integers(1, 4),
+    w=st.integers(1, 4),
+    scale=st.sampled_from([1.0, 100.0, 1e4]),
+    seed=st.integers(0, 2**16),
+    gamma=st.sampled_from([0.0, 0.4, 1.0]),
+    normalize=st.sampled_from(["weights", "batch"]),
+)
 def test_dense_equals_flattened_examples(n, c, h, w, scale, seed, gamma, normalize):
     """Every position of a dense input is an example; ignored positions drop out entirely."""
     g = torch.Generator().manual_seed(seed)
     s = scale * torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
     t = scale * torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
     y = torch.randint(-1, c, (n, h, w), generator=g)  # -1 = ignored
-    flat = lambda x: x.movedim(1, -1).reshape(-1, c)
+
+    def flat(x):
+        return x.movedim(1, -1).reshape(-1, c)
+
     keep = y.reshape(-1) != -1
     kw = dict(gamma=gamma, normalize=normalize, temperature=2.0)
     dense = gkl_loss(s, t, targets=y, ignore_index=-1, **kw)
     assert torch.isfinite(dense)
     if keep.any():
         ref = gkl_loss(flat(s)[keep], flat(t)[keep], **kw)
-        torch.testing.assert_close(dense, ref, rtol=1e-10, atol=1e-10 * scale ** 2)
+        torch.testing.assert_close(dense, ref, rtol=1e-10, atol=1e-10 * scale**2)
     else:
         assert dense.item() == 0.0
     torch.testing.assert_close(kl_div(s, t), kl_div(flat(s), flat(t)), rtol=1e-12, atol=0)

@@ -11,8 +11,19 @@ import threading
 import pytest
 import torch
 
-from gkl.losses import (ClassPrior, GKLLoss, dkd_loss, dkl_loss, gkl_loss, js_div, kl_div, logit_mse, logit_loss,
-                        value_checks, value_checks_active)
+from gkl.losses import (
+    ClassPrior,
+    GKLLoss,
+    dkd_loss,
+    dkl_loss,
+    gkl_loss,
+    js_div,
+    kl_div,
+    logit_loss,
+    logit_mse,
+    value_checks,
+    value_checks_active,
+)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -94,8 +105,10 @@ def _calls():
     prior = ClassPrior(5)
     module = GKLLoss(5, class_wise=True, gamma=0.5).train()
     return {
-        "kl_div": lambda: kl_div(s, t), "dkl_loss": lambda: dkl_loss(s, t, temperature=2.0),
-        "js_div": lambda: js_div(s, t), "logit_mse": lambda: logit_mse(s, t),
+        "kl_div": lambda: kl_div(s, t),
+        "dkl_loss": lambda: dkl_loss(s, t, temperature=2.0),
+        "js_div": lambda: js_div(s, t),
+        "logit_mse": lambda: logit_mse(s, t),
         "dkd_loss": lambda: dkd_loss(s, t, y.clamp_min(0)),
         "gkl_loss weights+targets": lambda: gkl_loss(s, t, weights=w, targets=y, gamma=0.5),
         "gkl_loss dense": lambda: gkl_loss(dense, dense.flip(0), targets=dense_y),

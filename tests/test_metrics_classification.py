@@ -90,8 +90,9 @@ def _same(a: dict, b: dict) -> None:
 
 def test_two_rank_gloo_totals_equal_single_process_and_ranks_decode_only_their_shard(digits_root, tmp_path):
     # fork (no re-import of torch in the children) before this process starts any thread pool
-    mp.start_processes(_worker, args=(2, _free_port(), str(digits_root), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    mp.start_processes(
+        _worker, args=(2, _free_port(), str(digits_root), str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
     counting, per_image, in_memory = _loaders(digits_root, 0, 1)
     single = evaluate_classifier(_model(), per_image, num_classes=10, device="cpu", class_groups=GROUPS)
     assert sorted(counting.seen) == list(range(450)) and single["count"] == 450
@@ -110,8 +111,9 @@ def test_strided_shards_cover_once_without_padding(digits_root):
         labels = []
         for rank in range(world_size):
             for in_memory in (False, True):
-                loader = build_loader(test, batch_size=16, train=False, in_memory=in_memory, rank=rank,
-                                      world_size=world_size)
+                loader = build_loader(
+                    test, batch_size=16, train=False, in_memory=in_memory, rank=rank, world_size=world_size
+                )
                 assert loader.rank_shard == (rank, world_size)
                 got = torch.cat([y for _, y in loader])
                 assert len(loader) == -(-len(got) // 16)
@@ -145,17 +147,24 @@ def test_evaluator_protocol_and_values(digits_root):
     assert result["top1"] == pytest.approx(top1, abs=1e-9) and result["top5"] == pytest.approx(top5, abs=1e-9)
     low = labels < 5
     assert result["groups"]["low"] == pytest.approx(
-        (logits.argmax(1) == labels)[low].double().mean().item() * 100, abs=1e-9)
+        (logits.argmax(1) == labels)[low].double().mean().item() * 100, abs=1e-9
+    )
     assert result["count"] == 450 and len(result["per_class"]) == 10
     with pytest.raises(ValueError, match="num_classes"):
         ClassificationEvaluator(1)
+
 
 def test_runner_builds_this_ranks_eval_shard(digits_root):
     from gkl.config import config_from_dict
     from gkl.runner import build_parts
 
-    cfg = config_from_dict({"kind": "train", "data": {"name": "digits", "root": str(digits_root), "num_workers": 0},
-                            "model": {"name": "digits_mlp_small"}})
+    cfg = config_from_dict(
+        {
+            "kind": "train",
+            "data": {"name": "digits", "root": str(digits_root), "num_workers": 0},
+            "model": {"name": "digits_mlp_small"},
+        }
+    )
     for in_memory in (False, True):
         cfg.data.in_memory = in_memory
         parts = build_parts(cfg, DistInfo(rank=1, world_size=2, is_main=False))

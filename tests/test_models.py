@@ -56,7 +56,9 @@ def _example_input(name: str, batch: int = 2) -> torch.Tensor:
     return torch.rand(batch, *shape)
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if model_input_kind(n) != "segmentation"])  # dense: test_seg_models
+@pytest.mark.parametrize(
+    "name", [n for n in list_models() if model_input_kind(n) != "segmentation"]
+)  # dense: test_seg_models
 def test_every_model_gives_logits_for_its_input_kind(name: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, 10).eval()
@@ -244,8 +246,9 @@ def _num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize(("teacher", "student"), [("digits_cnn_large", "digits_mlp_small"),
-                                                  ("mnist1d_cnn", "mnist1d_mlp_small")])
+@pytest.mark.parametrize(
+    ("teacher", "student"), [("digits_cnn_large", "digits_mlp_small"), ("mnist1d_cnn", "mnist1d_mlp_small")]
+)
 def test_small_teacher_student_sizes(teacher: str, student: str) -> None:
     teacher_model, student_model = create_model(teacher, 10), create_model(student, 10)
     assert 10_000 <= _num_parameters(teacher_model) <= 100_000

@@ -34,8 +34,11 @@ def test_pgd_rejects_non_finite_images_naming_them(bad: float) -> None:
 def test_pgd_rejects_out_of_range_labels_naming_them(loss: str) -> None:
     images, labels = _inputs()
     labels[3] = 4  # the model has 4 classes: 0..3
-    with pytest.raises(ValueError, match=r"^labels: expected class indices in \[0, 3\] \(the model has 4 "
-                                         r"classes\), got label 4$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^labels: expected class indices in \[0, 3\] \(the model has 4 "
+        r"classes\), got label 4$",
+    ):
         pgd(_model(), images, labels, eps=0.1, step_size=0.05, steps=1, loss=loss)
     labels[3] = -1
     with pytest.raises(ValueError, match=r"^labels: expected class indices >= 0, got -1$"):

@@ -14,8 +14,7 @@ from torch import nn
 
 from gkl.losses import dkd_loss, dkl_loss, gkl_loss, js_div, kl_div, logit_mse
 from gkl.objectives.base import StepOutput
-from gkl.objectives.distill import (DISTILL_OBJECTIVES, GKLObjective, IKLObjective, KDObjective,
-                                   build_distill_objective)
+from gkl.objectives.distill import DISTILL_OBJECTIVES, GKLObjective, IKLObjective, KDObjective, build_distill_objective
 from gkl.objectives.supervised import SupervisedObjective
 from gkl.settings.distill import DISTILL_METHODS, DISTILL_SETTINGS, GKLSettings, KDSettings, distill_settings
 
@@ -56,11 +55,13 @@ def _expected_term(method: str, s: torch.Tensor, t: torch.Tensor, y: torch.Tenso
     if method == "dkl":
         return dkl_loss(s / 2, t / 2, alpha=1.5, beta=0.5) * 4
     if method == "ikl":
-        return gkl_loss(s, t, alpha=3.0, beta=0.5, gamma=1.0, temperature=2.0, weight_temperature=2.0,
-                        normalize="batch")
+        return gkl_loss(
+            s, t, alpha=3.0, beta=0.5, gamma=1.0, temperature=2.0, weight_temperature=2.0, normalize="batch"
+        )
     if method == "gkl":
-        return gkl_loss(s, t, alpha=3.0, beta=0.5, gamma=0.3, temperature=2.0, weight_temperature=3.0,
-                        normalize="batch")
+        return gkl_loss(
+            s, t, alpha=3.0, beta=0.5, gamma=0.3, temperature=2.0, weight_temperature=3.0, normalize="batch"
+        )
     if method == "mse":
         return logit_mse(s, t)
     assert cfg == {"temperature": 2.0}
@@ -111,21 +112,29 @@ def test_class_wise_ikl_uses_the_previous_epochs_prior() -> None:
     """Epoch 1 weights are uniform; epoch 2 uses the mean teacher softmax at tau_w per class (Eq. 9)."""
     student, teacher = _nets()
     x, y = _batch()
-    settings = distill_settings("ikl", class_wise=True, weight_temperature=2.0, alpha=2.0, temperature=4.0,
-                                warmup_epochs=0)
+    settings = distill_settings(
+        "ikl", class_wise=True, weight_temperature=2.0, alpha=2.0, temperature=4.0, warmup_epochs=0
+    )
     objective = IKLObjective(teacher, settings, num_classes=C).train()
     s, t = student(x), teacher(x)
     uniform = torch.full((10, C), 1.0 / C, dtype=torch.float32)  # the prior holds float32
     first = objective(student, (x, y), epoch=1, step=1).losses["ikl"]
-    assert torch.allclose(first, gkl_loss(s, t, weights=uniform, alpha=2.0, beta=1.0, gamma=1.0, temperature=4.0,
-                                          normalize="batch"), rtol=1e-12)
+    assert torch.allclose(
+        first,
+        gkl_loss(s, t, weights=uniform, alpha=2.0, beta=1.0, gamma=1.0, temperature=4.0, normalize="batch"),
+        rtol=1e-12,
+    )
     objective.on_epoch_end(1)
     probs = torch.softmax(t.detach() / 2.0, dim=1)
-    means = torch.stack([probs[y == c].mean(0) if (y == c).any() else torch.full((C,), 1.0 / C, dtype=torch.float64)
-                         for c in range(C)])
+    means = torch.stack(
+        [probs[y == c].mean(0) if (y == c).any() else torch.full((C,), 1.0 / C, dtype=torch.float64) for c in range(C)]
+    )
     second = objective(student, (x, y), epoch=2, step=2).losses["ikl"]
-    assert torch.allclose(second, gkl_loss(s, t, weights=means[y], alpha=2.0, beta=1.0, gamma=1.0,
-                                           temperature=4.0, normalize="batch"), rtol=1e-6)
+    assert torch.allclose(
+        second,
+        gkl_loss(s, t, weights=means[y], alpha=2.0, beta=1.0, gamma=1.0, temperature=4.0, normalize="batch"),
+        rtol=1e-6,
+    )
     objective.eval()  # evaluation steps do not feed the prior
     before = objective.prior.sums.clone()
     objective(student, (x, y), epoch=2, step=3)
@@ -140,7 +149,7 @@ def test_gkl_settings_reach_the_loss() -> None:
     out = GKLObjective(teacher, settings, num_classes=C)(student, (x, y), epoch=1, step=1)
     s, t = student(x), teacher(x)
     # gamma = 0: unit weights, W = C for every example, D = N C^2
-    d = (t - s)
+    d = t - s
     wmse = 0.5 * C * ((d - d.mean(1, keepdim=True)) ** 2).sum(1)
     ce = -(torch.softmax(t / 4, 1) * torch.log_softmax(s / 4, 1)).sum(1)
     expected = 2.0 * wmse.sum() / (10 * C * C) + ce.mean()

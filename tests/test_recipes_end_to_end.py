@@ -37,17 +37,27 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("in_memory", [False, True])
-def test_cifar100_gkl_recipe_with_a_community_teacher_file(cifar_root: Path, tmp_path: Path,
-                                                           in_memory: bool) -> None:
+def test_cifar100_gkl_recipe_with_a_community_teacher_file(cifar_root: Path, tmp_path: Path, in_memory: bool) -> None:
     teacher_file = tmp_path / "resnet8_vanilla" / "ckpt_epoch_240.pth"
     teacher_file.parent.mkdir()
     torch.manual_seed(0)
     torch.save({"model": create_model("resnet8", 100).state_dict(), "epoch": 240}, teacher_file)
 
-    args = ["distill", str(CONFIGS / "cifar100" / "gkl" / "res32x4_res8x4.yaml"), f"data.root={cifar_root}",
-            f"out_dir={tmp_path / 'runs'}", "train.epochs=2", "data.batch_size=32", "data.eval_batch_size=20",
-            "data.num_workers=0", f"data.in_memory={str(in_memory).lower()}", "train.progress=false",
-            "model.name=resnet8", "teacher.name=resnet8", f"teacher.checkpoint={teacher_file}"]
+    args = [
+        "distill",
+        str(CONFIGS / "cifar100" / "gkl" / "res32x4_res8x4.yaml"),
+        f"data.root={cifar_root}",
+        f"out_dir={tmp_path / 'runs'}",
+        "train.epochs=2",
+        "data.batch_size=32",
+        "data.eval_batch_size=20",
+        "data.num_workers=0",
+        f"data.in_memory={str(in_memory).lower()}",
+        "train.progress=false",
+        "model.name=resnet8",
+        "teacher.name=resnet8",
+        f"teacher.checkpoint={teacher_file}",
+    ]
     assert main(args) == 0
     run_dir = tmp_path / "runs" / "gkl_res32x4_res8x4"
     config = (run_dir / "config.yaml").read_text()
@@ -65,15 +75,28 @@ def test_cifar100_gkl_recipe_with_a_community_teacher_file(cifar_root: Path, tmp
 
 
 def test_cifar10_gkl_at_recipe_with_robust_evaluation(cifar_root: Path, tmp_path: Path) -> None:
-    args = ["adv-train", str(CONFIGS / "cifar10_at" / "gkl_wrn34_10.yaml"), f"data.root={cifar_root}",
-            f"out_dir={tmp_path / 'runs'}", "train.epochs=2", "data.batch_size=10", "data.num_workers=0",
-            "train.progress=false", "model.name=wrn16_4_robust", "adversarial.awp_start_epoch=2"]
+    args = [
+        "adv-train",
+        str(CONFIGS / "cifar10_at" / "gkl_wrn34_10.yaml"),
+        f"data.root={cifar_root}",
+        f"out_dir={tmp_path / 'runs'}",
+        "train.epochs=2",
+        "data.batch_size=10",
+        "data.num_workers=0",
+        "train.progress=false",
+        "model.name=wrn16_4_robust",
+        "adversarial.awp_start_epoch=2",
+    ]
     assert main(args) == 0
     run_dir = tmp_path / "runs" / "gkl_wrn34_10"
     state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["ema"] is not None
-    assert main(["evaluate", str(run_dir), "--which", "last", "--robust", "--attacks", "pgd10,cw10",
-                 "--num-examples", "5"]) == 0
+    assert (
+        main(
+            ["evaluate", str(run_dir), "--which", "last", "--robust", "--attacks", "pgd10,cw10", "--num-examples", "5"]
+        )
+        == 0
+    )
     report = read_evaluations(run_dir)[-1]
     assert report["weights"] == "ema" and report["kind"] == "robust"
     robust = report["results"]["last"]["robust"]

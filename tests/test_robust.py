@@ -26,8 +26,16 @@ def test_report_is_consistent_and_autoattack_is_strongest(trained):
     model, dataset = trained
     model = copy.deepcopy(model).train()  # evaluation must switch to eval mode and restore this afterwards
     rng_before = torch.get_rng_state()
-    report = evaluate_robustness(model, dataset, eps_list=(8 / 255, 0.1), attacks=("pgd10", "cw10", "autoattack"),
-                                 step_size=2 / 255, num_examples=48, batch_size=32, autoattack_version="fast")
+    report = evaluate_robustness(
+        model,
+        dataset,
+        eps_list=(8 / 255, 0.1),
+        attacks=("pgd10", "cw10", "autoattack"),
+        step_size=2 / 255,
+        num_examples=48,
+        batch_size=32,
+        autoattack_version="fast",
+    )
     assert model.training
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert isinstance(report, RobustReport)
@@ -56,8 +64,9 @@ def test_report_is_consistent_and_autoattack_is_strongest(trained):
 def test_standard_autoattack_runs_all_four_attacks_and_is_no_weaker_than_pgd(trained):
     # "standard" (APGD-CE, APGD-T, FAB-T, Square), the default of `gkl evaluate --robust`
     model, dataset = trained
-    report = evaluate_robustness(model, dataset, eps_list=(0.1,), attacks=("pgd20", "autoattack"),
-                                 num_examples=16, batch_size=16)
+    report = evaluate_robustness(
+        model, dataset, eps_list=(0.1,), attacks=("pgd20", "autoattack"), num_examples=16, batch_size=16
+    )
     assert report.settings["autoattack_version"] == "standard"
     result = report.results[0]
     assert result.accuracy["autoattack"] <= result.accuracy["pgd20"] < report.clean_accuracy
@@ -68,8 +77,7 @@ def test_full_dataset_by_default_and_seeded(trained):
     model, dataset = trained
     small = TensorDataset(*dataset[:40])
     first = evaluate_robustness(model, small, eps_list=(0.1,), attacks=("pgd5",), seed=3, batch_size=16)
-    second = evaluate_robustness(model, DataLoader(small, batch_size=16), eps_list=(0.1,), attacks=("pgd5",),
-                                 seed=3)
+    second = evaluate_robustness(model, DataLoader(small, batch_size=16), eps_list=(0.1,), attacks=("pgd5",), seed=3)
     assert first.num_examples == 40 and first.dataset_size == 40
     assert not any("first" in w for w in first.warnings)
     assert first.results == second.results and first.clean_accuracy == second.clean_accuracy
@@ -77,8 +85,9 @@ def test_full_dataset_by_default_and_seeded(trained):
 
 def test_l2_evaluation(trained):
     model, dataset = trained
-    report = evaluate_robustness(model, dataset, eps_list=(0.5,), attacks=("pgd10",), step_size=0.1,
-                                 num_examples=32, norm="l2")
+    report = evaluate_robustness(
+        model, dataset, eps_list=(0.5,), attacks=("pgd10",), step_size=0.1, num_examples=32, norm="l2"
+    )
     assert report.norm == "l2"
     assert report.worst_case() <= report.accuracy("pgd10") <= report.clean_accuracy
 
@@ -103,11 +112,18 @@ def test_ball_check_rejects_escaping_examples():
         _check_in_ball(torch.ones_like(images) * 1.2, torch.ones_like(images), 0.3, "linf", "pgd1")
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    ({"attacks": ("pgd",)}, "attacks"), ({"attacks": "pgd10"}, "attacks"), ({"norm": "l1"}, "norm"),
-    ({"autoattack_version": "plus"}, "autoattack_version"), ({"eps_list": (-1.0,)}, "eps_list"),
-    ({"num_examples": 0}, "num_examples"), ({"batch_size": 0}, "batch_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"attacks": ("pgd",)}, "attacks"),
+        ({"attacks": "pgd10"}, "attacks"),
+        ({"norm": "l1"}, "norm"),
+        ({"autoattack_version": "plus"}, "autoattack_version"),
+        ({"eps_list": (-1.0,)}, "eps_list"),
+        ({"num_examples": 0}, "num_examples"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
 def test_bad_arguments_raise(kwargs, word):
     data = TensorDataset(torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,)))
     with pytest.raises(ValueError, match=word):

@@ -11,8 +11,14 @@ from PIL import Image
 
 from gkl.data import build_dataset, dataset_info
 from gkl.data.segmentation import DigitScenes, build_segmentation_dataset
-from gkl.data.segmentation.transforms import (IMAGENET_MEAN_255, IMAGENET_STD_255, PadCrop, RandomRotate,
-                                              RandomScale, train_transform)
+from gkl.data.segmentation.transforms import (
+    IMAGENET_MEAN_255,
+    IMAGENET_STD_255,
+    PadCrop,
+    RandomRotate,
+    RandomScale,
+    train_transform,
+)
 from gkl.utils.errors import InputError
 
 
@@ -38,7 +44,10 @@ def test_ade20k_layout_shift_and_ignore(tmp_path) -> None:
     rng = np.random.default_rng(0)
     base = tmp_path / "ADEChallengeData2016"
     raws = {}
-    for split, names in (("training", ["ADE_train_00000001", "ADE_train_00000002"]), ("validation", ["ADE_val_00000001"])):
+    for split, names in (
+        ("training", ["ADE_train_00000001", "ADE_train_00000002"]),
+        ("validation", ["ADE_val_00000001"]),
+    ):
         for name in names:
             image, raw = random_pair(rng, 20, 30, 151)
             raw[0, :5] = 0
@@ -87,13 +96,14 @@ def test_cityscapes_layout(tmp_path) -> None:
         label[:2] = 255
         write_rgb(str(tmp_path / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"), image)
         write_label(str(tmp_path / "gtFine" / split / city / f"{stem}_gtFine_labelTrainIds.png"), label)
-        ds = build_segmentation_dataset("cityscapes", str(tmp_path), split == "train", augment=False,
-                                        normalize=False)
+        ds = build_segmentation_dataset("cityscapes", str(tmp_path), split == "train", augment=False, normalize=False)
         x, y = ds[0]
         assert torch.equal(y, torch.from_numpy(label))
         assert torch.allclose(x * 255, torch.from_numpy(image).permute(2, 0, 1).float(), atol=1e-3)
-    write_label(str(tmp_path / "gtFine" / "val" / "lindau" / "lindau_000000_000019_gtFine_labelTrainIds.png"),
-                np.full((16, 32), 19))
+    write_label(
+        str(tmp_path / "gtFine" / "val" / "lindau" / "lindau_000000_000019_gtFine_labelTrainIds.png"),
+        np.full((16, 32), 19),
+    )
     with pytest.raises(InputError, match="labelTrainIds.png: values \\[19\\]"):
         build_segmentation_dataset("cityscapes", str(tmp_path), False)[0]
 
@@ -113,8 +123,9 @@ def test_voc_palette_labels_and_aug_list(tmp_path) -> None:
     sets.mkdir(parents=True)
     (sets / "train.txt").write_text("2007_000032\n")
     (sets / "val.txt").write_text("2007_000033\n")
-    (sets / "train_aug.txt").write_text("/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n"
-                                        "2007_000033\n")
+    (sets / "train_aug.txt").write_text(
+        "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n2007_000033\n"
+    )
     train = build_segmentation_dataset("voc2012", str(tmp_path), True, augment=False)
     assert torch.equal(train[0][1], torch.from_numpy(labels["2007_000032"]))  # palette indices, 255 kept
     aug = build_segmentation_dataset("voc2012", str(tmp_path), True, augment=False, voc_aug=True)
@@ -125,8 +136,10 @@ def test_voc_palette_labels_and_aug_list(tmp_path) -> None:
 def block_scene(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """An image whose colour encodes its label: 24x24 blocks of 6 classes with distinct colours."""
     g = torch.Generator().manual_seed(seed)
-    palette = torch.tensor([[250, 10, 10], [10, 250, 10], [10, 10, 250], [240, 240, 20], [20, 230, 230],
-                            [200, 30, 220]], dtype=torch.float32)
+    palette = torch.tensor(
+        [[250, 10, 10], [10, 250, 10], [10, 10, 250], [240, 240, 20], [20, 230, 230], [200, 30, 220]],
+        dtype=torch.float32,
+    )
     blocks = torch.randint(0, 6, (6, 8), generator=g)
     label = blocks.repeat_interleave(24, 0).repeat_interleave(24, 1)  # 144 x 192
     image = palette[label].permute(2, 0, 1).contiguous()

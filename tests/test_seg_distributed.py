@@ -43,8 +43,15 @@ def _worker(rank, world_size, init_file, out_file):
         metric = SegmentationMetric(C)
         metric.update(student[shard], labels[shard])
         result = metric.compute()
-        torch.save({"prior": obj.prior.prior.clone(), "confusion": metric.reduced_confusion(),
-                    "local": metric.confusion.clone(), "mIoU": result["mIoU"]}, f"{out_file}.{rank}")
+        torch.save(
+            {
+                "prior": obj.prior.prior.clone(),
+                "confusion": metric.reduced_confusion(),
+                "local": metric.confusion.clone(),
+                "mIoU": result["mIoU"],
+            },
+            f"{out_file}.{rank}",
+        )
         dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -30,8 +30,11 @@ def test_miou_equals_direct_per_class_computation_with_ignore() -> None:
     for _ in range(3):
         target = torch.randint(0, 5, (2, 9, 11), generator=g)  # class 5 never labelled ...
         target[torch.rand(target.shape, generator=g) < 0.2] = 255
-        pred = torch.where(torch.rand(target.shape, generator=g) < 0.6, target.clamp(max=4),
-                           torch.randint(0, 5, target.shape, generator=g))  # ... nor predicted
+        pred = torch.where(
+            torch.rand(target.shape, generator=g) < 0.6,
+            target.clamp(max=4),
+            torch.randint(0, 5, target.shape, generator=g),
+        )  # ... nor predicted
         pred[0, 0, 0] = 4
         metric.update(pred, target)
         preds.append(pred), targets.append(target)

@@ -34,8 +34,11 @@ def backbone_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def dilations(stage: nn.Module) -> set[tuple[str, tuple[int, int]]]:
-    return {(name.split(".")[-1], m.dilation) for name, m in stage.named_modules()
-            if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)}
+    return {
+        (name.split(".")[-1], m.dilation)
+        for name, m in stage.named_modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+    }
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from gkl.losses import ClassPrior, gkl_loss
-from gkl.objectives.segmentation import (APDObjective, SegmentationCE, SegmentationDistill,
-                                         build_segmentation_objective, channel_wise_divergence,
-                                         class_prototypes, masked_cross_entropy, update_prior)
+from gkl.objectives.dense import channel_wise_divergence, masked_cross_entropy, update_prior
+from gkl.objectives.segmentation import (
+    APDObjective,
+    SegmentationCE,
+    SegmentationDistill,
+    build_segmentation_objective,
+    class_prototypes,
+)
 from gkl.settings.segmentation import SegmentationSettings
 from gkl.utils.errors import ConfigError
 
@@ -57,8 +62,17 @@ def flatten(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("normalize", ["weights", "batch"])
 def test_dense_gkl_equals_flattened_per_pixel_gkl_without_ignored_pixels(class_wise, normalize) -> None:
     s, t, y = data()
-    cfg = SegmentationSettings(method="kd", kd_term="gkl", alpha=2.0, beta=0.5, gamma=0.6, temperature=2.0,
-                               weight_temperature=3.0, class_wise=class_wise, normalize=normalize)
+    cfg = SegmentationSettings(
+        method="kd",
+        kd_term="gkl",
+        alpha=2.0,
+        beta=0.5,
+        gamma=0.6,
+        temperature=2.0,
+        weight_temperature=3.0,
+        class_wise=class_wise,
+        normalize=normalize,
+    )
     obj = SegmentationDistill(Pointwise(1), cfg, num_classes=C)
     if class_wise:  # a non-uniform prior from a previous "epoch"
         s0, t0, y0 = data(seed=1)
@@ -69,31 +83,44 @@ def test_dense_gkl_equals_flattened_per_pixel_gkl_without_ignored_pixels(class_w
     keep = flatten(y[:, None])[:, 0] != 255
     fs, ft, fy = flatten(s)[keep], flatten(t)[keep], flatten(y[:, None])[:, 0][keep]
     weights = obj.prior.prior[fy].to(torch.float64) if class_wise else None
-    flat = gkl_loss(fs, ft, weights=weights, alpha=2.0, beta=0.5, gamma=0.6, temperature=2.0,
-                    weight_temperature=3.0, normalize=normalize)
+    flat = gkl_loss(
+        fs,
+        ft,
+        weights=weights,
+        alpha=2.0,
+        beta=0.5,
+        gamma=0.6,
+        temperature=2.0,
+        weight_temperature=3.0,
+        normalize=normalize,
+    )
     torch.testing.assert_close(dense, flat, atol=1e-10, rtol=1e-10)
-    grad_dense, = torch.autograd.grad(dense, s)
-    grad_flat, = torch.autograd.grad(flat, s)
+    (grad_dense,) = torch.autograd.grad(dense, s)
+    (grad_flat,) = torch.autograd.grad(flat, s)
     torch.testing.assert_close(grad_dense, grad_flat, atol=1e-10, rtol=1e-10)
     assert bool((grad_dense.movedim(1, -1)[y == 255] == 0).all())
 
 
-@pytest.mark.parametrize("cfg", [
-    dict(kd_term="kl", temperature=2.0),
-    dict(kd_term="kl", mask_ignore=False, kd_normalize="pixel_class"),
-    dict(kd_term="gkl", class_wise=True, gamma=0.6, alpha=2.0, beta=0.5, temperature=2.0, weight_temperature=3.0),
-    dict(kd_term="gkl", class_wise=True, normalize="batch", kd_normalize="pixel_class"),
-    dict(kd_term="gkl", class_wise=False, gamma=0.6, weight_temperature=2.0),
-    dict(kd_term="gkl", class_wise=False, gamma=1.0, mask_ignore=False),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(kd_term="kl", temperature=2.0),
+        dict(kd_term="kl", mask_ignore=False, kd_normalize="pixel_class"),
+        dict(kd_term="gkl", class_wise=True, gamma=0.6, alpha=2.0, beta=0.5, temperature=2.0, weight_temperature=3.0),
+        dict(kd_term="gkl", class_wise=True, normalize="batch", kd_normalize="pixel_class"),
+        dict(kd_term="gkl", class_wise=False, gamma=0.6, weight_temperature=2.0),
+        dict(kd_term="gkl", class_wise=False, gamma=1.0, mask_ignore=False),
+    ],
+)
 def test_chunked_upsampled_loss_equals_one_pass(cfg) -> None:
     """Row-chunked KL/GKL on 1/8 logits = the one-pass loss on F.interpolate'd logits (value, gradient, prior)."""
     low_s, low_t, _ = data(h=4, w=5)
     _, _, y = data(seed=4, h=29, w=37)
     results = []
     for rows in (None, 6):
-        obj = SegmentationDistill(Pointwise(1), SegmentationSettings(method="kd", kd_chunk_rows=rows, **cfg),
-                                  num_classes=C).train()
+        obj = SegmentationDistill(
+            Pointwise(1), SegmentationSettings(method="kd", kd_chunk_rows=rows, **cfg), num_classes=C
+        ).train()
         if obj.prior is not None:
             update_prior(obj.prior, data(seed=1)[1], data(seed=1)[2], 255)
             obj.prior.step()
@@ -126,8 +153,9 @@ def test_pixel_kl_normalisations() -> None:
     per_pixel = (F.softmax(t, 1) * (F.log_softmax(t, 1) - F.log_softmax(s, 1))).sum(1)
     obj = SegmentationDistill(Pointwise(1), SegmentationSettings(**cfg), num_classes=C)
     torch.testing.assert_close(obj.kd_loss(s, t, y), per_pixel[y != 255].mean())
-    apd = SegmentationDistill(Pointwise(1), SegmentationSettings(**cfg, kd_normalize="pixel_class",
-                                                                  mask_ignore=False), num_classes=C)
+    apd = SegmentationDistill(
+        Pointwise(1), SegmentationSettings(**cfg, kd_normalize="pixel_class", mask_ignore=False), num_classes=C
+    )
     reference = nn.KLDivLoss()(F.log_softmax(s, 1), F.softmax(t, 1))  # APD's CriterionKD at T = 1
     torch.testing.assert_close(apd.kd_loss(s, t, y), reference)
     hot = SegmentationDistill(Pointwise(1), SegmentationSettings(**{**cfg, "temperature": 4.0}), num_classes=C)
@@ -173,8 +201,14 @@ def test_ce_objective_and_empty_labels() -> None:
 
 def test_apd_step_trains_adapters_and_checkpoints_adam_state() -> None:
     student, teacher = Pointwise(0).train(), Pointwise(1)
-    cfg = SegmentationSettings(method="apd", kd_weight=10.0, kd_normalize="pixel_class", mask_ignore=False,
-                               apd_adapter_dim=8, apd_teacher_lr=1e-2)
+    cfg = SegmentationSettings(
+        method="apd",
+        kd_weight=10.0,
+        kd_normalize="pixel_class",
+        mask_ignore=False,
+        apd_adapter_dim=8,
+        apd_teacher_lr=1e-2,
+    )
     obj = build_segmentation_objective(cfg, num_classes=C, teacher=teacher, student=student).train()
     assert isinstance(obj, APDObjective) and not obj.teacher.training
     x = torch.randn(2, 3, 8, 8)
@@ -192,14 +226,18 @@ def test_apd_step_trains_adapters_and_checkpoints_adam_state() -> None:
     assert int(state["adam_step"]) == 1 and "adam_m0" in state and not any(k.startswith("teacher.") for k in state)
     groups = obj.trainable_param_groups()
     assert groups[0]["lr_scale"] == 10.0 and len(groups[0]["params"]) == 4
-    gkl = build_segmentation_objective(SegmentationSettings(method="apd", kd_term="gkl"), num_classes=C,
-                                       teacher=teacher, student=student)
+    gkl = build_segmentation_objective(
+        SegmentationSettings(method="apd", kd_term="gkl"), num_classes=C, teacher=teacher, student=student
+    )
     assert "gkl" in gkl(student, (x, y), epoch=1, step=1).losses
 
 
 def test_settings_errors_name_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"^segmentation.method: expected one of \['ce', 'kd', 'cwd', 'apd'\], "
-                       r"got 'kdd'$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^segmentation.method: expected one of \['ce', 'kd', 'cwd', 'apd'\], "
+        r"got 'kdd'$",
+    ):
         SegmentationSettings(method="kdd")
     with pytest.raises(ConfigError, match=r"^segmentation.mask_ignore: expected true with class-wise GKL weights"):
         SegmentationSettings(method="kd", kd_term="gkl", class_wise=True, mask_ignore=False)
@@ -209,11 +247,16 @@ def test_settings_errors_name_the_key() -> None:
         SegmentationSettings(method="kd", cwd_temperature=2.0)
     with pytest.raises(ConfigError, match=r"^segmentation.gamma: not a setting of segmentation.kd_term 'kl'"):
         SegmentationSettings(method="apd", kd_term="kl", gamma=0.5)
-    with pytest.raises(ConfigError, match=r"^segmentation.eval.crop_size: expected an integer for mode 'slide', got None$"):
+    with pytest.raises(
+        ConfigError, match=r"^segmentation.eval.crop_size: expected an integer for mode 'slide', got None$"
+    ):
         SegmentationSettings(eval={"mode": "slide"})
     # a registered loss's name is checked against the registry when the objective is built
-    with pytest.raises(ConfigError, match=r"^segmentation.kd_term: expected a registered logit loss \(kl, .*\), got 'kll'$"):
-        build_segmentation_objective(SegmentationSettings(method="kd", kd_term="kll"), num_classes=C,
-                                     teacher=nn.Identity())
+    with pytest.raises(
+        ConfigError, match=r"^segmentation.kd_term: expected a registered logit loss \(kl, .*\), got 'kll'$"
+    ):
+        build_segmentation_objective(
+            SegmentationSettings(method="kd", kd_term="kll"), num_classes=C, teacher=nn.Identity()
+        )
     with pytest.raises(ValueError, match="needs a teacher"):
         build_segmentation_objective(SegmentationSettings(method="kd"), num_classes=C)

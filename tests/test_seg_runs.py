@@ -21,8 +21,14 @@ from helpers import assert_identical, assert_one_line_error, killing_run_script
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "segmentation"
 DEMO = CONFIGS / "demo"
 # 32 scenes, 8 of them the validation split: 24 in batches of 8 = 3 steps per epoch; 16 test scenes
-TINY = ["segmentation.train_size=32", "segmentation.eval_size=16", "data.val_fraction=0.25", "data.batch_size=8",
-        "data.eval_batch_size=16", "train.epochs=2"]
+TINY = [
+    "segmentation.train_size=32",
+    "segmentation.eval_size=16",
+    "data.val_fraction=0.25",
+    "data.batch_size=8",
+    "data.eval_batch_size=16",
+    "train.epochs=2",
+]
 
 KILLING_RUN = killing_run_script("segmentation", "APDObjective")
 
@@ -75,9 +81,16 @@ def test_seg_train_writes_miou_and_evaluate_reports_it(teacher_run: Path, capsys
 
 
 def _apd(out: Path, teacher: Path, name: str) -> list[str]:
-    return ["seg-train", str(DEMO / "student_apd_gkl.yaml"), f"out_dir={out}", f"name={name}", *TINY,
-            f"teacher.checkpoint={teacher / 'best.pt'}", "segmentation.head_lr_scale=10",
-            "train.checkpoint_every_steps=2"]
+    return [
+        "seg-train",
+        str(DEMO / "student_apd_gkl.yaml"),
+        f"out_dir={out}",
+        f"name={name}",
+        *TINY,
+        f"teacher.checkpoint={teacher / 'best.pt'}",
+        "segmentation.head_lr_scale=10",
+        "train.checkpoint_every_steps=2",
+    ]
 
 
 @pytest.mark.slow
@@ -86,8 +99,13 @@ def test_killed_apd_gkl_run_resumes_to_identical_weights(teacher_run: Path, tmp_
     with one_thread():
         assert main(_apd(tmp_path, teacher_run, "a")) == 0
     env = dict(os.environ, OMP_NUM_THREADS="1", GKL_TEST_KILL_AT="5")
-    killed = subprocess.run([sys.executable, "-c", KILLING_RUN, *_apd(tmp_path, teacher_run, "b")], env=env,
-                            capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLING_RUN, *_apd(tmp_path, teacher_run, "b")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert read_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 4  # mid-epoch (3 steps per epoch)
     with one_thread():
@@ -115,7 +133,9 @@ def _write_ade20k(root: Path, *, bad_value: int | None = None, drop_label: bool 
         (root / "images" / split).mkdir(parents=True)
         (root / "annotations" / split).mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / "images" / split / f"{i}.jpg")
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
+                root / "images" / split / f"{i}.jpg"
+            )
             label = rng.integers(0, 151, (20, 24)).astype(np.uint8)
             if bad_value is not None:
                 label[3, 4] = bad_value
@@ -123,17 +143,32 @@ def _write_ade20k(root: Path, *, bad_value: int | None = None, drop_label: bool 
                 Image.fromarray(label).save(root / "annotations" / split / f"{i}.png")
 
 
-ADE = [str(CONFIGS / "ade20k" / "psp18_ce.yaml"), "model.name=pspnet_tiny", "model.kwargs={}", "data.batch_size=2",
-       "segmentation.augment.crop_size=16", "segmentation.eval={mode: whole}", "train.epochs=1", "train.amp=off",
-       "train.sync_bn=false", "train.device=cpu", "train.progress=false", "data.num_workers=1"]
+ADE = [
+    str(CONFIGS / "ade20k" / "psp18_ce.yaml"),
+    "model.name=pspnet_tiny",
+    "model.kwargs={}",
+    "data.batch_size=2",
+    "segmentation.augment.crop_size=16",
+    "segmentation.eval={mode: whole}",
+    "train.epochs=1",
+    "train.amp=off",
+    "train.sync_bn=false",
+    "train.device=cpu",
+    "train.progress=false",
+    "data.num_workers=1",
+]
 
 
-@pytest.mark.parametrize(("case", "needles"), [
-    ("bad_label", ("label file", "annotations/training/", "[199]")),
-    ("missing_label", ("file not found", "1.png")),
-])
-def test_bad_segmentation_data_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str,
-                                                  needles: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("case", "needles"),
+    [
+        ("bad_label", ("label file", "annotations/training/", "[199]")),
+        ("missing_label", ("file not found", "1.png")),
+    ],
+)
+def test_bad_segmentation_data_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, needles: tuple[str, ...]
+) -> None:
     root = tmp_path / "ADEChallengeData2016"
     _write_ade20k(root, bad_value=200 if case == "bad_label" else None, drop_label=case == "missing_label")
     code = main(["seg-train", *ADE, f"data.root={tmp_path}", f"out_dir={tmp_path / 'runs'}"])
@@ -147,10 +182,22 @@ def test_bad_segmentation_data_is_one_line_error(tmp_path: Path, capsys: pytest.
         assert needle in err[-1], (needle, err)
 
 
-def test_missing_teacher_and_wrong_command_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_teacher_and_wrong_command_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "no_teacher.pt"
-    assert main(["seg-train", str(DEMO / "student_kd_gkl.yaml"), f"out_dir={tmp_path}", *TINY,
-                 f"teacher.checkpoint={missing}"]) == 2
+    assert (
+        main(
+            [
+                "seg-train",
+                str(DEMO / "student_kd_gkl.yaml"),
+                f"out_dir={tmp_path}",
+                *TINY,
+                f"teacher.checkpoint={missing}",
+            ]
+        )
+        == 2
+    )
     assert_one_line_error(capsys, "seg-train", "teacher.checkpoint", str(missing))
     assert main(["train", str(DEMO / "teacher.yaml"), f"out_dir={tmp_path}"]) == 2
     assert_one_line_error(capsys, "train", "gkl seg-train")

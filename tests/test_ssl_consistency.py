@@ -55,9 +55,17 @@ def test_gkl_consistency_is_the_masked_mean_of_gkl_per_example_values(loss: str)
     if loss == "gkl":
         kwargs.update(gamma=0.5)
     got = consistency_loss(strong, weak, loss=loss, mask=mask, temperature=1.5, **kwargs)
-    per = gkl_loss(strong, weak, temperature=1.5, reduction="none",
-                   normalize="weights" if loss == "gkl" else "batch", gamma=kwargs.get("gamma", 1.0),
-                   alpha=0.3, beta=1.0, weight_temperature=2.0)
+    per = gkl_loss(
+        strong,
+        weak,
+        temperature=1.5,
+        reduction="none",
+        normalize="weights" if loss == "gkl" else "batch",
+        gamma=kwargs.get("gamma", 1.0),
+        alpha=0.3,
+        beta=1.0,
+        weight_temperature=2.0,
+    )
     assert torch.allclose(got, (per * mask).sum() / 6, rtol=1e-12)
     # without a mask the consistency loss is exactly the GKL mean
     full = consistency_loss(strong, weak, loss=loss, temperature=1.5, **kwargs)
@@ -86,7 +94,9 @@ def test_all_masked_gives_zero_and_bad_arguments_name_themselves() -> None:
         consistency_loss(s, w, loss="l1")
     with pytest.raises(ValueError, match="mask"):
         consistency_loss(s, w, loss="hard_ce", mask=torch.ones(3))
-    with pytest.raises(ValueError, match=r"^loss_params: expected parameters of loss 'softmax_mse' \(none\), got \['alpha'\]$"):
+    with pytest.raises(
+        ValueError, match=r"^loss_params: expected parameters of loss 'softmax_mse' \(none\), got \['alpha'\]$"
+    ):
         consistency_loss(s, w, loss="softmax_mse", alpha=1.0)
     for old, new in (("ce", "hard_ce"), ("mse", "softmax_mse")):  # the registry's 'mse' is logit MSE
         with pytest.raises(ValueError, match=rf"^loss: '{old}' is now '{new}'"):

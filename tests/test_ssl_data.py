@@ -34,8 +34,9 @@ def test_split_labeled_refuses_more_labels_than_the_smallest_class() -> None:
 def _split(n: int = 40) -> MemorySplit:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
-    return MemorySplit(images=images, labels=torch.arange(n) % 4, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
-                       augmentation="none")
+    return MemorySplit(
+        images=images, labels=torch.arange(n) % 4, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), augmentation="none"
+    )
 
 
 def test_loader_batches_are_a_pure_function_of_seed_epoch_rank_index() -> None:
@@ -58,8 +59,13 @@ def test_loader_batches_are_a_pure_function_of_seed_epoch_rank_index() -> None:
 def test_ranks_take_disjoint_slices_of_one_global_order() -> None:
     split = _split(64)
     lb, ulb = split_labeled(split.labels, 4, seed=0)
-    kw = dict(batch_size=2, uratio=2, steps_per_epoch=2, seed=1, views=ViewSettings(crop_padding=0, flip=False,
-                                                                                   randaugment_ops=0))
+    kw = dict(
+        batch_size=2,
+        uratio=2,
+        steps_per_epoch=2,
+        seed=1,
+        views=ViewSettings(crop_padding=0, flip=False, randaugment_ops=0),
+    )
     single = SSLLoader(split, lb, ulb, world_size=1, **kw)
     ranks = [SSLLoader(split, lb, ulb, rank=r, world_size=2, **kw) for r in range(2)]
     for loader in [single, *ranks]:

@@ -21,17 +21,27 @@ def _model() -> nn.Module:
 
 def _batch() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    return {"x_lb": torch.randn(B, 6, generator=g, dtype=torch.float64) * 3,
-            "y_lb": torch.randint(0, 5, (B,), generator=g),
-            "x_ulb_w": torch.randn(U, 6, generator=g, dtype=torch.float64) * 3,
-            "x_ulb_s": torch.randn(U, 6, generator=g, dtype=torch.float64) * 3}
+    return {
+        "x_lb": torch.randn(B, 6, generator=g, dtype=torch.float64) * 3,
+        "y_lb": torch.randint(0, 5, (B,), generator=g),
+        "x_ulb_w": torch.randn(U, 6, generator=g, dtype=torch.float64) * 3,
+        "x_ulb_s": torch.randn(U, 6, generator=g, dtype=torch.float64) * 3,
+    }
 
 
 def _objective(algorithm: str, model: nn.Module) -> nn.Module:
     if algorithm == "fixmatch":
         return FixMatchObjective(SSLSettings(consistency="ikl", p_cutoff=P_CUTOFF, alpha=0.1, beta=1.0))
-    settings = SSLSettings(algorithm="meanteacher", consistency="ikl", p_cutoff=P_CUTOFF, alpha=0.03, beta=0.02,
-                           lambda_u=1.0, unsup_warmup=0.0, ema_decay=0.9)
+    settings = SSLSettings(
+        algorithm="meanteacher",
+        consistency="ikl",
+        p_cutoff=P_CUTOFF,
+        alpha=0.03,
+        beta=0.02,
+        lambda_u=1.0,
+        unsup_warmup=0.0,
+        ema_decay=0.9,
+    )
     return MeanTeacherObjective(settings, model, total_steps=10)
 
 
@@ -62,8 +72,10 @@ def _worker(rank: int, world_size: int, algorithm: str, out_file: str) -> None:
     ddp = nn.parallel.DistributedDataParallel(model)
     full = _batch()
     b, u = B // world_size, U // world_size
-    mine = {k: v[rank * (b if k in ("x_lb", "y_lb") else u):(rank + 1) * (b if k in ("x_lb", "y_lb") else u)]
-            for k, v in full.items()}
+    mine = {
+        k: v[rank * (b if k in ("x_lb", "y_lb") else u) : (rank + 1) * (b if k in ("x_lb", "y_lb") else u)]
+        for k, v in full.items()
+    }
     mask = _step(model, ddp, objective, mine)
     gathered = [torch.zeros_like(mask) for _ in range(world_size)]
     torch.distributed.all_gather(gathered, mask)

@@ -23,16 +23,27 @@ class Lookup(nn.Module):
 
 def test_fixmatch_mask_and_hard_pseudo_labels_on_a_hand_built_batch() -> None:
     # ids 0-1 labelled; weak views 2-4; strong views 5-7
-    table = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0],
-                          [9.0, 0.0, 0.0],    # confident class 0 -> kept
-                          [0.5, 0.4, 0.0],    # not confident -> masked out
-                          [0.0, 0.0, 8.0],    # confident class 2 -> kept
-                          [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    table = torch.tensor(
+        [
+            [2.0, 0.0, 0.0],
+            [0.0, 2.0, 0.0],
+            [9.0, 0.0, 0.0],  # confident class 0 -> kept
+            [0.5, 0.4, 0.0],  # not confident -> masked out
+            [0.0, 0.0, 8.0],  # confident class 2 -> kept
+            [0.0, 1.0, 0.0],
+            [1.0, 0.0, 0.0],
+            [0.0, 3.0, 0.0],
+        ]
+    )
     model = Lookup(table)
     obj = FixMatchObjective(SSLSettings(algorithm="fixmatch", consistency="hard_ce", p_cutoff=0.95))
-    batch = {"x_lb": torch.tensor([[0.0], [1.0]]), "y_lb": torch.tensor([0, 1]),
-             "x_ulb_w": torch.tensor([[2.0], [3.0], [4.0]]), "x_ulb_s": torch.tensor([[5.0], [6.0], [7.0]]),
-             "y_ulb": torch.tensor([0, 1, 1])}
+    batch = {
+        "x_lb": torch.tensor([[0.0], [1.0]]),
+        "y_lb": torch.tensor([0, 1]),
+        "x_ulb_w": torch.tensor([[2.0], [3.0], [4.0]]),
+        "x_ulb_s": torch.tensor([[5.0], [6.0], [7.0]]),
+        "y_ulb": torch.tensor([0, 1, 1]),
+    }
     out = obj(model, batch, epoch=1, step=1)
     assert torch.equal(confidence_mask(table[2:5], 0.95), torch.tensor([1.0, 0.0, 1.0]))
     ce = nn.functional.cross_entropy
@@ -48,26 +59,45 @@ def test_fixmatch_soft_gkl_uses_soft_targets_at_the_configured_temperature() -> 
     g = torch.Generator().manual_seed(0)
     table = torch.randn(8, 4, generator=g) * 4
     obj = FixMatchObjective(SSLSettings(consistency="gkl", p_cutoff=0.5, temperature=0.5, alpha=0.1, beta=1.0))
-    batch = {"x_lb": torch.tensor([[0.0], [1.0]]), "y_lb": torch.tensor([0, 1]),
-             "x_ulb_w": torch.tensor([[2.0], [3.0], [4.0]]), "x_ulb_s": torch.tensor([[5.0], [6.0], [7.0]])}
+    batch = {
+        "x_lb": torch.tensor([[0.0], [1.0]]),
+        "y_lb": torch.tensor([0, 1]),
+        "x_ulb_w": torch.tensor([[2.0], [3.0], [4.0]]),
+        "x_ulb_s": torch.tensor([[5.0], [6.0], [7.0]]),
+    }
     out = obj(Lookup(table), batch, epoch=1, step=1)
     mask = confidence_mask(table[2:5], 0.5)
-    expected = consistency_loss(table[5:8], table[2:5], loss="gkl", mask=mask, temperature=0.5, alpha=0.1, beta=1.0,
-                                gamma=1.0, weight_temperature=1.0, normalize="weights")
+    expected = consistency_loss(
+        table[5:8],
+        table[2:5],
+        loss="gkl",
+        mask=mask,
+        temperature=0.5,
+        alpha=0.1,
+        beta=1.0,
+        gamma=1.0,
+        weight_temperature=1.0,
+        normalize="weights",
+    )
     assert torch.allclose(out.losses["unsup"], expected)
 
 
 def test_mean_teacher_ramp_and_ema_update() -> None:
     student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    settings = SSLSettings(algorithm="meanteacher", consistency="softmax_mse", lambda_u=50.0, unsup_warmup=0.4,
-                           ema_decay=0.9)
+    settings = SSLSettings(
+        algorithm="meanteacher", consistency="softmax_mse", lambda_u=50.0, unsup_warmup=0.4, ema_decay=0.9
+    )
     obj = MeanTeacherObjective(settings, student, total_steps=100)
     assert obj.ramp(1) == pytest.approx(1 / 40) and obj.ramp(20) == pytest.approx(0.5) and obj.ramp(41) == 1.0
     assert not any(p.requires_grad for p in obj.teacher.parameters())
     before = [p.detach().clone() for p in obj.teacher.parameters()]
     g = torch.Generator().manual_seed(0)
-    batch = {"x_lb": torch.randn(4, 3, generator=g), "y_lb": torch.tensor([0, 1, 2, 3]),
-             "x_ulb_w": torch.randn(6, 3, generator=g), "x_ulb_s": torch.randn(6, 3, generator=g)}
+    batch = {
+        "x_lb": torch.randn(4, 3, generator=g),
+        "y_lb": torch.tensor([0, 1, 2, 3]),
+        "x_ulb_w": torch.randn(6, 3, generator=g),
+        "x_ulb_s": torch.randn(6, 3, generator=g),
+    }
     out = obj(student, batch, epoch=1, step=10)
     with torch.no_grad():
         t = obj.teacher(batch["x_ulb_w"])
@@ -96,20 +126,29 @@ def test_settings_refuse_keys_their_method_does_not_use() -> None:
         SSLSettings(p_cutoff=0.0)
     with pytest.raises(ConfigError, match=r"^ssl.consistency: 'mse' is now called 'softmax_mse'$"):
         SSLSettings(algorithm="meanteacher", consistency="mse")
-    with pytest.raises(ConfigError, match=r"^ssl.consistency: expected one of \['hard_ce', .*\] or the name of a "
-                       r"registered logit loss, got 'l-2'$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^ssl.consistency: expected one of \['hard_ce', .*\] or the name of a "
+        r"registered logit loss, got 'l-2'$",
+    ):
         SSLSettings(consistency="l-2")
     # an identifier is a registered loss's name, checked against the registry when the objective is built
     with pytest.raises(ConfigError, match=r"^ssl.consistency: expected a registered logit loss \(kl, .*\), got 'l2'$"):
         FixMatchObjective(SSLSettings(consistency="l2"))
-    with pytest.raises(ConfigError, match=r"^ssl.loss_params: expected parameters of loss 'jsd' \(none\), got \['alpha'\]$"):
+    with pytest.raises(
+        ConfigError, match=r"^ssl.loss_params: expected parameters of loss 'jsd' \(none\), got \['alpha'\]$"
+    ):
         FixMatchObjective(SSLSettings(consistency="jsd", loss_params={"alpha": 1.0}))
 
 
 def test_mean_teacher_checkpoint_state_holds_the_teacher_only() -> None:
     student = nn.Sequential(nn.Linear(3, 4))
     obj = MeanTeacherObjective(SSLSettings(algorithm="meanteacher", consistency="softmax_mse"), student, total_steps=10)
-    batch = {"x_lb": torch.randn(2, 3), "y_lb": torch.tensor([0, 1]), "x_ulb_w": torch.randn(3, 3),
-             "x_ulb_s": torch.randn(3, 3)}
+    batch = {
+        "x_lb": torch.randn(2, 3),
+        "y_lb": torch.tensor([0, 1]),
+        "x_ulb_w": torch.randn(3, 3),
+        "x_ulb_s": torch.randn(3, 3),
+    }
     obj(student, batch, epoch=1, step=1)
     assert sorted(obj.checkpoint_state()) == ["teacher.0.bias", "teacher.0.weight"]

@@ -18,8 +18,15 @@ from helpers import assert_identical, killing_run_script
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ssl" / "demo"
 
 # digits: 1347 // (8 * 2) = 84 steps per epoch; checkpoints at steps 8, 16, 24 are mid-epoch
-SHORT = ["model.name=digits_mlp_small", "data.batch_size=8", "ssl.uratio=2", "train.iterations=30",
-         "train.checkpoint_every_steps=8", "train.eval_every_steps=15", "train.schedule.warmup_steps=5"]
+SHORT = [
+    "model.name=digits_mlp_small",
+    "data.batch_size=8",
+    "ssl.uratio=2",
+    "train.iterations=30",
+    "train.checkpoint_every_steps=8",
+    "train.eval_every_steps=15",
+    "train.schedule.warmup_steps=5",
+]
 
 KILLING_RUN = killing_run_script("ssl", "MeanTeacherObjective")
 
@@ -27,8 +34,9 @@ KILLING_RUN = killing_run_script("ssl", "MeanTeacherObjective")
 def _run(out: Path, name: str, *extra: str, kill_at: int = 0) -> subprocess.CompletedProcess:
     args = ["ssl-train", str(CONFIGS / "meanteacher_gkl.yaml"), f"out_dir={out}", f"name={name}", *SHORT, *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", GKL_TEST_KILL_AT=str(kill_at))
-    return subprocess.run([sys.executable, "-c", KILLING_RUN, *args], env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", KILLING_RUN, *args], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_mean_teacher_run_killed_mid_epoch_resumes_to_identical_weights_and_teacher(tmp_path: Path) -> None:
@@ -48,8 +56,19 @@ def test_mean_teacher_run_killed_mid_epoch_resumes_to_identical_weights_and_teac
 
 
 def test_fixmatch_run_through_the_command(tmp_path: Path) -> None:
-    assert main(["ssl-train", str(CONFIGS / "fixmatch_gkl.yaml"), f"out_dir={tmp_path}", "name=fm", *SHORT,
-                 "train.progress=false"]) == 0
+    assert (
+        main(
+            [
+                "ssl-train",
+                str(CONFIGS / "fixmatch_gkl.yaml"),
+                f"out_dir={tmp_path}",
+                "name=fm",
+                *SHORT,
+                "train.progress=false",
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in (tmp_path / "fm" / "metrics.jsonl").read_text().splitlines()]
     train = records[-1]["train"]
     for key in ("sup_ce", "unsup", "mask_ratio", "pseudo_acc"):
@@ -58,14 +77,18 @@ def test_fixmatch_run_through_the_command(tmp_path: Path) -> None:
     assert records[-1]["eval"]["count"] == 450
 
 
-@pytest.mark.parametrize(("extra", "named"), [
-    ("ssl.num_labels_per_class=500", "num_labels_per_class"),
-    ("ssl.p_cutoff=1.5", "ssl.p_cutoff"),
-    ("ssl.consistency=l1", "ssl.consistency"),
-    ("ssl.gamma=0.5", "ssl.gamma"),  # IKL has no gamma
-])
-def test_bad_ssl_settings_are_one_line_errors(tmp_path: Path, extra: str, named: str,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ("ssl.num_labels_per_class=500", "num_labels_per_class"),
+        ("ssl.p_cutoff=1.5", "ssl.p_cutoff"),
+        ("ssl.consistency=l1", "ssl.consistency"),
+        ("ssl.gamma=0.5", "ssl.gamma"),  # IKL has no gamma
+    ],
+)
+def test_bad_ssl_settings_are_one_line_errors(
+    tmp_path: Path, extra: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["ssl-train", str(CONFIGS / "fixmatch_gkl.yaml"), f"out_dir={tmp_path}", "name=bad", extra]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and named in err, err

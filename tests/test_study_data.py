@@ -74,8 +74,14 @@ def test_asymmetric_cifar10_pairs_and_generic_map():
     assert asymmetric_map(10, class_names=CIFAR10_CLASSES) == asymmetric_map(10, dataset_name="cifar10")
     assert asymmetric_map(4) == [1, 2, 3, 0]
     clean = torch.arange(10).repeat_interleave(50)
-    noisy = LabelNoise(_plain(clean), 0.4, kind="asymmetric", num_classes=10, seed=1,
-                       mapping=asymmetric_map(10, dataset_name="cifar10"))
+    noisy = LabelNoise(
+        _plain(clean),
+        0.4,
+        kind="asymmetric",
+        num_classes=10,
+        seed=1,
+        mapping=asymmetric_map(10, dataset_name="cifar10"),
+    )
     for c in range(10):
         flipped = noisy.is_noisy & (clean == c)
         target = noisy.mapping[c]
@@ -90,14 +96,20 @@ def test_in_memory_loader_sees_the_noisy_labels(digits):
     noisy = LabelNoise(digits, 0.8, num_classes=10, seed=0)
     loader = build_loader(noisy, batch_size=len(noisy), train=False, in_memory=True)
     loader.set_epoch(1)
-    (_, labels), = list(loader)
+    ((_, labels),) = list(loader)
     assert torch.equal(labels, noisy.targets)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(rate=1.0), "rate"), (dict(rate=-0.1), "rate"), (dict(rate="0.2"), "rate"),
-    (dict(rate=0.2, kind="pairflip"), "kind"), (dict(rate=0.2, seed=-1), "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(rate=1.0), "rate"),
+        (dict(rate=-0.1), "rate"),
+        (dict(rate="0.2"), "rate"),
+        (dict(rate=0.2, kind="pairflip"), "kind"),
+        (dict(rate=0.2, seed=-1), "seed"),
+    ],
+)
 def test_bad_input_names_the_argument(digits, kwargs, match):
     rate = kwargs.pop("rate")
     with pytest.raises(InputError, match=match):
@@ -105,6 +117,7 @@ def test_bad_input_names_the_argument(digits, kwargs, match):
 
 
 # ----------------------------------------------------------------------------- validation split
+
 
 def test_stratified_split_is_disjoint_complete_and_stratified(digits):
     y = dataset_targets(digits)
@@ -128,7 +141,7 @@ def test_split_dataset_views_and_in_memory(digits):
     assert torch.equal(x, digits[j][0]) and y == digits[j][1]
     loader = build_loader(val, batch_size=len(val), train=False, in_memory=True)
     loader.set_epoch(1)
-    (_, labels), = list(loader)
+    ((_, labels),) = list(loader)
     assert torch.equal(labels, dataset_targets(digits)[val.indices])
 
 

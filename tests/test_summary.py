@@ -11,31 +11,46 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gkl.study.summary import (confidence_interval, format_csv, summarize, summarize_runs, t_quantile,
-                                  write_summary)
+from gkl.study.statistics import confidence_interval, t_quantile
+from gkl.study.summary import format_csv, summarize, summarize_runs, write_summary
 from gkl.utils.errors import InputError
 
 
-def _run(root: Path, name: str, seed: int, *, temperature: float = 4.0, last: float | None = 50.0,
-         best: float | None = None, finished: bool = True, teacher: str | None = None) -> Path:
+def _run(
+    root: Path,
+    name: str,
+    seed: int,
+    *,
+    temperature: float = 4.0,
+    last: float | None = 50.0,
+    best: float | None = None,
+    finished: bool = True,
+    teacher: str | None = None,
+) -> Path:
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    config = {"kind": "distill", "name": name, "out_dir": str(root), "model": {"name": "mnist1d_mlp"},
-              "distill": {"method": "kd", "temperature": temperature},
-              "teacher": {"name": "mnist1d_cnn", "checkpoint": teacher},
-              "train": {"seed": seed, "epochs": 3, "device": "cpu"}, "data": {"root": f"/data{seed}"}}
+    config = {
+        "kind": "distill",
+        "name": name,
+        "out_dir": str(root),
+        "model": {"name": "mnist1d_mlp"},
+        "distill": {"method": "kd", "temperature": temperature},
+        "teacher": {"name": "mnist1d_cnn", "checkpoint": teacher},
+        "train": {"seed": seed, "epochs": 3, "device": "cpu"},
+        "data": {"root": f"/data{seed}"},
+    }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     if finished:
-        (run_dir / "summary.json").write_text(json.dumps(
-            {"last_top1": last, "best_top1": best if best is not None else last, "epochs": 3}))
+        (run_dir / "summary.json").write_text(
+            json.dumps({"last_top1": last, "best_top1": best if best is not None else last, "epochs": 3})
+        )
     return run_dir
 
 
 @pytest.fixture()
 def runs(tmp_path: Path) -> dict[str, list[Path]]:
     kd = [_run(tmp_path, f"kd_seed{s}", s, last=v) for s, v in zip(range(4), (60.0, 62.0, 61.0, 65.0))]
-    hot = [_run(tmp_path, f"kd_hot_seed{s}", s, temperature=20.0, last=v)
-           for s, v in zip(range(3), (63.0, 62.5, 64.0))]
+    hot = [_run(tmp_path, f"kd_hot_seed{s}", s, temperature=20.0, last=v) for s, v in zip(range(3), (63.0, 62.5, 64.0))]
     return {"kd": kd, "hot": hot}
 
 
@@ -56,8 +71,11 @@ def test_rows_by_setting_with_stats_and_paired_differences(runs) -> None:
     rows = {r["setting"]: r for r in summary.rows}
     assert set(rows) == {"kd", "kd_hot"}  # labelled by setting, not by the first run's name
     kd = rows["kd"]["metrics"]["last_top1"]
-    assert kd["n"] == 4 and kd["mean"] == pytest.approx(62.0) and kd["std"] == pytest.approx(statistics.stdev(
-        [60.0, 62.0, 61.0, 65.0]))
+    assert (
+        kd["n"] == 4
+        and kd["mean"] == pytest.approx(62.0)
+        and kd["std"] == pytest.approx(statistics.stdev([60.0, 62.0, 61.0, 65.0]))
+    )
     assert kd["values"] == {"0": 60.0, "1": 62.0, "2": 61.0, "3": 65.0}
     assert rows["kd"]["varies"] == {"distill.temperature": 4.0}
     paired = rows["kd_hot"]["paired"]["last_top1"]
@@ -122,8 +140,11 @@ def test_columns_follow_the_runs_selected_metric(tmp_path: Path) -> None:
     values = {0: (40.0, 41.0, 43.0), 1: (42.0, 42.5, 44.0), 2: (41.0, 40.0, 42.0)}
     for seed, (last, at_best, val) in values.items():
         run_dir = _run(tmp_path, f"seg_seed{seed}", seed)
-        (run_dir / "summary.json").write_text(json.dumps(
-            {"select_metric": "mIoU", "last_mIoU": last, "test_mIoU_at_best_val": at_best, "best_val_mIoU": val}))
+        (run_dir / "summary.json").write_text(
+            json.dumps(
+                {"select_metric": "mIoU", "last_mIoU": last, "test_mIoU_at_best_val": at_best, "best_val_mIoU": val}
+            )
+        )
     summary = summarize([tmp_path])
     assert [k for k, _ in summary.metrics] == ["last_mIoU", "test_mIoU_at_best_val", "best_val_mIoU"]
     assert summary.metrics[0][1] == "test mIoU, last epoch"

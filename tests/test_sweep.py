@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gkl.study.summary import format_markdown, summarize
 from gkl.study import load_study, run_sweep
+from gkl.study.summary import format_markdown, summarize
 from gkl.utils.errors import InputError
 
 BASE = """\
@@ -52,8 +52,12 @@ def _study(folder: Path, text: str) -> Path:
 
 # ----------------------------------------------------------------------------- validation (no run)
 
+
 def test_study_plan_chains_and_seeds(configs: Path) -> None:
-    study = load_study(_study(configs, """
+    study = load_study(
+        _study(
+            configs,
+            """
 config: student.yaml
 seeds: [3, 5]
 overrides: {train.epochs: 2}
@@ -61,7 +65,10 @@ settings:
   teacher: {config: base.yaml, seeds: [0]}
   kd_inf: {teacher: teacher, overrides: {distill.temperature: .inf}}
   second: {teacher: kd_inf, teacher_checkpoint: checkpoint.pt}
-"""), out_dir=configs / "out")
+""",
+        ),
+        out_dir=configs / "out",
+    )
     by_name = {r.name: r for r in study.runs}
     assert list(by_name) == ["teacher_seed0", "kd_inf_seed3", "kd_inf_seed5", "second_seed3", "second_seed5"]
     assert by_name["kd_inf_seed5"].depends_on == ["teacher_seed0"]
@@ -74,21 +81,29 @@ settings:
     assert not (configs / "out").exists()  # validation writes nothing
 
 
-@pytest.mark.parametrize("text, match", [
-    ("config: student.yaml\nseed: 2\nsettings: {a: {}}\n", "unknown key 'seed'; did you mean 'seeds'"),
-    ("config: student.yaml\nsettings: {a: {overides: {x: 1}}}\n", "settings.a: unknown key 'overides'"),
-    ("config: student.yaml\nsettings: {a: {overrides: {train.optim.lrr: 0.1}}}\n", "train.optim.lrr"),
-    ("config: student.yaml\nsettings: {}\n", "at least one named setting"),
-    ("config: student.yaml\nseeds: 2\n", "at least one named setting"),
-    ("config: student.yaml\nsettings: {a: {teacher: techer}, teacher: {config: base.yaml}}\n",
-     "no setting named 'techer'; did you mean 'teacher'"),
-    ("config: student.yaml\nsettings: {a: {teacher: b}, b: {teacher: a}}\n", "teacher cycle"),
-    ("settings: {a: {config: base.yaml, teacher: b}, b: {config: base.yaml}}\n", "only 'distill', 'segmentation', 'clip_distill' runs"),
-    ("config: student.yaml\nbaseline: kdd\nsettings: {kd: {}}\n", "baseline: no setting named 'kdd'"),
-    ("config: missing.yaml\nsettings: {kd: {}}\n", "config: file not found"),
-    ("config: student.yaml\nseeds: 0\nsettings: {kd: {}}\n", "seeds"),
-    ("config: student.yaml\nsettings: {kd: {}\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("config: student.yaml\nseed: 2\nsettings: {a: {}}\n", "unknown key 'seed'; did you mean 'seeds'"),
+        ("config: student.yaml\nsettings: {a: {overides: {x: 1}}}\n", "settings.a: unknown key 'overides'"),
+        ("config: student.yaml\nsettings: {a: {overrides: {train.optim.lrr: 0.1}}}\n", "train.optim.lrr"),
+        ("config: student.yaml\nsettings: {}\n", "at least one named setting"),
+        ("config: student.yaml\nseeds: 2\n", "at least one named setting"),
+        (
+            "config: student.yaml\nsettings: {a: {teacher: techer}, teacher: {config: base.yaml}}\n",
+            "no setting named 'techer'; did you mean 'teacher'",
+        ),
+        ("config: student.yaml\nsettings: {a: {teacher: b}, b: {teacher: a}}\n", "teacher cycle"),
+        (
+            "settings: {a: {config: base.yaml, teacher: b}, b: {config: base.yaml}}\n",
+            "only 'distill', 'segmentation', 'clip_distill' runs",
+        ),
+        ("config: student.yaml\nbaseline: kdd\nsettings: {kd: {}}\n", "baseline: no setting named 'kdd'"),
+        ("config: missing.yaml\nsettings: {kd: {}}\n", "config: file not found"),
+        ("config: student.yaml\nseeds: 0\nsettings: {kd: {}}\n", "seeds"),
+        ("config: student.yaml\nsettings: {kd: {}\n", "not valid YAML"),
+    ],
+)
 def test_study_errors_name_the_key_before_anything_runs(configs: Path, text: str, match: str) -> None:
     with pytest.raises(InputError, match=match):
         run_sweep(_study(configs, text), out_dir=configs / "out")
@@ -96,6 +111,7 @@ def test_study_errors_name_the_key_before_anything_runs(configs: Path, text: str
 
 
 # ----------------------------------------------------------------------------- real runs
+
 
 def test_a_chain_distills_from_the_trained_student_of_the_previous_setting(configs: Path) -> None:
     """Sequential distillation: teacher -> kd (a narrower student) -> chain. Each run is started with the
@@ -105,7 +121,10 @@ def test_a_chain_distills_from_the_trained_student_of_the_previous_setting(confi
     from gkl.cli import main
 
     out = configs / "out"
-    study = load_study(_study(configs, """
+    study = load_study(
+        _study(
+            configs,
+            """
 config: student.yaml
 seeds: [0]
 overrides: {data.batch_size: 64}
@@ -113,7 +132,10 @@ settings:
   teacher: {config: base.yaml}
   kd: {teacher: teacher, overrides: {model.kwargs: {hidden: 8}}}
   chain: {teacher: kd, overrides: {distill: {method: mse}}}
-"""), out_dir=out)
+""",
+        ),
+        out_dir=out,
+    )
     assert [r.name for r in study.runs] == ["teacher_seed0", "kd_seed0", "chain_seed0"]
     for spec in study.runs:
         assert main(spec.cli_args()) == 0, spec.name
@@ -136,14 +158,17 @@ def _snapshot(run_dir: Path) -> dict[str, tuple[int, bytes]]:
 @pytest.mark.slow
 def test_sigkilled_sweep_resumes_without_retraining_and_summary_matches(configs: Path) -> None:
     out = configs / "out"
-    study = _study(configs, """
+    study = _study(
+        configs,
+        """
 config: student.yaml
 seeds: 2
 baseline: kd
 settings:
   teacher: {config: base.yaml, seeds: [0]}
   kd: {teacher: teacher, overrides: {train.epochs: 8, data.batch_size: 16}}
-""")
+""",
+    )
     code = f"from gkl.study import run_sweep; run_sweep({str(study)!r}, out_dir={str(out)!r}, poll_seconds=0.05)"
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
     metrics = out / "kd_seed0" / "metrics.jsonl"
@@ -214,12 +239,14 @@ def test_command_front_dry_run_prints_every_run(configs: Path, capsys: pytest.Ca
 
 def test_shipped_clip_study_chains_the_teacher_run_into_clip_distill(tmp_path: Path) -> None:
     """A CLIP student's teacher is the trained teacher run's checkpoint (weights under 'model')."""
-    study = load_study(Path(__file__).resolve().parents[1] / "configs" / "studies" / "clip_demo.yaml",
-                       out_dir=tmp_path)
+    study = load_study(Path(__file__).resolve().parents[1] / "configs" / "studies" / "clip_demo.yaml", out_dir=tmp_path)
     runs = {r.name: r for r in study.runs}
     assert runs["teacher_seed0"].command == "clip-train" and runs["contrastive_seed1"].command == "clip-train"
     student = runs["gkl_seed2"]
     assert student.command == "clip-distill" and student.depends_on == ["teacher_seed0"]
     assert f"teacher.checkpoint={tmp_path / 'teacher_seed0' / 'best.pt'}" in student.overrides
-    assert "teacher.checkpoint_key=model" in student.overrides and "teacher.name=gkl-tiny-clip-teacher" in student.overrides
+    assert (
+        "teacher.checkpoint_key=model" in student.overrides
+        and "teacher.name=gkl-tiny-clip-teacher" in student.overrides
+    )
     assert not any(o.startswith("teacher.") for o in runs["contrastive_seed0"].overrides)

@@ -28,8 +28,14 @@ def fresh(monkeypatch: pytest.MonkeyPatch):
 
 
 def _task(name: str, command: str) -> Task:
-    return Task(name=name, command=command, help="a test task", build=lambda cfg, dist: None,
-                evaluate=lambda *a, **k: None, sections=(Section(name, int, default=0),))
+    return Task(
+        name=name,
+        command=command,
+        help="a test task",
+        build=lambda cfg, dist: None,
+        evaluate=lambda *a, **k: None,
+        sections=(Section(name, int, default=0),),
+    )
 
 
 ALIEN = _task("alien", "alien-fit")
@@ -37,10 +43,12 @@ ALIEN = _task("alien", "alien-fit")
 
 def test_entry_points_are_read_once_and_broken_ones_are_named(fresh) -> None:
     points, calls = fresh
-    points += [EntryPoint("alien", f"{__name__}:ALIEN", "gkl.tasks"),
-               EntryPoint("ghost", "gkl_no_such_module:TASK", "gkl.tasks"),
-               EntryPoint("liar", f"{__name__}:ALIEN", "gkl.tasks"),
-               EntryPoint("thing", f"{__name__}:_task", "gkl.tasks")]
+    points += [
+        EntryPoint("alien", f"{__name__}:ALIEN", "gkl.tasks"),
+        EntryPoint("ghost", "gkl_no_such_module:TASK", "gkl.tasks"),
+        EntryPoint("liar", f"{__name__}:ALIEN", "gkl.tasks"),
+        EntryPoint("thing", f"{__name__}:_task", "gkl.tasks"),
+    ]
     names = [t.name for t in list_tasks()]
     assert names == [*("train", "distill", "adv_train", "ssl", "segmentation", "clip_train", "clip_distill"), "alien"]
     assert get_task("alien") is ALIEN and calls == ["gkl.tasks"]  # loaded once

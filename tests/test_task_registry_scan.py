@@ -21,12 +21,14 @@ _SECTION_TRAIN = "the config section `train:` (TrainSettings), not the kind"
 _SPLIT_TRAIN = "the name of a dataset's training split (folder/file/key), not the kind"
 #: (file under src/gkl, string) -> why it is not a kind there
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("settings/train.py", "train"): "owner of TrainSettings' value errors (`train.epochs: expected ...`): " + _SECTION_TRAIN,
-    ("config.py", "train"): "the common key `train:` (its select defaults, its place in config.yaml): " + _SECTION_TRAIN,
+    ("settings/train.py", "train"): "owner of TrainSettings' value errors (`train.epochs: expected ...`): "
+    + _SECTION_TRAIN,
+    ("config.py", "train"): "the common key `train:` (its select defaults, its place in config.yaml): "
+    + _SECTION_TRAIN,
     ("engine/resume.py", "train"): "resume compares the `train` settings: " + _SECTION_TRAIN,
     ("study/summary.py", "train"): "`train.seed`, `train.device` ... of the recorded config: " + _SECTION_TRAIN,
-    ("engine/trainer.py", "train"): "the `train` statistics of an epoch in metrics.jsonl/summary.json (the training "
-                                    "split's loss and accuracy), not the kind",
+    ("engine/logging.py", "train"): "the `train` statistics of an epoch in metrics.jsonl/summary.json (the training "
+    "split's loss and accuracy), not the kind",
     ("data/cifar.py", "train"): _SPLIT_TRAIN,
     ("data/imagenet.py", "train"): _SPLIT_TRAIN,
     ("data/imagenet_lt.py", "train"): _SPLIT_TRAIN,
@@ -36,7 +38,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("settings/clip.py", "clip_distill"): "owner of ClipDistillSettings' errors: the config section `clip_distill:`",
     ("settings/clip.py", "train"): "the key `clip_data.train` (the training pairs' file), not the kind",
     ("settings/segmentation.py", "segmentation"): "owner of SegmentationSettings' errors: the config "
-                                                  "section `segmentation:`",
+    "section `segmentation:`",
     ("models/registry.py", "segmentation"): "the input kind of segmentation models (dense labels), not the task",
     ("models/segmentation.py", "segmentation"): "input_kind= of the registered segmentation models",
     ("data/registry.py", "segmentation"): "the input kind of segmentation datasets",
@@ -98,7 +100,8 @@ def test_no_module_outside_the_tasks_names_a_kind() -> None:
     hits = scan()
     new = {key: lines for key, lines in hits.items() if key not in EXCEPTIONS}
     assert not new, "a kind is named outside gkl.tasks (ask the registry instead):\n" + "\n".join(
-        f"src/gkl/{rel}:{lines} {name!r}" for (rel, name), lines in sorted(new.items()))
+        f"src/gkl/{rel}:{lines} {name!r}" for (rel, name), lines in sorted(new.items())
+    )
 
 
 def test_every_exception_is_still_needed() -> None:
@@ -108,9 +111,11 @@ def test_every_exception_is_still_needed() -> None:
 
 def test_the_scan_finds_a_kind_comparison_and_a_quoted_kind() -> None:
     names = task_names()
-    source = ('"""Module docstring naming kind \'distill\' is fine."""\n'
-              'def f(cfg):\n'
-              '    if cfg.kind == "clip_distill":\n'
-              '        raise ValueError(f"use gkl {cfg.x}: kind \'ssl\' only")\n'
-              '    return {"seg-train": 1}\n')
+    source = (
+        '"""Module docstring naming kind \'distill\' is fine."""\n'
+        "def f(cfg):\n"
+        '    if cfg.kind == "clip_distill":\n'
+        "        raise ValueError(f\"use gkl {cfg.x}: kind 'ssl' only\")\n"
+        '    return {"seg-train": 1}\n'
+    )
     assert kind_strings(source, names) == [(3, "clip_distill"), (4, "ssl"), (5, "seg-train")]

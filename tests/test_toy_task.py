@@ -40,20 +40,32 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def _config(folder: Path, **train: object) -> Path:
-    cfg = {"kind": "toy", "model": {"name": "linear"}, "name": "toy", "out_dir": str(folder / "runs"),
-           "data": {"batch_size": 8, "eval_batch_size": 16},
-           "toy": {"features": 3, "train_examples": 64, "eval_examples": 40, "noise": 0.2},
-           "train": {"epochs": 4, "device": "cpu", "progress": False, "loggers": [],
-                     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0},
-                     "schedule": {"kind": "cosine"}, **train}}
+    cfg = {
+        "kind": "toy",
+        "model": {"name": "linear"},
+        "name": "toy",
+        "out_dir": str(folder / "runs"),
+        "data": {"batch_size": 8, "eval_batch_size": 16},
+        "toy": {"features": 3, "train_examples": 64, "eval_examples": 40, "noise": 0.2},
+        "train": {
+            "epochs": 4,
+            "device": "cpu",
+            "progress": False,
+            "loggers": [],
+            "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0},
+            "schedule": {"kind": "cosine"},
+            **train,
+        },
+    }
     path = folder / "toy.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
 def _gkl(env: dict[str, str], *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "gkl.cli", *args], env=env, cwd=cwd, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "gkl.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -78,8 +90,13 @@ def test_fit_resume_evaluate_and_alias_of_a_third_party_task(plugin: dict[str, s
 
     # killed (SIGKILL) after its first checkpoint, then resumed: the same weights and metrics, exactly
     slow = ["name=killed", "toy.batch_delay=0.05"]
-    proc = subprocess.Popen([sys.executable, "-m", "gkl.cli", "fit", str(config), *slow], env=plugin, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gkl.cli", "fit", str(config), *slow],
+        env=plugin,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     killed = tmp_path / "runs" / "killed"
     try:
         deadline = time.monotonic() + 120
@@ -119,9 +136,17 @@ def test_fit_resume_evaluate_and_alias_of_a_third_party_task(plugin: dict[str, s
 def test_a_sweep_of_the_toy_task_shows_its_columns(plugin: dict[str, str], tmp_path: Path) -> None:
     config = _config(tmp_path, epochs=2)
     study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump({"config": "toy.yaml", "seeds": 2, "out_dir": str(tmp_path / "study"),
-                                     "baseline": "quiet",
-                                     "settings": {"quiet": {}, "noisy": {"overrides": {"toy.noise": 1.0}}}}))
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "config": "toy.yaml",
+                "seeds": 2,
+                "out_dir": str(tmp_path / "study"),
+                "baseline": "quiet",
+                "settings": {"quiet": {}, "noisy": {"overrides": {"toy.noise": 1.0}}},
+            }
+        )
+    )
     assert config.is_file()
     out = _gkl(plugin, "sweep", str(study), cwd=tmp_path).stdout
     summary = json.loads((tmp_path / "study" / "summary.json").read_text())

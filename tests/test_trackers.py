@@ -12,18 +12,33 @@ from gkl.engine.trackers import MlflowTracker, WandbTracker, flatten_record
 from gkl.utils.errors import InputError
 
 RECORDS = [
-    (1, {"epoch": 1, "lr": 0.1, "train": {"loss": 2.5}, "eval": {"top1": 31.25, "per_class": [1.0, 2.0],
-                                                                   "groups": {"many": 40.0}}}),
-    (2, {"epoch": 2, "lr": 0.05, "train": {"loss": 1.75}, "eval": {"top1": 62.5, "per_class": [3.0, 4.0],
-                                                                    "groups": {"many": 70.0}}}),
+    (
+        1,
+        {
+            "epoch": 1,
+            "lr": 0.1,
+            "train": {"loss": 2.5},
+            "eval": {"top1": 31.25, "per_class": [1.0, 2.0], "groups": {"many": 40.0}},
+        },
+    ),
+    (
+        2,
+        {
+            "epoch": 2,
+            "lr": 0.05,
+            "train": {"loss": 1.75},
+            "eval": {"top1": 62.5, "per_class": [3.0, 4.0], "groups": {"many": 70.0}},
+        },
+    ),
 ]
-EXPECTED = {1: {"epoch": 1.0, "lr": 0.1, "train/loss": 2.5, "eval/top1": 31.25, "eval/groups/many": 40.0},
-            2: {"epoch": 2.0, "lr": 0.05, "train/loss": 1.75, "eval/top1": 62.5, "eval/groups/many": 70.0}}
+EXPECTED = {
+    1: {"epoch": 1.0, "lr": 0.1, "train/loss": 2.5, "eval/top1": 31.25, "eval/groups/many": 40.0},
+    2: {"epoch": 2.0, "lr": 0.05, "train/loss": 1.75, "eval/top1": 62.5, "eval/groups/many": 70.0},
+}
 
 
 def test_flatten_keeps_numbers_only():
-    assert flatten_record({"a": {"b": 1, "c": "x", "d": [1], "e": None, "f": True}, "g": 2.5}) == {"a/b": 1.0,
-                                                                                                  "g": 2.5}
+    assert flatten_record({"a": {"b": 1, "c": "x", "d": [1], "e": None, "f": True}, "g": 2.5}) == {"a/b": 1.0, "g": 2.5}
 
 
 def _leveldb_records(raw: bytes, block: int = 32768):
@@ -35,8 +50,8 @@ def _leveldb_records(raw: bytes, block: int = 32768):
         if left < 7:
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
-        data, pos = raw[pos + 7:pos + 7 + length], pos + 7 + length
+        _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+        data, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 1:
             yield data
         elif kind == 2:

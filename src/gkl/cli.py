@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import logging
 import os
 import sys
-import importlib
 
 from gkl.commands import run
 from gkl.utils.errors import InputError
@@ -65,8 +65,7 @@ def intermixed_commands() -> tuple[str, ...]:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and the sub-parsers by command name."""
-    parser = _Parser(prog="gkl", description=DESCRIPTION.format(
-        commands=", ".join([*run_commands(), *OTHER_COMMANDS])))
+    parser = _Parser(prog="gkl", description=DESCRIPTION.format(commands=", ".join([*run_commands(), *OTHER_COMMANDS])))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     subs = run.add_parser(sub, OTHER_COMMANDS)
     for name in OTHER_COMMANDS:

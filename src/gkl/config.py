@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from gkl import config_schema
 from gkl.config_schema import apply_overrides, deep_merge, from_dict, load_yaml, read_yaml_file
@@ -27,8 +28,15 @@ from gkl.utils.errors import ConfigError, InputError
 from gkl.utils.validation import check_int, check_number, fail
 
 __all__ = [
-    "ConfigError", "DataConfig", "ModelConfig", "TeacherConfig", "ExperimentConfig", "load_config",
-    "config_from_dict", "recorded_config_from_dict", "to_dict",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "TeacherConfig",
+    "ExperimentConfig",
+    "load_config",
+    "config_from_dict",
+    "recorded_config_from_dict",
+    "to_dict",
 ]
 
 
@@ -85,8 +93,10 @@ class DataConfig:
             raise fail("data", "val_fraction", "a value in [0, 1)", self.val_fraction, error=ConfigError)
         check_int("data", "val_seed", self.val_seed, minimum=0, error=ConfigError)
         if self.generated_ratio > 0 and self.generated_path is None:
-            raise ConfigError("data.generated_path: expected an npz of generated images when "
-                              f"data.generated_ratio > 0 (it is {self.generated_ratio}), got null")
+            raise ConfigError(
+                "data.generated_path: expected an npz of generated images when "
+                f"data.generated_ratio > 0 (it is {self.generated_ratio}), got null"
+            )
 
 
 @dataclass
@@ -111,8 +121,10 @@ class TeacherConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         if self.random_init and self.checkpoint is not None:
-            raise ConfigError("teacher.random_init: expected false when teacher.checkpoint is set "
-                              f"(the teacher either loads {self.checkpoint!r} or starts from random weights)")
+            raise ConfigError(
+                "teacher.random_init: expected false when teacher.checkpoint is set "
+                f"(the teacher either loads {self.checkpoint!r} or starts from random weights)"
+            )
 
 
 @dataclass
@@ -133,8 +145,10 @@ class ExperimentConfig:
         task = get_task(self.kind)
         extra = set(self.sections) - set(task.section_names)
         if extra:
-            raise ConfigError(f"{sorted(extra)[0]}: not a section of kind {self.kind!r} "
-                              f"(its sections: {', '.join(task.section_names) or 'none'})")
+            raise ConfigError(
+                f"{sorted(extra)[0]}: not a section of kind {self.kind!r} "
+                f"(its sections: {', '.join(task.section_names) or 'none'})"
+            )
         filled = {}
         for section in task.sections:
             value = self.sections.get(section.name, section.default)
@@ -167,8 +181,9 @@ class ExperimentConfig:
         from gkl.models import list_models, model_input_kind
 
         if self.data.name not in list_datasets():
-            raise ConfigError(f"data.name: expected a known dataset ({', '.join(list_datasets())}), "
-                              f"got {self.data.name!r}")
+            raise ConfigError(
+                f"data.name: expected a known dataset ({', '.join(list_datasets())}), got {self.data.name!r}"
+            )
         kind = dataset_info(self.data.name).input_kind
         for section, model in (("model", self.model), ("teacher", self.teacher)):
             if model is None or (section == "teacher" and task.teacher == "none"):
@@ -200,8 +215,9 @@ def _sections_class(task: Task) -> type:
         for section in task.sections:
             if section.name in COMMON_KEYS or section.name == "sections":
                 raise ConfigError(f"kind {task.name!r}: its section {section.name!r} is a common config key")
-        cls = dataclasses.make_dataclass(f"{task.name}_sections", [
-            (s.name, s.annotation, field(default=s.default)) for s in task.sections])
+        cls = dataclasses.make_dataclass(
+            f"{task.name}_sections", [(s.name, s.annotation, field(default=s.default)) for s in task.sections]
+        )
         cached = _SECTION_CLASSES[task.name] = (task, cls)
     return cached[1]
 
@@ -218,8 +234,7 @@ def _foreign_section(key: str, value: Any, kind: str) -> ConfigError | None:
     names = " and ".join(repr(t.name) for t in owners)
     if default is None:
         return ConfigError(f"{key}: section used by kind{'s' if len(owners) > 1 else ''} {names} only, not {kind!r}")
-    return fail("", key, f"{default:g} for kind {kind!r} (it applies to kind {names} only)", value,
-                error=ConfigError)
+    return fail("", key, f"{default:g} for kind {kind!r} (it applies to kind {names} only)", value, error=ConfigError)
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
@@ -244,8 +259,9 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
             valid = [*COMMON_KEYS, *task.section_names]
             close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown config key '{key}'{hint} (valid keys for kind {task.name!r}: "
-                              f"{', '.join(sorted(valid))})")
+            raise ConfigError(
+                f"unknown config key '{key}'{hint} (valid keys for kind {task.name!r}: {', '.join(sorted(valid))})"
+            )
     typed = from_dict(_sections_class(task), sections)
     train = common.get("train")
     if train is None or isinstance(train, dict):  # the task's model selection unless the config picks one
@@ -290,8 +306,9 @@ def recorded_config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     return config_from_dict(data)
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,
-                defaults: dict[str, Any] | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *, defaults: dict[str, Any] | None = None
+) -> ExperimentConfig:
     """Read ``path`` (or start from ``defaults``), apply ``key=value`` overrides, validate."""
     data: dict[str, Any] = dict(defaults or {})
     if path is not None:

@@ -183,8 +183,10 @@ def _construct_mapping_unique(loader: ConfigLoader, node: yaml.MappingNode, deep
             continue
         if first is not None:
             where = key_node.start_mark.name
-            raise ConfigError(f"{where}:{line}: duplicate key {key!r} (first given on line {first}); "
-                              "a repeated key would silently replace the first block, so it is an error")
+            raise ConfigError(
+                f"{where}:{line}: duplicate key {key!r} (first given on line {first}); "
+                "a repeated key would silently replace the first block, so it is an error"
+            )
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
@@ -239,8 +241,10 @@ def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
         return data
     bases = [base] if isinstance(base, str) else base
     if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b for b in bases):
-        raise ConfigError(f"config file {path}: 'base' must be a file path or a list of file paths "
-                          f"(relative to {path.parent}), got {base!r}")
+        raise ConfigError(
+            f"config file {path}: 'base' must be a file path or a list of file paths "
+            f"(relative to {path.parent}), got {base!r}"
+        )
     merged: dict[str, Any] = {}
     for b in bases:
         base_path = path.parent / b

@@ -9,8 +9,8 @@ from typing import Any
 
 from gkl.config import ExperimentConfig, to_dict
 from gkl.engine import Trainer
-from gkl.engine.seeding import seed_everything
 from gkl.engine.resume import DEFAULT_TOLERANT_CONFIG_KEYS
+from gkl.engine.seeding import seed_everything
 from gkl.tasks import get_task, list_tasks
 from gkl.tasks.parts import RunParts
 from gkl.utils.distributed import DistInfo, cleanup, init_distributed
@@ -44,9 +44,17 @@ def _fit(cfg: ExperimentConfig, dist: DistInfo, *, resume: bool) -> dict[str, An
     seed_everything(cfg.train.seed)
     parts = build_parts(cfg, dist)
     trainer = Trainer(
-        model=parts.model, objective=parts.objective, train_loader=parts.train_loader,
-        eval_loader=parts.eval_loader, settings=cfg.train, run_dir=cfg.run_dir, config=to_dict(cfg),
-        dist=dist, evaluator=parts.evaluator, val_loader=parts.val_loader, param_lr_scales=parts.param_lr_scales,
+        model=parts.model,
+        objective=parts.objective,
+        train_loader=parts.train_loader,
+        eval_loader=parts.eval_loader,
+        settings=cfg.train,
+        run_dir=cfg.run_dir,
+        config=to_dict(cfg),
+        dist=dist,
+        evaluator=parts.evaluator,
+        val_loader=parts.val_loader,
+        param_lr_scales=parts.param_lr_scales,
         resume_tolerant_keys=resume_tolerant_keys(cfg),
     )
     summary = trainer.fit(resume=resume)

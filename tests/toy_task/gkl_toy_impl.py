@@ -44,11 +44,13 @@ class ToyLoader:
             self.order = torch.randperm(len(self.data.inputs), generator=g)
 
     def __len__(self) -> int:
-        return len(self.data.inputs) // self.batch_size if self.shuffle else -(-len(self.data.inputs) // self.batch_size)
+        return (
+            len(self.data.inputs) // self.batch_size if self.shuffle else -(-len(self.data.inputs) // self.batch_size)
+        )
 
     def __iter__(self):
         for i in range(len(self)):
-            idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
             if self.delay:
                 time.sleep(self.delay)
             yield ToyBatch(self.data.inputs[idx], self.data.targets[idx])
@@ -86,8 +88,9 @@ def build_model(cfg: Any) -> nn.Module:
 
 def build_parts(cfg: Any, dist: Any) -> RunParts:
     toy = cfg.toy
-    train = ToyLoader(make_data(toy, True), cfg.data.batch_size, seed=cfg.train.seed, shuffle=True,
-                      delay=toy.batch_delay)
+    train = ToyLoader(
+        make_data(toy, True), cfg.data.batch_size, seed=cfg.train.seed, shuffle=True, delay=toy.batch_delay
+    )
     evaluation = ToyLoader(make_data(toy, False), cfg.data.eval_batch_size, seed=0, shuffle=False)
     info = SimpleNamespace(name="toy", num_classes=None, class_groups=None)
     return RunParts(build_model(cfg), ToyObjective(), train, evaluation, info, evaluator=ToyEvaluator())
@@ -97,8 +100,13 @@ def evaluate_run(cfg: Any, run_dir: Any, paths: Any, *, weights: str, overrides:
     from gkl.models import load_run_weights
 
     loader = ToyLoader(make_data(cfg.toy, False), cfg.data.eval_batch_size, seed=0, shuffle=False)
-    report: dict[str, Any] = {"run_dir": str(run_dir), "kind": cfg.kind, "weights": weights,
-                              "overrides": list(overrides), "results": {}}
+    report: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "kind": cfg.kind,
+        "weights": weights,
+        "overrides": list(overrides),
+        "results": {},
+    }
     lines = ["checkpoint   mse      mae"]
     for name, path in paths.items():
         model = build_model(cfg)

@@ -8,7 +8,7 @@ test installs it through an entry point (group ``gkl.tasks``) of a dist-info wri
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from gkl.tasks import Section, Task
 from gkl.utils.errors import ConfigError
@@ -38,8 +38,10 @@ class ToySettings:
 
 def check(cfg: Any) -> None:
     if cfg.data.batch_size > cfg.toy.train_examples:
-        raise ConfigError(f"data.batch_size: expected at most toy.train_examples ({cfg.toy.train_examples}), "
-                          f"got {cfg.data.batch_size}")
+        raise ConfigError(
+            f"data.batch_size: expected at most toy.train_examples ({cfg.toy.train_examples}), "
+            f"got {cfg.data.batch_size}"
+        )
 
 
 def build(cfg: Any, dist: Any) -> Any:
@@ -55,8 +57,16 @@ def evaluate(cfg: Any, run_dir: Any, paths: Any, **kwargs: Any) -> Any:
 
 
 TASK = Task(
-    name="toy", command="toy-fit", help="fit a linear regression on procedural data (a test task)",
-    sections=(Section("toy", Optional[ToySettings], fill=ToySettings),),
-    select_metric="mse", select_mode="min", summary_metrics=("mae",), registry_names=False,
-    check=check, build=build, evaluate=evaluate, evaluation="mse / mae",
+    name="toy",
+    command="toy-fit",
+    help="fit a linear regression on procedural data (a test task)",
+    sections=(Section("toy", ToySettings | None, fill=ToySettings),),
+    select_metric="mse",
+    select_mode="min",
+    summary_metrics=("mae",),
+    registry_names=False,
+    check=check,
+    build=build,
+    evaluate=evaluate,
+    evaluation="mse / mae",
 )

@@ -9,6 +9,14 @@ from gkl.attacks.autoattack import AUTOATTACK_VERSIONS, AutoAttackResult, autoat
 from gkl.attacks.pgd import PGD, Attack, attack_mode, pgd, project
 
 __all__ = [
-    "AUTOATTACK_VERSIONS", "Attack", "AutoAttackResult", "DEFAULT_ATTACK_GKL_KWARGS",
-    "PGD", "attack_loss", "attack_mode", "autoattack", "pgd", "project",
+    "AUTOATTACK_VERSIONS",
+    "Attack",
+    "AutoAttackResult",
+    "DEFAULT_ATTACK_GKL_KWARGS",
+    "PGD",
+    "attack_loss",
+    "attack_mode",
+    "autoattack",
+    "pgd",
+    "project",
 ]

@@ -15,7 +15,8 @@ batch size). Names:
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -77,8 +78,7 @@ def gkl_attack_loss(
         elif class_weights.shape == (c, c):
             weights = class_weights[labels]
         else:
-            raise fail("", "class_weights", f"shape (N, C) = {(n, c)} or (C, C) = {(c, c)}",
-                       tuple(class_weights.shape))
+            raise fail("", "class_weights", f"shape (N, C) = {(n, c)} or (C, C) = {(c, c)}", tuple(class_weights.shape))
         weights = weights.detach().float()
     loss = logit_loss("gkl", adv_logits, clean_logits, weights=weights, **kwargs)
     return loss * adv_logits.shape[0]

@@ -56,24 +56,37 @@ def autoattack(
     check_choice("", "version", version, AUTOATTACK_VERSIONS)
     check_choice("", "norm", norm, NORMS)
     with attack_mode(model):
-        return _run_autoattack(AutoAttack, model, images, labels, eps=eps, norm=norm, version=version,
-                               seed=seed, batch_size=batch_size)
+        return _run_autoattack(
+            AutoAttack, model, images, labels, eps=eps, norm=norm, version=version, seed=seed, batch_size=batch_size
+        )
 
 
-def _run_autoattack(AutoAttack, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
-                    norm: str, version: str, seed: int, batch_size: int) -> AutoAttackResult:
+def _run_autoattack(
+    AutoAttack,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float,
+    norm: str,
+    version: str,
+    seed: int,
+    batch_size: int,
+) -> AutoAttackResult:
     device = images.device
     with torch.no_grad():
         num_classes = model(images[:1]).shape[1]
     n_targets = max(1, min(9, num_classes - 1))
     aa_logger = logging.getLogger("auto-attack")
     if version == "standard" and n_targets == 9:
-        adversary = AutoAttack(model, device=device, eps=float(eps), norm=_NORM_NAMES[norm],
-                               seed=seed, version="standard")
+        adversary = AutoAttack(
+            model, device=device, eps=float(eps), norm=_NORM_NAMES[norm], seed=seed, version="standard"
+        )
     else:
         attacks = ["apgd-ce", "apgd-t"] if version == "fast" else ["apgd-ce", "apgd-t", "fab-t", "square"]
-        adversary = AutoAttack(model, device=device, eps=float(eps), norm=_NORM_NAMES[norm],
-                               seed=seed, version="custom", attacks=attacks)
+        adversary = AutoAttack(
+            model, device=device, eps=float(eps), norm=_NORM_NAMES[norm], seed=seed, version="custom", attacks=attacks
+        )
         adversary.apgd.n_restarts = 1
         adversary.apgd_targeted.n_restarts = 1
         adversary.fab.n_restarts = 1

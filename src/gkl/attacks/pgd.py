@@ -52,8 +52,9 @@ def _per_example(value: float | torch.Tensor, name: str, images: torch.Tensor) -
         if value.dim() == 0:
             value = value.reshape(1).expand(n)
         if value.shape != (n,):
-            raise fail("", name, f"a float or a tensor of shape (N,) = ({n},)", f"shape {tuple(value.shape)}",
-                       show_value=False)
+            raise fail(
+                "", name, f"a float or a tensor of shape (N,) = ({n},)", f"shape {tuple(value.shape)}", show_value=False
+            )
         if not torch.isfinite(value).all() or (value < 0).any():
             raise fail("", name, "finite values >= 0", "a negative or non-finite value", show_value=False)
         return value.detach().to(device=images.device, dtype=torch.float32).reshape(shape)
@@ -79,7 +80,10 @@ def project(adv: torch.Tensor, images: torch.Tensor, eps: torch.Tensor, norm: st
 
 
 def random_start_point(
-    images: torch.Tensor, eps: torch.Tensor, norm: str, random_start: str | None,
+    images: torch.Tensor,
+    eps: torch.Tensor,
+    norm: str,
+    random_start: str | None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Starting point: TRADES (x + 0.001 N(0, 1)), uniform in the ball, or x itself."""
@@ -113,25 +117,45 @@ def check_attack_inputs(images: torch.Tensor, labels: torch.Tensor, *, values: b
     One host synchronisation for all value checks; ``values=False`` checks types and shapes only.
     """
     if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() < 2:
-        raise fail("", "images", "a floating-point tensor of shape (N, ...) with values in [0, 1]",
-                   type(images).__name__ if not isinstance(images, torch.Tensor)
-                   else f"dtype {images.dtype}, shape {tuple(images.shape)}", show_value=False)
-    if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32) \
-            or labels.shape != images.shape[:1]:
-        got = (f"dtype {labels.dtype}, shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor)
-               else type(labels).__name__)
+        raise fail(
+            "",
+            "images",
+            "a floating-point tensor of shape (N, ...) with values in [0, 1]",
+            type(images).__name__
+            if not isinstance(images, torch.Tensor)
+            else f"dtype {images.dtype}, shape {tuple(images.shape)}",
+            show_value=False,
+        )
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.dtype not in (torch.int64, torch.int32)
+        or labels.shape != images.shape[:1]
+    ):
+        got = (
+            f"dtype {labels.dtype}, shape {tuple(labels.shape)}"
+            if isinstance(labels, torch.Tensor)
+            else type(labels).__name__
+        )
         raise fail("", "labels", f"an integer tensor of shape (N,) = ({images.shape[0]},)", got, show_value=False)
     if images.numel() == 0 or not values:
         return
-    finite, in_range, labels_ok = torch.stack([
-        torch.isfinite(images).all(), (images.min() >= 0) & (images.max() <= 1),
-        (labels >= 0).all() if labels.numel() else torch.ones((), dtype=torch.bool, device=labels.device),
-    ]).tolist()
+    finite, in_range, labels_ok = torch.stack(
+        [
+            torch.isfinite(images).all(),
+            (images.min() >= 0) & (images.max() <= 1),
+            (labels >= 0).all() if labels.numel() else torch.ones((), dtype=torch.bool, device=labels.device),
+        ]
+    ).tolist()
     if not finite:
         raise fail("", "images", "finite values in [0, 1]", "NaN or inf", show_value=False)
     if not in_range:
-        raise fail("", "images", "values in [0, 1] (normalisation belongs inside the model)",
-                   f"values in [{images.min().item():.4g}, {images.max().item():.4g}]", show_value=False)
+        raise fail(
+            "",
+            "images",
+            "values in [0, 1] (normalisation belongs inside the model)",
+            f"values in [{images.min().item():.4g}, {images.max().item():.4g}]",
+            show_value=False,
+        )
     if not labels_ok:
         raise fail("", "labels", "class indices >= 0", f"{labels.min().item()}", show_value=False)
 
@@ -140,15 +164,31 @@ def check_labels_range(labels: torch.Tensor, logits: torch.Tensor) -> None:
     """Raise ValueError naming ``labels`` unless every label is a class index of ``logits`` (N, C)."""
     num_classes = logits.shape[1]
     if labels.numel() and bool(labels.max() >= num_classes):
-        raise fail("", "labels", f"class indices in [0, {num_classes - 1}] (the model has {num_classes} classes)",
-                   f"label {labels.max().item()}", show_value=False)
+        raise fail(
+            "",
+            "labels",
+            f"class indices in [0, {num_classes - 1}] (the model has {num_classes} classes)",
+            f"label {labels.max().item()}",
+            show_value=False,
+        )
 
 
 def _pgd_in_attack_mode(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: torch.Tensor,
-    step_size: torch.Tensor, steps: int, loss: str, norm: str, random_start: str | None,
-    target_logits: torch.Tensor | None, class_weights: torch.Tensor | None,
-    gkl_kwargs: Mapping[str, Any] | None, generator: torch.Generator | None, check_labels: bool = True,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: torch.Tensor,
+    step_size: torch.Tensor,
+    steps: int,
+    loss: str,
+    norm: str,
+    random_start: str | None,
+    target_logits: torch.Tensor | None,
+    class_weights: torch.Tensor | None,
+    gkl_kwargs: Mapping[str, Any] | None,
+    generator: torch.Generator | None,
+    check_labels: bool = True,
 ) -> torch.Tensor:
     images = images.detach().float()
     labels = labels.long()
@@ -165,8 +205,9 @@ def _pgd_in_attack_mode(
             logits = model(adv).float()
             if step == 0 and check_labels:
                 check_labels_range(labels, logits)
-            value = attack_loss(loss, logits, labels, clean_logits=clean_logits,
-                                class_weights=class_weights, gkl_kwargs=gkl_kwargs)
+            value = attack_loss(
+                loss, logits, labels, clean_logits=clean_logits, class_weights=class_weights, gkl_kwargs=gkl_kwargs
+            )
             (grad,) = torch.autograd.grad(value, adv)
         adv = project(ascent_step(adv.detach(), grad, step_size, norm), images, eps, norm)
     return adv.detach()
@@ -218,9 +259,20 @@ def pgd(
     net = unwrap_model(model)
     with attack_mode(net):
         return _pgd_in_attack_mode(
-            net, images, labels, eps=eps_t, step_size=step_t, steps=steps, loss=loss, norm=norm,
-            random_start=random_start, target_logits=target_logits, class_weights=class_weights,
-            gkl_kwargs=gkl_kwargs, generator=generator, check_labels=values,
+            net,
+            images,
+            labels,
+            eps=eps_t,
+            step_size=step_t,
+            steps=steps,
+            loss=loss,
+            norm=norm,
+            random_start=random_start,
+            target_logits=target_logits,
+            class_weights=class_weights,
+            gkl_kwargs=gkl_kwargs,
+            generator=generator,
+            check_labels=values,
         )
 
 
@@ -249,12 +301,21 @@ class Attack:
 class PGD(Attack):
     """Class form of :func:`pgd` with fixed settings; ``PGD(model, eps=8/255)(x, y)``."""
 
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, step_size: float = 2 / 255,
-                 steps: int = 10, loss: str = "ce", norm: str = "linf",
-                 random_start: str | None = "uniform") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float = 8 / 255,
+        step_size: float = 2 / 255,
+        steps: int = 10,
+        loss: str = "ce",
+        norm: str = "linf",
+        random_start: str | None = "uniform",
+    ) -> None:
         super().__init__(model)
-        self.settings: dict[str, Any] = dict(eps=eps, step_size=step_size, steps=steps, loss=loss, norm=norm,
-                             random_start=random_start)
+        self.settings: dict[str, Any] = dict(
+            eps=eps, step_size=step_size, steps=steps, loss=loss, norm=norm, random_start=random_start
+        )
 
     def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return pgd(model, images, labels, **self.settings)

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
-from gkl.losses import get_logit_loss, list_logit_losses
-from gkl.losses import value_checks_active
+from gkl.losses import get_logit_loss, list_logit_losses, value_checks_active
 from gkl.utils.errors import InputError
 
 __all__ = ["GKLDistillClipLoss", "CLIP_DISTILL_METHODS"]
@@ -54,8 +53,10 @@ def _check_scale(name: str, scale: object) -> None:
         if scale.numel() != 1:
             raise InputError(f"GKLDistillClipLoss: {name} must be a scalar, got shape {tuple(scale.shape)}")
         if value_checks_active() and not bool((scale > 0).all()):  # one host sync
-            raise InputError(f"GKLDistillClipLoss: {name} must be > 0 (the exp of the model's "
-                             f"log-scale parameter), got {scale.item():g}")
+            raise InputError(
+                f"GKLDistillClipLoss: {name} must be > 0 (the exp of the model's "
+                f"log-scale parameter), got {scale.item():g}"
+            )
     elif isinstance(scale, (int, float)) and not isinstance(scale, bool):
         if not scale > 0:
             raise InputError(f"GKLDistillClipLoss: {name} must be > 0, got {scale!r}")
@@ -102,17 +103,30 @@ class GKLDistillClipLoss(ClipLoss):
             ``rank``, ``world_size``, ``use_horovod`` of ``open_clip.loss.ClipLoss``.
     """
 
-    def __init__(self, method: str = "gkl", *, alpha: float = 1.0, beta: float = 1.0,
-                 gamma: float = 1.0, temperature: float = 1.0, weight_temperature: float = 1.0,
-                 normalize: str = "weights", loss_params: dict[str, Any] | None = None,
-                 **clip_loss_kwargs: object) -> None:
+    def __init__(
+        self,
+        method: str = "gkl",
+        *,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 1.0,
+        weight_temperature: float = 1.0,
+        normalize: str = "weights",
+        loss_params: dict[str, Any] | None = None,
+        **clip_loss_kwargs: object,
+    ) -> None:
         if method not in list_logit_losses():
-            raise InputError(f"GKLDistillClipLoss: method must be a registered logit loss "
-                             f"({', '.join(list_logit_losses())}), got {method!r}")
+            raise InputError(
+                f"GKLDistillClipLoss: method must be a registered logit loss "
+                f"({', '.join(list_logit_losses())}), got {method!r}"
+            )
         self.loss_params = dict(loss_params or {})
         if self.loss_params and method in CLIP_DISTILL_METHODS:
-            raise InputError(f"GKLDistillClipLoss: loss_params are for other registered losses; method "
-                             f"{method!r} takes alpha, beta, gamma, weight_temperature, normalize")
+            raise InputError(
+                f"GKLDistillClipLoss: loss_params are for other registered losses; method "
+                f"{method!r} takes alpha, beta, gamma, weight_temperature, normalize"
+            )
         if normalize not in ("weights", "batch"):
             raise InputError(f"GKLDistillClipLoss: normalize must be 'weights' or 'batch', got {normalize!r}")
         clip_loss_kwargs.setdefault("local_loss", False)
@@ -120,8 +134,9 @@ class GKLDistillClipLoss(ClipLoss):
         allowed = {"local_loss", "gather_with_grad", "cache_labels", "rank", "world_size", "use_horovod"}
         unknown = sorted(set(clip_loss_kwargs) - allowed)
         if unknown:
-            raise InputError(f"GKLDistillClipLoss: unknown keyword argument(s) {unknown}; "
-                             f"ClipLoss accepts {sorted(allowed)}")
+            raise InputError(
+                f"GKLDistillClipLoss: unknown keyword argument(s) {unknown}; ClipLoss accepts {sorted(allowed)}"
+            )
         super().__init__(**clip_loss_kwargs)  # type: ignore[arg-type]
         self.method = method
         self.entry = get_logit_loss(method)
@@ -143,43 +158,64 @@ class GKLDistillClipLoss(ClipLoss):
         if self.method == "dkl":
             return self.entry(s / temp, t / temp, alpha=self.alpha, beta=self.beta) * (temp * temp)
         if self.method == "ikl":
-            return self.entry(s, t, alpha=self.alpha, beta=self.beta, temperature=temp,
-                              weight_temperature=self.weight_temperature)
+            return self.entry(
+                s, t, alpha=self.alpha, beta=self.beta, temperature=temp, weight_temperature=self.weight_temperature
+            )
         if self.method == "gkl":
-            return self.entry(s, t, alpha=self.alpha, beta=self.beta, gamma=self.gamma, temperature=temp,
-                              weight_temperature=self.weight_temperature, normalize=self.normalize)
+            return self.entry(
+                s,
+                t,
+                alpha=self.alpha,
+                beta=self.beta,
+                gamma=self.gamma,
+                temperature=temp,
+                weight_temperature=self.weight_temperature,
+                normalize=self.normalize,
+            )
         targets = self.get_ground_truth(s.device, s.shape[0]) if self.entry.uses_targets else None
         return self.entry(s, t, temperature=temp, targets=targets, **self.loss_params)
 
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,  # type: ignore[override]
-                logit_scale: torch.Tensor, dist_image_features: torch.Tensor,
-                dist_text_features: torch.Tensor, dist_logit_scale: torch.Tensor,
-                output_dict: bool = False):
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,  # type: ignore[override]
+        logit_scale: torch.Tensor,
+        dist_image_features: torch.Tensor,
+        dist_text_features: torch.Tensor,
+        dist_logit_scale: torch.Tensor,
+        output_dict: bool = False,
+    ):
         n_student, _ = _check_features(image_features, text_features, "student")
         n_teacher, _ = _check_features(dist_image_features, dist_text_features, "teacher (dist_)")
         if n_student != n_teacher:
-            raise InputError(f"GKLDistillClipLoss: student batch {n_student} and teacher batch "
-                             f"{n_teacher} differ; both models must see the same pairs")
+            raise InputError(
+                f"GKLDistillClipLoss: student batch {n_student} and teacher batch "
+                f"{n_teacher} differ; both models must see the same pairs"
+            )
         _check_scale("logit_scale", logit_scale)
         _check_scale("dist_logit_scale", dist_logit_scale)
 
         logits_per_image, logits_per_text = self.get_logits(image_features, text_features, logit_scale)
         with torch.no_grad():
             dist_per_image, dist_per_text = self.get_logits(
-                dist_image_features.detach(), dist_text_features.detach(),
-                dist_logit_scale.detach() if isinstance(dist_logit_scale, torch.Tensor) else dist_logit_scale)
+                dist_image_features.detach(),
+                dist_text_features.detach(),
+                dist_logit_scale.detach() if isinstance(dist_logit_scale, torch.Tensor) else dist_logit_scale,
+            )
         labels = self.get_ground_truth(image_features.device, logits_per_image.shape[0])
 
-        contrastive_loss = (F.cross_entropy(logits_per_image, labels)
-                            + F.cross_entropy(logits_per_text, labels)) / 2
-        distill_loss = (self.dist_loss(dist_per_image, logits_per_image)
-                        + self.dist_loss(dist_per_text, logits_per_text)) / 2
+        contrastive_loss = (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+        distill_loss = (
+            self.dist_loss(dist_per_image, logits_per_image) + self.dist_loss(dist_per_text, logits_per_text)
+        ) / 2
         if output_dict:
             return {"contrastive_loss": contrastive_loss, "distill_loss": distill_loss}
         return contrastive_loss, distill_loss
 
     def extra_repr(self) -> str:
-        return (f"method={self.method!r}, alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, "
-                f"temperature={self.temperature}, weight_temperature={self.weight_temperature}, "
-                f"world_size={self.world_size}, local_loss={self.local_loss}, "
-                f"gather_with_grad={self.gather_with_grad}")
+        return (
+            f"method={self.method!r}, alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, "
+            f"temperature={self.temperature}, weight_temperature={self.weight_temperature}, "
+            f"world_size={self.world_size}, local_loss={self.local_loss}, "
+            f"gather_with_grad={self.gather_with_grad}"
+        )

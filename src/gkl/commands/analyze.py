@@ -40,11 +40,19 @@ def run(args: argparse.Namespace) -> int:
     if args.analysis == "scores":
         paths = A.analyze_scores(args.runs, out, which=args.which)
     elif args.analysis == "margins":
-        paths = A.analyze_margins(args.run_a, args.run_b, out, adversarial=args.adversarial, eps=args.eps,
-                                  which=args.which)
+        paths = A.analyze_margins(
+            args.run_a, args.run_b, out, adversarial=args.adversarial, eps=args.eps, which=args.which
+        )
     elif args.analysis == "tsne":
-        paths = A.analyze_tsne(args.run, out, classes=args.classes, adversarial=args.adversarial, eps=args.eps,
-                               seed=args.seed, which=args.which)
+        paths = A.analyze_tsne(
+            args.run,
+            out,
+            classes=args.classes,
+            adversarial=args.adversarial,
+            eps=args.eps,
+            seed=args.seed,
+            which=args.which,
+        )
     else:
         paths = A.analyze_features(args.runs, out)
     print(json.dumps({k: str(v) for k, v in paths.items()}))

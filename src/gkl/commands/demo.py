@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from gkl.config import ExperimentConfig, load_config
-from gkl.study.summary import mean_std
 from gkl.recipes import resolve_recipe
+from gkl.study.statistics import mean_std
 from gkl.utils.errors import InputError
 
 METHODS = ("ce", "kd", "gkl")
@@ -139,4 +139,3 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     print(run_demo(out_dir=Path(args.out), num_seeds=args.seeds, quick=args.quick))
     return 0
-

@@ -19,24 +19,32 @@ __all__ = ["add_parser", "parse_eps", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    ev = sub.add_parser("evaluate", help="evaluate a run directory (last and best epoch)",
-                        description="evaluate a run directory; every evaluation is appended to "
-                                    "RUN_DIR/evaluations.jsonl (never overwritten)")
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a run directory (last and best epoch)",
+        description="evaluate a run directory; every evaluation is appended to "
+        "RUN_DIR/evaluations.jsonl (never overwritten)",
+    )
     ev.add_argument("run_dir", help="a run directory written by gkl fit (or a task verb)")
     ev.add_argument("overrides", nargs="*", help="key=value overrides of the run's config (e.g. data.root=...)")
-    ev.add_argument("--weights", choices=("raw", "ema"), default=None,
-                    help="evaluate the raw or the averaged weights (default: what the run evaluated)")
+    ev.add_argument(
+        "--weights",
+        choices=("raw", "ema"),
+        default=None,
+        help="evaluate the raw or the averaged weights (default: what the run evaluated)",
+    )
     ev.add_argument("--robust", action="store_true", help="also run PGD / CW / AutoAttack")
     ev.add_argument("--eps", default="8/255", help="comma-separated epsilons, e.g. 2/255,8/255")
     ev.add_argument("--attacks", default="pgd10,pgd20,cw10,cw20,autoattack")
     ev.add_argument("--autoattack-version", default="standard", choices=("standard", "fast"))
     ev.add_argument("--num-examples", type=positive_int, default=None, help="default: the full test set")
     ev.add_argument("--which", default="last,best", help="checkpoints to evaluate: last, best or both")
-    ev.add_argument("--output", default=None,
-                    help="also write this evaluation as a JSON file at this new path (an existing file is "
-                         "never overwritten)")
+    ev.add_argument(
+        "--output",
+        default=None,
+        help="also write this evaluation as a JSON file at this new path (an existing file is never overwritten)",
+    )
     return ev
-
 
 
 def parse_eps(text: str) -> list[float]:
@@ -54,8 +62,7 @@ def parse_eps(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, append to RUN_DIR/evaluations.jsonl (and ``--output``), print the table."""
-    from gkl.evaluate.run_eval import (EVALUATIONS_FILE, append_evaluation, check_writable, evaluate_run,
-                                       save_fallback)
+    from gkl.evaluate.run_eval import EVALUATIONS_FILE, append_evaluation, check_writable, evaluate_run, save_fallback
 
     run_dir = Path(args.run_dir)
     which = tuple(w.strip() for w in args.which.split(",") if w.strip())
@@ -73,13 +80,17 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     if output is not None:
         if output.exists() or output.is_symlink():
-            raise InputError(f"--output {output} already exists; evaluations are never overwritten "
-                             "(choose a new path, or read RUN_DIR/evaluations.jsonl)")
+            raise InputError(
+                f"--output {output} already exists; evaluations are never overwritten "
+                "(choose a new path, or read RUN_DIR/evaluations.jsonl)"
+            )
         check_writable(output)
-    report, table = evaluate_run(run_dir, overrides=args.overrides, which=which, weights=args.weights,
-                                 robust=robust)
-    report = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": ["gkl", *(sys.argv[1:] if args.argv is None else args.argv)], **report}
+    report, table = evaluate_run(run_dir, overrides=args.overrides, which=which, weights=args.weights, robust=robust)
+    report = {
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": ["gkl", *(sys.argv[1:] if args.argv is None else args.argv)],
+        **report,
+    }
     print(table)
     failures = []
     try:
@@ -98,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
         fallback = save_fallback(report, run_dir)
         kept = f"saved to {fallback} and printed above" if fallback else "printed above"
-        print(f"gkl evaluate: error: could not write {'; '.join(failures)}; the report is {kept}",
-              file=sys.stderr)
+        print(f"gkl evaluate: error: could not write {'; '.join(failures)}; the report is {kept}", file=sys.stderr)
         return 2
     return 0

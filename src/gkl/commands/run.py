@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from gkl.utils.errors import InputError
 
@@ -39,8 +39,9 @@ def run_commands(reserved: Sequence[str] = ()) -> dict[str, str | None]:
 def _add_run_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=help_text)
     p.add_argument("config", help="recipe YAML (see configs/ and docs/recipes.md)")
-    p.add_argument("overrides", nargs="*",
-                   help="key=value overrides anywhere on the line, e.g. train.optim.lr=0.1 data.root=/data")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value overrides anywhere on the line, e.g. train.optim.lr=0.1 data.root=/data"
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out_dir>/<name>/checkpoint.pt")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return p
@@ -50,8 +51,14 @@ def add_parser(sub: argparse._SubParsersAction, reserved: Sequence[str] = ()) ->
     """``fit`` and one sub-parser per task verb; returns them by command."""
     from gkl.tasks import get_task
 
-    subs = {FIT_COMMAND: _add_run_parser(sub, FIT_COMMAND, "train the run a config describes, whatever its "
-                                         "kind (the task verbs below are aliases that check the kind)")}
+    subs = {
+        FIT_COMMAND: _add_run_parser(
+            sub,
+            FIT_COMMAND,
+            "train the run a config describes, whatever its "
+            "kind (the task verbs below are aliases that check the kind)",
+        )
+    }
     for command, kind in run_commands(reserved).items():
         if kind is not None:
             subs[command] = _add_run_parser(sub, command, get_task(kind).help)

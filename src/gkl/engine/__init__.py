@@ -2,14 +2,14 @@
 
 from gkl.engine.amp import MixedPrecision, resolve_amp
 from gkl.engine.checkpoint import atomic_save, read_checkpoint
-from gkl.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from gkl.engine.ema import ModelEMA
-from gkl.engine.schedules import EpochLRSchedule, learning_rate_at, scaled_base_lr
-from gkl.engine.seeding import epoch_seed, seed_everything
-from gkl.settings.train import EMASettings, OptimSettings, ScheduleSettings, TrainSettings
 from gkl.engine.errors import CollapseError, NonFiniteLossError, TrainingStopped
 from gkl.engine.lock import RunLock
+from gkl.engine.schedules import EpochLRSchedule, learning_rate_at, scaled_base_lr
+from gkl.engine.seeding import epoch_seed, seed_everything
 from gkl.engine.trainer import Trainer
+from gkl.settings.train import EMASettings, OptimSettings, ScheduleSettings, TrainSettings
+from gkl.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
 
 __all__ = [
     "CollapseError",

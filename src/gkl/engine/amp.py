@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -52,8 +52,9 @@ class MixedPrecision:
         else:
             self.scaler.scale(loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter],
-             clip_grad_norm: float | None) -> None:
+    def step(
+        self, optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter], clip_grad_norm: float | None
+    ) -> None:
         """Optional clipping (of the unscaled, accumulated gradients) and ``optimizer.step()``;
         under fp16 the scaler skips a step with inf/NaN gradients and updates its scale once."""
         if self.scaler is None:

@@ -19,15 +19,22 @@ class Cadence:
     def __init__(self, settings: TrainSettings, batches_per_epoch: int) -> None:
         k = settings.accumulate_steps
         if batches_per_epoch < k:
-            raise InputError(f"train.accumulate_steps: {k} micro-batches per step, but the train loader "
-                             f"has only {batches_per_epoch} batches per epoch")
+            raise InputError(
+                f"train.accumulate_steps: {k} micro-batches per step, but the train loader "
+                f"has only {batches_per_epoch} batches per epoch"
+            )
         self.settings = settings
         self.steps_per_epoch = batches_per_epoch // k
-        self.total_steps = settings.iterations if settings.iterations is not None else settings.epochs * self.steps_per_epoch
+        self.total_steps = (
+            settings.iterations if settings.iterations is not None else settings.epochs * self.steps_per_epoch
+        )
         self.epochs = -(-self.total_steps // self.steps_per_epoch)
         #: step-based runs (iterations, or evaluation/checkpoints every N steps) log against the step
-        self.by_steps = (settings.iterations is not None or settings.eval_every_steps is not None
-                         or settings.checkpoint_every_steps is not None)
+        self.by_steps = (
+            settings.iterations is not None
+            or settings.eval_every_steps is not None
+            or settings.checkpoint_every_steps is not None
+        )
 
     def epoch_of(self, step: int) -> int:
         return (step - 1) // self.steps_per_epoch + 1

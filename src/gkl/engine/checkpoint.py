@@ -67,11 +67,14 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InputError(f"{path}: no space left on the device while saving "
-                             f"({error.strerror}); the previous {path.name} is intact") from None
+            raise InputError(
+                f"{path}: no space left on the device while saving "
+                f"({error.strerror}); the previous {path.name} is intact"
+            ) from None
         if isinstance(error, RuntimeError) and "No space left" in str(error):  # torch's zip writer
-            raise InputError(f"{path}: no space left on the device while saving; "
-                             f"the previous {path.name} is intact") from None
+            raise InputError(
+                f"{path}: no space left on the device while saving; the previous {path.name} is intact"
+            ) from None
         raise
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -104,8 +107,19 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     return state
 
 
-_REQUIRED_KEYS = ("epoch", "model", "optimizer", "schedule", "scaler", "objective", "rng", "best",
-                  "world_size", "settings", "config")
+_REQUIRED_KEYS = (
+    "epoch",
+    "model",
+    "optimizer",
+    "schedule",
+    "scaler",
+    "objective",
+    "rng",
+    "best",
+    "world_size",
+    "settings",
+    "config",
+)
 
 
 def _torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
@@ -114,11 +128,23 @@ def _torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, TypeError,
-            AttributeError, KeyError, IndexError, UnicodeDecodeError, OSError) as error:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        zipfile.BadZipFile,
+        RuntimeError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        UnicodeDecodeError,
+        OSError,
+    ) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise InputError(f"{path}: cannot read this checkpoint (truncated, damaged or not a "
-                         f"weights-only torch file): {first}") from None
+        raise InputError(
+            f"{path}: cannot read this checkpoint (truncated, damaged or not a weights-only torch file): {first}"
+        ) from None
 
 
 def model_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:

@@ -46,16 +46,27 @@ class CollapseMonitor:
         if self.streak_start is None:
             self.streak_start = epoch
         if self.streak >= self.patience and self.flag is None:
-            self.flag = {"epoch": epoch, "metric": self.metric, "value": float(value), "chance": self.chance,
-                         "margin": self.margin, "evaluations": self.streak, "since_epoch": self.streak_start}
+            self.flag = {
+                "epoch": epoch,
+                "metric": self.metric,
+                "value": float(value),
+                "chance": self.chance,
+                "margin": self.margin,
+                "evaluations": self.streak,
+                "since_epoch": self.streak_start,
+            }
             if step is not None:
                 self.flag["step"] = step
             return dict(self.flag)
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"was_above": self.was_above, "streak": self.streak, "streak_start": self.streak_start,
-                "flag": self.flag}
+        return {
+            "was_above": self.was_above,
+            "streak": self.streak,
+            "streak_start": self.streak_start,
+            "flag": self.flag,
+        }
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if not state:

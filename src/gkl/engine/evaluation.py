@@ -9,7 +9,8 @@ statistics of the model and of the objective's teacher (:mod:`gkl.metrics.featur
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
@@ -31,13 +32,25 @@ class RunEvaluation:
     statistics are measured at the first evaluation only) or None.
     """
 
-    def __init__(self, evaluator: Any, *, eval_loader: Iterable | None, val_loader: Iterable | None,
-                 settings: TrainSettings, dist: DistInfo, feature_teacher: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        evaluator: Any,
+        *,
+        eval_loader: Iterable | None,
+        val_loader: Iterable | None,
+        settings: TrainSettings,
+        dist: DistInfo,
+        feature_teacher: nn.Module | None = None,
+    ) -> None:
         if evaluator is None and (eval_loader is not None or val_loader is not None):
-            raise ValueError("evaluator: expected a gkl.metrics.base.Evaluator (the task's) when an "
-                             "eval_loader or val_loader is given, got None")
+            raise ValueError(
+                "evaluator: expected a gkl.metrics.base.Evaluator (the task's) when an "
+                "eval_loader or val_loader is given, got None"
+            )
         if evaluator is not None and not callable(evaluator):
-            raise ValueError(f"evaluator: expected a callable gkl.metrics.base.Evaluator, got {type(evaluator).__name__}")
+            raise ValueError(
+                f"evaluator: expected a callable gkl.metrics.base.Evaluator, got {type(evaluator).__name__}"
+            )
         self.evaluator = evaluator
         self.eval_loader = eval_loader
         self.val_loader = val_loader
@@ -61,8 +74,9 @@ class RunEvaluation:
                 if net is not None:
                     find_classifier(net)
             except ValueError as error:
-                raise InputError(f"train.log_feature_stats: the {role} has no classifier to read "
-                                 f"penultimate features from ({error})") from None
+                raise InputError(
+                    f"train.log_feature_stats: the {role} has no classifier to read penultimate features from ({error})"
+                ) from None
 
     def chance_level(self) -> float | None:
         """The selected metric's chance level from the evaluator's optional ``chance_level(metric)``
@@ -96,8 +110,9 @@ class RunEvaluation:
         result["selected_from"] = key
         return result
 
-    def _with_features(self, model: nn.Module, loader: Iterable, split: str,
-                       kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _with_features(
+        self, model: nn.Module, loader: Iterable, split: str, kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The evaluation of ``split`` with the feature statistics of the model (and the teacher, fed the
         same inputs; measured at the first evaluation only, since it is frozen) read by hooks."""
         teacher = self.feature_teacher if self._teacher_features is None else None

@@ -49,15 +49,19 @@ class RunLock:
         except FileExistsError:
             return False
         except OSError as error:
-            raise InputError(f"out_dir: cannot write to the run directory {self.run_dir} "
-                             f"({error.strerror or error})") from None
-        record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            raise InputError(
+                f"out_dir: cannot write to the run directory {self.run_dir} ({error.strerror or error})"
+            ) from None
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(record, handle)
         return True
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock, taking over a stale one; raise :class:`InputError` if another process holds it."""
         for _ in range(3):
             if self._try_create():
@@ -75,8 +79,10 @@ class RunLock:
                 who = "another process (unreadable lock file)"
             else:
                 who = f"process {pid} on host {host} since {owner.get('time')}"
-            raise InputError(f"run directory {self.run_dir} is in use by {who}; wait for it to finish, "
-                             f"or delete {self.path} if that process is gone")
+            raise InputError(
+                f"run directory {self.run_dir} is in use by {who}; wait for it to finish, "
+                f"or delete {self.path} if that process is gone"
+            )
         raise InputError(f"run directory {self.run_dir}: could not take the lock {self.path}")
 
     def release(self) -> None:
@@ -91,7 +97,7 @@ class RunLock:
             except FileNotFoundError:
                 pass
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -9,8 +9,9 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 LOGGER_NAME = "gkl.train"
 
@@ -56,8 +57,9 @@ def _json_safe(value: Any) -> Any:
 class MetricsWriter:
     """Appends one JSON object per epoch to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool = True,
-                 purge_step: int | None = None) -> None:
+    def __init__(
+        self, run_dir: Path, *, enabled: bool, tensorboard: bool = True, purge_step: int | None = None
+    ) -> None:
         """``purge_step``: on resume, the first epoch to be re-run; TensorBoard events from that
         step on (written by the interrupted run) are discarded so curves are not duplicated."""
         self.path = run_dir / "metrics.jsonl"
@@ -133,11 +135,13 @@ class RunLoggers:
     """Where every metrics line goes: ``metrics.jsonl`` (+ TensorBoard) and the trackers of
     ``train.loggers`` (W&B, MLflow), on rank 0 only."""
 
-    def __init__(self, run_dir: Path, names: Iterable[str], *, is_main: bool, config: Any,
-                 purge_step: int | None) -> None:
+    def __init__(
+        self, run_dir: Path, names: Iterable[str], *, is_main: bool, config: Any, purge_step: int | None
+    ) -> None:
         names = list(names)
-        self.metrics = MetricsWriter(run_dir, enabled=is_main, tensorboard="tensorboard" in names,
-                                     purge_step=purge_step)
+        self.metrics = MetricsWriter(
+            run_dir, enabled=is_main, tensorboard="tensorboard" in names, purge_step=purge_step
+        )
         self.trackers: list[Any] = []
         if not is_main:
             return
@@ -174,8 +178,12 @@ def epoch_line(record: dict[str, Any], *, metric: str, by_steps: bool) -> str:
         parts.append(f"loss {train.get('loss', float('nan')):.4f}")
         if "acc" in train:
             parts.append(f"train_acc {train['acc']:.2f}")
-    for key, label in (("eval", metric), ("ema_eval", f"ema_{metric}"), ("val", f"val_{metric}"),
-                       ("ema_val", f"ema_val_{metric}")):
+    for key, label in (
+        ("eval", metric),
+        ("ema_eval", f"ema_{metric}"),
+        ("val", f"val_{metric}"),
+        ("ema_val", f"ema_val_{metric}"),
+    ):
         if key in record and isinstance(record[key].get(metric), (int, float)):
             parts.append(f"{label} {record[key][metric]:.2f}")
     if record.get("best") is not None:

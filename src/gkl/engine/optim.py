@@ -26,7 +26,8 @@ Parameter groups (each carries ``lr_scale``; :class:`gkl.engine.schedules.LRSche
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,16 +62,19 @@ def layer_ids(names: list[str]) -> tuple[dict[str, int], int]:
             prefixes.add(match["prefix"])
             depth = max(depth, int(match["index"]) + 1)
     if not prefixes:
-        raise InputError("optim.layer_decay: needs a ViT-style model with parameters named "
-                          "'blocks.<i>.*'; this model has none")
+        raise InputError(
+            "optim.layer_decay: needs a ViT-style model with parameters named 'blocks.<i>.*'; this model has none"
+        )
     if len(prefixes) > 1:
-        raise InputError(f"optim.layer_decay: found blocks under several prefixes {sorted(prefixes)}; "
-                          "expected one ViT-style block stack")
+        raise InputError(
+            f"optim.layer_decay: found blocks under several prefixes {sorted(prefixes)}; "
+            "expected one ViT-style block stack"
+        )
     (prefix,) = prefixes
     ids = {}
     for name in names:
         match = _BLOCK.match(name)
-        rest = name[len(prefix):] if name.startswith(prefix) else None
+        rest = name[len(prefix) :] if name.startswith(prefix) else None
         if match:
             ids[name] = int(match["index"]) + 1
         elif rest is not None and rest.split(".", 1)[0] in _STEM_NAMES:
@@ -82,8 +86,9 @@ def layer_ids(names: list[str]) -> tuple[dict[str, int], int]:
     return ids, depth
 
 
-def param_groups(model: nn.Module, settings: OptimSettings, *, base_lr: float,
-                 lr_scales: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, settings: OptimSettings, *, base_lr: float, lr_scales: Mapping[str, float] | None = None
+) -> list[dict[str, Any]]:
     """Parameter groups (trainable parameters only, in model order) with ``lr``, ``weight_decay``,
     ``lr_scale``, ``layer_id`` (or ``None``) and ``param_names`` (names inside DDP/compile wrappers).
 
@@ -106,15 +111,25 @@ def param_groups(model: nn.Module, settings: OptimSettings, *, base_lr: float,
         layer = ids.get(name)
         scale = 1.0 if layer is None else settings.layer_decay ** (depth + 1 - layer)
         scale *= float(lr_scales.get(name, 1.0))
-        group = groups.setdefault((layer, wd, scale), {"params": [], "param_names": [], "weight_decay": wd,
-                                                "lr_scale": scale, "layer_id": layer, "lr": base_lr * scale})
+        group = groups.setdefault(
+            (layer, wd, scale),
+            {
+                "params": [],
+                "param_names": [],
+                "weight_decay": wd,
+                "lr_scale": scale,
+                "layer_id": layer,
+                "lr": base_lr * scale,
+            },
+        )
         group["params"].append(param)
         group["param_names"].append(name)
     return list(groups.values())
 
 
-def extra_param_groups(groups: Sequence[Mapping[str, Any]], settings: OptimSettings, *,
-                       base_lr: float) -> list[dict[str, Any]]:
+def extra_param_groups(
+    groups: Sequence[Mapping[str, Any]], settings: OptimSettings, *, base_lr: float
+) -> list[dict[str, Any]]:
     """Optimizer groups for parameters outside the model: ``{"params", "lr_scale"}`` dicts, split by
     the weight-decay rule of ``no_decay_norm_bias`` (:func:`decays`; unnamed, so ``ndim <= 1``
     tensors get none)."""
@@ -123,18 +138,33 @@ def extra_param_groups(groups: Sequence[Mapping[str, Any]], settings: OptimSetti
         scale = float(spec.get("lr_scale", 1.0))
         params = [p for p in spec["params"] if p.requires_grad]
         decayed = [not settings.no_decay_norm_bias or decays(f"extra{index}.{i}", p) for i, p in enumerate(params)]
-        parts = [([p for p, d in zip(params, decayed) if d], settings.weight_decay),
-                 ([p for p, d in zip(params, decayed) if not d], 0.0)]
+        parts = [
+            ([p for p, d in zip(params, decayed) if d], settings.weight_decay),
+            ([p for p, d in zip(params, decayed) if not d], 0.0),
+        ]
         for chosen, wd in parts:
             if chosen:
-                result.append({"params": chosen, "param_names": [f"extra{index}.{i}" for i in range(len(chosen))],
-                               "weight_decay": wd, "lr_scale": scale, "layer_id": None, "lr": base_lr * scale})
+                result.append(
+                    {
+                        "params": chosen,
+                        "param_names": [f"extra{index}.{i}" for i in range(len(chosen))],
+                        "weight_decay": wd,
+                        "lr_scale": scale,
+                        "layer_id": None,
+                        "lr": base_lr * scale,
+                    }
+                )
     return result
 
 
-def build_optimizer(model: nn.Module, settings: OptimSettings, *, base_lr: float,
-                    lr_scales: Mapping[str, float] | None = None,
-                    extra_groups: Sequence[Mapping[str, Any]] = ()) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module,
+    settings: OptimSettings,
+    *,
+    base_lr: float,
+    lr_scales: Mapping[str, float] | None = None,
+    extra_groups: Sequence[Mapping[str, Any]] = (),
+) -> torch.optim.Optimizer:
     """``torch.optim.SGD`` or ``torch.optim.AdamW`` over :func:`param_groups` of ``model`` and
     :func:`extra_param_groups` of ``extra_groups``.
 
@@ -144,9 +174,15 @@ def build_optimizer(model: nn.Module, settings: OptimSettings, *, base_lr: float
     groups = param_groups(model, settings, base_lr=base_lr, lr_scales=lr_scales)
     groups += extra_param_groups(extra_groups, settings, base_lr=base_lr)
     if settings.name == "sgd":
-        return torch.optim.SGD(groups, lr=base_lr, momentum=settings.momentum,
-                               weight_decay=settings.weight_decay, nesterov=settings.nesterov)
+        return torch.optim.SGD(
+            groups,
+            lr=base_lr,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+            nesterov=settings.nesterov,
+        )
     if settings.name == "adamw":
-        return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(settings.betas), eps=settings.eps,
-                                 weight_decay=settings.weight_decay)
+        return torch.optim.AdamW(
+            groups, lr=base_lr, betas=tuple(settings.betas), eps=settings.eps, weight_decay=settings.weight_decay
+        )
     raise ValueError(f"optim.name: unknown optimizer {settings.name!r}")

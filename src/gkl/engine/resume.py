@@ -14,8 +14,9 @@ train settings and the config are compared with the checkpoint's, except:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from gkl.engine.checkpoint import dict_differences
 from gkl.settings.train import RESUME_FIX_FIELDS, RESUME_TOLERANT_FIELDS, TrainSettings
@@ -47,8 +48,16 @@ def _matches(key: str, patterns: Iterable[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in patterns)
 
 
-def resume_changes(*, settings: dict, saved_settings: dict, config: Any, saved_config: Any,
-                   tolerant_config_keys: Iterable[str], after_non_finite: bool, path: Path) -> list[str]:
+def resume_changes(
+    *,
+    settings: dict,
+    saved_settings: dict,
+    config: Any,
+    saved_config: Any,
+    tolerant_config_keys: Iterable[str],
+    after_non_finite: bool,
+    path: Path,
+) -> list[str]:
     """Dotted keys that changed and are allowed to (``train.``-prefixed for settings), or raise
     :class:`InputError` naming the keys that may not change."""
     tolerant = set(RESUME_TOLERANT_FIELDS)
@@ -59,7 +68,7 @@ def resume_changes(*, settings: dict, saved_settings: dict, config: Any, saved_c
 
     def sort(keys: list[str], prefix: str, extra_tolerant: set[str]) -> None:
         for key in keys:
-            inner = key[len(prefix):] if prefix and key.startswith(prefix) else None
+            inner = key[len(prefix) :] if prefix and key.startswith(prefix) else None
             if _matches(key, extra_tolerant) or (inner is not None and _matches(inner, tolerant)):
                 continue
             if inner is not None and _matches(inner, fixable):
@@ -67,24 +76,35 @@ def resume_changes(*, settings: dict, saved_settings: dict, config: Any, saved_c
                 continue
             refused.append(key)
 
-    defaults = {"train": TrainSettings(epochs=settings.get("epochs") or None,
-                                       iterations=settings.get("iterations")).to_dict()}
-    keys = [k for k in dict_differences(settings, saved_settings)
-            if not _new_with_default("train." + k, {"train": settings}, {"train": saved_settings}, defaults)]
+    defaults = {
+        "train": TrainSettings(epochs=settings.get("epochs") or None, iterations=settings.get("iterations")).to_dict()
+    }
+    keys = [
+        k
+        for k in dict_differences(settings, saved_settings)
+        if not _new_with_default("train." + k, {"train": settings}, {"train": saved_settings}, defaults)
+    ]
     sort(["train." + k for k in keys], "train.", set())
     if config is not None or saved_config is not None:
-        keys = [k for k in dict_differences(config, saved_config)
-                if not (k.startswith("train.") and _new_with_default(k, config, saved_config, defaults))]
+        keys = [
+            k
+            for k in dict_differences(config, saved_config)
+            if not (k.startswith("train.") and _new_with_default(k, config, saved_config, defaults))
+        ]
         sort(keys, "train.", set(tolerant_config_keys))
     refused = sorted(set(refused))
     fix_refused = sorted(set(fix_refused))
     if refused:
         what = "different train settings" if all(k.startswith("train.") for k in refused) else "a different config"
-        raise InputError(f"{path}: the checkpoint was written with {what} (differing: "
-                         f"{', '.join(refused)}); a resume continues the same run (see docs/training.md, "
-                         "Resume, for what may change)")
+        raise InputError(
+            f"{path}: the checkpoint was written with {what} (differing: "
+            f"{', '.join(refused)}); a resume continues the same run (see docs/training.md, "
+            "Resume, for what may change)"
+        )
     if fix_refused:
-        raise InputError(f"{path}: the checkpoint was written with different train settings (differing: "
-                         f"{', '.join(fix_refused)}); these may change on resume only after the run "
-                         "stopped on a non-finite loss")
+        raise InputError(
+            f"{path}: the checkpoint was written with different train settings (differing: "
+            f"{', '.join(fix_refused)}); these may change on resume only after the run "
+            "stopped on a non-finite loss"
+        )
     return sorted(set(changed))

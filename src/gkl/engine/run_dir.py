@@ -25,8 +25,7 @@ def prepare_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise InputError(f"out_dir: cannot create the run directory {run_dir} "
-                         f"({error.strerror or error})") from None
+        raise InputError(f"out_dir: cannot create the run directory {run_dir} ({error.strerror or error})") from None
     if not run_dir.is_dir() or not os.access(run_dir, os.W_OK | os.X_OK):
         raise InputError(f"out_dir: the run directory {run_dir} is not a writable directory")
 
@@ -36,10 +35,16 @@ def git_state(path: Path | None = None) -> dict[str, Any]:
     (default: this package's source)."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
+        commit = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
     return {"commit": commit or "unknown", "dirty": bool(status.strip())}
@@ -101,8 +106,9 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def write_run_record(run_dir: Path, *, seed: int, world_size: int, resumed_from_epoch: int | None,
-                     changed: list[str] | None = None) -> None:
+def write_run_record(
+    run_dir: Path, *, seed: int, world_size: int, resumed_from_epoch: int | None, changed: list[str] | None = None
+) -> None:
     """``run.json``; a resume keeps the original record and appends to its ``resumes`` list
     (with ``changed``: the settings the resume changed, e.g. ``train.optim.lr`` after a non-finite stop)."""
     path = run_dir / "run.json"
@@ -133,8 +139,12 @@ def log_stop(run_dir: Path, stop: dict[str, Any], logger: logging.Logger, *, fin
     if reason == "finished":
         logger.info("%s", finished)
     elif reason == "interrupted":
-        logger.warning("run interrupted during epoch %s; last checkpoint: epoch %s, step %s",
-                       stop.get("epoch"), stop.get("last_checkpoint_epoch"), stop.get("last_checkpoint_step"))
+        logger.warning(
+            "run interrupted during epoch %s; last checkpoint: epoch %s, step %s",
+            stop.get("epoch"),
+            stop.get("last_checkpoint_epoch"),
+            stop.get("last_checkpoint_step"),
+        )
     else:
         logger.error("run stopped (%s) during epoch %s: %s", reason, stop.get("epoch"), stop.get("message", ""))
     try:

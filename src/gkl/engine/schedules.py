@@ -77,8 +77,9 @@ def scaled_base_lr(lr: float, *, global_batch_size: int, reference_batch_size: i
 class EpochLRSchedule:
     """Sets the learning rate of every parameter group at the start of each epoch."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, base_lr: float, epochs: int,
-                 settings: ScheduleSettings) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, *, base_lr: float, epochs: int, settings: ScheduleSettings
+    ) -> None:
         self.optimizer = optimizer
         self.base_lr = float(base_lr)
         self.epochs = int(epochs)
@@ -97,17 +98,19 @@ class EpochLRSchedule:
         return lr
 
     def state_dict(self) -> dict:
-        return {"base_lr": self.base_lr, "epochs": self.epochs, "last_epoch": self.last_epoch,
-                "kind": self.settings.kind}
+        return {
+            "base_lr": self.base_lr,
+            "epochs": self.epochs,
+            "last_epoch": self.last_epoch,
+            "kind": self.settings.kind,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         # base_lr may legitimately differ (LR scaling after a change of world size).
         for key in ("epochs", "kind"):
             mine = self.state_dict()[key]
             if state.get(key) != mine:
-                raise ValueError(
-                    f"schedule state: checkpoint has {key}={state.get(key)!r}, this run has {mine!r}"
-                )
+                raise ValueError(f"schedule state: checkpoint has {key}={state.get(key)!r}, this run has {mine!r}")
         self.last_epoch = int(state["last_epoch"])
 
 
@@ -146,8 +149,15 @@ class LRSchedule:
     only that step, and the same function reports the LR for logs.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, base_lr: float, steps_per_epoch: int,
-                 total_steps: int, settings: ScheduleSettings) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        base_lr: float,
+        steps_per_epoch: int,
+        total_steps: int,
+        settings: ScheduleSettings,
+    ) -> None:
         for name, value in (("steps_per_epoch", steps_per_epoch), ("total_steps", total_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -159,11 +169,13 @@ class LRSchedule:
         self.settings = settings
         self.last_step = 0
         if settings.unit == "epoch" and settings.warmup_epochs > self.epochs:
-            raise InputError(f"schedule.warmup_epochs: expected at most the run's {self.epochs} epochs, "
-                             f"got {settings.warmup_epochs}")
+            raise InputError(
+                f"schedule.warmup_epochs: expected at most the run's {self.epochs} epochs, got {settings.warmup_epochs}"
+            )
         if settings.unit == "step" and settings.warmup_steps >= total_steps:
-            raise InputError(f"schedule.warmup_steps: expected fewer than the run's {total_steps} steps, "
-                             f"got {settings.warmup_steps}")
+            raise InputError(
+                f"schedule.warmup_steps: expected fewer than the run's {total_steps} steps, got {settings.warmup_steps}"
+            )
 
     def epoch_of(self, step: int) -> int:
         """The epoch (from 1) that global ``step`` (from 1) falls in."""
@@ -174,10 +186,10 @@ class LRSchedule:
         if self.settings.unit == "epoch":
             if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= self.total_steps:
                 raise ValueError(f"step: expected an integer in [1, {self.total_steps}], got {step!r}")
-            return learning_rate_at(self.epoch_of(step), base_lr=self.base_lr, epochs=self.epochs,
-                                    settings=self.settings)
-        return learning_rate_at_step(step, base_lr=self.base_lr, total_steps=self.total_steps,
-                                     settings=self.settings)
+            return learning_rate_at(
+                self.epoch_of(step), base_lr=self.base_lr, epochs=self.epochs, settings=self.settings
+            )
+        return learning_rate_at_step(step, base_lr=self.base_lr, total_steps=self.total_steps, settings=self.settings)
 
     def apply(self, step: int) -> float:
         """Set the learning rates for ``step`` and return the base value."""
@@ -188,9 +200,15 @@ class LRSchedule:
         return lr
 
     def state_dict(self) -> dict:
-        return {"base_lr": self.base_lr, "unit": self.settings.unit, "kind": self.settings.kind,
-                "epochs": self.epochs, "total_steps": self.total_steps,
-                "steps_per_epoch": self.steps_per_epoch, "last_step": self.last_step}
+        return {
+            "base_lr": self.base_lr,
+            "unit": self.settings.unit,
+            "kind": self.settings.kind,
+            "epochs": self.epochs,
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "last_step": self.last_step,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         # base_lr may legitimately differ (LR scaling after a change of world size); so may the

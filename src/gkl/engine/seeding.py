@@ -37,11 +37,18 @@ def capture_rng_state(device: torch.device | None = None) -> dict:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
-        "cuda": (torch.cuda.get_rng_state(device)
-                 if device is not None and device.type == "cuda" and torch.cuda.is_available() else None),
+        "cuda": (
+            torch.cuda.get_rng_state(device)
+            if device is not None and device.type == "cuda" and torch.cuda.is_available()
+            else None
+        ),
     }
     return state
 
@@ -51,8 +58,15 @@ def restore_rng_state(state: dict, device: torch.device | None = None) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["key"].cpu().numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["key"].cpu().numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"].cpu())  # a checkpoint may have been mapped to a GPU
     cuda = state.get("cuda")
     if isinstance(cuda, (list, tuple)):  # older checkpoints: every visible GPU's state

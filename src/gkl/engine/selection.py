@@ -11,8 +11,9 @@ evaluator gives the metric a chance level.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gkl.engine.checkpoint import atomic_save
 from gkl.engine.collapse import CollapseMonitor
@@ -25,8 +26,16 @@ class BestCheckpoint:
     """Tracks the best selected value (epoch, step; with a validation split also the eval split's
     value at that epoch), writes ``best.pt`` and watches for a collapse."""
 
-    def __init__(self, path: Path, settings: TrainSettings, *, chance: float | None, has_val: bool,
-                 is_main: bool, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        path: Path,
+        settings: TrainSettings,
+        *,
+        chance: float | None,
+        has_val: bool,
+        is_main: bool,
+        logger: logging.Logger,
+    ) -> None:
         self.path = path
         self.metric = settings.select_metric
         self.mode = settings.select_mode
@@ -37,14 +46,14 @@ class BestCheckpoint:
         self.epoch: int | None = None
         self.step: int | None = None
         self.eval_at_best: float | None = None  # with a val split: the eval split's value at the best epoch
-        self.collapse = CollapseMonitor(metric=self.metric, chance=chance, patience=settings.collapse_patience,
-                                        margin=settings.collapse_margin)
+        self.collapse = CollapseMonitor(
+            metric=self.metric, chance=chance, patience=settings.collapse_patience, margin=settings.collapse_margin
+        )
 
     def is_better(self, value: float) -> bool:
         return self.value is None or (value > self.value if self.mode == "max" else value < self.value)
 
-    def update(self, result: dict[str, Any], *, epoch: int, step: int,
-               weights: Callable[[], dict]) -> bool:
+    def update(self, result: dict[str, Any], *, epoch: int, step: int, weights: Callable[[], dict]) -> bool:
         """Record the evaluation ``result`` (:class:`~gkl.engine.evaluation.RunEvaluation`) after
         ``epoch``/``step``; on a new best, rank 0 saves ``weights()`` to ``best.pt``. Returns whether it was."""
         value = result["selected"]
@@ -61,14 +70,28 @@ class BestCheckpoint:
         """Feed the collapse watch; the collapse record (logged as a warning) the first time it fires."""
         flag = self.collapse.update(epoch, value, step=step)
         if flag is not None:
-            self.logger.warning("collapse: %s = %.2f has been at chance level (%.2f + margin %.2f) for %d "
-                                "evaluations since epoch %d, after having been above it",
-                                flag["metric"], flag["value"], flag["chance"], flag["margin"],
-                                flag["evaluations"], flag["since_epoch"])
+            self.logger.warning(
+                "collapse: %s = %.2f has been at chance level (%.2f + margin %.2f) for %d "
+                "evaluations since epoch %d, after having been above it",
+                flag["metric"],
+                flag["value"],
+                flag["chance"],
+                flag["margin"],
+                flag["evaluations"],
+                flag["since_epoch"],
+            )
         return flag
 
-    def observe(self, result: dict[str, Any], record: dict[str, Any], *, epoch: int, step: int,
-                weights: Callable[[], dict], collapse_step: int | None) -> dict[str, Any] | None:
+    def observe(
+        self,
+        result: dict[str, Any],
+        record: dict[str, Any],
+        *,
+        epoch: int,
+        step: int,
+        weights: Callable[[], dict],
+        collapse_step: int | None,
+    ) -> dict[str, Any] | None:
         """One evaluation: :meth:`update`, the collapse watch, and the metrics-line fields in ``record``
         (each split's metrics without ``per_class``, ``features``, ``select``, ``best``, ``best_epoch``,
         ``collapsed``). Returns the collapse record the first time the watch fires, else None."""
@@ -112,6 +135,8 @@ class BestCheckpoint:
 
 def collapse_message(flag: dict[str, Any], where: str) -> str:
     """The :class:`~gkl.engine.errors.CollapseError` message of a collapse record."""
-    return (f"collapse at epoch {flag['epoch']}: {flag['metric']} = {flag['value']:.2f} has been at chance "
-            f"level {flag['chance']:.2f} (+ margin {flag['margin']:.2f}) for {flag['evaluations']} "
-            f"evaluations since epoch {flag['since_epoch']} (train.stop_on_collapse is set); {where}")
+    return (
+        f"collapse at epoch {flag['epoch']}: {flag['metric']} = {flag['value']:.2f} has been at chance "
+        f"level {flag['chance']:.2f} (+ margin {flag['margin']:.2f}) for {flag['evaluations']} "
+        f"evaluations since epoch {flag['since_epoch']} (train.stop_on_collapse is set); {where}"
+    )

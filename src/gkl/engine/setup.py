@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.distributed
@@ -38,8 +39,9 @@ def check_trainer_arguments(model: Any, objective: Any, train_loader: Any, setti
             raise ValueError(f"config: expected plain YAML values (dict/list/str/number/bool/None): {error}") from None
 
 
-def wrap_model(model: nn.Module, settings: TrainSettings, dist: DistInfo
-               ) -> tuple[nn.Module, nn.Module, nn.parallel.DistributedDataParallel | None]:
+def wrap_model(
+    model: nn.Module, settings: TrainSettings, dist: DistInfo
+) -> tuple[nn.Module, nn.Module, nn.parallel.DistributedDataParallel | None]:
     """``(model, train_model, ddp)``: the plain model on the device (channels-last, SyncBN as set), the
     module the objective calls (DDP-wrapped under several ranks, then compiled with ``train.compile``)
     and the DDP wrapper (for ``no_sync``) or None. Evaluation, EMA and checkpoints use the plain model."""
@@ -58,10 +60,17 @@ def wrap_model(model: nn.Module, settings: TrainSettings, dist: DistInfo
     return model, train_model, ddp
 
 
-def build_optimization(model: nn.Module, objective: Objective, *, train_loader: Iterable, settings: TrainSettings,
-                       dist: DistInfo, steps_per_epoch: int, total_steps: int,
-                       param_lr_scales: Mapping[str, float] | None
-                       ) -> tuple[list[nn.Parameter], torch.optim.Optimizer, LRSchedule]:
+def build_optimization(
+    model: nn.Module,
+    objective: Objective,
+    *,
+    train_loader: Iterable,
+    settings: TrainSettings,
+    dist: DistInfo,
+    steps_per_epoch: int,
+    total_steps: int,
+    param_lr_scales: Mapping[str, float] | None,
+) -> tuple[list[nn.Parameter], torch.optim.Optimizer, LRSchedule]:
     """``(trained parameters, optimizer, LR schedule)``: the model's and the objective's parameter
     groups; with ``optim.reference_batch_size`` the LR-scaling rule on the global batch."""
     extra_groups = objective.trainable_param_groups()
@@ -72,13 +81,16 @@ def build_optimization(model: nn.Module, objective: Objective, *, train_loader: 
     if opt.reference_batch_size is not None:
         batch_size = per_process_batch_size(train_loader)
         if batch_size is None:
-            raise ValueError("train_loader: needs an integer batch_size attribute (per process) "
-                             "for optim.reference_batch_size (LR scaling)")
+            raise ValueError(
+                "train_loader: needs an integer batch_size attribute (per process) "
+                "for optim.reference_batch_size (LR scaling)"
+            )
         global_batch = batch_size * dist.world_size * settings.accumulate_steps
         base_lr = scaled_base_lr(opt.lr, global_batch_size=global_batch, reference_batch_size=opt.reference_batch_size)
     optimizer = build_optimizer(model, opt, base_lr=base_lr, lr_scales=param_lr_scales, extra_groups=extra_groups)
-    schedule = LRSchedule(optimizer, base_lr=base_lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                          settings=settings.schedule)
+    schedule = LRSchedule(
+        optimizer, base_lr=base_lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps, settings=settings.schedule
+    )
     return parameters, optimizer, schedule
 
 

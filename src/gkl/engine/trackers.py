@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from gkl.utils.errors import InputError
 
@@ -44,25 +45,38 @@ def _require(module: str, extra: str):
     try:
         return __import__(module)
     except ImportError:
-        raise InputError(f"train.loggers: '{extra}' needs the {module} package; "
-                         f"install it with: pip install 'gkl[{extra}]'") from None
+        raise InputError(
+            f"train.loggers: '{extra}' needs the {module} package; install it with: pip install 'gkl[{extra}]'"
+        ) from None
 
 
 class WandbTracker:
     """Logs records to a Weights & Biases run whose files live in ``<run_dir>/wandb``."""
 
-    def __init__(self, run_dir: str | Path, *, project: str = "gkl", name: str | None = None,
-                 config: Mapping[str, Any] | None = None, mode: str | None = None,
-                 settings: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        project: str = "gkl",
+        name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        mode: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
         """``settings``: extra ``wandb.Settings`` fields (e.g. ``{"x_disable_stats": True}``)."""
         wandb = _require("wandb", "wandb")
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.mode = mode or os.environ.get("WANDB_MODE") or "offline"
-        self.run = wandb.init(project=project, name=name or self.run_dir.name, dir=str(self.run_dir),
-                              config=dict(config) if config else None, mode=self.mode,
-                              reinit="create_new",
-                              settings=wandb.Settings(**settings) if settings else None)
+        self.run = wandb.init(
+            project=project,
+            name=name or self.run_dir.name,
+            dir=str(self.run_dir),
+            config=dict(config) if config else None,
+            mode=self.mode,
+            reinit="create_new",
+            settings=wandb.Settings(**settings) if settings else None,
+        )
 
     def log(self, record: Mapping[str, Any], step: int) -> None:
         self.run.log(flatten_record(record), step=int(step))
@@ -82,16 +96,24 @@ class WandbTracker:
 class MlflowTracker:
     """Logs records as MLflow metrics of one run (local file store ``<run_dir>/mlruns`` by default)."""
 
-    def __init__(self, run_dir: str | Path, *, experiment: str = "gkl", name: str | None = None,
-                 params: Mapping[str, Any] | None = None, tracking_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        experiment: str = "gkl",
+        name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tracking_uri: str | None = None,
+    ) -> None:
         _require("mlflow", "mlflow")
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.tracking_uri = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-                             or (self.run_dir / "mlruns").resolve().as_uri())
+        self.tracking_uri = (
+            tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (self.run_dir / "mlruns").resolve().as_uri()
+        )
         if self.tracking_uri.startswith("file:"):
             # MLflow >= 3.7 keeps the file store behind this switch (the database stores need
             # SQLAlchemy, which mlflow-skinny lacks); it only unlocks the store the user chose.
@@ -109,8 +131,9 @@ class MlflowTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(key, value, now, int(step)) for key, value in flatten_record(record).items()
-                   if math.isfinite(value)]
+        metrics = [
+            Metric(key, value, now, int(step)) for key, value in flatten_record(record).items() if math.isfinite(value)
+        ]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 

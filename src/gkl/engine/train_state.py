@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the trainer imports this module
 __all__ = ["Restored", "checkpoint_state", "restore_checkpoint", "resume_point"]
 
 
-def checkpoint_state(trainer: "Trainer", epoch: int) -> dict[str, Any]:
+def checkpoint_state(trainer: Trainer, epoch: int) -> dict[str, Any]:
     """Everything needed to continue after global step ``trainer.step`` (``epoch`` = completed epochs)."""
     mid_epoch = trainer.step % trainer.steps_per_epoch != 0 and trainer.step < trainer.total_steps
     return {
@@ -61,7 +61,7 @@ class Restored:
     rng: dict[str, Any] | None  # RNG state of a mid-epoch checkpoint, restored after the skip
 
 
-def restore_checkpoint(trainer: "Trainer", path: Path) -> Restored:
+def restore_checkpoint(trainer: Trainer, path: Path) -> Restored:
     """Load every piece of state of ``path`` into the trainer's model, EMA, optimizer, schedule,
     scaler, objective and best/collapse tracking; refuse (InputError) a checkpoint of another run."""
     state = read_checkpoint(path, map_location=trainer.device)
@@ -77,8 +77,10 @@ def restore_checkpoint(trainer: "Trainer", path: Path) -> Restored:
         step = int(state.get("step", epoch * trainer.steps_per_epoch))
         saved_spe = state.get("steps_per_epoch", trainer.steps_per_epoch)
         if step % max(saved_spe, 1) != 0 and saved_spe != trainer.steps_per_epoch:
-            raise InputError(f"{path}: a mid-epoch checkpoint of {saved_spe} steps per epoch cannot resume "
-                             f"with {trainer.steps_per_epoch} (batch size, world size or data changed)")
+            raise InputError(
+                f"{path}: a mid-epoch checkpoint of {saved_spe} steps per epoch cannot resume "
+                f"with {trainer.steps_per_epoch} (batch size, world size or data changed)"
+            )
         if saved_spe != trainer.steps_per_epoch:
             step = epoch * trainer.steps_per_epoch
         if not any(k.startswith("train.schedule") for k in changed) and "last_epoch" not in state["schedule"]:
@@ -95,9 +97,12 @@ def restore_checkpoint(trainer: "Trainer", path: Path) -> Restored:
         raise InputError(f"{path}: damaged training checkpoint ({type(error).__name__}: {error})") from None
     trainer.best.collapse.load_state_dict(state.get("collapse"))
     if state["world_size"] != trainer.dist.world_size:
-        trainer.logger.warning("checkpoint was written with world_size %d, resuming with %d: "
-                               "the data order differs from an uninterrupted run",
-                               state["world_size"], trainer.dist.world_size)
+        trainer.logger.warning(
+            "checkpoint was written with world_size %d, resuming with %d: "
+            "the data order differs from an uninterrupted run",
+            state["world_size"],
+            trainer.dist.world_size,
+        )
     if step % trainer.steps_per_epoch != 0 and step < trainer.total_steps:
         saved = state.get("epoch_stats")
         stats = TrainStats.from_state(saved, trainer.device) if saved is not None else None
@@ -106,15 +111,20 @@ def restore_checkpoint(trainer: "Trainer", path: Path) -> Restored:
     return Restored(epoch, step, changed, None, None)
 
 
-def _check_matches(trainer: "Trainer", state: dict, path: Path) -> list[str]:
+def _check_matches(trainer: Trainer, state: dict, path: Path) -> list[str]:
     problem = layout_mismatch(model_layout(trainer.model.state_dict()), model_layout(state["model"]))
     if problem:
         raise InputError(f"{path}: checkpoint model does not match this model: {problem}")
     stopped = read_run_record(trainer.run_dir).get("stopped") or {}
-    return resume_changes(settings=trainer.settings.to_dict(), saved_settings=state["settings"],
-                          config=trainer.config, saved_config=state["config"],
-                          tolerant_config_keys=trainer.resume_tolerant_keys,
-                          after_non_finite=stopped.get("reason") == "non-finite", path=path)
+    return resume_changes(
+        settings=trainer.settings.to_dict(),
+        saved_settings=state["settings"],
+        config=trainer.config,
+        saved_config=state["config"],
+        tolerant_config_keys=trainer.resume_tolerant_keys,
+        after_non_finite=stopped.get("reason") == "non-finite",
+        path=path,
+    )
 
 
 def resume_point(path: Path, epoch: int | None, step: int | None, steps_per_epoch: int) -> str:

@@ -31,8 +31,10 @@ def first_non_finite(losses: dict[str, torch.Tensor], dist: DistInfo, owner: str
     for name in names:
         term = losses[name]
         if not isinstance(term, torch.Tensor) or term.numel() != 1:
-            raise ValueError(f"objective {owner}: loss term {name!r} must be a scalar tensor, "
-                             f"got {getattr(term, 'shape', type(term).__name__)}")
+            raise ValueError(
+                f"objective {owner}: loss term {name!r} must be a scalar tensor, "
+                f"got {getattr(term, 'shape', type(term).__name__)}"
+            )
     values = torch.stack([losses[k].detach().float().reshape(()) for k in names])
     bad = (~torch.isfinite(values)).float()
     all_reduce_sum(bad, dist)
@@ -73,8 +75,13 @@ class TrainStats:
         self.terms.setdefault("loss", self._zero())
         self.terms["loss"] += loss.detach().double() * n
         logits = out.logits
-        if (logits is not None and targets is not None and targets.ndim == 1 and logits.ndim == 2
-                and targets.shape[0] == logits.shape[0]):
+        if (
+            logits is not None
+            and targets is not None
+            and targets.ndim == 1
+            and logits.ndim == 2
+            and targets.shape[0] == logits.shape[0]
+        ):
             self.correct += (logits.detach().argmax(dim=1) == targets).sum().double()
             self.scored += n
         for name, value in out.metrics.items():
@@ -83,8 +90,16 @@ class TrainStats:
 
     def _packed(self, extra: list[torch.Tensor]) -> tuple[list[str], list[str], torch.Tensor]:
         names, metric_names = sorted(self.terms), sorted(self.metrics)
-        packed = torch.stack([*(self.terms[k] for k in names), *(self.metrics[k].reshape(()) for k in metric_names),
-                              self.seen, self.correct, self.scored, *extra])
+        packed = torch.stack(
+            [
+                *(self.terms[k] for k in names),
+                *(self.metrics[k].reshape(()) for k in metric_names),
+                self.seen,
+                self.correct,
+                self.scored,
+                *extra,
+            ]
+        )
         return names, metric_names, packed
 
     def reduce(self, dist: DistInfo | None = None, *, extra: list[torch.Tensor] = ()) -> dict[str, Any]:
@@ -94,12 +109,12 @@ class TrainStats:
         extra = [e.detach().double().reshape(()) for e in extra]
         names, metric_names, packed = self._packed(extra)
         if dist is not None:
-            head = packed[:len(packed) - len(extra)]
+            head = packed[: len(packed) - len(extra)]
             all_reduce_sum(head, dist)
-            packed = torch.cat([head, packed[len(head):]])
+            packed = torch.cat([head, packed[len(head) :]])
         values = packed.tolist()
         base = len(names) + len(metric_names)
-        seen, correct, scored = values[base:base + 3]
+        seen, correct, scored = values[base : base + 3]
         denominator = max(seen, 1.0)
         result: dict[str, Any] = {name: values[i] / denominator for i, name in enumerate(names)}
         for j, name in enumerate(metric_names):
@@ -107,17 +122,21 @@ class TrainStats:
         if scored > 0:
             result["acc"] = 100.0 * correct / scored
         if extra:
-            result["extra"] = values[base + 3:]
+            result["extra"] = values[base + 3 :]
         return result
 
     def state_dict(self) -> dict[str, Any]:
         """CPU copies of the sums (for a mid-epoch checkpoint)."""
-        return {"terms": {k: v.detach().cpu() for k, v in self.terms.items()},
-                "metrics": {k: v.detach().cpu() for k, v in self.metrics.items()},
-                "seen": self.seen.cpu(), "correct": self.correct.cpu(), "scored": self.scored.cpu()}
+        return {
+            "terms": {k: v.detach().cpu() for k, v in self.terms.items()},
+            "metrics": {k: v.detach().cpu() for k, v in self.metrics.items()},
+            "seen": self.seen.cpu(),
+            "correct": self.correct.cpu(),
+            "scored": self.scored.cpu(),
+        }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device) -> "TrainStats":
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> TrainStats:
         """The statistics :meth:`state_dict` saved (metrics saved as plain floats are read too)."""
         stats = cls(device)
         as_sum = lambda v: torch.as_tensor(v, dtype=torch.float64).to(device)  # noqa: E731

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,14 +100,16 @@ class Trainer:
         self.settings = settings
         self.dist = dist if dist is not None else DistInfo(device=resolve_device(settings.device))
         if settings.sync_bn and self.dist.distributed and self.dist.device.type != "cuda":
-            raise ValueError("sync_bn: SyncBatchNorm needs CUDA devices (it fails on CPU/gloo); "
-                             "set train.sync_bn=false on CPU")
+            raise ValueError(
+                "sync_bn: SyncBatchNorm needs CUDA devices (it fails on CPU/gloo); set train.sync_bn=false on CPU"
+            )
         self.device = self.dist.device
         self.run_dir = Path(run_dir)
         self.config = config
         self.train_loader = train_loader
-        self.evaluation = RunEvaluation(evaluator, eval_loader=eval_loader, val_loader=val_loader,
-                                        settings=settings, dist=self.dist)
+        self.evaluation = RunEvaluation(
+            evaluator, eval_loader=eval_loader, val_loader=val_loader, settings=settings, dist=self.dist
+        )
         self.resume_tolerant_keys = tuple(resume_tolerant_keys)
         if self.dist.is_main:
             prepare_run_dir(self.run_dir)
@@ -123,15 +126,28 @@ class Trainer:
         self.model, self.train_model, self._ddp = wrap_model(model, settings, self.dist)
         self.objective = objective.to(self.device)
         self.parameters, self.optimizer, self.schedule = build_optimization(
-            self.model, self.objective, train_loader=train_loader, settings=settings, dist=self.dist,
-            steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps, param_lr_scales=param_lr_scales)
+            self.model,
+            self.objective,
+            train_loader=train_loader,
+            settings=settings,
+            dist=self.dist,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps,
+            param_lr_scales=param_lr_scales,
+        )
         self.amp = MixedPrecision(settings.amp, self.device)
         self.objective.use_grad_scaler(self.amp.scaler)  # AWP scales its proxy backward with it
         self.ema = ModelEMA(self.model, settings.ema.decay) if settings.ema.decay is not None else None
 
         self.step = 0  # optimizer steps done
-        self.best = BestCheckpoint(self.best_path, settings, chance=self.evaluation.chance_level(),
-                                   has_val=val_loader is not None, is_main=self.dist.is_main, logger=self.logger)
+        self.best = BestCheckpoint(
+            self.best_path,
+            settings,
+            chance=self.evaluation.chance_level(),
+            has_val=val_loader is not None,
+            is_main=self.dist.is_main,
+            logger=self.logger,
+        )
         self.last_checkpoint_epoch: int | None = None
         self.last_checkpoint_step: int | None = None
         self.resume_changed: list[str] = []
@@ -182,24 +198,39 @@ class Trainer:
                 self.logger.info("removed %s left by an interrupted save", tmp.name)
         if self.checkpoint_path.exists():
             if not resume:
-                raise InputError(f"run_dir: {self.run_dir} already holds {CHECKPOINT_NAME}; "
-                                 "pass resume=True (gkl: --resume) to continue it or choose a new run_dir")
+                raise InputError(
+                    f"run_dir: {self.run_dir} already holds {CHECKPOINT_NAME}; "
+                    "pass resume=True (gkl: --resume) to continue it or choose a new run_dir"
+                )
             self.load_checkpoint(self.checkpoint_path)
-            self.logger.info("resuming from %s (epoch %d); global step %d", self.checkpoint_path,
-                             self.last_checkpoint_epoch, self.step)
+            self.logger.info(
+                "resuming from %s (epoch %d); global step %d",
+                self.checkpoint_path,
+                self.last_checkpoint_epoch,
+                self.step,
+            )
             if self.resume_changed:
                 self.logger.info("changed on resume: %s", ", ".join(self.resume_changed))
         elif resume:
             self.logger.info("no checkpoint in %s; starting from step 1", self.run_dir)
         barrier(self.dist)  # every rank has read run.json and the checkpoint before rank 0 rewrites them
         resumed = self.step > 0
-        self._loggers = RunLoggers(self.run_dir, self.settings.loggers, is_main=self.dist.is_main, config=self.config,
-                                   purge_step=self.cadence.log_x(self.step + 1) if resumed else None)
+        self._loggers = RunLoggers(
+            self.run_dir,
+            self.settings.loggers,
+            is_main=self.dist.is_main,
+            config=self.config,
+            purge_step=self.cadence.log_x(self.step + 1) if resumed else None,
+        )
         if self.dist.is_main:
             write_config(self.run_dir, self.config)
-            write_run_record(self.run_dir, seed=self.settings.seed, world_size=self.dist.world_size,
-                             resumed_from_epoch=self.last_checkpoint_epoch if resumed else None,
-                             changed=self.resume_changed)
+            write_run_record(
+                self.run_dir,
+                seed=self.settings.seed,
+                world_size=self.dist.world_size,
+                resumed_from_epoch=self.last_checkpoint_epoch if resumed else None,
+                changed=self.resume_changed,
+            )
             self._loggers.metrics.truncate_after(self.last_checkpoint_epoch or 0, step=self.step if resumed else 0)
         return resumed
 
@@ -222,26 +253,43 @@ class Trainer:
             if self._loggers is not None:
                 self._loggers.close()
             if self.dist.is_main:
-                finished = (f"run finished: {self.total_steps} steps" if self.settings.iterations is not None
-                            else f"run finished: {self.epochs} epochs")
-                log_stop(self.run_dir, {**stop, "last_checkpoint_epoch": self.last_checkpoint_epoch,
-                                        "last_checkpoint_step": self.last_checkpoint_step},
-                         self.logger, finished=finished)
+                finished = (
+                    f"run finished: {self.total_steps} steps"
+                    if self.settings.iterations is not None
+                    else f"run finished: {self.epochs} epochs"
+                )
+                log_stop(
+                    self.run_dir,
+                    {
+                        **stop,
+                        "last_checkpoint_epoch": self.last_checkpoint_epoch,
+                        "last_checkpoint_step": self.last_checkpoint_step,
+                    },
+                    self.logger,
+                    finished=finished,
+                )
         if not final and finished_before and self.evaluation.enabled:
             final = self._evaluate()  # resumed a finished run: report its final state again
         summary = self._summary(final, train_stats)
         if self.dist.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n",
-                                                        encoding="utf-8")
+            (self.run_dir / "summary.json").write_text(
+                json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8"
+            )
         barrier(self.dist)
         return summary
 
     def _summary(self, final: dict[str, Any], train_stats: dict[str, Any]) -> dict[str, Any]:
-        return {"epochs": self.epochs, "steps": self.total_steps, "select_metric": self.settings.select_metric,
-                "select_mode": self.settings.select_mode, "select_split": self.evaluation.select_split,
-                **self.best.summary_fields(final),
-                "final": {k: v for k, v in final.items() if k in ("eval", "ema_eval", "val", "ema_val")},
-                "train": train_stats, "collapsed": self.best.collapse.flag}
+        return {
+            "epochs": self.epochs,
+            "steps": self.total_steps,
+            "select_metric": self.settings.select_metric,
+            "select_mode": self.settings.select_mode,
+            "select_split": self.evaluation.select_split,
+            **self.best.summary_fields(final),
+            "final": {k: v for k, v in final.items() if k in ("eval", "ema_eval", "val", "ema_val")},
+            "train": train_stats,
+            "collapsed": self.best.collapse.flag,
+        }
 
     # ------------------------------------------------------------------ one epoch
     def _run_epoch(self, epoch: int, final: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -257,8 +305,9 @@ class Trainer:
         if done_in_epoch == 0 or self.stats is None:
             self.stats = TrainStats(self.device)
         show_bar = self.dist.is_main and self.settings.progress
-        batches: Any = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {epoch}",
-                                enabled=show_bar)
+        batches: Any = progress(
+            self.train_loader, total=len(self.train_loader), desc=f"epoch {epoch}", enabled=show_bar
+        )
         iterator = iter(batches)
         if done_in_epoch:
             # mid-epoch resume: draw the consumed batches again (same order: same seed and epoch),
@@ -296,8 +345,9 @@ class Trainer:
         else:
             self.logger.info(step_line(epoch, in_epoch, self.steps_per_epoch, value, means))
 
-    def _end_epoch(self, epoch: int, lr: float, final: dict[str, Any],
-                   started: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _end_epoch(
+        self, epoch: int, lr: float, final: dict[str, Any], started: float
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """End of the epoch (or of the run, mid-epoch for an iteration-based run): statistics, hooks,
         EMA, evaluation, the metrics line, **then** the checkpoint (a kill between the two re-runs the
         epoch and rewrites its line)."""
@@ -364,8 +414,9 @@ class Trainer:
                 with self.amp.autocast():
                     out = self.objective(self.train_model, batch, epoch=epoch, step=step)
                 if not isinstance(out, StepOutput):
-                    raise TypeError(f"objective {type(self.objective).__name__} returned "
-                                    f"{type(out).__name__}, expected StepOutput")
+                    raise TypeError(
+                        f"objective {type(self.objective).__name__} returned {type(out).__name__}, expected StepOutput"
+                    )
                 self._check_finite(out.losses, epoch, in_epoch, step)
                 loss = out.total().float()
                 self.amp.backward(loss / k if k > 1 else loss)
@@ -380,8 +431,10 @@ class Trainer:
     def _check_finite(self, losses: dict[str, torch.Tensor], epoch: int, in_epoch: int, step: int) -> None:
         bad = first_non_finite(losses, self.dist, type(self.objective).__name__)
         if bad is not None:
-            raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {in_epoch}: term '{bad[0]}' = "
-                                     f"{bad[1]} (global step {step}); {self._where()}")
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch}, step {in_epoch}: term '{bad[0]}' = "
+                f"{bad[1]} (global step {step}); {self._where()}"
+            )
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self) -> dict[str, Any]:
@@ -391,8 +444,14 @@ class Trainer:
         """Evaluate, update best.pt and the collapse watch, fill ``record``; (result, collapse record)."""
         result = self._evaluate()
         best_model = self.ema.module if self.settings.ema.evaluate == "ema" else self.model
-        collapsed = self.best.observe(result, record, epoch=epoch, step=self.step, weights=best_model.state_dict,
-                                      collapse_step=self.step if self.cadence.by_steps else None)
+        collapsed = self.best.observe(
+            result,
+            record,
+            epoch=epoch,
+            step=self.step,
+            weights=best_model.state_dict,
+            collapse_step=self.step if self.cadence.by_steps else None,
+        )
         return result, collapsed
 
     # ------------------------------------------------------------------ checkpoints
@@ -425,5 +484,6 @@ class Trainer:
         return restored.epoch
 
     def _where(self) -> str:
-        return resume_point(self.checkpoint_path, self.last_checkpoint_epoch, self.last_checkpoint_step,
-                            self.steps_per_epoch)
+        return resume_point(
+            self.checkpoint_path, self.last_checkpoint_epoch, self.last_checkpoint_step, self.steps_per_epoch
+        )

@@ -93,12 +93,13 @@ class RobustReport:
         rows = []
         for result in self.results:
             eps_text = f"{result.eps * 255:.2f}/255" if self.norm == "linf" else f"{result.eps:.4g}"
-            rows.append([eps_text, f"{100 * self.clean_accuracy:.2f}"]
-                        + [f"{100 * result.accuracy[a]:.2f}" for a in self.attacks]
-                        + [f"{100 * result.worst_case:.2f}"])
+            rows.append(
+                [eps_text, f"{100 * self.clean_accuracy:.2f}"]
+                + [f"{100 * result.accuracy[a]:.2f}" for a in self.attacks]
+                + [f"{100 * result.worst_case:.2f}"]
+            )
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-        lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths)),
-                 "-+-".join("-" * w for w in widths)]
+        lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
         lines += [" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
         lines.append(f"{self.num_examples} of {self.dataset_size} examples, norm {self.norm}, accuracy in %")
         lines += [f"warning: {w}" for w in self.warnings]
@@ -116,9 +117,15 @@ def _check_attack_names(attacks: Sequence[str]) -> list[str]:
     return list(attacks)
 
 
-def check_options(*, eps_list: Sequence[float], attacks: Sequence[str], batch_size: int = 256,
-                  num_examples: int | None = None, norm: str = "linf",
-                  autoattack_version: str = "standard") -> tuple[list[str], list[float]]:
+def check_options(
+    *,
+    eps_list: Sequence[float],
+    attacks: Sequence[str],
+    batch_size: int = 256,
+    num_examples: int | None = None,
+    norm: str = "linf",
+    autoattack_version: str = "standard",
+) -> tuple[list[str], list[float]]:
     """Validate the options of :func:`evaluate_robustness` (ValueError naming the option) before any work."""
     attacks = _check_attack_names(attacks)
     if norm not in NORMS:
@@ -130,14 +137,16 @@ def check_options(*, eps_list: Sequence[float], attacks: Sequence[str], batch_si
         raise ValueError(f"eps_list must be a non-empty sequence of finite numbers >= 0, got {eps_list!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if num_examples is not None and (isinstance(num_examples, bool) or not isinstance(num_examples, int)
-                                     or num_examples < 1):
+    if num_examples is not None and (
+        isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1
+    ):
         raise ValueError(f"num_examples must be None (full dataset) or an integer >= 1, got {num_examples!r}")
     return attacks, eps_list
 
 
-def _batches(data: Dataset | DataLoader, batch_size: int, num_examples: int | None
-             ) -> tuple[Iterable[tuple[torch.Tensor, torch.Tensor]], int, int]:
+def _batches(
+    data: Dataset | DataLoader, batch_size: int, num_examples: int | None
+) -> tuple[Iterable[tuple[torch.Tensor, torch.Tensor]], int, int]:
     """Batches of the first ``num_examples`` examples, the number used and the dataset size."""
     dataset = data.dataset if isinstance(data, DataLoader) else data
     try:
@@ -159,8 +168,10 @@ def _check_in_ball(adv: torch.Tensor, images: torch.Tensor, eps: float, norm: st
     delta = (adv - images).flatten(1)
     size = delta.abs().amax(dim=1) if norm == "linf" else delta.norm(dim=1)
     if (size > eps + BALL_TOLERANCE).any():
-        raise RuntimeError(f"{attack} produced an example outside the {norm} ball of radius {eps:.6g} "
-                           f"(largest perturbation {size.max().item():.6g})")
+        raise RuntimeError(
+            f"{attack} produced an example outside the {norm} ball of radius {eps:.6g} "
+            f"(largest perturbation {size.max().item():.6g})"
+        )
     if adv.min() < -BALL_TOLERANCE or adv.max() > 1 + BALL_TOLERANCE or not torch.isfinite(adv).all():
         raise RuntimeError(f"{attack} produced an example outside [0, 1]")
 
@@ -193,8 +204,14 @@ def evaluate_robustness(
     ``num_examples=None`` uses the whole dataset (in order); otherwise its first
     ``num_examples``. PGD/CW use ``step_size`` and a uniform random start.
     """
-    attacks, eps_list = check_options(eps_list=eps_list, attacks=attacks, batch_size=batch_size,
-                                      num_examples=num_examples, norm=norm, autoattack_version=autoattack_version)
+    attacks, eps_list = check_options(
+        eps_list=eps_list,
+        attacks=attacks,
+        batch_size=batch_size,
+        num_examples=num_examples,
+        norm=norm,
+        autoattack_version=autoattack_version,
+    )
     net = unwrap_model(model)
     if device is None:
         device = next((p.device for p in net.parameters()), torch.device("cpu"))
@@ -217,16 +234,33 @@ def evaluate_robustness(
             for eps in eps_list:
                 for attack in attacks:
                     if attack == "autoattack":
-                        result = autoattack(net, images, labels, eps=eps, norm=norm, version=autoattack_version,
-                                            seed=seed, batch_size=batch_size)
+                        result = autoattack(
+                            net,
+                            images,
+                            labels,
+                            eps=eps,
+                            norm=norm,
+                            version=autoattack_version,
+                            seed=seed,
+                            batch_size=batch_size,
+                        )
                         adv = result.adversarial
                     else:
                         match = _ATTACK_PATTERN.match(attack)
                         assert match is not None  # the names were checked before any attack ran
                         kind, steps = match.groups()
-                        adv = pgd(net, images, labels, eps=eps, step_size=step_size, steps=int(steps),
-                                  loss="ce" if kind == "pgd" else "cw", norm=norm, random_start="uniform",
-                                  generator=generator)
+                        adv = pgd(
+                            net,
+                            images,
+                            labels,
+                            eps=eps,
+                            step_size=step_size,
+                            steps=int(steps),
+                            loss="ce" if kind == "pgd" else "cw",
+                            norm=norm,
+                            random_start="uniform",
+                            generator=generator,
+                        )
                     _check_in_ball(adv, images, eps, norm, attack)
                     with torch.no_grad():
                         robust[(eps, attack)].append((net(adv).argmax(dim=1) == labels).cpu())
@@ -242,23 +276,48 @@ def evaluate_robustness(
         worst = clean.clone()
         for attack in attacks:
             worst &= flags[(eps, attack)]
-        results.append(EpsilonResult(eps=eps, accuracy={a: flags[(eps, a)].double().mean().item() for a in attacks},
-                                     worst_case=worst.double().mean().item()))
-    settings = {"step_size": step_size, "seed": seed, "autoattack_version": autoattack_version,
-                "batch_size": batch_size}
-    return RobustReport(num_examples=int(clean.numel()), dataset_size=size, norm=norm, attacks=attacks,
-                        clean_accuracy=clean.double().mean().item(), results=results,
-                        zero_gradient_fraction=zero_fraction, warnings=warnings, settings=settings)
+        results.append(
+            EpsilonResult(
+                eps=eps,
+                accuracy={a: flags[(eps, a)].double().mean().item() for a in attacks},
+                worst_case=worst.double().mean().item(),
+            )
+        )
+    settings = {
+        "step_size": step_size,
+        "seed": seed,
+        "autoattack_version": autoattack_version,
+        "batch_size": batch_size,
+    }
+    return RobustReport(
+        num_examples=int(clean.numel()),
+        dataset_size=size,
+        norm=norm,
+        attacks=attacks,
+        clean_accuracy=clean.double().mean().item(),
+        results=results,
+        zero_gradient_fraction=zero_fraction,
+        warnings=warnings,
+        settings=settings,
+    )
 
 
-def _warnings(flags: dict[tuple[float, str], torch.Tensor], clean: torch.Tensor, eps_list: list[float],
-              attacks: list[str], zero_fraction: float, used: int, size: int) -> list[str]:
+def _warnings(
+    flags: dict[tuple[float, str], torch.Tensor],
+    clean: torch.Tensor,
+    eps_list: list[float],
+    attacks: list[str],
+    zero_fraction: float,
+    used: int,
+    size: int,
+) -> list[str]:
     messages = []
     if used < size:
         messages.append(f"evaluated on the first {used} of {size} examples, not the full set")
     if zero_fraction > ZERO_GRADIENT_WARN_FRACTION:
-        messages.append(f"input gradient is exactly zero for {100 * zero_fraction:.1f}% of the examples "
-                        "(possible gradient masking)")
+        messages.append(
+            f"input gradient is exactly zero for {100 * zero_fraction:.1f}% of the examples (possible gradient masking)"
+        )
     if "autoattack" not in attacks:
         return messages
     for eps in eps_list:
@@ -268,8 +327,10 @@ def _warnings(flags: dict[tuple[float, str], torch.Tensor], clean: torch.Tensor,
                 continue
             beaten = (aa & ~flags[(eps, attack)]).sum().item()
             if beaten:
-                messages.append(f"eps {eps:.6g}: {attack} succeeds on {beaten} example(s) where AutoAttack fails "
-                                "(possible gradient masking or a weak AutoAttack run)")
+                messages.append(
+                    f"eps {eps:.6g}: {attack} succeeds on {beaten} example(s) where AutoAttack fails "
+                    "(possible gradient masking or a weak AutoAttack run)"
+                )
             if flags[(eps, attack)].double().mean() < flags[(eps, "autoattack")].double().mean():
                 messages.append(f"eps {eps:.6g}: {attack} accuracy is below AutoAttack accuracy")
     return messages

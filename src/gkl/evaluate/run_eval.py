@@ -18,8 +18,9 @@ import functools
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from gkl.config import load_run_config
 from gkl.tasks import get_task
@@ -123,8 +124,9 @@ def evaluate_run(
         raise InputError(f"--weights: expected 'raw' or 'ema', got {weights!r}")
     task = get_task(cfg.kind)
     if robust is not None and not task.robust_evaluation:
-        raise InputError(f"{run_dir}: --robust evaluates classifiers; this is a {cfg.kind} run "
-                         f"(evaluated by its {task.evaluation})")
+        raise InputError(
+            f"{run_dir}: --robust evaluates classifiers; this is a {cfg.kind} run (evaluated by its {task.evaluation})"
+        )
     if robust is not None:
         from gkl.evaluate.robust import check_options
 

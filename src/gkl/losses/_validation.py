@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-from gkl.utils.validation import check_choice as _check_choice, check_int as _check_int, check_number, fail
+from gkl.utils.validation import check_choice as _check_choice
+from gkl.utils.validation import check_int as _check_int
+from gkl.utils.validation import check_number, fail
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -79,8 +81,9 @@ def finite_check(*named: tuple[str, torch.Tensor]) -> ValueCheck:
     return total, exact
 
 
-def targets_check(targets: torch.Tensor, num_classes: int, ignore_index: int | None,
-                  name: str = "targets") -> ValueCheck:
+def targets_check(
+    targets: torch.Tensor, num_classes: int, ignore_index: int | None, name: str = "targets"
+) -> ValueCheck:
     """Class indices in [0, num_classes) (or ``ignore_index``); the term is log(1) or log(0) = −inf."""
     good = (targets >= 0) & (targets < num_classes)
     if ignore_index is not None:
@@ -110,14 +113,21 @@ def weights_check(weights: torch.Tensor) -> ValueCheck:
 
     def exact() -> None:
         if not bool(torch.isfinite(w).all() & (w >= 0).all() & (w.sum(dim=1) > 0).all()):
-            raise fail("", "weights", "finite, non-negative values with a positive sum over the class dim 1 "
-                       "for every example (e.g. rows of a probability matrix)", "other values", show_value=False)
+            raise fail(
+                "",
+                "weights",
+                "finite, non-negative values with a positive sum over the class dim 1 "
+                "for every example (e.g. rows of a probability matrix)",
+                "other values",
+                show_value=False,
+            )
 
     return term, exact
 
 
-def check_real(name: str, value: object, *, minimum: float | None = None,
-               strictly_positive: bool = False, allow_inf: bool = False) -> float:
+def check_real(
+    name: str, value: object, *, minimum: float | None = None, strictly_positive: bool = False, allow_inf: bool = False
+) -> float:
     """Return ``value`` as a float, or raise a ValueError naming ``name``.
 
     Finite unless ``allow_inf`` (then ``+inf`` passes too); a one-element tensor is read
@@ -145,7 +155,7 @@ def check_reduction(reduction: object) -> str:
     if reduction in REDUCTIONS:
         return reduction  # type: ignore[return-value]
     if reduction == "batchmean":
-        raise fail("", "reduction", f"one of {list(REDUCTIONS)} (\"batchmean\" is now \"mean\")", reduction)
+        raise fail("", "reduction", f'one of {list(REDUCTIONS)} ("batchmean" is now "mean")', reduction)
     return _check_choice("", "reduction", reduction, REDUCTIONS)
 
 
@@ -159,16 +169,27 @@ def check_int(name: str, value: object) -> int:
 def check_logits(name: str, logits: object, *, min_classes: int = 1) -> torch.Tensor:
     """Check that ``logits`` is a floating tensor of shape (N, C) or (N, C, d1, ...) (no content check)."""
     if not isinstance(logits, torch.Tensor):
-        raise fail("", name, "a torch.Tensor of shape (N, C) or (N, C, d1, ...)", type(logits).__name__,
-                   show_value=False)
+        raise fail(
+            "", name, "a torch.Tensor of shape (N, C) or (N, C, d1, ...)", type(logits).__name__, show_value=False
+        )
     if not logits.is_floating_point():
-        raise fail("", name, "a floating-point tensor (float16/bfloat16/float32/float64)",
-                   f"dtype {logits.dtype}", show_value=False)
+        raise fail(
+            "",
+            name,
+            "a floating-point tensor (float16/bfloat16/float32/float64)",
+            f"dtype {logits.dtype}",
+            show_value=False,
+        )
     if logits.dim() < 2:
         raise fail("", name, "shape (N, C) or (N, C, d1, ...)", f"shape {tuple(logits.shape)}", show_value=False)
     if logits.shape[1] < min_classes:
-        raise fail("", name, f"at least {min_classes} classes in dim 1 (shape (N, C, ...))",
-                   f"shape {tuple(logits.shape)}", show_value=False)
+        raise fail(
+            "",
+            name,
+            f"at least {min_classes} classes in dim 1 (shape (N, C, ...))",
+            f"shape {tuple(logits.shape)}",
+            show_value=False,
+        )
     return logits
 
 
@@ -178,11 +199,17 @@ def check_pair(logits: object, target_logits: object, *, min_classes: int = 1) -
     check_logits("target_logits", target_logits, min_classes=min_classes)
     assert isinstance(logits, torch.Tensor) and isinstance(target_logits, torch.Tensor)
     if logits.shape != target_logits.shape:
-        raise fail("", "target_logits", f"the shape of logits {tuple(logits.shape)}",
-                   f"shape {tuple(target_logits.shape)}", show_value=False)
+        raise fail(
+            "",
+            "target_logits",
+            f"the shape of logits {tuple(logits.shape)}",
+            f"shape {tuple(target_logits.shape)}",
+            show_value=False,
+        )
     if logits.device != target_logits.device:
-        raise fail("", "target_logits", f"the device of logits ({logits.device})", target_logits.device,
-                   show_value=False)
+        raise fail(
+            "", "target_logits", f"the device of logits ({logits.device})", target_logits.device, show_value=False
+        )
 
 
 def check_pair_values(logits: torch.Tensor, target_logits: torch.Tensor, *extra: ValueCheck) -> None:
@@ -195,13 +222,17 @@ def check_targets(targets: object, logits: torch.Tensor, *, name: str = "targets
     """Check integer class targets of shape (N,) or (N, d1, ...) matching ``logits`` (no content check)."""
     expected = (logits.shape[0],) + tuple(logits.shape[2:])
     if not isinstance(targets, torch.Tensor):
-        raise fail("", name, f"an integer torch.Tensor of shape {expected}", type(targets).__name__,
-                   show_value=False)
+        raise fail("", name, f"an integer torch.Tensor of shape {expected}", type(targets).__name__, show_value=False)
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise fail("", name, "an integer tensor of class indices", f"dtype {targets.dtype}", show_value=False)
     if tuple(targets.shape) != expected:
-        raise fail("", name, f"shape {expected} (the logits' shape without dim 1)",
-                   f"shape {tuple(targets.shape)}", show_value=False)
+        raise fail(
+            "",
+            name,
+            f"shape {expected} (the logits' shape without dim 1)",
+            f"shape {tuple(targets.shape)}",
+            show_value=False,
+        )
     if targets.device != logits.device:
         raise fail("", name, f"the device of logits ({logits.device})", targets.device, show_value=False)
     return targets
@@ -210,13 +241,23 @@ def check_targets(targets: object, logits: torch.Tensor, *, name: str = "targets
 def check_weights(weights: object, logits: torch.Tensor) -> torch.Tensor:
     """Check a floating weight tensor of exactly the logits' shape (no content check)."""
     if not isinstance(weights, torch.Tensor):
-        raise fail("", "weights", f"None or a tensor of the logits' shape {tuple(logits.shape)}",
-                   type(weights).__name__, show_value=False)
+        raise fail(
+            "",
+            "weights",
+            f"None or a tensor of the logits' shape {tuple(logits.shape)}",
+            type(weights).__name__,
+            show_value=False,
+        )
     if not weights.is_floating_point():
         raise fail("", "weights", "a floating-point tensor", f"dtype {weights.dtype}", show_value=False)
     if weights.shape != logits.shape:
-        raise fail("", "weights", f"the shape of logits {tuple(logits.shape)} ((N, C) or (N, C, d1, ...))",
-                   f"shape {tuple(weights.shape)}", show_value=False)
+        raise fail(
+            "",
+            "weights",
+            f"the shape of logits {tuple(logits.shape)} ((N, C) or (N, C, d1, ...))",
+            f"shape {tuple(weights.shape)}",
+            show_value=False,
+        )
     if weights.device != logits.device:
         raise fail("", "weights", f"the device of logits ({logits.device})", weights.device, show_value=False)
     return weights

@@ -8,8 +8,17 @@ import torch
 from torch import nn
 
 from . import functional as LF
-from ._validation import (check_choice, check_int, check_pair, check_pair_values, check_real, check_reduction,
-                          check_targets, targets_check, value_checks_active)
+from ._validation import (
+    check_choice,
+    check_int,
+    check_pair,
+    check_pair_values,
+    check_real,
+    check_reduction,
+    check_targets,
+    targets_check,
+    value_checks_active,
+)
 from .prior import ClassPrior
 
 __all__ = ["GKLLoss", "IKLLoss", "KLDivLoss", "DKLLoss", "DKDLoss", "JSDivLoss", "LogitMSELoss"]
@@ -27,10 +36,21 @@ class GKLLoss(nn.Module):
     the checkpoint; under DDP on every rank). The prior is in ``state_dict``.
     """
 
-    def __init__(self, num_classes: int | None = None, *, alpha: float = 1.0, beta: float = 1.0,
-                 gamma: float = 1.0, temperature: float = 1.0, weight_temperature: float = 1.0,
-                 class_wise: bool = False, normalize: str = "weights", reduction: str = "mean",
-                 ignore_index: int = -100, momentum: float | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        *,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 1.0,
+        weight_temperature: float = 1.0,
+        class_wise: bool = False,
+        normalize: str = "weights",
+        reduction: str = "mean",
+        ignore_index: int = -100,
+        momentum: float | None = None,
+    ) -> None:
         super().__init__()
         self.alpha = check_real("alpha", alpha, minimum=0.0)
         self.beta = check_real("beta", beta, minimum=0.0)
@@ -53,34 +73,58 @@ class GKLLoss(nn.Module):
         self.num_classes = num_classes
 
     def extra_repr(self) -> str:
-        return (f"alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, temperature={self.temperature}, "
-                f"weight_temperature={self.weight_temperature}, class_wise={self.class_wise}, "
-                f"normalize={self.normalize!r}, reduction={self.reduction!r}")
+        return (
+            f"alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, temperature={self.temperature}, "
+            f"weight_temperature={self.weight_temperature}, class_wise={self.class_wise}, "
+            f"normalize={self.normalize!r}, reduction={self.reduction!r}"
+        )
 
-    def forward(self, logits: torch.Tensor, target_logits: torch.Tensor,
-                targets: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, target_logits: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.prior is None:
-            return LF.gkl_loss(logits, target_logits, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
-                               temperature=self.temperature, weight_temperature=self.weight_temperature,
-                               normalize=self.normalize, targets=targets, ignore_index=self.ignore_index,
-                               reduction=self.reduction)
+            return LF.gkl_loss(
+                logits,
+                target_logits,
+                alpha=self.alpha,
+                beta=self.beta,
+                gamma=self.gamma,
+                temperature=self.temperature,
+                weight_temperature=self.weight_temperature,
+                normalize=self.normalize,
+                targets=targets,
+                ignore_index=self.ignore_index,
+                reduction=self.reduction,
+            )
         # class-wise: the inputs are checked once (one host sync at most, none while compiling), then
         # the prior's rows weight the wMSE and, in training mode, target_logits feed the prior
         if targets is None:
-            raise ValueError("targets: expected class indices of shape (N,) or (N, d1, ...) when class_wise=True, "
-                             "got None")
+            raise ValueError(
+                "targets: expected class indices of shape (N,) or (N, d1, ...) when class_wise=True, got None"
+            )
         check_pair(logits, target_logits)
         if logits.shape[1] != self.prior.num_classes:
-            raise ValueError(f"logits: expected num_classes={self.prior.num_classes} in dim 1, "
-                             f"got shape {tuple(logits.shape)}")
+            raise ValueError(
+                f"logits: expected num_classes={self.prior.num_classes} in dim 1, got shape {tuple(logits.shape)}"
+            )
         check_targets(targets, logits)
         if value_checks_active():
             check_pair_values(logits, target_logits, targets_check(targets, self.prior.num_classes, self.ignore_index))
         valid = targets != self.ignore_index
         weights = self.prior._rows(targets, valid).to(logits.device)
-        loss = LF._gkl(logits, target_logits, weights, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
-                       temperature=self.temperature, weight_temperature=self.weight_temperature,
-                       normalize=self.normalize, valid=valid, reduction=self.reduction)
+        loss = LF._gkl(
+            logits,
+            target_logits,
+            weights,
+            alpha=self.alpha,
+            beta=self.beta,
+            gamma=self.gamma,
+            temperature=self.temperature,
+            weight_temperature=self.weight_temperature,
+            normalize=self.normalize,
+            valid=valid,
+            reduction=self.reduction,
+        )
         if self.training:
             self.prior._accumulate(target_logits, targets, valid)
         return loss
@@ -89,14 +133,32 @@ class GKLLoss(nn.Module):
 class IKLLoss(GKLLoss):
     """IKL (conference version): :class:`GKLLoss` with γ = 1 and normalize="batch"."""
 
-    def __init__(self, num_classes: int | None = None, *, alpha: float = 1.0, beta: float = 1.0,
-                 temperature: float = 1.0, weight_temperature: float = 1.0, class_wise: bool = False,
-                 reduction: str = "mean", ignore_index: int = -100,
-                 momentum: float | None = None) -> None:
-        super().__init__(num_classes, alpha=alpha, beta=beta, gamma=1.0, temperature=temperature,
-                         weight_temperature=weight_temperature, class_wise=class_wise,
-                         normalize="batch", reduction=reduction, ignore_index=ignore_index,
-                         momentum=momentum)
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        *,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        temperature: float = 1.0,
+        weight_temperature: float = 1.0,
+        class_wise: bool = False,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+        momentum: float | None = None,
+    ) -> None:
+        super().__init__(
+            num_classes,
+            alpha=alpha,
+            beta=beta,
+            gamma=1.0,
+            temperature=temperature,
+            weight_temperature=weight_temperature,
+            class_wise=class_wise,
+            normalize="batch",
+            reduction=reduction,
+            ignore_index=ignore_index,
+            momentum=momentum,
+        )
 
 
 class KLDivLoss(nn.Module):
@@ -120,8 +182,9 @@ class KLDivLoss(nn.Module):
 class DKLLoss(nn.Module):
     """Decoupled KL (Eq. 5) at temperature T: module form of :func:`~gkl.losses.dkl_loss`."""
 
-    def __init__(self, *, alpha: float = 1.0, beta: float = 1.0, temperature: float = 1.0,
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self, *, alpha: float = 1.0, beta: float = 1.0, temperature: float = 1.0, reduction: str = "mean"
+    ) -> None:
         super().__init__()
         self.alpha = check_real("alpha", alpha, minimum=0.0)
         self.beta = check_real("beta", beta, minimum=0.0)
@@ -129,15 +192,22 @@ class DKLLoss(nn.Module):
         self.reduction = check_reduction(reduction)
 
     def forward(self, logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
-        return LF.dkl_loss(logits, target_logits, alpha=self.alpha, beta=self.beta, temperature=self.temperature,
-                           reduction=self.reduction)
+        return LF.dkl_loss(
+            logits,
+            target_logits,
+            alpha=self.alpha,
+            beta=self.beta,
+            temperature=self.temperature,
+            reduction=self.reduction,
+        )
 
 
 class DKDLoss(nn.Module):
     """Decoupled KD (Zhao et al. 2022): module form of :func:`~gkl.losses.dkd_loss`."""
 
-    def __init__(self, *, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self, *, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, reduction: str = "mean"
+    ) -> None:
         super().__init__()
         self.alpha = check_real("alpha", alpha, minimum=0.0)
         self.beta = check_real("beta", beta, minimum=0.0)
@@ -145,8 +215,15 @@ class DKDLoss(nn.Module):
         self.reduction = check_reduction(reduction)
 
     def forward(self, logits: torch.Tensor, target_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return LF.dkd_loss(logits, target_logits, targets, alpha=self.alpha, beta=self.beta,
-                           temperature=self.temperature, reduction=self.reduction)
+        return LF.dkd_loss(
+            logits,
+            target_logits,
+            targets,
+            alpha=self.alpha,
+            beta=self.beta,
+            temperature=self.temperature,
+            reduction=self.reduction,
+        )
 
 
 class JSDivLoss(nn.Module):

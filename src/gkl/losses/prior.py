@@ -6,8 +6,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ._validation import (check_int, check_logits, check_real, check_targets, finite_check, run_value_checks,
-                          targets_check, value_checks_active)
+from ._validation import (
+    check_int,
+    check_logits,
+    check_real,
+    check_targets,
+    finite_check,
+    run_value_checks,
+    targets_check,
+    value_checks_active,
+)
 
 __all__ = ["ClassPrior"]
 
@@ -37,8 +45,7 @@ class ClassPrior(nn.Module):
     sums: torch.Tensor
     counts: torch.Tensor
 
-    def __init__(self, num_classes: int, *, temperature: float = 1.0,
-                 momentum: float | None = None) -> None:
+    def __init__(self, num_classes: int, *, temperature: float = 1.0, momentum: float | None = None) -> None:
         super().__init__()
         num_classes = check_int("num_classes", num_classes)
         if num_classes < 1:
@@ -58,8 +65,7 @@ class ClassPrior(nn.Module):
         return f"num_classes={self.num_classes}, temperature={self.temperature}, momentum={self.momentum}"
 
     @torch.no_grad()
-    def update(self, target_logits: torch.Tensor, targets: torch.Tensor, *,
-               ignore_index: int = -100) -> None:
+    def update(self, target_logits: torch.Tensor, targets: torch.Tensor, *, ignore_index: int = -100) -> None:
         """Accumulate softmax(target_logits / temperature) into the row of each example's class.
 
         ``target_logits`` is (N, C) or (N, C, d1, ...); ``targets`` (N,) or (N, d1, ...).
@@ -68,13 +74,16 @@ class ClassPrior(nn.Module):
         """
         check_logits("target_logits", target_logits)
         if target_logits.shape[1] != self.num_classes:
-            raise ValueError(f"target_logits: expected num_classes={self.num_classes} in dim 1, "
-                             f"got shape {tuple(target_logits.shape)}")
+            raise ValueError(
+                f"target_logits: expected num_classes={self.num_classes} in dim 1, "
+                f"got shape {tuple(target_logits.shape)}"
+            )
         check_targets(targets, target_logits)
         ignore_index = check_int("ignore_index", ignore_index)
         if value_checks_active():
-            run_value_checks(finite_check(("target_logits", target_logits)),
-                             targets_check(targets, self.num_classes, ignore_index))
+            run_value_checks(
+                finite_check(("target_logits", target_logits)), targets_check(targets, self.num_classes, ignore_index)
+            )
         self._accumulate(target_logits, targets, targets != ignore_index)
 
     @torch.no_grad()
@@ -113,8 +122,12 @@ class ClassPrior(nn.Module):
         Ignored positions get the uniform row 1/C (the losses exclude them anyway).
         The result is detached (buffers carry no gradient) and float32.
         """
-        if not isinstance(targets, torch.Tensor) or targets.is_floating_point() \
-                or targets.dtype == torch.bool or targets.dim() < 1:
+        if (
+            not isinstance(targets, torch.Tensor)
+            or targets.is_floating_point()
+            or targets.dtype == torch.bool
+            or targets.dim() < 1
+        ):
             raise ValueError("targets: expected an integer tensor of shape (N,) or (N, d1, ...)")
         ignore_index = check_int("ignore_index", ignore_index)
         targets = targets.to(self.prior.device)

@@ -31,13 +31,20 @@ Third parties add a loss with :func:`register_logit_loss` (also usable as a deco
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-__all__ = ["LogitLoss", "register_logit_loss", "unregister_logit_loss", "get_logit_loss", "logit_loss",
-           "list_logit_losses"]
+__all__ = [
+    "LogitLoss",
+    "register_logit_loss",
+    "unregister_logit_loss",
+    "get_logit_loss",
+    "logit_loss",
+    "list_logit_losses",
+]
 
 
 @dataclass(frozen=True)
@@ -65,10 +72,17 @@ class LogitLoss:
 _REGISTRY: dict[str, LogitLoss] = {}
 
 
-def register_logit_loss(name: str, fn: Callable[..., torch.Tensor] | None = None, *,
-                        params: dict[str, Any] | None = None, uses_targets: bool = False,
-                        uses_temperature: bool = True, uses_weights: bool = False,
-                        description: str = "", overwrite: bool = False) -> Any:
+def register_logit_loss(
+    name: str,
+    fn: Callable[..., torch.Tensor] | None = None,
+    *,
+    params: dict[str, Any] | None = None,
+    uses_targets: bool = False,
+    uses_temperature: bool = True,
+    uses_weights: bool = False,
+    description: str = "",
+    overwrite: bool = False,
+) -> Any:
     """Register ``fn`` under ``name`` (one signature, see the module docstring).
 
     Usable directly, ``register_logit_loss("my_kl", my_kl)``, or as a decorator,
@@ -81,8 +95,9 @@ def register_logit_loss(name: str, fn: Callable[..., torch.Tensor] | None = None
     def add(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         if name in _REGISTRY and not overwrite:
             raise ValueError(f"name: logit loss {name!r} is already registered (pass overwrite=True to replace it)")
-        _REGISTRY[name] = LogitLoss(name, function, dict(params or {}), uses_targets, uses_temperature,
-                                    uses_weights, description)
+        _REGISTRY[name] = LogitLoss(
+            name, function, dict(params or {}), uses_targets, uses_temperature, uses_weights, description
+        )
         return function
 
     return add if fn is None else add(fn)
@@ -105,8 +120,9 @@ def get_logit_loss(name: str) -> LogitLoss:
     except (KeyError, TypeError):
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"loss: expected a registered logit loss ({', '.join(_REGISTRY)}), "
-                         f"got {name!r}{hint}") from None
+        raise ValueError(
+            f"loss: expected a registered logit loss ({', '.join(_REGISTRY)}), got {name!r}{hint}"
+        ) from None
 
 
 def logit_loss(name: str, logits: torch.Tensor, target_logits: torch.Tensor, **kwargs: Any) -> torch.Tensor:

@@ -5,5 +5,4 @@ from gkl.metrics.base import Evaluator
 from gkl.metrics.classification import ClassificationEvaluator, evaluate_classifier
 from gkl.metrics.segmentation import SegmentationEvaluator, SegmentationMetric
 
-__all__ = ["ClassificationEvaluator", "Evaluator", "SegmentationEvaluator", "SegmentationMetric",
-           "evaluate_classifier"]
+__all__ = ["ClassificationEvaluator", "Evaluator", "SegmentationEvaluator", "SegmentationMetric", "evaluate_classifier"]

@@ -20,5 +20,6 @@ class Evaluator(Protocol):
     The engine picks ``train.select_metric`` from the result (``train.select_mode`` max|min).
     """
 
-    def __call__(self, model: nn.Module, loader: Iterable, *, device: torch.device | str,
-                 dist: Any = None) -> dict[str, Any]: ...
+    def __call__(
+        self, model: nn.Module, loader: Iterable, *, device: torch.device | str, dist: Any = None
+    ) -> dict[str, Any]: ...

@@ -54,8 +54,9 @@ def evaluate_classifier(
         rank, world_size = dist.rank, dist.world_size
     shard = getattr(loader, "rank_shard", None)
     if shard is not None and shard[1] > 1 and tuple(shard) != (rank, world_size):
-        raise ValueError(f"loader: holds rank {shard[0]}'s shard of {shard[1]}, but this process is rank "
-                         f"{rank} of {world_size}")
+        raise ValueError(
+            f"loader: holds rank {shard[0]}'s shard of {shard[1]}, but this process is rank {rank} of {world_size}"
+        )
     stride = world_size if shard is None or shard[1] == 1 else 1
     net = unwrap_model(model)
     was_training = net.training
@@ -71,8 +72,9 @@ def evaluate_classifier(
             labels = labels.to(device, non_blocking=True).long()
             logits = net(images)
             if logits.ndim != 2 or logits.shape[1] != num_classes:
-                raise ValueError(f"num_classes: model gives logits of shape {tuple(logits.shape)}, "
-                                 f"expected (batch, {num_classes})")
+                raise ValueError(
+                    f"num_classes: model gives logits of shape {tuple(logits.shape)}, expected (batch, {num_classes})"
+                )
             k = min(5, num_classes)
             top = logits.float().topk(k, dim=1).indices
             hit1 = (top[:, 0] == labels).double()
@@ -122,10 +124,12 @@ class ClassificationEvaluator:
         self.num_classes = num_classes
         self.class_groups = class_groups
 
-    def __call__(self, model: nn.Module, loader: Iterable, *, device: torch.device | str,
-                 dist: Any = None) -> dict[str, Any]:
-        return evaluate_classifier(model, loader, num_classes=self.num_classes, device=device,
-                                   class_groups=self.class_groups, dist=dist)
+    def __call__(
+        self, model: nn.Module, loader: Iterable, *, device: torch.device | str, dist: Any = None
+    ) -> dict[str, Any]:
+        return evaluate_classifier(
+            model, loader, num_classes=self.num_classes, device=device, class_groups=self.class_groups, dist=dist
+        )
 
     def chance_level(self, metric: str) -> float | None:
         """Chance level (percent) of ``metric``: ``100 * K / num_classes`` for ``topK`` (a constant

@@ -44,8 +44,9 @@ class FeatureStatistics:
     def update_logits(self, logits: torch.Tensor) -> None:
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise InputError(f"train.log_feature_stats: needs a classifier returning (batch, classes) logits, "
-                             f"got {shape}")
+            raise InputError(
+                f"train.log_feature_stats: needs a classifier returning (batch, classes) logits, got {shape}"
+            )
         z = logits.detach().double()
         self._add(torch.stack([z.sum(dim=1).sum(), z.norm(dim=1).sum(), z.new_tensor(float(z.shape[0]))]), 2)
 
@@ -57,14 +58,16 @@ class FeatureStatistics:
     def _add(self, values: torch.Tensor, start: int) -> None:
         if self.sums is None:
             self.sums = torch.zeros(5, dtype=torch.float64, device=values.device)
-        self.sums[start:start + values.numel()] += values
+        self.sums[start : start + values.numel()] += values
 
     @contextlib.contextmanager
     def watch(self, model: nn.Module) -> Iterator[FeatureStatistics]:
         """Within the block, every forward pass of ``model`` adds its features and logits."""
         net = unwrap_model(model)
-        handles = [find_classifier(net).register_forward_pre_hook(lambda _m, inputs: self.update_features(inputs[0])),
-                   net.register_forward_hook(lambda _m, _inputs, output: self.update_logits(output))]
+        handles = [
+            find_classifier(net).register_forward_pre_hook(lambda _m, inputs: self.update_features(inputs[0])),
+            net.register_forward_hook(lambda _m, _inputs, output: self.update_logits(output)),
+        ]
         try:
             yield self
         finally:
@@ -78,14 +81,17 @@ class FeatureStatistics:
         all_reduce_sum(sums, dist)  # every rank calls it, also one that saw no example
         feature_norm, n_features, logit_sum, logit_norm, n_logits = sums.cpu().tolist()
         nan = float("nan")
-        return {"feature_norm": feature_norm / n_features if n_features else nan,
-                "logit_sum": logit_sum / n_logits if n_logits else nan,
-                "logit_norm": logit_norm / n_logits if n_logits else nan}
+        return {
+            "feature_norm": feature_norm / n_features if n_features else nan,
+            "logit_sum": logit_sum / n_logits if n_logits else nan,
+            "logit_norm": logit_norm / n_logits if n_logits else nan,
+        }
 
 
 @contextlib.contextmanager
-def watch_feature_statistics(model: nn.Module, teacher: nn.Module | None = None
-                             ) -> Iterator[dict[str, FeatureStatistics]]:
+def watch_feature_statistics(
+    model: nn.Module, teacher: nn.Module | None = None
+) -> Iterator[dict[str, FeatureStatistics]]:
     """Statistics of ``model`` (key ``student``) over the forward passes inside the block.
 
     With ``teacher``, every input the model sees is also fed to the teacher (under ``no_grad``,

@@ -21,8 +21,9 @@ from gkl.utils.modules import unwrap_model
 __all__ = ["retrieval_recall", "RetrievalEvaluator"]
 
 
-def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, image_ids: torch.Tensor,
-                     ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def retrieval_recall(
+    image_features: torch.Tensor, text_features: torch.Tensor, image_ids: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """Recall@K (in %) from per-row normalised features; ``image_ids[r]`` is row r's image.
 
     ``image_features`` has one row per caption row (duplicates of one image are
@@ -32,15 +33,15 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, 
         raise InputError("retrieval: image features, text features and image ids need one row per caption")
     ids = image_ids.long()
     unique, first = _first_occurrence(ids)
-    images = image_features[first]                      # (I, D), image j has id unique[j]
-    sims = text_features.float() @ images.float().T     # (T, I)
-    target = torch.searchsorted(unique, ids)            # column of each caption's image
+    images = image_features[first]  # (I, D), image j has id unique[j]
+    sims = text_features.float() @ images.float().T  # (T, I)
+    target = torch.searchsorted(unique, ids)  # column of each caption's image
     out: dict[str, float] = {}
     t2i_rank = (sims > sims.gather(1, target[:, None])).sum(dim=1)  # images scored above the true one
-    i2t = sims.T                                         # (I, T)
+    i2t = sims.T  # (I, T)
     owns = target[None, :] == torch.arange(len(unique))[:, None]
     best_own = torch.where(owns, i2t, torch.full_like(i2t, float("-inf"))).max(dim=1, keepdim=True).values
-    i2t_rank = (i2t > best_own).sum(dim=1)               # captions scored above the image's best own caption
+    i2t_rank = (i2t > best_own).sum(dim=1)  # captions scored above the image's best own caption
     for k in ks:
         out[f"t2i_R@{k}"] = 100.0 * float((t2i_rank < k).float().mean())
         out[f"i2t_R@{k}"] = 100.0 * float((i2t_rank < k).float().mean())
@@ -50,8 +51,7 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, 
 def _first_occurrence(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     unique, inverse = torch.unique(ids, sorted=True, return_inverse=True)
     rows = torch.arange(ids.numel())
-    first = torch.full((unique.numel(),), ids.numel(), dtype=torch.long).scatter_reduce(
-        0, inverse, rows, reduce="amin")
+    first = torch.full((unique.numel(),), ids.numel(), dtype=torch.long).scatter_reduce(0, inverse, rows, reduce="amin")
     return unique, first
 
 
@@ -70,11 +70,13 @@ class RetrievalEvaluator:
         self.prefix = prefix
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module, loader, *, device: torch.device | str = "cpu",
-                 dist: Any = None) -> dict[str, Any]:
+    def __call__(
+        self, model: nn.Module, loader, *, device: torch.device | str = "cpu", dist: Any = None
+    ) -> dict[str, Any]:
         dataset = loader.dataset
-        sequential = DataLoader(dataset, batch_size=loader.batch_size or 64, shuffle=False,
-                                num_workers=getattr(loader, "num_workers", 0))
+        sequential = DataLoader(
+            dataset, batch_size=loader.batch_size or 64, shuffle=False, num_workers=getattr(loader, "num_workers", 0)
+        )
         clip: Any = unwrap_model(model)  # an OpenCLIP model (encode_image / encode_text)
         was_training = clip.training
         clip.eval()

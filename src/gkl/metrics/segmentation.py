@@ -47,14 +47,18 @@ class SegmentationMetric:
         (upsampled bilinearly to the target size, then argmax); ``target`` (N, H, W)."""
         if target.dim() < 1 or target.is_floating_point():
             raise ValueError(
-                f"target: expected integer class indices (N, H, W), got {target.dtype} {tuple(target.shape)}")
+                f"target: expected integer class indices (N, H, W), got {target.dtype} {tuple(target.shape)}"
+            )
         if prediction.is_floating_point():
             if prediction.dim() != target.dim() + 1 or prediction.shape[1] != self.num_classes:
-                raise ValueError(f"prediction: expected logits (N, {self.num_classes}, h, w) for target "
-                                 f"{tuple(target.shape)}, got {tuple(prediction.shape)}")
+                raise ValueError(
+                    f"prediction: expected logits (N, {self.num_classes}, h, w) for target "
+                    f"{tuple(target.shape)}, got {tuple(prediction.shape)}"
+                )
             if prediction.dim() == 4 and prediction.shape[-2:] != target.shape[-2:]:
-                prediction = F.interpolate(prediction.float(), size=target.shape[-2:], mode="bilinear",
-                                           align_corners=False)
+                prediction = F.interpolate(
+                    prediction.float(), size=target.shape[-2:], mode="bilinear", align_corners=False
+                )
             prediction = prediction.argmax(dim=1)
         if prediction.shape != target.shape:
             raise ValueError(f"prediction: shape {tuple(prediction.shape)} differs from target {tuple(target.shape)}")
@@ -63,10 +67,11 @@ class SegmentationMetric:
         valid = target != self.ignore_index
         bad = valid & ((target < 0) | (target >= self.num_classes))
         if bool(bad.any()):
-            raise ValueError(f"target: values must be in [0, {self.num_classes}) or {self.ignore_index}, "
-                             f"found {int(target[bad][0])}")
+            raise ValueError(
+                f"target: values must be in [0, {self.num_classes}) or {self.ignore_index}, found {int(target[bad][0])}"
+            )
         index = target[valid] * self.num_classes + prediction[valid]
-        self.confusion += torch.bincount(index, minlength=self.num_classes ** 2).view(self.num_classes, -1)
+        self.confusion += torch.bincount(index, minlength=self.num_classes**2).view(self.num_classes, -1)
 
     def reduced_confusion(self) -> torch.Tensor:
         """The confusion matrix summed over ranks (a copy; the local one is unchanged)."""
@@ -100,6 +105,7 @@ def metrics_from_confusion(confusion: torch.Tensor) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- inference
 
+
 def _probabilities(model: nn.Module, images: torch.Tensor, size: tuple[int, int], flip: bool) -> torch.Tensor:
     """softmax of the model's logits upsampled to ``size``, averaged with the mirrored input's if ``flip``."""
     logits = _main_logits(model(images)).float()
@@ -126,9 +132,15 @@ def window_starts(length: int, crop: int, stride: int) -> list[int]:
 
 
 @torch.no_grad()
-def slide_inference(model: nn.Module, images: torch.Tensor, *, crop_size: int | tuple[int, int],
-                    stride: int | tuple[int, int] | None = None, num_classes: int,
-                    flip: bool = False) -> torch.Tensor:
+def slide_inference(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    crop_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    num_classes: int,
+    flip: bool = False,
+) -> torch.Tensor:
     """Class probabilities (N, C, H, W) averaged over overlapping ``crop_size`` windows.
 
     Images smaller than the crop are zero-padded (zero = the mean colour after normalisation)
@@ -149,11 +161,11 @@ def slide_inference(model: nn.Module, images: torch.Tensor, *, crop_size: int | 
     counts = images.new_zeros((1, 1, H, W), dtype=torch.float32)
     for y in window_starts(H, ch, sh):
         for x in window_starts(W, cw, sw):
-            window = images[:, :, y:y + ch, x:x + cw]
-            probs[:, :, y:y + ch, x:x + cw] += _probabilities(model, window, (ch, cw), flip)
-            counts[:, :, y:y + ch, x:x + cw] += 1
+            window = images[:, :, y : y + ch, x : x + cw]
+            probs[:, :, y : y + ch, x : x + cw] += _probabilities(model, window, (ch, cw), flip)
+            counts[:, :, y : y + ch, x : x + cw] += 1
     probs = probs / counts
-    return probs[:, :, top:top + h, left:left + w]
+    return probs[:, :, top : top + h, left : left + w]
 
 
 class SegmentationEvaluator:
@@ -165,9 +177,17 @@ class SegmentationEvaluator:
     (per-class list)}``; the confusion matrix is summed over ranks.
     """
 
-    def __init__(self, num_classes: int, *, ignore_index: int = 255, mode: InferenceMode = "whole",
-                 crop_size: int | None = None, stride: int | None = None, flip: bool = False,
-                 base_size: int | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        ignore_index: int = 255,
+        mode: InferenceMode = "whole",
+        crop_size: int | None = None,
+        stride: int | None = None,
+        flip: bool = False,
+        base_size: int | None = None,
+    ) -> None:
         if mode not in ("whole", "slide"):
             raise ValueError(f"mode: expected 'whole' or 'slide', got {mode!r}")
         if mode == "slide" and crop_size is None:
@@ -182,16 +202,23 @@ class SegmentationEvaluator:
         if self.base_size is not None:
             h, w = images.shape[-2:]
             scale = self.base_size / max(h, w)
-            resized = F.interpolate(images, size=(max(1, round(h * scale)), max(1, round(w * scale))),
-                                    mode="bilinear", align_corners=False)
+            resized = F.interpolate(
+                images, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear", align_corners=False
+            )
             probs = self._predict(model, resized)
             return F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
         return self._predict(model, images)
 
     def _predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         if self.mode == "slide":
-            return slide_inference(model, images, crop_size=self.crop_size, stride=self.stride,  # type: ignore[arg-type]
-                                   num_classes=self.num_classes, flip=self.flip)
+            return slide_inference(
+                model,
+                images,
+                crop_size=self.crop_size,
+                stride=self.stride,  # type: ignore[arg-type]
+                num_classes=self.num_classes,
+                flip=self.flip,
+            )
         return whole_inference(model, images, flip=self.flip)
 
     @torch.no_grad()

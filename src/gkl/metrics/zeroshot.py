@@ -23,8 +23,13 @@ from gkl.utils.distributed import all_reduce_sum
 from gkl.utils.errors import InputError
 from gkl.utils.modules import unwrap_model
 
-__all__ = ["zero_shot_classifier", "ZeroShotEvaluator", "folder_classnames", "imagenet_templates",
-           "IMAGENET_CLASSNAMES"]
+__all__ = [
+    "zero_shot_classifier",
+    "ZeroShotEvaluator",
+    "folder_classnames",
+    "imagenet_templates",
+    "IMAGENET_CLASSNAMES",
+]
 
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
@@ -69,16 +74,22 @@ def _format(template: str | Callable[[str], str], name: str) -> str:
 
 
 @torch.no_grad()
-def zero_shot_classifier(model: nn.Module, tokenizer: Callable[[Sequence[str]], torch.Tensor],
-                         classnames: Sequence[str], templates: Sequence[str | Callable[[str], str]], *,
-                         device: torch.device | str = "cpu", classes_per_batch: int = 32) -> torch.Tensor:
+def zero_shot_classifier(
+    model: nn.Module,
+    tokenizer: Callable[[Sequence[str]], torch.Tensor],
+    classnames: Sequence[str],
+    templates: Sequence[str | Callable[[str], str]],
+    *,
+    device: torch.device | str = "cpu",
+    classes_per_batch: int = 32,
+) -> torch.Tensor:
     """(embed_dim, num_classes) matrix of normalised mean prompt embeddings (OpenCLIP's recipe)."""
     if not classnames or not templates:
         raise InputError("zero-shot classifier: needs at least one class name and one template")
     clip: Any = unwrap_model(model)  # an OpenCLIP model (encode_text / encode_image)
     columns = []
     for start in range(0, len(classnames), classes_per_batch):
-        names = classnames[start:start + classes_per_batch]
+        names = classnames[start : start + classes_per_batch]
         texts = [_format(t, name) for name in names for t in templates]
         emb = clip.encode_text(tokenizer(texts).to(device), normalize=True)
         emb = emb.view(len(names), len(templates), -1).mean(dim=1)
@@ -95,9 +106,15 @@ class ZeroShotEvaluator:
     repeated images twice (evaluate on one process for exact numbers on odd sizes).
     """
 
-    def __init__(self, classnames: Sequence[str], templates: Sequence[str | Callable[[str], str]],
-                 tokenizer: Callable[[Sequence[str]], torch.Tensor], *, topk: Sequence[int] = (1, 5),
-                 prefix: str = "zeroshot_") -> None:
+    def __init__(
+        self,
+        classnames: Sequence[str],
+        templates: Sequence[str | Callable[[str], str]],
+        tokenizer: Callable[[Sequence[str]], torch.Tensor],
+        *,
+        topk: Sequence[int] = (1, 5),
+        prefix: str = "zeroshot_",
+    ) -> None:
         self.classnames = list(classnames)
         self.templates = list(templates)
         self.tokenizer = tokenizer
@@ -105,8 +122,9 @@ class ZeroShotEvaluator:
         self.prefix = prefix
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module, loader, *, device: torch.device | str = "cpu",
-                 dist: Any = None) -> dict[str, Any]:
+    def __call__(
+        self, model: nn.Module, loader, *, device: torch.device | str = "cpu", dist: Any = None
+    ) -> dict[str, Any]:
         clip: Any = unwrap_model(model)  # an OpenCLIP model
         was_training = clip.training
         clip.eval()
@@ -127,7 +145,8 @@ class ZeroShotEvaluator:
         finally:
             clip.train(was_training)
         total = max(float(count), 1.0)
-        out: dict[str, Any] = {f"{self.prefix}top{k}": 100.0 * float(correct[i]) / total
-                               for i, k in enumerate(self.topk)}
+        out: dict[str, Any] = {
+            f"{self.prefix}top{k}": 100.0 * float(correct[i]) / total for i, k in enumerate(self.topk)
+        }
         out[f"{self.prefix}count"] = int(count)
         return out

@@ -32,8 +32,10 @@ _MAX_LISTED_KEYS = 25
 
 
 def _is_state_dict(obj: object) -> TypeGuard[Mapping[str, torch.Tensor]]:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     )
 
 
@@ -80,7 +82,7 @@ def _strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
         changed = False
         for prefix in _WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in result):
-                result = {k[len(prefix):]: v for k, v in result.items()}
+                result = {k[len(prefix) :]: v for k, v in result.items()}
                 changed = True
     return result
 
@@ -136,8 +138,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, key: str | N
     return obj
 
 
-def load_run_weights(model: nn.Module, path: str | os.PathLike[str], *, which: str = "best",
-                     weights: str = "raw") -> int | None:
+def load_run_weights(
+    model: nn.Module, path: str | os.PathLike[str], *, which: str = "best", weights: str = "raw"
+) -> int | None:
     """Load the weights of a gkl run checkpoint into ``model`` (the EMA weights of the ``last``
     checkpoint when ``weights == "ema"``, else its ``model`` entry) and return the checkpoint's
     epoch (None if it has none). A file that cannot be read or does not match is an

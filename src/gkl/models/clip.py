@@ -27,8 +27,17 @@ from torch import nn
 from gkl.utils.errors import InputError
 from gkl.utils.modules import unwrap_model
 
-__all__ = ["CONFIG_DIR", "TINY_MODELS", "create_clip", "create_tokenizer", "image_transform",
-           "save_openclip_checkpoint", "export_local_dir", "export_run_checkpoint", "model_config"]
+__all__ = [
+    "CONFIG_DIR",
+    "TINY_MODELS",
+    "create_clip",
+    "create_tokenizer",
+    "image_transform",
+    "save_openclip_checkpoint",
+    "export_local_dir",
+    "export_run_checkpoint",
+    "model_config",
+]
 
 CONFIG_DIR = Path(__file__).with_name("clip_configs")
 TINY_MODELS = ("gkl-tiny-clip-teacher", "gkl-tiny-clip-student")
@@ -49,8 +58,15 @@ def model_config(name: str) -> dict[str, Any]:
     return open_clip.get_model_config(name)
 
 
-def create_clip(name: str, *, pretrained: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu",
-                precision: str = "fp32", what: str = "model", **overrides: Any) -> nn.Module:
+def create_clip(
+    name: str,
+    *,
+    pretrained: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    what: str = "model",
+    **overrides: Any,
+) -> nn.Module:
     """An OpenCLIP model ``name`` (e.g. ``ViT-B-16``), random or with weights from a local file.
 
     ``overrides`` go to ``open_clip.create_model`` (e.g. ``force_image_size``). A
@@ -62,12 +78,20 @@ def create_clip(name: str, *, pretrained: str | os.PathLike[str] | None = None, 
     if pretrained is not None:
         path = Path(pretrained)
         if not path.is_file():
-            raise InputError(f"{what}.pretrained: weight file {str(path)!r} does not exist "
-                             "(gkl loads OpenCLIP weights only from local files)")
+            raise InputError(
+                f"{what}.pretrained: weight file {str(path)!r} does not exist "
+                "(gkl loads OpenCLIP weights only from local files)"
+            )
     try:
-        return open_clip.create_model(name, pretrained=str(path) if path else None, device=device,
-                                      precision=precision, weights_only=True, pretrained_text=False,
-                                      **overrides)
+        return open_clip.create_model(
+            name,
+            pretrained=str(path) if path else None,
+            device=device,
+            precision=precision,
+            weights_only=True,
+            pretrained_text=False,
+            **overrides,
+        )
     except (RuntimeError, AssertionError, KeyError, ValueError) as exc:  # state dict does not fit the model
         if path is None:
             raise
@@ -111,8 +135,9 @@ def export_local_dir(model: nn.Module, name: str, directory: str | os.PathLike[s
     return directory
 
 
-def export_run_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                          key: str = "model") -> Path:
+def export_run_checkpoint(
+    checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, key: str = "model"
+) -> Path:
     """Turn a gkl run checkpoint (``{"model": state_dict, ...}``) into an OpenCLIP weight file."""
     src = Path(checkpoint)
     if not src.is_file():

@@ -51,8 +51,7 @@ def register_model(name: str, *, input_kind: InputKind) -> Callable[[ModelBuilde
         raise ValueError(f"register_model: name must be a non-empty string, got {name!r}")
     if input_kind not in get_args(InputKind):
         raise ValueError(
-            f"register_model({name!r}): input_kind must be one of {list(get_args(InputKind))}, "
-            f"got {input_kind!r}"
+            f"register_model({name!r}): input_kind must be one of {list(get_args(InputKind))}, got {input_kind!r}"
         )
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
@@ -68,12 +67,9 @@ def list_models(input_kind: InputKind | None = None) -> list[str]:
     """Sorted names of the registered models, optionally only those for one input kind."""
     if input_kind is not None and input_kind not in get_args(InputKind):
         raise ValueError(
-            f"list_models: input_kind must be one of {list(get_args(InputKind))} or None, "
-            f"got {input_kind!r}"
+            f"list_models: input_kind must be one of {list(get_args(InputKind))} or None, got {input_kind!r}"
         )
-    return sorted(
-        entry.name for entry in _REGISTRY.values() if input_kind is None or entry.input_kind == input_kind
-    )
+    return sorted(entry.name for entry in _REGISTRY.values() if input_kind is None or entry.input_kind == input_kind)
 
 
 def get_model_entry(name: str) -> ModelEntry:

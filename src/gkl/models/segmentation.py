@@ -61,6 +61,7 @@ def main_logits(output: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- backbone
 
+
 class DilatedResNet(nn.Module):
     """ResNet with output stride 8 (layers 3/4 dilated 2/4), torchvision block classes.
 
@@ -70,9 +71,17 @@ class DilatedResNet(nn.Module):
     way); 2 further drops the stem's max-pool. Only the small bundled-task models offer it.
     """
 
-    def __init__(self, block: type[nn.Module], blocks: Sequence[int], *, widths: Sequence[int] = (64, 128, 256, 512),
-                 stem: Stem = "torchvision", stem_width: int | None = None,
-                 dilate_basic: DilateBasic = "conv1", output_stride: int = 8) -> None:
+    def __init__(
+        self,
+        block: type[nn.Module],
+        blocks: Sequence[int],
+        *,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        stem: Stem = "torchvision",
+        stem_width: int | None = None,
+        dilate_basic: DilateBasic = "conv1",
+        output_stride: int = 8,
+    ) -> None:
         super().__init__()
         if output_stride not in (2, 4, 8):
             raise ValueError(f"output_stride: expected 2, 4 or 8, got {output_stride!r}")
@@ -84,16 +93,26 @@ class DilatedResNet(nn.Module):
         if stem == "torchvision":
             width = stem_width or widths[0]
             self.layer0 = nn.Sequential(
-                nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                nn.MaxPool2d(3, 2, 1))
+                nn.Conv2d(3, width, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            )
         else:
             half = widths[0]
             width = stem_width or 2 * widths[0]
             self.layer0 = nn.Sequential(
-                nn.Conv2d(3, half, 3, 2, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
-                nn.Conv2d(half, half, 3, 1, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
-                nn.Conv2d(half, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                nn.MaxPool2d(3, 2, 1))
+                nn.Conv2d(3, half, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(half),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(half, half, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(half),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(half, width, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            )
         if output_stride == 2:
             self.layer0[-1] = nn.Identity()
         self.inplanes = width
@@ -102,12 +121,19 @@ class DilatedResNet(nn.Module):
         self.layer3 = self._make_layer(block, widths[2], blocks[2], 1)
         self.layer4 = self._make_layer(block, widths[3], blocks[3], 1)
         self.channels = (widths[2] * block.expansion, widths[3] * block.expansion)  # type: ignore[attr-defined]
-        dilated = ((self.layer3, 2), (self.layer4, 4)) if output_stride == 8 else (
-            (self.layer2, 2), (self.layer3, 4), (self.layer4, 8))
+        dilated = (
+            ((self.layer3, 2), (self.layer4, 4))
+            if output_stride == 8
+            else ((self.layer2, 2), (self.layer3, 4), (self.layer4, 8))
+        )
         for layer, dilation in dilated:
             for unit in layer:
-                convs: list[Any] = [unit.conv2] if hasattr(unit, "conv3") else (  # Bottleneck: its 3x3 is conv2
-                    [unit.conv1] if dilate_basic == "conv1" else [unit.conv1, unit.conv2])
+                convs: list[Any] = (
+                    [unit.conv2]
+                    if hasattr(unit, "conv3")
+                    # Bottleneck: its 3x3 is conv2
+                    else ([unit.conv1] if dilate_basic == "conv1" else [unit.conv1, unit.conv2])
+                )
                 for conv in convs:
                     conv.dilation, conv.padding = (dilation, dilation), (dilation, dilation)
 
@@ -132,6 +158,7 @@ _STAGES = ("layer0", "layer1", "layer2", "layer3", "layer4")
 
 # ----------------------------------------------------------------------------- heads
 
+
 class PPM(nn.Module):
     """Pyramid pooling module: pooled branches at ``bins`` + the input, merged by a 3×3 conv."""
 
@@ -140,12 +167,20 @@ class PPM(nn.Module):
         reduction = in_channels // len(bins)
         self.bins = tuple(bins)
         self.features = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, reduction, 1, bias=False),
-                          nn.BatchNorm2d(reduction), nn.ReLU(inplace=True))
-            for b in self.bins)
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(b),
+                nn.Conv2d(in_channels, reduction, 1, bias=False),
+                nn.BatchNorm2d(reduction),
+                nn.ReLU(inplace=True),
+            )
+            for b in self.bins
+        )
         self.merge = nn.Sequential(
             nn.Conv2d(in_channels + reduction * len(self.bins), out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True), nn.Dropout2d(dropout))
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
@@ -155,8 +190,12 @@ class PPM(nn.Module):
 
 def _aux_head(in_channels: int, mid_channels: int, num_classes: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_channels, mid_channels, 3, padding=1, bias=False), nn.BatchNorm2d(mid_channels),
-        nn.ReLU(inplace=True), nn.Dropout2d(dropout), nn.Conv2d(mid_channels, num_classes, 1))
+        nn.Conv2d(in_channels, mid_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(mid_channels),
+        nn.ReLU(inplace=True),
+        nn.Dropout2d(dropout),
+        nn.Conv2d(mid_channels, num_classes, 1),
+    )
 
 
 class _SegmentationModel(nn.Module):
@@ -210,8 +249,16 @@ class _SegmentationModel(nn.Module):
 class PSPNet(_SegmentationModel):
     """PSPNet: dilated ResNet, PPM (bins 1/2/3/6) to 512 channels, 1×1 classifier, aux head on layer 3."""
 
-    def __init__(self, backbone: DilatedResNet, num_classes: int, *, bins: Sequence[int] = (1, 2, 3, 6),
-                 head_channels: int = 512, aux_channels: int = 256, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        backbone: DilatedResNet,
+        num_classes: int,
+        *,
+        bins: Sequence[int] = (1, 2, 3, 6),
+        head_channels: int = 512,
+        aux_channels: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         c3, c4 = self._adopt(backbone)
         self.ppm = PPM(c4, bins, head_channels, dropout)
@@ -281,8 +328,15 @@ def _finish(model: nn.Module, backbone_checkpoint: str | os.PathLike[str] | None
 
 def _register_family() -> None:
     for depth in ("resnet18", "resnet50", "resnet101"):
-        def pspnet(num_classes: int, *, stem: Stem = "torchvision", dilate_basic: DilateBasic = "conv1",
-                   backbone_checkpoint: str | None = None, _depth: str = depth) -> nn.Module:
+
+        def pspnet(
+            num_classes: int,
+            *,
+            stem: Stem = "torchvision",
+            dilate_basic: DilateBasic = "conv1",
+            backbone_checkpoint: str | None = None,
+            _depth: str = depth,
+        ) -> nn.Module:
             backbone = build_backbone(_depth, stem=stem, dilate_basic=dilate_basic)
             return _finish(PSPNet(backbone, num_classes), backbone_checkpoint)
 
@@ -290,8 +344,15 @@ def _register_family() -> None:
         register_model(f"pspnet_{depth}", input_kind="segmentation")(pspnet)
 
     for depth in ("resnet18", "resnet101"):
-        def deeplab(num_classes: int, *, stem: Stem = "torchvision", dilate_basic: DilateBasic = "conv1",
-                    backbone_checkpoint: str | None = None, _depth: str = depth) -> nn.Module:
+
+        def deeplab(
+            num_classes: int,
+            *,
+            stem: Stem = "torchvision",
+            dilate_basic: DilateBasic = "conv1",
+            backbone_checkpoint: str | None = None,
+            _depth: str = depth,
+        ) -> nn.Module:
             backbone = build_backbone(_depth, stem=stem, dilate_basic=dilate_basic)
             return _finish(DeepLabV3(backbone, num_classes), backbone_checkpoint)
 
@@ -308,8 +369,9 @@ def pspnet_tiny(num_classes: int, *, dropout: float = 0.1, output_stride: int = 
 
     ``output_stride`` 8 (default), 4 or 2 (see :class:`DilatedResNet`); the demo uses 4.
     """
-    backbone = DilatedResNet(_block("BasicBlock"), (1, 1, 1, 1), widths=(16, 32, 64, 64), dilate_basic="both",
-                             output_stride=output_stride)
+    backbone = DilatedResNet(
+        _block("BasicBlock"), (1, 1, 1, 1), widths=(16, 32, 64, 64), dilate_basic="both", output_stride=output_stride
+    )
     return _finish(PSPNet(backbone, num_classes, head_channels=64, aux_channels=32, dropout=dropout), None)
 
 
@@ -319,16 +381,23 @@ def pspnet_small(num_classes: int, *, dropout: float = 0.1, output_stride: int =
 
     ``output_stride`` 8 (default), 4 or 2 (see :class:`DilatedResNet`); the demo uses 4.
     """
-    backbone = DilatedResNet(_block("BasicBlock"), (2, 2, 2, 2), widths=(32, 64, 128, 256), dilate_basic="both",
-                             output_stride=output_stride)
+    backbone = DilatedResNet(
+        _block("BasicBlock"), (2, 2, 2, 2), widths=(32, 64, 128, 256), dilate_basic="both", output_stride=output_stride
+    )
     return _finish(PSPNet(backbone, num_classes, head_channels=128, aux_channels=64, dropout=dropout), None)
 
 
 # ----------------------------------------------------------------------------- weights
 
 _TV_STEM = {"conv1.": "layer0.0.", "bn1.": "layer0.1."}
-_DEEP_STEM = {"conv1.": "layer0.0.", "bn1.": "layer0.1.", "conv2.": "layer0.3.", "bn2.": "layer0.4.",
-              "conv3.": "layer0.6.", "bn3.": "layer0.7."}
+_DEEP_STEM = {
+    "conv1.": "layer0.0.",
+    "bn1.": "layer0.1.",
+    "conv2.": "layer0.3.",
+    "bn2.": "layer0.4.",
+    "conv3.": "layer0.6.",
+    "bn3.": "layer0.7.",
+}
 
 
 def load_backbone(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
@@ -347,7 +416,8 @@ def load_backbone(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's input
         raise InputError(
-            f"backbone checkpoint {file}: cannot be read with torch.load(weights_only=True): {err}") from None
+            f"backbone checkpoint {file}: cannot be read with torch.load(weights_only=True): {err}"
+        ) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):
@@ -360,10 +430,10 @@ def load_backbone(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
     mapped: dict[str, torch.Tensor] = {}
     skipped: list[str] = []
     for key, value in obj.items():
-        name = key[len("module."):] if key.startswith("module.") else key
+        name = key[len("module.") :] if key.startswith("module.") else key
         for old, new in stem_map.items():
             if name.startswith(old):
-                name = new + name[len(old):]
+                name = new + name[len(old) :]
                 break
         if name.startswith("fc.") or not isinstance(value, torch.Tensor):
             skipped.append(key)
@@ -371,8 +441,11 @@ def load_backbone(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
         mapped[name] = value
     expected = {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in _STAGES}
     missing = [k for k in expected if k not in mapped]
-    wrong = [f"{k} (file {tuple(mapped[k].shape)}, model {tuple(v.shape)})"
-             for k, v in expected.items() if k in mapped and mapped[k].shape != v.shape]
+    wrong = [
+        f"{k} (file {tuple(mapped[k].shape)}, model {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in mapped and mapped[k].shape != v.shape
+    ]
     unexpected = [k for k in mapped if k not in expected]
     if missing or wrong or unexpected:
         parts = []
@@ -382,8 +455,7 @@ def load_backbone(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
             parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
         if wrong:
             parts.append(f"wrong shapes {wrong[:5]}")
-        raise InputError(f"backbone checkpoint {file} does not fit a {stem_kind}-stem ResNet: "
-                         + "; ".join(parts))
+        raise InputError(f"backbone checkpoint {file} does not fit a {stem_kind}-stem ResNet: " + "; ".join(parts))
     model.load_state_dict(mapped, strict=False)  # every backbone key checked above
     return skipped
 

@@ -33,10 +33,16 @@ class DigitsCNN(nn.Module):
         super().__init__()
         c1, c2, c3 = widths
         self.features = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c2, 3, padding=1, bias=False), nn.BatchNorm2d(c2), nn.ReLU(inplace=True),
+            nn.Conv2d(1, c1, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(c2, c3, 3, padding=1, bias=False), nn.BatchNorm2d(c3), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c3, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c3),
+            nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(1),
         )
         self.fc = nn.Linear(c3, num_classes)
@@ -80,10 +86,14 @@ class Mnist1dCNN(nn.Module):
     def __init__(self, num_classes: int, channels: int = 48) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv1d(1, channels, 5, stride=2, padding=2, bias=False), nn.BatchNorm1d(channels), nn.ReLU(inplace=True),
-            nn.Conv1d(channels, channels, 5, stride=2, padding=2, bias=False), nn.BatchNorm1d(channels),
+            nn.Conv1d(1, channels, 5, stride=2, padding=2, bias=False),
+            nn.BatchNorm1d(channels),
             nn.ReLU(inplace=True),
-            nn.Conv1d(channels, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm1d(channels),
+            nn.Conv1d(channels, channels, 5, stride=2, padding=2, bias=False),
+            nn.BatchNorm1d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(channels, channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm1d(channels),
             nn.ReLU(inplace=True),
         )
         self.fc = nn.Linear(channels * 5, num_classes)

@@ -85,9 +85,19 @@ class PatchEmbed(nn.Module):
 class VisionTransformer(nn.Module):
     """Class-token ViT; ``forward(x)`` gives logits, ``features(x)`` the normed class token."""
 
-    def __init__(self, num_classes: int, *, img_size: int = 32, patch_size: int = 2, in_chans: int = 3,
-                 embed_dim: int = 384, depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0,
-                 drop_path_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        img_size: int = 32,
+        patch_size: int = 2,
+        in_chans: int = 3,
+        embed_dim: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -127,5 +137,13 @@ def vit_tiny_patch2_32(num_classes: int, *, drop_path_rate: float = 0.1) -> Visi
 @register_model("vit_digits", input_kind="digits")
 def vit_digits(num_classes: int, *, drop_path_rate: float = 0.0) -> VisionTransformer:
     """A 2-block ViT for the bundled 8×8 digits (patch 2, width 32, 2 heads): tests and demos."""
-    return VisionTransformer(num_classes, img_size=8, patch_size=2, in_chans=1, embed_dim=32, depth=2,
-                             num_heads=2, drop_path_rate=drop_path_rate)
+    return VisionTransformer(
+        num_classes,
+        img_size=8,
+        patch_size=2,
+        in_chans=1,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        drop_path_rate=drop_path_rate,
+    )

@@ -30,7 +30,8 @@ Settings: one class per method in :mod:`gkl.settings.adversarial`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,7 @@ from gkl.losses import ClassPrior, logit_loss
 from gkl.objectives.awp import AdversarialWeightPerturbation
 from gkl.objectives.base import Objective, StepOutput, classification_batch
 from gkl.objectives.epsilon_schedule import AttackPlan, attack_plan
-from gkl.settings.adversarial import (AdversarialSettings, GKLATSettings, PGDATSettings, TRADESSettings)
+from gkl.settings.adversarial import AdversarialSettings, GKLATSettings, PGDATSettings, TRADESSettings
 from gkl.settings.kl_family import kl_family_params
 from gkl.utils.modules import unwrap_model
 from gkl.utils.validation import check_int, fail
@@ -65,20 +66,29 @@ class AdversarialObjective(Objective):
     def __init__(self, settings: AdversarialSettings, *, num_classes: int, epochs: int) -> None:
         super().__init__()
         if type(settings) is not self.settings_class:
-            raise fail("", "settings", f"a {self.settings_class.__name__} for {type(self).__name__}",
-                       type(settings).__name__, show_value=False)
+            raise fail(
+                "",
+                "settings",
+                f"a {self.settings_class.__name__} for {type(self).__name__}",
+                type(settings).__name__,
+                show_value=False,
+            )
         check_int("", "num_classes", num_classes, minimum=2)
         check_int("", "epochs", epochs, minimum=1)
         self.settings = settings
         self.num_classes = num_classes
         self.epochs = epochs
-        self.awp = (AdversarialWeightPerturbation(gamma=settings.awp_gamma, proxy_lr=settings.awp_proxy_lr)
-                    if settings.awp_gamma > 0 else None)
+        self.awp = (
+            AdversarialWeightPerturbation(gamma=settings.awp_gamma, proxy_lr=settings.awp_proxy_lr)
+            if settings.awp_gamma > 0
+            else None
+        )
         self._inputs_checked = False  # the first batch's values, checked once (pgd skips it in training)
 
     # -- pieces subclasses customise -------------------------------------------------
-    def at_losses(self, clean_logits: torch.Tensor | None, adv_logits: torch.Tensor,
-                  labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def at_losses(
+        self, clean_logits: torch.Tensor | None, adv_logits: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Named loss terms of one view (clean logits carry gradient)."""
         raise NotImplementedError
 
@@ -96,22 +106,32 @@ class AdversarialObjective(Objective):
         """eps, steps and step size of the inner attack at ``epoch``."""
         s = self.settings
         fixed = {} if s.attack_budget != "fixed" else {"steps": s.attack_steps, "step_size": s.attack_step_size}
-        return attack_plan(eps=s.eps, epoch=min(max(epoch, 1), self.epochs), epochs=self.epochs,
-                           eps_schedule=s.eps_schedule, budget=s.attack_budget, **fixed)
+        return attack_plan(
+            eps=s.eps,
+            epoch=min(max(epoch, 1), self.epochs),
+            epochs=self.epochs,
+            eps_schedule=s.eps_schedule,
+            budget=s.attack_budget,
+            **fixed,
+        )
 
     def awp_active(self, epoch: int) -> bool:
         return self.awp is not None and epoch >= self.settings.awp_start_epoch
 
-    def _views_loss(self, net: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                    adversarial: torch.Tensor, labels: torch.Tensor, n: int
-                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor]:
+    def _views_loss(
+        self,
+        net: Callable[[torch.Tensor], torch.Tensor],
+        images: torch.Tensor,
+        adversarial: torch.Tensor,
+        labels: torch.Tensor,
+        n: int,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor]:
         clean_logits = net(images) if self.uses_clean_logits else None
         adv_logits = net(adversarial)
         first = self.at_losses(None if clean_logits is None else clean_logits[:n], adv_logits[:n], labels[:n])
         weight = self.settings.autoaugment_weight
         if weight > 0:
-            second = self.at_losses(None if clean_logits is None else clean_logits[n:], adv_logits[n:],
-                                    labels[n:])
+            second = self.at_losses(None if clean_logits is None else clean_logits[n:], adv_logits[n:], labels[n:])
             first.update({f"autoaug_{name}": weight * value for name, value in second.items()})
         return first, clean_logits, adv_logits
 
@@ -122,8 +142,13 @@ class AdversarialObjective(Objective):
             return
         check_attack_inputs(images, labels)
         if labels.numel() and bool(labels.max() >= self.num_classes):
-            raise fail("", "labels", f"class indices in [0, {self.num_classes - 1}]", f"label {labels.max().item()}",
-                       show_value=False)
+            raise fail(
+                "",
+                "labels",
+                f"class indices in [0, {self.num_classes - 1}]",
+                f"label {labels.max().item()}",
+                show_value=False,
+            )
         self._inputs_checked = True
 
     def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:
@@ -135,21 +160,37 @@ class AdversarialObjective(Objective):
             images = torch.cat([images, autoaugment_view(images)])
             labels = torch.cat([labels, labels])
         plan = self.plan(epoch)
-        adversarial = pgd(unwrap_model(model), images, labels, eps=plan.eps, step_size=plan.step_size,
-                          steps=plan.steps, loss=s.attack_loss, norm=s.norm, random_start=s.random_start,
-                          **self.attack_extras(labels))
+        adversarial = pgd(
+            unwrap_model(model),
+            images,
+            labels,
+            eps=plan.eps,
+            step_size=plan.step_size,
+            steps=plan.steps,
+            loss=s.attack_loss,
+            norm=s.norm,
+            random_start=s.random_start,
+            **self.attack_extras(labels),
+        )
         if self.awp_active(epoch):
             self.awp.perturb_for_loss(
-                model, lambda proxy: sum(self._views_loss(proxy, images, adversarial, labels, n)[0].values()),
-                scaler=self.grad_scaler)
+                model,
+                lambda proxy: sum(self._views_loss(proxy, images, adversarial, labels, n)[0].values()),
+                scaler=self.grad_scaler,
+            )
         losses, clean_logits, adv_logits = self._views_loss(model, images, adversarial, labels, n)
         if clean_logits is not None:
             self.observe_clean_logits(clean_logits[:n].detach(), labels[:n])
         with torch.no_grad():
             adv_accuracy = (adv_logits[:n].argmax(dim=1) == labels[:n]).float().mean()
         metrics = {"adv_accuracy": adv_accuracy, "attack_eps": plan.eps, "attack_steps": float(plan.steps)}
-        return StepOutput(losses=losses, logits=None if clean_logits is None else clean_logits[:n].detach(),
-                          targets=labels[:n], metrics=metrics, batch_size=n)
+        return StepOutput(
+            losses=losses,
+            logits=None if clean_logits is None else clean_logits[:n].detach(),
+            targets=labels[:n],
+            metrics=metrics,
+            batch_size=n,
+        )
 
     def after_optimizer_step(self) -> None:
         if self.awp is not None and self.awp.active:
@@ -162,8 +203,10 @@ class TRADESObjective(AdversarialObjective):
     settings_class = TRADESSettings
 
     def at_losses(self, clean_logits, adv_logits, labels):
-        return {"ce": F.cross_entropy(clean_logits, labels),
-                "kl": self.settings.trades_beta * logit_loss("kl", adv_logits, clean_logits)}
+        return {
+            "ce": F.cross_entropy(clean_logits, labels),
+            "kl": self.settings.trades_beta * logit_loss("kl", adv_logits, clean_logits),
+        }
 
 
 class GKLATObjective(AdversarialObjective):
@@ -173,8 +216,7 @@ class GKLATObjective(AdversarialObjective):
 
     def __init__(self, settings: GKLATSettings, *, num_classes: int, epochs: int) -> None:
         super().__init__(settings, num_classes=num_classes, epochs=epochs)
-        self.prior = ClassPrior(num_classes, temperature=settings.weight_temperature,
-                                momentum=settings.prior_momentum)
+        self.prior = ClassPrior(num_classes, temperature=settings.weight_temperature, momentum=settings.prior_momentum)
 
     def weights(self, labels: torch.Tensor) -> torch.Tensor | None:
         """Class-wise weights s̄_y (Eqs. 8-9) of each example, or None (sample-wise)."""
@@ -182,16 +224,30 @@ class GKLATObjective(AdversarialObjective):
 
     def attack_extras(self, labels):
         s = self.settings
-        return {"class_weights": self.weights(labels),
-                "gkl_kwargs": {"alpha": s.attack_alpha, "beta": s.attack_beta, "gamma": s.attack_gamma,
-                               "temperature": s.attack_temperature,
-                               "weight_temperature": s.weight_temperature}}
+        return {
+            "class_weights": self.weights(labels),
+            "gkl_kwargs": {
+                "alpha": s.attack_alpha,
+                "beta": s.attack_beta,
+                "gamma": s.attack_gamma,
+                "temperature": s.attack_temperature,
+                "weight_temperature": s.weight_temperature,
+            },
+        }
 
     def at_losses(self, clean_logits, adv_logits, labels):
         s = self.settings
-        return {"ce": F.cross_entropy(clean_logits, labels),
-                "gkl": logit_loss("gkl", adv_logits, clean_logits, weights=self.weights(labels),
-                                  temperature=s.temperature, **kl_family_params(s))}
+        return {
+            "ce": F.cross_entropy(clean_logits, labels),
+            "gkl": logit_loss(
+                "gkl",
+                adv_logits,
+                clean_logits,
+                weights=self.weights(labels),
+                temperature=s.temperature,
+                **kl_family_params(s),
+            ),
+        }
 
     def observe_clean_logits(self, clean_logits, labels):
         if self.settings.class_wise:
@@ -214,19 +270,27 @@ class PGDATObjective(AdversarialObjective):
 
 #: method name -> objective class.
 ADVERSARIAL_OBJECTIVES: dict[str, type[AdversarialObjective]] = {
-    "trades": TRADESObjective, "gkl": GKLATObjective, "pgd_at": PGDATObjective,
+    "trades": TRADESObjective,
+    "gkl": GKLATObjective,
+    "pgd_at": PGDATObjective,
 }
 
 
 def build_adversarial_objective(settings: AdversarialSettings, *, num_classes: int, epochs: int) -> Objective:
     """The objective of ``settings.method`` ("trades", "gkl" or "pgd_at")."""
     if not isinstance(settings, AdversarialSettings):
-        raise fail("", "settings", "a gkl.settings.adversarial settings object", type(settings).__name__,
-                   show_value=False)
+        raise fail(
+            "", "settings", "a gkl.settings.adversarial settings object", type(settings).__name__, show_value=False
+        )
     return ADVERSARIAL_OBJECTIVES[settings.method](settings, num_classes=num_classes, epochs=epochs)
 
 
 __all__ = [
-    "ADVERSARIAL_OBJECTIVES", "AdversarialObjective", "GKLATObjective", "PGDATObjective", "TRADESObjective",
-    "autoaugment_view", "build_adversarial_objective",
+    "ADVERSARIAL_OBJECTIVES",
+    "AdversarialObjective",
+    "GKLATObjective",
+    "PGDATObjective",
+    "TRADESObjective",
+    "autoaugment_view",
+    "build_adversarial_objective",
 ]

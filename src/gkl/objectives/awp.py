@@ -29,7 +29,7 @@ scaler's scale is only read, never updated here (the engine's own step updates i
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -83,7 +83,10 @@ class AdversarialWeightPerturbation:
         return self._proxy
 
     def compute_perturbation(
-        self, model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], *,
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[nn.Module], torch.Tensor],
+        *,
         scaler: torch.amp.GradScaler | None = None,
     ) -> list[torch.Tensor]:
         """Per-layer perturbations v_l (same order as :func:`perturbable_weights`).
@@ -140,12 +143,22 @@ class AdversarialWeightPerturbation:
             raise RuntimeError("AWP perturbation already applied: call restore() after the optimizer step first")
         weights = perturbable_weights(unwrap_model(model))
         if len(weights) != len(perturbation):
-            raise fail("", "perturbation", f"one tensor per conv/linear layer ({len(weights)})",
-                       f"{len(perturbation)} tensors", show_value=False)
+            raise fail(
+                "",
+                "perturbation",
+                f"one tensor per conv/linear layer ({len(weights)})",
+                f"{len(perturbation)} tensors",
+                show_value=False,
+            )
         for (_, w), v in zip(weights, perturbation):
             if v.shape != w.shape:
-                raise fail("", "perturbation", f"the weight's shape {tuple(w.shape)}", f"shape {tuple(v.shape)}",
-                           show_value=False)
+                raise fail(
+                    "",
+                    "perturbation",
+                    f"the weight's shape {tuple(w.shape)}",
+                    f"shape {tuple(v.shape)}",
+                    show_value=False,
+                )
             self._saved.append((w, w.detach().clone(), v))
             w.copy_(w + v)
 
@@ -157,7 +170,12 @@ class AdversarialWeightPerturbation:
             w.copy_(torch.where(update == 0, original, original + update))
         self._saved = []
 
-    def perturb_for_loss(self, model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], *,
-                         scaler: torch.amp.GradScaler | None = None) -> None:
+    def perturb_for_loss(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[nn.Module], torch.Tensor],
+        *,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
         """:meth:`compute_perturbation` then :meth:`perturb`."""
         self.perturb(model, self.compute_perturbation(model, loss_fn, scaler=scaler))

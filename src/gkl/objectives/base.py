@@ -66,9 +66,10 @@ class StepOutput:
 def classification_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)`` of a classification batch (a 2-tuple or list); a clear error otherwise."""
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise ValueError(f"batch: expected (images, labels) from a classification loader, "
-                         f"got {type(batch).__name__}" + (f" of length {len(batch)}"
-                                                          if isinstance(batch, (tuple, list)) else ""))
+        raise ValueError(
+            f"batch: expected (images, labels) from a classification loader, "
+            f"got {type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        )
     return batch[0], batch[1]
 
 
@@ -116,7 +117,7 @@ class Objective(nn.Module):
         student adapter): ``[{"params": [...], "lr_scale": s}, ...]``; none by default."""
         return []
 
-    def train(self, mode: bool = True) -> "Objective":
+    def train(self, mode: bool = True) -> Objective:
         super().train(mode)
         for name in self.frozen:
             module = getattr(self, name, None)

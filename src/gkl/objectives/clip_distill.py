@@ -27,8 +27,8 @@ from torch import nn
 from gkl.clip import GKLDistillClipLoss
 from gkl.objectives.base import Objective, StepOutput
 from gkl.objectives.loss_choice import settings_logit_loss
-from gkl.settings.loss_choice import RegisteredLoss
 from gkl.settings.clip import ClipDistillSettings
+from gkl.settings.loss_choice import RegisteredLoss
 from gkl.utils.modules import unwrap_model
 
 __all__ = ["ClipDistillObjective", "ClipContrastiveObjective", "clip_outputs"]
@@ -46,7 +46,7 @@ class _ClampsLogitScale(Objective):
     """Clamps the student's learned log-scale after every optimizer step, as OpenCLIP's trainer."""
 
     clamp_logit_scale = 100.0
-    _student: "weakref.ref | None" = None
+    _student: weakref.ref | None = None
 
     def after_optimizer_step(self) -> None:
         """Clamp the student's log-scale to [0, log(clamp_logit_scale)]."""
@@ -87,16 +87,23 @@ class ClipDistillObjective(_ClampsLogitScale):
 
     frozen = ("teacher",)
 
-    def __init__(self, teacher: nn.Module, settings: ClipDistillSettings, *, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self, teacher: nn.Module, settings: ClipDistillSettings, *, rank: int = 0, world_size: int = 1
+    ) -> None:
         super().__init__()
         self.teacher = teacher
         self.settings = settings
         _, params = settings_logit_loss(settings, "method")
         loss_kwargs = {"loss_params": params} if isinstance(settings, RegisteredLoss) else params
         self.loss = GKLDistillClipLoss(
-            settings.method, temperature=settings.temperature, local_loss=settings.local_loss,
-            gather_with_grad=settings.gather_with_grad, rank=rank, world_size=world_size, **loss_kwargs)
+            settings.method,
+            temperature=settings.temperature,
+            local_loss=settings.local_loss,
+            gather_with_grad=settings.gather_with_grad,
+            rank=rank,
+            world_size=world_size,
+            **loss_kwargs,
+        )
         self.clamp_logit_scale = settings.clamp_logit_scale
         self.freeze()
 
@@ -109,7 +116,6 @@ class ClipDistillObjective(_ClampsLogitScale):
             t_img, t_txt, t_scale = clip_outputs(self.teacher, t_images, t_tokens)
         contrastive, distill = self.loss(img, txt, scale, t_img, t_txt, t_scale)
         cfg = self.settings
-        losses = {"contrastive": cfg.contrastive_weight * contrastive,
-                  cfg.method: cfg.distill_weight * distill}
+        losses = {"contrastive": cfg.contrastive_weight * contrastive, cfg.method: cfg.distill_weight * distill}
         metrics = {"logit_scale": scale.detach(), "teacher_logit_scale": t_scale}
         return StepOutput(losses=losses, metrics=metrics, batch_size=images.shape[0])

@@ -21,8 +21,17 @@ from torch import nn
 from gkl.losses import ClassPrior, logit_loss
 from gkl.objectives.base import Objective, StepOutput, classification_batch
 from gkl.objectives.loss_choice import settings_logit_loss
-from gkl.settings.distill import (DKDSettings, DKLSettings, DistillSettings, GKLSettings, IKLSettings,
-                                  JSDSettings, KDSettings, LogitLossSettings, MSESettings)
+from gkl.settings.distill import (
+    DistillSettings,
+    DKDSettings,
+    DKLSettings,
+    GKLSettings,
+    IKLSettings,
+    JSDSettings,
+    KDSettings,
+    LogitLossSettings,
+    MSESettings,
+)
 from gkl.settings.kl_family import ClassWiseWeights, kl_family_params
 from gkl.utils.validation import check_int, fail
 
@@ -37,8 +46,13 @@ class DistillObjective(Objective):
     def __init__(self, teacher: nn.Module, settings: DistillSettings, *, num_classes: int) -> None:
         super().__init__()
         if type(settings) is not self.settings_class:
-            raise fail("", "settings", f"a {self.settings_class.__name__} for {type(self).__name__}",
-                       type(settings).__name__, show_value=False)
+            raise fail(
+                "",
+                "settings",
+                f"a {self.settings_class.__name__} for {type(self).__name__}",
+                type(settings).__name__,
+                show_value=False,
+            )
         check_int("", "num_classes", num_classes, minimum=2)
         self.teacher = teacher
         self.settings = settings
@@ -84,8 +98,9 @@ class DKDObjective(DistillObjective):
 
     def distill_term(self, student, teacher, labels):
         cfg = self.settings
-        return logit_loss("dkd", student, teacher, targets=labels, alpha=cfg.dkd_alpha, beta=cfg.dkd_beta,
-                          temperature=cfg.temperature)
+        return logit_loss(
+            "dkd", student, teacher, targets=labels, alpha=cfg.dkd_alpha, beta=cfg.dkd_beta, temperature=cfg.temperature
+        )
 
 
 class DKLObjective(DistillObjective):
@@ -105,9 +120,11 @@ class _WeightedKLObjective(DistillObjective):
 
     def __init__(self, teacher: nn.Module, settings: ClassWiseWeights, *, num_classes: int) -> None:
         super().__init__(teacher, settings, num_classes=num_classes)
-        self.prior = (ClassPrior(num_classes, temperature=settings.weight_temperature,
-                                 momentum=settings.prior_momentum)
-                      if settings.class_wise else None)
+        self.prior = (
+            ClassPrior(num_classes, temperature=settings.weight_temperature, momentum=settings.prior_momentum)
+            if settings.class_wise
+            else None
+        )
 
     def class_weights(self, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """The previous epoch's class-wise means (Eq. 9) of each label; feeds this batch to the prior."""
@@ -131,8 +148,14 @@ class IKLObjective(_WeightedKLObjective):
 
     def distill_term(self, student, teacher, labels):
         cfg = self.settings
-        return logit_loss("ikl", student, teacher, weights=self.class_weights(teacher, labels),
-                          temperature=cfg.temperature, **kl_family_params(cfg))
+        return logit_loss(
+            "ikl",
+            student,
+            teacher,
+            weights=self.class_weights(teacher, labels),
+            temperature=cfg.temperature,
+            **kl_family_params(cfg),
+        )
 
 
 class GKLObjective(_WeightedKLObjective):
@@ -143,8 +166,14 @@ class GKLObjective(_WeightedKLObjective):
 
     def distill_term(self, student, teacher, labels):
         cfg = self.settings
-        return logit_loss("gkl", student, teacher, weights=self.class_weights(teacher, labels),
-                          temperature=cfg.temperature, **kl_family_params(cfg))
+        return logit_loss(
+            "gkl",
+            student,
+            teacher,
+            weights=self.class_weights(teacher, labels),
+            temperature=cfg.temperature,
+            **kl_family_params(cfg),
+        )
 
 
 class MSEObjective(DistillObjective):
@@ -190,14 +219,13 @@ class LogitLossObjective(DistillObjective):
 
 #: method name -> objective class (any other registered logit loss: :class:`LogitLossObjective`).
 DISTILL_OBJECTIVES: dict[str, type[DistillObjective]] = {
-    cls.method: cls for cls in (KDObjective, DKDObjective, DKLObjective, IKLObjective, GKLObjective,
-                                MSEObjective, JSDObjective)
+    cls.method: cls
+    for cls in (KDObjective, DKDObjective, DKLObjective, IKLObjective, GKLObjective, MSEObjective, JSDObjective)
 }
 
 
 def build_distill_objective(teacher: nn.Module, settings: DistillSettings, *, num_classes: int) -> DistillObjective:
     """The objective of ``settings.method`` with ``teacher`` frozen inside it."""
     if not isinstance(settings, DistillSettings):
-        raise fail("", "settings", "a gkl.settings.distill settings object", type(settings).__name__,
-                   show_value=False)
+        raise fail("", "settings", "a gkl.settings.distill settings object", type(settings).__name__, show_value=False)
     return DISTILL_OBJECTIVES.get(settings.method, LogitLossObjective)(teacher, settings, num_classes=num_classes)

@@ -51,9 +51,15 @@ def scheduled_eps(eps: float, epoch: int, epochs: int, schedule: str = "fixed") 
     return float(eps) * epoch / epochs
 
 
-def attack_budget(budget: str, eps_t: float, epoch: int, epochs: int, *,
-                  steps: int = DEFAULT_ATTACK_STEPS,
-                  step_size: float = DEFAULT_ATTACK_STEP_SIZE) -> tuple[int, float]:
+def attack_budget(
+    budget: str,
+    eps_t: float,
+    epoch: int,
+    epochs: int,
+    *,
+    steps: int = DEFAULT_ATTACK_STEPS,
+    step_size: float = DEFAULT_ATTACK_STEP_SIZE,
+) -> tuple[int, float]:
     """(number of steps, step size) at ``epoch`` for ``budget`` (see the module docstring)."""
     _check_epoch(epoch, epochs)
     check_choice("", "budget", budget, ATTACK_BUDGETS)
@@ -75,9 +81,16 @@ def attack_budget(budget: str, eps_t: float, epoch: int, epochs: int, *,
         return 5, eps_t / 2
 
 
-def attack_plan(*, eps: float, epoch: int, epochs: int, eps_schedule: str = "fixed",
-                budget: str = "fixed", steps: int = DEFAULT_ATTACK_STEPS,
-                step_size: float = DEFAULT_ATTACK_STEP_SIZE) -> AttackPlan:
+def attack_plan(
+    *,
+    eps: float,
+    epoch: int,
+    epochs: int,
+    eps_schedule: str = "fixed",
+    budget: str = "fixed",
+    steps: int = DEFAULT_ATTACK_STEPS,
+    step_size: float = DEFAULT_ATTACK_STEP_SIZE,
+) -> AttackPlan:
     """Combine :func:`scheduled_eps` and :func:`attack_budget` for one epoch."""
     eps_t = scheduled_eps(eps, epoch, epochs, eps_schedule)
     n, size = attack_budget(budget, eps_t, epoch, epochs, steps=steps, step_size=step_size)

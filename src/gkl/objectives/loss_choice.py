@@ -20,18 +20,25 @@ from gkl.utils.validation import fail
 __all__ = ["resolve_logit_loss", "settings_logit_loss"]
 
 
-def resolve_logit_loss(owner: str, key: str, name: str, *, params: dict[str, Any] | None = None,
-                       temperature: float | None = None) -> LogitLoss:
+def resolve_logit_loss(
+    owner: str, key: str, name: str, *, params: dict[str, Any] | None = None, temperature: float | None = None
+) -> LogitLoss:
     """The registered loss ``name`` (the value of ``<owner>.<key>``), with ``params`` and ``temperature`` checked."""
     try:
         entry = get_logit_loss(name)
     except ValueError:
-        raise fail(owner, key, f"a registered logit loss ({', '.join(list_logit_losses())})", name,
-                   error=ConfigError) from None
+        raise fail(
+            owner, key, f"a registered logit loss ({', '.join(list_logit_losses())})", name, error=ConfigError
+        ) from None
     unknown = sorted(set(params or {}) - set(entry.params))
     if unknown:
-        raise fail(owner, "loss_params", f"parameters of loss {name!r} ({', '.join(entry.params) or 'none'})",
-                   unknown, error=ConfigError)
+        raise fail(
+            owner,
+            "loss_params",
+            f"parameters of loss {name!r} ({', '.join(entry.params) or 'none'})",
+            unknown,
+            error=ConfigError,
+        )
     if temperature is not None and not entry.uses_temperature and temperature != 1.0:
         raise fail(owner, "temperature", f"1.0: loss {name!r} has no temperature", temperature, error=ConfigError)
     return entry
@@ -47,6 +54,11 @@ def settings_logit_loss(settings: Any, key: str) -> tuple[LogitLoss, dict[str, A
     """
     generic = isinstance(settings, RegisteredLoss)
     params = dict(settings.loss_params) if generic else kl_family_params(settings)
-    entry = resolve_logit_loss(type(settings).section, key, getattr(settings, key), params=params,
-                               temperature=settings.temperature if generic else None)
+    entry = resolve_logit_loss(
+        type(settings).section,
+        key,
+        getattr(settings, key),
+        params=params,
+        temperature=settings.temperature if generic else None,
+    )
     return entry, params

@@ -54,8 +54,9 @@ class _SemiSupervised(Objective):
             self.consistency_kwargs["temperature"] = settings.temperature
 
     def unsupervised(self, strong: torch.Tensor, weak: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return consistency_loss(strong.float(), weak.float(), loss=self.settings.consistency, mask=mask,
-                                **self.consistency_kwargs)
+        return consistency_loss(
+            strong.float(), weak.float(), loss=self.settings.consistency, mask=mask, **self.consistency_kwargs
+        )
 
     @staticmethod
     def statistics(weak: torch.Tensor, mask: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
@@ -86,8 +87,13 @@ class FixMatchObjective(_SemiSupervised):
             "sup_ce": F.cross_entropy(logits_lb.float(), y_lb),
             "unsup": cfg.lambda_u * self.unsupervised(logits_s, logits_w, mask),
         }
-        return StepOutput(losses=losses, logits=logits_lb, targets=y_lb,
-                          metrics=self.statistics(logits_w, mask, batch), batch_size=n_lb)
+        return StepOutput(
+            losses=losses,
+            logits=logits_lb,
+            targets=y_lb,
+            metrics=self.statistics(logits_w, mask, batch),
+            batch_size=n_lb,
+        )
 
 
 class MeanTeacherObjective(_SemiSupervised):
@@ -130,8 +136,13 @@ class MeanTeacherObjective(_SemiSupervised):
             "sup_ce": F.cross_entropy(logits_lb.float(), y_lb),
             "unsup": (cfg.lambda_u * self.ramp(step)) * self.unsupervised(logits_s, logits_w, mask),
         }
-        return StepOutput(losses=losses, logits=logits_lb, targets=y_lb,
-                          metrics=self.statistics(logits_w, mask, batch), batch_size=x_lb.shape[0])
+        return StepOutput(
+            losses=losses,
+            logits=logits_lb,
+            targets=y_lb,
+            metrics=self.statistics(logits_w, mask, batch),
+            batch_size=x_lb.shape[0],
+        )
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

@@ -95,8 +95,9 @@ def select_variant(base: type, data: dict[str, Any], owner: str) -> type:
                 excluded_by = (tag, choice)
         if excluded_by is not None:
             tag, choice = excluded_by
-            raise ConfigError(f"{owner}.{key}: not a setting of {owner}.{tag} {choice!r} "
-                              f"(its settings: {', '.join(sorted(own))})")
+            raise ConfigError(
+                f"{owner}.{key}: not a setting of {owner}.{tag} {choice!r} (its settings: {', '.join(sorted(own))})"
+            )
     return node
 
 

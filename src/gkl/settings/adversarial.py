@@ -12,7 +12,7 @@ naming: ``alpha`` = wMSE weight, ``beta`` = soft-label CE weight.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from gkl.settings._variants import build_variant
 from gkl.settings.kl_family import ClassWiseWeights, GKLTerm, check_kl_family
@@ -59,10 +59,10 @@ class AdversarialSettings:
     eps: float = 8 / 255
     eps_schedule: Literal["fixed", "linear"] = "fixed"
     attack_budget: Literal["fixed", "low", "high", "high-as-released"] = "fixed"
-    attack_steps: Optional[int] = None
-    attack_step_size: Optional[float] = None
+    attack_steps: int | None = None
+    attack_step_size: float | None = None
     attack_loss: Literal["ce", "kl", "gkl", "cw"] = "ce"
-    random_start: Optional[Literal["trades", "uniform"]] = "trades"
+    random_start: Literal["trades", "uniform"] | None = "trades"
     norm: Literal["linf", "l2"] = "linf"
     # AWP
     awp_gamma: float = 5e-3
@@ -72,17 +72,18 @@ class AdversarialSettings:
     autoaugment_weight: float = 0.0
 
     @classmethod
-    def variants(cls) -> dict[str, type["AdversarialSettings"]]:
+    def variants(cls) -> dict[str, type[AdversarialSettings]]:
         return ADVERSARIAL_SETTINGS
 
     def __post_init__(self) -> None:
         if type(self) not in ADVERSARIAL_SETTINGS.values():
-            raise TypeError("AdversarialSettings is the common base; use adversarial_settings(method, ...) "
-                            "or a method's class such as GKLATSettings")
+            raise TypeError(
+                "AdversarialSettings is the common base; use adversarial_settings(method, ...) "
+                "or a method's class such as GKLATSettings"
+            )
         expected = next(m for m, cls in ADVERSARIAL_SETTINGS.items() if cls is type(self))
         if self.method != expected:
-            raise fail(_OWNER, "method", repr(expected) + f" for {type(self).__name__}", self.method,
-                       error=ConfigError)
+            raise fail(_OWNER, "method", repr(expected) + f" for {type(self).__name__}", self.method, error=ConfigError)
         check_choice(_OWNER, "eps_schedule", self.eps_schedule, EPS_SCHEDULES, error=ConfigError)
         check_choice(_OWNER, "attack_budget", self.attack_budget, ATTACK_BUDGETS, error=ConfigError)
         check_choice(_OWNER, "attack_loss", self.attack_loss, ATTACK_LOSSES, error=ConfigError)
@@ -98,9 +99,14 @@ class AdversarialSettings:
         else:
             for name in ("attack_steps", "attack_step_size"):
                 if getattr(self, name) is not None:
-                    raise fail(_OWNER, name, f"null: the {self.attack_budget!r} budget sets the steps and "
-                               "step size per epoch (they are used by attack_budget 'fixed' only)",
-                               getattr(self, name), error=ConfigError)
+                    raise fail(
+                        _OWNER,
+                        name,
+                        f"null: the {self.attack_budget!r} budget sets the steps and "
+                        "step size per epoch (they are used by attack_budget 'fixed' only)",
+                        getattr(self, name),
+                        error=ConfigError,
+                    )
         for name in ("eps", "awp_gamma", "autoaugment_weight"):
             _number(self, name, minimum=0.0)
         _number(self, "awp_proxy_lr", minimum=0.0, strict=True)
@@ -160,7 +166,9 @@ class PGDATSettings(AdversarialSettings):
 
 #: method name -> its settings class.
 ADVERSARIAL_SETTINGS: dict[str, type[AdversarialSettings]] = {
-    "trades": TRADESSettings, "gkl": GKLATSettings, "pgd_at": PGDATSettings,
+    "trades": TRADESSettings,
+    "gkl": GKLATSettings,
+    "pgd_at": PGDATSettings,
 }
 assert tuple(ADVERSARIAL_SETTINGS) == ADVERSARIAL_METHODS
 

@@ -8,21 +8,33 @@ Paper naming: α weights the wMSE term, β the soft-label cross-entropy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 from gkl.settings._variants import UnionConstructor
 from gkl.settings.kl_family import DKLTerm, GKLTerm, IKLTerm, check_kl_family
 from gkl.settings.loss_choice import RegisteredLoss, check_registered_loss
 from gkl.settings.teacher import check_teacher
 from gkl.utils.errors import ConfigError
-from gkl.utils.validation import check_bool, check_choice, check_number as _number, fail
+from gkl.utils.validation import check_bool, check_choice, fail
+from gkl.utils.validation import check_number as _number
 
 
 def _choice(owner: str, name: str, value: object, choices: tuple) -> None:
     check_choice(owner, name, value, choices, error=ConfigError)
 
-__all__ = ["ClipDistillSettings", "ClipKLSettings", "ClipDKLSettings", "ClipIKLSettings", "ClipGKLSettings",
-           "ClipLogitLossSettings", "CLIP_DISTILL_SETTINGS", "ClipDataSettings", "ClipEvalSettings", "check_clip_config"]
+
+__all__ = [
+    "ClipDistillSettings",
+    "ClipKLSettings",
+    "ClipDKLSettings",
+    "ClipIKLSettings",
+    "ClipGKLSettings",
+    "ClipLogitLossSettings",
+    "CLIP_DISTILL_SETTINGS",
+    "ClipDataSettings",
+    "ClipEvalSettings",
+    "check_clip_config",
+]
 
 
 def _check_str(owner: str, name: str, value: object, *, optional: bool = False) -> None:
@@ -57,17 +69,21 @@ class ClipDistillSettings(UnionConstructor):
     clamp_logit_scale: float = 100.0  #: OpenCLIP clamps the learned scale to <= 100 after each step
 
     @classmethod
-    def variants(cls) -> dict[str, type["ClipDistillSettings"]]:
+    def variants(cls) -> dict[str, type[ClipDistillSettings]]:
         return CLIP_DISTILL_SETTINGS
 
     @classmethod
-    def generic_variant(cls) -> type["ClipDistillSettings"]:
+    def generic_variant(cls) -> type[ClipDistillSettings]:
         return ClipLogitLossSettings
 
     def __post_init__(self) -> None:
         owner = "clip_distill"
         if type(self) is ClipLogitLossSettings:
-            if not isinstance(self.method, str) or not self.method.isidentifier() or self.method in CLIP_DISTILL_SETTINGS:
+            if (
+                not isinstance(self.method, str)
+                or not self.method.isidentifier()
+                or self.method in CLIP_DISTILL_SETTINGS
+            ):
                 raise fail(owner, "method", "the name of a registered logit loss", self.method, error=ConfigError)
             check_registered_loss(self, owner)
         elif type(self) not in CLIP_DISTILL_SETTINGS.values():
@@ -124,7 +140,10 @@ class ClipLogitLossSettings(RegisteredLoss, ClipDistillSettings):
 
 #: method name -> settings class (any other registered logit loss: :class:`ClipLogitLossSettings`).
 CLIP_DISTILL_SETTINGS: dict[str, type[ClipDistillSettings]] = {
-    "kl": ClipKLSettings, "gkl": ClipGKLSettings, "ikl": ClipIKLSettings, "dkl": ClipDKLSettings,
+    "kl": ClipKLSettings,
+    "gkl": ClipGKLSettings,
+    "ikl": ClipIKLSettings,
+    "dkl": ClipDKLSettings,
 }
 
 
@@ -139,11 +158,11 @@ class ClipDataSettings:
     """
 
     format: Literal["csv", "webdataset", "digits"] = "csv"
-    train: Optional[str] = None
+    train: str | None = None
     image_key: str = "filepath"
     caption_key: str = "title"
-    separator: Optional[str] = None  #: None: tab for .tsv files, comma otherwise
-    samples_per_epoch: Optional[int] = None
+    separator: str | None = None  #: None: tab for .tsv files, comma otherwise
+    samples_per_epoch: int | None = None
     shuffle_buffer: int = 1000
 
     def __post_init__(self) -> None:
@@ -151,19 +170,36 @@ class ClipDataSettings:
         if self.format != "digits":
             _check_str("clip_data", "train", self.train)
         elif self.train is not None:
-            raise fail("clip_data", "train", "null with clip_data.format 'digits' (the bundled set)", self.train,
-                       error=ConfigError)
+            raise fail(
+                "clip_data",
+                "train",
+                "null with clip_data.format 'digits' (the bundled set)",
+                self.train,
+                error=ConfigError,
+            )
         for name in ("image_key", "caption_key"):
             _check_str("clip_data", name, getattr(self, name))
         if self.samples_per_epoch is not None:
-            _number("clip_data", "samples_per_epoch", self.samples_per_epoch, minimum=1, integer=True,
-                    error=ConfigError)
+            _number(
+                "clip_data", "samples_per_epoch", self.samples_per_epoch, minimum=1, integer=True, error=ConfigError
+            )
             if self.format != "webdataset":
-                raise fail("clip_data", "samples_per_epoch", "null unless clip_data.format is 'webdataset'",
-                           self.samples_per_epoch, error=ConfigError)
+                raise fail(
+                    "clip_data",
+                    "samples_per_epoch",
+                    "null unless clip_data.format is 'webdataset'",
+                    self.samples_per_epoch,
+                    error=ConfigError,
+                )
         elif self.format == "webdataset":
-            raise fail("clip_data", "samples_per_epoch", "the pairs per epoch for clip_data.format 'webdataset' "
-                       "(shards are resampled, as OpenCLIP's --train-num-samples)", None, error=ConfigError)
+            raise fail(
+                "clip_data",
+                "samples_per_epoch",
+                "the pairs per epoch for clip_data.format 'webdataset' "
+                "(shards are resampled, as OpenCLIP's --train-num-samples)",
+                None,
+                error=ConfigError,
+            )
         _number("clip_data", "shuffle_buffer", self.shuffle_buffer, minimum=0, integer=True, error=ConfigError)
 
 
@@ -179,18 +215,19 @@ class ClipEvalSettings:
     CSV/TSV for recall@1/5/10 (read with clip_data's column names and separator).
     """
 
-    zeroshot: Optional[str] = None
-    classnames: Optional[str] = None
+    zeroshot: str | None = None
+    classnames: str | None = None
     templates: Literal["openai", "simple", "digits"] = "openai"
-    retrieval: Optional[str] = None
+    retrieval: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("zeroshot", "classnames", "retrieval"):
             _check_str("clip_eval", name, getattr(self, name), optional=True)
         _choice("clip_eval", "templates", self.templates, ("openai", "simple", "digits"))
         if self.classnames is not None and self.zeroshot is None:
-            raise fail("clip_eval", "classnames", "null unless clip_eval.zeroshot is set", self.classnames,
-                       error=ConfigError)
+            raise fail(
+                "clip_eval", "classnames", "null unless clip_eval.zeroshot is set", self.classnames, error=ConfigError
+            )
 
     def metrics(self) -> tuple[str, ...]:
         """The metric names this evaluation reports (for ``train.select_metric``)."""
@@ -203,8 +240,16 @@ class ClipEvalSettings:
 
 
 #: data keys a CLIP run does not read (its pairs are described by clip_data)
-_UNUSED_DATA_KEYS = ("name", "root", "download", "in_memory", "normalize", "generated_path", "generated_ratio",
-                     "label_noise")
+_UNUSED_DATA_KEYS = (
+    "name",
+    "root",
+    "download",
+    "in_memory",
+    "normalize",
+    "generated_path",
+    "generated_ratio",
+    "label_noise",
+)
 
 
 def check_clip_config(cfg, *, distill: bool) -> None:
@@ -222,23 +267,33 @@ def check_clip_config(cfg, *, distill: bool) -> None:
         raise ConfigError(
             f"train.accumulate_steps: expected 1 for kind {kind!r}, got {k}: the contrastive and distillation "
             "losses normalise every row over the whole batch, so they do not decompose over micro-batches "
-            "(as in OpenCLIP without its feature cache); raise data.batch_size or the number of processes")
+            "(as in OpenCLIP without its feature cache); raise data.batch_size or the number of processes"
+        )
     defaults = type(cfg.data)()
     for key in _UNUSED_DATA_KEYS:
         if getattr(cfg.data, key) != getattr(defaults, key):
             raise ConfigError(f"data.{key}: not used by kind {kind!r} (its image-text pairs are clip_data)")
     if cfg.data.val_fraction > 0 and cfg.clip_data.format != "digits":
-        raise ConfigError("data.val_fraction: a held-out validation split is available for clip_data.format "
-                          f"'digits' only, got {cfg.clip_data.format!r}")
+        raise ConfigError(
+            "data.val_fraction: a held-out validation split is available for clip_data.format "
+            f"'digits' only, got {cfg.clip_data.format!r}"
+        )
     if cfg.data.val_fraction > 0 and (cfg.clip_eval is None or cfg.clip_eval.zeroshot is None):
-        raise ConfigError("data.val_fraction: the validation split is scored by zero-shot classification; "
-                          "set clip_eval.zeroshot")
+        raise ConfigError(
+            "data.val_fraction: the validation split is scored by zero-shot classification; set clip_eval.zeroshot"
+        )
     if distill:
-        check_teacher(cfg.teacher, f"kind {kind!r}", section="OpenCLIP name and checkpoint",
-                      weights="the teacher's OpenCLIP weight file")
+        check_teacher(
+            cfg.teacher,
+            f"kind {kind!r}",
+            section="OpenCLIP name and checkpoint",
+            weights="the teacher's OpenCLIP weight file",
+        )
     elif cfg.teacher is not None:
         raise ConfigError(f"teacher: not used by kind {kind!r} (it trains without a teacher)")
     available = cfg.clip_eval.metrics() if cfg.clip_eval is not None else ()
     if available and cfg.train.select_metric not in available:
-        raise ConfigError(f"train.select_metric: expected one of {list(available)} for this CLIP evaluation, "
-                          f"got {cfg.train.select_metric!r}")
+        raise ConfigError(
+            f"train.select_metric: expected one of {list(available)} for this CLIP evaluation, "
+            f"got {cfg.train.select_metric!r}"
+        )

@@ -18,8 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 from gkl.settings._variants import build_variant
-from gkl.settings.kl_family import (GKL_NORMALIZATIONS, ClassWiseWeights, DKLTerm, GKLTerm, IKLTerm,  # noqa: F401
-                                    check_kl_family)
+from gkl.settings.kl_family import GKL_NORMALIZATIONS, ClassWiseWeights, DKLTerm, GKLTerm, IKLTerm, check_kl_family  # noqa: F401
 from gkl.settings.loss_choice import RegisteredLoss, check_registered_loss
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_int, check_number, fail
@@ -48,27 +47,35 @@ class DistillSettings:
     warmup_epochs: int = 20  #: linear warm-up of the distillation term; 0 disables it
 
     @classmethod
-    def variants(cls) -> dict[str, type["DistillSettings"]]:
+    def variants(cls) -> dict[str, type[DistillSettings]]:
         return DISTILL_SETTINGS
 
     @classmethod
-    def generic_variant(cls) -> type["DistillSettings"]:
+    def generic_variant(cls) -> type[DistillSettings]:
         return LogitLossSettings
 
     def __post_init__(self) -> None:
         if type(self) is LogitLossSettings:
             if not isinstance(self.method, str) or not self.method.isidentifier() or self.method in DISTILL_SETTINGS:
-                raise fail(_OWNER, "method", f"a registered logit loss other than {list(DISTILL_SETTINGS)} "
-                           "for LogitLossSettings", self.method, error=ConfigError)
+                raise fail(
+                    _OWNER,
+                    "method",
+                    f"a registered logit loss other than {list(DISTILL_SETTINGS)} for LogitLossSettings",
+                    self.method,
+                    error=ConfigError,
+                )
             check_registered_loss(self, _OWNER)
         elif type(self) is DistillSettings or type(self) not in DISTILL_SETTINGS.values():
-            raise TypeError("DistillSettings is the common base; use distill_settings(method, ...) "
-                            "or a method's class such as GKLSettings")
+            raise TypeError(
+                "DistillSettings is the common base; use distill_settings(method, ...) "
+                "or a method's class such as GKLSettings"
+            )
         else:
             expected = next(m for m, cls in DISTILL_SETTINGS.items() if cls is type(self))
             if self.method != expected:
-                raise fail(_OWNER, "method", repr(expected) + f" for {type(self).__name__}", self.method,
-                           error=ConfigError)
+                raise fail(
+                    _OWNER, "method", repr(expected) + f" for {type(self).__name__}", self.method, error=ConfigError
+                )
         _number(self, "ce_weight", minimum=0.0)
         _number(self, "kd_weight", minimum=0.0)
         check_int(_OWNER, "warmup_epochs", self.warmup_epochs, minimum=0, error=ConfigError)
@@ -156,8 +163,13 @@ class LogitLossSettings(RegisteredLoss, DistillSettings):
 
 #: method name -> its settings class (any other registered logit loss: :class:`LogitLossSettings`).
 DISTILL_SETTINGS: dict[str, type[DistillSettings]] = {
-    "kd": KDSettings, "dkd": DKDSettings, "dkl": DKLSettings, "ikl": IKLSettings,
-    "gkl": GKLSettings, "mse": MSESettings, "jsd": JSDSettings,
+    "kd": KDSettings,
+    "dkd": DKDSettings,
+    "dkl": DKLSettings,
+    "ikl": IKLSettings,
+    "gkl": GKLSettings,
+    "mse": MSESettings,
+    "jsd": JSDSettings,
 }
 assert tuple(DISTILL_SETTINGS) == DISTILL_METHODS
 
@@ -165,4 +177,3 @@ assert tuple(DISTILL_SETTINGS) == DISTILL_METHODS
 def distill_settings(method: str = "gkl", **settings: Any) -> DistillSettings:
     """The settings of ``method``; a key the method does not use is a ConfigError naming it."""
     return build_variant(DistillSettings, _OWNER, method, **settings)
-

@@ -19,13 +19,21 @@ pieces an object has, in the one error format of :mod:`gkl.utils.validation`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_bool, check_choice, check_number, fail
 
-__all__ = ["DKLTerm", "IKLTerm", "GKLTerm", "ClassWiseWeights", "GKL_NORMALIZATIONS", "KL_FAMILY_DEFAULTS",
-           "check_kl_family", "kl_family_params"]
+__all__ = [
+    "DKLTerm",
+    "IKLTerm",
+    "GKLTerm",
+    "ClassWiseWeights",
+    "GKL_NORMALIZATIONS",
+    "KL_FAMILY_DEFAULTS",
+    "check_kl_family",
+    "kl_family_params",
+]
 
 #: How GKL normalises its wMSE term: by the weight mass (the authors' GKL code) or by the batch (IKL).
 GKL_NORMALIZATIONS: tuple[str, ...] = ("weights", "batch")
@@ -60,13 +68,19 @@ class ClassWiseWeights:
     """Class-wise weights (Eqs. 8-9): the class means of softmax(o_m / τ_w), kept by a ClassPrior."""
 
     class_wise: bool = False  #: class-wise weights instead of sample-wise ones
-    prior_momentum: Optional[float] = None  #: None: epoch-frozen prior (the authors'), else EMA in (0, 1]
+    prior_momentum: float | None = None  #: None: epoch-frozen prior (the authors'), else EMA in (0, 1]
 
 
 #: field -> default of every KL-family piece (the one set of defaults).
 KL_FAMILY_DEFAULTS: dict[str, Any] = {
-    "temperature": 1.0, "alpha": 1.0, "beta": 1.0, "weight_temperature": 1.0, "gamma": 1.0,
-    "normalize": "weights", "class_wise": False, "prior_momentum": None,
+    "temperature": 1.0,
+    "alpha": 1.0,
+    "beta": 1.0,
+    "weight_temperature": 1.0,
+    "gamma": 1.0,
+    "normalize": "weights",
+    "class_wise": False,
+    "prior_momentum": None,
 }
 
 
@@ -90,15 +104,22 @@ def check_kl_family(obj: Any, owner: str) -> None:
         if obj.prior_momentum is not None:
             number("prior_momentum", minimum=0.0, strict=True)
             if obj.prior_momentum > 1.0:
-                raise fail(owner, "prior_momentum", "a value in (0, 1] or null", obj.prior_momentum,
-                           error=ConfigError)
+                raise fail(owner, "prior_momentum", "a value in (0, 1] or null", obj.prior_momentum, error=ConfigError)
             if not obj.class_wise:
-                raise fail(owner, "prior_momentum", f"null unless {owner}.class_wise is true (it only "
-                           "affects class-wise weights)", obj.prior_momentum, error=ConfigError)
+                raise fail(
+                    owner,
+                    "prior_momentum",
+                    f"null unless {owner}.class_wise is true (it only affects class-wise weights)",
+                    obj.prior_momentum,
+                    error=ConfigError,
+                )
 
 
 def kl_family_params(obj: Any) -> dict[str, Any]:
     """The loss parameters of the KL-family term ``obj`` embeds (α, β, and τ_w, γ, normalize if present)."""
-    names = [n for n in ("alpha", "beta", "weight_temperature", "gamma", "normalize")
-             if isinstance(obj, DKLTerm) and hasattr(obj, n)]
+    names = [
+        n
+        for n in ("alpha", "beta", "weight_temperature", "gamma", "normalize")
+        if isinstance(obj, DKLTerm) and hasattr(obj, n)
+    ]
     return {n: getattr(obj, n) for n in names}

@@ -32,5 +32,4 @@ def check_registered_loss(obj: RegisteredLoss, owner: str) -> None:
     """ConfigError naming the key for a bad temperature or a non-mapping ``loss_params``."""
     check_number(owner, "temperature", obj.temperature, minimum=0.0, strict=True, error=ConfigError)
     if not isinstance(obj.loss_params, dict) or not all(isinstance(k, str) for k in obj.loss_params):
-        raise fail(owner, "loss_params", "a mapping of parameter names to values", obj.loss_params,
-                   error=ConfigError)
+        raise fail(owner, "loss_params", "a mapping of parameter names to values", obj.loss_params, error=ConfigError)

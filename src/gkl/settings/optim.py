@@ -10,9 +10,8 @@ optimizer is an error naming the key; unset ones are filled with the optimizer's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
-
 from functools import partial
+from typing import Literal
 
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_choice, check_number
@@ -48,22 +47,24 @@ class OptimSettings:
 
     name: OptimName = "sgd"
     lr: float = 0.05
-    momentum: Optional[float] = None
+    momentum: float | None = None
     weight_decay: float = 5e-4
-    nesterov: Optional[bool] = None
-    betas: Optional[tuple[float, float]] = None
-    eps: Optional[float] = None
+    nesterov: bool | None = None
+    betas: tuple[float, float] | None = None
+    eps: float | None = None
     no_decay_norm_bias: bool = False
-    layer_decay: Optional[float] = None
-    reference_batch_size: Optional[int] = None
+    layer_decay: float | None = None
+    reference_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("train.optim", "name", self.name, ("sgd", "adamw"))
         foreign = _ADAMW_ONLY if self.name == "sgd" else _SGD_ONLY
         for key in foreign:
             if getattr(self, key) is not None:
-                raise ConfigError(f"train.optim.{key}: not used by train.optim.name={self.name!r} "
-                                 f"(remove it, or set train.optim.name to the optimizer it belongs to)")
+                raise ConfigError(
+                    f"train.optim.{key}: not used by train.optim.name={self.name!r} "
+                    f"(remove it, or set train.optim.name to the optimizer it belongs to)"
+                )
         _check_number("train.optim", "lr", self.lr, minimum=0.0, strict=True)
         _check_number("train.optim", "weight_decay", self.weight_decay, minimum=0.0)
         if self.name == "sgd":
@@ -98,8 +99,7 @@ class OptimSettings:
             if self.layer_decay > 1.0:
                 raise ConfigError(f"train.optim.layer_decay: expected a value in (0, 1], got {self.layer_decay!r}")
         if self.reference_batch_size is not None:
-            _check_number("train.optim", "reference_batch_size", self.reference_batch_size,
-                          minimum=1, integer=True)
+            _check_number("train.optim", "reference_batch_size", self.reference_batch_size, minimum=1, integer=True)
 
 
 @dataclass
@@ -132,8 +132,9 @@ class ScheduleSettings:
     num_cycles: float = 7.0 / 16.0
 
     def __post_init__(self) -> None:
-        _check_choice("train.schedule", "kind", self.kind,
-                      ("multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine"))
+        _check_choice(
+            "train.schedule", "kind", self.kind, ("multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine")
+        )
         _check_choice("train.schedule", "unit", self.unit, ("epoch", "step"))
         if not isinstance(self.milestones, (list, tuple)):
             raise ConfigError(f"train.schedule.milestones: expected a list of epochs, got {self.milestones!r}")
@@ -142,18 +143,25 @@ class ScheduleSettings:
             if isinstance(m, bool) or not isinstance(m, int) or m < 1:
                 raise ConfigError(f"train.schedule.milestones: expected positive integers, got {self.milestones!r}")
         if self.milestones != sorted(set(self.milestones)):
-            raise ConfigError(f"train.schedule.milestones: expected strictly increasing values, got {self.milestones!r}")
+            raise ConfigError(
+                f"train.schedule.milestones: expected strictly increasing values, got {self.milestones!r}"
+            )
         _check_number("train.schedule", "gamma", self.gamma, minimum=0.0, strict=True)
         _check_number("train.schedule", "warmup_epochs", self.warmup_epochs, minimum=0, integer=True)
         _check_number("train.schedule", "warmup_steps", self.warmup_steps, minimum=0, integer=True)
         _check_number("train.schedule", "power", self.power, minimum=0.0, strict=True)
         _check_number("train.schedule", "num_cycles", self.num_cycles, minimum=0.0, strict=True)
         if self.unit == "epoch" and self.warmup_steps:
-            raise ConfigError("train.schedule.warmup_steps: counts optimizer steps, needs train.schedule.unit: step "
-                             "(use train.schedule.warmup_epochs with unit: epoch)")
+            raise ConfigError(
+                "train.schedule.warmup_steps: counts optimizer steps, needs train.schedule.unit: step "
+                "(use train.schedule.warmup_epochs with unit: epoch)"
+            )
         if self.unit == "step" and self.warmup_epochs:
-            raise ConfigError("train.schedule.warmup_epochs: counts epochs, needs train.schedule.unit: epoch "
-                             "(use train.schedule.warmup_steps with unit: step)")
+            raise ConfigError(
+                "train.schedule.warmup_epochs: counts epochs, needs train.schedule.unit: epoch "
+                "(use train.schedule.warmup_steps with unit: step)"
+            )
         if self.unit == "step" and self.kind == "cosine_at":
-            raise ConfigError("train.schedule.kind: 'cosine_at' is the per-epoch GKL-AT schedule; "
-                             "it needs train.schedule.unit: epoch")
+            raise ConfigError(
+                "train.schedule.kind: 'cosine_at' is the per-epoch GKL-AT schedule; it needs train.schedule.unit: epoch"
+            )

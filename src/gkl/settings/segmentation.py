@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from gkl.settings._variants import UnionConstructor
 from gkl.settings.kl_family import ClassWiseWeights, GKLTerm, check_kl_family
@@ -60,10 +60,10 @@ class SegEvalSettings:
     """Inference of the evaluator: ``whole`` image or sliding ``slide`` windows, optional flip."""
 
     mode: Literal["whole", "slide"] = "whole"
-    crop_size: Optional[int] = None  #: window size for mode 'slide'
-    stride: Optional[int] = None  #: window stride; default ceil(2/3 crop)
+    crop_size: int | None = None  #: window size for mode 'slide'
+    stride: int | None = None  #: window stride; default ceil(2/3 crop)
     flip: bool = False
-    base_size: Optional[int] = None  #: resize the longer side to this first (PSPNet/APD test: 512 / 2048)
+    base_size: int | None = None  #: resize the longer side to this first (PSPNet/APD test: 512 / 2048)
 
     def __post_init__(self) -> None:
         owner = "segmentation.eval"
@@ -95,11 +95,11 @@ class SegmentationSettings(UnionConstructor):
     eval: SegEvalSettings = field(default_factory=SegEvalSettings)
     #: use only the first N items of the training / evaluation split (smoke runs, tests);
     #: digit_scenes generates exactly N scenes. null: the whole split
-    train_size: Optional[int] = None
-    eval_size: Optional[int] = None
+    train_size: int | None = None
+    eval_size: int | None = None
 
     @classmethod
-    def variants(cls) -> dict[str, type["SegmentationSettings"]]:
+    def variants(cls) -> dict[str, type[SegmentationSettings]]:
         return {"ce": SegCESettings, "kd": SegKDSettings, "cwd": SegCWDSettings, "apd": SegAPDSettings}
 
     def __post_init__(self) -> None:
@@ -110,12 +110,11 @@ class SegmentationSettings(UnionConstructor):
             raise fail(_OWNER, "method", f"{method!r} for {type(self).__name__}", self.method, error=ConfigError)
         if isinstance(self, _PixelKD):
             if kd_term is not None and self.kd_term != kd_term:
-                raise fail(_OWNER, "kd_term", f"{kd_term!r} for {type(self).__name__}", self.kd_term,
-                           error=ConfigError)
-            if kd_term is None and (not isinstance(self.kd_term, str) or not self.kd_term.isidentifier()
-                                    or self.kd_term in SEG_KD_TERMS):
-                raise fail(_OWNER, "kd_term", "the name of a registered logit loss", self.kd_term,
-                           error=ConfigError)
+                raise fail(_OWNER, "kd_term", f"{kd_term!r} for {type(self).__name__}", self.kd_term, error=ConfigError)
+            if kd_term is None and (
+                not isinstance(self.kd_term, str) or not self.kd_term.isidentifier() or self.kd_term in SEG_KD_TERMS
+            ):
+                raise fail(_OWNER, "kd_term", "the name of a registered logit loss", self.kd_term, error=ConfigError)
             check_choice(_OWNER, "kd_normalize", self.kd_normalize, ("pixel", "pixel_class"), error=ConfigError)
             check_bool(_OWNER, "mask_ignore", self.mask_ignore, error=ConfigError)
             if self.kd_chunk_rows is not None:
@@ -142,9 +141,14 @@ class SegmentationSettings(UnionConstructor):
         if isinstance(self, RegisteredLoss):
             check_registered_loss(self, _OWNER)
         if isinstance(self, _GKLTerm) and self.class_wise and not self.mask_ignore:
-            raise fail(_OWNER, "mask_ignore", "true with class-wise GKL weights, which need a class per pixel "
-                       "(ignored pixels are left out; or set class_wise: false)", self.mask_ignore,
-                       error=ConfigError)
+            raise fail(
+                _OWNER,
+                "mask_ignore",
+                "true with class-wise GKL weights, which need a class per pixel "
+                "(ignored pixels are left out; or set class_wise: false)",
+                self.mask_ignore,
+                error=ConfigError,
+            )
 
     @property
     def needs_teacher(self) -> bool:
@@ -181,7 +185,7 @@ class _PixelKD(SegmentationSettings):
     kd_weight: float = 1.0  #: APD: 10
     kd_normalize: KDNormalize = "pixel"  #: 'pixel': per-pixel mean; 'pixel_class': also / C (APD's KLDivLoss 'mean')
     mask_ignore: bool = True  #: leave pixels labelled ignore_index out of the KD term (APD: false)
-    kd_chunk_rows: Optional[int] = 32  #: KL/GKL on label-size rows in chunks (memory); null: one pass
+    kd_chunk_rows: int | None = 32  #: KL/GKL on label-size rows in chunks (memory); null: one pass
 
 
 @dataclass
@@ -245,11 +249,15 @@ def _leaf(method: str, kd_term: str | None) -> type[SegmentationSettings]:
     base = {"kd": SegKDSettings, "apd": SegAPDSettings}[method]
     piece = RegisteredLoss if kd_term is None else _TERMS[kd_term]
     name = f"Seg{method.upper()}{kd_term.upper() if kd_term else 'LogitLoss'}Settings"
-    cls = dataclasses.make_dataclass(name, [("kd_term", str if kd_term is None else Literal[kd_term],
-                                             "kl" if kd_term is None else kd_term)], bases=(piece, base))
+    cls = dataclasses.make_dataclass(
+        name,
+        [("kd_term", str if kd_term is None else Literal[kd_term], "kl" if kd_term is None else kd_term)],
+        bases=(piece, base),
+    )
     cls.__module__ = __name__
     cls.__doc__ = f"segmentation.method {method!r}, kd_term " + (
-        f"{kd_term!r}: {piece.__doc__}" if kd_term else "a registered logit loss by name")
+        f"{kd_term!r}: {piece.__doc__}" if kd_term else "a registered logit loss by name"
+    )
     return cls
 
 
@@ -278,15 +286,21 @@ def check_segmentation_config(cfg: Any) -> None:
     if cfg.segmentation.needs_teacher:
         check_teacher(cfg.teacher, f"segmentation.method {method!r}")
     elif cfg.teacher is not None:
-        raise ConfigError("teacher: segmentation.method 'ce' trains without a teacher; remove the 'teacher' "
-                          "section (or choose method kd, cwd or apd)")
-    for key, value, default in (("data.in_memory", cfg.data.in_memory, False),
-                                ("data.label_noise", cfg.data.label_noise, None),
-                                ("data.generated_path", cfg.data.generated_path, None)):
+        raise ConfigError(
+            "teacher: segmentation.method 'ce' trains without a teacher; remove the 'teacher' "
+            "section (or choose method kd, cwd or apd)"
+        )
+    for key, value, default in (
+        ("data.in_memory", cfg.data.in_memory, False),
+        ("data.label_noise", cfg.data.label_noise, None),
+        ("data.generated_path", cfg.data.generated_path, None),
+    ):
         if value != default:
             raise ConfigError(f"{key}: not supported by kind {cfg.kind!r} (expected {default!r}, got {value!r})")
     if cfg.train.select_metric == "top1":  # the classification default: a segmentation run selects on mIoU
         cfg.train.select_metric = "mIoU"
     if cfg.train.select_metric not in SEGMENTATION_METRICS:
-        raise ConfigError(f"train.select_metric: expected one of {list(SEGMENTATION_METRICS)} for kind "
-                          f"{cfg.kind!r}, got {cfg.train.select_metric!r}")
+        raise ConfigError(
+            f"train.select_metric: expected one of {list(SEGMENTATION_METRICS)} for kind "
+            f"{cfg.kind!r}, got {cfg.train.select_metric!r}"
+        )

@@ -4,7 +4,8 @@ A tagged union with two tags (see :mod:`gkl.settings._variants`): ``algorithm``
 (``fixmatch`` / ``meanteacher``) and then ``consistency`` (the loss between the strong and
 the weak view, a name of the logit-loss registry: ``hard_ce``, ``soft_ce``, ``kl``,
 ``softmax_mse``, ``gkl``, ``ikl``; the former ``ce`` / ``mse`` are errors naming these).
-Each (algorithm, consistency) pair is one class holding exactly the keys it uses: a key it does not use is a ConfigError naming it, and the saved config lists what ran.
+Each (algorithm, consistency) pair is one class holding exactly the keys it uses: a key it does not use is a
+ConfigError naming it, and the saved config lists what ran.
 Defaults follow USB's CIFAR-100 protocol; GKL/IKL embed the shared KL-family settings
 (:mod:`gkl.settings.kl_family`, paper naming: α = wMSE weight, β = soft-label CE weight).
 Any other registered logit loss is a consistency by its name (``temperature`` + ``loss_params``).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from gkl.settings._variants import UnionConstructor
 from gkl.settings.kl_family import GKLTerm, IKLTerm, check_kl_family
@@ -24,8 +25,14 @@ from gkl.settings.loss_choice import RegisteredLoss, check_registered_loss
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_bool, check_int, check_number, fail
 
-__all__ = ["SSLSettings", "FixMatchSettings", "MeanTeacherSettings", "SSL_ALGORITHMS", "SSL_CONSISTENCIES",
-           "ssl_settings_class"]
+__all__ = [
+    "SSLSettings",
+    "FixMatchSettings",
+    "MeanTeacherSettings",
+    "SSL_ALGORITHMS",
+    "SSL_CONSISTENCIES",
+    "ssl_settings_class",
+]
 
 SSL_ALGORITHMS: tuple[str, ...] = ("fixmatch", "meanteacher")
 #: the built-in consistency losses (any other registered logit loss is accepted by name).
@@ -55,7 +62,7 @@ class SSLSettings(UnionConstructor):
     consistency: str = "hard_ce"
     num_labels_per_class: int = 2
     uratio: int = 1
-    p_cutoff: Optional[float] = 0.95
+    p_cutoff: float | None = 0.95
     lambda_u: float = 1.0
     unsup_warmup: float = 0.0
     crop_padding: int = 4
@@ -64,24 +71,32 @@ class SSLSettings(UnionConstructor):
     randaugment_magnitude: int = 5
 
     @classmethod
-    def variants(cls) -> dict[str, type["SSLSettings"]]:
+    def variants(cls) -> dict[str, type[SSLSettings]]:
         return {"fixmatch": FixMatchSettings, "meanteacher": MeanTeacherSettings}
 
     def __post_init__(self) -> None:
         if type(self) not in _LEAVES:
-            raise TypeError("SSLSettings is the common base: call SSLSettings(algorithm=..., consistency=...) "
-                            "or ssl_settings_class(algorithm, consistency)")
+            raise TypeError(
+                "SSLSettings is the common base: call SSLSettings(algorithm=..., consistency=...) "
+                "or ssl_settings_class(algorithm, consistency)"
+            )
         algorithm, consistency = _LEAVES[type(self)]
         if self.algorithm != algorithm:
-            raise fail(_OWNER, "algorithm", f"{algorithm!r} for {type(self).__name__}", self.algorithm,
-                       error=ConfigError)
+            raise fail(
+                _OWNER, "algorithm", f"{algorithm!r} for {type(self).__name__}", self.algorithm, error=ConfigError
+            )
         if consistency is not None and self.consistency != consistency:
-            raise fail(_OWNER, "consistency", f"{consistency!r} for {type(self).__name__}", self.consistency,
-                       error=ConfigError)
-        if consistency is None and (not isinstance(self.consistency, str) or not self.consistency.isidentifier()
-                                    or self.consistency in SSL_CONSISTENCIES):
-            raise fail(_OWNER, "consistency", "the name of a registered logit loss", self.consistency,
-                       error=ConfigError)
+            raise fail(
+                _OWNER, "consistency", f"{consistency!r} for {type(self).__name__}", self.consistency, error=ConfigError
+            )
+        if consistency is None and (
+            not isinstance(self.consistency, str)
+            or not self.consistency.isidentifier()
+            or self.consistency in SSL_CONSISTENCIES
+        ):
+            raise fail(
+                _OWNER, "consistency", "the name of a registered logit loss", self.consistency, error=ConfigError
+            )
         check_int(_OWNER, "num_labels_per_class", self.num_labels_per_class, minimum=1, error=ConfigError)
         check_int(_OWNER, "uratio", self.uratio, minimum=1, error=ConfigError)
         if self.p_cutoff is not None:
@@ -140,7 +155,7 @@ class MeanTeacherSettings(SSLSettings):
     variant_key: ClassVar[str] = "consistency"
     renamed_tags: ClassVar[dict[str, str]] = _RENAMED
     algorithm: str = "meanteacher"
-    p_cutoff: Optional[float] = None
+    p_cutoff: float | None = None
     lambda_u: float = 50.0
     unsup_warmup: float = 0.4
     ema_decay: float = 0.999
@@ -188,8 +203,14 @@ class _IKLConsistency(IKLTerm):
     detach_weak: bool = False
 
 
-_PIECES: dict[str, type] = {"hard_ce": _HardLabel, "soft_ce": _SoftTarget, "kl": _SoftTarget, "softmax_mse": _SoftmaxMSE,
-                            "gkl": _GKLConsistency, "ikl": _IKLConsistency}
+_PIECES: dict[str, type] = {
+    "hard_ce": _HardLabel,
+    "soft_ce": _SoftTarget,
+    "kl": _SoftTarget,
+    "softmax_mse": _SoftmaxMSE,
+    "gkl": _GKLConsistency,
+    "ikl": _IKLConsistency,
+}
 _ALGORITHMS: dict[str, type[SSLSettings]] = {"fixmatch": FixMatchSettings, "meanteacher": MeanTeacherSettings}
 _TABLES: dict[str, dict[str, type[SSLSettings]]] = {}
 _GENERIC: dict[str, type[SSLSettings]] = {}
@@ -198,16 +219,25 @@ _LEAVES: dict[type, tuple[str, str | None]] = {}
 
 def _leaf(algorithm: str, consistency: str | None) -> type[SSLSettings]:
     piece = RegisteredLoss if consistency is None else _PIECES[consistency]
-    fields: list[Any] = [("consistency", str if consistency is None else Literal[consistency],
-                          "kl" if consistency is None else consistency)]
+    fields: list[Any] = [
+        (
+            "consistency",
+            str if consistency is None else Literal[consistency],
+            "kl" if consistency is None else consistency,
+        )
+    ]
     if algorithm == "fixmatch" and consistency in ("soft_ce", "kl"):
         fields.append(("temperature", float, 0.5))
-    name = ({"fixmatch": "FixMatch", "meanteacher": "MeanTeacher"}[algorithm] + "".join(
-        p.title() for p in (consistency or "logit_loss").split("_")) + "Settings")
+    name = (
+        {"fixmatch": "FixMatch", "meanteacher": "MeanTeacher"}[algorithm]
+        + "".join(p.title() for p in (consistency or "logit_loss").split("_"))
+        + "Settings"
+    )
     cls = dataclasses.make_dataclass(name, fields, bases=(piece, _ALGORITHMS[algorithm]))
     cls.__module__ = __name__
     cls.__doc__ = f"ssl.algorithm {algorithm!r}, ssl.consistency " + (
-        f"{consistency!r}: {piece.__doc__}" if consistency else "a registered logit loss by name")
+        f"{consistency!r}: {piece.__doc__}" if consistency else "a registered logit loss by name"
+    )
     return cls
 
 

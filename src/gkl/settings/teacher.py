@@ -10,8 +10,13 @@ from gkl.utils.errors import ConfigError
 __all__ = ["check_teacher"]
 
 
-def check_teacher(teacher: Any, needed_by: str, *, section: str = "name and checkpoint",
-                  weights: str = "the trained teacher's weights file") -> None:
+def check_teacher(
+    teacher: Any,
+    needed_by: str,
+    *,
+    section: str = "name and checkpoint",
+    weights: str = "the trained teacher's weights file",
+) -> None:
     """ConfigError naming the key unless ``teacher`` is set and has a checkpoint or ``random_init``.
 
     ``needed_by`` names what needs it (``kind 'distill'``, ``segmentation.method 'kd'``).
@@ -19,5 +24,7 @@ def check_teacher(teacher: Any, needed_by: str, *, section: str = "name and chec
     if teacher is None:
         raise ConfigError(f"teacher: {needed_by} needs a 'teacher' section ({section})")
     if teacher.checkpoint is None and not teacher.random_init:
-        raise ConfigError(f"teacher.checkpoint: expected {weights} for {needed_by}, got null (set "
-                          "teacher.random_init=true to distill from random weights on purpose)")
+        raise ConfigError(
+            f"teacher.checkpoint: expected {weights} for {needed_by}, got null (set "
+            "teacher.random_init=true to distill from random weights on purpose)"
+        )

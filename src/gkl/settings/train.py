@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Optional
+from functools import partial
+from typing import Any, Literal
 
 from gkl.settings.optim import OptimSettings, ScheduleKind, ScheduleSettings  # noqa: F401
-from functools import partial
-
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_choice, check_number
 
@@ -27,8 +26,6 @@ _LOGGERS = ("tensorboard", "wandb", "mlflow")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
-
-
 @dataclass
 class EMASettings:
     """Exponential moving average of the weights.
@@ -39,7 +36,7 @@ class EMASettings:
         (both are evaluated and logged when EMA is on).
     """
 
-    decay: Optional[float] = None
+    decay: float | None = None
     every: Literal["epoch", "step"] = "epoch"
     evaluate: Literal["raw", "ema"] = "raw"
 
@@ -86,12 +83,12 @@ class TrainSettings:
         stopped (see :mod:`gkl.engine.collapse`).
     """
 
-    epochs: Optional[int] = None
-    iterations: Optional[int] = None
+    epochs: int | None = None
+    iterations: int | None = None
     optim: OptimSettings = field(default_factory=OptimSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     amp: AmpMode = "off"
-    clip_grad_norm: Optional[float] = None
+    clip_grad_norm: float | None = None
     ema: EMASettings = field(default_factory=EMASettings)
     sync_bn: bool = False
     seed: int = 0
@@ -101,8 +98,8 @@ class TrainSettings:
     progress: bool = True
     device: str = "auto"
     checkpoint_every: int = 1
-    eval_every_steps: Optional[int] = None
-    checkpoint_every_steps: Optional[int] = None
+    eval_every_steps: int | None = None
+    checkpoint_every_steps: int | None = None
     accumulate_steps: int = 1
     compile: bool = False
     channels_last: bool = False
@@ -122,8 +119,10 @@ class TrainSettings:
         if isinstance(self.ema, dict):
             self.ema = EMASettings(**self.ema)
         if self.epochs is not None and self.iterations is not None:
-            raise ConfigError(f"train.iterations: set either train.epochs ({self.epochs}) or train.iterations "
-                             f"({self.iterations}), not both")
+            raise ConfigError(
+                f"train.iterations: set either train.epochs ({self.epochs}) or train.iterations "
+                f"({self.iterations}), not both"
+            )
         if self.epochs is None and self.iterations is None:
             self.epochs = 240
         if self.epochs is not None:
@@ -151,8 +150,15 @@ class TrainSettings:
         _check_choice("train", "amp", self.amp, ("off", "bf16", "fp16", "auto"))
         if self.clip_grad_norm is not None:
             _check_number("train", "clip_grad_norm", self.clip_grad_norm, minimum=0.0, strict=True)
-        for name in ("sync_bn", "deterministic", "progress", "stop_on_collapse", "compile", "channels_last",
-                     "log_feature_stats"):
+        for name in (
+            "sync_bn",
+            "deterministic",
+            "progress",
+            "stop_on_collapse",
+            "compile",
+            "channels_last",
+            "log_feature_stats",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"train.{name}: expected a bool, got {getattr(self, name)!r}")
         _check_number("train", "seed", self.seed, minimum=0, integer=True)
@@ -162,9 +168,7 @@ class TrainSettings:
         _check_number("train", "collapse_patience", self.collapse_patience, minimum=1, integer=True)
         _check_number("train", "collapse_margin", self.collapse_margin, minimum=0.0)
         if not isinstance(self.device, str) or not _DEVICE_PATTERN.match(self.device):
-            raise ConfigError(
-                f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
-            )
+            raise ConfigError(f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for checkpoints and logs)."""
@@ -173,9 +177,22 @@ class TrainSettings:
 
 # Fields that do not change the trained weights; they may differ between a run and its resume.
 RESUME_TOLERANT_FIELDS: frozenset[str] = frozenset(
-    {"progress", "log_every", "device", "eval_every", "checkpoint_every", "eval_every_steps",
-     "checkpoint_every_steps", "stop_on_collapse", "collapse_patience", "collapse_margin", "loggers",
-     "compile", "channels_last", "log_feature_stats"}
+    {
+        "progress",
+        "log_every",
+        "device",
+        "eval_every",
+        "checkpoint_every",
+        "eval_every_steps",
+        "checkpoint_every_steps",
+        "stop_on_collapse",
+        "collapse_patience",
+        "collapse_margin",
+        "loggers",
+        "compile",
+        "channels_last",
+        "log_feature_stats",
+    }
 )
 
 # Fields a resume may change after the run stopped on a non-finite loss ("fix the cause and resume").

@@ -29,20 +29,33 @@ _SHARPENED = ("soft_ce", "kl", "softmax_mse")
 def _check_inputs(logits_strong: Any, logits_weak: Any, mask: Any) -> None:
     for name, value in (("logits_strong", logits_strong), ("logits_weak", logits_weak)):
         if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() != 2:
-            raise ValueError(f"{name}: expected a floating-point tensor of shape (B, C), got "
-                             f"{type(value).__name__}{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}")
+            raise ValueError(
+                f"{name}: expected a floating-point tensor of shape (B, C), got "
+                f"{type(value).__name__}{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}"
+            )
     if logits_strong.shape != logits_weak.shape:
-        raise ValueError(f"logits_weak: expected the shape of logits_strong {tuple(logits_strong.shape)}, "
-                         f"got {tuple(logits_weak.shape)}")
+        raise ValueError(
+            f"logits_weak: expected the shape of logits_strong {tuple(logits_strong.shape)}, "
+            f"got {tuple(logits_weak.shape)}"
+        )
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.shape != logits_strong.shape[:1]:
-            raise ValueError(f"mask: expected a tensor of shape ({logits_strong.shape[0]},) or None, got "
-                             f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+            raise ValueError(
+                f"mask: expected a tensor of shape ({logits_strong.shape[0]},) or None, got "
+                f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}"
+            )
 
 
-def consistency_loss(logits_strong: torch.Tensor, logits_weak: torch.Tensor, *, loss: str,
-                     mask: torch.Tensor | None = None, temperature: float = 1.0,
-                     detach_weak: bool = False, **loss_params: Any) -> torch.Tensor:
+def consistency_loss(
+    logits_strong: torch.Tensor,
+    logits_weak: torch.Tensor,
+    *,
+    loss: str,
+    mask: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    detach_weak: bool = False,
+    **loss_params: Any,
+) -> torch.Tensor:
     """Masked consistency loss, mean over all B unlabelled examples (USB's semantics).
 
     Args:
@@ -76,13 +89,15 @@ def consistency_loss(logits_strong: torch.Tensor, logits_weak: torch.Tensor, *, 
         Scalar ``(mask * per_example).sum() / B``, float32 (float64 for float64 inputs).
     """
     if loss in RENAMED_CONSISTENCY_LOSSES:
-        raise ValueError(f"loss: {loss!r} is now {RENAMED_CONSISTENCY_LOSSES[loss]!r} (the registry's name; "
-                         "its 'mse' is logit MSE)")
+        raise ValueError(
+            f"loss: {loss!r} is now {RENAMED_CONSISTENCY_LOSSES[loss]!r} (the registry's name; its 'mse' is logit MSE)"
+        )
     entry = get_logit_loss(loss)
     unknown = sorted(set(loss_params) - set(entry.params))
     if unknown:
-        raise ValueError(f"loss_params: expected parameters of loss {loss!r} ({', '.join(entry.params) or 'none'}), "
-                         f"got {unknown}")
+        raise ValueError(
+            f"loss_params: expected parameters of loss {loss!r} ({', '.join(entry.params) or 'none'}), got {unknown}"
+        )
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
         raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
     _check_inputs(logits_strong, logits_weak, mask)
@@ -99,8 +114,7 @@ def consistency_loss(logits_strong: torch.Tensor, logits_weak: torch.Tensor, *, 
             per_example = entry(strong, weak / temperature, temperature=1.0, reduction="none")
         else:
             targets = weak.argmax(dim=1) if entry.uses_targets else None
-            per_example = entry(strong, weak, temperature=temperature, reduction="none", targets=targets,
-                                **loss_params)
+            per_example = entry(strong, weak, temperature=temperature, reduction="none", targets=targets, **loss_params)
     if mask is not None:
         per_example = per_example * mask.to(dtype)
     return per_example.sum() / per_example.shape[0]

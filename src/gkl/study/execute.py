@@ -12,8 +12,8 @@ from gkl.study.summary import format_markdown, summarize, write_summary
 from gkl.utils.errors import InputError
 
 from .launch import Launcher, LocalLauncher, SubmititLauncher
-from .sweep_plots import plot_accuracy_vs_tau, plot_curves
 from .study_file import RunSpec, Study, load_study
+from .sweep_plots import plot_accuracy_vs_tau, plot_curves
 
 __all__ = ["SweepResult", "is_finished", "run_sweep"]
 
@@ -37,32 +37,65 @@ class SweepResult(dict):
     """What a sweep did: ``trained``, ``reused`` and ``failed`` runs, ``summary`` paths, ``table``."""
 
 
-def _make_launcher(launcher: str, *, jobs: int, study: Study, partition: str | None, gpus_per_run: int,
-                   launcher_options: dict[str, Any] | None) -> Launcher:
+def _make_launcher(
+    launcher: str,
+    *,
+    jobs: int,
+    study: Study,
+    partition: str | None,
+    gpus_per_run: int,
+    launcher_options: dict[str, Any] | None,
+) -> Launcher:
     if launcher == "local":
         return LocalLauncher(jobs=jobs)
     folder = study.out_dir / "submitit"
     cluster = "local" if launcher == "submitit-local" else "slurm"
-    return SubmititLauncher(folder, cluster=cluster, partition=partition, gpus_per_run=gpus_per_run,
-                            max_parallel=max(jobs, 1) if cluster == "local" else 10_000, **(launcher_options or {}))
+    return SubmititLauncher(
+        folder,
+        cluster=cluster,
+        partition=partition,
+        gpus_per_run=gpus_per_run,
+        max_parallel=max(jobs, 1) if cluster == "local" else 10_000,
+        **(launcher_options or {}),
+    )
 
 
 def _write_manifest(study: Study, status: dict[str, str]) -> None:
     manifest = {
-        "study": str(study.path), "out_dir": str(study.out_dir), "baseline": study.baseline,
+        "study": str(study.path),
+        "out_dir": str(study.out_dir),
+        "baseline": study.baseline,
         "settings": study.settings,
-        "runs": [{"name": r.name, "setting": r.setting, "seed": r.seed, "run_dir": str(r.run_dir),
-                  "command": ["gkl", *r.cli_args()], "depends_on": r.depends_on, "status": status.get(r.name)}
-                 for r in study.runs],
+        "runs": [
+            {
+                "name": r.name,
+                "setting": r.setting,
+                "seed": r.seed,
+                "run_dir": str(r.run_dir),
+                "command": ["gkl", *r.cli_args()],
+                "depends_on": r.depends_on,
+                "status": status.get(r.name),
+            }
+            for r in study.runs
+        ],
     }
     tmp = study.out_dir / "study.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     tmp.replace(study.out_dir / "study.json")
 
 
-def run_sweep(study_path: str | Path, *, jobs: int = 1, launcher: str = "local", out_dir: str | Path | None = None,
-              partition: str | None = None, gpus_per_run: int = 0, dry_run: bool = False,
-              poll_seconds: float = 0.2, launcher_options: dict[str, Any] | None = None) -> SweepResult:
+def run_sweep(
+    study_path: str | Path,
+    *,
+    jobs: int = 1,
+    launcher: str = "local",
+    out_dir: str | Path | None = None,
+    partition: str | None = None,
+    gpus_per_run: int = 0,
+    dry_run: bool = False,
+    poll_seconds: float = 0.2,
+    launcher_options: dict[str, Any] | None = None,
+) -> SweepResult:
     """Run a study file: every unfinished run (``--resume``), teachers before their students.
 
     Finished runs (summary.json present) are never started again; a killed sweep continues
@@ -76,15 +109,28 @@ def run_sweep(study_path: str | Path, *, jobs: int = 1, launcher: str = "local",
     if launcher not in LAUNCHERS:
         raise InputError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     study = load_study(study_path, out_dir=out_dir)  # every error before anything runs
-    result = SweepResult(study=str(study.path), out_dir=str(study.out_dir), trained=[], reused=[], failed={},
-                         blocked=[], runs=[r.name for r in study.runs])
+    result = SweepResult(
+        study=str(study.path),
+        out_dir=str(study.out_dir),
+        trained=[],
+        reused=[],
+        failed={},
+        blocked=[],
+        runs=[r.name for r in study.runs],
+    )
     if dry_run:
         result["commands"] = [["gkl", *r.cli_args()] for r in study.runs]
         return result
     study.out_dir.mkdir(parents=True, exist_ok=True)
     (study.out_dir / "logs").mkdir(exist_ok=True)
-    runner = _make_launcher(launcher, jobs=jobs, study=study, partition=partition, gpus_per_run=gpus_per_run,
-                            launcher_options=launcher_options)
+    runner = _make_launcher(
+        launcher,
+        jobs=jobs,
+        study=study,
+        partition=partition,
+        gpus_per_run=gpus_per_run,
+        launcher_options=launcher_options,
+    )
 
     status: dict[str, str] = {}
     for spec in study.runs:
@@ -126,7 +172,7 @@ def run_sweep(study_path: str | Path, *, jobs: int = 1, launcher: str = "local",
             if active:
                 time.sleep(poll_seconds)
     except BaseException:
-        for spec, handle in active.values():  # Ctrl-C: stop the runs; the next sweep resumes them
+        for _spec, handle in active.values():  # Ctrl-C: stop the runs; the next sweep resumes them
             runner.stop(handle)
         raise
     finally:

@@ -46,16 +46,25 @@ def cli_command(spec: RunSpec, *, gpus: int = 0, python: str | None = None) -> l
     """The command line of one run; torchrun with ``gpus`` processes when gpus > 1."""
     python = python or sys.executable
     if gpus > 1:
-        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-                "-m", "gkl.cli", *spec.cli_args()]
+        return [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={gpus}",
+            "-m",
+            "gkl.cli",
+            *spec.cli_args(),
+        ]
     return [python, "-m", "gkl.cli", *spec.cli_args()]
 
 
 def run_command(argv: list[str], env: dict[str, str], log_path: str) -> int:
     """Run ``argv`` with its output appended to ``log_path``; the exit status (submitit's job body)."""
     with open(log_path, "ab") as log:
-        return subprocess.run(argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                              check=False).returncode
+        return subprocess.run(
+            argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, check=False
+        ).returncode
 
 
 @dataclass
@@ -83,8 +92,7 @@ class LocalLauncher:
         log = open(log_path, "ab")
         try:
             kwargs: dict[str, Any] = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
-            return subprocess.Popen(cli_command(spec), stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                                    **kwargs)
+            return subprocess.Popen(cli_command(spec), stdout=log, stderr=subprocess.STDOUT, env=self._env(), **kwargs)
         finally:
             log.close()  # the child holds its own descriptor
 
@@ -106,9 +114,18 @@ class SubmititLauncher:
     ``gpus_per_run > 1`` runs torchrun inside the job (DDP on one node).
     """
 
-    def __init__(self, folder: Path, *, cluster: str = "slurm", partition: str | None = None,
-                 gpus_per_run: int = 0, cpus_per_run: int | None = None, timeout_min: int = 24 * 60,
-                 max_parallel: int = 64, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        cluster: str = "slurm",
+        partition: str | None = None,
+        gpus_per_run: int = 0,
+        cpus_per_run: int | None = None,
+        timeout_min: int = 24 * 60,
+        max_parallel: int = 64,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         try:
             import submitit
         except ImportError:
@@ -122,8 +139,12 @@ class SubmititLauncher:
             self.executor.update_parameters(timeout_min=timeout_min, gpus_per_node=gpus_per_run)
         else:
             self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-            params: dict[str, Any] = {"timeout_min": timeout_min, "nodes": 1, "tasks_per_node": 1,
-                                      "gpus_per_node": gpus_per_run}
+            params: dict[str, Any] = {
+                "timeout_min": timeout_min,
+                "nodes": 1,
+                "tasks_per_node": 1,
+                "gpus_per_node": gpus_per_run,
+            }
             if cpus_per_run:
                 params["cpus_per_task"] = cpus_per_run
             if partition:

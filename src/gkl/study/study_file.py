@@ -114,8 +114,11 @@ def _seeds(where: str, value: Any) -> list[int]:
         if value < 1:
             raise InputError(f"{where}: the number of seeds must be >= 1, got {value}")
         return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                 for s in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+    ):
         if len(set(value)) != len(value):
             raise InputError(f"{where}: seeds must not repeat, got {value}")
         return list(value)
@@ -228,28 +231,43 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
                 elif seed in teacher_runs:
                     teacher_run = teacher_runs[seed]
                 else:
-                    raise InputError(f"{where}.teacher: teacher setting {teacher!r} has seeds "
-                                     f"{sorted(teacher_runs)}, none for seed {seed} (give it one seed or these seeds)")
+                    raise InputError(
+                        f"{where}.teacher: teacher setting {teacher!r} has seeds "
+                        f"{sorted(teacher_runs)}, none for seed {seed} (give it one seed or these seeds)"
+                    )
                 ckpt = setting.get("teacher_checkpoint", "best.pt")
                 # the teacher is the model that run trained (a student of a chain may differ from teacher.name)
                 teacher_model, teacher_kwargs = model_of[teacher_run.name]
-                overrides += [f"teacher.name={teacher_model}", format_override("teacher.kwargs", teacher_kwargs),
-                              f"teacher.checkpoint={teacher_run.run_dir / ckpt}"]
+                overrides += [
+                    f"teacher.name={teacher_model}",
+                    format_override("teacher.kwargs", teacher_kwargs),
+                    f"teacher.checkpoint={teacher_run.run_dir / ckpt}",
+                ]
                 depends.append(teacher_run.name)
             try:
                 if teacher is not None:
                     kind = apply_overrides(load_yaml(config), overrides[:-1]).get("kind")
                     if kind not in teacher_kinds():
-                        raise InputError(f"teacher: the setting's config is a '{kind}' run; "
-                                         f"only {', '.join(repr(k) for k in teacher_kinds())} runs take a teacher")
+                        raise InputError(
+                            f"teacher: the setting's config is a '{kind}' run; "
+                            f"only {', '.join(repr(k) for k in teacher_kinds())} runs take a teacher"
+                        )
                     key = get_task(kind).teacher_checkpoint_key
                     if key is not None:  # where the task reads a teacher run's gkl checkpoint (e.g. 'model')
                         overrides.append(f"teacher.checkpoint_key={key}")
                 cfg = load_config(config, overrides)
             except (InputError, ValueError, FileNotFoundError) as err:
                 raise InputError(f"{where}: {err}") from None
-            spec = RunSpec(setting=name, seed=seed, name=run_name, run_dir=target / run_name,
-                           command=get_task(cfg.kind).command, config=config, overrides=overrides, depends_on=depends)
+            spec = RunSpec(
+                setting=name,
+                seed=seed,
+                name=run_name,
+                run_dir=target / run_name,
+                command=get_task(cfg.kind).command,
+                config=config,
+                overrides=overrides,
+                depends_on=depends,
+            )
             by_setting[name][seed] = spec
             model_of[run_name] = (cfg.model.name, dict(cfg.model.kwargs))
             runs.append(spec)

@@ -18,9 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +26,21 @@ from typing import Any
 
 import yaml
 
+from gkl.study.statistics import describe
 from gkl.utils.errors import InputError
 
 __all__ = [
-    "DEFAULT_METRICS", "metric_columns", "RunRecord", "Summary", "mean_std", "t_quantile", "confidence_interval",
-    "expand_run_dirs", "read_run", "summarize", "summarize_runs", "setting_stem", "write_summary",
+    "DEFAULT_METRICS",
+    "metric_columns",
+    "RunRecord",
+    "Summary",
+    "expand_run_dirs",
+    "read_run",
+    "summarize",
+    "summarize_runs",
+    "setting_stem",
+    "write_summary",
 ]
-
 
 
 def metric_columns(metric: str = "top1") -> tuple[tuple[str, str], ...]:
@@ -79,99 +85,23 @@ def summary_value(summary: dict[str, Any], key: str) -> Any:
 DEFAULT_METRICS: tuple[tuple[str, str], ...] = metric_columns("top1")
 #: config fields that never change a result; ignored when grouping runs into settings.
 IGNORED_FIELDS = (
-    ("name",), ("out_dir",), ("train", "seed"), ("train", "device"), ("train", "progress"),
-    ("train", "log_every"), ("train", "eval_every"), ("train", "checkpoint_every"), ("data", "root"),
-    ("data", "num_workers"), ("data", "download"),
+    ("name",),
+    ("out_dir",),
+    ("train", "seed"),
+    ("train", "device"),
+    ("train", "progress"),
+    ("train", "log_every"),
+    ("train", "eval_every"),
+    ("train", "checkpoint_every"),
+    ("data", "root"),
+    ("data", "num_workers"),
+    ("data", "download"),
 )
 _SEED_SUFFIX = re.compile(r"[_-]s(?:eed)?\d+$")
 
 
-# ----------------------------------------------------------------------------- statistics
-
-def mean_std(values: Sequence[float]) -> str:
-    """``m ± s`` (sample std) for several values, the value itself for one."""
-    if len(values) == 1:
-        return f"{values[0]:6.2f}"
-    return f"{statistics.mean(values):6.2f} ± {statistics.stdev(values):4.2f}"
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (Lentz's method)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-            if aa == 0:
-                break
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _t_cdf(t: float, df: float) -> float:
-    x = df / (df + t * t)
-    front = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - math.lgamma(0.5)
-                     + (df / 2) * math.log(x) + 0.5 * math.log1p(-x)) if 0 < x < 1 else 0.0
-    a, b = df / 2, 0.5
-    if x < (a + 1) / (a + b + 2):
-        tail = front * _betacf(a, b, x) / a  # = I_x(df/2, 1/2)
-    else:
-        tail = 1.0 - front * _betacf(b, a, 1.0 - x) / b if 0 < x < 1 else (1.0 if x >= 1 else 0.0)
-    return 1.0 - 0.5 * tail if t >= 0 else 0.5 * tail
-
-
-def t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t distribution with ``df`` degrees of freedom (bisection, 1e-12)."""
-    if not 0.0 < p < 1.0 or df < 1:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df >= 1, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while _t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12:
-            break
-    return 0.5 * (lo + hi)
-
-
-def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
-    """Student-t interval for the mean of ``values``; None for fewer than two values."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean, std = statistics.mean(values), statistics.stdev(values)
-    half = t_quantile(0.5 + level / 2, n - 1) * std / math.sqrt(n)
-    return mean - half, mean + half
-
-
-def describe(values_by_seed: dict[int, float]) -> dict[str, Any]:
-    """n, mean, std, 95 % CI and the per-seed values."""
-    values = [values_by_seed[s] for s in sorted(values_by_seed)]
-    ci = confidence_interval(values)
-    return {
-        "n": len(values),
-        "mean": statistics.mean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else None,
-        "ci95": list(ci) if ci else None,
-        "values": {str(s): values_by_seed[s] for s in sorted(values_by_seed)},
-    }
-
-
 # ----------------------------------------------------------------------------- reading runs
+
 
 @dataclass
 class RunRecord:
@@ -257,11 +187,13 @@ def read_run(run_dir: Path) -> RunRecord | str:
     seed = int(config.get("train", {}).get("seed", 0))
     name = str(config.get("name", run_dir.name))
     setting = _setting_config(config)
-    return RunRecord(run_dir=run_dir, name=name, seed=seed, key=json.dumps(setting, sort_keys=True),
-                     config=config, summary=summary)
+    return RunRecord(
+        run_dir=run_dir, name=name, seed=seed, key=json.dumps(setting, sort_keys=True), config=config, summary=summary
+    )
 
 
 # ----------------------------------------------------------------------------- grouping
+
 
 @dataclass
 class Summary:
@@ -273,8 +205,12 @@ class Summary:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "metrics": [{"key": k, "label": label} for k, label in self.metrics],
-                "rows": self.rows, "skipped": self.skipped}
+        return {
+            "baseline": self.baseline,
+            "metrics": [{"key": k, "label": label} for k, label in self.metrics],
+            "rows": self.rows,
+            "skipped": self.skipped,
+        }
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -306,9 +242,13 @@ def _labels(groups: list[list[RunRecord]], given: dict[Path, str]) -> tuple[list
     return labels, varies
 
 
-def summarize(paths: Iterable[str | Path], *, baseline: str | None = None,
-              labels: dict[str | Path, str] | None = None,
-              metrics: Sequence[tuple[str, str]] | None = None) -> Summary:
+def summarize(
+    paths: Iterable[str | Path],
+    *,
+    baseline: str | None = None,
+    labels: dict[str | Path, str] | None = None,
+    metrics: Sequence[tuple[str, str]] | None = None,
+) -> Summary:
     """Group finished runs into settings and describe each metric over seeds.
 
     ``labels`` names settings by run directory (e.g. a sweep's setting names; all runs of
@@ -329,25 +269,37 @@ def summarize(paths: Iterable[str | Path], *, baseline: str | None = None,
         group = groups.setdefault(record.key, [])
         for other in group:
             if other.seed == record.seed:
-                raise InputError(f"{other.run_dir} and {record.run_dir} are two runs of the same setting with "
-                                 f"the same seed {record.seed}; give only one of them")
+                raise InputError(
+                    f"{other.run_dir} and {record.run_dir} are two runs of the same setting with "
+                    f"the same seed {record.seed}; give only one of them"
+                )
         group.append(record)
     ordered = [sorted(g, key=lambda r: r.seed) for g in groups.values()]
     names, varies = _labels(ordered, given)
     if metrics is None:
         selected = dict.fromkeys(r.summary.get("select_metric", "top1") for g in ordered for r in g)
         metrics = [c for m in (selected or {"top1": None}) for c in metric_columns(m)]
-        metrics += [c for c in dict.fromkeys(c for g in ordered for r in g for c in task_columns(r.config))
-                    if c[0] not in {k for k, _ in metrics}]
-    present = [(k, label) for k, label in metrics
-               if any(summary_value(r.summary, k) is not None for g in ordered for r in g)]
+        metrics += [
+            c
+            for c in dict.fromkeys(c for g in ordered for r in g for c in task_columns(r.config))
+            if c[0] not in {k for k, _ in metrics}
+        ]
+    present = [
+        (k, label) for k, label in metrics if any(summary_value(r.summary, k) is not None for g in ordered for r in g)
+    ]
     rows = []
     for name, group, vary in zip(names, ordered, varies):
-        row: dict[str, Any] = {"setting": name, "seeds": [r.seed for r in group],
-                               "runs": [str(r.run_dir) for r in group], "varies": vary, "metrics": {}}
+        row: dict[str, Any] = {
+            "setting": name,
+            "seeds": [r.seed for r in group],
+            "runs": [str(r.run_dir) for r in group],
+            "varies": vary,
+            "metrics": {},
+        }
         for key, _ in present:
-            values = {r.seed: float(summary_value(r.summary, key)) for r in group
-                      if summary_value(r.summary, key) is not None}
+            values = {
+                r.seed: float(summary_value(r.summary, key)) for r in group if summary_value(r.summary, key) is not None
+            }
             if values:
                 row["metrics"][key] = describe(values)
         collapsed = [str(r.run_dir) for r in group if r.summary.get("collapsed")]
@@ -357,8 +309,9 @@ def summarize(paths: Iterable[str | Path], *, baseline: str | None = None,
     if baseline is not None:
         base = [row for row in rows if row["setting"] == baseline]
         if not base:
-            raise InputError(f"baseline: no setting named {baseline!r}; settings: "
-                             + ", ".join(repr(r["setting"]) for r in rows))
+            raise InputError(
+                f"baseline: no setting named {baseline!r}; settings: " + ", ".join(repr(r["setting"]) for r in rows)
+            )
         for row in rows:
             row["paired"] = _paired(row, base[0], present)
     return Summary(rows=rows, metrics=present, baseline=baseline, skipped=skipped)
@@ -379,6 +332,7 @@ def _paired(row: dict[str, Any], base: dict[str, Any], metrics: Sequence[tuple[s
 
 
 # ----------------------------------------------------------------------------- output
+
 
 def _cell(stats: dict[str, Any] | None, *, signed: bool = False) -> str:
     if stats is None:
@@ -404,12 +358,18 @@ def format_markdown(summary: Summary) -> str:
         cells += [_cell(row["metrics"].get(key)) for key, _ in summary.metrics]
         if summary.baseline is not None:
             first = summary.metrics[0][0] if summary.metrics else None
-            cells.append(_cell(row.get("paired", {}).get(first), signed=True)
-                         if row["setting"] != summary.baseline else "(baseline)")
+            cells.append(
+                _cell(row.get("paired", {}).get(first), signed=True)
+                if row["setting"] != summary.baseline
+                else "(baseline)"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("mean ± sample std [95 % t-interval of the mean] over seeds"
-                 + ("; Δ: paired difference over common seeds" if summary.baseline else "") + ".")
+    lines.append(
+        "mean ± sample std [95 % t-interval of the mean] over seeds"
+        + ("; Δ: paired difference over common seeds" if summary.baseline else "")
+        + "."
+    )
     if summary.metrics:
         key, label = summary.metrics[0]
         lines += ["", f"Per-seed {label}:", ""]
@@ -455,8 +415,11 @@ def write_summary(summary: Summary, out_dir: Path, stem: str = "summary") -> dic
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "json": out_dir / f"{stem}.json"}
-    for kind, text in (("md", format_markdown(summary) + "\n"), ("csv", format_csv(summary)),
-                       ("json", json.dumps(summary.to_json(), indent=2) + "\n")):
+    for kind, text in (
+        ("md", format_markdown(summary) + "\n"),
+        ("csv", format_csv(summary)),
+        ("json", json.dumps(summary.to_json(), indent=2) + "\n"),
+    ):
         tmp = paths[kind].with_suffix(paths[kind].suffix + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(paths[kind])

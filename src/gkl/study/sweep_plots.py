@@ -41,7 +41,7 @@ def read_curve(run_dir: Path, key: str = "top1") -> list[tuple[int, float]]:
 def _selected(summary: Summary) -> str:
     """The metric the summary's first column reports (``top1``, ``mIoU``, ...)."""
     first = summary.metrics[0][0] if summary.metrics else "last_top1"
-    return first[len("last_"):] if first.startswith("last_") else "top1"
+    return first[len("last_") :] if first.startswith("last_") else "top1"
 
 
 def plot_accuracy_vs_tau(summary: Summary, path: Path, *, metric: str | None = None) -> Path | None:
@@ -71,20 +71,27 @@ def plot_accuracy_vs_tau(summary: Summary, path: Path, *, metric: str | None = N
         xs = [float(r["varies"][TAU_KEY]) if math.isfinite(r["varies"][TAU_KEY]) else inf_x for r in members]
         stats = [r["metrics"][metric] for r in members]
         ys = [s["mean"] for s in stats]
-        err = [[s["mean"] - s["ci95"][0] if s["ci95"] else 0 for s in stats],
-               [s["ci95"][1] - s["mean"] if s["ci95"] else 0 for s in stats]]
+        err = [
+            [s["mean"] - s["ci95"][0] if s["ci95"] else 0 for s in stats],
+            [s["ci95"][1] - s["mean"] if s["ci95"] else 0 for s in stats],
+        ]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
     for row in rows:
         if row not in with_tau:
-            ax.axhline(row["metrics"][metric]["mean"], linestyle="--", linewidth=1, label=row["setting"],
-                       color=f"C{(len(series) + rows.index(row)) % 10}")
+            ax.axhline(
+                row["metrics"][metric]["mean"],
+                linestyle="--",
+                linewidth=1,
+                label=row["setting"],
+                color=f"C{(len(series) + rows.index(row)) % 10}",
+            )
     ax.set_xscale("log")
     ax.minorticks_off()
     ticks = finite + ([inf_x] if any(not math.isfinite(r["varies"][TAU_KEY]) for r in with_tau) else [])
     ax.set_xticks(ticks)
     ax.set_xticklabels([("∞" if x == inf_x and x not in finite else f"{x:g}") for x in ticks])
     ax.set_xlabel("temperature τ")
-    label = next((l for k, l in summary.metrics if k == metric), metric)
+    label = next((text for k, text in summary.metrics if k == metric), metric)
     ax.set_ylabel(f"{label} (%)")
     ax.set_title("mean over seeds, 95 % CI")
     return _save(plt, fig, ax, path)

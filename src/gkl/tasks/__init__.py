@@ -10,5 +10,13 @@ group ``gkl.tasks`` (docs/training.md, "Adding a task").
 from gkl.tasks.base import Section, Task, TeacherMode
 from gkl.tasks.registry import ENTRY_POINT_GROUP, get_task, list_tasks, register, task_of_command
 
-__all__ = ["ENTRY_POINT_GROUP", "Section", "Task", "TeacherMode", "get_task", "list_tasks", "register",
-           "task_of_command"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Section",
+    "Task",
+    "TeacherMode",
+    "get_task",
+    "list_tasks",
+    "register",
+    "task_of_command",
+]

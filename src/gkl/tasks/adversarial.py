@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
@@ -28,8 +28,9 @@ def _objective(cfg: Any, num_classes: int, steps_per_epoch: int, model: Any) -> 
     from gkl.objectives.adversarial import build_adversarial_objective
     from gkl.tasks.parts import run_epochs
 
-    return build_adversarial_objective(cfg.adversarial, num_classes=num_classes,
-                                       epochs=run_epochs(cfg, steps_per_epoch))
+    return build_adversarial_objective(
+        cfg.adversarial, num_classes=num_classes, epochs=run_epochs(cfg, steps_per_epoch)
+    )
 
 
 def build(cfg: Any, dist: Any) -> Any:
@@ -45,8 +46,19 @@ def evaluate(cfg: Any, run_dir: Any, paths: Any, **kwargs: Any) -> Any:
 
 
 TASK = Task(
-    name="adv_train", command="adv-train", help="adversarial training (TRADES, GKL-AT, PGD-AT)",
-    sections=(Section("adversarial", Optional[AdversarialSettings], fill=GKLATSettings,
-                      upgrade=upgrade, help="the adversarial-training method, attack and AWP"),),
-    build=build, evaluate=evaluate, robust_evaluation=True,
+    name="adv_train",
+    command="adv-train",
+    help="adversarial training (TRADES, GKL-AT, PGD-AT)",
+    sections=(
+        Section(
+            "adversarial",
+            AdversarialSettings | None,
+            fill=GKLATSettings,
+            upgrade=upgrade,
+            help="the adversarial-training method, attack and AWP",
+        ),
+    ),
+    build=build,
+    evaluate=evaluate,
+    robust_evaluation=True,
 )

@@ -8,8 +8,9 @@ names a kind. Declarations are cheap: a task module imports settings classes onl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 __all__ = ["Section", "Task", "TeacherMode"]
 
@@ -101,4 +102,3 @@ def check_loss_name(settings: Any, key: str) -> None:
         from gkl.objectives.loss_choice import settings_logit_loss
 
         settings_logit_loss(settings, key)
-

@@ -39,7 +39,12 @@ def evaluate(cfg: Any, run_dir: Any, paths: Any, **kwargs: Any) -> Any:
 
 
 TASK = Task(
-    name="train", command="train", help="train a teacher or a CE baseline from a recipe",
+    name="train",
+    command="train",
+    help="train a teacher or a CE baseline from a recipe",
     sections=(Section("label_smoothing", float, default=0.0, help="cross-entropy label smoothing in [0, 1)"),),
-    check=check, build=build, evaluate=evaluate, robust_evaluation=True,
+    check=check,
+    build=build,
+    evaluate=evaluate,
+    robust_evaluation=True,
 )

@@ -8,8 +8,9 @@ declarations that use them stay cheap to import.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 __all__ = ["build_classifier_parts", "classifier_evaluator", "evaluate_classifier_run"]
 
@@ -24,8 +25,9 @@ def classifier_evaluator(info: Any) -> Any:
     return ClassificationEvaluator(info.num_classes, info.class_groups)
 
 
-def build_classifier_parts(cfg: Any, dist: Any, objective: ObjectiveFactory, *,
-                           train_loader_of: Callable[[Any, Any, Any], Any] | None = None) -> Any:
+def build_classifier_parts(
+    cfg: Any, dist: Any, objective: ObjectiveFactory, *, train_loader_of: Callable[[Any, Any, Any], Any] | None = None
+) -> Any:
     """Datasets, loaders, model, objective and evaluator of a classifier run on this process.
 
     ``train_loader_of(cfg, train_set, dist)`` replaces the training loader (SSL's two-view batches).
@@ -47,10 +49,21 @@ def build_classifier_parts(cfg: Any, dist: Any, objective: ObjectiveFactory, *,
     if data.label_noise is not None:
         from gkl.data import LabelNoise
 
-        train_set = LabelNoise(train_set, data.label_noise.rate, kind=data.label_noise.kind,
-                               num_classes=info.num_classes, seed=data.label_noise.seed)
-    common = dict(device=dist.device, in_memory=data.in_memory, num_workers=data.num_workers, seed=cfg.train.seed,
-                  rank=dist.rank, world_size=dist.world_size)
+        train_set = LabelNoise(
+            train_set,
+            data.label_noise.rate,
+            kind=data.label_noise.kind,
+            num_classes=info.num_classes,
+            seed=data.label_noise.seed,
+        )
+    common = dict(
+        device=dist.device,
+        in_memory=data.in_memory,
+        num_workers=data.num_workers,
+        seed=cfg.train.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
     val_loader = None
     if data.val_fraction > 0:  # held out after the noise: the validation labels are as noisy as training's
         from gkl.data import split_dataset
@@ -62,20 +75,39 @@ def build_classifier_parts(cfg: Any, dist: Any, objective: ObjectiveFactory, *,
         from gkl.data import GeneratedImages
 
         generated = GeneratedImages(data.generated_path, num_classes=info.num_classes)
-    train_loader = build_loader(train_set, batch_size=data.batch_size, train=True, generated=generated,
-                                generated_ratio=data.generated_ratio, **common)
+    train_loader = build_loader(
+        train_set,
+        batch_size=data.batch_size,
+        train=True,
+        generated=generated,
+        generated_ratio=data.generated_ratio,
+        **common,
+    )
     eval_loader = build_loader(eval_set, batch_size=data.eval_batch_size, train=False, **common)
     if train_loader_of is not None:
         train_loader = train_loader_of(cfg, train_set, dist)
     model = build_model(cfg.model, info.num_classes)
     steps_per_epoch = len(train_loader) // cfg.train.accumulate_steps
-    return RunParts(model, objective(cfg, info.num_classes, steps_per_epoch, model), train_loader, eval_loader, info,
-                    evaluator=classifier_evaluator(info), val_loader=val_loader)
+    return RunParts(
+        model,
+        objective(cfg, info.num_classes, steps_per_epoch, model),
+        train_loader,
+        eval_loader,
+        info,
+        evaluator=classifier_evaluator(info),
+        val_loader=val_loader,
+    )
 
 
-def evaluate_classifier_run(cfg: Any, run_dir: Path, paths: Mapping[str, Path], *, weights: str,
-                            overrides: Sequence[str] = (), robust: Callable[..., Any] | None = None,
-                            ) -> tuple[dict[str, Any], str]:
+def evaluate_classifier_run(
+    cfg: Any,
+    run_dir: Path,
+    paths: Mapping[str, Path],
+    *,
+    weights: str,
+    overrides: Sequence[str] = (),
+    robust: Callable[..., Any] | None = None,
+) -> tuple[dict[str, Any], str]:
     """``gkl evaluate`` of a classifier run: top-1/top-5 and group accuracies of each checkpoint in
     ``paths``; with ``robust(model, eval_set, device=, seed=, batch_size=)`` also its robustness report."""
     from gkl.data import build_dataset, build_loader
@@ -86,18 +118,32 @@ def evaluate_classifier_run(cfg: Any, run_dir: Path, paths: Mapping[str, Path], 
     device = resolve_device(cfg.train.device)
     eval_set = build_dataset(cfg.data.name, cfg.data.root, False, normalize=cfg.data.normalize)
     info = eval_set.info
-    loader = build_loader(eval_set, batch_size=cfg.data.eval_batch_size, train=False, device=device,
-                          in_memory=cfg.data.in_memory, num_workers=cfg.data.num_workers, seed=cfg.train.seed)
-    report: dict[str, Any] = {"run_dir": str(run_dir), "kind": "clean" if robust is None else "robust",
-                              "dataset": info.name, "model": cfg.model.name, "weights": weights,
-                              "overrides": list(overrides), "results": {}}
+    loader = build_loader(
+        eval_set,
+        batch_size=cfg.data.eval_batch_size,
+        train=False,
+        device=device,
+        in_memory=cfg.data.in_memory,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.train.seed,
+    )
+    report: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "kind": "clean" if robust is None else "robust",
+        "dataset": info.name,
+        "model": cfg.model.name,
+        "weights": weights,
+        "overrides": list(overrides),
+        "results": {},
+    }
     lines = [f"{'checkpoint':<10} {'epoch':>5} {'top-1':>7} {'top-5':>7}  groups"]
     for name, path in paths.items():
         model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
         epoch = load_run_weights(model, path, which=name, weights=weights)
         model.to(device)
-        clean = evaluate_classifier(model, loader, num_classes=info.num_classes, device=device,
-                                    class_groups=info.class_groups)
+        clean = evaluate_classifier(
+            model, loader, num_classes=info.num_classes, device=device, class_groups=info.class_groups
+        )
         entry: dict[str, Any] = {"epoch": epoch, "clean": clean}
         groups = clean.get("groups") or {}
         top5 = clean.get("top5")

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -65,9 +65,11 @@ def _check_same_inputs(student: nn.Module, teacher: nn.Module, cfg: Any) -> None
     if s_ctx != t_ctx:
         differs.append(f"context_length ({s_ctx} vs {t_ctx})")
     if differs:
-        raise InputError(f"teacher.name: {cfg.teacher.name!r} and model.name {cfg.model.name!r} need different "
-                         f"inputs ({', '.join(map(str, differs))}); the runner feeds both the student's batch, "
-                         "so choose a teacher with the student's image preprocessing and tokenizer")
+        raise InputError(
+            f"teacher.name: {cfg.teacher.name!r} and model.name {cfg.model.name!r} need different "
+            f"inputs ({', '.join(map(str, differs))}); the runner feeds both the student's batch, "
+            "so choose a teacher with the student's image preprocessing and tokenizer"
+        )
 
 
 def _zeroshot_parts(cfg: Any, transform: Any, tokenizer: Any):
@@ -85,7 +87,9 @@ def _zeroshot_parts(cfg: Any, transform: Any, tokenizer: Any):
 
         folder = Path(ev.zeroshot)
         if not folder.is_dir():
-            raise InputError(f"clip_eval.zeroshot: {str(folder)!r} is not a folder of class folders (ImageFolder layout)")
+            raise InputError(
+                f"clip_eval.zeroshot: {str(folder)!r} is not a folder of class folders (ImageFolder layout)"
+            )
         try:
             dataset = ImageFolder(str(folder), transform=transform)
         except (FileNotFoundError, RuntimeError) as err:
@@ -98,8 +102,10 @@ def _zeroshot_parts(cfg: Any, transform: Any, tokenizer: Any):
         names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         count = len(getattr(dataset, "classes", DIGIT_NAMES))
         if len(names) != count:
-            raise InputError(f"clip_eval.classnames: {str(path)!r} has {len(names)} names, the zero-shot set "
-                             f"{ev.zeroshot!r} has {count} classes")
+            raise InputError(
+                f"clip_eval.classnames: {str(path)!r} has {len(names)} names, the zero-shot set "
+                f"{ev.zeroshot!r} has {count} classes"
+            )
     templates: Sequence[Any] = DIGIT_TEMPLATES if ev.templates == "digits" else imagenet_templates(ev.templates)
     return ZeroShotEvaluator(names, templates, tokenizer), dataset
 
@@ -119,11 +125,22 @@ class _WebdatasetLoader:
     def set_epoch(self, epoch: int) -> None:
         from gkl.data.image_text import webdataset_pairs
 
-        seed = derive_seed(self.cfg.train.seed, epoch, self.dist.rank, "workers") % (2 ** 31)
-        pipeline = webdataset_pairs(self.cfg.clip_data.train, transform=self.transform, tokenizer=self.tokenizer,
-                                    shuffle=self.cfg.clip_data.shuffle_buffer, seed=seed, resampled=True)
-        self.loader = DataLoader(pipeline, batch_size=self.batch_size, num_workers=self.cfg.data.num_workers,
-                                 drop_last=True, pin_memory=self.dist.device.type == "cuda")
+        seed = derive_seed(self.cfg.train.seed, epoch, self.dist.rank, "workers") % (2**31)
+        pipeline = webdataset_pairs(
+            self.cfg.clip_data.train,
+            transform=self.transform,
+            tokenizer=self.tokenizer,
+            shuffle=self.cfg.clip_data.shuffle_buffer,
+            seed=seed,
+            resampled=True,
+        )
+        self.loader = DataLoader(
+            pipeline,
+            batch_size=self.batch_size,
+            num_workers=self.cfg.data.num_workers,
+            drop_last=True,
+            pin_memory=self.dist.device.type == "cuda",
+        )
 
     def __len__(self) -> int:
         return self.steps
@@ -137,13 +154,19 @@ class _WebdatasetLoader:
 
 def _train_pairs(cfg: Any, transform: Any, tokenizer: Any):
     """(training pairs, validation zero-shot set or None) of ``clip_data``."""
-    from gkl.data.image_text import CaptionCsv, CaptionedDigits, LabelledDigits
+    from gkl.data.image_text import CaptionCsv, CaptionedDigits
 
     data = cfg.clip_data
     assert data is not None
     if data.format == "csv":
-        return CaptionCsv(data.train, transform=transform, tokenizer=tokenizer, image_key=data.image_key,
-                          caption_key=data.caption_key, separator=data.separator), None
+        return CaptionCsv(
+            data.train,
+            transform=transform,
+            tokenizer=tokenizer,
+            image_key=data.image_key,
+            caption_key=data.caption_key,
+            separator=data.separator,
+        ), None
     pairs = CaptionedDigits(True, transform=transform, tokenizer=tokenizer)
     if cfg.data.val_fraction <= 0:
         return pairs, None
@@ -185,21 +208,35 @@ def build_clip_parts(cfg: Any, dist: DistInfo) -> RunParts:
         objective = ClipContrastiveObjective(rank=dist.rank, world_size=dist.world_size)
 
     data = cfg.data
-    common = dict(device=dist.device, num_workers=data.num_workers, seed=cfg.train.seed, rank=dist.rank,
-                  world_size=dist.world_size)
+    common = dict(
+        device=dist.device,
+        num_workers=data.num_workers,
+        seed=cfg.train.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
     val_idx = None
     if cfg.clip_data.format == "webdataset":
         train_loader: Any = _WebdatasetLoader(cfg, train_tf, tokenizer, dist)
     else:
         pairs, val_idx = _train_pairs(cfg, train_tf, tokenizer)
         if len(pairs) < data.batch_size * dist.world_size:
-            raise InputError(f"data.batch_size: {data.batch_size} per process x {dist.world_size} processes is more "
-                             f"than the {len(pairs)} training pairs")
+            raise InputError(
+                f"data.batch_size: {data.batch_size} per process x {dist.world_size} processes is more "
+                f"than the {len(pairs)} training pairs"
+            )
         train_loader = build_loader(pairs, batch_size=data.batch_size, train=True, **common)
 
     evaluator, eval_set, val_set = _evaluation(cfg, eval_tf, tokenizer, val_idx, common)
-    return RunParts(model, objective, train_loader, eval_set,
-                    evaluator=evaluator, val_loader=val_set, after_fit=lambda summary: export_openclip(cfg.run_dir))
+    return RunParts(
+        model,
+        objective,
+        train_loader,
+        eval_set,
+        evaluator=evaluator,
+        val_loader=val_set,
+        after_fit=lambda summary: export_openclip(cfg.run_dir),
+    )
 
 
 def _evaluation(cfg: Any, eval_tf: Any, tokenizer: Any, val_idx: Any, common: dict[str, Any]):
@@ -223,8 +260,14 @@ def _evaluation(cfg: Any, eval_tf: Any, tokenizer: Any, val_idx: Any, common: di
         from gkl.metrics.retrieval import RetrievalEvaluator
 
         data = cfg.clip_data
-        captions = CaptionCsv(ev.retrieval, transform=eval_tf, tokenizer=tokenizer, image_key=data.image_key,
-                              caption_key=data.caption_key, separator=data.separator)
+        captions = CaptionCsv(
+            ev.retrieval,
+            transform=eval_tf,
+            tokenizer=tokenizer,
+            image_key=data.image_key,
+            caption_key=data.caption_key,
+            separator=data.separator,
+        )
         retrieval = RetrievalEvaluator()
         eval_set.retrieval = DataLoader(captions, batch_size=batch, shuffle=False, num_workers=cfg.data.num_workers)
     return ClipEvaluator(zeroshot, retrieval), eval_set, val_set
@@ -243,8 +286,9 @@ def export_openclip(run_dir: Path) -> Path | None:
     return None
 
 
-def evaluate_clip_run(cfg: Any, run_dir: Path, paths: dict[str, Path], *, weights: str,
-                      overrides: Sequence[str] = (), robust: Any = None) -> tuple[dict[str, Any], str]:
+def evaluate_clip_run(
+    cfg: Any, run_dir: Path, paths: dict[str, Path], *, weights: str, overrides: Sequence[str] = (), robust: Any = None
+) -> tuple[dict[str, Any], str]:
     """``gkl evaluate`` of a CLIP run: zero-shot (and retrieval) metrics of each checkpoint in ``paths``
     (existing files: :func:`gkl.evaluate.run_eval.evaluate_run` checks them)."""
     from gkl.models import load_run_weights
@@ -252,15 +296,23 @@ def evaluate_clip_run(cfg: Any, run_dir: Path, paths: dict[str, Path], *, weight
     from gkl.utils.distributed import resolve_device
 
     if cfg.clip_eval is None or (cfg.clip_eval.zeroshot is None and cfg.clip_eval.retrieval is None):
-        raise InputError(f"{run_dir}: the run has no clip_eval.zeroshot or clip_eval.retrieval to evaluate "
-                         "(set one as an override, e.g. clip_eval.zeroshot=/data/imagenet/val)")
+        raise InputError(
+            f"{run_dir}: the run has no clip_eval.zeroshot or clip_eval.retrieval to evaluate "
+            "(set one as an override, e.g. clip_eval.zeroshot=/data/imagenet/val)"
+        )
     device = resolve_device(cfg.train.device)
     model = build_clip_model(dataclasses.replace(cfg.model, checkpoint=None, checkpoint_key=None), "model")
     tokenizer = create_tokenizer(cfg.model.name)
     common = dict(device=device, num_workers=cfg.data.num_workers, seed=cfg.train.seed, rank=0, world_size=1)
     evaluator, eval_set, _ = _evaluation(cfg, image_transform(model, train=False), tokenizer, None, common)
-    report: dict[str, Any] = {"run_dir": str(run_dir), "kind": "clip", "model": cfg.model.name, "weights": weights,
-                              "overrides": list(overrides), "results": {}}
+    report: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "kind": "clip",
+        "model": cfg.model.name,
+        "weights": weights,
+        "overrides": list(overrides),
+        "results": {},
+    }
     keys = cfg.clip_eval.metrics()
     lines = [f"{'checkpoint':<10} {'epoch':>5} " + " ".join(f"{k:>13}" for k in keys)]
     for name, path in paths.items():
@@ -269,6 +321,8 @@ def evaluate_clip_run(cfg: Any, run_dir: Path, paths: dict[str, Path], *, weight
         metrics = evaluator(model, eval_set, device=device, dist=None)
         entry = {"epoch": epoch, "clean": metrics}
         report["results"][name] = entry
-        lines.append(f"{name:<10} {entry['epoch'] if entry['epoch'] is not None else '-':>5} "
-                     + " ".join(f"{metrics[k]:>13.2f}" if k in metrics else f"{'-':>13}" for k in keys))
+        lines.append(
+            f"{name:<10} {entry['epoch'] if entry['epoch'] is not None else '-':>5} "
+            + " ".join(f"{metrics[k]:>13.2f}" if k in metrics else f"{'-':>13}" for k in keys)
+        )
     return report, "\n".join(lines)

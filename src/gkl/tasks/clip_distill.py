@@ -4,8 +4,7 @@ teacher (KL, GKL, IKL, DKL; the ``clip_distill:`` section, docs/clip.md)."""
 from __future__ import annotations
 
 from functools import partial
-
-from typing import Any, Optional
+from typing import Any
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.clip import ClipDistillSettings, check_clip_config
@@ -19,13 +18,27 @@ def check(cfg: Any) -> None:
     check_clip_config(cfg, distill=True)
     check_loss_name(cfg.clip_distill, "method")
 
+
 TASK = Task(
-    name="clip_distill", command="clip-distill",
+    name="clip_distill",
+    command="clip-distill",
     help="distill an OpenCLIP student from a frozen CLIP teacher (KL, GKL, IKL, DKL)",
-    sections=(*CLIP_SECTIONS, Section("clip_distill", Optional[ClipDistillSettings], fill=ClipDistillSettings,
-                                      help="the distillation loss",
-                                      upgrade=partial(drop_unused_keys, ClipDistillSettings))),
-    teacher="required", teacher_checkpoint_key="model",  # a gkl run checkpoint holds the weights under 'model'
-    select_metric="zeroshot_top1", registry_names=False, check=check,
-    build=build, evaluate=evaluate, evaluation="zero-shot / retrieval metrics",
+    sections=(
+        *CLIP_SECTIONS,
+        Section(
+            "clip_distill",
+            ClipDistillSettings | None,
+            fill=ClipDistillSettings,
+            help="the distillation loss",
+            upgrade=partial(drop_unused_keys, ClipDistillSettings),
+        ),
+    ),
+    teacher="required",
+    teacher_checkpoint_key="model",  # a gkl run checkpoint holds the weights under 'model'
+    select_metric="zeroshot_top1",
+    registry_names=False,
+    check=check,
+    build=build,
+    evaluate=evaluate,
+    evaluation="zero-shot / retrieval metrics",
 )

@@ -5,8 +5,7 @@ The builder and evaluation shared with CLIP distillation are :mod:`gkl.tasks.cli
 from __future__ import annotations
 
 from functools import partial
-
-from typing import Any, Optional
+from typing import Any
 
 from gkl.settings.clip import ClipDataSettings, ClipEvalSettings, check_clip_config
 from gkl.tasks.base import Section, Task
@@ -15,8 +14,8 @@ __all__ = ["TASK", "CLIP_SECTIONS", "build", "evaluate"]
 
 #: the sections of both CLIP kinds (check_clip_config requires clip_data)
 CLIP_SECTIONS = (
-    Section("clip_data", Optional[ClipDataSettings], help="the image-text pairs (csv, webdataset or digits)"),
-    Section("clip_eval", Optional[ClipEvalSettings], help="zero-shot and/or retrieval evaluation"),
+    Section("clip_data", ClipDataSettings | None, help="the image-text pairs (csv, webdataset or digits)"),
+    Section("clip_eval", ClipEvalSettings | None, help="zero-shot and/or retrieval evaluation"),
 )
 
 
@@ -33,7 +32,14 @@ def evaluate(cfg: Any, run_dir: Any, paths: Any, **kwargs: Any) -> Any:
 
 
 TASK = Task(
-    name="clip_train", command="clip-train", help="train an OpenCLIP model with the contrastive loss",
-    sections=CLIP_SECTIONS, select_metric="zeroshot_top1", registry_names=False, check=partial(check_clip_config, distill=False),
-    build=build, evaluate=evaluate, evaluation="zero-shot / retrieval metrics",
+    name="clip_train",
+    command="clip-train",
+    help="train an OpenCLIP model with the contrastive loss",
+    sections=CLIP_SECTIONS,
+    select_metric="zeroshot_top1",
+    registry_names=False,
+    check=partial(check_clip_config, distill=False),
+    build=build,
+    evaluate=evaluate,
+    evaluation="zero-shot / retrieval metrics",
 )

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.distill import DistillSettings, GKLSettings
@@ -40,10 +40,22 @@ def evaluate(cfg: Any, run_dir: Any, paths: Any, **kwargs: Any) -> Any:
 
 
 TASK = Task(
-    name="distill", command="distill",
+    name="distill",
+    command="distill",
     help="distill a student from a frozen teacher (KD, DKD, DKL, IKL, GKL, ...)",
-    sections=(Section("distill", Optional[DistillSettings], fill=GKLSettings, help="the distillation method",
-                      # earlier versions recorded every method's settings
-                      upgrade=lambda recorded: drop_unused_keys(DistillSettings, recorded)),),
-    teacher="required", check=check, build=build, evaluate=evaluate, robust_evaluation=True,
+    sections=(
+        Section(
+            "distill",
+            DistillSettings | None,
+            fill=GKLSettings,
+            help="the distillation method",
+            # earlier versions recorded every method's settings
+            upgrade=lambda recorded: drop_unused_keys(DistillSettings, recorded),
+        ),
+    ),
+    teacher="required",
+    check=check,
+    build=build,
+    evaluate=evaluate,
+    robust_evaluation=True,
 )

@@ -25,8 +25,8 @@ class RunParts:
     objective: Any  # gkl.objectives.Objective
     train_loader: Any
     eval_loader: Any
-    info: Any  # gkl.data.DatasetInfo, or anything with num_classes and class_groups
-    evaluator: Any = None  # gkl.metrics.base.Evaluator of the task
+    info: Any = None  # gkl.data.DatasetInfo of the data set (None for a task without one, e.g. CLIP)
+    evaluator: Any = None  # gkl.metrics.base.Evaluator of the task (required by the engine when it evaluates)
     val_loader: Any = None  # a validation split that drives best.pt, when the task configures one
     after_fit: Any = None  # called with the summary on rank 0 after training (e.g. CLIP's OpenCLIP export)
     param_lr_scales: dict[str, float] | None = None  # LR multiplier by model parameter name (e.g. heads x10)

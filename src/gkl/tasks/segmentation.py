@@ -16,11 +16,11 @@ teacher, objective, LR multipliers and evaluator for the one engine.
 
 from __future__ import annotations
 
-from functools import partial
-
 import logging
 import math
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.segmentation import SegmentationSettings, check_segmentation_config
@@ -29,8 +29,18 @@ from gkl.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TASK", "OneLineErrors", "build_segmentation_parts", "build_split", "build_evaluator", "build_teacher",
-           "eval_batch_size", "evaluate_segmentation_run", "format_iou_table", "head_lr_scales"]
+__all__ = [
+    "TASK",
+    "OneLineErrors",
+    "build_segmentation_parts",
+    "build_split",
+    "build_evaluator",
+    "build_teacher",
+    "eval_batch_size",
+    "evaluate_segmentation_run",
+    "format_iou_table",
+    "head_lr_scales",
+]
 
 
 def build_split(cfg: Any, train: bool, *, augment: bool | None = None) -> Any:
@@ -44,9 +54,19 @@ def build_split(cfg: Any, train: bool, *, augment: bool | None = None) -> Any:
     aug = seg.augment
     size = seg.train_size if train else seg.eval_size
     dataset = build_segmentation_dataset(
-        cfg.data.name, cfg.data.root, train, normalize=cfg.data.normalize, augment=augment,
-        crop_size=aug.crop_size, scale=(aug.scale_min, aug.scale_max), rotate=aug.rotate, blur=aug.blur,
-        flip=aug.flip, voc_aug=aug.voc_aug, size=size if cfg.data.name == "digit_scenes" else None)
+        cfg.data.name,
+        cfg.data.root,
+        train,
+        normalize=cfg.data.normalize,
+        augment=augment,
+        crop_size=aug.crop_size,
+        scale=(aug.scale_min, aug.scale_max),
+        rotate=aug.rotate,
+        blur=aug.blur,
+        flip=aug.flip,
+        voc_aug=aug.voc_aug,
+        size=size if cfg.data.name == "digit_scenes" else None,
+    )
     if size is not None and cfg.data.name != "digit_scenes" and size < len(dataset):
         info = dataset.info
         dataset = Subset(dataset, range(size))
@@ -63,8 +83,10 @@ def validation_split(cfg: Any, train_set: Any) -> tuple[Any, Any]:
     n = len(train_set)  # type: ignore[arg-type]
     n_val = int(round(cfg.data.val_fraction * n))
     if n_val == 0 or n_val == n:
-        raise InputError(f"data.val_fraction={cfg.data.val_fraction}: {n} training images leave "
-                         f"{'no validation' if n_val == 0 else 'no training'} image")
+        raise InputError(
+            f"data.val_fraction={cfg.data.val_fraction}: {n} training images leave "
+            f"{'no validation' if n_val == 0 else 'no training'} image"
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.data.val_seed))
     val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
     plain = train_set if cfg.data.name == "digit_scenes" else build_split(cfg, True, augment=False)
@@ -117,8 +139,15 @@ def build_evaluator(cfg: Any, num_classes: int) -> Any:
     seg = cfg.segmentation
     assert seg is not None
     ev = seg.eval
-    return SegmentationEvaluator(num_classes, ignore_index=seg.ignore_index, mode=ev.mode, crop_size=ev.crop_size,
-                                 stride=ev.stride, flip=ev.flip, base_size=ev.base_size)
+    return SegmentationEvaluator(
+        num_classes,
+        ignore_index=seg.ignore_index,
+        mode=ev.mode,
+        crop_size=ev.crop_size,
+        stride=ev.stride,
+        flip=ev.flip,
+        base_size=ev.base_size,
+    )
 
 
 def build_teacher(cfg: Any, num_classes: int) -> Any:
@@ -154,8 +183,13 @@ def build_segmentation_parts(cfg: Any, dist: Any) -> Any:
     train_set = build_split(cfg, True)
     eval_set = build_split(cfg, False)
     info = train_set.info  # type: ignore[attr-defined]
-    common = dict(device=dist.device, num_workers=data.num_workers, seed=cfg.train.seed, rank=dist.rank,
-                  world_size=dist.world_size)
+    common = dict(
+        device=dist.device,
+        num_workers=data.num_workers,
+        seed=cfg.train.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
     val_loader = None
     if data.val_fraction > 0:
         train_set, val_set = validation_split(cfg, train_set)
@@ -165,23 +199,33 @@ def build_segmentation_parts(cfg: Any, dist: Any) -> Any:
     model = build_model(cfg.model, info.num_classes)
     teacher = build_teacher(cfg, info.num_classes)
     objective = build_segmentation_objective(seg, num_classes=info.num_classes, teacher=teacher, student=model)
-    return RunParts(model, objective, train_loader, eval_loader, info,
-                    evaluator=build_evaluator(cfg, info.num_classes), val_loader=val_loader,
-                    param_lr_scales=head_lr_scales(model, seg.head_lr_scale))
+    return RunParts(
+        model,
+        objective,
+        train_loader,
+        eval_loader,
+        info,
+        evaluator=build_evaluator(cfg, info.num_classes),
+        val_loader=val_loader,
+        param_lr_scales=head_lr_scales(model, seg.head_lr_scale),
+    )
 
 
 def format_iou_table(class_names: Sequence[str] | None, iou: Sequence[float]) -> str:
     """Per-class IoU lines ``class  IoU`` (``-`` for a class never labelled nor predicted)."""
     names = list(class_names) if class_names else [f"class {c}" for c in range(len(iou))]
     width = max(len(n) for n in names)
-    return "\n".join(f"  {name:<{width}} {'-' if math.isnan(v) else format(v, '6.2f'):>6}"
-                     for name, v in zip(names, iou))
+    return "\n".join(
+        f"  {name:<{width}} {'-' if math.isnan(v) else format(v, '6.2f'):>6}" for name, v in zip(names, iou)
+    )
 
 
-def evaluate_segmentation_run(cfg: Any, run_dir: Any, paths: Mapping[str, Any], *, weights: str,
-                              overrides: Sequence[str] = (), robust: Any = None) -> tuple[dict[str, Any], str]:
+def evaluate_segmentation_run(
+    cfg: Any, run_dir: Any, paths: Mapping[str, Any], *, weights: str, overrides: Sequence[str] = (), robust: Any = None
+) -> tuple[dict[str, Any], str]:
     """``gkl evaluate`` of a segmentation run: mIoU, mAcc, pixel accuracy and per-class IoU of the
-    checkpoints ``paths`` (``{"last"|"best": file}``) on the evaluation split, with ``segmentation.eval``'s inference."""
+    checkpoints ``paths`` (``{"last"|"best": file}``) on the evaluation split, with ``segmentation.eval``'s
+    inference."""
     from gkl.data import build_loader
     from gkl.models import create_model, load_run_weights
     from gkl.utils.distributed import resolve_device
@@ -189,12 +233,26 @@ def evaluate_segmentation_run(cfg: Any, run_dir: Any, paths: Mapping[str, Any], 
     device = resolve_device(cfg.train.device)
     eval_set = build_split(cfg, False)
     info = eval_set.info  # type: ignore[attr-defined]
-    loader = OneLineErrors(build_loader(eval_set, batch_size=eval_batch_size(cfg), train=False, device=device,
-                                        num_workers=cfg.data.num_workers, seed=cfg.train.seed))
+    loader = OneLineErrors(
+        build_loader(
+            eval_set,
+            batch_size=eval_batch_size(cfg),
+            train=False,
+            device=device,
+            num_workers=cfg.data.num_workers,
+            seed=cfg.train.seed,
+        )
+    )
     evaluator = build_evaluator(cfg, info.num_classes)
-    report: dict[str, Any] = {"run_dir": str(run_dir), "kind": cfg.kind, "dataset": info.name,
-                              "model": cfg.model.name, "weights": weights, "overrides": list(overrides),
-                              "results": {}}
+    report: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "kind": cfg.kind,
+        "dataset": info.name,
+        "model": cfg.model.name,
+        "weights": weights,
+        "overrides": list(overrides),
+        "results": {},
+    }
     lines = [f"{'checkpoint':<10} {'epoch':>5} {'mIoU':>7} {'mAcc':>7} {'pixel acc':>9}"]
     per_class = []
     for name, path in paths.items():
@@ -203,23 +261,38 @@ def evaluate_segmentation_run(cfg: Any, run_dir: Any, paths: Mapping[str, Any], 
         result = evaluator(model.to(device), loader, device=device)
         entry = {"epoch": epoch, "clean": result}
         report["results"][name] = entry
-        lines.append(f"{name:<10} {entry['epoch'] if entry['epoch'] is not None else '-':>5} {result['mIoU']:>7.2f} "
-                     f"{result['mAcc']:>7.2f} {result['pixel_accuracy']:>9.2f}")
-        per_class.append(f"per-class IoU of the {name} checkpoint:\n" + format_iou_table(info.class_names, result["IoU"]))
+        lines.append(
+            f"{name:<10} {entry['epoch'] if entry['epoch'] is not None else '-':>5} {result['mIoU']:>7.2f} "
+            f"{result['mAcc']:>7.2f} {result['pixel_accuracy']:>9.2f}"
+        )
+        per_class.append(
+            f"per-class IoU of the {name} checkpoint:\n" + format_iou_table(info.class_names, result["IoU"])
+        )
     return report, "\n".join(lines + per_class)
-
 
 
 def check(cfg: Any) -> None:
     check_segmentation_config(cfg)
     check_loss_name(cfg.segmentation, "kd_term")
 
+
 TASK = Task(
-    name="segmentation", command="seg-train",
+    name="segmentation",
+    command="seg-train",
     help="semantic segmentation: CE, or distillation with pixel-wise KL/GKL, CWD, APD (docs/segmentation.md)",
-    sections=(Section("segmentation", Optional[SegmentationSettings], fill=SegmentationSettings,
-                      help="method, augmentation, evaluation inference",
-                      upgrade=partial(drop_unused_keys, SegmentationSettings)),),
-    teacher="optional", select_metric="mIoU", check=check,
-    build=build_segmentation_parts, evaluate=evaluate_segmentation_run, evaluation="mIoU",
+    sections=(
+        Section(
+            "segmentation",
+            SegmentationSettings | None,
+            fill=SegmentationSettings,
+            help="method, augmentation, evaluation inference",
+            upgrade=partial(drop_unused_keys, SegmentationSettings),
+        ),
+    ),
+    teacher="optional",
+    select_metric="mIoU",
+    check=check,
+    build=build_segmentation_parts,
+    evaluate=evaluate_segmentation_run,
+    evaluation="mIoU",
 )

@@ -76,8 +76,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
             backend = "nccl" if resolved.type == "cuda" else "gloo"
             kwargs: dict[str, Any] = {"device_id": resolved} if resolved.type == "cuda" else {}
             dist.init_process_group(backend=backend, rank=rank, world_size=world_size, **kwargs)
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=resolved,
-                    is_main=rank == 0)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=resolved, is_main=rank == 0)
 
 
 def cleanup() -> None:

@@ -21,15 +21,17 @@ def qualified(owner: str, name: str) -> str:
     return f"{owner}.{name}" if owner else name
 
 
-def fail(owner: str, name: str, expected: str, value: Any, *, error: type[Exception] = ValueError,
-         show_value: bool = True) -> Exception:
+def fail(
+    owner: str, name: str, expected: str, value: Any, *, error: type[Exception] = ValueError, show_value: bool = True
+) -> Exception:
     """The error of the common format (returned, so callers write ``raise fail(...)``)."""
     got = f", got {value!r}" if show_value else (f", got {value}" if value is not None else "")
     return error(f"{qualified(owner, name)}: expected {expected}{got}")
 
 
-def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any], *,
-                 error: type[Exception] = ValueError) -> Any:
+def check_choice(
+    owner: str, name: str, value: Any, choices: Iterable[Any], *, error: type[Exception] = ValueError
+) -> Any:
     """``value`` if it is one of ``choices``."""
     choices = tuple(choices)
     if value not in choices:
@@ -44,15 +46,24 @@ def check_bool(owner: str, name: str, value: Any, *, error: type[Exception] = Va
     return value
 
 
-def check_int(owner: str, name: str, value: Any, *, minimum: int | None = None,
-              error: type[Exception] = ValueError) -> int:
+def check_int(
+    owner: str, name: str, value: Any, *, minimum: int | None = None, error: type[Exception] = ValueError
+) -> int:
     """``value`` if it is an int (bools rejected), at least ``minimum`` when given."""
     return check_number(owner, name, value, minimum=minimum, integer=True, error=error)
 
 
-def check_number(owner: str, name: str, value: Any, *, minimum: float | None = None,
-                 strict: bool = False, integer: bool = False, allow_inf: bool = False,
-                 error: type[Exception] = ValueError) -> Any:
+def check_number(
+    owner: str,
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    strict: bool = False,
+    integer: bool = False,
+    allow_inf: bool = False,
+    error: type[Exception] = ValueError,
+) -> Any:
     """``value`` if it is a finite real number (ints accepted; bools, NaN, ±inf rejected).
 
     minimum / strict: ``value >= minimum`` (``> minimum`` when strict).

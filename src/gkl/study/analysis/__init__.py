@@ -6,5 +6,13 @@ from .features import capture_features, collect_outputs, feature_statistics, fin
 from .scores import class_margins, class_mean_scores, margins_of
 from .tsne import tsne_embedding
 
-__all__ = ["capture_features", "class_margins", "class_mean_scores", "collect_outputs", "feature_statistics",
-           "find_classifier", "margins_of", "tsne_embedding"]
+__all__ = [
+    "capture_features",
+    "class_margins",
+    "class_mean_scores",
+    "collect_outputs",
+    "feature_statistics",
+    "find_classifier",
+    "margins_of",
+    "tsne_embedding",
+]

@@ -50,6 +50,7 @@ def equivalence_report(num_classes: int = 10, batch: int = 8, seed: int = 0) -> 
             total = gkl_loss(o_n, o_m, alpha=1.0, beta=1.0, gamma=gamma).item()
             lines.append(f"  {gamma:>6.2f} {wmse:>14.6f} {ce:>14.6f} {total:>14.6f}")
     ok = max(diff_n, diff_m) < 1e-10
-    lines.append("OK: gradients of KL and DKL agree to < 1e-10" if ok
-                 else "MISMATCH: gradients of KL and DKL differ by >= 1e-10")
+    lines.append(
+        "OK: gradients of KL and DKL agree to < 1e-10" if ok else "MISMATCH: gradients of KL and DKL differ by >= 1e-10"
+    )
     return "\n".join(lines)

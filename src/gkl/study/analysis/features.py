@@ -9,8 +9,8 @@ No model edits: the classifier is found and its input read by a forward pre-hook
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -19,8 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from gkl.metrics.features import FeatureStatistics
 from gkl.utils.modules import capture_features, find_classifier
 
-__all__ = ["Outputs", "find_classifier", "capture_features", "iterate_batches", "collect_outputs",
-           "feature_statistics"]
+__all__ = ["Outputs", "find_classifier", "capture_features", "iterate_batches", "collect_outputs", "feature_statistics"]
 
 Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -47,9 +46,15 @@ def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
-def collect_outputs(model: nn.Module, data: Dataset | Iterable, *, attack: Attack | None = None,
-                    features: bool = False, batch_size: int = 256,
-                    keep: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Outputs:
+def collect_outputs(
+    model: nn.Module,
+    data: Dataset | Iterable,
+    *,
+    attack: Attack | None = None,
+    features: bool = False,
+    batch_size: int = 256,
+    keep: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Outputs:
     """Eval-mode outputs of ``model`` on ``data`` (natural, or ``attack(images, labels)`` images).
 
     ``keep`` (labels -> bool mask) selects examples before the attack. The model's

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -63,8 +64,7 @@ def plot_margins(margins: dict[str, torch.Tensor], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_tsne(result: dict[str, Any], path: Path, *, class_names: Sequence[str] | None = None,
-              title: str = "") -> Path:
+def plot_tsne(result: dict[str, Any], path: Path, *, class_names: Sequence[str] | None = None, title: str = "") -> Path:
     """t-SNE points coloured by class; adversarial points as crosses, natural as dots (GKL Fig. 4a/b)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5.0))
@@ -76,8 +76,15 @@ def plot_tsne(result: dict[str, Any], path: Path, *, class_names: Sequence[str] 
         for flag, marker, suffix in ((False, "o", ""), (True, "x", " (adv.)")):
             sel = (labels == c) & (adv == flag)
             if sel.any():
-                ax.scatter(points[sel, 0], points[sel, 1], s=8, marker=marker, color=f"C{i % 10}",
-                           label=name + suffix, alpha=0.7)
+                ax.scatter(
+                    points[sel, 0],
+                    points[sel, 1],
+                    s=8,
+                    marker=marker,
+                    color=f"C{i % 10}",
+                    label=name + suffix,
+                    alpha=0.7,
+                )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title)
@@ -88,16 +95,20 @@ def plot_tsne(result: dict[str, Any], path: Path, *, class_names: Sequence[str] 
 def plot_feature_curves(curves: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     """Per-epoch feature norm, logit sum and logit norm of each run (student; teacher dashed)."""
     plt = _pyplot()
-    keys = (("feature_norm", "mean ‖r‖ (penultimate)"), ("logit_sum", "mean Σ_j z_j"),
-            ("logit_norm", "mean ‖z‖"))
+    keys = (("feature_norm", "mean ‖r‖ (penultimate)"), ("logit_sum", "mean Σ_j z_j"), ("logit_norm", "mean ‖z‖"))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for i, (name, records) in enumerate(curves.items()):
         epochs = [r["epoch"] for r in records]
         for ax, (key, label) in zip(axes, keys):
             ax.plot(epochs, [r["student"].get(key) for r in records], color=f"C{i % 10}", label=name)
             if all("teacher" in r for r in records):
-                ax.plot(epochs, [r["teacher"].get(key) for r in records], color=f"C{i % 10}", linestyle="--",
-                        label=f"{name} (teacher)")
+                ax.plot(
+                    epochs,
+                    [r["teacher"].get(key) for r in records],
+                    color=f"C{i % 10}",
+                    linestyle="--",
+                    label=f"{name} (teacher)",
+                )
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)

@@ -9,9 +9,10 @@ needs inputs in [0, 1] (runs with ``data.normalize: false``, as the adversarial 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,8 +45,8 @@ class LoadedRun:
 def load_run(run: str | Path, *, which: str = "best") -> LoadedRun:
     """Model (weights of ``which``: best.pt or checkpoint.pt) and test set of a run; InputError naming
     the missing file otherwise."""
-    from gkl.data import build_dataset
     from gkl.config import load_run_config
+    from gkl.data import build_dataset
     from gkl.models import create_model, load_weights
 
     path = Path(run)
@@ -65,16 +66,25 @@ def load_run(run: str | Path, *, which: str = "best") -> LoadedRun:
     model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
     load_weights(model, ckpt)
     model.eval()
-    return LoadedRun(name=run_dir.name, run_dir=run_dir, model=model, test_set=test_set,
-                     num_classes=info.num_classes, normalize=cfg.data.normalize, class_names=info.class_names)
+    return LoadedRun(
+        name=run_dir.name,
+        run_dir=run_dir,
+        model=model,
+        test_set=test_set,
+        num_classes=info.num_classes,
+        normalize=cfg.data.normalize,
+        class_names=info.class_names,
+    )
 
 
 def _pgd(run: LoadedRun, eps: float, steps: int = 10) -> Attack:
     from gkl.attacks import PGD
 
     if run.normalize:
-        raise InputError(f"{run.run_dir}: --adversarial needs a run trained on inputs in [0, 1] "
-                         "(data.normalize: false); this run normalises its inputs")
+        raise InputError(
+            f"{run.run_dir}: --adversarial needs a run trained on inputs in [0, 1] "
+            "(data.normalize: false); this run normalises its inputs"
+        )
     if not eps > 0:
         raise InputError(f"--eps must be > 0, got {eps}")
     return PGD(run.model, eps=eps, step_size=eps / 4, steps=steps, random_start="uniform")
@@ -99,44 +109,73 @@ def analyze_scores(runs: Sequence[str | Path], out_dir: Path, *, which: str = "b
     for run in runs:
         loaded = load_run(run, which=which)
         scores[loaded.name] = class_mean_scores(loaded.model, loaded.test_set, num_classes=loaded.num_classes)
-    payload = {name: {"per_class": _values(v), "mean": float(v[~torch.isnan(v)].mean())}
-               for name, v in scores.items()}
+    payload = {name: {"per_class": _values(v), "mean": float(v[~torch.isnan(v)].mean())} for name, v in scores.items()}
     return {"json": _write(out_dir, "scores", payload), "png": plot_class_scores(scores, out_dir / "scores.png")}
 
 
-def analyze_margins(run_a: str | Path, run_b: str | Path, out_dir: Path, *, adversarial: bool = False,
-                    eps: float = 8 / 255, which: str = "best") -> dict[str, Path]:
+def analyze_margins(
+    run_a: str | Path,
+    run_b: str | Path,
+    out_dir: Path,
+    *,
+    adversarial: bool = False,
+    eps: float = 8 / 255,
+    which: str = "best",
+) -> dict[str, Path]:
     """Per-class mean margins (Eq. 14) of two runs and their sorted differences (Fig. 4c)."""
     margins = {}
     for run in (run_a, run_b):
         loaded = load_run(run, which=which)
         attack = _pgd(loaded, eps) if adversarial else None
-        margins[loaded.name] = class_margins(loaded.model, loaded.test_set, attack=attack,
-                                             num_classes=loaded.num_classes)
+        margins[loaded.name] = class_margins(
+            loaded.model, loaded.test_set, attack=attack, num_classes=loaded.num_classes
+        )
     if len(margins) < 2:
         raise InputError("margins: give two different runs")
     (name_a, a), (name_b, b) = margins.items()
-    payload = {"adversarial": adversarial, "eps": eps if adversarial else None,
-               name_a: _values(a), name_b: _values(b), "difference_b_minus_a": _values(b - a)}
+    payload = {
+        "adversarial": adversarial,
+        "eps": eps if adversarial else None,
+        name_a: _values(a),
+        name_b: _values(b),
+        "difference_b_minus_a": _values(b - a),
+    }
     stem = "margins_adv" if adversarial else "margins"
     return {"json": _write(out_dir, stem, payload), "png": plot_margins(margins, out_dir / f"{stem}.png")}
 
 
-def analyze_tsne(run: str | Path, out_dir: Path, *, classes: int = 5, adversarial: bool = False,
-                 eps: float = 8 / 255, seed: int = 0, which: str = "best",
-                 max_per_class: int = 200, max_iter: int = 1000) -> dict[str, Path]:
+def analyze_tsne(
+    run: str | Path,
+    out_dir: Path,
+    *,
+    classes: int = 5,
+    adversarial: bool = False,
+    eps: float = 8 / 255,
+    seed: int = 0,
+    which: str = "best",
+    max_per_class: int = 200,
+    max_iter: int = 1000,
+) -> dict[str, Path]:
     """t-SNE of penultimate features of ``classes`` random classes, natural (+ adversarial) (Fig. 4a/b)."""
     loaded = load_run(run, which=which)
     if not 1 <= classes <= loaded.num_classes:
         raise InputError(f"--classes must be in [1, {loaded.num_classes}], got {classes}")
     attack = _pgd(loaded, eps) if adversarial else None
-    result = tsne_embedding(loaded.model, loaded.test_set, classes=classes, attack=attack,
-                            num_classes=loaded.num_classes, seed=seed, max_per_class=max_per_class,
-                            max_iter=max_iter)
+    result = tsne_embedding(
+        loaded.model,
+        loaded.test_set,
+        classes=classes,
+        attack=attack,
+        num_classes=loaded.num_classes,
+        seed=seed,
+        max_per_class=max_per_class,
+        max_iter=max_iter,
+    )
     stem = f"tsne_{loaded.name}" + ("_adv" if adversarial else "")
-    return {"json": _write(out_dir, stem, {"run": str(loaded.run_dir), "eps": eps if adversarial else None,
-                                           **result}),
-            "png": plot_tsne(result, out_dir / f"{stem}.png", class_names=loaded.class_names, title=loaded.name)}
+    return {
+        "json": _write(out_dir, stem, {"run": str(loaded.run_dir), "eps": eps if adversarial else None, **result}),
+        "png": plot_tsne(result, out_dir / f"{stem}.png", class_names=loaded.class_names, title=loaded.name),
+    }
 
 
 def read_feature_records(run_dir: Path) -> list[dict[str, Any]]:
@@ -159,8 +198,8 @@ def analyze_features(runs: Sequence[str | Path], out_dir: Path) -> dict[str, Pat
     for run in runs:
         records = read_feature_records(Path(run))
         if not records:
-            raise InputError(f"{run}: metrics.jsonl has no feature statistics "
-                             "(train the run with train.log_feature_stats=true)")
+            raise InputError(
+                f"{run}: metrics.jsonl has no feature statistics (train the run with train.log_feature_stats=true)"
+            )
         curves[Path(run).name] = records
-    return {"json": _write(out_dir, "features", curves),
-            "png": plot_feature_curves(curves, out_dir / "features.png")}
+    return {"json": _write(out_dir, "features", curves), "png": plot_feature_curves(curves, out_dir / "features.png")}

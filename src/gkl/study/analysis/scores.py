@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -35,8 +35,9 @@ def class_mean_scores(model: nn.Module, data: Dataset | Iterable, *, num_classes
     return per_class_mean(scores, out.labels, c)
 
 
-def class_margins(model: nn.Module, data: Dataset | Iterable, *, attack: Attack | None = None,
-                  num_classes: int | None = None) -> torch.Tensor:
+def class_margins(
+    model: nn.Module, data: Dataset | Iterable, *, attack: Attack | None = None, num_classes: int | None = None
+) -> torch.Tensor:
     """Tensor[C]: per-class mean of z_y − max_{j≠y} z_j (Eq. 14) on natural or ``attack``-ed examples.
 
     ``attack(images, labels) -> adversarial images``, e.g. ``gkl.attacks.PGD(model, eps=8/255)``.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,9 +14,18 @@ from .features import Attack, collect_outputs
 __all__ = ["tsne_embedding"]
 
 
-def tsne_embedding(model: nn.Module, data: Dataset | Iterable, *, classes: int = 5, attack: Attack | None = None,
-                   num_classes: int | None = None, max_per_class: int = 200, seed: int = 0,
-                   perplexity: float = 30.0, max_iter: int = 1000) -> dict[str, Any]:
+def tsne_embedding(
+    model: nn.Module,
+    data: Dataset | Iterable,
+    *,
+    classes: int = 5,
+    attack: Attack | None = None,
+    num_classes: int | None = None,
+    max_per_class: int = 200,
+    seed: int = 0,
+    perplexity: float = 30.0,
+    max_iter: int = 1000,
+) -> dict[str, Any]:
     """2-D t-SNE of the penultimate features of ``classes`` classes drawn with ``seed``.
 
     Returns ``{"classes": [...], "points": (M, 2) list, "labels": [...], "adversarial": [bools]}``;
@@ -47,10 +57,15 @@ def tsne_embedding(model: nn.Module, data: Dataset | Iterable, *, classes: int =
         flags.append(torch.ones(index.numel(), dtype=torch.bool))
     x = torch.cat(feats).double().numpy()
     perplexity = min(perplexity, max(1.0, (x.shape[0] - 1) / 3))
-    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                  max_iter=max_iter).fit_transform(x)
-    return {"classes": chosen, "points": points.tolist(), "labels": torch.cat(labels).tolist(),
-            "adversarial": torch.cat(flags).tolist()}
+    points = TSNE(
+        n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=max_iter
+    ).fit_transform(x)
+    return {
+        "classes": chosen,
+        "points": points.tolist(),
+        "labels": torch.cat(labels).tolist(),
+        "adversarial": torch.cat(flags).tolist(),
+    }
 
 
 def _cap(labels: torch.Tensor, per_class: int, generator: torch.Generator) -> torch.Tensor:
