@@ -20,7 +20,7 @@ def pairwise_gkl(
     targets=None,
     ignore_index=-100,
 ):
-    """Spec section 3 written literally: N x C x C weights and pairwise differences."""
+    """The pairwise definition (docs/losses.md) written literally: N x C x C weights and differences."""
     c = o_n.shape[1]
 
     def flat(x):

@@ -22,7 +22,7 @@ from gkl.models import (
 from gkl.models import registry as registry_module
 from gkl.models.robust_wrn import CIFAR10_MEAN, CIFAR10_STD
 
-# A copy of ../shared/spec/cifar_teacher_layout.json, so the test runs from any checkout.
+# The key/shape listing of the community CIFAR-100 teacher files (all 23 architectures).
 LAYOUT_FILE = Path(__file__).parent / "data" / "cifar_teacher_layout.json"
 CIFAR_ZOO = [
     "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
