@@ -222,7 +222,7 @@ def _sections_class(task: Task) -> type:
     return cached[1]
 
 
-def _foreign_section(key: str, value: Any, kind: str) -> ConfigError | None:
+def _foreign_section(key: str, value: Any, kind: str) -> Exception | None:
     """The error of top-level ``key`` in a config of ``kind`` when ``key`` is another task's section;
     None when it holds that section's default (a ``config.yaml`` of an earlier gkl listed them all)."""
     owners = [t for t in list_tasks() if key in t.section_names]
@@ -262,7 +262,7 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
             raise ConfigError(
                 f"unknown config key '{key}'{hint} (valid keys for kind {task.name!r}: {', '.join(sorted(valid))})"
             )
-    typed = from_dict(_sections_class(task), sections)
+    typed: Any = from_dict(_sections_class(task), sections)  # a dataclass made per task at run time
     train = common.get("train")
     if train is None or isinstance(train, dict):  # the task's model selection unless the config picks one
         common["train"] = {"select_metric": task.select_metric, "select_mode": task.select_mode, **(train or {})}

@@ -61,7 +61,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"config key '{key}': got {value!r}, expected {_type_name(tp)}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -107,6 +107,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': got {value!r}, expected {_type_name(tp)}")
 
 
+def _dataclass_fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
+    """``dataclasses.fields(cls)``; TypeError (a bug: the schema holds dataclasses only) otherwise."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"must be called with a dataclass type or instance, got {cls!r}")
+    return dataclasses.fields(cls)
+
+
 def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, validating every key and type recursively.
 
@@ -115,7 +122,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
     if is_union(cls):  # one class per method
         cls = select_variant(cls, data, prefix)
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in _dataclass_fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)

@@ -30,6 +30,8 @@ Settings: one class per method in :mod:`gkl.settings.adversarial`.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -105,7 +107,10 @@ class AdversarialObjective(Objective):
     def plan(self, epoch: int) -> AttackPlan:
         """eps, steps and step size of the inner attack at ``epoch``."""
         s = self.settings
-        fixed = {} if s.attack_budget != "fixed" else {"steps": s.attack_steps, "step_size": s.attack_step_size}
+        # keyword arguments of the 'fixed' budget (ints and floats: typed by attack_plan's signature)
+        fixed: dict[str, Any] = (
+            {} if s.attack_budget != "fixed" else {"steps": s.attack_steps, "step_size": s.attack_step_size}
+        )
         return attack_plan(
             eps=s.eps,
             epoch=min(max(epoch, 1), self.epochs),
@@ -172,18 +177,24 @@ class AdversarialObjective(Objective):
             random_start=s.random_start,
             **self.attack_extras(labels),
         )
-        if self.awp_active(epoch):
-            self.awp.perturb_for_loss(
-                model,
-                lambda proxy: sum(self._views_loss(proxy, images, adversarial, labels, n)[0].values()),
-                scaler=self.grad_scaler,
-            )
+        awp = self.awp
+        if awp is not None and self.awp_active(epoch):
+
+            def proxy_loss(proxy: nn.Module) -> torch.Tensor:
+                terms = self._views_loss(proxy, images, adversarial, labels, n)[0].values()
+                return functools.reduce(operator.add, terms)  # the sum of the terms
+
+            awp.perturb_for_loss(model, proxy_loss, scaler=self.grad_scaler)
         losses, clean_logits, adv_logits = self._views_loss(model, images, adversarial, labels, n)
         if clean_logits is not None:
             self.observe_clean_logits(clean_logits[:n].detach(), labels[:n])
         with torch.no_grad():
             adv_accuracy = (adv_logits[:n].argmax(dim=1) == labels[:n]).float().mean()
-        metrics = {"adv_accuracy": adv_accuracy, "attack_eps": plan.eps, "attack_steps": float(plan.steps)}
+        metrics: dict[str, torch.Tensor | float] = {
+            "adv_accuracy": adv_accuracy,
+            "attack_eps": plan.eps,
+            "attack_steps": float(plan.steps),
+        }
         return StepOutput(
             losses=losses,
             logits=None if clean_logits is None else clean_logits[:n].detach(),
@@ -213,6 +224,7 @@ class GKLATObjective(AdversarialObjective):
     """GKL-AT: CE(clean) + GKL(adv, clean) with class-wise weights of the previous epoch (Eq. 13)."""
 
     settings_class = GKLATSettings
+    settings: GKLATSettings
 
     def __init__(self, settings: GKLATSettings, *, num_classes: int, epochs: int) -> None:
         super().__init__(settings, num_classes=num_classes, epochs=epochs)

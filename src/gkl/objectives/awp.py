@@ -43,11 +43,12 @@ PERTURBED_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d
 
 def perturbable_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """The (qualified name, weight) of every conv/linear layer of ``model``, in module order."""
-    return [
-        (f"{name}.weight" if name else "weight", module.weight)
-        for name, module in model.named_modules()
-        if isinstance(module, PERTURBED_LAYERS) and isinstance(getattr(module, "weight", None), nn.Parameter)
-    ]
+    found = []
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, PERTURBED_LAYERS) and isinstance(weight, nn.Parameter):
+            found.append((f"{name}.weight" if name else "weight", weight))
+    return found
 
 
 class AdversarialWeightPerturbation:
@@ -131,9 +132,9 @@ class AdversarialWeightPerturbation:
             for diff, (_, w) in zip(diffs, weights):
                 # v_l = gamma ||w_l|| diff / ||diff|| (0 where the proxy did not move: no host sync)
                 diff_norm = diff.norm()
-                scale = self.gamma * w.detach().float().norm() / diff_norm
-                scale = torch.where(diff_norm > 0, scale, torch.zeros_like(scale))
-                perturbation.append((diff * scale).to(w.dtype))
+                layer_scale = self.gamma * w.detach().float().norm() / diff_norm
+                layer_scale = torch.where(diff_norm > 0, layer_scale, torch.zeros_like(layer_scale))
+                perturbation.append((diff * layer_scale).to(w.dtype))
         return perturbation
 
     @torch.no_grad()

@@ -27,7 +27,8 @@ from torch import nn
 from gkl.clip import GKLDistillClipLoss
 from gkl.objectives.base import Objective, StepOutput
 from gkl.objectives.loss_choice import settings_logit_loss
-from gkl.settings.clip import ClipDistillSettings
+from gkl.settings.clip import ClipDistillSettings, ClipKLSettings
+from gkl.settings.kl_family import DKLTerm
 from gkl.settings.loss_choice import RegisteredLoss
 from gkl.utils.modules import unwrap_model
 
@@ -69,7 +70,7 @@ class ClipContrastiveObjective(_ClampsLogitScale):
         self.loss = ClipLoss(local_loss=False, gather_with_grad=True, rank=rank, world_size=world_size)
         self.clamp_logit_scale = clamp_logit_scale
 
-    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
+    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:
         images, tokens = batch[0], batch[1]
         self._student = weakref.ref(unwrap_model(model))
         img, txt, scale = clip_outputs(model, images, tokens)
@@ -93,6 +94,10 @@ class ClipDistillObjective(_ClampsLogitScale):
         super().__init__()
         self.teacher = teacher
         self.settings = settings
+        if not isinstance(settings, (ClipKLSettings, DKLTerm, RegisteredLoss)):  # pragma: no cover - the leaves
+            raise TypeError(
+                f"{type(settings).__name__}: not a clip_distill settings leaf (every leaf has a temperature)"
+            )
         _, params = settings_logit_loss(settings, "method")
         loss_kwargs = {"loss_params": params} if isinstance(settings, RegisteredLoss) else params
         self.loss = GKLDistillClipLoss(
@@ -107,7 +112,7 @@ class ClipDistillObjective(_ClampsLogitScale):
         self.clamp_logit_scale = settings.clamp_logit_scale
         self.freeze()
 
-    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
+    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:
         images, tokens = batch[0], batch[1]
         t_images, t_tokens = (batch[2], batch[3]) if len(batch) == 4 else (images, tokens)
         self._student = weakref.ref(unwrap_model(model))

@@ -103,12 +103,12 @@ class _PrecomputedGrad(torch.autograd.Function):
     """Returns ``value`` and back-propagates ``grad_output · grad`` into ``source``."""
 
     @staticmethod
-    def forward(ctx, source: torch.Tensor, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, source: torch.Tensor, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(grad)
         return value.clone()
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_output: torch.Tensor):
         (grad,) = ctx.saved_tensors
         return grad_output * grad, None, None
 

@@ -32,7 +32,7 @@ from gkl.settings.distill import (
     LogitLossSettings,
     MSESettings,
 )
-from gkl.settings.kl_family import ClassWiseWeights, kl_family_params
+from gkl.settings.kl_family import kl_family_params
 from gkl.utils.validation import check_int, fail
 
 
@@ -40,7 +40,8 @@ class DistillObjective(Objective):
     """Student training against a frozen teacher's logits; subclasses define :meth:`distill_term`."""
 
     frozen = ("teacher",)
-    method: ClassVar[str]
+    #: the name of the loss term: a class constant, except that LogitLossObjective sets its loss's name
+    method: str
     settings_class: ClassVar[type[DistillSettings]]
 
     def __init__(self, teacher: nn.Module, settings: DistillSettings, *, num_classes: int) -> None:
@@ -118,7 +119,7 @@ class DKLObjective(DistillObjective):
 class _WeightedKLObjective(DistillObjective):
     """IKL and GKL: sample-wise weights, or class-wise ones from a ClassPrior (Eqs. 8-9)."""
 
-    def __init__(self, teacher: nn.Module, settings: ClassWiseWeights, *, num_classes: int) -> None:
+    def __init__(self, teacher: nn.Module, settings: IKLSettings | GKLSettings, *, num_classes: int) -> None:
         super().__init__(teacher, settings, num_classes=num_classes)
         self.prior = (
             ClassPrior(num_classes, temperature=settings.weight_temperature, momentum=settings.prior_momentum)

@@ -71,14 +71,14 @@ def attack_budget(
         return 2, eps_t
     if budget == "high-as-released":
         return 5, eps_t / 2
-    if budget == "high":
-        if 4 * epoch <= epochs:
-            return 2, eps_t
-        if 4 * epoch <= 2 * epochs:
-            return 3, 2 * eps_t / 3
-        if 4 * epoch <= 3 * epochs:
-            return 4, eps_t / 2
-        return 5, eps_t / 2
+    # budget == "high" (the choice is checked above)
+    if 4 * epoch <= epochs:
+        return 2, eps_t
+    if 4 * epoch <= 2 * epochs:
+        return 3, 2 * eps_t / 3
+    if 4 * epoch <= 3 * epochs:
+        return 4, eps_t / 2
+    return 5, eps_t / 2
 
 
 def attack_plan(

@@ -32,7 +32,7 @@ Normalisations (exactly):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as torch_dist
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gkl.losses import ClassPrior, value_checks
+from gkl.losses.registry import LogitLoss
 from gkl.objectives.base import Objective, StepOutput
 from gkl.objectives.dense import (
     accumulate_prior,
@@ -52,7 +53,38 @@ from gkl.objectives.dense import (
     upsample,
 )
 from gkl.objectives.loss_choice import settings_logit_loss
-from gkl.settings.segmentation import SegmentationSettings
+from gkl.settings.loss_choice import RegisteredLoss
+from gkl.settings.segmentation import (
+    SegAPDSettings,
+    SegCWDSettings,
+    SegGKLTermPiece,
+    SegKDSettings,
+    SegKLTermPiece,
+    SegmentationSettings,
+)
+
+
+class _PixelGKLSettings(Protocol):
+    """The settings a pixel-wise GKL term reads: a kd / apd leaf with ``kd_term: gkl``."""
+
+    @property
+    def ignore_index(self) -> int: ...
+    @property
+    def mask_ignore(self) -> bool: ...
+    @property
+    def kd_chunk_rows(self) -> int | None: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def beta(self) -> float: ...
+    @property
+    def weight_temperature(self) -> float: ...
+    @property
+    def gamma(self) -> float: ...
+    @property
+    def normalize(self) -> str: ...
 
 
 class SegmentationCE(Objective):
@@ -74,7 +106,7 @@ class SegmentationCE(Objective):
             losses["aux"] = cfg.aux_weight * masked_cross_entropy(upsample(out["aux"], size), labels, cfg.ignore_index)
         return losses, logits
 
-    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
+    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:
         images, labels = batch[0], batch[1]
         out = model(images)
         if not isinstance(out, dict):
@@ -91,56 +123,77 @@ class SegmentationDistill(SegmentationCE):
     """CE (+aux) + ``kd_weight`` · pixel-wise KL / GKL (method ``kd``) or CWD (method ``cwd``)."""
 
     frozen = ("teacher",)
+    settings: SegCWDSettings | SegKDSettings | SegAPDSettings
 
-    def __init__(self, teacher: nn.Module, settings: SegmentationSettings, *, num_classes: int) -> None:
+    def __init__(
+        self, teacher: nn.Module, settings: SegCWDSettings | SegKDSettings | SegAPDSettings, *, num_classes: int
+    ) -> None:
         super().__init__(settings, num_classes=num_classes)
         self.teacher = teacher
         self.prior = (
             ClassPrior(num_classes, temperature=settings.weight_temperature, momentum=settings.prior_momentum)
-            if settings.uses_class_prior
+            if isinstance(settings, SegGKLTermPiece) and settings.uses_class_prior
             else None
         )
-        self.term, self.term_params = (
-            (None, {}) if settings.method == "cwd" else settings_logit_loss(settings, "kd_term")
-        )
+        self.term: LogitLoss | None = None
+        self.term_params: dict[str, Any] = {}
+        if not isinstance(settings, SegCWDSettings):
+            self.term, self.term_params = settings_logit_loss(settings, "kd_term")
         self.freeze()
+
+    def _pixel_term(self) -> LogitLoss:
+        """The registry loss of ``kd_term`` (set for every method but cwd)."""
+        if self.term is None:
+            raise TypeError("segmentation.method 'cwd' has no pixel-wise kd_term")
+        return self.term
 
     def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The pixel-wise logit term on 1/8 logits (upsampled here to the labels), unweighted."""
         cfg = self.settings
         size = labels.shape[-2:]
-        if cfg.method == "cwd":
+        if isinstance(cfg, SegCWDSettings):
             return channel_wise_divergence(student, teacher, cfg.cwd_temperature)
-        chunked = cfg.kd_chunk_rows is not None and tuple(student.shape[-2:]) != tuple(size)
+        # label rows per chunk, or None: one pass (no chunks when the logits are already label-size)
+        chunk_rows = cfg.kd_chunk_rows if tuple(student.shape[-2:]) != tuple(size) else None
         valid = labels != cfg.ignore_index
         count = valid.sum().clamp_min(1) if cfg.mask_ignore else torch.tensor(labels.numel(), device=labels.device)
         per_class = student.shape[1] if cfg.kd_normalize == "pixel_class" else 1
-        if cfg.kd_term != "gkl":  # kl, or another registered loss: per-pixel values of the registry
+        if isinstance(cfg, SegGKLTermPiece):
+            return self._gkl(cfg, student, teacher, labels, chunk_rows=chunk_rows, count=count) / per_class
+        if not isinstance(cfg, (SegKLTermPiece, RegisteredLoss)):  # pragma: no cover - every leaf has a term
+            raise TypeError(f"{type(cfg).__name__}: a pixel-wise kd_term needs its settings piece")
+        # kl, or another registered loss: per-pixel values of the registry
+        term = self._pixel_term()
 
-            def chunk_kl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                targets = torch.where(y != cfg.ignore_index, y, 0).long() if self.term.uses_targets else None
-                per_pixel = self.term(
-                    s, t, temperature=cfg.temperature, reduction="none", targets=targets, **self.term_params
-                )
-                if cfg.mask_ignore:
-                    per_pixel = torch.where(y != cfg.ignore_index, per_pixel, per_pixel.new_zeros(()))
-                return per_pixel.sum() / (count * per_class)
+        def chunk_kl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            targets = torch.where(y != cfg.ignore_index, y, 0).long() if term.uses_targets else None
+            per_pixel = term(s, t, temperature=cfg.temperature, reduction="none", targets=targets, **self.term_params)
+            if cfg.mask_ignore:
+                per_pixel = torch.where(y != cfg.ignore_index, per_pixel, per_pixel.new_zeros(()))
+            return per_pixel.sum() / (count * per_class)
 
-            if chunked:
-                check_dense_inputs(student, teacher, labels, cfg.ignore_index)
-                with value_checks(False):  # inputs checked once above, not once per chunk
-                    return chunked_dense_loss(student, teacher, labels, chunk_kl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
-            return chunk_kl(upsample(student, size), upsample(teacher, size), labels)
-        return self._gkl(student, teacher, labels, chunked=chunked, count=count) / per_class
+        if chunk_rows is not None:
+            check_dense_inputs(student, teacher, labels, cfg.ignore_index)
+            with value_checks(False):  # inputs checked once above, not once per chunk
+                return chunked_dense_loss(student, teacher, labels, chunk_kl, chunk_rows)
+        return chunk_kl(upsample(student, size), upsample(teacher, size), labels)
 
     def _gkl(
-        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, *, chunked: bool, count: torch.Tensor
+        self,
+        cfg: _PixelGKLSettings,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        chunk_rows: int | None,
+        count: torch.Tensor,
     ) -> torch.Tensor:
         """The registry's gkl over every (labelled) pixel; in chunks with the global normalisers N and D."""
-        cfg = self.settings
-        update = self.prior is not None and self.training
+        term = self._pixel_term()
+        chunked = chunk_rows is not None
+        updating = self.prior if self.training else None  # the prior that learns from this step
         targets_for = (lambda y: y) if cfg.mask_ignore else (lambda y: None)
-        common = dict(
+        common: dict[str, Any] = dict(
             gamma=cfg.gamma,
             temperature=cfg.temperature,
             weight_temperature=cfg.weight_temperature,
@@ -159,12 +212,12 @@ class SegmentationDistill(SegmentationCE):
             columns = self.prior.prior.t().contiguous().index_select(1, index.reshape(-1))
             return columns.view(-1, *index.shape).transpose(0, 1).contiguous()
 
-        if not chunked:
+        if chunk_rows is None:
             s, t = upsample(student, labels.shape[-2:]), upsample(teacher, labels.shape[-2:])
             weights = weights_for(labels)
-            if update:
-                update_prior(self.prior, t, labels, cfg.ignore_index)  # type: ignore[arg-type]
-            return self.term(
+            if updating is not None:
+                update_prior(updating, t, labels, cfg.ignore_index)
+            return term(
                 s,
                 t,
                 weights=None if weights is None else weights.to(s.device),
@@ -179,7 +232,7 @@ class SegmentationDistill(SegmentationCE):
         check_dense_inputs(student, teacher, labels, cfg.ignore_index)
         denominator = count.to(torch.float64)  # normalize "batch": D = N
         if cfg.normalize == "weights":
-            denominator = self._weight_mass(teacher, labels)
+            denominator = self._weight_mass(cfg, teacher, labels)
         # α' = α N / D as a 0-dim tensor of the loss's dtype (no host sync)
         alpha = (cfg.alpha * (count.to(torch.float64) / denominator)).to(
             torch.float64 if student.dtype == torch.float64 else torch.float32
@@ -187,10 +240,10 @@ class SegmentationDistill(SegmentationCE):
 
         def chunk_gkl(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             weights = weights_for(y)
-            if update:
-                accumulate_prior(self.prior, t, y, cfg.ignore_index)  # type: ignore[arg-type]
+            if updating is not None:
+                accumulate_prior(updating, t, y, cfg.ignore_index)
             # normalize="batch" + reduction="sum" gives α' Σ mse_i + β Σ ce_i over the chunk
-            part = self.term(
+            part = term(
                 s,
                 t,
                 weights=None if weights is None else weights.to(s.device),
@@ -204,12 +257,11 @@ class SegmentationDistill(SegmentationCE):
             return part / count
 
         with value_checks(False):  # inputs checked once above, not once per chunk
-            return chunked_dense_loss(student, teacher, labels, chunk_gkl, cfg.kd_chunk_rows)  # type: ignore[arg-type]
+            return chunked_dense_loss(student, teacher, labels, chunk_gkl, chunk_rows)
 
     @torch.no_grad()
-    def _weight_mass(self, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _weight_mass(self, cfg: _PixelGKLSettings, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """D = Σ_i W_i², W_i = Σ_j (w_i^j)^γ over the pixels the loss counts (GKL 'weights' normalisation)."""
-        cfg = self.settings
         valid = labels != cfg.ignore_index if cfg.mask_ignore else torch.ones_like(labels, dtype=torch.bool)
         if self.prior is not None:  # class-wise: W depends on the label only
             rows = self.prior.prior.double()
@@ -233,13 +285,14 @@ class SegmentationDistill(SegmentationCE):
             out = self.teacher(images, features=True) if features else self.teacher(images)
         return out if isinstance(out, dict) else {"out": out}
 
-    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
+    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:
         images, labels = batch[0], batch[1]
         out = model(images)
         teacher = self.teacher_outputs(images, features=False)
         losses, logits = self.supervised(out, labels)
-        name = "cwd" if self.settings.method == "cwd" else self.settings.kd_term
-        losses[name] = self.settings.kd_weight * self.kd_loss(out["out"], teacher["out"].detach(), labels)
+        cfg = self.settings
+        name = "cwd" if isinstance(cfg, SegCWDSettings) else cfg.kd_term
+        losses[name] = cfg.kd_weight * self.kd_loss(out["out"], teacher["out"].detach(), labels)
         return StepOutput(
             losses=losses,
             metrics={"pixel_acc": pixel_accuracy(logits, labels, self.settings.ignore_index)},
@@ -296,11 +349,13 @@ class APDObjective(SegmentationDistill):
     """
 
     frozen = ("teacher",)
+    settings: SegAPDSettings
+    adam_step: torch.Tensor  # a buffer: the teacher adapter's Adam step count
 
     def __init__(
         self,
         teacher: nn.Module,
-        settings: SegmentationSettings,
+        settings: SegAPDSettings,
         *,
         num_classes: int,
         student_channels: int,
@@ -363,7 +418,7 @@ class APDObjective(SegmentationDistill):
             denom = (v / (1 - beta2**t)).sqrt_().add_(eps)
             p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
 
-    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:  # type: ignore[override]
+    def forward(self, model: nn.Module, batch: Any, *, epoch: int, step: int) -> StepOutput:
         cfg = self.settings
         images, labels = batch[0], batch[1]
         out = model(images, features=True)
@@ -374,11 +429,11 @@ class APDObjective(SegmentationDistill):
         pred, align, teacher_loss = self.perspective(out["features"], teacher["features"], labels)
         losses["apd_pred"] = cfg.apd_pred_weight * pred
         losses["apd_align"] = cfg.apd_align_weight * align
-        metrics: dict[str, torch.Tensor] = {"pixel_acc": pixel_accuracy(logits, labels, cfg.ignore_index)}
+        metrics: dict[str, torch.Tensor | float] = {"pixel_acc": pixel_accuracy(logits, labels, cfg.ignore_index)}
         if teacher_loss is not None:
             params = list(self.teacher_adapter.parameters())
-            grads = torch.autograd.grad(teacher_loss, params, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+            raw = torch.autograd.grad(teacher_loss, params, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, raw)]
             if torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
                 flat = torch.cat([g.reshape(-1) for g in grads])
                 torch_dist.all_reduce(flat)
@@ -398,8 +453,11 @@ def _read_adam_step(module: APDObjective, incompatible_keys: Any) -> None:
 def _average_grad_over_ranks(param: torch.Tensor) -> None:
     """Average an objective-owned parameter's gradient over ranks (it is not inside the DDP model)."""
     if torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
-        torch_dist.all_reduce(param.grad)
-        param.grad /= torch_dist.get_world_size()
+        grad = param.grad
+        if grad is None:  # pragma: no cover - the hook runs after a gradient was accumulated
+            return
+        torch_dist.all_reduce(grad)
+        grad /= torch_dist.get_world_size()
 
 
 def build_segmentation_objective(
@@ -414,14 +472,18 @@ def build_segmentation_objective(
         return SegmentationCE(settings, num_classes=num_classes)
     if teacher is None:
         raise ValueError(f"segmentation.method {settings.method!r} needs a teacher model")
-    if settings.method == "apd":
+    if isinstance(settings, SegAPDSettings):
         if student is None:
             raise ValueError("segmentation.method 'apd' needs the student model (for its feature width)")
         return APDObjective(
             teacher,
             settings,
             num_classes=num_classes,
-            student_channels=int(student.feature_channels),
-            teacher_channels=int(teacher.feature_channels),
+            # feature_channels: a plain int attribute of gkl's segmentation models, which
+            # nn.Module.__getattr__'s annotation (Tensor | Module) does not describe
+            student_channels=int(student.feature_channels),  # type: ignore[arg-type]
+            teacher_channels=int(teacher.feature_channels),  # type: ignore[arg-type]
         )
+    if not isinstance(settings, (SegCWDSettings, SegKDSettings)):  # pragma: no cover - the union's leaves
+        raise TypeError(f"{type(settings).__name__}: not a segmentation settings leaf")
     return SegmentationDistill(teacher, settings, num_classes=num_classes)

@@ -25,7 +25,7 @@ from torch import nn
 
 from gkl.objectives.base import Objective, StepOutput
 from gkl.objectives.loss_choice import settings_logit_loss
-from gkl.settings.ssl import SSLSettings
+from gkl.settings.ssl import KL_FAMILY_CONSISTENCY, MeanTeacherSettings, SSLSettings
 from gkl.ssl import consistency_loss
 from gkl.utils.modules import unwrap_model
 
@@ -48,7 +48,7 @@ class _SemiSupervised(Objective):
         self.settings = settings
         _, params = settings_logit_loss(settings, "consistency")
         self.consistency_kwargs: dict[str, Any] = params
-        if settings.uses_kl_family:
+        if isinstance(settings, KL_FAMILY_CONSISTENCY):  # settings.uses_kl_family
             self.consistency_kwargs["detach_weak"] = settings.detach_weak
         if hasattr(settings, "temperature"):
             self.consistency_kwargs["temperature"] = settings.temperature
@@ -59,11 +59,11 @@ class _SemiSupervised(Objective):
         )
 
     @staticmethod
-    def statistics(weak: torch.Tensor, mask: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+    def statistics(weak: torch.Tensor, mask: torch.Tensor, batch: dict) -> dict[str, torch.Tensor | float]:
         """Logged per step, as tensors (no host sync): ``mask_ratio``; with ``y_ulb`` also the accuracy
         of the pseudo-labels, ``pseudo_acc``, and among the masked-in examples, ``masked_pseudo_acc``
         (0 when the mask is empty)."""
-        stats = {"mask_ratio": mask.mean()}
+        stats: dict[str, torch.Tensor | float] = {"mask_ratio": mask.mean()}
         y_ulb = batch.get("y_ulb")
         if y_ulb is not None:
             hit = (weak.detach().argmax(dim=1) == y_ulb).float()
@@ -105,9 +105,12 @@ class MeanTeacherObjective(_SemiSupervised):
         total_steps: the run's number of optimizer steps (for the ``unsup_warmup`` ramp).
     """
 
+    settings: MeanTeacherSettings
+    _student: nn.Module | None  # in __dict__, not a submodule (see __init__)
+
     def __init__(self, settings: SSLSettings, model: nn.Module, *, total_steps: int) -> None:
         super().__init__(settings)
-        if settings.algorithm != "meanteacher":
+        if not isinstance(settings, MeanTeacherSettings):
             raise ValueError(f"settings.algorithm: expected 'meanteacher', got {settings.algorithm!r}")
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(f"total_steps: expected an integer >= 1, got {total_steps!r}")
@@ -124,11 +127,12 @@ class MeanTeacherObjective(_SemiSupervised):
 
     def forward(self, model: nn.Module, batch: dict, *, epoch: int, step: int) -> StepOutput:
         cfg = self.settings
-        self.__dict__["_student"] = unwrap_model(model)
+        student = unwrap_model(model)
+        self.__dict__["_student"] = student
         x_lb, y_lb = batch["x_lb"], batch["y_lb"]
         logits_lb = model(x_lb)
         with torch.no_grad():
-            self.teacher.train(self._student.training)
+            self.teacher.train(student.training)
             logits_w = self.teacher(batch["x_ulb_w"])
         logits_s = model(batch["x_ulb_s"])
         mask = confidence_mask(logits_w, cfg.p_cutoff)
@@ -150,7 +154,7 @@ class MeanTeacherObjective(_SemiSupervised):
         if self._student is None:
             return
         decay = self.settings.ema_decay
-        for t, s in zip(self.teacher.parameters(), self._student.parameters()):
-            t.mul_(decay).add_(s.detach(), alpha=1.0 - decay)
-        for t, s in zip(self.teacher.buffers(), self._student.buffers()):
-            t.copy_(s)
+        for t_param, s_param in zip(self.teacher.parameters(), self._student.parameters()):
+            t_param.mul_(decay).add_(s_param.detach(), alpha=1.0 - decay)
+        for t_buffer, s_buffer in zip(self.teacher.buffers(), self._student.buffers()):
+            t_buffer.copy_(s_buffer)

@@ -15,19 +15,35 @@ exactly the chosen class's fields.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, TypeGuard
 
 from gkl.utils.errors import ConfigError
 
 
-def is_union(cls: type) -> bool:
+class UnionNode(Protocol):
+    """What a union node class defines (``generic_variant`` is optional, checked with hasattr)."""
+
+    variant_key: ClassVar[str]
+
+    @classmethod
+    def variants(cls) -> Mapping[str, type]: ...
+
+
+def is_union(cls: type) -> TypeGuard[type[UnionNode]]:
     """Whether ``cls`` is a union node (defines its own ``variant_key`` and ``variants``)."""
     return "variant_key" in vars(cls) and "variants" in vars(cls)
 
 
-def _children(node: type) -> list[type]:
+def _generic(node: type[UnionNode]) -> type | None:
+    """The node's ``generic_variant()`` class, or None when it has none."""
+    make = getattr(node, "generic_variant", None)
+    return None if make is None else make()
+
+
+def _children(node: type[UnionNode]) -> list[type]:
     table = dict(node.variants())
-    generic = node.generic_variant() if hasattr(node, "generic_variant") else None
+    generic = _generic(node)
     return list(table.values()) + ([generic] if generic is not None else [])
 
 
@@ -36,16 +52,16 @@ def _field_names(cls: type) -> set[str]:
 
 
 def _subtree_fields(cls: type) -> set[str]:
-    if not is_union(cls):
-        return _field_names(cls)
-    return set().union(*(_subtree_fields(child) for child in _children(cls) if child is not cls))
+    if is_union(cls):
+        return set().union(*(_subtree_fields(child) for child in _children(cls) if child is not cls))
+    return _field_names(cls)
 
 
-def _renamed(node: type) -> dict[str, str]:
+def _renamed(node: type[UnionNode]) -> dict[str, str]:
     return vars(node).get("renamed_tags", {})
 
 
-def _choose(node: type, data: dict[str, Any], owner: str) -> tuple[type, str, Any] | None:
+def _choose(node: type[UnionNode], data: dict[str, Any], owner: str) -> tuple[type, str, Any] | None:
     """The child of ``node`` named by its tag in ``data`` (None when the tag is not valid).
 
     A tag value the node lists in ``renamed_tags`` (old name -> new name) is a ConfigError naming the new one.
@@ -57,12 +73,13 @@ def _choose(node: type, data: dict[str, Any], owner: str) -> tuple[type, str, An
         raise ConfigError(f"{owner}.{tag}: {choice!r} is now called {_renamed(node)[choice]!r}")
     if isinstance(choice, str) and choice in table:
         return table[choice], tag, choice
-    if hasattr(node, "generic_variant") and isinstance(choice, str) and choice.isidentifier():
-        return node.generic_variant(), tag, choice
+    generic = _generic(node)
+    if generic is not None and isinstance(choice, str) and choice.isidentifier():
+        return generic, tag, choice
     return None
 
 
-def _tag_error(node: type, data: dict[str, Any], owner: str) -> ConfigError:
+def _tag_error(node: type[UnionNode], data: dict[str, Any], owner: str) -> ConfigError:
     tag = node.variant_key
     choice = data.get(tag, getattr(node, tag))
     extra = " or the name of a registered logit loss" if hasattr(node, "generic_variant") else ""
@@ -74,7 +91,8 @@ def select_variant(base: type, data: dict[str, Any], owner: str) -> type:
 
     A key that belongs to another variant is a ConfigError naming the deepest tag that excludes it.
     """
-    node, levels = base, []
+    node = base
+    levels: list[tuple[type[UnionNode], type, str, Any]] = []
     while is_union(node):
         picked = _choose(node, data, owner)
         if picked is None:
@@ -101,7 +119,7 @@ def select_variant(base: type, data: dict[str, Any], owner: str) -> type:
     return node
 
 
-def build_variant(base: type, owner: str, tag_value: str, **kwargs: Any) -> Any:
+def build_variant(base: type[UnionNode], owner: str, tag_value: str, **kwargs: Any) -> Any:
     """Construct the variant named ``tag_value`` from keyword settings (errors name the key)."""
     data = {base.variant_key: tag_value, **kwargs}
     return build_leaf(base, owner, data)
@@ -125,10 +143,11 @@ class UnionConstructor:
     ConfigError naming it. The node sets ``section`` (the config section, for messages).
     """
 
-    section = ""
+    section: ClassVar[str] = ""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        leaf = select_variant(cls, kwargs, cls.section) if is_union(cls) and not args else cls
+        section = cls.section
+        leaf = select_variant(cls, kwargs, section) if is_union(cls) and not args else cls
         return super().__new__(leaf)
 
 

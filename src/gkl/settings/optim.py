@@ -86,8 +86,9 @@ class OptimSettings:
                 self.eps = 1e-8
             if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
                 raise ConfigError(f"train.optim.betas: expected two numbers in [0, 1), got {self.betas!r}")
-            self.betas = tuple(self.betas)
-            for beta in self.betas:
+            betas = (self.betas[0], self.betas[1])  # a YAML list becomes a pair
+            self.betas = betas
+            for beta in betas:
                 _check_number("train.optim", "betas", beta, minimum=0.0)
                 if beta >= 1.0:
                     raise ConfigError(f"train.optim.betas: expected two numbers in [0, 1), got {self.betas!r}")

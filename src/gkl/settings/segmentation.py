@@ -140,7 +140,7 @@ class SegmentationSettings(UnionConstructor):
         check_kl_family(self, _OWNER)
         if isinstance(self, RegisteredLoss):
             check_registered_loss(self, _OWNER)
-        if isinstance(self, _GKLTerm) and self.class_wise and not self.mask_ignore:
+        if isinstance(self, _PixelKD) and isinstance(self, _GKLTerm) and self.class_wise and not self.mask_ignore:
             raise fail(
                 _OWNER,
                 "mask_ignore",
@@ -236,6 +236,10 @@ class _KLTerm:
 class _GKLTerm(GKLTerm, ClassWiseWeights):
     """``kd_term: gkl``: GKL per pixel; class-wise weights from a ClassPrior over labelled pixels."""
 
+
+#: the pieces a kd / apd leaf combines, for isinstance narrowing and annotations in the objectives
+SegKLTermPiece = _KLTerm
+SegGKLTermPiece = _GKLTerm
 
 #: the built-in pixel-wise terms (any other registered logit loss is accepted by name).
 SEG_KD_TERMS: tuple[str, ...] = ("kl", "gkl")

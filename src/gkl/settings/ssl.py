@@ -125,7 +125,7 @@ class SSLSettings(UnionConstructor):
     @property
     def uses_kl_family(self) -> bool:
         """Whether the consistency is GKL or IKL (the detach_weak / KL-family settings apply)."""
-        return isinstance(self, (_GKLConsistency, _IKLConsistency))
+        return isinstance(self, KL_FAMILY_CONSISTENCY)
 
 
 @dataclass
@@ -202,6 +202,9 @@ class _IKLConsistency(IKLTerm):
 
     detach_weak: bool = False
 
+
+#: the KL-family consistency pieces (GKL, IKL): ``isinstance(settings, KL_FAMILY_CONSISTENCY)``
+KL_FAMILY_CONSISTENCY = (_GKLConsistency, _IKLConsistency)
 
 _PIECES: dict[str, type] = {
     "hard_ce": _HardLabel,
