@@ -42,7 +42,7 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
 class _Parser(argparse.ArgumentParser):
     """argparse with the gkl error contract: a usage error is one line ``gkl <cmd>: error: ...``, exit 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 

@@ -95,12 +95,12 @@ def attack_loss(
 ) -> torch.Tensor:
     """Dispatch to the attack loss named ``loss`` (see the module docstring)."""
     check_attack_loss_name(loss)
-    if loss in NEEDS_CLEAN_LOGITS and clean_logits is None:
-        raise fail("", "clean_logits", f"the clean prediction for attack loss {loss!r}", None)
     if loss == "ce":
         return cross_entropy_attack_loss(adv_logits, labels)
     if loss == "cw":
         return cw_margin_attack_loss(adv_logits, labels)
+    if clean_logits is None:  # the others are NEEDS_CLEAN_LOGITS
+        raise fail("", "clean_logits", f"the clean prediction for attack loss {loss!r}", None)
     if loss == "kl":
         return kl_attack_loss(adv_logits, clean_logits)
     return gkl_attack_loss(adv_logits, clean_logits, labels, class_weights=class_weights, gkl_kwargs=gkl_kwargs)

@@ -34,18 +34,22 @@ def _check_real(name: str, value: object, *, positive: bool) -> float:
     return float(value)
 
 
+def _feature_matrix(t: object, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or t.dim() != 2 or not t.is_floating_point():
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise InputError(f"GKLDistillClipLoss: {name} must be a 2-D float tensor (batch, dim), got {got}")
+    return t
+
+
 def _check_features(image: object, text: object, who: str) -> tuple[int, int]:
     names = (f"{who} image_features", f"{who} text_features")
-    for name, t in zip(names, (image, text)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 2 or not t.is_floating_point():
-            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise InputError(f"GKLDistillClipLoss: {name} must be a 2-D float tensor (batch, dim), got {got}")
-    if image.shape != text.shape:  # type: ignore[union-attr]
+    image_t, text_t = _feature_matrix(image, names[0]), _feature_matrix(text, names[1])
+    if image_t.shape != text_t.shape:
         raise InputError(
-            f"GKLDistillClipLoss: {names[0]} {tuple(image.shape)} and {names[1]} "  # type: ignore[union-attr]
-            f"{tuple(text.shape)} must have the same shape (batch, embed_dim)"  # type: ignore[union-attr]
+            f"GKLDistillClipLoss: {names[0]} {tuple(image_t.shape)} and {names[1]} "
+            f"{tuple(text_t.shape)} must have the same shape (batch, embed_dim)"
         )
-    return image.shape[0], image.shape[1]  # type: ignore[union-attr]
+    return image_t.shape[0], image_t.shape[1]
 
 
 def _check_scale(name: str, scale: object) -> None:
@@ -137,7 +141,7 @@ class GKLDistillClipLoss(ClipLoss):
             raise InputError(
                 f"GKLDistillClipLoss: unknown keyword argument(s) {unknown}; ClipLoss accepts {sorted(allowed)}"
             )
-        super().__init__(**clip_loss_kwargs)  # type: ignore[arg-type]
+        super().__init__(**clip_loss_kwargs)
         self.method = method
         self.entry = get_logit_loss(method)
         self.alpha = _check_real("alpha", alpha, positive=False)
@@ -178,7 +182,7 @@ class GKLDistillClipLoss(ClipLoss):
     def forward(
         self,
         image_features: torch.Tensor,
-        text_features: torch.Tensor,  # type: ignore[override]
+        text_features: torch.Tensor,
         logit_scale: torch.Tensor,
         dist_image_features: torch.Tensor,
         dist_text_features: torch.Tensor,

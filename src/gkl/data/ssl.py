@@ -117,7 +117,8 @@ class SSLLoader:
         views: :class:`ViewSettings`. device: where batches are returned.
     """
 
-    def __init__(self, split: MemorySplit, labeled: Sequence[int], unlabeled: Sequence[int], *,
+    def __init__(self, split: MemorySplit, labeled: Sequence[int] | np.ndarray,
+                 unlabeled: Sequence[int] | np.ndarray, *,
                  batch_size: int, uratio: int, steps_per_epoch: int, views: ViewSettings = ViewSettings(),
                  seed: int = 0, rank: int = 0, world_size: int = 1,
                  device: torch.device | str = "cpu") -> None:

@@ -77,5 +77,5 @@ class MixedPrecision:
                 f"amp: checkpoint {'has no' if state is None else 'has a'} GradScaler state "
                 f"but this run uses amp={self.mode!r}"
             )
-        if self.scaler is not None:
+        if self.scaler is not None and state is not None:  # both or neither, checked above
             self.scaler.load_state_dict(state)

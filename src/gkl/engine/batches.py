@@ -1,13 +1,25 @@
-"""Batches on their way into a step: device placement and the per-process batch size."""
+"""Batches on their way into a step: the train loader's interface, device placement and the
+per-process batch size."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 import torch
 
-__all__ = ["move_to_device", "per_process_batch_size"]
+__all__ = ["TrainLoader", "move_to_device", "per_process_batch_size"]
+
+
+class TrainLoader(Protocol):
+    """What the engine needs of a train loader: batches, their number per epoch, and
+    ``set_epoch(epoch)`` (called at the start of every epoch, before iterating)."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
 
 
 def per_process_batch_size(loader: Any) -> int | None:

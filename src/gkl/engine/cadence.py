@@ -25,9 +25,11 @@ class Cadence:
             )
         self.settings = settings
         self.steps_per_epoch = batches_per_epoch // k
-        self.total_steps = (
-            settings.iterations if settings.iterations is not None else settings.epochs * self.steps_per_epoch
-        )
+        if settings.iterations is not None:
+            self.total_steps = settings.iterations
+        else:
+            assert settings.epochs is not None  # TrainSettings sets 240 epochs when neither is given
+            self.total_steps = settings.epochs * self.steps_per_epoch
         self.epochs = -(-self.total_steps // self.steps_per_epoch)
         #: step-based runs (iterations, or evaluation/checkpoints every N steps) log against the step
         self.by_steps = (

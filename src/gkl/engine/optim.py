@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import torch
@@ -46,7 +47,7 @@ def _model_no_weight_decay(model: nn.Module) -> set[str]:
     return set(hook()) if callable(hook) else set()
 
 
-def decays(name: str, param: torch.Tensor, extra_no_decay: set[str] = frozenset()) -> bool:
+def decays(name: str, param: torch.Tensor, extra_no_decay: AbstractSet[str] = frozenset()) -> bool:
     """Whether ``param`` (called ``name`` in the model) gets weight decay under ``no_decay_norm_bias``."""
     if param.ndim <= 1 or name.endswith(".bias") or name in extra_no_decay:
         return False
@@ -109,7 +110,8 @@ def param_groups(
         if settings.no_decay_norm_bias and not decays(name, param, extra):
             wd = 0.0
         layer = ids.get(name)
-        scale = 1.0 if layer is None else settings.layer_decay ** (depth + 1 - layer)
+        # ``ids`` is empty (so ``layer`` None) unless layer_decay is set
+        scale = 1.0 if layer is None or settings.layer_decay is None else settings.layer_decay ** (depth + 1 - layer)
         scale *= float(lr_scales.get(name, 1.0))
         group = groups.setdefault(
             (layer, wd, scale),
@@ -174,6 +176,8 @@ def build_optimizer(
     groups = param_groups(model, settings, base_lr=base_lr, lr_scales=lr_scales)
     groups += extra_param_groups(extra_groups, settings, base_lr=base_lr)
     if settings.name == "sgd":
+        # OptimSettings fills the defaults of the chosen optimizer's keys
+        assert settings.momentum is not None and settings.nesterov is not None
         return torch.optim.SGD(
             groups,
             lr=base_lr,
@@ -182,7 +186,9 @@ def build_optimizer(
             nesterov=settings.nesterov,
         )
     if settings.name == "adamw":
+        assert settings.betas is not None and settings.eps is not None
+        beta1, beta2 = settings.betas  # a 2-list from YAML or a 2-tuple, checked by OptimSettings
         return torch.optim.AdamW(
-            groups, lr=base_lr, betas=tuple(settings.betas), eps=settings.eps, weight_decay=settings.weight_decay
+            groups, lr=base_lr, betas=(beta1, beta2), eps=settings.eps, weight_decay=settings.weight_decay
         )
     raise ValueError(f"optim.name: unknown optimizer {settings.name!r}")

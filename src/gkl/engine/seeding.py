@@ -34,7 +34,8 @@ def set_deterministic(enabled: bool) -> None:
 def capture_rng_state(device: torch.device | None = None) -> dict:
     """RNG states of python, numpy, torch CPU and -- for a CUDA ``device`` -- that device's CUDA
     generator only (a resume may see fewer GPUs), as tensors/plain types (safe to ``torch.load``)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # the global RandomState is MT19937: legacy=True gives its tuple
     state = {
         "python": random.getstate(),
         "numpy": {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed
@@ -56,7 +56,8 @@ def wrap_model(
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         ddp = train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if settings.compile:
-        train_model = torch.compile(train_model)
+        # torch.compile of a module returns an OptimizedModule (an nn.Module); its stub says Callable
+        train_model = cast(nn.Module, torch.compile(train_model))
     return model, train_model, ddp
 
 

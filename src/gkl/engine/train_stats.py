@@ -9,6 +9,7 @@ float64 tensors weighted by the step's examples. They reach the host only when a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -102,7 +103,7 @@ class TrainStats:
         )
         return names, metric_names, packed
 
-    def reduce(self, dist: DistInfo | None = None, *, extra: list[torch.Tensor] = ()) -> dict[str, Any]:
+    def reduce(self, dist: DistInfo | None = None, *, extra: Sequence[torch.Tensor] = ()) -> dict[str, Any]:
         """Epoch means of the terms and metrics and ``acc`` (percent), summed over ranks with ``dist``
         (then every rank must call it); one all-reduce and one ``tolist()``. ``extra`` scalars are
         read in the same transfer and returned under ``"extra"`` (not reduced over ranks)."""

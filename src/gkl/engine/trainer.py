@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from gkl.engine.amp import MixedPrecision
-from gkl.engine.batches import move_to_device
+from gkl.engine.batches import TrainLoader, move_to_device
 from gkl.engine.cadence import Cadence
 from gkl.engine.checkpoint import BEST_NAME, CHECKPOINT_NAME, atomic_save, remove_stale_temporaries
 from gkl.engine.ema import ModelEMA
@@ -85,7 +85,7 @@ class Trainer:
         *,
         model: nn.Module,
         objective: Objective,
-        train_loader: Iterable,
+        train_loader: TrainLoader,
         eval_loader: Iterable | None,
         evaluator: Any,
         settings: TrainSettings,
@@ -337,6 +337,7 @@ class Trainer:
         (read with one ``tolist()``: the only host transfer of a logging step)."""
         if not (self.cadence.logging_step(in_epoch) and self.dist.is_main):
             return
+        assert self.stats is not None  # _run_epoch starts the epoch's statistics
         means = self.stats.reduce(None, extra=[loss])
         value = means.pop("extra")[0]
         if bar is not None:
@@ -351,6 +352,7 @@ class Trainer:
         """End of the epoch (or of the run, mid-epoch for an iteration-based run): statistics, hooks,
         EMA, evaluation, the metrics line, **then** the checkpoint (a kill between the two re-runs the
         epoch and rewrites its line)."""
+        assert self.stats is not None  # _run_epoch starts the epoch's statistics
         train_stats = self.stats.reduce(self.dist)
         broadcast_buffers(self.model, self.dist)
         self.objective.on_epoch_end(epoch)
@@ -405,12 +407,15 @@ class Trainer:
         """One optimizer step over ``accumulate_steps`` micro-batches; returns the (unscaled) loss.
         One host synchronisation per micro-batch: the finite check of its loss terms."""
         k = self.settings.accumulate_steps
+        stats = self.stats
+        assert stats is not None  # _run_epoch starts the epoch's statistics
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), dtype=torch.float32, device=self.device)
         for micro in range(k):
             batch = move_to_device(next(iterator), self.device, channels_last=self.settings.channels_last)
-            sync = self._ddp is None or micro == k - 1
-            with contextlib.nullcontext() if sync else self._ddp.no_sync():
+            # DDP all-reduces the gradients on the last micro-batch only
+            ddp = self._ddp if micro != k - 1 else None
+            with ddp.no_sync() if ddp is not None else contextlib.nullcontext():
                 with self.amp.autocast():
                     out = self.objective(self.train_model, batch, epoch=epoch, step=step)
                 if not isinstance(out, StepOutput):
@@ -420,7 +425,7 @@ class Trainer:
                 self._check_finite(out.losses, epoch, in_epoch, step)
                 loss = out.total().float()
                 self.amp.backward(loss / k if k > 1 else loss)
-            self.stats.add(out, loss)
+            stats.add(out, loss)
             total = total + loss.detach() / k
         self.amp.step(self.optimizer, self.parameters, self.settings.clip_grad_norm)
         self.objective.after_optimizer_step()
@@ -443,7 +448,8 @@ class Trainer:
     def _evaluate_into(self, record: dict[str, Any], epoch: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Evaluate, update best.pt and the collapse watch, fill ``record``; (result, collapse record)."""
         result = self._evaluate()
-        best_model = self.ema.module if self.settings.ema.evaluate == "ema" else self.model
+        # (TrainSettings: evaluate="ema" needs ema.decay, so self.ema exists)
+        best_model = self.ema.module if self.ema is not None and self.settings.ema.evaluate == "ema" else self.model
         collapsed = self.best.observe(
             result,
             record,

@@ -93,7 +93,7 @@ class _GKLTerms(torch.autograd.Function):
         ctx,
         o_n: torch.Tensor,
         o_m: torch.Tensor,
-        w: torch.Tensor,  # type: ignore[override]
+        w: torch.Tensor,
         total_weight: torch.Tensor | float,
         target_probs: torch.Tensor | None,
         temperature: float,
@@ -125,7 +125,7 @@ class _GKLTerms(torch.autograd.Function):
         return value
 
     @staticmethod
-    def backward(ctx, grad_value: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_value: torch.Tensor):
         if torch.is_grad_enabled():  # autograd enables grad mode in backward only for create_graph=True
             raise RuntimeError(
                 "gkl_loss / ikl_loss are not twice differentiable (hand-written O(C) gradients): "

@@ -153,7 +153,7 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
 def check_reduction(reduction: object) -> str:
     """One of "mean", "sum", "none"; the old spelling "batchmean" is an error naming "mean"."""
     if reduction in REDUCTIONS:
-        return reduction  # type: ignore[return-value]
+        return reduction
     if reduction == "batchmean":
         raise fail("", "reduction", f'one of {list(REDUCTIONS)} ("batchmean" is now "mean")', reduction)
     return _check_choice("", "reduction", reduction, REDUCTIONS)

@@ -211,11 +211,12 @@ class SegmentationEvaluator:
 
     def _predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         if self.mode == "slide":
+            assert self.crop_size is not None  # __init__ requires it for mode="slide"
             return slide_inference(
                 model,
                 images,
                 crop_size=self.crop_size,
-                stride=self.stride,  # type: ignore[arg-type]
+                stride=self.stride,
                 num_classes=self.num_classes,
                 flip=self.flip,
             )

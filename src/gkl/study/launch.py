@@ -22,7 +22,9 @@ __all__ = ["Launcher", "LocalLauncher", "SubmititLauncher", "run_command"]
 class Launcher(Protocol):
     """Starts a run and reports its exit status (None while it runs)."""
 
-    parallel: int
+    @property
+    def parallel(self) -> int:
+        """How many runs may be active at once."""
 
     def start(self, spec: RunSpec, log_path: Path) -> Any: ...
 
@@ -134,6 +136,7 @@ class SubmititLauncher:
             raise InputError("--launcher slurm needs the package 'submitit': pip install 'gkl[slurm]'") from None
         self.gpus = gpus_per_run
         self.parallel = max_parallel
+        self.executor: submitit.Executor
         if cluster == "local":
             self.executor = submitit.LocalExecutor(folder=str(folder))
             self.executor.update_parameters(timeout_min=timeout_min, gpus_per_node=gpus_per_run)

@@ -45,7 +45,7 @@ def build_classifier_parts(
     eval_set = build_dataset(data.name, data.root, False, download=data.download, normalize=data.normalize)
     if data.download and dist.world_size > 1 and dist.is_main:
         torch.distributed.barrier()
-    info = train_set.info
+    info = train_set.info  # type: ignore[attr-defined]  # registry builders attach .info; Dataset declares none
     if data.label_noise is not None:
         from gkl.data import LabelNoise
 
@@ -117,7 +117,7 @@ def evaluate_classifier_run(
 
     device = resolve_device(cfg.train.device)
     eval_set = build_dataset(cfg.data.name, cfg.data.root, False, normalize=cfg.data.normalize)
-    info = eval_set.info
+    info = eval_set.info  # type: ignore[attr-defined]  # registry builders attach .info; Dataset declares none
     loader = build_loader(
         eval_set,
         batch_size=cfg.data.eval_batch_size,

@@ -80,7 +80,7 @@ def validation_split(cfg: Any, train_set: Any) -> tuple[Any, Any]:
     import torch
     from torch.utils.data import Subset
 
-    n = len(train_set)  # type: ignore[arg-type]
+    n = len(train_set)
     n_val = int(round(cfg.data.val_fraction * n))
     if n_val == 0 or n_val == n:
         raise InputError(
@@ -182,7 +182,7 @@ def build_segmentation_parts(cfg: Any, dist: Any) -> Any:
     assert seg is not None
     train_set = build_split(cfg, True)
     eval_set = build_split(cfg, False)
-    info = train_set.info  # type: ignore[attr-defined]
+    info = train_set.info
     common = dict(
         device=dist.device,
         num_workers=data.num_workers,
@@ -232,7 +232,7 @@ def evaluate_segmentation_run(
 
     device = resolve_device(cfg.train.device)
     eval_set = build_split(cfg, False)
-    info = eval_set.info  # type: ignore[attr-defined]
+    info = eval_set.info
     loader = OneLineErrors(
         build_loader(
             eval_set,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -29,7 +30,8 @@ def iterate_batches(data: Dataset | Iterable, batch_size: int = 256) -> Iterator
     if isinstance(data, Dataset) and hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         yield from DataLoader(data, batch_size=batch_size, shuffle=False)
         return
-    for batch in data:
+    # a loader or IterableDataset (a map-style Dataset without __len__ iterates by __getitem__)
+    for batch in cast(Iterable, data):
         yield batch[0], batch[1]
 
 
@@ -65,7 +67,10 @@ def collect_outputs(
     model.eval()
     logits, labels, feats = [], [], []
     try:
-        with capture_features(model) if features else contextlib.nullcontext([]) as store:
+        context: contextlib.AbstractContextManager[list[torch.Tensor]] = (
+            capture_features(model) if features else contextlib.nullcontext([])
+        )
+        with context as store:
             for images, targets in iterate_batches(data, batch_size):
                 images, targets = images.to(device), torch.as_tensor(targets).to(device)
                 if keep is not None:

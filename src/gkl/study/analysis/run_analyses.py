@@ -62,7 +62,7 @@ def load_run(run: str | Path, *, which: str = "best") -> LoadedRun:
         raise InputError(f"{run}: no checkpoint to analyse ({ckpt} is missing)")
     cfg = load_run_config(run_dir)
     test_set = build_dataset(cfg.data.name, cfg.data.root, False, normalize=cfg.data.normalize)
-    info = test_set.info
+    info = test_set.info  # type: ignore[attr-defined]  # registry builders attach .info; Dataset declares none
     model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
     load_weights(model, ckpt)
     model.eval()

@@ -34,6 +34,7 @@ def tsne_embedding(
     from sklearn.manifold import TSNE
 
     everything = collect_outputs(model, data, features=True)
+    assert everything.features is not None  # features=True
     c = num_classes or everything.logits.shape[1]
     if not 1 <= classes <= c:
         raise ValueError(f"classes must be in [1, {c}], got {classes}")
@@ -47,11 +48,11 @@ def tsne_embedding(
     mask = keep(everything.labels)
     natural_features, natural_labels = everything.features[mask], everything.labels[mask]
     index = _cap(natural_labels, max_per_class, generator)
-    natural = type(everything)(everything.logits[mask], natural_labels, natural_features)
-    feats, labels = [natural.features[index]], [natural.labels[index]]
+    feats, labels = [natural_features[index]], [natural_labels[index]]
     flags = [torch.zeros(index.numel(), dtype=torch.bool)]
     if attack is not None:
         adversarial = collect_outputs(model, data, features=True, keep=keep, attack=attack)
+        assert adversarial.features is not None  # features=True
         feats.append(adversarial.features[index])
         labels.append(adversarial.labels[index])
         flags.append(torch.ones(index.numel(), dtype=torch.bool))
