@@ -31,11 +31,11 @@ run-at: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
-# ruff (lint and format) over the tree, mypy over src/gkl; every tool runs, then the target fails if any failed.
+# ruff (lint and format) over src, tests and benchmarks, mypy over src/gkl; every tool runs, then the target fails if any failed.
 lint: $(STAMP)
 	@status=0; \
-	$(PY) -m ruff check . || status=1; \
-	$(PY) -m ruff format --check . || status=1; \
+	$(PY) -m ruff check src tests benchmarks || status=1; \
+	$(PY) -m ruff format --check src tests benchmarks || status=1; \
 	$(PY) -m mypy || status=1; \
 	exit $$status
 

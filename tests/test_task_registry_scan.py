@@ -27,6 +27,8 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     + _SECTION_TRAIN,
     ("engine/resume.py", "train"): "resume compares the `train` settings: " + _SECTION_TRAIN,
     ("study/summary.py", "train"): "`train.seed`, `train.device` ... of the recorded config: " + _SECTION_TRAIN,
+    ("engine/trainer.py", "train"): "the `train` statistics of an epoch (the training split's loss and accuracy) "
+    "in the metrics record, not the kind",
     ("engine/logging.py", "train"): "the `train` statistics of an epoch in metrics.jsonl/summary.json (the training "
     "split's loss and accuracy), not the kind",
     ("data/cifar.py", "train"): _SPLIT_TRAIN,

@@ -89,8 +89,9 @@ class InfoDataset(Dataset):
 class TensorPairs(Dataset):
     """Map-style dataset over float inputs ``(N, ...)`` and labels ``(N,)``, normalised per item."""
 
-    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, mean: tuple[float, ...] | None,
-                 std: tuple[float, ...] | None) -> None:
+    def __init__(
+        self, inputs: torch.Tensor, labels: torch.Tensor, mean: tuple[float, ...] | None, std: tuple[float, ...] | None
+    ) -> None:
         if (mean is None) != (std is None):
             raise ValueError("mean and std must both be given or both be None")
         if inputs.shape[0] != labels.shape[0]:

@@ -20,8 +20,9 @@ from .registry import DatasetInfo, register_dataset
 DIGITS_TEST_SIZE = 450  # 1797 images -> 1347 train / 450 test, stratified
 DIGITS_SPLIT_SEED = 0
 # Statistics of the digits training split in [0, 1] (checked by the tests).
-DIGITS_INFO = DatasetInfo("digits", 10, "digits", (1, 8, 8), (0.3052,), (0.3760,),
-                          class_names=tuple(str(d) for d in range(10)))
+DIGITS_INFO = DatasetInfo(
+    "digits", 10, "digits", (1, 8, 8), (0.3052,), (0.3760,), class_names=tuple(str(d) for d in range(10))
+)
 
 # MNIST-1D signals are standardised by the generator (mean 0, std 1, all within
 # about +-5.5); we map them to [0, 1] with the fixed affine x -> (x + 6) / 12, so
@@ -29,8 +30,9 @@ DIGITS_INFO = DatasetInfo("digits", 10, "digits", (1, 8, 8), (0.3052,), (0.3760,
 MNIST1D_OFFSET = 6.0
 MNIST1D_SCALE = 12.0
 MNIST1D_CACHE = "mnist1d_default.npz"
-MNIST1D_INFO = DatasetInfo("mnist1d", 10, "mnist1d", (1, 40), (0.5000,), (0.0831,),
-                           class_names=tuple(str(d) for d in range(10)))
+MNIST1D_INFO = DatasetInfo(
+    "mnist1d", 10, "mnist1d", (1, 40), (0.5000,), (0.0831,), class_names=tuple(str(d) for d in range(10))
+)
 
 
 def _pairs(info: DatasetInfo, inputs: torch.Tensor, labels: torch.Tensor, normalize: bool) -> InfoDataset:
@@ -39,8 +41,9 @@ def _pairs(info: DatasetInfo, inputs: torch.Tensor, labels: torch.Tensor, normal
     def memory() -> MemorySplit:
         return MemorySplit(images=inputs, labels=labels, mean=mean, std=std, augmentation="none")
 
-    return InfoDataset(TensorPairs(inputs, labels, mean, std), info, augmentation="none", normalize=normalize,
-                       memory=memory)
+    return InfoDataset(
+        TensorPairs(inputs, labels, mean, std), info, augmentation="none", normalize=normalize, memory=memory
+    )
 
 
 def _require(module: str, dataset: str) -> None:
@@ -58,8 +61,9 @@ def digits_split(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
-    train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=DIGITS_TEST_SIZE, stratify=y,
-                                           random_state=DIGITS_SPLIT_SEED)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(y)), test_size=DIGITS_TEST_SIZE, stratify=y, random_state=DIGITS_SPLIT_SEED
+    )
     idx = train_idx if train else test_idx
     inputs = torch.tensor(x[idx] / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
     return inputs, torch.tensor(y[idx], dtype=torch.int64)
@@ -88,8 +92,12 @@ def generate_mnist1d() -> dict[str, np.ndarray]:
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
-    return {"x": data["x"].astype(np.float32), "y": data["y"].astype(np.int64),
-            "x_test": data["x_test"].astype(np.float32), "y_test": data["y_test"].astype(np.int64)}
+    return {
+        "x": data["x"].astype(np.float32),
+        "y": data["y"].astype(np.int64),
+        "x_test": data["x_test"].astype(np.float32),
+        "y_test": data["y_test"].astype(np.int64),
+    }
 
 
 def load_mnist1d(root: str) -> dict[str, np.ndarray]:
@@ -105,8 +113,9 @@ def load_mnist1d(root: str) -> dict[str, np.ndarray]:
         except InputError:
             raise
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
-            raise InputError(f"{path}: the MNIST-1D cache cannot be read ({type(err).__name__}: {err}); "
-                             "delete it to regenerate") from None
+            raise InputError(
+                f"{path}: the MNIST-1D cache cannot be read ({type(err).__name__}: {err}); delete it to regenerate"
+            ) from None
     data = generate_mnist1d()
     os.makedirs(root, exist_ok=True)
     tmp = path + f".tmp{os.getpid()}.npz"

@@ -46,8 +46,12 @@ class CifarLayout:
 
 
 CIFAR10_LAYOUT = CifarLayout(
-    "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-    "batches.meta", "labels", "label_names",
+    "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    ("test_batch",),
+    "batches.meta",
+    "labels",
+    "label_names",
 )
 CIFAR100_LAYOUT = CifarLayout("cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names")
 
@@ -58,13 +62,19 @@ def _layout_text(layout: CifarLayout) -> str:
 
 
 #: the only globals a CIFAR pickle may name: numpy's array/scalar reconstruction and bytes decoding
-ALLOWED_GLOBALS = frozenset({
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),
-})
+ALLOWED_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
+    }
+)
 
 
 class CifarUnpickler(pickle.Unpickler):
@@ -72,8 +82,10 @@ class CifarUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):  # noqa: D102
         if (module, name) not in ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refused to load {module}.{name} (CIFAR files hold only dicts, lists, "
-                                         "strings, numbers and numpy arrays)")
+            raise pickle.UnpicklingError(
+                f"refused to load {module}.{name} (CIFAR files hold only dicts, lists, "
+                "strings, numbers and numpy arrays)"
+            )
         if module.startswith("numpy.core."):  # pickles from numpy 1.x name numpy.core; numpy 2 has numpy._core
             try:
                 return super().find_class(module.replace("numpy.core.", "numpy._core.", 1), name)
@@ -86,10 +98,21 @@ def _unpickle(path: str) -> dict:
     try:
         with open(path, "rb") as handle:
             raw = CifarUnpickler(handle, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            MemoryError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not a readable CIFAR pickle ({type(err).__name__}: {err}); the file is corrupt, "
-                         "truncated or not a CIFAR file: download or unpack it again") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        MemoryError,
+        UnicodeDecodeError,
+    ) as err:
+        raise InputError(
+            f"{path}: not a readable CIFAR pickle ({type(err).__name__}: {err}); the file is corrupt, "
+            "truncated or not a CIFAR file: download or unpack it again"
+        ) from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in raw.items()}
@@ -110,8 +133,9 @@ def read_cifar_split(root: str, layout: CifarLayout, train: bool) -> tuple[np.nd
     for path in needed[:-1]:
         batch = _unpickle(path)
         if "data" not in batch or layout.label_key not in batch:
-            raise InputError(f"{path}: expected keys b'data' and b'{layout.label_key}', "
-                             f"found {sorted(map(str, batch))}")
+            raise InputError(
+                f"{path}: expected keys b'data' and b'{layout.label_key}', found {sorted(map(str, batch))}"
+            )
         try:
             data = np.asarray(batch["data"], dtype=np.uint8)
             batch_labels = np.asarray(batch[layout.label_key], dtype=np.int64)
@@ -150,14 +174,24 @@ def _download(name: str, root: str, train: bool) -> None:
     cls(root, train=train, download=True)  # fetches and md5-checks the official archive
 
 
-def _build(name: str, layout: CifarLayout, info: DatasetInfo, root: str, train: bool, *, download: bool,
-           normalize: bool, augment: bool) -> InfoDataset:
+def _build(
+    name: str,
+    layout: CifarLayout,
+    info: DatasetInfo,
+    root: str,
+    train: bool,
+    *,
+    download: bool,
+    normalize: bool,
+    augment: bool,
+) -> InfoDataset:
     if download:
         _download(name, root, train)
     images, labels, names = read_cifar_split(root, layout, train)
     if labels.size and (labels.min() < 0 or labels.max() >= info.num_classes):
-        raise InputError(f"{root}/{layout.folder}: labels must lie in [0, {info.num_classes}), "
-                         f"got [{labels.min()}, {labels.max()}]")
+        raise InputError(
+            f"{root}/{layout.folder}: labels must lie in [0, {info.num_classes}), got [{labels.min()}, {labels.max()}]"
+        )
     transform = cifar_transform(augment=augment, normalize=normalize, mean=info.mean, std=info.std)
     if names and len(names) == info.num_classes:
         info = replace(info, class_names=names)
@@ -173,8 +207,14 @@ def _build(name: str, layout: CifarLayout, info: DatasetInfo, root: str, train: 
             padding=CIFAR_CROP_PADDING,
         )
 
-    return InfoDataset(CifarImages(images, labels, transform), info, augmentation=augmentation,
-                       normalize=normalize, image_transform=transform, memory=memory)
+    return InfoDataset(
+        CifarImages(images, labels, transform),
+        info,
+        augmentation=augmentation,
+        normalize=normalize,
+        image_transform=transform,
+        memory=memory,
+    )
 
 
 CIFAR10_INFO = DatasetInfo("cifar10", 10, "cifar", (3, 32, 32), CIFAR10_MEAN, CIFAR10_STD)

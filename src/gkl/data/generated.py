@@ -30,14 +30,16 @@ class GeneratedImages(Dataset):
             with np.load(self.path, allow_pickle=False) as data:
                 missing = {"image", "label"} - set(data.files)
                 if missing:
-                    raise InputError(f"{self.path}: missing keys {sorted(missing)} (found {data.files}); "
-                                     f"expected {EXPECTED}")
+                    raise InputError(
+                        f"{self.path}: missing keys {sorted(missing)} (found {data.files}); expected {EXPECTED}"
+                    )
                 images, labels = data["image"], data["label"]
         except InputError:
             raise
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
-            raise InputError(f"{self.path}: cannot read the npz ({type(err).__name__}: {err}); "
-                             f"expected {EXPECTED}") from None
+            raise InputError(
+                f"{self.path}: cannot read the npz ({type(err).__name__}: {err}); expected {EXPECTED}"
+            ) from None
         if images.dtype != np.uint8:
             raise InputError(f"{self.path}: 'image' must be uint8, got {images.dtype}; expected {EXPECTED}")
         if images.ndim != 4 or images.shape[1:] != (32, 32, 3):

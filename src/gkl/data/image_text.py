@@ -29,8 +29,16 @@ from torch.utils.data import Dataset
 
 from gkl.utils.errors import InputError
 
-__all__ = ["CaptionCsv", "webdataset_pairs", "expand_shards", "CaptionedDigits", "DIGIT_NAMES",
-           "DIGIT_TEMPLATES", "IMAGE_EXTENSIONS", "LabelledDigits"]
+__all__ = [
+    "CaptionCsv",
+    "webdataset_pairs",
+    "expand_shards",
+    "CaptionedDigits",
+    "DIGIT_NAMES",
+    "DIGIT_TEMPLATES",
+    "IMAGE_EXTENSIONS",
+    "LabelledDigits",
+]
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -58,9 +66,17 @@ class CaptionCsv(Dataset):
     image is an InputError naming the file (and the row and path of the first missing image).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, transform: Callable[[Image.Image], Any],
-                 tokenizer: Tokenizer, image_key: str = "filepath", caption_key: str = "title",
-                 separator: str | None = None, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        transform: Callable[[Image.Image], Any],
+        tokenizer: Tokenizer,
+        image_key: str = "filepath",
+        caption_key: str = "title",
+        separator: str | None = None,
+        root: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"caption file {str(self.path)!r} does not exist")
@@ -72,8 +88,10 @@ class CaptionCsv(Dataset):
             columns = reader.fieldnames or []
             for key in (image_key, caption_key):
                 if key not in columns:
-                    raise InputError(f"caption file {str(self.path)!r}: no column {key!r} "
-                                     f"(columns: {columns}, separator {separator!r})")
+                    raise InputError(
+                        f"caption file {str(self.path)!r}: no column {key!r} "
+                        f"(columns: {columns}, separator {separator!r})"
+                    )
             rows = [(r[image_key], r[caption_key]) for r in reader]
         if not rows:
             raise InputError(f"caption file {str(self.path)!r} has no rows")
@@ -82,8 +100,10 @@ class CaptionCsv(Dataset):
             full = Path(image) if Path(image).is_absolute() else base / image
             if not full.is_file():
                 missing = sum(1 for im, _ in rows if not (Path(im) if Path(im).is_absolute() else base / im).is_file())
-                raise InputError(f"caption file {str(self.path)!r} line {line}: image {str(full)!r} does not exist "
-                                 f"({missing} of {len(rows)} images missing)")
+                raise InputError(
+                    f"caption file {str(self.path)!r} line {line}: image {str(full)!r} does not exist "
+                    f"({missing} of {len(rows)} images missing)"
+                )
             self.samples.append((str(full), caption))
         ids: dict[str, int] = {}
         self.image_ids = [ids.setdefault(p, len(ids)) for p, _ in self.samples]
@@ -117,9 +137,17 @@ def expand_shards(urls: str | Sequence[str]) -> list[str]:
     return shards
 
 
-def webdataset_pairs(urls: str | Sequence[str], *, transform: Callable[[Image.Image], Any], tokenizer: Tokenizer,
-                     shuffle: int = 0, seed: int = 0, resampled: bool = False,
-                     samples_per_epoch: int | None = None, batch_size: int | None = None):
+def webdataset_pairs(
+    urls: str | Sequence[str],
+    *,
+    transform: Callable[[Image.Image], Any],
+    tokenizer: Tokenizer,
+    shuffle: int = 0,
+    seed: int = 0,
+    resampled: bool = False,
+    samples_per_epoch: int | None = None,
+    batch_size: int | None = None,
+):
     """An iterable dataset of (image, tokens) from webdataset tar shards.
 
     Shards are split over ranks (``split_by_node``) and DataLoader workers; ``shuffle``
@@ -160,8 +188,15 @@ class CaptionedDigits(Dataset):
     ``random_caption=False``. ``labels`` holds the digit classes (for zero-shot evaluation).
     """
 
-    def __init__(self, train: bool, *, transform: Callable[[Image.Image], Any], tokenizer: Tokenizer,
-                 templates: Sequence[str] = DIGIT_TEMPLATES, random_caption: bool = True) -> None:
+    def __init__(
+        self,
+        train: bool,
+        *,
+        transform: Callable[[Image.Image], Any],
+        tokenizer: Tokenizer,
+        templates: Sequence[str] = DIGIT_TEMPLATES,
+        random_caption: bool = True,
+    ) -> None:
         from gkl.data.bundled import digits_split
 
         inputs, labels = digits_split(train)

@@ -58,11 +58,17 @@ def build_imagenet(root: str, train: bool, *, download: bool, normalize: bool, a
         raise InputError(f"no class subfolders in {split_dir!r}; expected layout {IMAGENET_LAYOUT}")
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-    samples = make_dataset(split_dir, {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS,
-                           allow_empty=True)
+    samples = make_dataset(
+        split_dir, {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS, allow_empty=True
+    )
     if not samples:
         raise InputError(f"no images found under {split_dir!r}; expected layout {IMAGENET_LAYOUT}")
     info = replace(IMAGENET_INFO, num_classes=len(classes), class_names=tuple(classes))
     transform = imagenet_transform(train=train, augment=augment, normalize=normalize)
-    return InfoDataset(ImageList(samples, transform), info, augmentation="imagenet" if (train and augment) else "none",
-                       normalize=normalize, image_transform=transform)
+    return InfoDataset(
+        ImageList(samples, transform),
+        info,
+        augmentation="imagenet" if (train and augment) else "none",
+        normalize=normalize,
+        image_transform=transform,
+    )

@@ -24,8 +24,10 @@ from .registry import register_dataset
 from .transforms import imagenet_transform
 
 SPLIT_FILES = {"train": "ImageNet_LT_train.txt", "val": "ImageNet_LT_val.txt", "test": "ImageNet_LT_test.txt"}
-LAYOUT = ("root/ImageNet_LT_train.txt, root/ImageNet_LT_test.txt (and ImageNet_LT_val.txt), lines "
-          "'train/n01440764/n01440764_10026.JPEG 0' with image paths relative to root")
+LAYOUT = (
+    "root/ImageNet_LT_train.txt, root/ImageNet_LT_test.txt (and ImageNet_LT_val.txt), lines "
+    "'train/n01440764/n01440764_10026.JPEG 0' with image paths relative to root"
+)
 MANY_THRESHOLD = 100
 FEW_THRESHOLD = 20
 
@@ -44,8 +46,9 @@ def read_split_file(root: str, split: str) -> list[tuple[str, int]]:
                 continue
             parts = line.split()
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
-                raise InputError(f"{path}:{number}: expected '<relative image path> <label >= 0>', "
-                                 f"got {line.strip()!r}")
+                raise InputError(
+                    f"{path}:{number}: expected '<relative image path> <label >= 0>', got {line.strip()!r}"
+                )
             samples.append((os.path.join(root, parts[0]), int(parts[1])))
     if not samples:
         raise InputError(f"{path}: the split file lists no images")
@@ -57,8 +60,10 @@ def check_images_exist(samples: list[tuple[str, int]], split_file: str, *, show:
     missing = [image for image, _ in samples if not os.path.isfile(image)]
     if missing:
         first = ", ".join(missing[:show])
-        raise InputError(f"{split_file}: {len(missing)} of {len(samples)} listed images are missing "
-                         f"(first: {first}); image paths are relative to data.root; expected layout {LAYOUT}")
+        raise InputError(
+            f"{split_file}: {len(missing)} of {len(samples)} listed images are missing "
+            f"(first: {first}); image paths are relative to data.root; expected layout {LAYOUT}"
+        )
 
 
 def class_groups(train_labels: list[int], num_classes: int) -> dict[str, list[int]]:
@@ -81,14 +86,19 @@ def build_imagenet_lt_split(
     check_images_exist(samples, os.path.join(root, SPLIT_FILES[split]))
     train_labels = [label for _, label in train_samples]
     num_classes = max(max(train_labels), max(label for _, label in samples)) + 1
-    info = replace(IMAGENET_INFO, name="imagenet_lt", num_classes=num_classes,
-                   class_groups=class_groups(train_labels, num_classes))
+    info = replace(
+        IMAGENET_INFO, name="imagenet_lt", num_classes=num_classes, class_groups=class_groups(train_labels, num_classes)
+    )
     is_train = split == "train"
     augment = is_train if augment is None else augment
     transform = imagenet_transform(train=is_train, augment=augment, normalize=normalize)
-    return InfoDataset(ImageList(samples, transform), info,
-                       augmentation="imagenet" if (is_train and augment) else "none",
-                       normalize=normalize, image_transform=transform)
+    return InfoDataset(
+        ImageList(samples, transform),
+        info,
+        augmentation="imagenet" if (is_train and augment) else "none",
+        normalize=normalize,
+        image_transform=transform,
+    )
 
 
 @register_dataset(replace(IMAGENET_INFO, name="imagenet_lt"))

@@ -63,9 +63,20 @@ class InMemoryLoader:
     #: (rank, world_size) on evaluation loaders whose ranks hold disjoint shards (gkl.metrics.classification)
     rank_shard: tuple[int, int] | None = None
 
-    def __init__(self, split: MemorySplit, *, batch_size: int, train: bool, device: torch.device, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, drop_last: bool = False,
-                 generated: tuple[torch.Tensor, torch.Tensor] | None = None, generated_ratio: float = 0.0) -> None:
+    def __init__(
+        self,
+        split: MemorySplit,
+        *,
+        batch_size: int,
+        train: bool,
+        device: torch.device,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        generated: tuple[torch.Tensor, torch.Tensor] | None = None,
+        generated_ratio: float = 0.0,
+    ) -> None:
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device, torch.int64)
@@ -81,8 +92,10 @@ class InMemoryLoader:
         if generated is not None:
             gen_images, gen_labels = generated
             if gen_images.dtype != self.images.dtype or gen_images.shape[1:] != self.images.shape[1:]:
-                raise ValueError(f"generated: images {tuple(gen_images.shape[1:])} {gen_images.dtype} do not match "
-                                 f"the dataset's {tuple(self.images.shape[1:])} {self.images.dtype}")
+                raise ValueError(
+                    f"generated: images {tuple(gen_images.shape[1:])} {gen_images.dtype} do not match "
+                    f"the dataset's {tuple(self.images.shape[1:])} {self.images.dtype}"
+                )
             self.gen_images = gen_images.to(self.device)
             self.gen_labels = gen_labels.to(self.device, torch.int64)
             generated_counts(batch_size, generated_ratio)  # validates the ratio
@@ -92,18 +105,31 @@ class InMemoryLoader:
         self.epoch = int(epoch)
 
     def _shard(self) -> torch.Tensor:
-        return shard_indices(len(self.labels), shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
-                             rank=self.rank, world_size=self.world_size)
+        return shard_indices(
+            len(self.labels),
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
 
     def _batches(self) -> Sequence[tuple[torch.Tensor, torch.Tensor | None]]:
         shard = self._shard()
         if self.gen_labels is not None:  # set together with gen_images
-            return mixed_batches(shard, len(self.gen_labels), batch_size=self.batch_size,
-                                 generated_ratio=self.generated_ratio, seed=self.seed, epoch=self.epoch,
-                                 rank=self.rank, world_size=self.world_size)
+            return mixed_batches(
+                shard,
+                len(self.gen_labels),
+                batch_size=self.batch_size,
+                generated_ratio=self.generated_ratio,
+                seed=self.seed,
+                epoch=self.epoch,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
         n = len(shard)
         stop = n - n % self.batch_size if self.drop_last else n
-        return [(shard[i:i + self.batch_size], None) for i in range(0, stop, self.batch_size)]
+        return [(shard[i : i + self.batch_size], None) for i in range(0, stop, self.batch_size)]
 
     def __len__(self) -> int:
         shard_len = -(-len(self.labels) // self.world_size)
@@ -127,12 +153,13 @@ class InMemoryLoader:
         chunk = max(1, min(len(batches), CHUNK_BYTES // per_batch))
         for start in range(0, len(batches), chunk):
             with single_thread():
-                ready = [self._assemble(real_idx, gen_idx, gen) for real_idx, gen_idx in batches[start:start + chunk]]
+                ready = [self._assemble(real_idx, gen_idx, gen) for real_idx, gen_idx in batches[start : start + chunk]]
             yield from ready
             del ready
 
-    def _assemble(self, real_idx: torch.Tensor, gen_idx: torch.Tensor | None,
-                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _assemble(
+        self, real_idx: torch.Tensor, gen_idx: torch.Tensor | None, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gather, augment, convert and normalise one batch on the device."""
         split = self.split
         real_idx = real_idx.to(self.device)

@@ -36,11 +36,13 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR10_PAIRS = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 
 
-def asymmetric_map(num_classes: int, *, dataset_name: str | None = None,
-                   class_names: Sequence[str] | None = None) -> list[int]:
+def asymmetric_map(
+    num_classes: int, *, dataset_name: str | None = None, class_names: Sequence[str] | None = None
+) -> list[int]:
     """The class map of asymmetric noise (see the module docstring); ``map[c] == c`` = not flipped."""
-    is_cifar10 = num_classes == 10 and (dataset_name == "cifar10"
-                                        or (class_names is not None and tuple(class_names) == CIFAR10_CLASSES))
+    is_cifar10 = num_classes == 10 and (
+        dataset_name == "cifar10" or (class_names is not None and tuple(class_names) == CIFAR10_CLASSES)
+    )
     if is_cifar10:
         return [CIFAR10_PAIRS.get(c, c) for c in range(10)]
     return [(c + 1) % num_classes for c in range(num_classes)]
@@ -55,8 +57,16 @@ class LabelNoise(InfoDataset):
     Evaluate on the untouched test split (clean labels).
     """
 
-    def __init__(self, dataset: Dataset, rate: float, *, kind: str = "symmetric", num_classes: int | None = None,
-                 seed: int = 0, mapping: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        rate: float,
+        *,
+        kind: str = "symmetric",
+        num_classes: int | None = None,
+        seed: int = 0,
+        mapping: Sequence[int] | None = None,
+    ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
             raise InputError(f"label noise rate must be a number in [0, 1), got {rate!r}")
         if kind not in NOISE_KINDS:
@@ -72,8 +82,9 @@ class LabelNoise(InfoDataset):
             raise InputError(f"label noise num_classes must be an integer >= 2, got {num_classes!r}")
         clean = dataset_targets(dataset)
         if clean.numel() and (clean.min() < 0 or clean.max() >= num_classes):
-            raise InputError(f"label noise: labels must lie in [0, {num_classes - 1}], found "
-                             f"{int(clean.min())}..{int(clean.max())}")
+            raise InputError(
+                f"label noise: labels must lie in [0, {num_classes - 1}], found {int(clean.min())}..{int(clean.max())}"
+            )
         self.rate, self.kind, self.seed, self.num_classes = float(rate), kind, seed, num_classes
         generator = torch.Generator().manual_seed(seed)
         self.mapping: list[int] | None = None
@@ -81,8 +92,11 @@ class LabelNoise(InfoDataset):
             noisy = _symmetric(clean, self.rate, num_classes, generator)
         else:
             if mapping is None:
-                mapping = asymmetric_map(num_classes, dataset_name=getattr(info, "name", None),
-                                         class_names=getattr(info, "class_names", None))
+                mapping = asymmetric_map(
+                    num_classes,
+                    dataset_name=getattr(info, "name", None),
+                    class_names=getattr(info, "class_names", None),
+                )
             self.mapping = _check_mapping(mapping, num_classes)
             noisy = _asymmetric(clean, self.rate, self.mapping, generator)
         self.clean_targets = clean
@@ -93,11 +107,18 @@ class LabelNoise(InfoDataset):
 
         memory = None
         if isinstance(dataset, InfoDataset) and dataset.supports_in_memory:
+
             def memory() -> MemorySplit:
                 return replace(dataset.memory_split(), labels=self.targets.clone())
-        super().__init__(dataset, info, augmentation=getattr(dataset, "augmentation", "none"),
-                         normalize=getattr(dataset, "normalize", True),
-                         image_transform=getattr(dataset, "image_transform", None), memory=memory)
+
+        super().__init__(
+            dataset,
+            info,
+            augmentation=getattr(dataset, "augmentation", "none"),
+            normalize=getattr(dataset, "normalize", True),
+            image_transform=getattr(dataset, "image_transform", None),
+            memory=memory,
+        )
 
     def __len__(self) -> int:
         return int(self.targets.numel())
@@ -107,8 +128,7 @@ class LabelNoise(InfoDataset):
         return image, int(self.targets[index])
 
     def __repr__(self) -> str:
-        return (f"LabelNoise(kind={self.kind!r}, rate={self.rate}, seed={self.seed}, "
-                f"noisy={self.num_noisy}/{len(self)})")
+        return f"LabelNoise(kind={self.kind!r}, rate={self.rate}, seed={self.seed}, noisy={self.num_noisy}/{len(self)})"
 
 
 def _symmetric(clean: torch.Tensor, rate: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -137,6 +157,8 @@ def _asymmetric(clean: torch.Tensor, rate: float, mapping: list[int], generator:
 def _check_mapping(mapping: Sequence[int], num_classes: int) -> list[int]:
     values = [int(m) for m in mapping]
     if len(values) != num_classes or any(not 0 <= m < num_classes for m in values):
-        raise InputError(f"label noise mapping must list one class in [0, {num_classes - 1}] per class "
-                         f"({num_classes} entries), got {list(mapping)!r}")
+        raise InputError(
+            f"label noise mapping must list one class in [0, {num_classes - 1}] per class "
+            f"({num_classes} entries), got {list(mapping)!r}"
+        )
     return values

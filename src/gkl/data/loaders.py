@@ -23,8 +23,18 @@ from .sharding import derive_seed, generated_counts, mixed_batches, shard_indice
 class MixedBatchSampler(Sampler[list[int]]):
     """Batches of indices into ``ConcatDataset([real, generated])`` (real first, then generated)."""
 
-    def __init__(self, n_real: int, n_generated: int, *, batch_size: int, generated_ratio: float, shuffle: bool,
-                 seed: int, rank: int, world_size: int) -> None:
+    def __init__(
+        self,
+        n_real: int,
+        n_generated: int,
+        *,
+        batch_size: int,
+        generated_ratio: float,
+        shuffle: bool,
+        seed: int,
+        rank: int,
+        world_size: int,
+    ) -> None:
         self.n_real, self.n_generated = n_real, n_generated
         self.batch_size, self.generated_ratio = batch_size, generated_ratio
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
@@ -37,11 +47,24 @@ class MixedBatchSampler(Sampler[list[int]]):
         return (-(-self.n_real // self.world_size)) // generated_counts(self.batch_size, self.generated_ratio)[0]
 
     def __iter__(self) -> Iterator[list[int]]:
-        shard = shard_indices(self.n_real, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch, rank=self.rank,
-                              world_size=self.world_size)
-        for real, gen in mixed_batches(shard, self.n_generated, batch_size=self.batch_size,
-                                       generated_ratio=self.generated_ratio, seed=self.seed, epoch=self.epoch,
-                                       rank=self.rank, world_size=self.world_size):
+        shard = shard_indices(
+            self.n_real,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+        for real, gen in mixed_batches(
+            shard,
+            self.n_generated,
+            batch_size=self.batch_size,
+            generated_ratio=self.generated_ratio,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+        ):
             yield real.tolist() + (gen + self.n_real).tolist()
 
 
@@ -81,8 +104,9 @@ class PerImageLoader:
         self.epoch = int(epoch)
         self.sampler.set_epoch(self.epoch)
         self.loader.generator.manual_seed(derive_seed(self.seed, self.epoch, self.rank, "workers"))
-        self._rng_state = torch.Generator().manual_seed(
-            derive_seed(self.seed, self.epoch, self.rank, "augment")).get_state()
+        self._rng_state = (
+            torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank, "augment")).get_state()
+        )
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -162,22 +186,39 @@ def build_loader(
 
     if in_memory:
         if not isinstance(dataset, InfoDataset):
-            raise ValueError("in_memory: needs a dataset from gkl.data.build_dataset, got "
-                             f"{type(dataset).__name__}")
+            raise ValueError(f"in_memory: needs a dataset from gkl.data.build_dataset, got {type(dataset).__name__}")
         split = dataset.memory_split()
         if not train:
-            split = dataclasses.replace(split, images=split.images[rank::world_size],
-                                        labels=split.labels[rank::world_size])
-            eval_loader = InMemoryLoader(split, batch_size=batch_size, train=False, device=device, seed=seed,
-                                         rank=0, world_size=1, drop_last=drop_last)
+            split = dataclasses.replace(
+                split, images=split.images[rank::world_size], labels=split.labels[rank::world_size]
+            )
+            eval_loader = InMemoryLoader(
+                split,
+                batch_size=batch_size,
+                train=False,
+                device=device,
+                seed=seed,
+                rank=0,
+                world_size=1,
+                drop_last=drop_last,
+            )
             eval_loader.rank_shard = (rank, world_size)
             return eval_loader
         gen_arrays = None
         if generated is not None:
             gen_arrays = (generated.uint8_nchw(), torch.from_numpy(generated.labels))
-        return InMemoryLoader(split, batch_size=batch_size, train=train, device=device, seed=seed, rank=rank,
-                              world_size=world_size, drop_last=drop_last, generated=gen_arrays,
-                              generated_ratio=generated_ratio)
+        return InMemoryLoader(
+            split,
+            batch_size=batch_size,
+            train=train,
+            device=device,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+            generated=gen_arrays,
+            generated_ratio=generated_ratio,
+        )
 
     pin = device.type == "cuda"
     g = torch.Generator()
@@ -187,12 +228,21 @@ def build_loader(
         transform = getattr(dataset, "image_transform", None)
         info = getattr(dataset, "info", None)
         if transform is None or info is None or info.input_kind != "cifar":
-            raise ValueError("generated: generated 32x32 images can only be mixed into a CIFAR dataset "
-                             "built by gkl.data.build_dataset")
+            raise ValueError(
+                "generated: generated 32x32 images can only be mixed into a CIFAR dataset "
+                "built by gkl.data.build_dataset"
+            )
         combined: ConcatDataset = ConcatDataset([dataset, generated.with_transform(transform)])
-        mixed = MixedBatchSampler(size, len(generated), batch_size=batch_size,
-                                    generated_ratio=generated_ratio, shuffle=train, seed=seed, rank=rank,
-                                    world_size=world_size)
+        mixed = MixedBatchSampler(
+            size,
+            len(generated),
+            batch_size=batch_size,
+            generated_ratio=generated_ratio,
+            shuffle=train,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
         return PerImageLoader(DataLoader(combined, batch_sampler=mixed, **common), mixed, seed=seed, rank=rank)
     if not train:
         strided = StridedSampler(size, rank=rank, world_size=world_size)
@@ -200,7 +250,8 @@ def build_loader(
         result = PerImageLoader(loader, strided, seed=seed, rank=rank)
         result.rank_shard = (rank, world_size)
         return result
-    sampler: DistributedSampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                                                     seed=seed, drop_last=False)
+    sampler: DistributedSampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=False
+    )
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
     return PerImageLoader(loader, sampler, seed=seed, rank=rank)

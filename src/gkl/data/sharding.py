@@ -56,8 +56,9 @@ def generated_counts(batch_size: int, generated_ratio: float) -> tuple[int, int]
     return batch_size - n_gen, n_gen
 
 
-def generated_indices(n_generated: int, count: int, *, seed: int, epoch: int, rank: int,
-                      world_size: int) -> torch.Tensor:
+def generated_indices(
+    n_generated: int, count: int, *, seed: int, epoch: int, rank: int, world_size: int
+) -> torch.Tensor:
     """This rank's ``count`` generated indices for ``epoch`` (strided slice of a global reshuffled stream)."""
     needed = count * world_size
     pieces, have, k = [], 0, 0
@@ -70,14 +71,24 @@ def generated_indices(n_generated: int, count: int, *, seed: int, epoch: int, ra
     return stream[rank:needed:world_size]
 
 
-def mixed_batches(real: torch.Tensor, n_generated: int, *, batch_size: int, generated_ratio: float, seed: int,
-                  epoch: int, rank: int, world_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def mixed_batches(
+    real: torch.Tensor,
+    n_generated: int,
+    *,
+    batch_size: int,
+    generated_ratio: float,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per batch, ``(real indices, generated indices)`` following the module's epoch definition."""
     n_real, n_gen = generated_counts(batch_size, generated_ratio)
     num_batches = len(real) // n_real
     if num_batches == 0:
-        raise ValueError(f"batch_size: the real shard ({len(real)} examples) is smaller than the "
-                         f"{n_real} real examples one mixed batch needs")
-    gen = generated_indices(n_generated, num_batches * n_gen, seed=seed, epoch=epoch, rank=rank,
-                            world_size=world_size)
-    return [(real[b * n_real:(b + 1) * n_real], gen[b * n_gen:(b + 1) * n_gen]) for b in range(num_batches)]
+        raise ValueError(
+            f"batch_size: the real shard ({len(real)} examples) is smaller than the "
+            f"{n_real} real examples one mixed batch needs"
+        )
+    gen = generated_indices(n_generated, num_batches * n_gen, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+    return [(real[b * n_real : (b + 1) * n_real], gen[b * n_gen : (b + 1) * n_gen]) for b in range(num_batches)]

@@ -45,8 +45,9 @@ def dataset_targets(dataset: Dataset) -> torch.Tensor:
     return torch.tensor([int(dataset[i][1]) for i in range(n)], dtype=torch.int64)
 
 
-def stratified_split(targets: Sequence[int] | torch.Tensor, val_fraction: float, seed: int,
-                     *, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    targets: Sequence[int] | torch.Tensor, val_fraction: float, seed: int, *, num_classes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(train_idx, val_idx)`` (sorted int64) holding out ``val_fraction`` of each class.
 
     Class c with n_c examples puts ``round(val_fraction · n_c)`` of them, drawn with
@@ -55,8 +56,11 @@ def stratified_split(targets: Sequence[int] | torch.Tensor, val_fraction: float,
     it is identical on every DDP rank. A class that would be empty on either side (or,
     with ``num_classes``, a class with no example at all) is an InputError naming it.
     """
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
-            or not 0.0 < float(val_fraction) < 1.0:
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, (int, float))
+        or not 0.0 < float(val_fraction) < 1.0
+    ):
         raise InputError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be an integer >= 0, got {seed!r}")
@@ -73,7 +77,8 @@ def stratified_split(targets: Sequence[int] | torch.Tensor, val_fraction: float,
             raise InputError(
                 f"val_fraction={val_fraction}: class {c} has {members.numel()} training example(s), "
                 f"leaving {'no validation' if n_val == 0 else 'no training'} example of it; "
-                "choose another val_fraction")
+                "choose another val_fraction"
+            )
         order = members[torch.randperm(members.numel(), generator=generator)]
         val_parts.append(order[:n_val])
         train_parts.append(order[n_val:])
@@ -88,12 +93,19 @@ class IndexedDataset(InfoDataset):
         self.source = dataset
         memory = None
         if isinstance(dataset, InfoDataset) and dataset.supports_in_memory:
+
             def memory() -> MemorySplit:
                 split = dataset.memory_split()
                 return replace(split, images=split.images[self.indices], labels=split.labels[self.indices])
-        super().__init__(dataset, getattr(dataset, "info", None), augmentation=getattr(dataset, "augmentation", "none"),
-                         normalize=getattr(dataset, "normalize", True),
-                         image_transform=getattr(dataset, "image_transform", None), memory=memory)
+
+        super().__init__(
+            dataset,
+            getattr(dataset, "info", None),
+            augmentation=getattr(dataset, "augmentation", "none"),
+            normalize=getattr(dataset, "normalize", True),
+            image_transform=getattr(dataset, "image_transform", None),
+            memory=memory,
+        )
         self.targets = dataset_targets(dataset)[self.indices]
 
     def __len__(self) -> int:
@@ -107,6 +119,7 @@ class IndexedDataset(InfoDataset):
 def split_dataset(dataset: Dataset, val_fraction: float, seed: int) -> tuple[IndexedDataset, IndexedDataset]:
     """``(train, val)`` views of ``dataset`` from :func:`stratified_split` on its labels."""
     info = getattr(dataset, "info", None)
-    train_idx, val_idx = stratified_split(dataset_targets(dataset), val_fraction, seed,
-                                          num_classes=getattr(info, "num_classes", None))
+    train_idx, val_idx = stratified_split(
+        dataset_targets(dataset), val_fraction, seed, num_classes=getattr(info, "num_classes", None)
+    )
     return IndexedDataset(dataset, train_idx), IndexedDataset(dataset, val_idx)

@@ -29,8 +29,13 @@ from gkl.data.transforms import normalize_batch, to_unit_float
 from gkl.utils.errors import InputError
 
 
-def split_labeled(targets: Sequence[int] | torch.Tensor | np.ndarray, num_labels_per_class: int,
-                  seed: int, *, include_labeled_in_unlabeled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def split_labeled(
+    targets: Sequence[int] | torch.Tensor | np.ndarray,
+    num_labels_per_class: int,
+    seed: int,
+    *,
+    include_labeled_in_unlabeled: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of exactly ``num_labels_per_class`` labelled examples per class, and the unlabelled ones.
 
     Deterministic in ``seed`` (numpy ``RandomState(seed)`` choices per class, classes in
@@ -39,8 +44,7 @@ def split_labeled(targets: Sequence[int] | torch.Tensor | np.ndarray, num_labels
     are sorted int64.
     """
     y = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets).astype(np.int64).ravel()
-    if isinstance(num_labels_per_class, bool) or not isinstance(num_labels_per_class, int) \
-            or num_labels_per_class < 1:
+    if isinstance(num_labels_per_class, bool) or not isinstance(num_labels_per_class, int) or num_labels_per_class < 1:
         raise InputError(f"num_labels_per_class: expected an integer >= 1, got {num_labels_per_class!r}")
     if y.size == 0:
         raise InputError("targets: the dataset is empty")
@@ -48,8 +52,9 @@ def split_labeled(targets: Sequence[int] | torch.Tensor | np.ndarray, num_labels
     smallest = int(counts.min())
     if num_labels_per_class > smallest:
         cls = int(classes[counts.argmin()])
-        raise InputError(f"num_labels_per_class: {num_labels_per_class} is more than class {cls} has "
-                         f"({smallest} examples)")
+        raise InputError(
+            f"num_labels_per_class: {num_labels_per_class} is more than class {cls} has ({smallest} examples)"
+        )
     rng = np.random.RandomState(seed)
     labelled = [rng.choice(np.flatnonzero(y == c), num_labels_per_class, replace=False) for c in classes]
     lb = np.sort(np.concatenate(labelled)).astype(np.int64)
@@ -83,7 +88,7 @@ def weak_view(images: torch.Tensor, views: ViewSettings, generator: torch.Genera
     tops = torch.randint(0, 2 * p + 1, (b,), generator=generator).tolist()
     lefts = torch.randint(0, 2 * p + 1, (b,), generator=generator).tolist()
     flips = (torch.rand(b, generator=generator) < 0.5).tolist() if views.flip else [False] * b
-    out = torch.stack([padded[i, :, top:top + h, left:left + w] for i, (top, left) in enumerate(zip(tops, lefts))])
+    out = torch.stack([padded[i, :, top : top + h, left : left + w] for i, (top, left) in enumerate(zip(tops, lefts))])
     for i, f in enumerate(flips):
         if f:
             out[i] = out[i].flip(-1)
@@ -117,11 +122,21 @@ class SSLLoader:
         views: :class:`ViewSettings`. device: where batches are returned.
     """
 
-    def __init__(self, split: MemorySplit, labeled: Sequence[int] | np.ndarray,
-                 unlabeled: Sequence[int] | np.ndarray, *,
-                 batch_size: int, uratio: int, steps_per_epoch: int, views: ViewSettings = ViewSettings(),
-                 seed: int = 0, rank: int = 0, world_size: int = 1,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        split: MemorySplit,
+        labeled: Sequence[int] | np.ndarray,
+        unlabeled: Sequence[int] | np.ndarray,
+        *,
+        batch_size: int,
+        uratio: int,
+        steps_per_epoch: int,
+        views: ViewSettings = ViewSettings(),
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+    ) -> None:
         if split.images.dim() != 4:
             raise InputError(f"semi-supervised views need images (N, C, H, W), got shape {tuple(split.images.shape)}")
         for name, value in (("batch_size", batch_size), ("uratio", uratio), ("steps_per_epoch", steps_per_epoch)):
@@ -165,20 +180,26 @@ class SSLLoader:
     def batch(self, index: int) -> dict[str, torch.Tensor]:
         """Batch ``index`` (from 0) of the current epoch for this rank."""
         if self._orders is None:
-            self._orders = (self._order(self.labeled, self.batch_size, "lb"),
-                            self._order(self.unlabeled, self.batch_size * self.uratio, "ulb"))
+            self._orders = (
+                self._order(self.labeled, self.batch_size, "lb"),
+                self._order(self.unlabeled, self.batch_size * self.uratio, "ulb"),
+            )
         lb_order, ulb_order = self._orders
         b, u = self.batch_size, self.batch_size * self.uratio
         slot = index * self.world_size + self.rank
-        lb_idx = lb_order[slot * b:(slot + 1) * b]
-        ulb_idx = ulb_order[slot * u:(slot + 1) * u]
+        lb_idx = lb_order[slot * b : (slot + 1) * b]
+        ulb_idx = ulb_order[slot * u : (slot + 1) * u]
         g = torch.Generator().manual_seed(_seed(self.seed, self.epoch, self.rank, index, "views"))
         x_lb = weak_view(self._prepare(lb_idx), self.views, g)
         x_w = weak_view(self._prepare(ulb_idx), self.views, g)
         x_s = strong_view(x_w, self.views, _seed(self.seed, self.epoch, self.rank, index, "strong"))
-        return {"x_lb": self._finish(x_lb), "y_lb": self.labels[lb_idx].to(self.device),
-                "x_ulb_w": self._finish(x_w), "x_ulb_s": self._finish(x_s),
-                "y_ulb": self.labels[ulb_idx].to(self.device)}
+        return {
+            "x_lb": self._finish(x_lb),
+            "y_lb": self.labels[lb_idx].to(self.device),
+            "x_ulb_w": self._finish(x_w),
+            "x_ulb_s": self._finish(x_s),
+            "y_ulb": self.labels[ulb_idx].to(self.device),
+        }
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for index in range(self.steps):

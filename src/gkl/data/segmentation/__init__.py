@@ -19,11 +19,22 @@ from .transforms import Compose, train_transform
 SEGMENTATION_DATASETS = ("ade20k", "cityscapes", "voc2012", "digit_scenes")
 
 
-def build_segmentation_dataset(name: str, root: str, train: bool, *, normalize: bool = True,
-                               augment: bool | None = None, crop_size: int | None = None,
-                               scale: tuple[float, float] = (0.5, 2.0), rotate: float = 10.0,
-                               blur: bool = True, flip: bool = True, voc_aug: bool = False,
-                               seed: int = 0, size: int | None = None):
+def build_segmentation_dataset(
+    name: str,
+    root: str,
+    train: bool,
+    *,
+    normalize: bool = True,
+    augment: bool | None = None,
+    crop_size: int | None = None,
+    scale: tuple[float, float] = (0.5, 2.0),
+    rotate: float = 10.0,
+    blur: bool = True,
+    flip: bool = True,
+    voc_aug: bool = False,
+    seed: int = 0,
+    size: int | None = None,
+):
     """One split of a segmentation dataset; ``augment=None`` = augment the training split only.
 
     digit_scenes ignores root and every augmentation (scenes are generated; ``seed`` and
@@ -34,8 +45,19 @@ def build_segmentation_dataset(name: str, root: str, train: bool, *, normalize: 
         return DigitScenes(train, seed=seed, normalize=normalize, size=size)
     if name not in SEGMENTATION_DATASETS:
         raise ValueError(f"unknown segmentation dataset {name!r}; expected one of {list(SEGMENTATION_DATASETS)}")
-    return build_folder_dataset(name, root, train, normalize=normalize, augment=augment, crop_size=crop_size,
-                                scale=scale, rotate=rotate, blur=blur, flip=flip, voc_aug=voc_aug)
+    return build_folder_dataset(
+        name,
+        root,
+        train,
+        normalize=normalize,
+        augment=augment,
+        crop_size=crop_size,
+        scale=scale,
+        rotate=rotate,
+        blur=blur,
+        flip=flip,
+        voc_aug=voc_aug,
+    )
 
 
 def _registry_builder(name: str):
@@ -49,7 +71,22 @@ def _registry_builder(name: str):
 for _info in (ADE20K_INFO, CITYSCAPES_INFO, VOC_INFO, DIGIT_SCENES_INFO):
     register_dataset(_info)(_registry_builder(_info.name))
 
-__all__ = ["ADE20K_INFO", "CITYSCAPES_INFO", "Compose", "DIGIT_SCENES_INFO", "DigitScenes", "IGNORE_INDEX",
-           "SEGMENTATION_DATASETS", "SegmentationFiles", "VOC_INFO", "ade20k_label_map", "build_folder_dataset",
-           "build_segmentation_dataset", "check_label", "make_scenes", "read_image", "read_label",
-           "train_transform"]
+__all__ = [
+    "ADE20K_INFO",
+    "CITYSCAPES_INFO",
+    "Compose",
+    "DIGIT_SCENES_INFO",
+    "DigitScenes",
+    "IGNORE_INDEX",
+    "SEGMENTATION_DATASETS",
+    "SegmentationFiles",
+    "VOC_INFO",
+    "ade20k_label_map",
+    "build_folder_dataset",
+    "build_segmentation_dataset",
+    "check_label",
+    "make_scenes",
+    "read_image",
+    "read_label",
+    "train_transform",
+]

@@ -59,15 +59,22 @@ def check_label(label: np.ndarray, num_classes: int, path: str) -> None:
     bad = (label != IGNORE_INDEX) & ((label < 0) | (label >= num_classes))
     if bad.any():
         values = sorted(set(np.unique(label[bad]).tolist()))[:5]
-        raise InputError(f"label file {path}: values {values} outside [0, {num_classes}) and not "
-                         f"{IGNORE_INDEX} (ignore)")
+        raise InputError(
+            f"label file {path}: values {values} outside [0, {num_classes}) and not {IGNORE_INDEX} (ignore)"
+        )
 
 
 class SegmentationFiles(Dataset):
     """Map-style dataset over (image, label) file pairs with a raw-label mapping and a paired transform."""
 
-    def __init__(self, pairs: Sequence[tuple[str, str]], info: DatasetInfo, *,
-                 transform: Compose, label_map: LabelMap | None = None) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        info: DatasetInfo,
+        *,
+        transform: Compose,
+        label_map: LabelMap | None = None,
+    ) -> None:
         if not pairs:
             raise InputError(f"dataset {info.name!r}: no image/label pairs found")
         for image_path, label_path in pairs:
@@ -88,8 +95,10 @@ class SegmentationFiles(Dataset):
         image = read_image(image_path)
         raw = read_label(label_path)
         if tuple(raw.shape) != tuple(image.shape[1:]):
-            raise InputError(f"label file {label_path}: size {raw.shape[1]}x{raw.shape[0]} differs from its "
-                             f"image {image_path} ({image.shape[2]}x{image.shape[1]})")
+            raise InputError(
+                f"label file {label_path}: size {raw.shape[1]}x{raw.shape[0]} differs from its "
+                f"image {image_path} ({image.shape[2]}x{image.shape[1]})"
+            )
         label = self.label_map(raw) if self.label_map is not None else raw
         check_label(label, self.info.num_classes, label_path)
         return image, torch.from_numpy(label)
@@ -99,10 +108,19 @@ class SegmentationFiles(Dataset):
         return self.transform(image, label)
 
 
-def make_transform(train: bool, augment: bool, normalize: bool, crop_size: int, *,
-                   scale: tuple[float, float] = (0.5, 2.0), rotate: float = 10.0, blur: bool = True,
-                   flip: bool = True, mean: Sequence[float] = IMAGENET_MEAN_255,
-                   std: Sequence[float] = IMAGENET_STD_255) -> Compose:
+def make_transform(
+    train: bool,
+    augment: bool,
+    normalize: bool,
+    crop_size: int,
+    *,
+    scale: tuple[float, float] = (0.5, 2.0),
+    rotate: float = 10.0,
+    blur: bool = True,
+    flip: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN_255,
+    std: Sequence[float] = IMAGENET_STD_255,
+) -> Compose:
     """Training pipeline when ``augment``, else the whole image; values / 255 when not normalised."""
     if not normalize:  # keep [0, 1] inputs
         mean, std = (0.0, 0.0, 0.0), (255.0, 255.0, 255.0)

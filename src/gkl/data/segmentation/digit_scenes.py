@@ -29,8 +29,14 @@ MEAN = (0.45, 0.45, 0.45)
 STD = (0.25, 0.25, 0.25)
 
 DIGIT_SCENES_INFO = DatasetInfo(
-    "digit_scenes", NUM_CLASSES, "segmentation", (3, SIZE, SIZE), MEAN, STD,
-    class_names=("background",) + tuple(f"digit {d}" for d in range(10)))
+    "digit_scenes",
+    NUM_CLASSES,
+    "segmentation",
+    (3, SIZE, SIZE),
+    MEAN,
+    STD,
+    class_names=("background",) + tuple(f"digit {d}" for d in range(10)),
+)
 
 
 def _border(mask: np.ndarray) -> np.ndarray:
@@ -60,10 +66,10 @@ def make_scenes(digits: np.ndarray, digit_labels: np.ndarray, count: int, seed: 
             top, left = (int(v) for v in rng.integers(0, SIZE - size + 1, size=2))
             colour = rng.uniform(0.4, 1.0, size=3)
             alpha = glyph[None]
-            window = image[:, top:top + size, left:left + size]
-            image[:, top:top + size, left:left + size] = window * (1 - alpha) + colour[:, None, None] * alpha
+            window = image[:, top : top + size, left : left + size]
+            image[:, top : top + size, left : left + size] = window * (1 - alpha) + colour[:, None, None] * alpha
             mask = np.zeros((SIZE, SIZE), dtype=bool)
-            mask[top:top + size, left:left + size] = glyph > THRESHOLD
+            mask[top : top + size, left : left + size] = glyph > THRESHOLD
             label[mask] = 1 + int(digit_labels[k])
             boundary[mask] = False  # a later digit covers earlier borders
             boundary |= _border(mask)
@@ -82,8 +88,9 @@ class DigitScenes(Dataset):
 
         inputs, digit_labels = digits_split(train)
         count = size if size is not None else (TRAIN_SCENES if train else VAL_SCENES)
-        images, labels = make_scenes(inputs[:, 0].numpy(), digit_labels.numpy(), count,
-                                     seed=seed * 2 + (0 if train else 1))
+        images, labels = make_scenes(
+            inputs[:, 0].numpy(), digit_labels.numpy(), count, seed=seed * 2 + (0 if train else 1)
+        )
         self.images = torch.from_numpy(images)
         if normalize:
             self.images = (self.images - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)

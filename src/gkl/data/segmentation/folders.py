@@ -41,15 +41,65 @@ _STD = tuple(v / 255 for v in IMAGENET_STD_255)
 
 ADE20K_INFO = DatasetInfo("ade20k", 150, "segmentation", (3, 473, 473), _MEAN, _STD)
 CITYSCAPES_INFO = DatasetInfo(
-    "cityscapes", 19, "segmentation", (3, 713, 713), _MEAN, _STD,
-    class_names=("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-                 "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-                 "motorcycle", "bicycle"))
+    "cityscapes",
+    19,
+    "segmentation",
+    (3, 713, 713),
+    _MEAN,
+    _STD,
+    class_names=(
+        "road",
+        "sidewalk",
+        "building",
+        "wall",
+        "fence",
+        "pole",
+        "traffic light",
+        "traffic sign",
+        "vegetation",
+        "terrain",
+        "sky",
+        "person",
+        "rider",
+        "car",
+        "truck",
+        "bus",
+        "train",
+        "motorcycle",
+        "bicycle",
+    ),
+)
 VOC_INFO = DatasetInfo(
-    "voc2012", 21, "segmentation", (3, 473, 473), _MEAN, _STD,
-    class_names=("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-                 "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-                 "train", "tvmonitor"))
+    "voc2012",
+    21,
+    "segmentation",
+    (3, 473, 473),
+    _MEAN,
+    _STD,
+    class_names=(
+        "background",
+        "aeroplane",
+        "bicycle",
+        "bird",
+        "boat",
+        "bottle",
+        "bus",
+        "car",
+        "cat",
+        "chair",
+        "cow",
+        "diningtable",
+        "dog",
+        "horse",
+        "motorbike",
+        "person",
+        "pottedplant",
+        "sheep",
+        "sofa",
+        "train",
+        "tvmonitor",
+    ),
+)
 
 DEFAULT_CROP = {"ade20k": 473, "cityscapes": 713, "voc2012": 473}
 
@@ -110,8 +160,12 @@ def voc_pairs(root: str, train: bool, *, aug: bool = False) -> list[tuple[str, s
             if not fields:
                 continue
             if len(fields) == 1:
-                pairs.append((os.path.join(base, "JPEGImages", fields[0] + ".jpg"),
-                              os.path.join(base, label_dir, fields[0] + ".png")))
+                pairs.append(
+                    (
+                        os.path.join(base, "JPEGImages", fields[0] + ".jpg"),
+                        os.path.join(base, label_dir, fields[0] + ".png"),
+                    )
+                )
             elif len(fields) == 2:
                 pairs.append(tuple(os.path.join(base, f.lstrip("/")) for f in fields))  # type: ignore[arg-type]
             else:
@@ -119,16 +173,27 @@ def voc_pairs(root: str, train: bool, *, aug: bool = False) -> list[tuple[str, s
     return pairs
 
 
-def build_folder_dataset(name: str, root: str, train: bool, *, normalize: bool = True, augment: bool = False,
-                         crop_size: int | None = None, scale: tuple[float, float] = (0.5, 2.0),
-                         rotate: float = 10.0, blur: bool = True, flip: bool = True,
-                         voc_aug: bool = False) -> SegmentationFiles:
+def build_folder_dataset(
+    name: str,
+    root: str,
+    train: bool,
+    *,
+    normalize: bool = True,
+    augment: bool = False,
+    crop_size: int | None = None,
+    scale: tuple[float, float] = (0.5, 2.0),
+    rotate: float = 10.0,
+    blur: bool = True,
+    flip: bool = True,
+    voc_aug: bool = False,
+) -> SegmentationFiles:
     """One split of ``ade20k`` | ``cityscapes`` | ``voc2012`` with the recipe transforms."""
     crop = crop_size or DEFAULT_CROP[name]
     transform = make_transform(train, augment, normalize, crop, scale=scale, rotate=rotate, blur=blur, flip=flip)
     if name == "ade20k":
-        return SegmentationFiles(ade20k_pairs(root, train), ADE20K_INFO, transform=transform,
-                                 label_map=ade20k_label_map)
+        return SegmentationFiles(
+            ade20k_pairs(root, train), ADE20K_INFO, transform=transform, label_map=ade20k_label_map
+        )
     if name == "cityscapes":
         return SegmentationFiles(cityscapes_pairs(root, train), CITYSCAPES_INFO, transform=transform)
     if name == "voc2012":

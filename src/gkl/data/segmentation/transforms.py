@@ -70,8 +70,14 @@ class RandomScale:
 class RandomRotate:
     """Rotate by an angle in [-degrees, degrees] with probability ``p`` (canvas size kept)."""
 
-    def __init__(self, degrees: float = 10.0, *, p: float = 0.5, fill: Sequence[float] = IMAGENET_MEAN_255,
-                 ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        degrees: float = 10.0,
+        *,
+        p: float = 0.5,
+        fill: Sequence[float] = IMAGENET_MEAN_255,
+        ignore_index: int = 255,
+    ) -> None:
         self.degrees, self.p, self.fill, self.ignore_index = float(degrees), p, [float(v) for v in fill], ignore_index
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> Pair:
@@ -82,8 +88,9 @@ class RandomRotate:
         from torchvision.transforms.v2 import functional as TF
 
         image = TF.rotate(image, angle, interpolation=InterpolationMode.BILINEAR, fill=self.fill)
-        label = TF.rotate(label[None], angle, interpolation=InterpolationMode.NEAREST,
-                          fill=[float(self.ignore_index)])[0]
+        label = TF.rotate(label[None], angle, interpolation=InterpolationMode.NEAREST, fill=[float(self.ignore_index)])[
+            0
+        ]
         return image, label
 
 
@@ -117,8 +124,14 @@ class RandomHorizontalFlip:
 class PadCrop:
     """Pad (mean colour / ignore) to at least ``size`` then crop ``size`` at random (or centred)."""
 
-    def __init__(self, size: int | Sequence[int], *, random: bool = True,
-                 fill: Sequence[float] = IMAGENET_MEAN_255, ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        *,
+        random: bool = True,
+        fill: Sequence[float] = IMAGENET_MEAN_255,
+        ignore_index: int = 255,
+    ) -> None:
         self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.random, self.fill, self.ignore_index = random, tuple(float(v) for v in fill), ignore_index
 
@@ -130,16 +143,16 @@ class PadCrop:
             top, left = ph // 2, pw // 2
             padded = torch.empty(image.shape[0], h + ph, w + pw, dtype=image.dtype)
             padded.copy_(torch.tensor(self.fill, dtype=image.dtype).view(-1, 1, 1).expand_as(padded))
-            padded[:, top:top + h, left:left + w] = image
+            padded[:, top : top + h, left : left + w] = image
             plabel = torch.full((h + ph, w + pw), self.ignore_index, dtype=label.dtype)
-            plabel[top:top + h, left:left + w] = label
+            plabel[top : top + h, left : left + w] = label
             image, label, h, w = padded, plabel, h + ph, w + pw
         if self.random:
             i = int(torch.randint(0, h - th + 1, ()))
             j = int(torch.randint(0, w - tw + 1, ()))
         else:
             i, j = (h - th) // 2, (w - tw) // 2
-        return image[:, i:i + th, j:j + tw], label[i:i + th, j:j + tw]
+        return image[:, i : i + th, j : j + tw], label[i : i + th, j : j + tw]
 
 
 class Normalize:
@@ -153,10 +166,18 @@ class Normalize:
         return (image - self.mean) / self.std, label
 
 
-def train_transform(crop_size: int | Sequence[int], *, scale: tuple[float, float] = (0.5, 2.0),
-                    rotate: float = 10.0, blur: bool = True, flip: bool = True,
-                    mean: Sequence[float] = IMAGENET_MEAN_255, std: Sequence[float] = IMAGENET_STD_255,
-                    normalize: bool = True, ignore_index: int = 255) -> Compose:
+def train_transform(
+    crop_size: int | Sequence[int],
+    *,
+    scale: tuple[float, float] = (0.5, 2.0),
+    rotate: float = 10.0,
+    blur: bool = True,
+    flip: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN_255,
+    std: Sequence[float] = IMAGENET_STD_255,
+    normalize: bool = True,
+    ignore_index: int = 255,
+) -> Compose:
     """The PSPNet/APD training pipeline (scale, rotate, blur, flip, pad-and-crop, normalise)."""
     steps: list[PairTransform] = []
     if scale != (1.0, 1.0):
@@ -173,12 +194,24 @@ def train_transform(crop_size: int | Sequence[int], *, scale: tuple[float, float
     return Compose(steps)
 
 
-def eval_transform(*, mean: Sequence[float] = IMAGENET_MEAN_255, std: Sequence[float] = IMAGENET_STD_255,
-                   normalize: bool = True) -> Compose:
+def eval_transform(
+    *, mean: Sequence[float] = IMAGENET_MEAN_255, std: Sequence[float] = IMAGENET_STD_255, normalize: bool = True
+) -> Compose:
     """Evaluation: the whole image, normalised (inference crops/slides in the evaluator)."""
     return Compose([Normalize(mean, std)] if normalize else [])
 
 
-__all__ = ["Compose", "Normalize", "PadCrop", "RandomGaussianBlur", "RandomHorizontalFlip", "RandomRotate",
-           "RandomScale", "eval_transform", "resize_pair", "train_transform", "IMAGENET_MEAN_255",
-           "IMAGENET_STD_255"]
+__all__ = [
+    "Compose",
+    "Normalize",
+    "PadCrop",
+    "RandomGaussianBlur",
+    "RandomHorizontalFlip",
+    "RandomRotate",
+    "RandomScale",
+    "eval_transform",
+    "resize_pair",
+    "train_transform",
+    "IMAGENET_MEAN_255",
+    "IMAGENET_STD_255",
+]
