@@ -47,7 +47,10 @@ import gkl.recipes
 site, repo = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
 where = Path(gkl.__file__).resolve()
 assert where.is_relative_to(site), f"gkl imported from {where}, not from the fresh environment {site}"
-assert not any(Path(p or ".").resolve().is_relative_to(repo) for p in sys.path), "the checkout is on sys.path"
+# the checkout's src/ (or the checkout itself) must not be on the path; its .venv (which may live in
+# the checkout) is, on purpose, for the dependencies
+on_path = [Path(p or ".").resolve() for p in sys.path]
+assert not any(p == repo or p.is_relative_to(repo / "src") for p in on_path), "the checkout is on sys.path"
 root = gkl.recipes.recipes_root()
 assert root == where.parent / "recipes", f"recipes found at {root}, not inside the installed package"
 assert (where.parent / "py.typed").is_file(), "py.typed is missing from the wheel"
