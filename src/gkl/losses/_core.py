@@ -143,7 +143,6 @@ def _gkl_terms_autograd(
     o_m: torch.Tensor,
     w: torch.Tensor,
     total_weight: torch.Tensor | float,
-    target_probs: torch.Tensor,
     temperature: float,
     a: torch.Tensor | float,
     b: torch.Tensor | float,
@@ -152,14 +151,21 @@ def _gkl_terms_autograd(
     """:class:`_GKLTerms` written for autograd, used under ``torch.compile``: same value, same gradients.
 
     μ is detached, which leaves the gradient a W w (d − μ) of the hand-written backward (the ∂μ
-    terms are zero since Σ_j w^j (d_j − μ) = 0), and ∂/∂o_n of −Σ p log q is (q − p)/T since Σ p = 1.
-    Traced as plain operations, the compiler fuses them and recomputes instead of saving (N, C) tensors.
+    terms are zero since Σ_j w^j (d_j − μ) = 0). The cross-entropy is written as
+    −Σ_j p^j log q^j = lse(z_n) − Σ_j p^j z_n^j (z = o/T, Σ_j p^j = 1), whose gradient (q − p)/T is
+    elementwise (log_softmax's backward needs a row sum), with p = e / Σ_j e^j, e = exp(z_m − max z_m),
+    so Σ_j p^j z_n^j = Σ_j e^j z_n^j / Σ_j e^j needs no stored softmax. Traced as plain operations,
+    the compiler fuses them into row reductions and one elementwise backward pass, recomputing
+    instead of saving (N, C) tensors.
     """
     r = o_m - o_n
     mu = _rowdot(w, r.detach()).unsqueeze(1)
     r = r - (mu if isinstance(total_weight, float) else mu / total_weight)
     scaled = w * r * (total_weight * _per_class(a))
-    log_q = torch.log_softmax(o_n / temperature if temperature != 1.0 else o_n, dim=1)
+    z_n = o_n / temperature if temperature != 1.0 else o_n
+    z_m = o_m.detach() / temperature if temperature != 1.0 else o_m.detach()
+    e_m = torch.exp(z_m - z_m.amax(dim=1, keepdim=True))
+    cross_entropy = torch.logsumexp(z_n, dim=1) - _rowdot(e_m, z_n) / e_m.sum(dim=1)
     if reduce:
-        return 0.5 * (scaled * r).sum() - b * (target_probs * log_q).sum()
-    return 0.5 * _rowdot(scaled, r) - b * _rowdot(target_probs, log_q)
+        return 0.5 * (scaled * r).sum() + b * cross_entropy.sum()
+    return 0.5 * _rowdot(scaled, r) + b * cross_entropy
