@@ -9,7 +9,9 @@ also has its own verb (``gkl train``, ``gkl distill``, ... from :mod:`gkl.tasks`
 
 Exit status: 0 done; 2 bad input (a config key, a file, an argument: one line naming it);
 3 training stopped (non-finite loss or collapse: the engine's message, the last good
-checkpoint is kept); anything else is a bug in gkl and prints its traceback.
+checkpoint is kept); 130 / 143 stopped by Ctrl-C / SIGTERM (one line: what was kept and the
+command that continues); 141 the reader of the output went away; anything else is a bug in gkl
+and prints its traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import errno
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from gkl.commands import run
 from gkl.utils.errors import InputError
@@ -33,6 +37,8 @@ DESCRIPTION = (
     "Commands: {commands}.\n\n"
     "Exit status: 0 done; 2 bad input (one line naming the config key, file or argument); "
     "3 training stopped (non-finite loss or collapse; the last good checkpoint is kept); "
+    "130 / 143 stopped by Ctrl-C / SIGTERM (the line printed says how to continue); "
+    "141 the reader of the output went away (e.g. gkl recipes list | head); "
     "any other failure is a bug in gkl and prints a traceback (GKL_DEBUG=1 shows it for input errors too)."
 )
 #: OS conditions reported as one line (the message names the file) rather than as a bug
@@ -95,12 +101,39 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _command(args.command).run(args)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so a run stops the same way
+    (its stop record says "interrupted", the last checkpoint is kept) and the command exits 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _quiet_broken_pipe() -> int:
+    """``gkl ... | head``: the reader is gone; no traceback, no flush error at exit, status 128 + SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """Run ``gkl``; exit status: 0 done, 2 bad input, 3 training stopped, 130 Ctrl-C (SIGINT),
+    143 SIGTERM, 141 when the reader of the output went away (``gkl ... | head``)."""
+    try:
+        args = parse_args(argv)
+    except BrokenPipeError:  # e.g. gkl --help | head -1
+        return _quiet_broken_pipe()
     args.argv = argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     stop_errors = _stop_errors()
     debug = os.environ.get("GKL_DEBUG") == "1"
+    # SIGTERM stops a run like Ctrl-C; only in the main thread, and not when the embedding program has a handler
+    own_handler = threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    )
+    if own_handler:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _dispatch(args)
     except InputError as err:  # bad input (ConfigError included): one line, no traceback
@@ -108,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"gkl {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except OSError as err:
         if err.errno not in ENVIRONMENT_ERRNOS or debug:
             raise
@@ -117,6 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     except stop_errors as err:  # divergence / collapse: the engine's message; checkpoints are intact
         print(f"gkl {args.command}: training stopped: {err}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line saying what was kept and how to go on
+        if debug:
+            raise
+        what = "terminated" if isinstance(err, Terminated) else "interrupted"
+        hint = getattr(args, "resume_hint", None)
+        print(f"gkl {args.command}: {what}" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
+    finally:
+        if own_handler:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

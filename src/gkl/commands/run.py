@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 from collections.abc import Sequence
 
 from gkl.utils.errors import InputError
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from gkl.runner import run_experiment
 
+    resume = ["gkl", args.command, args.config, *args.overrides, "--resume"]
+    args.resume_hint = f"{cfg.run_dir} keeps its last checkpoint; continue with: {shlex.join(resume)}"
     summary = run_experiment(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(json.dumps(summary, indent=2, default=str))

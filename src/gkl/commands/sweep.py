@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from gkl.study import run_sweep
 
+    args.resume_hint = "finished runs are kept; run the same gkl sweep command again to continue the others"
+
     result = run_sweep(
         args.study,
         jobs=args.jobs,
