@@ -180,3 +180,29 @@ def test_analyze_errors_are_one_line_input_errors(run_dir: Path, tmp_path: Path)
         (run_dir / "a" / "best.pt.moved").rename(run_dir / "a" / "best.pt")
     with pytest.raises(InputError, match="log_feature_stats"):
         analyze_features([run_dir / "a"], tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "kind"),
+    [
+        ("configs/segmentation/demo/student_apd_gkl.yaml", "segmentation"),
+        ("configs/clip/demo/student_gkl.yaml", "clip_distill"),
+    ],
+)
+def test_analyze_refuses_a_run_that_is_not_a_classifier_in_one_line(
+    recipe: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from gkl.cli import main
+    from gkl.config import load_config, to_dict
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = to_dict(load_config(Path(__file__).resolve().parents[1] / recipe))
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "best.pt").write_bytes(b"")  # refused before any weight is read
+    assert main(["analyze", "scores", str(run), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"works on classifier runs; this is a {kind} run" in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -55,8 +55,9 @@ class Task:
     build: ``build(cfg, dist) -> gkl.tasks.parts.RunParts``. evaluate: ``gkl evaluate``'s
     ``evaluate(cfg, run_dir, paths, *, weights, overrides, robust) -> (report, table)``, where
     ``paths`` maps ``last``/``best`` to existing checkpoint files and ``robust`` is None or a callable
-    ``robust(model, eval_set) -> report`` (only for ``robust_evaluation`` tasks: classifiers whose
-    inputs are in [0, 1]). evaluation: what ``gkl evaluate`` reports, for messages.
+    ``robust(model, eval_set) -> report`` (only for ``robust_evaluation`` tasks: the classifier tasks,
+    a registry model giving class logits of a registry dataset; ``gkl analyze`` accepts their runs
+    only). evaluation: what ``gkl evaluate`` reports, for messages.
     """
 
     name: str

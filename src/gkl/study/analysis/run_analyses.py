@@ -48,6 +48,7 @@ def load_run(run: str | Path, *, which: str = "best") -> LoadedRun:
     from gkl.config import load_run_config
     from gkl.data import build_dataset
     from gkl.models import create_model, load_weights
+    from gkl.tasks import get_task
 
     path = Path(run)
     if path.is_file():
@@ -61,6 +62,12 @@ def load_run(run: str | Path, *, which: str = "best") -> LoadedRun:
     if not ckpt.is_file():
         raise InputError(f"{run}: no checkpoint to analyse ({ckpt} is missing)")
     cfg = load_run_config(run_dir)
+    task = get_task(cfg.kind)
+    if not task.robust_evaluation:  # the classifier tasks; the analyses read class logits of a registry model
+        raise InputError(
+            f"{run}: gkl analyze works on classifier runs; this is a {cfg.kind} run (evaluated by its "
+            f"{task.evaluation}: gkl evaluate {run_dir})"
+        )
     test_set = build_dataset(cfg.data.name, cfg.data.root, False, normalize=cfg.data.normalize)
     info = test_set.info  # type: ignore[attr-defined]  # registry builders attach .info; Dataset declares none
     model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
