@@ -2,10 +2,13 @@
 
 Registry names carry an ``imagenet_`` prefix so they never collide with the CIFAR
 ``ResNet18`` / ``ResNet50``: ``imagenet_resnet18``, ``imagenet_resnet34``,
-``imagenet_resnet50``, ``imagenet_resnext101_32x8d`` (ImageNet-LT teacher),
-``imagenet_mobilenet_v2`` and ``imagenet_mobilenet_v1``. torchvision models are
-built with ``weights=None`` and keep torchvision's parameter names, so their
-published state_dicts load with :func:`gkl.models.load_weights`.
+``imagenet_resnet50``, ``imagenet_resnet152`` (Kim et al.'s ImageNet teacher),
+``imagenet_resnext101_32x8d``, ``imagenet_resnext101_32x4d`` (the GKL authors'
+ImageNet-LT teacher), ``imagenet_mobilenet_v2`` and ``imagenet_mobilenet_v1``. torchvision
+models are built with ``weights=None`` and keep torchvision's parameter names, so their
+published state_dicts load with :func:`gkl.models.load_weights`; ResNeXt-101 32x4d, which
+torchvision does not list, is torchvision's ``ResNet`` with ``groups=32, width_per_group=4``
+and Bottleneck blocks ``[3, 4, 23, 3]`` (the same parameter names).
 """
 
 from __future__ import annotations
@@ -94,5 +97,14 @@ def _register_torchvision(name: str) -> None:
     build.__doc__ = f"torchvision.models.{name}(weights=None); extra kwargs go to torchvision."
 
 
-for _name in ("resnet18", "resnet34", "resnet50", "resnext101_32x8d", "mobilenet_v2"):
+for _name in ("resnet18", "resnet34", "resnet50", "resnet152", "resnext101_32x8d", "mobilenet_v2"):
     _register_torchvision(_name)
+
+
+@register_model("imagenet_resnext101_32x4d", input_kind="imagenet")
+def imagenet_resnext101_32x4d(num_classes: int, **kwargs: object) -> nn.Module:
+    """ResNeXt-101 32x4d (Xie et al., 2017): torchvision ``ResNet(Bottleneck, [3, 4, 23, 3], groups=32,
+    width_per_group=4)``; extra kwargs go to torchvision's ``ResNet``."""
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes, groups=32, width_per_group=4, **kwargs)  # type: ignore[arg-type]

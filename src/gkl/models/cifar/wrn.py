@@ -1,7 +1,8 @@
 """Wide ResNets (Zagoruyko & Komodakis, 2016) with pre-activation blocks.
 
 ``WideResNet`` serves both the CIFAR distillation zoo (wrn_16_1, wrn_16_2,
-wrn_40_1, wrn_40_2, names as in the community teacher files) and the robust
+wrn_40_1, wrn_40_2, names as in the community teacher files; wrn_16_4, wrn_28_2,
+wrn_28_4 and wrn_40_6 for Kim et al.'s KL-versus-MSE study) and the robust
 models of :mod:`gkl.models.robust_wrn` (activation choice, TRADES layout).
 """
 
@@ -131,6 +132,7 @@ def _register(depth: int, widen_factor: int) -> None:
     build.__doc__ = f"WRN-{depth}-{widen_factor} of the CIFAR distillation zoo."
 
 
-# WRN-28-2 and WRN-28-8: the classic from-scratch semi-supervised backbones (FixMatch, USB "classic_cv")
-for _depth, _widen in ((16, 1), (16, 2), (40, 1), (40, 2), (28, 2), (28, 8)):
+# WRN-28-2 and WRN-28-8: the classic from-scratch semi-supervised backbones (FixMatch, USB "classic_cv");
+# WRN-16-4, WRN-28-4 and WRN-40-6 (with 16-2 and 28-2): Kim et al. 2021's CIFAR-100 students and teacher.
+for _depth, _widen in ((16, 1), (16, 2), (16, 4), (40, 1), (40, 2), (40, 6), (28, 2), (28, 4), (28, 8)):
     _register(_depth, _widen)
