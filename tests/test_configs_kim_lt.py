@@ -162,3 +162,33 @@ def test_imagenet_lt_jsd_recipes_use_their_pairs_kl_weight(name: str, kl: str) -
     assert (jsd.distill.kd_weight, jsd.distill.temperature) == (reference.distill.kd_weight, 1.0)
     teacher = load_config(CONFIGS / "imagenet_lt" / "teacher_res50.yaml")
     assert teacher.kind == "train" and teacher.model.name == "imagenet_resnet50"
+
+
+def test_kim_tau_inf_weight_reproduces_the_released_gradient() -> None:
+    """kd_weight = batch size times our tau = inf term has the gradient of the authors' ``inf_grad``
+    (tools/losses.py: ``(C (pred - target) - sum(pred - target)) / C^2`` per example, back-propagated as is)."""
+    import torch
+
+    from gkl.losses.functional import kl_div
+
+    cfg = load_config(KIM / "wrn_16_2" / "kl_tinf.yaml")
+    batch, classes = cfg.data.batch_size, 100
+    torch.manual_seed(0)
+    student = torch.randn(batch, classes, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(batch, classes, dtype=torch.float64)
+    (cfg.distill.kd_weight * kl_div(student, teacher, temperature=cfg.distill.temperature)).backward()
+    diff = (student - teacher).detach()
+    released = (classes * diff - diff.sum(1, keepdim=True)) / classes**2
+    assert torch.allclose(student.grad, released, atol=1e-12, rtol=0)
+
+
+def test_kim_mse_is_their_mse_loss() -> None:
+    """distill.method mse at kd_weight 1 is the authors' ``nn.MSELoss()(pred, teacher)`` (mean over batch x classes)."""
+    import torch
+
+    from gkl.losses.functional import logit_mse
+
+    torch.manual_seed(1)
+    student, teacher = torch.randn(128, 100, dtype=torch.float64), torch.randn(128, 100, dtype=torch.float64)
+    expected = torch.nn.MSELoss()(student, teacher)
+    assert torch.allclose(logit_mse(student, teacher), expected, atol=1e-12, rtol=0)
