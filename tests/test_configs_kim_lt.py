@@ -192,3 +192,29 @@ def test_kim_mse_is_their_mse_loss() -> None:
     student, teacher = torch.randn(128, 100, dtype=torch.float64), torch.randn(128, 100, dtype=torch.float64)
     expected = torch.nn.MSELoss()(student, teacher)
     assert torch.allclose(logit_mse(student, teacher), expected, atol=1e-12, rtol=0)
+
+
+def test_kim_teacher_and_tau_inf_student_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The teacher recipe writes the checkpoint the student recipes read (their relative path, run
+    from the working directory); only the model size and the run length shrink."""
+    import json
+
+    import numpy as np
+
+    from gkl.cli import main
+    from test_data_cifar import write_cifar100
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(80, 32, 32, 3), dtype=np.uint8)
+    write_cifar100(
+        str(tmp_path / "cifar"), images[:64], rng.integers(0, 100, 64), images[64:], rng.integers(0, 100, 16)
+    )
+    monkeypatch.chdir(tmp_path)
+    small = ["data.root=cifar", "train.epochs=1", "data.batch_size=32", "data.num_workers=0", "train.progress=false"]
+    assert main(["train", str(KIM / "teacher_wrn_28_4.yaml"), "model.name=wrn_16_1", *small]) == 0
+    assert (tmp_path / "runs/cifar100_kim/teacher_wrn_28_4/checkpoint.pt").is_file()
+    student = ["model.name=wrn_16_1", "teacher.name=wrn_16_1", *small]
+    assert main(["distill", str(KIM / "wrn_16_2" / "kl_tinf.yaml"), *student]) == 0
+    lines = (tmp_path / "runs/cifar100_kim/kim_wrn_16_2_kl_tinf/metrics.jsonl").read_text().splitlines()
+    train = json.loads(lines[-1])["train"]
+    assert train["ce"] == 0.0 and math.isfinite(train["kd"]) and train["kd"] > 0  # the KD term alone
