@@ -21,7 +21,12 @@ RUNS = {
     ),
     "ssl": (
         "configs/ssl/demo/fixmatch_gkl.yaml",
-        ["train.iterations=20", "train.eval_every_steps=20", "train.schedule.warmup_steps=2", "train.log_feature_stats=true"],
+        [
+            "train.iterations=20",
+            "train.eval_every_steps=20",
+            "train.schedule.warmup_steps=2",
+            "train.log_feature_stats=true",
+        ],
     ),
     "segmentation": (
         "configs/segmentation/demo/student_ce.yaml",
