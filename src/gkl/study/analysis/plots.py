@@ -179,7 +179,10 @@ def plot_feature_curves(curves: dict[str, list[dict[str, Any]]], path: Path) -> 
             ax.plot(
                 epochs, [v.get(key) for v in values], color="black", linestyle=("--", ":", "-.")[j % 3], label=label
             )
+    from matplotlib.ticker import MaxNLocator
+
     for ax, (_, label) in zip(axes, keys):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
