@@ -75,3 +75,16 @@ def test_epoch_lines_name_the_terms_unless_the_loss_is_the_only_one() -> None:
     ssl = {"sup_ce": 0.25, "unsup": 0.125, "loss": 0.375, "mask_ratio": 0.75, "pseudo_acc": 0.875, "acc": 80.0}
     line = epoch_line({**base, "train": ssl}, metric="top1", by_steps=False)
     assert "loss 0.3750 (sup_ce 0.25, unsup 0.125, mask_ratio 0.75, pseudo_acc 0.875) | train_acc 80.00" in line
+
+
+def test_the_demo_says_which_run_it_is_at(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gkl.cli import main
+
+    demo = tmp_path / "demo"
+    assert main(["demo", "--quick", "--seeds", "1", "--out", str(demo)]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gkl demo [")]
+    runs = ["teacher", "student_ce_seed0", "student_kd_seed0", "student_gkl_seed0"]
+    assert err[0::2] == [f"gkl demo [{i}/4] {demo / name}: training" for i, name in enumerate(runs, 1)]
+    for i, name in enumerate(runs, 1):
+        last = json.loads((demo / name / "summary.json").read_text())["last_top1"]
+        assert err[2 * i - 1] == f"gkl demo [{i}/4] {demo / name}: done, test top-1 {last:.2f} at the last epoch"
