@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from gkl.utils.modules import capture_features
 
@@ -42,7 +43,7 @@ class AnalysisView:
     """
 
     model: nn.Module
-    data: Iterable
+    data: Iterable | Dataset  # a loader, or a map-style dataset (read in order, in batches)
     outputs: Callable[[torch.Tensor, torch.Tensor, bool], Rows]
     num_classes: int
     class_names: Sequence[str] | None = None

@@ -350,7 +350,7 @@ class ZeroShotHead(nn.Module):
         return self.clip.encode_image(images, normalize=True).float()  # type: ignore[operator]
 
     def logits(self, embeddings: Any) -> Any:
-        return self.clip.logit_scale.exp().float() * embeddings @ self.classifier  # type: ignore[operator,union-attr]
+        return self.clip.logit_scale.exp().float() * embeddings @ self.classifier  # type: ignore[operator]
 
     def forward(self, images: Any) -> Any:
         return self.logits(self.embed(images))
