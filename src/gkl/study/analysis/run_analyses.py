@@ -288,5 +288,6 @@ def analyze_features(runs: Sequence[str | Path], out_dir: Path) -> dict[str, Pat
             raise InputError(
                 f"{run}: metrics.jsonl has no feature statistics (train the run with train.log_feature_stats=true)"
             )
-        curves[run_dir.name] = records
+        name = run_dir.name if run_dir.name not in curves else f"{run_dir.parent.name}/{run_dir.name}"
+        curves[name] = records
     return {"json": _write(out_dir, "features", curves), "png": plot_feature_curves(curves, out_dir / "features.png")}
