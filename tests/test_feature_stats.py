@@ -126,4 +126,5 @@ def test_analyze_features_plots_student_and_teacher_curves(
     assert (out / "features.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     assert main(["analyze", "features", str(out), "--out", str(out)]) == 2  # not a run: one line
-    assert "metrics.jsonl" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a run directory" in err[0], err

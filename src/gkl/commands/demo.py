@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,19 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, float]:
     return {"last": accs[-1], "best": max(accs)}
 
 
+def _announce(index: int, total: int, run_dir: Path, summary: dict[str, Any] | None = None) -> None:
+    """``gkl demo [3/16] runs/demo/student_kd_seed1: training`` before a run, its test top-1 after it
+    (on stderr, with the runs' own lines)."""
+    where = f"gkl demo [{index}/{total}] {run_dir}"
+    if summary is None:
+        again = " (finished before: re-reported)" if (Path(run_dir) / "summary.json").is_file() else ""
+        print(f"{where}: training{again}", file=sys.stderr, flush=True)
+    else:
+        last = summary.get("last_top1", summary.get("last"))
+        text = f"{last:.2f}" if isinstance(last, (int, float)) else "-"
+        print(f"{where}: done, test top-1 {text} at the last epoch", file=sys.stderr, flush=True)
+
+
 def run_demo(out_dir: Path = Path("runs/demo"), num_seeds: int = 5, quick: bool = False) -> str:
     """Teacher, then CE / KD / GKL students over ``num_seeds`` seeds; returns the printed report."""
     from gkl.runner import run_experiment
@@ -94,9 +108,12 @@ def run_demo(out_dir: Path = Path("runs/demo"), num_seeds: int = 5, quick: bool 
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
         raise InputError(f"--seeds: expected an integer >= 1, got {num_seeds!r}")
     out_dir = Path(out_dir)
-    common = ["train.epochs=3", "train.progress=false"] if quick else []
+    # the demo configs keep the bar off (sweeps log to files); here it shows when stderr is a terminal
+    common = ["train.epochs=3", "train.progress=false"] if quick else ["train.progress=true"]
+    total = 1 + len(METHODS) * num_seeds
     teacher_cfg = _demo_config("teacher", out_dir, common)
-    run_experiment(teacher_cfg, resume=True)
+    _announce(1, total, teacher_cfg.run_dir)
+    _announce(1, total, teacher_cfg.run_dir, run_experiment(teacher_cfg, resume=True))
     teacher_ckpt = teacher_cfg.run_dir / "best.pt"
     teacher = _summary(read_metrics(teacher_cfg.run_dir))
 
@@ -108,7 +125,9 @@ def run_demo(out_dir: Path = Path("runs/demo"), num_seeds: int = 5, quick: bool 
             if method != "ce":
                 overrides.append(f"teacher.checkpoint={teacher_ckpt}")
             cfg = _demo_config(f"student_{method}", out_dir, overrides)
-            run_experiment(cfg, resume=True)
+            done = len(results.get(method, [])) + 2 + METHODS.index(method) * num_seeds
+            _announce(done, total, cfg.run_dir)
+            _announce(done, total, cfg.run_dir, run_experiment(cfg, resume=True))
             records = read_metrics(cfg.run_dir)
             results.setdefault(method, []).append(_summary(records))
             curves.setdefault(method, []).append(_curve(records))

@@ -7,15 +7,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 
 from gkl.utils.errors import InputError
 
-__all__ = ["FIT_COMMAND", "add_parser", "run", "run_commands"]
+__all__ = ["FIT_COMMAND", "add_parser", "run", "run_commands", "run_report"]
 
 log = logging.getLogger(__name__)
 
@@ -87,5 +87,38 @@ def run(args: argparse.Namespace) -> int:
     args.resume_hint = f"{cfg.run_dir} keeps its last checkpoint; continue with: {shlex.join(resume)}"
     summary = run_experiment(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
-        print(json.dumps(summary, indent=2, default=str))
+        print(run_report(summary, cfg.run_dir))
     return 0
+
+
+#: the files of a run folder the report names, in this order
+RUN_FILES = ("best.pt", "checkpoint.pt", "metrics.jsonl", "summary.json", "train.log", "config.yaml")
+
+
+def _value(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def run_report(summary: dict, run_dir: Path) -> str:
+    """The end of a run in three lines: the selected metric at the last and the best evaluation (with the
+    split that chose it, and the test value there), a collapse if one was seen, and where the files are
+    (``summary.json`` holds everything, per class included)."""
+    metric = summary.get("select_metric", "top1")
+    unit = f"{summary.get('epochs')} epochs, {summary.get('steps')} steps"
+    last = f"{metric} {_value(summary.get(f'last_{metric}', summary.get('last')))} at the end"
+    if summary.get("select_split") == "val":
+        at_best = _value(summary.get(f"test_{metric}_at_best_val"))
+        best = f"best validation {metric} {_value(summary.get('best'))} at epoch {summary.get('best_epoch') or '-'}"
+        best += f" (test {metric} {at_best} there)"
+    else:
+        best = f"best {_value(summary.get('best'))} at epoch {summary.get('best_epoch') or '-'}"
+    lines = [f"run finished ({unit}): {last}; {best}"]
+    flag = summary.get("collapsed")
+    if isinstance(flag, dict):
+        lines.append(
+            f"collapse watch: {flag.get('metric', metric)} at chance level since epoch {flag.get('since_epoch', '-')} "
+            "(see metrics.jsonl)"
+        )
+    present = [name for name in RUN_FILES if (Path(run_dir) / name).exists()]
+    lines.append(f"files: {run_dir}/ ({', '.join(present)}; summary.json has every metric)")
+    return "\n".join(lines)

@@ -122,8 +122,15 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
+def on_terminal(enabled: bool) -> bool:
+    """Whether a progress bar shows: ``enabled`` (``train.progress``) and the console (stderr) is a
+    terminal; in a log file, a pipe or a sweep's run log the step and epoch lines stand instead."""
+    return enabled and sys.stderr.isatty()
+
+
 def progress(iterable: Iterable, *, total: int | None, desc: str, enabled: bool) -> Iterable:
-    """A tqdm progress bar when ``enabled`` (rank 0 and settings.progress), else the iterable itself."""
+    """A tqdm progress bar when ``enabled`` (rank 0, ``train.progress`` and a terminal: :func:`on_terminal`),
+    else the iterable itself. The bar counts batches on the host: it adds no device synchronisation."""
     if not enabled:
         return iterable
     from tqdm import tqdm
@@ -175,7 +182,8 @@ def epoch_line(record: dict[str, Any], *, metric: str, by_steps: bool) -> str:
     parts.append(f"lr {record['lr']:.5g}")
     train = record.get("train")
     if train is not None:
-        parts.append(f"loss {train.get('loss', float('nan')):.4f}")
+        loss = train.get("loss", float("nan"))
+        parts.append(f"loss {loss:.4f}" + _terms(train, loss))
         if "acc" in train:
             parts.append(f"train_acc {train['acc']:.2f}")
     for key, label in (
@@ -190,6 +198,16 @@ def epoch_line(record: dict[str, Any], *, metric: str, by_steps: bool) -> str:
         parts.append(f"best {record['best']:.2f}@{record['best_epoch']}")
     parts.append(f"{record['time']:.1f}s")
     return " | ".join(parts)
+
+
+def _terms(train: dict[str, Any], loss: float) -> str:
+    """`` (name value, ...)``: the epoch's loss terms and objective metrics besides the total loss and the
+    accuracy (e.g. SSL's ``sup_ce``, ``unsup``, ``mask_ratio``, ``pseudo_acc``); empty when the only one
+    is the loss itself (a single term)."""
+    extra = {k: v for k, v in train.items() if k not in ("loss", "acc") and isinstance(v, (int, float))}
+    if not extra or (len(extra) == 1 and next(iter(extra.values())) == loss):
+        return ""
+    return " (" + ", ".join(f"{name} {value:.4g}" for name, value in extra.items()) + ")"
 
 
 def step_line(epoch: int, in_epoch: int, steps_per_epoch: int, loss: float, means: dict[str, float]) -> str:

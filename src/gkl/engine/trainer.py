@@ -34,7 +34,7 @@ from gkl.engine.ema import ModelEMA
 from gkl.engine.errors import CollapseError, NonFiniteLossError
 from gkl.engine.evaluation import RunEvaluation
 from gkl.engine.lock import RunLock
-from gkl.engine.logging import RunLoggers, epoch_line, progress, setup_logger, step_line
+from gkl.engine.logging import RunLoggers, epoch_line, on_terminal, progress, setup_logger, step_line
 from gkl.engine.resume import DEFAULT_TOLERANT_CONFIG_KEYS
 from gkl.engine.run_dir import log_stop, prepare_run_dir, stop_record, write_config, write_run_record
 from gkl.engine.seeding import epoch_seed, restore_rng_state, seed_everything, set_deterministic
@@ -304,7 +304,7 @@ class Trainer:
         self.train_model.train()
         if done_in_epoch == 0 or self.stats is None:
             self.stats = TrainStats(self.device)
-        show_bar = self.dist.is_main and self.settings.progress
+        show_bar = self.dist.is_main and on_terminal(self.settings.progress)
         batches: Any = progress(
             self.train_loader, total=len(self.train_loader), desc=f"epoch {epoch}", enabled=show_bar
         )

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 from gkl.study.summary import Summary
 
-__all__ = ["plot_accuracy_vs_tau", "plot_curves", "read_curve"]
+__all__ = ["plot_accuracy_vs_tau", "plot_curves", "read_curve", "series_label"]
 
 TAU_KEY = "distill.temperature"
+#: the longest legend label (characters)
+MAX_LABEL = 24
 
 
 def _pyplot():
@@ -47,8 +50,9 @@ def _selected(summary: Summary) -> str:
 def plot_accuracy_vs_tau(summary: Summary, path: Path, *, metric: str | None = None) -> Path | None:
     """Mean ± 95 % CI of ``metric`` against τ for the settings whose τ differs; None if τ does not vary.
 
-    Settings that differ in τ and nothing else form one line (labelled by what else varies); a
-    τ of infinity is drawn at the right end, marked ∞. Settings without a τ (CE) are horizontal lines.
+    Settings that differ in τ and nothing else form one line, labelled by the settings' names
+    (:func:`series_label`); a τ of infinity is drawn at the right end, marked ∞. Settings without a τ
+    (CE) are horizontal lines labelled by their name. The legend sits below the axes.
     """
     metric = metric or f"last_{_selected(summary)}"
     rows = [r for r in summary.rows if metric in r["metrics"]]
@@ -63,10 +67,10 @@ def plot_accuracy_vs_tau(summary: Summary, path: Path, *, metric: str | None = N
     keys = sorted({k for r in with_tau for k in r["varies"] if k != TAU_KEY})
     differ = [k for k in keys if len({json.dumps(r["varies"].get(k), sort_keys=True) for r in with_tau}) > 1]
     for row in with_tau:
-        other = {k: row["varies"].get(k) for k in differ}
-        label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(other.items())) or "KL"
-        series.setdefault(label, []).append(row)
-    for label, members in series.items():
+        other = json.dumps({k: row["varies"].get(k) for k in differ}, sort_keys=True, default=str)
+        series.setdefault(other, []).append(row)
+    for i, members in enumerate(series.values()):
+        label = series_label([r["setting"] for r in members])
         members.sort(key=lambda r: float(r["varies"][TAU_KEY]))
         xs = [float(r["varies"][TAU_KEY]) if math.isfinite(r["varies"][TAU_KEY]) else inf_x for r in members]
         stats = [r["metrics"][metric] for r in members]
@@ -75,16 +79,16 @@ def plot_accuracy_vs_tau(summary: Summary, path: Path, *, metric: str | None = N
             [s["mean"] - s["ci95"][0] if s["ci95"] else 0 for s in stats],
             [s["ci95"][1] - s["mean"] if s["ci95"] else 0 for s in stats],
         ]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
-    for row in rows:
-        if row not in with_tau:
-            ax.axhline(
-                row["metrics"][metric]["mean"],
-                linestyle="--",
-                linewidth=1,
-                label=row["setting"],
-                color=f"C{(len(series) + rows.index(row)) % 10}",
-            )
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label, color=f"C{i % 10}")
+    flat = [row for row in rows if row not in with_tau]
+    for k, row in enumerate(flat):  # colours after the series' (C0, C1, ...)
+        ax.axhline(
+            row["metrics"][metric]["mean"],
+            linestyle="--",
+            linewidth=1,
+            label=series_label([row["setting"]]),
+            color=f"C{(len(series) + k) % 10}",
+        )
     ax.set_xscale("log")
     ax.minorticks_off()
     ticks = finite + ([inf_x] if any(not math.isfinite(r["varies"][TAU_KEY]) for r in with_tau) else [])
@@ -97,12 +101,25 @@ def plot_accuracy_vs_tau(summary: Summary, path: Path, *, metric: str | None = N
     return _save(plt, fig, ax, path)
 
 
+def series_label(names: list[str], limit: int = MAX_LABEL) -> str:
+    """A short legend label for settings drawn as one line: the name of a single setting; for several,
+    their common prefix with ``*`` (``kd_t1``, ``kd_t4``, ``kd_tinf`` -> ``kd_t*``), else the first
+    and last names (``a … b``); at most ``limit`` characters."""
+    if len(names) == 1:
+        label = names[0]
+    else:
+        prefix = os.path.commonprefix(names)
+        label = f"{prefix}*" if len(prefix.rstrip("_-. ")) >= 2 else f"{names[0]} … {names[-1]}"
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
 def _save(plt, fig, ax, path: Path) -> Path:
-    """Grid, legend, tight layout; write the PNG and close the figure."""
+    """Grid, legend below the axes (one short label per entry), tight layout; write the PNG, close the figure."""
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    entries = len(ax.get_legend_handles_labels()[1])
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=max(1, min(3, entries)), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 
@@ -125,7 +142,7 @@ def plot_curves(summary: Summary, path: Path) -> Path | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, (epochs, mean) in curves.items():
-        ax.plot(epochs, mean, label=name)
+        ax.plot(epochs, mean, label=series_label([name]))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 (%)" if key == "top1" else f"test {key}")
     ax.set_title(f"test {'accuracy' if key == 'top1' else key} (mean over seeds)")

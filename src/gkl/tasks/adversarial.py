@@ -8,6 +8,7 @@ from typing import Any
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
 from gkl.tasks.base import Section, Task
+from gkl.tasks.classifier import classifier_analysis
 
 __all__ = ["TASK"]
 
@@ -61,4 +62,6 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     robust_evaluation=True,
+    analysis=classifier_analysis,
+    feature_statistics=True,
 )

@@ -56,8 +56,13 @@ class Task:
     ``evaluate(cfg, run_dir, paths, *, weights, overrides, robust) -> (report, table)``, where
     ``paths`` maps ``last``/``best`` to existing checkpoint files and ``robust`` is None or a callable
     ``robust(model, eval_set) -> report`` (only for ``robust_evaluation`` tasks: the classifier tasks,
-    a registry model giving class logits of a registry dataset; ``gkl analyze`` accepts their runs
-    only). evaluation: what ``gkl evaluate`` reports, for messages.
+    a registry model giving class logits of a registry dataset). evaluation: what ``gkl evaluate``
+    reports, for messages. analysis: ``analysis(cfg, checkpoint, device, *, attack=False) ->
+    gkl.tasks.analysis.AnalysisView``, what ``gkl analyze scores|margins|tsne`` read of a run (class
+    scores, labels and features per example); None (the default): the kind has no such analyses and
+    ``gkl analyze`` refuses its runs in one line. feature_statistics: ``train.log_feature_stats`` applies
+    to the kind (a model giving (batch, classes) logits with an ``nn.Linear`` classifier), so
+    ``gkl analyze features`` can read its runs; False (the default): refused in one line.
     """
 
     name: str
@@ -75,6 +80,8 @@ class Task:
     check: Callable[[Any], None] | None = None
     robust_evaluation: bool = False
     evaluation: str = "top-1 / top-5"
+    analysis: Callable[..., Any] | None = None
+    feature_statistics: bool = False
     section_names: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from gkl.tasks.base import Section, Task
+from gkl.tasks.classifier import classifier_analysis
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_number, fail
 
@@ -47,4 +48,6 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     robust_evaluation=True,
+    analysis=classifier_analysis,
+    feature_statistics=True,
 )

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_classifier_parts", "classifier_evaluator", "evaluate_classifier_run"]
+__all__ = ["build_classifier_parts", "classifier_analysis", "classifier_evaluator", "evaluate_classifier_run"]
 
 #: ``objective(cfg, num_classes, steps_per_epoch, model)`` -> the run's Objective
 ObjectiveFactory = Callable[[Any, int, int, Any], Any]
@@ -23,6 +23,13 @@ def classifier_evaluator(info: Any) -> Any:
     from gkl.metrics.classification import ClassificationEvaluator
 
     return ClassificationEvaluator(info.num_classes, info.class_groups)
+
+
+def classifier_analysis(cfg: Any, checkpoint: Path, device: Any, *, attack: bool = False) -> Any:
+    """``gkl analyze``'s view of a classifier run (:func:`gkl.tasks.analysis.classifier_view`)."""
+    from gkl.tasks.analysis import classifier_view
+
+    return classifier_view(cfg, checkpoint, device, attack=attack)
 
 
 def build_classifier_parts(

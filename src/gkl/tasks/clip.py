@@ -33,7 +33,15 @@ from gkl.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_clip_parts", "build_clip_model", "export_openclip", "evaluate_clip_run", "OPENCLIP_FILE"]
+__all__ = [
+    "build_clip_parts",
+    "build_clip_model",
+    "clip_analysis",
+    "export_openclip",
+    "evaluate_clip_run",
+    "OPENCLIP_FILE",
+    "ZeroShotHead",
+]
 
 OPENCLIP_FILE = "openclip.pt"
 
@@ -326,3 +334,77 @@ def evaluate_clip_run(
             + " ".join(f"{metrics[k]:>13.2f}" if k in metrics else f"{'-':>13}" for k in keys)
         )
     return report, "\n".join(lines)
+
+
+class ZeroShotHead(nn.Module):
+    """Images -> CLIP's image-text logits over the class prompts: ``logit_scale`` times the cosine
+    similarity of the image embedding to each class's mean prompt embedding (OpenCLIP's zero-shot
+    classifier, :func:`gkl.metrics.zeroshot.zero_shot_classifier`)."""
+
+    def __init__(self, clip: nn.Module, classifier: Any) -> None:
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("classifier", classifier.float())
+
+    def embed(self, images: Any) -> Any:
+        return self.clip.encode_image(images, normalize=True).float()  # type: ignore[operator]
+
+    def logits(self, embeddings: Any) -> Any:
+        return self.clip.logit_scale.exp().float() * embeddings @ self.classifier  # type: ignore[operator]
+
+    def forward(self, images: Any) -> Any:
+        return self.logits(self.embed(images))
+
+
+def clip_analysis(cfg: Any, checkpoint: Path, device: Any, *, attack: bool = False) -> Any:
+    """``gkl analyze``'s view of a CLIP run (:class:`gkl.tasks.analysis.AnalysisView`): the zero-shot set of
+    ``clip_eval.zeroshot``, class scores = the image-text logits over its class prompts
+    (:class:`ZeroShotHead`), features = the normalised image embeddings. PGD does not apply: OpenCLIP's
+    transform normalises the images."""
+    import torch
+
+    from gkl.metrics.zeroshot import zero_shot_classifier
+    from gkl.models import load_weights
+    from gkl.models.clip import create_tokenizer, image_transform
+    from gkl.tasks.analysis import AnalysisView
+
+    if attack:
+        raise InputError(
+            f"{Path(checkpoint).parent}: --adversarial needs inputs in [0, 1]; OpenCLIP's transform "
+            "normalises this run's images"
+        )
+    if cfg.clip_eval is None or cfg.clip_eval.zeroshot is None:
+        raise InputError(
+            f"{Path(checkpoint).parent}: gkl analyze needs class prompts, and the run has no clip_eval.zeroshot "
+            "(its evaluation is retrieval only)"
+        )
+    clip = build_clip_model(dataclasses.replace(cfg.model, checkpoint=None, checkpoint_key=None), "model")
+    load_weights(clip, checkpoint)
+    clip.to(device).eval()
+    tokenizer = create_tokenizer(cfg.model.name)
+    zeroshot, dataset = _zeroshot_parts(cfg, image_transform(clip, train=False), tokenizer)
+    with torch.no_grad():
+        classifier = zero_shot_classifier(clip, tokenizer, zeroshot.classnames, zeroshot.templates, device=device)
+    head = ZeroShotHead(clip, classifier).to(device).eval()
+    loader = build_loader(
+        dataset,
+        batch_size=cfg.data.eval_batch_size,
+        train=False,
+        device=device,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.train.seed,
+    )
+
+    def outputs(images: Any, labels: Any, features: bool) -> Any:
+        embeddings = head.embed(images)
+        return head.logits(embeddings), labels, embeddings if features else None
+
+    return AnalysisView(
+        model=head,
+        data=loader,
+        outputs=outputs,
+        num_classes=len(zeroshot.classnames),
+        class_names=list(zeroshot.classnames),
+        scores="softmax of the image-text logits over the class prompts",
+        features="normalised image embeddings",
+    )

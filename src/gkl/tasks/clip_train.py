@@ -10,7 +10,7 @@ from typing import Any
 from gkl.settings.clip import ClipDataSettings, ClipEvalSettings, check_clip_config
 from gkl.tasks.base import Section, Task
 
-__all__ = ["TASK", "CLIP_SECTIONS", "build", "evaluate"]
+__all__ = ["TASK", "CLIP_SECTIONS", "analysis", "build", "evaluate"]
 
 #: the sections of both CLIP kinds (check_clip_config requires clip_data)
 CLIP_SECTIONS = (
@@ -31,6 +31,12 @@ def evaluate(cfg: Any, run_dir: Any, paths: Any, **kwargs: Any) -> Any:
     return evaluate_clip_run(cfg, run_dir, paths, **kwargs)
 
 
+def analysis(cfg: Any, checkpoint: Any, device: Any, *, attack: bool = False) -> Any:
+    from gkl.tasks.clip import clip_analysis
+
+    return clip_analysis(cfg, checkpoint, device, attack=attack)
+
+
 TASK = Task(
     name="clip_train",
     command="clip-train",
@@ -41,5 +47,6 @@ TASK = Task(
     check=partial(check_clip_config, distill=False),
     build=build,
     evaluate=evaluate,
+    analysis=analysis,
     evaluation="zero-shot / retrieval metrics",
 )

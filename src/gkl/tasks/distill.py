@@ -9,6 +9,7 @@ from gkl.settings._variants import drop_unused_keys
 from gkl.settings.distill import DistillSettings, GKLSettings
 from gkl.settings.teacher import check_teacher
 from gkl.tasks.base import Section, Task, check_loss_name
+from gkl.tasks.classifier import classifier_analysis
 
 __all__ = ["TASK"]
 
@@ -58,4 +59,6 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     robust_evaluation=True,
+    analysis=classifier_analysis,
+    feature_statistics=True,
 )

@@ -20,6 +20,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from gkl.settings._variants import drop_unused_keys
@@ -39,6 +40,7 @@ __all__ = [
     "eval_batch_size",
     "evaluate_segmentation_run",
     "format_iou_table",
+    "segmentation_analysis",
     "head_lr_scales",
 ]
 
@@ -271,6 +273,67 @@ def evaluate_segmentation_run(
     return report, "\n".join(lines + per_class)
 
 
+def segmentation_analysis(cfg: Any, checkpoint: Any, device: Any, *, attack: bool = False) -> Any:
+    """``gkl analyze``'s view of a segmentation run (:class:`gkl.tasks.analysis.AnalysisView`): one row per
+    labelled pixel of the evaluation split. Class scores are the logits upsampled to the label size as the
+    evaluation does (``whole`` inference); features are the head's feature map before the 1×1 classifier,
+    per pixel of that map, with the label of the pixel nearest to it. PGD does not apply (pixel labels)."""
+    import torch.nn.functional as F
+
+    from gkl.data import build_loader
+    from gkl.models import create_model, load_weights
+    from gkl.models.segmentation import upsample_logits
+    from gkl.tasks.analysis import AnalysisView
+
+    assert cfg.segmentation is not None
+    if attack:
+        raise InputError(
+            f"{Path(checkpoint).parent}: --adversarial: the PGD attack of gkl analyze needs one label per "
+            f"image; a {cfg.kind} run labels pixels"
+        )
+    eval_set = build_split(cfg, False)
+    info = eval_set.info
+    model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
+    load_weights(model, checkpoint)
+    model.to(device).eval()
+    loader = OneLineErrors(
+        build_loader(
+            eval_set,
+            batch_size=eval_batch_size(cfg),
+            train=False,
+            device=device,
+            num_workers=cfg.data.num_workers,
+            seed=cfg.train.seed,
+        )
+    )
+    ignore = cfg.segmentation.ignore_index
+
+    def outputs(images: Any, labels: Any, features: bool) -> Any:
+        out = model(images, features=True)
+        logits, feats = out["out"], out["features"]
+        if features:  # at the feature map's resolution
+            labels = F.interpolate(labels[:, None].float(), size=feats.shape[-2:], mode="nearest")[:, 0].long()
+        else:
+            logits = upsample_logits(logits, labels.shape[-2:])
+        rows = labels.reshape(-1)
+        valid = rows != ignore
+        logits = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])[valid]
+        if features:
+            feats = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])[valid]
+        return logits, rows[valid], feats if features else None
+
+    return AnalysisView(
+        model=model,
+        data=loader,
+        outputs=outputs,
+        num_classes=info.num_classes,
+        class_names=info.class_names,
+        example="pixel",
+        scores="softmax of the per-pixel logits",
+        features="per-pixel head features (the 1×1 classifier's input)",
+    )
+
+
 def check(cfg: Any) -> None:
     check_segmentation_config(cfg)
     check_loss_name(cfg.segmentation, "kd_term")
@@ -294,5 +357,6 @@ TASK = Task(
     check=check,
     build=build_segmentation_parts,
     evaluate=evaluate_segmentation_run,
+    analysis=segmentation_analysis,
     evaluation="mIoU",
 )

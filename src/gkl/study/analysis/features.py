@@ -8,7 +8,6 @@ No model edits: the classifier is found and its input read by a forward pre-hook
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import cast
@@ -18,9 +17,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from gkl.metrics.features import FeatureStatistics
+from gkl.tasks.analysis import Rows, classifier_outputs
 from gkl.utils.modules import capture_features, find_classifier
 
-__all__ = ["Outputs", "find_classifier", "capture_features", "iterate_batches", "collect_outputs", "feature_statistics"]
+__all__ = [
+    "Outputs",
+    "find_classifier",
+    "capture_features",
+    "iterate_batches",
+    "iterate_rows",
+    "collect_outputs",
+    "feature_statistics",
+]
 
 Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -48,6 +56,50 @@ def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
+def iterate_rows(
+    model: nn.Module,
+    data: Dataset | Iterable,
+    outputs: Callable[[torch.Tensor, torch.Tensor, bool], Rows],
+    *,
+    attack: Attack | None = None,
+    features: bool = False,
+    batch_size: int = 256,
+    keep: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Iterator[Outputs]:
+    """Eval-mode :class:`Outputs` of one batch at a time, on the CPU: ``outputs(inputs, labels, features)``
+    gives the rows (an image, a labelled pixel; :class:`gkl.tasks.analysis.AnalysisView`), on natural
+    inputs or on ``attack(images, labels)``. ``keep`` (labels -> bool mask) selects rows; with one
+    label per image it selects the images before the attack. The model's mode is restored afterwards.
+    """
+    device = _device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        for inputs, targets in iterate_batches(data, batch_size):
+            inputs, targets = inputs.to(device), torch.as_tensor(targets).to(device)
+            per_image = targets.ndim == 1 and targets.shape[0] == inputs.shape[0]
+            if keep is not None and per_image:
+                mask = keep(targets)
+                inputs, targets = inputs[mask], targets[mask]
+                if targets.numel() == 0:
+                    continue
+            if attack is not None:
+                inputs = attack(inputs, targets)
+            with torch.no_grad():
+                logits, labels, feats = outputs(inputs, targets, features)
+            if keep is not None and not per_image:
+                mask = keep(labels)
+                logits, labels = logits[mask], labels[mask]
+                feats = feats[mask] if feats is not None else None
+            yield Outputs(
+                logits.detach().float().cpu(),
+                labels.long().cpu(),
+                feats.detach().float().cpu() if feats is not None else None,
+            )
+    finally:
+        model.train(was_training)
+
+
 def collect_outputs(
     model: nn.Module,
     data: Dataset | Iterable,
@@ -57,41 +109,23 @@ def collect_outputs(
     batch_size: int = 256,
     keep: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Outputs:
-    """Eval-mode outputs of ``model`` on ``data`` (natural, or ``attack(images, labels)`` images).
-
-    ``keep`` (labels -> bool mask) selects examples before the attack. The model's
-    train/eval mode is restored afterwards.
-    """
-    device = _device(model)
-    was_training = model.training
-    model.eval()
-    logits, labels, feats = [], [], []
-    try:
-        context: contextlib.AbstractContextManager[list[torch.Tensor]] = (
-            capture_features(model) if features else contextlib.nullcontext([])
+    """Eval-mode outputs of the classifier ``model`` on ``data`` (natural, or ``attack(images, labels)``
+    images), with its penultimate features when ``features``; see :func:`iterate_rows`."""
+    batches = [
+        b
+        for b in iterate_rows(
+            model, data, classifier_outputs(model), attack=attack, features=features, batch_size=batch_size, keep=keep
         )
-        with context as store:
-            for images, targets in iterate_batches(data, batch_size):
-                images, targets = images.to(device), torch.as_tensor(targets).to(device)
-                if keep is not None:
-                    mask = keep(targets)
-                    images, targets = images[mask], targets[mask]
-                    if targets.numel() == 0:
-                        continue
-                if attack is not None:
-                    images = attack(images, targets)
-                store.clear() if features else None
-                with torch.no_grad():
-                    out = model(images)
-                logits.append(out.detach().float().cpu())
-                labels.append(targets.cpu())
-                if features:
-                    feats.append(store[-1].float().cpu())
-    finally:
-        model.train(was_training)
-    if not logits:
+        if b.labels.numel()
+    ]
+    if not batches:
         raise ValueError("no examples to analyse (empty data, or no example of the selected classes)")
-    return Outputs(torch.cat(logits), torch.cat(labels).long(), torch.cat(feats) if features else None)
+    feats = [b.features for b in batches if b.features is not None]
+    return Outputs(
+        torch.cat([b.logits for b in batches]),
+        torch.cat([b.labels for b in batches]),
+        torch.cat(feats) if features else None,
+    )
 
 
 def feature_statistics(model: nn.Module, loader: Dataset | Iterable) -> dict[str, float]:
