@@ -3,11 +3,14 @@
 Every run is the ordinary CLI, ``python -m gkl.cli <command> CONFIG overrides... --resume``,
 so a sweep depends on nothing but the command line. Local runs die with the sweep
 (Linux: parent-death signal), and are continued by the next sweep through ``--resume``.
+A local run is in a session of its own: a terminal's Ctrl-C reaches the sweep only, and the
+sweep passes it on once (:meth:`LocalLauncher.stop`).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,7 +33,8 @@ class Launcher(Protocol):
 
     def poll(self, handle: Any) -> int | None: ...
 
-    def stop(self, handle: Any) -> None: ...
+    def stop(self, handle: Any, sig: int = signal.SIGTERM) -> None:
+        """Pass ``sig`` to the run and wait for it to end (it keeps its last checkpoint)."""
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -94,20 +98,28 @@ class LocalLauncher:
         log = open(log_path, "ab")
         try:
             kwargs: dict[str, Any] = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
-            return subprocess.Popen(cli_command(spec), stdout=log, stderr=subprocess.STDOUT, env=self._env(), **kwargs)
+            return subprocess.Popen(
+                cli_command(spec),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+                start_new_session=True,
+                **kwargs,
+            )
         finally:
             log.close()  # the child holds its own descriptor
 
     def poll(self, handle: subprocess.Popen) -> int | None:
         return handle.poll()
 
-    def stop(self, handle: subprocess.Popen) -> None:
+    def stop(self, handle: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         if handle.poll() is None:
-            handle.terminate()
+            handle.send_signal(sig)
             try:
-                handle.wait(timeout=30)
+                handle.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 handle.kill()
+                handle.wait()
 
 
 class SubmititLauncher:
@@ -167,8 +179,8 @@ class SubmititLauncher:
         except Exception:  # the job itself failed (node failure, timeout): report as a failed run
             return 1
 
-    def stop(self, job: Any) -> None:
+    def stop(self, job: Any, sig: int = signal.SIGTERM) -> None:
         try:
-            job.cancel(check=False)
+            job.cancel(check=False)  # Slurm: scancel (SIGTERM to the job, then SIGKILL); local: the same
         except Exception:
             pass

@@ -7,7 +7,7 @@ from typing import Any
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
-from gkl.tasks.base import Section, Task
+from gkl.tasks.base import CLASSIFIER_METRICS, Section, Task
 
 __all__ = ["TASK"]
 
@@ -61,4 +61,5 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     robust_evaluation=True,
+    metric_names=CLASSIFIER_METRICS,
 )

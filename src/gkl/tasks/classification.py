@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gkl.tasks.base import Section, Task
+from gkl.tasks.base import CLASSIFIER_METRICS, Section, Task
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_number, fail
 
@@ -47,4 +47,5 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     robust_evaluation=True,
+    metric_names=CLASSIFIER_METRICS,
 )

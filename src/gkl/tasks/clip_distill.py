@@ -8,7 +8,7 @@ from typing import Any
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.clip import ClipDistillSettings, check_clip_config
-from gkl.tasks.base import Section, Task, check_loss_name
+from gkl.tasks.base import CLIP_METRICS, Section, Task, check_loss_name
 from gkl.tasks.clip_train import CLIP_SECTIONS, build, evaluate
 
 __all__ = ["TASK"]
@@ -36,6 +36,7 @@ TASK = Task(
     teacher="required",
     teacher_checkpoint_key="model",  # a gkl run checkpoint holds the weights under 'model'
     select_metric="zeroshot_top1",
+    metric_names=CLIP_METRICS,
     registry_names=False,
     check=check,
     build=build,

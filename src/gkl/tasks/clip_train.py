@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any
 
 from gkl.settings.clip import ClipDataSettings, ClipEvalSettings, check_clip_config
-from gkl.tasks.base import Section, Task
+from gkl.tasks.base import CLIP_METRICS, Section, Task
 
 __all__ = ["TASK", "CLIP_SECTIONS", "build", "evaluate"]
 
@@ -37,6 +37,7 @@ TASK = Task(
     help="train an OpenCLIP model with the contrastive loss",
     sections=CLIP_SECTIONS,
     select_metric="zeroshot_top1",
+    metric_names=CLIP_METRICS,
     registry_names=False,
     check=partial(check_clip_config, distill=False),
     build=build,

@@ -8,7 +8,7 @@ from typing import Any
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.distill import DistillSettings, GKLSettings
 from gkl.settings.teacher import check_teacher
-from gkl.tasks.base import Section, Task, check_loss_name
+from gkl.tasks.base import CLASSIFIER_METRICS, Section, Task, check_loss_name
 
 __all__ = ["TASK"]
 
@@ -58,4 +58,5 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     robust_evaluation=True,
+    metric_names=CLASSIFIER_METRICS,
 )

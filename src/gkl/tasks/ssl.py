@@ -8,7 +8,7 @@ from typing import Any
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.ssl import SSLSettings
-from gkl.tasks.base import Section, Task, check_loss_name
+from gkl.tasks.base import CLASSIFIER_METRICS, Section, Task, check_loss_name
 from gkl.utils.errors import InputError
 
 __all__ = ["TASK", "build_ssl_loader"]
@@ -94,4 +94,5 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     robust_evaluation=True,
+    metric_names=CLASSIFIER_METRICS,
 )
