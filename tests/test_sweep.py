@@ -200,7 +200,7 @@ settings:
     again = summarize([out], baseline="kd")
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(again.to_json()))
     assert (out / "summary.md").read_text() == format_markdown(again) + "\n"
-    assert [row["setting"] for row in again.rows] == ["kd", "teacher"]
+    assert [row["setting"] for row in again.rows] == ["teacher", "kd"]  # the study's order
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # a third call trains nothing
     assert run_sweep(study, out_dir=out)["trained"] == []
@@ -228,8 +228,10 @@ def test_command_front_dry_run_prints_every_run(configs: Path, capsys: pytest.Ca
     study = _study(configs, "config: base.yaml\nseeds: 3\nsettings: {ce: {}}\n")
     args = parser.parse_args(["sweep", str(study), "--dry-run", "--out", str(configs / "out")])
     assert sweep.run(args) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and all(line.startswith("gkl train ") and line.endswith("--resume") for line in lines)
+    head, *lines = capsys.readouterr().out.splitlines()
+    assert head.startswith(f"# 3 runs into {configs / 'out'}; estimated ")
+    assert [line.split()[0] for line in lines] == ["ce_seed0", "ce_seed1", "ce_seed2"]
+    assert all(" gkl train " in line and line.endswith("--resume") and "GPU-h" in line for line in lines)
     assert not (configs / "out").exists()
     args = parser.parse_args(["analyze", "margins", "a", "b", "--adversarial", "--eps", "0.1"])
     assert (args.analysis, args.adversarial, args.eps) == ("margins", True, 0.1)

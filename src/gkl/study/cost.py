@@ -63,7 +63,7 @@ class RunCost:
         return f"{hours:.3g} GPU-h"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _flops(name: str, kwargs_json: str, num_classes: int, shape: tuple[int, ...]) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode

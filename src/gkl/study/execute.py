@@ -232,7 +232,7 @@ def run_sweep(
             status[name] = "stopped"
             result["stopped"].append(name)
         result["finished"] = [r.name for r in study.runs if status.get(r.name) == "finished"]
-        setattr(err, "sweep_result", result)
+        err.sweep_result = result  # type: ignore[attr-defined]  # read by gkl sweep for its stop line
         raise
     finally:
         _write_manifest(study, status)

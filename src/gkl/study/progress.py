@@ -61,7 +61,8 @@ class SweepProgress:
         self.done = 0  #: finished (trained now or before)
         self.failed = 0  #: failed or blocked
         self.durations: list[float] = []
-        self.active: dict[str, tuple[float, Path, int | None]] = {}  # name -> (start, run dir, epochs)
+        #: name -> (start time, run dir, epochs of the run, epochs it had logged when started: a resumed run)
+        self.active: dict[str, tuple[float, Path, int | None, int]] = {}
         self._last_status = -float("inf")
         self._drawn = False
 
@@ -72,7 +73,7 @@ class SweepProgress:
             self._line(f"{count} of {self.total} runs already finished (kept)")
 
     def start(self, name: str, run_dir: Path, epochs: int | None) -> None:
-        self.active[name] = (self.clock(), run_dir, epochs)
+        self.active[name] = (self.clock(), run_dir, epochs, epochs_done(run_dir))
         self._line(f"started {name}")
 
     def finish(self, name: str, ok: bool, why: str = "") -> None:
@@ -102,15 +103,15 @@ class SweepProgress:
             per_run = sum(self.durations) / len(self.durations)
         else:
             rates = []
-            for start, run_dir, epochs in self.active.values():
-                done = epochs_done(run_dir)
-                if epochs and done:
+            for start, run_dir, epochs, before in self.active.values():
+                done = epochs_done(run_dir) - before
+                if epochs and done > 0:
                     rates.append((now - start) / done * epochs)
             if not rates:
                 return None
             per_run = sum(rates) / len(rates)
         running_left = 0.0
-        for start, run_dir, epochs in self.active.values():
+        for _start, run_dir, epochs, _before in self.active.values():
             fraction = min(1.0, epochs_done(run_dir) / epochs) if epochs else 0.0
             running_left += max(0.0, 1.0 - fraction)
         waiting = left - len(self.active)
@@ -123,7 +124,7 @@ class SweepProgress:
         eta = self.eta()
         parts.append(f"~{format_duration(eta)} left" if eta is not None else "time left: after the first epoch")
         running = []
-        for name, (_start, run_dir, epochs) in self.active.items():
+        for name, (_start, run_dir, epochs, _before) in self.active.items():
             running.append(f"{name} epoch {epochs_done(run_dir)}" + (f"/{epochs}" if epochs else ""))
         if running:
             parts.append("running: " + ", ".join(running))

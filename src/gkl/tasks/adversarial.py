@@ -7,7 +7,7 @@ from typing import Any
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
-from gkl.tasks.base import CLASSIFIER_METRICS, Section, Task
+from gkl.tasks.base import Section, Task
 
 __all__ = ["TASK"]
 
@@ -49,6 +49,7 @@ TASK = Task(
     name="adv_train",
     command="adv-train",
     help="adversarial training (TRADES, GKL-AT, PGD-AT)",
+    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
     sections=(
         Section(
             "adversarial",
@@ -61,5 +62,4 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     robust_evaluation=True,
-    metric_names=CLASSIFIER_METRICS,
 )

@@ -12,15 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["CLASSIFIER_METRICS", "CLIP_METRICS", "Section", "Task", "TeacherMode"]
+__all__ = ["Section", "Task", "TeacherMode"]
 
 #: ``required``: the config needs a teacher (the sweep chains a setting's ``teacher:`` run into it);
 #: ``optional``: the task's check decides (e.g. by method); ``none``: no teacher is read.
 TeacherMode = Literal["required", "optional", "none"]
-#: what the classification evaluator writes at an evaluation (``many`` / ``medium`` / ``few``: its
-#: ``groups`` on ImageNet-LT) and the CLIP evaluator (zero-shot and retrieval recalls): a task's metric_names
-CLASSIFIER_METRICS = ("top1", "top5", "many", "medium", "few")
-CLIP_METRICS = ("zeroshot_top1", "zeroshot_top5", *(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gkl.tasks.base import CLASSIFIER_METRICS, Section, Task
+from gkl.tasks.base import Section, Task
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_number, fail
 
@@ -42,10 +42,10 @@ TASK = Task(
     name="train",
     command="train",
     help="train a teacher or a CE baseline from a recipe",
+    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
     sections=(Section("label_smoothing", float, default=0.0, help="cross-entropy label smoothing in [0, 1)"),),
     check=check,
     build=build,
     evaluate=evaluate,
     robust_evaluation=True,
-    metric_names=CLASSIFIER_METRICS,
 )

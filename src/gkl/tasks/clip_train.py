@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any
 
 from gkl.settings.clip import ClipDataSettings, ClipEvalSettings, check_clip_config
-from gkl.tasks.base import CLIP_METRICS, Section, Task
+from gkl.tasks.base import Section, Task
 
 __all__ = ["TASK", "CLIP_SECTIONS", "build", "evaluate"]
 
@@ -35,9 +35,9 @@ TASK = Task(
     name="clip_train",
     command="clip-train",
     help="train an OpenCLIP model with the contrastive loss",
+    metric_names=("zeroshot_top1", "zeroshot_top5", *(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10))),
     sections=CLIP_SECTIONS,
     select_metric="zeroshot_top1",
-    metric_names=CLIP_METRICS,
     registry_names=False,
     check=partial(check_clip_config, distill=False),
     build=build,

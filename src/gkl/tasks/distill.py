@@ -8,7 +8,7 @@ from typing import Any
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.distill import DistillSettings, GKLSettings
 from gkl.settings.teacher import check_teacher
-from gkl.tasks.base import CLASSIFIER_METRICS, Section, Task, check_loss_name
+from gkl.tasks.base import Section, Task, check_loss_name
 
 __all__ = ["TASK"]
 
@@ -43,6 +43,7 @@ TASK = Task(
     name="distill",
     command="distill",
     help="distill a student from a frozen teacher (KD, DKD, DKL, IKL, GKL, ...)",
+    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
     sections=(
         Section(
             "distill",
@@ -58,5 +59,4 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     robust_evaluation=True,
-    metric_names=CLASSIFIER_METRICS,
 )

@@ -8,7 +8,7 @@ from typing import Any
 
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.ssl import SSLSettings
-from gkl.tasks.base import CLASSIFIER_METRICS, Section, Task, check_loss_name
+from gkl.tasks.base import Section, Task, check_loss_name
 from gkl.utils.errors import InputError
 
 __all__ = ["TASK", "build_ssl_loader"]
@@ -81,6 +81,7 @@ TASK = Task(
     name="ssl",
     command="ssl-train",
     help="semi-supervised training (FixMatch, Mean-Teacher; CE/KL/MSE/GKL consistency)",
+    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
     sections=(
         Section(
             "ssl",
@@ -94,5 +95,4 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     robust_evaluation=True,
-    metric_names=CLASSIFIER_METRICS,
 )
