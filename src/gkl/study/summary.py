@@ -139,14 +139,15 @@ def _labels(groups: list[list[RunRecord]], names: dict[Path, str]) -> tuple[list
     for group in groups:
         named = sorted({names.get(r.run_dir.resolve()) or setting_stem(r.name) for r in group})
         labels.append("|".join(named))
-    for i, label in enumerate(list(labels)):
-        if labels.count(label) > 1:
+    named = list(labels)
+    for i, label in enumerate(named):
+        if named.count(label) > 1:
             folders = sorted({r.run_dir.resolve().parent.name for r in groups[i]})
             labels[i] = f"{label} ({', '.join(folders)})"
-    seen: dict[str, int] = {}
-    for i, label in enumerate(labels):
-        if labels.count(label) > 1:
-            seen[label] = seen.get(label, 0) + 1
+    foldered, seen = list(labels), dict.fromkeys(labels, 0)
+    for i, label in enumerate(foldered):
+        if foldered.count(label) > 1:
+            seen[label] += 1
             labels[i] = f"{label} #{seen[label]}"
     return labels, varies
 
