@@ -21,14 +21,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "each keeping its last checkpoint, and running the same command again continues. With --only, --seeds "
         "or key=value overrides the runs go to a folder of their own, <out_dir>--only-A+B--seeds-0+1--set-<hash>, "
         "so a shrunk study never mixes with the full one.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("study", help="study YAML, or a shipped study's name (gkl recipes list studies)")
     p.add_argument(
         "overrides",
         nargs="*",
         default=[],
-        help="key=value overrides applied to every run after the study's own, e.g. train.epochs=2",
+        help="key=value overrides applied to every run after the study's own, e.g. train.epochs=2 (default: none)",
     )
     p.add_argument(
         "--only",
@@ -40,19 +39,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--seeds",
         default=None,
         metavar="N|a,b,c",
-        help="seeds 0..N-1, or these seeds, instead of the study's seeds: (a setting that fixes its own "
+        help="seeds 0..N-1, or these seeds, instead of the study's 'seeds:' (a setting that fixes its own "
         "seeds, e.g. a shared teacher's [0], keeps them) (default: the study's)",
     )
-    p.add_argument("--jobs", type=positive_int, default=1, help="runs at a time (local processes or submitit jobs)")
+    p.add_argument(
+        "--jobs", type=positive_int, default=1, help="runs at a time (local processes or submitit jobs) (default: 1)"
+    )
     p.add_argument(
         "--launcher",
         default="local",
         choices=("local", "slurm", "submitit-local"),
         help="local: child processes; slurm: one Slurm job per run through submitit (pip install 'gkl[slurm]'); "
-        "submitit-local: the same jobs through submitit's local executor",
+        "submitit-local: the same jobs through submitit's local executor (default: local)",
     )
-    p.add_argument("--partition", default=None, help="Slurm partition (--launcher slurm)")
-    p.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per Slurm job; > 1 runs torchrun inside")
+    p.add_argument("--partition", default=None, help="Slurm partition (--launcher slurm) (default: the cluster's)")
+    p.add_argument(
+        "--gpus-per-run", type=int, default=0, help="GPUs per Slurm job; > 1 runs torchrun inside (default: 0)"
+    )
     p.add_argument(
         "--out",
         default=None,
@@ -61,7 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="check the study and list its runs with their commands and estimated GPU-hours; run nothing",
+        help="check the study and list its runs with their commands and estimated GPU-hours; run nothing "
+        "(default: run)",
     )
     return p
 
