@@ -120,7 +120,7 @@ def run_cost(cfg: Any) -> RunCost:
     task = get_task(cfg.kind)
     if not task.registry_names:
         return RunCost(reason=f"a '{task.name}' run's models are not registry models")
-    name = getattr(cfg.data, "name", None)
+    name = str(getattr(cfg.data, "name", None))
     try:
         info = dataset_info(name)
     except ValueError:

@@ -216,7 +216,7 @@ def run_sweep(
                 if len(active) >= runner.parallel or not all(d == "finished" for d in deps):
                     continue
                 pending.remove(spec)
-                epochs = getattr(getattr(spec.resolved, "train", None), "epochs", None)
+                epochs = spec.resolved.train.epochs if spec.resolved is not None else None
                 progress.start(spec.name, spec.run_dir, epochs)
                 active[spec.name] = (spec, runner.start(spec, study.out_dir / "logs" / f"{spec.name}.log"))
                 status[spec.name] = "running"

@@ -73,9 +73,10 @@ def select_settings(settings: Mapping[str, Mapping[str, Any]], only: Sequence[st
             close = difflib.get_close_matches(name, list(settings), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; settings: {', '.join(settings)}"
             raise InputError(f"--only: {where} has no setting named {name!r}{hint}")
-        while name is not None and name not in chosen:  # the chain of teachers (cycles are refused before)
-            chosen.add(name)
-            name = settings[name].get("teacher")
+        link: str | None = name
+        while link is not None and link not in chosen:  # the chain of teachers (cycles are refused before)
+            chosen.add(link)
+            link = settings[link].get("teacher")
     return chosen
 
 

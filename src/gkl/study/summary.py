@@ -102,7 +102,7 @@ class Summary:
     source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "baseline": self.baseline,
             "metrics": [{"key": k, "label": label} for k, label in self.metrics],
             "rows": self.rows,
@@ -187,19 +187,19 @@ def summarize(
         if isinstance(record, str):
             skipped.append({"run": str(run_dir), "reason": record})
             continue
-        key = run_dir.resolve()
+        resolved = run_dir.resolve()
         manifest = manifest_of(run_dir, manifests)
         place = 0
         if manifest is not None:
-            setting = manifest.setting_of[key.name]
-            names[key] = setting
+            setting = manifest.setting_of[resolved.name]
+            names[resolved] = setting
             place = manifest.order(setting)
-            paper[key] = manifest.paper.get(setting, {})
+            paper[resolved] = manifest.paper.get(setting, {})
             if manifest.source and manifest.source not in sources:
                 sources.append(manifest.source)
-        if key in given:
-            names[key] = given[key]
-        order[key] = (position[key], place, (run_dir / "config.yaml").stat().st_mtime_ns)
+        if resolved in given:
+            names[resolved] = given[resolved]
+        order[resolved] = (position[resolved], place, (run_dir / "config.yaml").stat().st_mtime_ns)
         group = groups.setdefault(record.key, [])
         for other in group:
             if other.seed == record.seed:
