@@ -31,7 +31,8 @@ def _last_eval(run_dir: Path) -> dict:
 def test_paper_column_and_delta_of_a_real_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sweep"
     result = run_sweep(STUDY, out_dir=out, poll_seconds=0.05)
-    assert not result["failed"] and sorted(result["trained"]) == ["ce_seed0", "ce_seed1", "kd_seed0", "kd_seed1", "teacher_seed0"]
+    assert not result["failed"]
+    assert sorted(result["trained"]) == ["ce_seed0", "ce_seed1", "kd_seed0", "kd_seed1", "teacher_seed0"]
     paper = {
         name: setting["paper"]
         for name, setting in yaml.safe_load(STUDY.read_text())["settings"].items()
@@ -58,7 +59,10 @@ def test_paper_column_and_delta_of_a_real_sweep(tmp_path: Path, capsys: pytest.C
     table = (out / "summary.md").read_text()
     number, mean, std, n, delta = expected[("kd", "top1")]
     n5, mean5, std5, _, delta5 = expected[("kd", "top5")]
-    kd_row = f"| kd | {number:.2f} | {mean:.2f} ± {std:.2f} (n=2) | {delta:+.2f} | {n5:.2f} | {mean5:.2f} ± {std5:.2f} (n=2) | {delta5:+.2f} |"
+    kd_row = (
+        f"| kd | {number:.2f} | {mean:.2f} ± {std:.2f} (n=2) | {delta:+.2f} "
+        f"| {n5:.2f} | {mean5:.2f} ± {std5:.2f} (n=2) | {delta5:+.2f} |"
+    )
     number, mean, _, _, delta = expected[("teacher", "top1")]
     teacher_row = f"| teacher | {number:.2f} | {mean:.2f} (n=1) | {delta:+.2f} |  |  |  |"
     assert kd_row in table and teacher_row in table
