@@ -211,8 +211,11 @@ def test_submitit_local_executor_runs_a_study(configs: Path) -> None:
     pytest.importorskip("submitit")
     out = configs / "out"
     study = _study(configs, "config: base.yaml\nseeds: [0]\nsettings: {ce: {}}\n")
-    result = run_sweep(study, out_dir=out, launcher="submitit-local", poll_seconds=0.1)
-    assert result["trained"] == ["ce_seed0"] and not result["failed"]
+    from gkl.cli import main
+
+    assert main(["sweep", str(study), "--out", str(out), "--launcher", "submitit-local"]) == 0  # as --launcher slurm
+    assert (out / "submitit").is_dir()
+    assert json.loads((out / "study.json").read_text())["runs"][0]["status"] == "finished"
     assert json.loads((out / "ce_seed0" / "summary.json").read_text())["epochs"] == 1
     assert (out / "summary.csv").read_text().splitlines()[1].startswith("ce,1,")
 

@@ -85,9 +85,14 @@ def _flops(name: str, kwargs_json: str, num_classes: int, shape: tuple[int, ...]
     raise AssertionError("unreachable")
 
 
+#: model arguments that name weights to load: left out, the FLOPs do not depend on the weights
+_WEIGHT_ARGUMENTS = ("checkpoint", "pretrained", "weights")
+
+
 def forward_flops(model: Any, num_classes: int, shape: tuple[int, ...]) -> float:
     """Forward FLOPs of registry model ``model`` (a ModelConfig) for one example of ``shape`` (cached)."""
-    return _flops(model.name, json.dumps(model.kwargs, sort_keys=True, default=str), num_classes, tuple(shape))
+    kwargs = {k: v for k, v in model.kwargs.items() if not any(w in k for w in _WEIGHT_ARGUMENTS)}
+    return _flops(model.name, json.dumps(kwargs, sort_keys=True, default=str), num_classes, tuple(shape))
 
 
 def _attack_steps(cfg: Any, epochs: int) -> float:

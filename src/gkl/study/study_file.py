@@ -20,6 +20,11 @@ default ``best.pt``) becomes the teacher: ``teacher.checkpoint``, and ``teacher.
 architecture from the config's teacher); the teacher's only seed, or the teacher run of the
 same seed (per-seed chains). Every run is ``<out_dir>/<setting>_seed<S>``.
 Everything is checked (study keys, every run's resolved config) before anything runs.
+
+Published numbers: ``source: "..."`` (where they come from) at the top, and in a setting
+``paper: {<metric>: <number>}`` with a metric its task's evaluator writes (:mod:`gkl.study.paper`).
+``load_study(..., only=, seeds=, overrides=)`` shrinks the study as ``gkl sweep --only --seeds
+key=value`` does (:mod:`gkl.study.subset`).
 """
 
 from __future__ import annotations
