@@ -133,3 +133,41 @@ def test_progress_counts_failures_and_estimates_the_time_left(tmp_path: Path) ->
         "sweep: finished a in 30 s",
         "sweep: failed b in 30 s: exit 1; log: b.log",
     ]
+
+
+def test_local_runs_get_the_interrupt_itself_all_at_once() -> None:
+    """LocalLauncher.stop passes the signal the sweep got (here SIGINT) to every running run, then waits."""
+    import signal
+    import subprocess
+    import sys
+
+    from gkl.study.launch import LocalLauncher
+
+    code = "import sys, time; print('ready', flush=True); time.sleep(300)"
+    children = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for child in children:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    LocalLauncher(jobs=2).stop(children, signal.SIGINT)
+    assert [child.returncode for child in children] == [-signal.SIGINT, -signal.SIGINT]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_status_line_is_redrawn_in_place(tmp_path: Path) -> None:
+    stream, clock = _Terminal(), _Clock()
+    progress = SweepProgress(2, parallel=1, stream=stream, clock=clock)
+    progress.start("a", tmp_path, 3)
+    progress.tick()
+    progress.tick()
+    progress.finish("a", True)
+    progress.close()
+    text = stream.getvalue()
+    # each redraw returns to the line start and clears it; an event line first clears the status line
+    assert text == (
+        "sweep: started a\n"
+        + "\r\x1b[Ksweep: 0/2 done · time left: after the first epoch · running: a epoch 0/3" * 2
+        + "\r\x1b[Ksweep: finished a in 0 s\n"
+    )

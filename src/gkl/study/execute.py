@@ -110,12 +110,11 @@ def _plan(study: Study) -> list[dict[str, Any]]:
 
 def _stop_all(runner: Launcher, active: dict[str, tuple[RunSpec, Any]], sig: int) -> None:
     """Pass the interrupt to the active runs and wait for them (a second Ctrl-C ends them at once)."""
+    handles = [handle for _spec, handle in active.values()]
     try:
-        for _spec, handle in active.values():
-            runner.stop(handle, sig)
+        runner.stop(handles, sig)
     except KeyboardInterrupt:
-        for _spec, handle in active.values():
-            runner.stop(handle, signal.SIGKILL)
+        runner.stop(handles, signal.SIGKILL)
 
 
 def run_sweep(

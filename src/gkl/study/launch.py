@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,8 +34,8 @@ class Launcher(Protocol):
 
     def poll(self, handle: Any) -> int | None: ...
 
-    def stop(self, handle: Any, sig: int = signal.SIGTERM) -> None:
-        """Pass ``sig`` to the run and wait for it to end (it keeps its last checkpoint)."""
+    def stop(self, handles: list[Any], sig: int = signal.SIGTERM) -> None:
+        """Pass ``sig`` to the runs and wait for them to end (each keeps its last checkpoint)."""
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -112,11 +113,15 @@ class LocalLauncher:
     def poll(self, handle: subprocess.Popen) -> int | None:
         return handle.poll()
 
-    def stop(self, handle: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-        if handle.poll() is None:
+    def stop(self, handles: list[subprocess.Popen], sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+        """Send ``sig`` to every running run at once, wait up to ``timeout`` s for them all, then kill the rest."""
+        running = [h for h in handles if h.poll() is None]
+        for handle in running:
             handle.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        for handle in running:
             try:
-                handle.wait(timeout=60)
+                handle.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 handle.kill()
                 handle.wait()
@@ -179,8 +184,9 @@ class SubmititLauncher:
         except Exception:  # the job itself failed (node failure, timeout): report as a failed run
             return 1
 
-    def stop(self, job: Any, sig: int = signal.SIGTERM) -> None:
-        try:
-            job.cancel(check=False)  # Slurm: scancel (SIGTERM to the job, then SIGKILL); local: the same
-        except Exception:
-            pass
+    def stop(self, handles: list[Any], sig: int = signal.SIGTERM) -> None:
+        for job in handles:
+            try:
+                job.cancel(check=False)  # Slurm: scancel (SIGTERM to the job, then SIGKILL); local: the same
+            except Exception:
+                pass
