@@ -81,8 +81,8 @@ def _continue_command(args: argparse.Namespace) -> str:
 
 def _interrupted_hint(args: argparse.Namespace, result: dict | None) -> str:
     """The stop line's tail: which runs finished, which were stopped, and the command that continues."""
-    if result is None:
-        return f"no run had started; continue with: {_continue_command(args)}"
+    if result is None:  # before the runs (checking the study) or after them (the summary)
+        return f"finished runs are kept; continue with: {_continue_command(args)}"
     finished = result.get("finished", [])
     said = f"finished {len(finished)} of {len(result['runs'])} runs"
     said += f" ({', '.join(finished)})" if finished else ""
