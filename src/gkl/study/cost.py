@@ -14,9 +14,10 @@ adversarial run (each step one forward and one backward, as the training step); 
 teacher forward for a run with a teacher; µ the unlabelled examples per labelled one of an SSL
 run (a weak view forward without gradient and a strong view forward + backward). Evaluation,
 data loading and the optimizer are not counted. ``SUSTAINED_FLOPS`` is an NVIDIA A100 at 30 %
-of its dense bf16 peak (312 TFLOP/s). Large convolutional networks reach that; small models
-and data-loading-bound runs (the MNIST-1D demos) run far below it, so their estimate is a
-lower bound by orders of magnitude. Expect a factor of 2 either way for paper-scale runs.
+of its dense bf16 peak (312 TFLOP/s). Paper-scale runs in mixed precision reach about that,
+so expect their wall time within a factor of 2-3 of the estimate, usually above it; fp32 or
+data-loading-bound runs take several times longer, and small models (the MNIST-1D demos) are
+dominated by overheads, so their estimate only says "negligible".
 """
 
 from __future__ import annotations
