@@ -177,6 +177,10 @@ def test_rows_carry_the_study_names_in_the_study_order(tmp_path: Path) -> None:
     # alpha_seed1 is not in study.json (e.g. copied in by hand): its seed-less name, with the others of its config
     assert [r["setting"] for r in rows] == ["zeta", "alpha"]
     assert [r["seeds"] for r in rows] == [[0, 1], [0, 1]]
+    # a run the study does not list (a setting since removed from it) comes after the study's settings
+    _run(study, "old_seed0", 0, temperature=3.0)
+    os.utime(study / "old_seed0" / "config.yaml", ns=(1, 1))  # started before all the others
+    assert [r["setting"] for r in summarize([study]).rows] == ["zeta", "alpha", "old"]
     # without a study.json: the order of the arguments, then of the runs' start
     plain = tmp_path / "plain"
     late = [_run(plain, f"a_seed{s}", s, temperature=1.0) for s in range(2)]

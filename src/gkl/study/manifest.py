@@ -28,7 +28,8 @@ class StudyManifest:
     paper: dict[str, dict[str, float]] = field(default_factory=dict)
     source: str | None = None
 
-    def order(self, setting: str) -> int:
+    def order(self, setting: str | None) -> int:
+        """The setting's place in the study; a run the study does not list comes after its settings."""
         return self.settings.index(setting) if setting in self.settings else len(self.settings)
 
 
@@ -56,12 +57,9 @@ def _read(path: Path) -> StudyManifest | None:
 
 
 def manifest_of(run_dir: Path, cache: dict[Path, StudyManifest | None]) -> StudyManifest | None:
-    """The manifest of the sweep ``run_dir`` belongs to (``study.json`` in its folder, listing it), or None."""
+    """The manifest of the sweep folder ``run_dir`` is in (its ``study.json``), or None."""
     folder = run_dir.resolve().parent
     if folder not in cache:
         path = folder / MANIFEST
         cache[folder] = _read(path) if path.is_file() else None
-    manifest = cache[folder]
-    if manifest is None or run_dir.resolve().name not in manifest.setting_of:
-        return None
-    return manifest
+    return cache[folder]

@@ -189,11 +189,10 @@ def summarize(
             continue
         resolved = run_dir.resolve()
         manifest = manifest_of(run_dir, manifests)
-        place = 0
-        if manifest is not None:
-            setting = manifest.setting_of[resolved.name]
+        setting = manifest.setting_of.get(resolved.name) if manifest is not None else None
+        place = manifest.order(setting) if manifest is not None else 0
+        if manifest is not None and setting is not None:
             names[resolved] = setting
-            place = manifest.order(setting)
             paper[resolved] = manifest.paper.get(setting, {})
             if manifest.source and manifest.source not in sources:
                 sources.append(manifest.source)
