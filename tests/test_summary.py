@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -154,3 +155,71 @@ def test_columns_follow_the_runs_selected_metric(tmp_path: Path) -> None:
     # a run whose selected metric is missing from summary.json has no evaluation: skipped, not a row
     (tmp_path / "seg_seed2" / "summary.json").write_text(json.dumps({"select_metric": "mIoU", "last_top1": 50.0}))
     assert [s["reason"] for s in summarize([tmp_path]).skipped] == ["no evaluation in summary.json"]
+
+
+def _manifest(folder: Path, settings: list[str], runs: dict[str, str]) -> None:
+    """The study.json a sweep writes: settings in study order, each run folder with its setting."""
+    record = {
+        "settings": settings,
+        "runs": [{"name": n, "setting": s, "run_dir": str(folder / n)} for n, s in runs.items()],
+    }
+    (folder / "study.json").write_text(json.dumps(record))
+
+
+def test_rows_carry_the_study_names_in_the_study_order(tmp_path: Path) -> None:
+    """Labels are the settings' names from study.json, rows in its order (not alphabetical, not by start)."""
+    study = tmp_path / "study"
+    for seed in range(2):
+        _run(study, f"alpha_seed{seed}", seed, temperature=1.0, last=50.0 + seed)
+        _run(study, f"r_seed{seed}", seed, temperature=9.0, last=60.0 + seed)
+    _manifest(study, ["zeta", "alpha"], {"r_seed0": "zeta", "r_seed1": "zeta", "alpha_seed0": "alpha"})
+    rows = summarize([study]).rows
+    # alpha_seed1 is not in study.json (e.g. copied in by hand): its seed-less name, with the others of its config
+    assert [r["setting"] for r in rows] == ["zeta", "alpha"]
+    assert [r["seeds"] for r in rows] == [[0, 1], [0, 1]]
+    # a run the study does not list (a setting since removed from it) comes after the study's settings
+    _run(study, "old_seed0", 0, temperature=3.0)
+    os.utime(study / "old_seed0" / "config.yaml", ns=(1, 1))  # started before all the others
+    assert [r["setting"] for r in summarize([study]).rows] == ["zeta", "alpha", "old"]
+    # without a study.json: the order of the arguments, then of the runs' start
+    plain = tmp_path / "plain"
+    late = [_run(plain, f"a_seed{s}", s, temperature=1.0) for s in range(2)]
+    early = [_run(plain, f"b_seed{s}", s, temperature=2.0) for s in range(2)]
+    for i, path in enumerate(early + late):
+        os.utime(path / "config.yaml", ns=(10**18 + i, 10**18 + i))
+    assert [r["setting"] for r in summarize([plain]).rows] == ["b", "a"]
+    assert [r["setting"] for r in summarize(late + early).rows] == ["a", "b"]
+
+
+def test_one_name_for_two_configs_is_told_apart_by_folder_not_by_keys(tmp_path: Path) -> None:
+    """Runs of two studies that both call a setting 'kd' (different τ): 'kd (first)' and 'kd (second)'."""
+    for folder, temperature in (("first", 4.0), ("second", 20.0)):
+        runs = {f"kd_seed{s}": "kd" for s in range(2)}
+        for name in runs:
+            _run(tmp_path / folder, name, int(name[-1]), temperature=temperature)
+        _manifest(tmp_path / folder, ["kd"], runs)
+    labels = [r["setting"] for r in summarize([tmp_path / "first", tmp_path / "second"]).rows]
+    assert labels == ["kd (first)", "kd (second)"]
+    # the same folder name twice (runs/a/study, runs/b/study): numbered
+    for parent, temperature in (("a", 1.0), ("b", 2.0)):
+        _run(tmp_path / parent / "study", "kd_seed0", 0, temperature=temperature)
+    labels = [r["setting"] for r in summarize([tmp_path / "a" / "study", tmp_path / "b" / "study"]).rows]
+    assert labels == ["kd (study) #1", "kd (study) #2"]
+
+
+def test_summarize_cut_short_by_the_reader_is_quiet(runs) -> None:
+    """`gkl summarize DIR | head -1`: the reader is gone before gkl writes; exit 141, nothing on stderr."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gkl.cli", "summarize", str(runs["kd"][0].parent)],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, err
+    assert err == ""

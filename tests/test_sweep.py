@@ -200,7 +200,7 @@ settings:
     again = summarize([out], baseline="kd")
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(again.to_json()))
     assert (out / "summary.md").read_text() == format_markdown(again) + "\n"
-    assert [row["setting"] for row in again.rows] == ["kd", "teacher"]
+    assert [row["setting"] for row in again.rows] == ["teacher", "kd"]  # the study's order
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # a third call trains nothing
     assert run_sweep(study, out_dir=out)["trained"] == []
@@ -211,8 +211,11 @@ def test_submitit_local_executor_runs_a_study(configs: Path) -> None:
     pytest.importorskip("submitit")
     out = configs / "out"
     study = _study(configs, "config: base.yaml\nseeds: [0]\nsettings: {ce: {}}\n")
-    result = run_sweep(study, out_dir=out, launcher="submitit-local", poll_seconds=0.1)
-    assert result["trained"] == ["ce_seed0"] and not result["failed"]
+    from gkl.cli import main
+
+    assert main(["sweep", str(study), "--out", str(out), "--launcher", "submitit-local"]) == 0  # as --launcher slurm
+    assert (out / "submitit").is_dir()
+    assert json.loads((out / "study.json").read_text())["runs"][0]["status"] == "finished"
     assert json.loads((out / "ce_seed0" / "summary.json").read_text())["epochs"] == 1
     assert (out / "summary.csv").read_text().splitlines()[1].startswith("ce,1,")
 
@@ -228,8 +231,10 @@ def test_command_front_dry_run_prints_every_run(configs: Path, capsys: pytest.Ca
     study = _study(configs, "config: base.yaml\nseeds: 3\nsettings: {ce: {}}\n")
     args = parser.parse_args(["sweep", str(study), "--dry-run", "--out", str(configs / "out")])
     assert sweep.run(args) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and all(line.startswith("gkl train ") and line.endswith("--resume") for line in lines)
+    head, *lines = capsys.readouterr().out.splitlines()
+    assert head.startswith(f"# 3 runs into {configs / 'out'}; estimated ")
+    assert [line.split()[0] for line in lines] == ["ce_seed0", "ce_seed1", "ce_seed2"]
+    assert all(" gkl train " in line and line.endswith("--resume") and "GPU-h" in line for line in lines)
     assert not (configs / "out").exists()
     args = parser.parse_args(["analyze", "margins", "a", "b", "--adversarial", "--eps", "0.1"])
     assert (args.analysis, args.adversarial, args.eps) == ("margins", True, 0.1)

@@ -26,7 +26,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("config.py", "train"): "the common key `train:` (its select defaults, its place in config.yaml): "
     + _SECTION_TRAIN,
     ("engine/resume.py", "train"): "resume compares the `train` settings: " + _SECTION_TRAIN,
-    ("study/summary.py", "train"): "`train.seed`, `train.device` ... of the recorded config: " + _SECTION_TRAIN,
+    ("study/runs.py", "train"): "`train.seed`, `train.device` ... of the recorded config: " + _SECTION_TRAIN,
     ("engine/trainer.py", "train"): "the `train` statistics of an epoch (the training split's loss and accuracy) "
     "in the metrics record, not the kind",
     ("engine/logging.py", "train"): "the `train` statistics of an epoch in metrics.jsonl/summary.json (the training "

@@ -66,7 +66,7 @@ def run_commands() -> dict[str, str | None]:
 
 def intermixed_commands() -> tuple[str, ...]:
     """Commands whose key=value overrides may appear anywhere among the options."""
-    return (*run_commands(), "evaluate")
+    return (*run_commands(), "evaluate", "sweep")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:

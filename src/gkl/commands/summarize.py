@@ -9,10 +9,25 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("summarize", help="mean ± std, 95%% CI and paired differences over seeds of finished runs")
-    p.add_argument("run_dirs", nargs="+", help="run directories, or directories holding run directories")
-    p.add_argument("--baseline", default=None, help="setting to take paired differences against")
-    p.add_argument("--out", default=None, help="also write summary.md/.csv/.json into this directory")
+    p = sub.add_parser(
+        "summarize",
+        help="mean ± std, 95%% CI and paired differences over seeds of finished runs",
+        description="Group finished runs into settings (same config but the seed) and print, per setting and "
+        "metric, mean ± sample std [95 % t-interval] over seeds, every seed's value and, with --baseline, the "
+        "paired difference to the baseline setting. Rows carry the setting names of the study that made the runs "
+        "(the study.json gkl sweep writes next to them; else the run name without its seed) in the study's order; "
+        "settings with published numbers (a study's paper:) get a table paper | ours (mean ± std, n seeds) | Δ "
+        "(docs/study.md).",
+    )
+    p.add_argument(
+        "run_dirs", nargs="+", help="run directories, or directories holding run directories (a sweep's out_dir)"
+    )
+    p.add_argument(
+        "--baseline", default=None, help="setting (row label) to take paired differences against (default: none)"
+    )
+    p.add_argument(
+        "--out", default=None, help="also write summary.md/.csv/.json into this directory (default: print only)"
+    )
     return p
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
+import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,12 @@ from gkl.study.summary import format_markdown, summarize, write_summary
 from gkl.utils.errors import InputError
 
 from .launch import Launcher, LocalLauncher, SubmititLauncher
+from .progress import SweepProgress
 from .study_file import RunSpec, Study, load_study
 from .sweep_plots import plot_accuracy_vs_tau, plot_curves
 
 __all__ = ["SweepResult", "is_finished", "run_sweep"]
 
-log = logging.getLogger(__name__)
 LAUNCHERS = ("local", "slurm", "submitit-local")
 
 
@@ -34,7 +35,8 @@ def is_finished(run_dir: Path) -> bool:
 
 
 class SweepResult(dict):
-    """What a sweep did: ``trained``, ``reused`` and ``failed`` runs, ``summary`` paths, ``table``."""
+    """What a sweep did: ``trained``, ``reused``, ``failed``, ``blocked`` and ``stopped`` runs, ``finished``
+    (every finished run, in study order), ``summary`` paths, ``table``; a dry run's ``plan``."""
 
 
 def _make_launcher(
@@ -66,6 +68,9 @@ def _write_manifest(study: Study, status: dict[str, str]) -> None:
         "out_dir": str(study.out_dir),
         "baseline": study.baseline,
         "settings": study.settings,
+        "source": study.source,
+        "paper": study.paper,
+        "subset": study.subset,
         "runs": [
             {
                 "name": r.name,
@@ -84,17 +89,49 @@ def _write_manifest(study: Study, status: dict[str, str]) -> None:
     tmp.replace(study.out_dir / "study.json")
 
 
+def _plan(study: Study) -> list[dict[str, Any]]:
+    """The dry run's list: every run, its command and its estimated cost (:mod:`gkl.study.cost`)."""
+    from .cost import run_cost
+
+    plan = []
+    for spec in study.runs:
+        cost = run_cost(spec.resolved)
+        plan.append(
+            {
+                "name": spec.name,
+                "command": ["gkl", *spec.cli_args()],
+                "gpu_hours": cost.gpu_hours,
+                "cost": cost.text(),
+                "finished": is_finished(spec.run_dir),
+            }
+        )
+    return plan
+
+
+def _stop_all(runner: Launcher, active: dict[str, tuple[RunSpec, Any]], sig: int) -> None:
+    """Pass the interrupt to the active runs and wait for them (a second Ctrl-C ends them at once)."""
+    handles = [handle for _spec, handle in active.values()]
+    try:
+        runner.stop(handles, sig)
+    except KeyboardInterrupt:
+        runner.stop(handles, signal.SIGKILL)
+
+
 def run_sweep(
     study_path: str | Path,
     *,
     jobs: int = 1,
     launcher: str = "local",
     out_dir: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    overrides: Sequence[str] = (),
     partition: str | None = None,
     gpus_per_run: int = 0,
     dry_run: bool = False,
     poll_seconds: float = 0.2,
     launcher_options: dict[str, Any] | None = None,
+    progress: SweepProgress | None = None,
 ) -> SweepResult:
     """Run a study file: every unfinished run (``--resume``), teachers before their students.
 
@@ -102,24 +139,32 @@ def run_sweep(
     where it stopped. A failing run is reported (its log in ``<out_dir>/logs/``), its students
     are not started, the others go on. Ends with ``summary.{md,csv,json}`` (the code of
     ``gkl summarize``), ``accuracy_vs_tau.png`` when τ varies, and ``curves.png``.
-    ``dry_run`` validates and lists the runs without starting any.
+    ``only`` / ``seeds`` / ``overrides`` shrink the study (:func:`gkl.study.study_file.load_study`).
+    ``dry_run`` validates and lists the runs (``result["plan"]``: commands and estimated costs)
+    without starting any. ``progress`` shows runs done / total, failures, time left and epochs
+    (default: on stderr). Ctrl-C / SIGTERM is passed to the active runs (each keeps its last
+    checkpoint) and re-raised with ``sweep_result`` (this result: finished runs so far) attached.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InputError(f"--jobs must be an integer >= 1, got {jobs!r}")
     if launcher not in LAUNCHERS:
         raise InputError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-    study = load_study(study_path, out_dir=out_dir)  # every error before anything runs
+    # every error before anything runs
+    study = load_study(study_path, out_dir=out_dir, only=only, seeds=seeds, overrides=overrides)
     result = SweepResult(
         study=str(study.path),
         out_dir=str(study.out_dir),
+        subset=study.subset,
         trained=[],
         reused=[],
         failed={},
         blocked=[],
+        stopped=[],
         runs=[r.name for r in study.runs],
     )
     if dry_run:
-        result["commands"] = [["gkl", *r.cli_args()] for r in study.runs]
+        result["plan"] = _plan(study)
+        result["commands"] = [row["command"] for row in result["plan"]]
         return result
     study.out_dir.mkdir(parents=True, exist_ok=True)
     (study.out_dir / "logs").mkdir(exist_ok=True)
@@ -131,12 +176,14 @@ def run_sweep(
         gpus_per_run=gpus_per_run,
         launcher_options=launcher_options,
     )
+    progress = progress or SweepProgress(len(study.runs), parallel=min(runner.parallel, len(study.runs)))
 
     status: dict[str, str] = {}
     for spec in study.runs:
         if is_finished(spec.run_dir):
             status[spec.name] = "finished"
             result["reused"].append(spec.name)
+    progress.reused(len(result["reused"]))
     _write_manifest(study, status)
     pending = [r for r in study.runs if r.name not in status]
     active: dict[str, tuple[RunSpec, Any]] = {}
@@ -147,14 +194,15 @@ def run_sweep(
                 if code is None:
                     continue
                 del active[name]
+                log_path = study.out_dir / "logs" / (name + ".log")
                 if code == 0 and is_finished(spec.run_dir):
                     status[name] = "finished"
                     result["trained"].append(name)
-                    log.info("sweep: %s finished", name)
+                    progress.finish(name, True)
                 else:
                     status[name] = f"failed (exit {code})"
-                    result["failed"][name] = f"exit {code}; log: {study.out_dir / 'logs' / (name + '.log')}"
-                    log.warning("sweep: %s failed with exit %s", name, code)
+                    result["failed"][name] = f"exit {code}; log: {log_path}"
+                    progress.finish(name, False, f"exit {code}; log: {log_path}")
                 _write_manifest(study, status)
             for spec in list(pending):
                 deps = [status.get(d) for d in spec.depends_on]
@@ -162,21 +210,33 @@ def run_sweep(
                     pending.remove(spec)
                     status[spec.name] = "blocked (a teacher run failed)"
                     result["blocked"].append(spec.name)
+                    progress.blocked(spec.name)
                     continue
                 if len(active) >= runner.parallel or not all(d == "finished" for d in deps):
                     continue
                 pending.remove(spec)
-                log.info("sweep: starting %s", spec.name)
+                epochs = spec.resolved.train.epochs if spec.resolved is not None else None
+                progress.start(spec.name, spec.run_dir, epochs)
                 active[spec.name] = (spec, runner.start(spec, study.out_dir / "logs" / f"{spec.name}.log"))
                 status[spec.name] = "running"
+            progress.tick()
             if active:
                 time.sleep(poll_seconds)
-    except BaseException:
-        for _spec, handle in active.values():  # Ctrl-C: stop the runs; the next sweep resumes them
-            runner.stop(handle)
+    except BaseException as err:
+        progress.close()
+        # Ctrl-C reaches the runs as SIGINT, anything else (SIGTERM, an error) as SIGTERM: each keeps
+        # its last checkpoint, and the next sweep continues them with --resume
+        _stop_all(runner, active, signal.SIGINT if type(err) is KeyboardInterrupt else signal.SIGTERM)
+        for name in active:
+            status[name] = "stopped"
+            result["stopped"].append(name)
+        result["finished"] = [r.name for r in study.runs if status.get(r.name) == "finished"]
+        err.sweep_result = result  # type: ignore[attr-defined]  # read by gkl sweep for its stop line
         raise
     finally:
         _write_manifest(study, status)
+    progress.close()
+    result["finished"] = [r.name for r in study.runs if status.get(r.name) == "finished"]
 
     summary = None
     run_dirs = [study.out_dir]  # exactly what `gkl summarize OUT_DIR` reads

@@ -3,13 +3,17 @@
 Every run is the ordinary CLI, ``python -m gkl.cli <command> CONFIG overrides... --resume``,
 so a sweep depends on nothing but the command line. Local runs die with the sweep
 (Linux: parent-death signal), and are continued by the next sweep through ``--resume``.
+A local run is in a session of its own: a terminal's Ctrl-C reaches the sweep only, and the
+sweep passes it on once (:meth:`LocalLauncher.stop`).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +34,8 @@ class Launcher(Protocol):
 
     def poll(self, handle: Any) -> int | None: ...
 
-    def stop(self, handle: Any) -> None: ...
+    def stop(self, handles: list[Any], sig: int = signal.SIGTERM) -> None:
+        """Pass ``sig`` to the runs and wait for them to end (each keeps its last checkpoint)."""
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -94,20 +99,32 @@ class LocalLauncher:
         log = open(log_path, "ab")
         try:
             kwargs: dict[str, Any] = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
-            return subprocess.Popen(cli_command(spec), stdout=log, stderr=subprocess.STDOUT, env=self._env(), **kwargs)
+            return subprocess.Popen(
+                cli_command(spec),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+                start_new_session=True,
+                **kwargs,
+            )
         finally:
             log.close()  # the child holds its own descriptor
 
     def poll(self, handle: subprocess.Popen) -> int | None:
         return handle.poll()
 
-    def stop(self, handle: subprocess.Popen) -> None:
-        if handle.poll() is None:
-            handle.terminate()
+    def stop(self, handles: list[subprocess.Popen], sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+        """Send ``sig`` to every running run at once, wait up to ``timeout`` s for them all, then kill the rest."""
+        running = [h for h in handles if h.poll() is None]
+        for handle in running:
+            handle.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        for handle in running:
             try:
-                handle.wait(timeout=30)
+                handle.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 handle.kill()
+                handle.wait()
 
 
 class SubmititLauncher:
@@ -167,8 +184,9 @@ class SubmititLauncher:
         except Exception:  # the job itself failed (node failure, timeout): report as a failed run
             return 1
 
-    def stop(self, job: Any) -> None:
-        try:
-            job.cancel(check=False)
-        except Exception:
-            pass
+    def stop(self, handles: list[Any], sig: int = signal.SIGTERM) -> None:
+        for job in handles:
+            try:
+                job.cancel(check=False)  # Slurm: scancel (SIGTERM to the job, then SIGKILL); local: the same
+            except Exception:
+                pass

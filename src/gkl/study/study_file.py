@@ -20,6 +20,11 @@ default ``best.pt``) becomes the teacher: ``teacher.checkpoint``, and ``teacher.
 architecture from the config's teacher); the teacher's only seed, or the teacher run of the
 same seed (per-seed chains). Every run is ``<out_dir>/<setting>_seed<S>``.
 Everything is checked (study keys, every run's resolved config) before anything runs.
+
+Published numbers: ``source: "..."`` (where they come from) at the top, and in a setting
+``paper: {<metric>: <number>}`` with a metric its task's evaluator writes (:mod:`gkl.study.paper`).
+``load_study(..., only=, seeds=, overrides=)`` shrinks the study as ``gkl sweep --only --seeds
+key=value`` does (:mod:`gkl.study.subset`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +40,14 @@ from typing import Any
 import yaml
 
 from gkl.recipes import resolve_recipe
+from gkl.study.paper import check_paper
+from gkl.study.subset import check_extra_overrides, select_settings, subset_out_dir, subset_record
 from gkl.utils.errors import InputError
 
 __all__ = ["RunSpec", "Study", "load_study", "format_override"]
 
-STUDY_KEYS = ("config", "overrides", "seeds", "baseline", "settings", "out_dir", "description")
-SETTING_KEYS = ("config", "overrides", "seeds", "teacher", "teacher_checkpoint", "description")
+STUDY_KEYS = ("config", "overrides", "seeds", "baseline", "settings", "out_dir", "description", "source")
+SETTING_KEYS = ("config", "overrides", "seeds", "teacher", "teacher_checkpoint", "description", "paper")
 CHECKPOINT_FILES = ("best.pt", "checkpoint.pt")
 
 
@@ -62,6 +70,7 @@ class RunSpec:
     config: Path
     overrides: list[str]
     depends_on: list[str] = field(default_factory=list)  #: names of runs that must finish first
+    resolved: Any = field(default=None, repr=False, compare=False)  #: the resolved ExperimentConfig
 
     def cli_args(self) -> list[str]:
         """Arguments of ``python -m gkl.cli`` (``--resume`` last: it continues or starts fresh)."""
@@ -78,6 +87,9 @@ class Study:
     baseline: str | None
     settings: list[str]
     runs: list[RunSpec]
+    source: str | None = None  #: where the study's published numbers come from (``source:``)
+    paper: dict[str, dict[str, float]] = field(default_factory=dict)  #: setting -> {metric: published number}
+    subset: dict[str, Any] = field(default_factory=dict)  #: the command line's --only / --seeds / overrides
 
 
 def format_override(key: str, value: Any) -> str:
@@ -171,8 +183,20 @@ def _order(settings: dict[str, dict[str, Any]], path: Path) -> list[str]:
     return order
 
 
-def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> Study:
-    """Read and validate a study file, resolving every run's config (nothing runs, nothing is written)."""
+def load_study(
+    study_path: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    overrides: Sequence[str] = (),
+) -> Study:
+    """Read and validate a study file, resolving every run's config (nothing runs, nothing is written).
+
+    ``only`` / ``seeds`` / ``overrides`` shrink or change the study as ``gkl sweep --only --seeds
+    key=value`` does (:mod:`gkl.study.subset`); the runs then go to a folder of their own unless
+    ``out_dir`` is given.
+    """
     from gkl.config import load_config
     from gkl.config_schema import apply_overrides, load_yaml
     from gkl.tasks import get_task
@@ -183,10 +207,16 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
     settings = data.get("settings")
     if not isinstance(settings, dict) or not settings:
         raise InputError(f"{path}: settings: a study needs at least one named setting (a mapping name -> setting)")
-    seeds = _seeds(f"{path}: seeds", data.get("seeds", 1))
-    common = _overrides(f"{path}: overrides", data.get("overrides"))
+    study_seeds = _seeds(f"{path}: seeds", data.get("seeds", 1)) if seeds is None else list(seeds)
+    extra = check_extra_overrides(overrides)
+    common = _overrides(f"{path}: overrides", data.get("overrides")) + extra
     base_config = data.get("config")
-    target = Path(out_dir) if out_dir is not None else Path(data.get("out_dir") or f"runs/studies/{path.stem}")
+    source = data.get("source")
+    if source is not None and not isinstance(source, str):
+        raise InputError(f"{path}: source: expected a string (where the published numbers come from), got {source!r}")
+    subset = subset_record(only, seeds, extra)
+    target = Path(data.get("out_dir") or f"runs/studies/{path.stem}")
+    target = Path(out_dir) if out_dir is not None else subset_out_dir(target, subset)
     for name, setting in settings.items():
         where = f"{path}: settings.{name}"
         if not isinstance(name, str) or not name or any(c in name for c in "/\\ ="):
@@ -206,18 +236,22 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
         close = difflib.get_close_matches(str(baseline), list(settings), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise InputError(f"{path}: baseline: no setting named {baseline!r}{hint}")
+    chosen = select_settings(settings, only, str(path))
+    if baseline not in chosen:
+        baseline = None  # --only left it out: no paired differences
 
     runs: list[RunSpec] = []
     by_setting: dict[str, dict[int, RunSpec]] = {}
     model_of: dict[str, tuple[str, dict[str, Any]]] = {}  # run name -> its model (name, kwargs)
-    for name in _order(settings, path):
+    paper: dict[str, dict[str, float]] = {}
+    for name in [n for n in _order(settings, path) if n in chosen]:
         setting = settings[name]
         where = f"{path}: settings.{name}"
         config = (path.parent / str(setting.get("config", base_config))).resolve()
         if not config.is_file():
             raise InputError(f"{where}.config: file not found: {config}")
         own = _overrides(f"{where}.overrides", setting.get("overrides"))
-        own_seeds = _seeds(f"{where}.seeds", setting["seeds"]) if "seeds" in setting else seeds
+        own_seeds = _seeds(f"{where}.seeds", setting["seeds"]) if "seeds" in setting else study_seeds
         teacher = setting.get("teacher")
         by_setting[name] = {}
         for seed in own_seeds:
@@ -258,6 +292,8 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
                 cfg = load_config(config, overrides)
             except (InputError, ValueError, FileNotFoundError) as err:
                 raise InputError(f"{where}: {err}") from None
+            if name not in paper:
+                paper[name] = check_paper(f"{path}: settings.{name}", setting.get("paper"), get_task(cfg.kind))
             spec = RunSpec(
                 setting=name,
                 seed=seed,
@@ -267,8 +303,19 @@ def load_study(study_path: str | Path, *, out_dir: str | Path | None = None) -> 
                 config=config,
                 overrides=overrides,
                 depends_on=depends,
+                resolved=cfg,
             )
             by_setting[name][seed] = spec
             model_of[run_name] = (cfg.model.name, dict(cfg.model.kwargs))
             runs.append(spec)
-    return Study(path=path, name=path.stem, out_dir=target, baseline=baseline, settings=list(settings), runs=runs)
+    return Study(
+        path=path,
+        name=path.stem,
+        out_dir=target,
+        baseline=baseline,
+        settings=[n for n in settings if n in chosen],
+        runs=runs,
+        source=source,
+        paper={k: v for k, v in paper.items() if v},
+        subset=subset,
+    )

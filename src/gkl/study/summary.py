@@ -6,7 +6,12 @@ do not change a result (device, paths, logging) left out; a teacher checkpoint i
 another run directory counts by that run's setting, so a per-seed chain stays one
 setting. Within a setting every seed appears once: the same directory given twice is
 counted once, two directories with the same seed are an error naming both. Runs
-without ``summary.json`` (unfinished) are listed as skipped.
+without ``summary.json`` (unfinished) are listed as skipped (reading runs: :mod:`gkl.study.runs`).
+
+A row is labelled by its setting's name in the study (the ``study.json`` a sweep writes next to
+its runs, :mod:`gkl.study.manifest`), else by its runs' seed-less name; rows come in the order
+of the arguments, then the study's order of settings, then the runs' start. Settings with
+published numbers (a study's ``paper:``) get the table "paper | ours | Δ" (:mod:`gkl.study.paper`).
 
 Confidence intervals are Student-t intervals, mean ± t(0.975, n − 1) · s / √n. The
 paired difference of a setting to the baseline setting is taken seed by seed over
@@ -18,27 +23,23 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from gkl.study.manifest import StudyManifest, manifest_of
+from gkl.study.paper import format_paper_table, paper_rows
+from gkl.study.runs import RunRecord, expand_run_dirs, read_run, setting_stem
 from gkl.study.statistics import describe
 from gkl.utils.errors import InputError
 
 __all__ = [
     "DEFAULT_METRICS",
     "metric_columns",
-    "RunRecord",
     "Summary",
-    "expand_run_dirs",
-    "read_run",
     "summarize",
     "summarize_runs",
-    "setting_stem",
     "write_summary",
 ]
 
@@ -83,113 +84,6 @@ def summary_value(summary: dict[str, Any], key: str) -> Any:
 
 #: summary.json keys reported, in order, with their column labels; absent keys are left out.
 DEFAULT_METRICS: tuple[tuple[str, str], ...] = metric_columns("top1")
-#: config fields that never change a result; ignored when grouping runs into settings.
-IGNORED_FIELDS = (
-    ("name",),
-    ("out_dir",),
-    ("train", "seed"),
-    ("train", "device"),
-    ("train", "progress"),
-    ("train", "log_every"),
-    ("train", "eval_every"),
-    ("train", "checkpoint_every"),
-    ("data", "root"),
-    ("data", "num_workers"),
-    ("data", "download"),
-)
-_SEED_SUFFIX = re.compile(r"[_-]s(?:eed)?\d+$")
-
-
-# ----------------------------------------------------------------------------- reading runs
-
-
-@dataclass
-class RunRecord:
-    """One finished run: its directory, name, seed, setting key and summary.json."""
-
-    run_dir: Path
-    name: str
-    seed: int
-    key: str
-    config: dict[str, Any]
-    summary: dict[str, Any]
-
-
-def setting_stem(name: str) -> str:
-    """A run name without its seed suffix (``kd_t4_seed3`` -> ``kd_t4``; ``_s3``, ``-seed3`` too)."""
-    return _SEED_SUFFIX.sub("", name) or name
-
-
-def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run directories from ``paths``: a run directory (with config.yaml) as is, a directory
-    holding run directories (e.g. a sweep's output) as its runs. Duplicates are dropped."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.is_dir():
-            raise InputError(f"{path}: no such run directory")
-        if (path / "config.yaml").is_file():
-            found.append(path)
-            continue
-        children = sorted(p.parent for p in path.glob("*/config.yaml"))
-        if not children:
-            children = sorted(p.parent for p in path.glob("*/*/config.yaml"))
-        if not children:
-            raise InputError(f"{path}: not a gkl run directory (no config.yaml) and holds none")
-        found.extend(children)
-    unique: dict[Path, Path] = {}
-    for path in found:
-        unique.setdefault(path.resolve(), path)
-    return list(unique.values())
-
-
-def _pop(config: dict[str, Any], dotted: tuple[str, ...]) -> None:
-    node: Any = config
-    for part in dotted[:-1]:
-        node = node.get(part) if isinstance(node, dict) else None
-        if node is None:
-            return
-    if isinstance(node, dict):
-        node.pop(dotted[-1], None)
-
-
-def _setting_config(config: dict[str, Any]) -> dict[str, Any]:
-    reduced = json.loads(json.dumps(config, default=str))
-    for dotted in IGNORED_FIELDS:
-        _pop(reduced, dotted)
-    teacher = reduced.get("teacher")
-    if isinstance(teacher, dict) and teacher.get("checkpoint"):
-        ckpt = Path(str(teacher["checkpoint"]))
-        parent = ckpt.parent.name
-        if (ckpt.parent / "config.yaml").is_file() or setting_stem(parent) != parent:
-            # a checkpoint of another run (or of one seed of a teacher): count it by the teacher's setting
-            teacher["checkpoint"] = f"run:{setting_stem(ckpt.parent.name)}/{ckpt.name}"
-    return reduced
-
-
-def read_run(run_dir: Path) -> RunRecord | str:
-    """The run's record, or the reason it is skipped (a string) when it has not finished."""
-    config_path, summary_path = run_dir / "config.yaml", run_dir / "summary.json"
-    if not config_path.is_file():
-        raise InputError(f"{run_dir}: not a gkl run directory (no config.yaml)")
-    try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise InputError(f"{config_path}: unreadable YAML ({str(err).splitlines()[0]})") from None
-    if not summary_path.is_file():
-        return "unfinished (no summary.json)"
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return "unfinished (summary.json unreadable)"
-    if summary.get(f"last_{summary.get('select_metric', 'top1')}") is None:
-        return "no evaluation in summary.json"
-    seed = int(config.get("train", {}).get("seed", 0))
-    name = str(config.get("name", run_dir.name))
-    setting = _setting_config(config)
-    return RunRecord(
-        run_dir=run_dir, name=name, seed=seed, key=json.dumps(setting, sort_keys=True), config=config, summary=summary
-    )
 
 
 # ----------------------------------------------------------------------------- grouping
@@ -203,14 +97,20 @@ class Summary:
     metrics: list[tuple[str, str]]
     baseline: str | None = None
     skipped: list[dict[str, str]] = field(default_factory=list)
+    #: setting -> metric -> {paper, ours, delta} for settings with published numbers (:mod:`gkl.study.paper`)
+    paper: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "baseline": self.baseline,
             "metrics": [{"key": k, "label": label} for k, label in self.metrics],
             "rows": self.rows,
             "skipped": self.skipped,
         }
+        if self.paper:
+            out.update(paper=self.paper, source=self.source)
+        return out
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -224,21 +124,31 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _labels(groups: list[list[RunRecord]], given: dict[Path, str]) -> tuple[list[str], list[dict[str, Any]]]:
-    """A label per group (given, else the common seed-less run name) and the config keys that vary."""
+def _labels(groups: list[list[RunRecord]], names: dict[Path, str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """A label per group and the config keys that vary between groups.
+
+    The label is the setting's name: ``names`` (given, or the study's from study.json) for its
+    runs, else their common seed-less run name. Two groups with one label (one name for two
+    configs, e.g. runs of two studies) are told apart by their runs' folder, then by a number.
+    """
     flats = [_flatten(json.loads(g[0].key)) for g in groups]
     keys = sorted(set().union(*flats)) if flats else []
     varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
     varies = [{k: f.get(k) for k in varying} for f in flats]
     labels = []
     for group in groups:
-        named = {given[r.run_dir.resolve()] for r in group if r.run_dir.resolve() in given}
-        stems = sorted({setting_stem(r.name) for r in group})
-        labels.append(named.pop() if len(named) == 1 else "|".join(stems))
-    counts = {label: labels.count(label) for label in labels}
-    for i, label in enumerate(labels):
-        if counts[label] > 1:  # same name, different configs: add what differs
-            labels[i] = label + " (" + ", ".join(f"{k}={v}" for k, v in varies[i].items()) + ")"
+        named = sorted({names.get(r.run_dir.resolve()) or setting_stem(r.name) for r in group})
+        labels.append("|".join(named))
+    named = list(labels)
+    for i, label in enumerate(named):
+        if named.count(label) > 1:
+            folders = sorted({r.run_dir.resolve().parent.name for r in groups[i]})
+            labels[i] = f"{label} ({', '.join(folders)})"
+    foldered, seen = list(labels), dict.fromkeys(labels, 0)
+    for i, label in enumerate(foldered):
+        if foldered.count(label) > 1:
+            seen[label] += 1
+            labels[i] = f"{label} #{seen[label]}"
     return labels, varies
 
 
@@ -257,8 +167,19 @@ def summarize(
     defaults to the columns of the runs' ``train.select_metric`` (top-1, mIoU, zeroshot_top1, ...) and
     their task's ``summary_metrics`` (:mod:`gkl.tasks`).
     """
-    run_dirs = expand_run_dirs(paths)
+    run_dirs: list[Path] = []
+    position: dict[Path, int] = {}  # the argument a run directory came from
+    for index, raw in enumerate(paths):
+        for run_dir in expand_run_dirs([raw]):
+            if run_dir.resolve() not in position:
+                position[run_dir.resolve()] = index
+                run_dirs.append(run_dir)
     given = {Path(p).resolve(): str(v) for p, v in (labels or {}).items()}
+    manifests: dict[Path, StudyManifest | None] = {}
+    names: dict[Path, str] = {}  # run directory -> setting name (given, or the study's)
+    order: dict[Path, tuple[int, int, int]] = {}  # argument, place in the study, start time
+    paper: dict[Path, dict[str, float]] = {}
+    sources: list[str] = []
     groups: dict[str, list[RunRecord]] = {}
     skipped: list[dict[str, str]] = []
     for run_dir in run_dirs:
@@ -266,6 +187,18 @@ def summarize(
         if isinstance(record, str):
             skipped.append({"run": str(run_dir), "reason": record})
             continue
+        resolved = run_dir.resolve()
+        manifest = manifest_of(run_dir, manifests)
+        setting = manifest.setting_of.get(resolved.name) if manifest is not None else None
+        place = manifest.order(setting) if manifest is not None else 0
+        if manifest is not None and setting is not None:
+            names[resolved] = setting
+            paper[resolved] = manifest.paper.get(setting, {})
+            if manifest.source and manifest.source not in sources:
+                sources.append(manifest.source)
+        if resolved in given:
+            names[resolved] = given[resolved]
+        order[resolved] = (position[resolved], place, (run_dir / "config.yaml").stat().st_mtime_ns)
         group = groups.setdefault(record.key, [])
         for other in group:
             if other.seed == record.seed:
@@ -274,8 +207,12 @@ def summarize(
                     f"the same seed {record.seed}; give only one of them"
                 )
         group.append(record)
-    ordered = [sorted(g, key=lambda r: r.seed) for g in groups.values()]
-    names, varies = _labels(ordered, given)
+    # rows in study order: by argument, then the study's order of settings (study.json), then start time
+    ordered = sorted(
+        (sorted(g, key=lambda r: r.seed) for g in groups.values()),
+        key=lambda g: min(order[r.run_dir.resolve()] for r in g),
+    )
+    labels_, varies = _labels(ordered, names)
     if metrics is None:
         selected = dict.fromkeys(r.summary.get("select_metric", "top1") for g in ordered for r in g)
         metrics = [c for m in (selected or {"top1": None}) for c in metric_columns(m)]
@@ -288,7 +225,7 @@ def summarize(
         (k, label) for k, label in metrics if any(summary_value(r.summary, k) is not None for g in ordered for r in g)
     ]
     rows = []
-    for name, group, vary in zip(names, ordered, varies):
+    for name, group, vary in zip(labels_, ordered, varies):
         row: dict[str, Any] = {
             "setting": name,
             "seeds": [r.seed for r in group],
@@ -314,7 +251,20 @@ def summarize(
             )
         for row in rows:
             row["paired"] = _paired(row, base[0], present)
-    return Summary(rows=rows, metrics=present, baseline=baseline, skipped=skipped)
+    published = {
+        name: numbers
+        for name, group in zip(labels_, ordered)
+        if (numbers := next((paper[r.run_dir.resolve()] for r in group if paper.get(r.run_dir.resolve())), None))
+    }
+    compared = paper_rows([(n, [(r.seed, r.summary) for r in g]) for n, g in zip(labels_, ordered)], published)
+    return Summary(
+        rows=rows,
+        metrics=present,
+        baseline=baseline,
+        skipped=skipped,
+        paper=compared,
+        source="; ".join(sources) or None,
+    )
 
 
 def _paired(row: dict[str, Any], base: dict[str, Any], metrics: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -379,13 +329,16 @@ def format_markdown(summary: Summary) -> str:
     for row in summary.rows:
         if row.get("collapsed"):
             lines.append(f"- {row['setting']}: collapsed runs: {', '.join(row['collapsed'])}")
+    if summary.paper:
+        lines += ["", *format_paper_table(summary.paper, summary.source)]
     if summary.skipped:
         lines += ["", "Skipped:", ""] + [f"- {s['run']}: {s['reason']}" for s in summary.skipped]
     return "\n".join(lines)
 
 
 def format_csv(summary: Summary) -> str:
-    """One line per setting: n, mean, std, CI bounds per metric, paired Δ columns, seeds and runs."""
+    """One line per setting: n, mean, std, CI bounds per metric, paired Δ columns, published numbers
+    (``paper_<metric>``, ``ours_<metric>_mean/_std/_n``, ``paper_<metric>_delta``), seeds and runs."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["setting", "n_seeds"]
@@ -393,6 +346,10 @@ def format_csv(summary: Summary) -> str:
         header += [f"{key}_mean", f"{key}_std", f"{key}_ci95_low", f"{key}_ci95_high"]
         if summary.baseline is not None:
             header += [f"{key}_delta_mean", f"{key}_delta_ci95_low", f"{key}_delta_ci95_high", f"{key}_delta_n"]
+    paper_metrics = list(dict.fromkeys(m for cells in summary.paper.values() for m in cells))
+    for metric in paper_metrics:
+        header += [f"paper_{metric}", f"ours_{metric}_mean", f"ours_{metric}_std", f"ours_{metric}_n"]
+        header += [f"paper_{metric}_delta"]
     header += ["seeds", "runs"]
     writer.writerow(header)
     for row in summary.rows:
@@ -405,6 +362,10 @@ def format_csv(summary: Summary) -> str:
                 delta = row.get("paired", {}).get(key)
                 dci = (delta or {}).get("ci95") or [None, None]
                 line += [delta and delta["mean"], dci[0], dci[1], delta and delta["n"]]
+        for metric in paper_metrics:  # published numbers: paper, ours (mean, std, n), Δ
+            cell = summary.paper.get(row["setting"], {}).get(metric) or {}
+            ours = cell.get("ours") or {}
+            line += [cell.get("paper"), ours.get("mean"), ours.get("std"), ours.get("n"), cell.get("delta")]
         line += [" ".join(map(str, row["seeds"])), " ".join(row["runs"])]
         writer.writerow(["" if v is None else v for v in line])
     return buffer.getvalue()

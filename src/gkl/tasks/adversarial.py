@@ -50,6 +50,7 @@ TASK = Task(
     name="adv_train",
     command="adv-train",
     help="adversarial training (TRADES, GKL-AT, PGD-AT)",
+    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
     sections=(
         Section(
             "adversarial",

@@ -49,7 +49,10 @@ class Task:
     when it chains a teacher run's gkl checkpoint into this task (None: the checkpoint as written).
     select_metric / select_mode: ``train.select_metric`` / ``train.select_mode`` when the config
     sets none. summary_metrics: metrics of the last evaluation that ``gkl summarize`` / ``gkl sweep``
-    show besides the selected one. registry_names: ``model.name`` / ``teacher.name`` / ``data.name``
+    show besides the selected one. metric_names: the scalar metrics its evaluator writes at every
+    evaluation (``top1``, ``mIoU``, ...; a name may also be a key of the evaluator's ``groups``, e.g.
+    ImageNet-LT's ``many``): the columns a study setting's ``paper:`` may name (empty: ``select_metric``
+    and ``summary_metrics`` only). registry_names: ``model.name`` / ``teacher.name`` / ``data.name``
     are names of the gkl model and dataset registries (checked by the config). check: cross-section
     rules, ``check(cfg)`` on the whole config after the sections are filled (raise ConfigError).
     build: ``build(cfg, dist) -> gkl.tasks.parts.RunParts``. evaluate: ``gkl evaluate``'s
@@ -76,6 +79,7 @@ class Task:
     select_metric: str = "top1"
     select_mode: Literal["max", "min"] = "max"
     summary_metrics: tuple[str, ...] = ()
+    metric_names: tuple[str, ...] = ()
     registry_names: bool = True
     check: Callable[[Any], None] | None = None
     robust_evaluation: bool = False
@@ -95,6 +99,11 @@ class Task:
         if not all(isinstance(s, Section) for s in self.sections):
             raise TypeError(f"Task.sections: expected Section objects, got {self.sections!r}")
         object.__setattr__(self, "section_names", tuple(s.name for s in self.sections))
+
+    def metrics(self) -> tuple[str, ...]:
+        """The metric names a run of this task writes at an evaluation (:attr:`metric_names`, or the
+        selected metric and the summary metrics when the task declares none)."""
+        return self.metric_names or tuple(dict.fromkeys((self.select_metric, *self.summary_metrics)))
 
     def section(self, name: str) -> Section:
         return next(s for s in self.sections if s.name == name)

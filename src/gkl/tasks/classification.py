@@ -43,6 +43,7 @@ TASK = Task(
     name="train",
     command="train",
     help="train a teacher or a CE baseline from a recipe",
+    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
     sections=(Section("label_smoothing", float, default=0.0, help="cross-entropy label smoothing in [0, 1)"),),
     check=check,
     build=build,

@@ -23,6 +23,7 @@ TASK = Task(
     name="clip_distill",
     command="clip-distill",
     help="distill an OpenCLIP student from a frozen CLIP teacher (KL, GKL, IKL, DKL)",
+    metric_names=("zeroshot_top1", "zeroshot_top5", *(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10))),
     sections=(
         *CLIP_SECTIONS,
         Section(

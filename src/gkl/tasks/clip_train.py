@@ -41,6 +41,7 @@ TASK = Task(
     name="clip_train",
     command="clip-train",
     help="train an OpenCLIP model with the contrastive loss",
+    metric_names=("zeroshot_top1", "zeroshot_top5", *(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10))),
     sections=CLIP_SECTIONS,
     select_metric="zeroshot_top1",
     registry_names=False,

@@ -44,6 +44,7 @@ TASK = Task(
     name="distill",
     command="distill",
     help="distill a student from a frozen teacher (KD, DKD, DKL, IKL, GKL, ...)",
+    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
     sections=(
         Section(
             "distill",

@@ -354,6 +354,7 @@ TASK = Task(
     ),
     teacher="optional",
     select_metric="mIoU",
+    metric_names=("mIoU", "mAcc", "pixel_accuracy"),
     check=check,
     build=build_segmentation_parts,
     evaluate=evaluate_segmentation_run,

@@ -82,6 +82,7 @@ TASK = Task(
     name="ssl",
     command="ssl-train",
     help="semi-supervised training (FixMatch, Mean-Teacher; CE/KL/MSE/GKL consistency)",
+    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
     sections=(
         Section(
             "ssl",

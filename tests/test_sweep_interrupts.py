@@ -1,0 +1,114 @@
+"""Ctrl-C (SIGINT) and SIGTERM during `gkl sweep`, through the CLI: the sweep passes the interrupt to the run
+it is training (which keeps its last checkpoint), prints no traceback, exits 130 / 143 with one line naming
+the finished runs and the command that continues; that command ends with every run equal to an
+uninterrupted sweep's."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gkl.engine.checkpoint import read_checkpoint
+from helpers import assert_identical
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = """\
+data: {name: digits, root: data, batch_size: 16, eval_batch_size: 450, in_memory: true}
+train: {epochs: 1, device: cpu, progress: false, optim: {lr: 0.05, momentum: 0.9}, schedule: {kind: cosine}}
+kind: train
+name: x
+model: {name: digits_mlp_small}
+"""
+STUDENT = """\
+base: base.yaml
+kind: distill
+teacher: {name: digits_mlp_small}
+distill: {method: kd, ce_weight: 0.1, kd_weight: 0.9, temperature: 4.0}
+"""
+STUDY = """\
+config: student.yaml
+seeds: [0]
+settings:
+  teacher: {config: base.yaml, seeds: [0]}
+  kd: {teacher: teacher, overrides: {train.epochs: 6}}
+"""
+RUNS = ("teacher_seed0", "kd_seed0")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("study")
+    (folder / "base.yaml").write_text(BASE)
+    (folder / "student.yaml").write_text(STUDENT)
+    (folder / "study.yaml").write_text(STUDY)
+    return folder / "study.yaml"
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def _sweep(study: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "gkl.cli", "sweep", str(study), "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("straight") / "out"
+    done = subprocess.run(_sweep(study, out), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "status", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_an_interrupted_sweep_says_how_to_continue_and_continuing_equals_an_uninterrupted_sweep(
+    study: Path, uninterrupted: Path, tmp_path: Path, sig: int, status: int, word: str
+) -> None:
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        _sweep(study, out), cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    checkpoint = out / "kd_seed0" / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the sweep ended before it could be interrupted"
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == status, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("gkl sweep: ")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"gkl sweep: {word}; finished 1 of 2 runs (teacher_seed0); stopped kd_seed0 "), lines
+    assert "sweep: started kd_seed0" in err  # the progress lines
+    # the run got the interrupt: it stopped itself (its own one line in its log) and kept its checkpoint
+    log = (out / "logs" / "kd_seed0.log").read_text()
+    assert f"gkl distill: {word}; {out / 'kd_seed0'} keeps its last checkpoint" in log
+    assert read_checkpoint(checkpoint)["epoch"] >= 1 and not (out / "kd_seed0" / "summary.json").exists()
+
+    continue_with = shlex.split(lines[0].split("continue with: ", 1)[1])
+    assert continue_with[:2] == ["gkl", "sweep"]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "gkl.cli", *continue_with[1:]],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 of 2 runs already finished (kept)" in resumed.stderr
+    for run in RUNS:
+        a, b = read_checkpoint(out / run / "checkpoint.pt"), read_checkpoint(uninterrupted / run / "checkpoint.pt")
+        assert a["epoch"] == b["epoch"]
+        assert_identical(a["model"], b["model"], run)
