@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run run-at test lint check-wheel bench setup clean
+.PHONY: run run-at test lint check-wheel bench gpu-check setup clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/ssl_step.py
 	$(PY) benchmarks/clip_loss.py
 	$(PY) benchmarks/segmentation_step.py --quick
+
+# On a CUDA machine: a few steps of every task with bf16/fp16 AMP, channels-last, torch.compile, DDP over
+# NCCL (torchrun), SyncBN, PGD/AutoAttack and exact resume; one pass/fail table (docs/development.md).
+# Without CUDA it says so in one line and exits 0 (DEVICE=cpu runs the checks that need no GPU).
+DEVICE ?= cuda
+gpu-check: $(STAMP)
+	$(VENV)/bin/gkl doctor --gpu --device $(DEVICE)
 
 clean:
 	rm -rf $(VENV) runs

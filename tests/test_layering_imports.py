@@ -41,6 +41,7 @@ LAYER_OF = {
     "ssl": "task_losses",
     "clip": "task_losses",  # loss wrappers of an application (SSL consistency, CLIP)
     "recipes": "config",  # recipe lookup by name (the `gkl recipes` command is gkl.commands.recipes)
+    "doctor": "doctor",  # `gkl doctor`: short demo runs of every task with each GPU feature
 }
 
 #: What each layer may import (besides itself), as the table in docs/architecture.md says.
@@ -113,6 +114,23 @@ ALLOWED: dict[str, set[str]] = {
         "engine",
         "config",
         "tasks",
+    },
+    # gkl doctor: trains the demo runs (runner) and attacks one (evaluate)
+    "doctor": {
+        "utils",
+        "losses",
+        "task_losses",
+        "settings",
+        "metrics",
+        "models",
+        "data",
+        "attacks",
+        "objectives",
+        "engine",
+        "config",
+        "tasks",
+        "runner",
+        "evaluate",
     },
     "commands": set(LAYER_OF.values()),
 }

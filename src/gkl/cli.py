@@ -30,7 +30,7 @@ from gkl.utils.errors import InputError
 
 #: the commands besides the runs, each a module gkl.commands.<name> (a task whose verb is one of these is
 #: reachable through ``gkl fit`` only)
-OTHER_COMMANDS = ("evaluate", "summarize", "sweep", "analyze", "recipes", "check", "demo")
+OTHER_COMMANDS = ("evaluate", "summarize", "sweep", "analyze", "recipes", "check", "demo", "doctor")
 DESCRIPTION = (
     "gkl: the Decoupled / Improved / Generalized KL losses (DKL, IKL, GKL) wherever KL is a loss: "
     "distillation, adversarial training, semi-supervised learning, segmentation and CLIP. "
