@@ -121,4 +121,5 @@ def test_a_failing_check_is_a_row_with_its_reason_and_exit_1(
 
 def test_doctor_refuses_an_unknown_device_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--gpu", "--device", "tpu"]) == 2
-    assert capsys.readouterr().err.strip() == "gkl doctor: error: --device: expected 'cuda', 'cuda:N' or 'cpu', got 'tpu'"
+    expected = "gkl doctor: error: --device: expected 'cuda', 'cuda:N' or 'cpu', got 'tpu'"
+    assert capsys.readouterr().err.strip() == expected
