@@ -126,9 +126,11 @@ def create_clip(
 
 
 def create_tokenizer(name: str):
-    """OpenCLIP's tokenizer for ``name`` (the bundled BPE; context length from the config)."""
+    """OpenCLIP's tokenizer for ``name`` (the bundled BPE; context length from the config), without
+    OpenCLIP's INFO lines."""
     _check_name(name)
-    return open_clip.get_tokenizer(name)
+    with openclip_quiet():
+        return open_clip.get_tokenizer(name)
 
 
 def image_transform(model: nn.Module, *, train: bool):
