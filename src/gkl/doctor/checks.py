@@ -151,7 +151,8 @@ def _ddp(ctx: Context) -> str:
     NCCL on CUDA, gloo otherwise; SyncBN on CUDA); the weights equal the single-process run's."""
     from gkl.engine.checkpoint import read_checkpoint
 
-    spec = {"root": str(ctx.runs.root / "ddp"), "device": ctx.device, "steps": STEPS, "recipes": ctx.recipes}
+    root = ctx.runs.root / "ddp"
+    spec: dict[str, Any] = {"root": str(root), "device": ctx.device, "steps": STEPS, "recipes": ctx.recipes}
     spec["data_root"] = str(ctx.runs.data_root)
     spec["teachers"] = {recipe: str(path) for recipe, path in ctx.runs.teachers.items()}
     spec["overrides"] = [*COMPARED_RUN, *(["train.sync_bn=true"] if ctx.cuda else [])]
@@ -159,7 +160,7 @@ def _ddp(ctx: Context) -> str:
     command += ["-m", "gkl.doctor.ddp_worker", json.dumps(spec)]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
-    results_file = Path(spec["root"]) / "results.json"
+    results_file = root / "results.json"
     if done.returncode != 0 or not results_file.is_file():
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"torchrun exited with status {done.returncode}: {tail[0]}")
