@@ -9,6 +9,7 @@ needs no GPU on the CPU (the CUDA-only ones are skipped with the reason).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
         raise InputError(f"--device: expected 'cuda', 'cuda:N' or 'cpu', got {device!r}")
+    if device != "cpu":  # deterministic cuBLAS kernels (exact resume), before cuBLAS starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     line = environment()
     if not args.gpu:
         print(line)

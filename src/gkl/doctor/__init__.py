@@ -52,8 +52,10 @@ def run_checks(device: str, out: Path, *, log_file: Path | None = None) -> list[
     logging.disable(logging.WARNING)  # the runs' log lines (a planned stop warns) would bury the table
     try:
         for check in all_checks(list(recipes)):
-            if check.needs_cuda and not ctx.cuda:
-                results.append(Result(check.name, "skipped", check.needs_cuda))
+            why = check.needs_cuda if not ctx.cuda else ""
+            why = why or (check.unavailable(ctx) if check.unavailable is not None else "")
+            if why:
+                results.append(Result(check.name, "skipped", why))
                 continue
             start = time.perf_counter()
             try:

@@ -50,11 +50,13 @@ class Context:
 
 @dataclass(frozen=True)
 class Check:
-    """One row of the table: ``run(context) -> note``; ``needs_cuda``: skipped (with this reason) off CUDA."""
+    """One row of the table: ``run(context) -> note``; ``needs_cuda``: skipped (with this reason) off CUDA;
+    ``unavailable(context)``: a reason to skip it on this machine, or ""."""
 
     name: str
     run: Callable[[Context], str]
     needs_cuda: str = ""
+    unavailable: Callable[[Context], str] | None = None  # why this machine cannot run it ("" if it can)
 
 
 def _verb(kind: str) -> str:
@@ -215,11 +217,17 @@ def _compile(ctx: Context) -> str:
     return _verb(kind)
 
 
+def _no_bf16(ctx: Context) -> str:
+    if ctx.cuda and not torch.cuda.is_bf16_supported():
+        return "this GPU has no bf16 (train.amp=auto uses fp16 here)"
+    return ""
+
+
 def all_checks(kinds: list[str]) -> list[Check]:
     """The table's rows in order: each task's straight run, then the features."""
     rows = [Check(f"{_verb(kind)}: {STEPS} steps", _straight(kind)) for kind in kinds]
     return rows + [
-        Check("bf16 autocast, every task", lambda ctx: _every_task(ctx, ("train.amp=bf16",))),
+        Check("bf16 autocast, every task", lambda ctx: _every_task(ctx, ("train.amp=bf16",)), unavailable=_no_bf16),
         Check("fp16 autocast + GradScaler, every task", lambda ctx: _every_task(ctx, ("train.amp=fp16",))),
         Check("channels-last, every task", lambda ctx: _every_task(ctx, ("train.channels_last=true",))),
         Check("torch.compile", _compile),
