@@ -28,7 +28,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "torch.compile, DDP through torchrun (SyncBN, the class prior's all-reduce), PGD and AutoAttack, "
         "checkpoint and exact resume; print one pass / fail table; exit 1 if any check fails. "
         "Without a CUDA device --gpu says so and exits 0.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--gpu", action="store_true", help="run the GPU checks")
     p.add_argument(
@@ -61,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     if device != "cpu" and not torch.cuda.is_available():
-        print(f"gkl doctor: no CUDA device ({line}); nothing to check (--device cpu runs the checks that need no GPU)")
+        print(f"gkl doctor: {line}; nothing to check on a GPU (--device cpu runs the checks that need none)")
         return 0
     temporary = args.out is None
     out = Path(tempfile.mkdtemp(prefix="gkl-doctor-")) if temporary else Path(args.out)
