@@ -20,8 +20,9 @@ FENCE = re.compile(r"^\s*(```|~~~)\s*([\w+-]*)")
 OPERATORS = {"|", "||", "&&", ";", ">", ">>", "<", "&", "2>&1"}
 #: fenced blocks in these languages hold code, not shell commands
 CODE_LANGUAGES = {"python", "py", "python3", "yaml", "yml", "json", "toml", "text", "txt", "ini"}
-#: shell syntax a doc uses for a family of commands (a loop variable, a glob, a brace list): parsed, not run
-SHELL_PLACEHOLDER = re.compile(r"[$*?{]")
+#: shell syntax a doc uses for a family of commands (a loop variable, a glob, a brace list), or a name the
+#: reader fills in (RUN_DIR, STUDY, <config>): the command is parsed and its --help shown, not run
+PLACEHOLDER = re.compile(r"[$*?{<>]|^[A-Z][A-Z0-9_]+$")
 #: "the rest of the line as above" in a doc's command
 ELISIONS = {"...", "\u2026"}
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -92,6 +93,13 @@ def test_the_docs_hold_gkl_commands_and_the_parser_finds_them() -> None:
     sample += ".venv/bin/gkl demo \\\n  --quick\n```\n"
     sample += "```python\ngkl = GKLLoss()\n```\n"
     assert gkl_commands(sample) == [["sweep", "s.yaml", "--jobs", "2"], ["demo", "--quick"]]
+    assert [bool(PLACEHOLDER.search(t)) for t in ("RUN_DIR", "<config>", "runs/x", "a=$s", "data.root=/D")] == [
+        True,
+        True,
+        False,
+        True,
+        False,
+    ]
     verbs = {argv[0] for _, argv in COMMANDS if argv}
     assert {"distill", "evaluate", "recipes", "sweep"} <= verbs, verbs
 
@@ -118,16 +126,16 @@ def test_documented_command_parses_and_runs_without_data(
     assert argv, f"{doc}: a bare 'gkl' command"
     argv = [token for token in argv if token not in ELISIONS]
     try:
-        parse_args(argv)  # every verb and option of the documented line exists
+        parsed = parse_args(argv)  # every verb and option of the documented line exists
     except SystemExit as stop:
         raise AssertionError(f"{doc}: gkl {shlex.join(argv)}: {capsys.readouterr().err.strip()}") from stop
     monkeypatch.chdir(ROOT)  # relative config paths are the checkout's, as the docs assume
-    placeholder = any(SHELL_PLACEHOLDER.search(token) for token in argv)
+    placeholder = any(PLACEHOLDER.search(token) for token in argv)
     verb = argv[0]
-    if verb in run_commands() and not placeholder and Path(argv[1]).suffix in ("", ".yaml"):
+    if verb in run_commands() and not placeholder:
         from gkl.recipes import resolve_recipe
 
-        resolve_recipe(argv[1])  # a renamed recipe fails here
+        resolve_recipe(parsed.config)  # a renamed recipe fails here
         status = main([*argv, "--print-config"])
     elif _has_option(argv, "--dry-run") and not placeholder:
         status = main([*argv, "--dry-run"] if "--dry-run" not in argv else argv)
