@@ -127,3 +127,11 @@ def test_doctor_refuses_an_unknown_device_in_one_line(capsys: pytest.CaptureFixt
     assert main(["doctor", "--gpu", "--device", "tpu"]) == 2
     expected = "gkl doctor: error: --device: expected 'cuda', 'cuda:N' or 'cpu', got 'tpu'"
     assert capsys.readouterr().err.strip() == expected
+
+
+def test_doctor_refuses_a_used_output_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "old_run").mkdir()
+    assert main(["doctor", "--gpu", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"gkl doctor: error: --out {tmp_path}: not empty; " + (
+        "the check runs need a new or empty directory"
+    )

@@ -39,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         default=None,
-        help="directory for the check runs and doctor.log (default: a new temporary directory, "
-        "removed when every check passes)",
+        help="a new or empty directory for the check runs and doctor.log (default: a new temporary "
+        "directory, removed when every check passes)",
     )
     return p
 
@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if device != "cpu" and not torch.cuda.is_available():
         print(f"gkl doctor: {line}; nothing to check on a GPU (--device cpu runs the checks that need none)")
         return 0
+    if args.out is not None and Path(args.out).is_dir() and any(Path(args.out).iterdir()):
+        raise InputError(f"--out {args.out}: not empty; the check runs need a new or empty directory")
     temporary = args.out is None
     out = Path(tempfile.mkdtemp(prefix="gkl-doctor-")) if temporary else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
