@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run run-at test lint check-wheel bench setup clean
+.PHONY: run run-at test lint check-wheel bench gpu-check setup clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,14 +43,23 @@ lint: $(STAMP)
 check-wheel: $(STAMP)
 	PY=$(abspath $(PY)) .ci/check_wheel.sh
 
+# The same ratios on a GPU: make bench BENCH_DEVICE=cuda (times read after torch.cuda.synchronize()).
+BENCH_DEVICE ?= cpu
 bench: $(STAMP)
-	$(PY) benchmarks/losses.py
-	$(PY) benchmarks/train_step.py
-	$(PY) benchmarks/data_pipeline.py
-	$(PY) benchmarks/adversarial_step.py
-	$(PY) benchmarks/ssl_step.py
-	$(PY) benchmarks/clip_loss.py
-	$(PY) benchmarks/segmentation_step.py --quick
+	$(PY) benchmarks/losses.py --device $(BENCH_DEVICE)
+	$(PY) benchmarks/train_step.py --device $(BENCH_DEVICE)
+	$(PY) benchmarks/data_pipeline.py --device $(BENCH_DEVICE)
+	$(PY) benchmarks/adversarial_step.py --device $(BENCH_DEVICE)
+	$(PY) benchmarks/ssl_step.py --device $(BENCH_DEVICE)
+	$(PY) benchmarks/clip_loss.py --device $(BENCH_DEVICE)
+	$(PY) benchmarks/segmentation_step.py --quick --device $(BENCH_DEVICE)
+
+# On a CUDA machine: a few steps of every task with bf16/fp16 AMP, channels-last, torch.compile, DDP over
+# NCCL (torchrun), SyncBN, PGD/AutoAttack and exact resume; one pass/fail table (docs/development.md).
+# Without CUDA it says so in one line and exits 0 (DEVICE=cpu runs the checks that need no GPU).
+DEVICE ?= cuda
+gpu-check: $(STAMP)
+	$(VENV)/bin/gkl doctor --gpu --device $(DEVICE)
 
 clean:
 	rm -rf $(VENV) runs

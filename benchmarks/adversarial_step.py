@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
+from _proc import add_device_option, checked_device, clock
 from gkl.attacks import pgd
 from gkl.models import create_model
 from gkl.objectives.adversarial import build_adversarial_objective
 from gkl.settings.adversarial import adversarial_settings
 
 
-def _timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
+def _timed(fn, device: torch.device) -> tuple[float, object]:
+    start = clock(device)
     result = fn()
-    return time.perf_counter() - start, result
+    return clock(device) - start, result
 
 
 class StepTimer:
@@ -46,7 +46,7 @@ class StepTimer:
             attack_step_size=2 / 255,
             awp_start_epoch=1,
         )
-        self.objective = build_adversarial_objective(self.settings, num_classes=num_classes, epochs=1)
+        self.objective = build_adversarial_objective(self.settings, num_classes=num_classes, epochs=1).to(images.device)
         self.model, self.images, self.labels = model, images, labels
         self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         self.times: dict[str, list[float]] = {"attack": [], "awp": [], "forward_backward": [], "total": []}
@@ -66,12 +66,14 @@ class StepTimer:
                 loss=s.attack_loss,
                 random_start=s.random_start,
                 **objective.attack_extras(labels),
-            )
+            ),
+            images.device,
         )
         t_awp, _ = _timed(
             lambda: objective.awp.perturb_for_loss(
                 model, lambda proxy: sum(objective._views_loss(proxy, images, adversarial, labels, n)[0].values())
-            )
+            ),
+            images.device,
         )
 
         def forward_backward() -> None:
@@ -82,7 +84,7 @@ class StepTimer:
             self.optimizer.step()
             objective.after_optimizer_step()
 
-        t_fb, _ = _timed(forward_backward)
+        t_fb, _ = _timed(forward_backward, images.device)
 
         def engine_step() -> None:  # the whole step, as the engine calls the objective
             out = objective(model, (images, labels), epoch=1, step=1)
@@ -91,7 +93,7 @@ class StepTimer:
             self.optimizer.step()
             objective.after_optimizer_step()
 
-        t_total, _ = _timed(engine_step)
+        t_total, _ = _timed(engine_step, images.device)
         if record:
             for key, value in zip(("attack", "awp", "forward_backward", "total"), (t_attack, t_awp, t_fb, t_total)):
                 self.times[key].append(value)
@@ -108,22 +110,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    add_device_option(parser)
     args = parser.parse_args(argv)
+    device = checked_device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    images = torch.rand(args.batch_size, 3, 32, 32)
-    labels = torch.randint(0, args.num_classes, (args.batch_size,))
+    images = torch.rand(args.batch_size, 3, 32, 32).to(device)
+    labels = torch.randint(0, args.num_classes, (args.batch_size,)).to(device)
     timers = {}
     for method in ("trades", "gkl"):
         torch.manual_seed(0)
-        timers[method] = StepTimer(method, create_model(args.model, args.num_classes), images, labels, args.num_classes)
+        model = create_model(args.model, args.num_classes).to(device)
+        timers[method] = StepTimer(method, model, images, labels, args.num_classes)
     # interleave the two methods (alternating order) so that machine load affects both alike
     for i in range(args.warmup + args.repeats):
         for method in ("trades", "gkl") if i % 2 == 0 else ("gkl", "trades"):
             timers[method].run_once(record=i >= args.warmup)
     results = {method: timer.medians() for method, timer in timers.items()}
     print(
-        f"model {args.model}, batch {args.batch_size}, {args.threads} threads, CPU, "
+        f"model {args.model}, batch {args.batch_size}, {args.threads} threads, {device}, "
         f"median of {args.repeats} interleaved steps (seconds)"
     )
     print(f"{'part':<18}{'TRADES':>10}{'GKL-AT':>10}{'ratio':>8}")

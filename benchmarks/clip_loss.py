@@ -33,16 +33,17 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 
-from _proc import status_kib
+from _proc import add_device_option, checked_device, clock, status_kib
 from gkl.clip import GKLDistillClipLoss
 from gkl.losses import value_checks
 
 T = 8.0
+#: where the losses run (--device); times are read after the device finished (clock)
+DEVICE = torch.device("cpu")
 LOSSES = {
     "kl": GKLDistillClipLoss("kl", temperature=T),
     "gkl": GKLDistillClipLoss("gkl", alpha=1.0, beta=1.0, gamma=1.0, temperature=T, weight_temperature=T),
@@ -56,7 +57,7 @@ def make_logits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     img, txt = norm(torch.randn(n, 64, generator=g), dim=1), norm(torch.randn(n, 64, generator=g), dim=1)
     t_img = norm(img + 0.3 * torch.randn(n, 64, generator=g), dim=1)
     t_txt = norm(txt + 0.3 * torch.randn(n, 64, generator=g), dim=1)
-    return (50.0 * img @ txt.T).requires_grad_(), 100.0 * t_img @ t_txt.T
+    return (50.0 * img @ txt.T).to(DEVICE).requires_grad_(), (100.0 * t_img @ t_txt.T).to(DEVICE)
 
 
 def run_method(name: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
@@ -97,9 +98,9 @@ def median_times(
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock(DEVICE)
             fn(s, t)
-            out[name].append(time.perf_counter() - start)
+            out[name].append(clock(DEVICE) - start)
             s.grad = None
     return out
 
@@ -135,14 +136,19 @@ def main() -> None:
     parser.add_argument("--full-pairwise-batch", type=int, default=384)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    add_device_option(parser)
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = checked_device(args.device)
+    if DEVICE.type != "cpu":  # peak memory is read from this process's RSS: a CPU measurement
+        args.skip_memory = True
     if args.child:
         peak_memory_child(args.child[0], int(args.child[1]))
         return
 
     n = args.batch
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 CPU; distillation term "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 {DEVICE}; distillation term "
         f"fwd+bwd on N x N logits, both directions, T = {T}"
     )
     s, t = make_logits(n)

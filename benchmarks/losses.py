@@ -16,7 +16,8 @@ interquartile range [q1, q3]. The losses run at their default settings (value ch
 i.e. one host sync per call each; skipped when compiled). ``--quick``: 3 small cases, 15
 rounds, no memory, one pairwise repeat (a sanity run, not a measurement).
 
-Time: forward + backward w.r.t. both inputs (float32, CPU), median of ``repeats``
+Time: forward + backward w.r.t. both inputs (float32, on ``--device``: CPU by default; on CUDA
+each time is read after ``torch.cuda.synchronize()`` and the peak-memory columns are left out), median of ``repeats``
 runs after 3 warm-up runs, all methods in the same process on the same inputs.
 
 Peak memory: each (case, method) runs once in a fresh subprocess; after the
@@ -41,12 +42,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 
-from _proc import status_kib
+from _proc import add_device_option, checked_device, clock, status_kib
 from gkl.losses import gkl_loss, kl_div
 
 CASES: list[tuple[int, ...]] = [(64, 100), (512, 100), (256, 1000), (8, 150, 64, 64)]
@@ -54,6 +54,8 @@ MODE_CASES: list[tuple[int, ...]] = [(64, 100), (512, 100), (256, 1000), (4096, 
 QUICK_CASES: list[tuple[int, ...]] = [(64, 100), (512, 100), (256, 1000)]
 VARIANTS = [("class", 1.0), ("class", 0.5), ("sample", 1.0), ("sample", 0.5)]
 PAIRWISE_CHUNK_ELEMENTS = 1 << 24
+#: where the losses run (--device); times are read after the device finished (clock)
+DEVICE = torch.device("cpu")
 
 
 def pairwise_gkl_sum(o_n: torch.Tensor, o_m: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
@@ -95,8 +97,8 @@ METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor], None]] = {
 
 def make_inputs(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    o_n = (3 * torch.randn(*shape, generator=g)).requires_grad_()
-    o_m = (3 * torch.randn(*shape, generator=g)).requires_grad_()
+    o_n = (3 * torch.randn(*shape, generator=g)).to(DEVICE).requires_grad_()
+    o_m = (3 * torch.randn(*shape, generator=g)).to(DEVICE).requires_grad_()
     return o_n, o_m
 
 
@@ -115,9 +117,9 @@ def median_times(
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
-            start = time.perf_counter()
+            start = clock(DEVICE)
             fn(o_n, o_m)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock(DEVICE) - start)
             o_n.grad = o_m.grad = None
     return times
 
@@ -128,7 +130,7 @@ def class_weights(shape: tuple[int, ...], seed: int = 1) -> torch.Tensor:
     c = shape[1]
     prior = torch.softmax(2 * torch.randn(c, c, generator=g), dim=1)
     labels = torch.randint(0, c, (shape[0], *shape[2:]), generator=g)
-    return prior[labels].movedim(-1, 1).contiguous()
+    return prior[labels].movedim(-1, 1).contiguous().to(DEVICE)
 
 
 def loss_variants(backend: str | None) -> dict[str, Callable[..., torch.Tensor]]:
@@ -157,11 +159,11 @@ def paired_ratios(
     w = class_weights(shape)
 
     def run(fn: Callable[..., torch.Tensor], calls: int) -> float:
-        start = time.perf_counter()
+        start = clock(DEVICE)
         for _ in range(calls):
             fn(o_n, o_m, w).backward()
             o_n.grad = o_m.grad = None
-        return (time.perf_counter() - start) / calls
+        return (clock(DEVICE) - start) / calls
 
     for fn in fns.values():  # warm-up (and compilation)
         run(fn, 3)
@@ -248,7 +250,12 @@ def main() -> None:
     parser.add_argument("--only-modes", action="store_true", help="only the weight-mode table")
     parser.add_argument("--quick", action="store_true", help="3 small cases, 15 rounds, no memory, one pairwise repeat")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    add_device_option(parser)
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = checked_device(args.device)
+    if DEVICE.type != "cpu":  # peak memory is read from this process's RSS: a CPU measurement
+        args.skip_memory = True
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -263,11 +270,11 @@ def main() -> None:
         return
 
     if args.only_modes:
-        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 CPU")
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 {DEVICE}")
         weight_mode_table(mode_cases, args.rounds, backend)
         return
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 CPU, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 {DEVICE}, "
         f"fwd+bwd median of {args.repeats} (pairwise {args.pairwise_repeats}), interleaved, after warm-up"
     )
     header = (

@@ -5,7 +5,7 @@ of ``gkl.objectives`` with the CIFAR-100 recipe values. Each step is forward (te
 student) + loss + backward + SGD step. The three objectives run interleaved, and the
 reported ratios are medians of per-round ratios, so machine load affects all alike.
 
-Run: .venv/bin/python benchmarks/train_step.py [--rounds 15] [--batch 64] [--threads 2]
+Run: .venv/bin/python benchmarks/train_step.py [--rounds 15] [--batch 64] [--threads 2] [--device cuda]
 Target (issue 3): a GKL-KD step at most 1.05x a KD step.
 """
 
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
+from _proc import add_device_option, checked_device, clock
 from gkl.models import create_model
 from gkl.objectives.distill import build_distill_objective
 from gkl.objectives.supervised import SupervisedObjective
@@ -24,13 +24,13 @@ from gkl.settings.distill import distill_settings
 
 
 def _step(objective, model, optimizer, images, labels) -> float:
-    start = time.perf_counter()
+    start = clock(images.device)
     out = objective(model, (images, labels), epoch=30, step=1)
     loss = out.total()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return time.perf_counter() - start
+    return clock(images.device) - start
 
 
 def main() -> None:
@@ -38,12 +38,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    add_device_option(parser)
     args = parser.parse_args()
+    device = checked_device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    teacher = create_model("resnet32x4", 100)
-    student = create_model("resnet8x4", 100)
+    teacher = create_model("resnet32x4", 100).to(device)
+    student = create_model("resnet8x4", 100).to(device)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     objectives = {
         "ce": SupervisedObjective(),
@@ -57,10 +59,10 @@ def main() -> None:
         ),
     }
     for obj in objectives.values():
-        obj.train()
+        obj.to(device).train()
     student.train()
-    images = torch.randn(args.batch, 3, 32, 32)
-    labels = torch.randint(0, 100, (args.batch,))
+    images = torch.randn(args.batch, 3, 32, 32).to(device)
+    labels = torch.randint(0, 100, (args.batch,)).to(device)
 
     for _ in range(2):  # warm-up
         for obj in objectives.values():
@@ -75,7 +77,7 @@ def main() -> None:
 
     print(
         f"training step, resnet32x4 -> resnet8x4, batch {args.batch}, {args.threads} threads, "
-        f"{args.rounds} interleaved rounds (CPU)"
+        f"{args.rounds} interleaved rounds ({device})"
     )
     print(f"{'objective':<10}{'median ms':>12}")
     for name in objectives:

@@ -88,3 +88,12 @@ def test_benchmark_script_runs(script: str, monkeypatch, capsys, restore_threads
     runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
     out = capsys.readouterr().out
     assert out.strip(), f"{script} printed nothing"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer of a machine without CUDA")
+@pytest.mark.parametrize("script", sorted(s for s in TINY if s != "segmentation_step.py"))
+def test_benchmark_on_cuda_without_cuda_stops_in_one_line(script: str, monkeypatch, restore_threads) -> None:
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / script), "--device", "cuda"])
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    with pytest.raises(SystemExit, match="^--device cuda: CUDA is not available on this machine$"):
+        runpy.run_path(str(BENCHMARKS / script), run_name="__main__")

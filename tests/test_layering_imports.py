@@ -41,6 +41,7 @@ LAYER_OF = {
     "ssl": "task_losses",
     "clip": "task_losses",  # loss wrappers of an application (SSL consistency, CLIP)
     "recipes": "config",  # recipe lookup by name (the `gkl recipes` command is gkl.commands.recipes)
+    "doctor": "doctor",  # `gkl doctor`: short demo runs of every task with each GPU feature
 }
 
 #: What each layer may import (besides itself), as the table in docs/architecture.md says.
@@ -114,6 +115,23 @@ ALLOWED: dict[str, set[str]] = {
         "config",
         "tasks",
     },
+    # gkl doctor: trains the demo runs (runner) and attacks one (evaluate)
+    "doctor": {
+        "utils",
+        "losses",
+        "task_losses",
+        "settings",
+        "metrics",
+        "models",
+        "data",
+        "attacks",
+        "objectives",
+        "engine",
+        "config",
+        "tasks",
+        "runner",
+        "evaluate",
+    },
     "commands": set(LAYER_OF.values()),
 }
 #: Imports allowed only inside a function: the config layer checks names against the registries.
@@ -124,6 +142,7 @@ LAZY_DOWNWARD: dict[str, set[str]] = {
     "tasks": ALLOWED["tasks"],
     "study": ALLOWED["study"],
     "evaluate": ALLOWED["evaluate"],
+    "doctor": ALLOWED["doctor"],  # gkl doctor imports the runs' machinery only when it runs them
 }
 
 #: Violations that exist on this branch in files owned by other work, with who removes them.

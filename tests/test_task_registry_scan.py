@@ -31,6 +31,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     "in the metrics record, not the kind",
     ("engine/logging.py", "train"): "the `train` statistics of an epoch in metrics.jsonl/summary.json (the training "
     "split's loss and accuracy), not the kind",
+    ("doctor/checks.py", "train"): "the `train` statistics (the loss) of a run's summary, not the kind",
     ("data/cifar.py", "train"): _SPLIT_TRAIN,
     ("data/imagenet.py", "train"): _SPLIT_TRAIN,
     ("data/imagenet_lt.py", "train"): _SPLIT_TRAIN,

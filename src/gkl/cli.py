@@ -1,4 +1,4 @@
-"""The gkl command: fit | <task verbs> | evaluate | summarize | sweep | analyze | recipes | check | demo.
+"""The gkl command: fit | <task verbs> | evaluate | summarize | sweep | analyze | recipes | check | demo | doctor.
 
 Each command is one module of :mod:`gkl.commands` with ``add_parser(sub)`` and ``run(args)``;
 this module only builds the parser from them and turns errors into exit statuses.
@@ -23,22 +23,24 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 
 from gkl.commands import run
+from gkl.commands.args import HelpFormatter, OverviewHelpFormatter
 from gkl.utils.errors import InputError
 
 #: the commands besides the runs, each a module gkl.commands.<name> (a task whose verb is one of these is
 #: reachable through ``gkl fit`` only)
-OTHER_COMMANDS = ("evaluate", "summarize", "sweep", "analyze", "recipes", "check", "demo")
+OTHER_COMMANDS = ("evaluate", "summarize", "sweep", "analyze", "recipes", "check", "demo", "doctor")
 DESCRIPTION = (
-    "gkl: the Decoupled / Improved / Generalized KL losses (DKL, IKL, GKL) wherever KL is a loss: "
-    "distillation, adversarial training, semi-supervised learning, segmentation and CLIP. "
-    "Commands: {commands}.\n\n"
-    "Exit status: 0 done; 2 bad input (one line naming the config key, file or argument); "
-    "3 training stopped (non-finite loss or collapse; the last good checkpoint is kept); "
-    "130 / 143 stopped by Ctrl-C / SIGTERM (the line printed says how to continue); "
-    "141 the reader of the output went away (e.g. gkl recipes list | head); "
+    "gkl: the Decoupled / Improved / Generalized KL losses (DKL, IKL, GKL) wherever KL is a loss.\n\n"
+    "Kinds of run (a config's kind:), each trained by 'gkl fit CONFIG' or by its own verb:\n{kinds}\n\n"
+    "Other commands: {commands}. 'gkl COMMAND --help' describes each.\n\n"
+    "Exit status: 0 done; 2 bad input (one line naming the config key, file or argument);\n"
+    "3 training stopped (non-finite loss or collapse; the last good checkpoint is kept);\n"
+    "130 / 143 stopped by Ctrl-C / SIGTERM (the line printed says how to continue);\n"
+    "141 the reader of the output went away (e.g. gkl recipes list | head);\n"
     "any other failure is a bug in gkl and prints a traceback (GKL_DEBUG=1 shows it for input errors too)."
 )
 #: OS conditions reported as one line (the message names the file) rather than as a bug
@@ -46,7 +48,12 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the gkl error contract: a usage error is one line ``gkl <cmd>: error: ...``, exit 2."""
+    """argparse with the gkl error contract: a usage error is one line ``gkl <cmd>: error: ...``, exit 2;
+    every option's help shows its default (:class:`gkl.commands.args.HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -69,10 +76,22 @@ def intermixed_commands() -> tuple[str, ...]:
     return (*run_commands(), "evaluate", "sweep")
 
 
+def overview() -> str:
+    """``gkl --help``'s description: every kind of run of the task registry with its verb, then the other commands."""
+    from gkl.tasks import get_task
+
+    verbs = {kind: command for command, kind in run_commands().items() if kind is not None}
+    kinds = []
+    for kind, command in verbs.items():
+        line = f"{kind:<14} gkl {command}: {get_task(kind).help}"
+        kinds.append(textwrap.fill(line, width=100, initial_indent="  ", subsequent_indent=" " * 17))
+    return DESCRIPTION.format(kinds="\n".join(kinds), commands=", ".join(OTHER_COMMANDS))
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and the sub-parsers by command name."""
-    parser = _Parser(prog="gkl", description=DESCRIPTION.format(commands=", ".join([*run_commands(), *OTHER_COMMANDS])))
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(prog="gkl", description=overview(), formatter_class=OverviewHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     subs = run.add_parser(sub, OTHER_COMMANDS)
     for name in OTHER_COMMANDS:
         subs[name] = _command(name).add_parser(sub)

@@ -5,6 +5,7 @@ Data flows one way: config → task.build (data + models → objective, evaluato
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gkl.config import ExperimentConfig, to_dict
@@ -31,18 +32,38 @@ def resume_tolerant_keys(cfg: ExperimentConfig) -> tuple[str, ...]:
     return (*DEFAULT_TOLERANT_CONFIG_KEYS, *foreign)
 
 
-def run_experiment(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Train the run ``cfg`` describes (whatever its kind); returns the engine's summary."""
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    resume: bool = False,
+    dist: DistInfo | None = None,
+    adapt_parts: Callable[[RunParts], RunParts] | None = None,
+) -> dict[str, Any]:
+    """Train the run ``cfg`` describes (whatever its kind); returns the engine's summary.
+
+    ``dist``: this process's place in a job whose process group the caller set up and tears down
+    (default: from torchrun's environment, set up and torn down here). ``adapt_parts``: a function
+    applied to the task's parts before training (``gkl doctor`` wraps the train loader in it)."""
+    if dist is not None:
+        return _fit(cfg, dist, resume=resume, adapt_parts=adapt_parts)
     dist = init_distributed(cfg.train.device)
-    summary = _fit(cfg, dist, resume=resume)
+    summary = _fit(cfg, dist, resume=resume, adapt_parts=adapt_parts)
     cleanup()  # after the trainer is gone; only on success: a failing rank raises and torchrun stops the others
     return summary
 
 
-def _fit(cfg: ExperimentConfig, dist: DistInfo, *, resume: bool) -> dict[str, Any]:
+def _fit(
+    cfg: ExperimentConfig,
+    dist: DistInfo,
+    *,
+    resume: bool,
+    adapt_parts: Callable[[RunParts], RunParts] | None = None,
+) -> dict[str, Any]:
     # The same seed on every rank: model initialisation is part of the run's reproducibility.
     seed_everything(cfg.train.seed)
     parts = build_parts(cfg, dist)
+    if adapt_parts is not None:
+        parts = adapt_parts(parts)
     trainer = Trainer(
         model=parts.model,
         objective=parts.objective,

@@ -21,11 +21,12 @@ __all__ = ["add_parser", "parse_eps", "run"]
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "evaluate",
-        help="evaluate a run directory (last and best epoch)",
-        description="evaluate a run directory; every evaluation is appended to "
-        "RUN_DIR/evaluations.jsonl (never overwritten)",
+        help="evaluate a run directory (last and best epoch) with its task's evaluation",
+        description="Evaluate the last and/or best checkpoint of a run directory of any kind with its task's "
+        "evaluation (top-1 / top-5, mIoU, zero-shot / retrieval; --robust adds PGD / CW / AutoAttack for "
+        "classifiers); every evaluation is appended to RUN_DIR/evaluations.jsonl (never overwritten)",
     )
-    ev.add_argument("run_dir", help="a run directory written by gkl fit (or a task verb)")
+    ev.add_argument("run_dir", help="a run directory written by gkl fit or any run verb (<out_dir>/<name>)")
     ev.add_argument("overrides", nargs="*", help="key=value overrides of the run's config (e.g. data.root=...)")
     ev.add_argument(
         "--weights",
@@ -33,12 +34,26 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="evaluate the raw or the averaged weights (default: what the run evaluated)",
     )
-    ev.add_argument("--robust", action="store_true", help="also run PGD / CW / AutoAttack")
-    ev.add_argument("--eps", default="8/255", help="comma-separated epsilons, e.g. 2/255,8/255")
-    ev.add_argument("--attacks", default="pgd10,pgd20,cw10,cw20,autoattack")
-    ev.add_argument("--autoattack-version", default="standard", choices=("standard", "fast"))
-    ev.add_argument("--num-examples", type=positive_int, default=None, help="default: the full test set")
-    ev.add_argument("--which", default="last,best", help="checkpoints to evaluate: last, best or both")
+    ev.add_argument("--robust", action="store_true", help="also attack the model (classifier runs; inputs in [0, 1])")
+    ev.add_argument("--eps", default="8/255", help="with --robust: comma-separated L-inf radii, e.g. 2/255,8/255")
+    ev.add_argument(
+        "--attacks",
+        default="pgd10,pgd20,cw10,cw20,autoattack",
+        help="with --robust: comma-separated attacks, pgd<steps> (CE), cw<steps> (CW margin) or autoattack",
+    )
+    ev.add_argument(
+        "--autoattack-version",
+        default="standard",
+        choices=("standard", "fast"),
+        help="standard: APGD-CE, APGD-T, FAB-T, Square; fast: APGD-CE + APGD-T",
+    )
+    ev.add_argument(
+        "--num-examples",
+        type=positive_int,
+        default=None,
+        help="with --robust: attack N test examples (default: the full test set)",
+    )
+    ev.add_argument("--which", default="last,best", help="checkpoints to evaluate: last, best or last,best")
     ev.add_argument(
         "--dataset",
         choices=("imagenet_r", "imagenet_sketch"),
@@ -55,7 +70,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ev.add_argument(
         "--output",
         default=None,
-        help="also write this evaluation as a JSON file at this new path (an existing file is never overwritten)",
+        help="also write this evaluation as a JSON file at this new path (an existing file is never "
+        "overwritten; default: only RUN_DIR/evaluations.jsonl)",
     )
     return ev
 

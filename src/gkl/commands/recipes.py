@@ -52,10 +52,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ".yaml): gkl train NAME, gkl sweep studies/NAME. A local file path wins.",
     )
     actions = p.add_subparsers(dest="action", required=True, parser_class=type(p))
-    ls = actions.add_parser("list", help="recipe names (and kinds) starting with PREFIX")
-    ls.add_argument("prefix", nargs="?", default="", help="e.g. cifar100/kd/ (a plain string prefix)")
+    ls = actions.add_parser(
+        "list",
+        help="recipe names (and kinds) starting with PREFIX",
+        description="Print every shipped recipe whose name starts with PREFIX, with its kind of run (or 'study').",
+    )
+    ls.add_argument(
+        "prefix", nargs="?", default="", help="e.g. cifar100/kd/ (a plain string prefix; default: every recipe)"
+    )
     ls.add_argument("--bases", action="store_true", help="also list the shared _*.yaml base files")
-    show = actions.add_parser("show", help="print recipes (the YAML file, or with --resolved the validated config)")
+    show = actions.add_parser(
+        "show",
+        help="print recipes (the YAML file, or with --resolved the validated config)",
+        description="Print recipes by name: the YAML file as shipped, or with --resolved the validated config.",
+    )
     show.add_argument("names", nargs="+", metavar="NAME", help="recipe names or YAML paths")
     show.add_argument(
         "--resolved",
@@ -63,8 +73,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="the config with base: merged and every default filled in, as --print-config prints "
         "it (for a study: the command of every run)",
     )
-    cp = actions.add_parser("copy", help="copy a recipe to edit it (never overwrites)")
-    cp.add_argument("name", metavar="NAME")
+    cp = actions.add_parser(
+        "copy",
+        help="copy a recipe to edit it (never overwrites)",
+        description="Copy a recipe file to edit it, its relative base: (and a study's config:) paths made absolute "
+        "so the copy still finds them; never overwrites.",
+    )
+    cp.add_argument("name", metavar="NAME", help="recipe name (gkl recipes list)")
     cp.add_argument(
         "dest",
         nargs="?",

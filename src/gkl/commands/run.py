@@ -39,12 +39,22 @@ def run_commands(reserved: Sequence[str] = ()) -> dict[str, str | None]:
 
 def _add_run_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=help_text)
-    p.add_argument("config", help="recipe YAML (see configs/ and docs/recipes.md)")
+    p.add_argument("config", help="a recipe name (gkl recipes list) or a YAML file; docs/recipes.md")
     p.add_argument(
         "overrides", nargs="*", help="key=value overrides anywhere on the line, e.g. train.optim.lr=0.1 data.root=/data"
     )
-    p.add_argument("--resume", action="store_true", help="continue from <out_dir>/<name>/checkpoint.pt")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from <out_dir>/<name>/checkpoint.pt, exactly where it stopped (default: start a new "
+        "run; a folder that holds a checkpoint is refused)",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the validated config (bases merged, overrides applied, every default filled in) and exit "
+        "without training",
+    )
     return p
 
 

@@ -14,9 +14,11 @@ without gkl.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,25 @@ def model_config(name: str) -> dict[str, Any]:
     return open_clip.get_model_config(name)
 
 
+_OPENCLIP_DIR = str(Path(open_clip.__file__).resolve().parent)
+
+
+def _below_error_from_openclip(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or not str(Path(record.pathname).resolve()).startswith(_OPENCLIP_DIR)
+
+
+@contextlib.contextmanager
+def openclip_quiet() -> Iterator[None]:
+    """Drop OpenCLIP's log lines below ERROR meanwhile (it logs on the root logger: "Parsing model
+    identifier ...", "No pretrained weights loaded ... initialized randomly")."""
+    root = logging.getLogger()
+    root.addFilter(_below_error_from_openclip)
+    try:
+        yield
+    finally:
+        root.removeFilter(_below_error_from_openclip)
+
+
 def create_clip(
     name: str,
     *,
@@ -65,13 +86,16 @@ def create_clip(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     what: str = "model",
+    weights_follow: bool = False,
     **overrides: Any,
 ) -> nn.Module:
     """An OpenCLIP model ``name`` (e.g. ``ViT-B-16``), random or with weights from a local file.
 
     ``overrides`` go to ``open_clip.create_model`` (e.g. ``force_image_size``). A
     ``pretrained`` that is not an existing file is an InputError naming ``what`` and the
-    path: gkl never downloads weights (fetch OpenCLIP's files yourself).
+    path: gkl never downloads weights (fetch OpenCLIP's files yourself). ``weights_follow``: the
+    caller loads weights into the model next, so OpenCLIP's log lines (its "initialized randomly"
+    warning would be false) are silenced; a model trained from random weights keeps the warning.
     """
     _check_name(name, what)
     path = None
@@ -82,16 +106,18 @@ def create_clip(
                 f"{what}.pretrained: weight file {str(path)!r} does not exist "
                 "(gkl loads OpenCLIP weights only from local files)"
             )
+    quiet = openclip_quiet() if weights_follow or path is not None else contextlib.nullcontext()
     try:
-        return open_clip.create_model(
-            name,
-            pretrained=str(path) if path else None,
-            device=device,
-            precision=precision,
-            weights_only=True,
-            pretrained_text=False,
-            **overrides,
-        )
+        with quiet:
+            return open_clip.create_model(
+                name,
+                pretrained=str(path) if path else None,
+                device=device,
+                precision=precision,
+                weights_only=True,
+                pretrained_text=False,
+                **overrides,
+            )
     except (RuntimeError, AssertionError, KeyError, ValueError) as exc:  # state dict does not fit the model
         if path is None:
             raise
@@ -100,9 +126,11 @@ def create_clip(
 
 
 def create_tokenizer(name: str):
-    """OpenCLIP's tokenizer for ``name`` (the bundled BPE; context length from the config)."""
+    """OpenCLIP's tokenizer for ``name`` (the bundled BPE; context length from the config), without
+    OpenCLIP's INFO lines."""
     _check_name(name)
-    return open_clip.get_tokenizer(name)
+    with openclip_quiet():
+        return open_clip.get_tokenizer(name)
 
 
 def image_transform(model: nn.Module, *, train: bool):

@@ -46,20 +46,21 @@ __all__ = [
 OPENCLIP_FILE = "openclip.pt"
 
 
-def build_clip_model(cfg: Any, what: str) -> nn.Module:
-    """An OpenCLIP model by name with ``checkpoint`` loaded (a plain OpenCLIP file, or ``checkpoint_key``'s entry)."""
+def build_clip_model(cfg: Any, what: str, *, weights_follow: bool = False) -> nn.Module:
+    """An OpenCLIP model by name with ``checkpoint`` loaded (a plain OpenCLIP file, or ``checkpoint_key``'s entry);
+    ``weights_follow``: the caller loads weights next (OpenCLIP's "initialized randomly" warning is silenced)."""
     from gkl.models.clip import create_clip
 
     if cfg.checkpoint is not None and cfg.checkpoint_key is not None:
         from gkl.models import load_weights
 
-        model = create_clip(cfg.name, what=what, **cfg.kwargs)
+        model = create_clip(cfg.name, what=what, weights_follow=True, **cfg.kwargs)
         try:
             load_weights(model, cfg.checkpoint, key=cfg.checkpoint_key)
         except FileNotFoundError:
             raise InputError(f"{what}.checkpoint: weight file {cfg.checkpoint!r} does not exist") from None
         return model
-    return create_clip(cfg.name, pretrained=cfg.checkpoint, what=what, **cfg.kwargs)
+    return create_clip(cfg.name, pretrained=cfg.checkpoint, what=what, weights_follow=weights_follow, **cfg.kwargs)
 
 
 def _check_same_inputs(student: nn.Module, teacher: nn.Module, cfg: Any) -> None:
@@ -309,7 +310,10 @@ def evaluate_clip_run(
             "(set one as an override, e.g. clip_eval.zeroshot=/data/imagenet/val)"
         )
     device = resolve_device(cfg.train.device)
-    model = build_clip_model(dataclasses.replace(cfg.model, checkpoint=None, checkpoint_key=None), "model")
+    # the run's weights are loaded below: OpenCLIP's "initialized randomly" would be a false warning
+    model = build_clip_model(
+        dataclasses.replace(cfg.model, checkpoint=None, checkpoint_key=None), "model", weights_follow=True
+    )
     tokenizer = create_tokenizer(cfg.model.name)
     common = dict(device=device, num_workers=cfg.data.num_workers, seed=cfg.train.seed, rank=0, world_size=1)
     evaluator, eval_set, _ = _evaluation(cfg, image_transform(model, train=False), tokenizer, None, common)

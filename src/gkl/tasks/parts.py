@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -40,7 +41,10 @@ def warn_if_random_teacher(teacher: Any) -> None:
 
 def build_model(cfg: Any, num_classes: int, section: str = "model") -> nn.Module:
     """A registry model of ``cfg`` (a ``ModelConfig``), with its checkpoint loaded when one is named;
-    a missing checkpoint file is an :class:`InputError` naming ``<section>.checkpoint``."""
+    a missing checkpoint file is an :class:`InputError` naming ``<section>.checkpoint`` (or the
+    ``<section>.kwargs.<name>_checkpoint`` key of a file the model's constructor reads, e.g. the
+    ImageNet backbone of the ADE20K / Cityscapes recipes)."""
+    check_kwarg_files(cfg, section)
     model = create_model(cfg.name, num_classes, **cfg.kwargs)
     if cfg.checkpoint is not None:
         try:
@@ -49,6 +53,21 @@ def build_model(cfg: Any, num_classes: int, section: str = "model") -> nn.Module
             hint = " (train the teacher first)" if section == "teacher" else ""
             raise InputError(f"{section}.checkpoint: file not found: {cfg.checkpoint}{hint}") from None
     return model
+
+
+#: where a missing file of a ``*_checkpoint`` constructor argument comes from (docs)
+_KWARG_FILE_HINTS = {
+    "backbone_checkpoint": "an ImageNet ResNet state_dict the user supplies; see 'ImageNet backbone weights' "
+    "in docs/segmentation.md",
+}
+
+
+def check_kwarg_files(cfg: Any, section: str = "model") -> None:
+    """A ``<section>.kwargs.<name>_checkpoint`` file that does not exist: one line naming the key."""
+    for key, value in cfg.kwargs.items():
+        if key.endswith("_checkpoint") and isinstance(value, str) and not Path(value).is_file():
+            hint = _KWARG_FILE_HINTS.get(key)
+            raise InputError(f"{section}.kwargs.{key}: file not found: {value}" + (f" ({hint})" if hint else ""))
 
 
 def run_epochs(cfg: Any, steps_per_epoch: int | None) -> int:

@@ -258,7 +258,9 @@ def evaluate_segmentation_run(
     lines = [f"{'checkpoint':<10} {'epoch':>5} {'mIoU':>7} {'mAcc':>7} {'pixel acc':>9}"]
     per_class = []
     for name, path in paths.items():
-        model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
+        # the run's weights replace the ImageNet backbone: its file is not needed to evaluate
+        kwargs = {k: v for k, v in cfg.model.kwargs.items() if k != "backbone_checkpoint"}
+        model = create_model(cfg.model.name, info.num_classes, **kwargs)
         epoch = load_run_weights(model, path, which=name, weights=weights)
         result = evaluator(model.to(device), loader, device=device)
         entry = {"epoch": epoch, "clean": result}

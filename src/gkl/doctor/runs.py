@@ -1,0 +1,139 @@
+"""The runs ``gkl doctor`` trains: the bundled demo recipes of every task, a few steps each.
+
+A demo recipe is a shipped recipe under a ``demo`` directory (``demo/``, ``demo_at/``,
+``ssl/demo/``, ...). The task of a recipe is its ``kind``; nothing here names a kind. A recipe
+whose teacher is a checkpoint file gets the ``teacher`` recipe of its directory trained first
+(a few steps, as the sweep chains a study's teacher run).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DemoRuns", "PlannedStop", "demo_recipes", "stop_after_batches"]
+
+#: every run is a few optimizer steps with no warm-up, no tracker and no progress bar
+SHORT_RUN = (
+    "train.iterations={steps}",
+    "train.epochs=null",
+    "train.loggers=[]",
+    "train.progress=false",
+    "train.schedule.warmup_epochs=0",
+    "train.schedule.warmup_steps=0",
+)
+TEACHER_RECIPE = "teacher"
+
+
+def _is_demo(name: str) -> bool:
+    return any(part == "demo" or part.startswith("demo_") for part in name.split("/")[:-1])
+
+
+def demo_recipes() -> dict[str, str]:
+    """``{kind: recipe name}``: one bundled demo recipe per task (a GKL one where the task has one)."""
+    from gkl.config_schema import load_yaml
+    from gkl.recipes import is_study, list_recipes, read_recipe, recipes_root
+
+    root = recipes_root()
+    by_kind: dict[str, list[str]] = {}
+    for name in list_recipes():
+        path = root / f"{name}.yaml"
+        if _is_demo(name) and not is_study(read_recipe(path)):
+            kind = load_yaml(path).get("kind")
+            if isinstance(kind, str):
+                by_kind.setdefault(kind, []).append(name)
+    return {
+        kind: next((n for n in names if "gkl" in n.rsplit("/", 1)[-1]), names[0]) for kind, names in by_kind.items()
+    }
+
+
+class PlannedStop(KeyboardInterrupt):
+    """Raised by :func:`stop_after_batches`: the run stops as on Ctrl-C, keeping its last checkpoint."""
+
+
+class _StoppingLoader:
+    """A train loader that raises :class:`PlannedStop` when asked for batch number ``limit + 1``."""
+
+    def __init__(self, loader: Any, limit: int) -> None:
+        self._loader, self._limit, self._served = loader, limit, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self):
+        for batch in self._loader:
+            if self._served == self._limit:
+                raise PlannedStop()
+            self._served += 1
+            yield batch
+
+
+def stop_after_batches(limit: int) -> Callable[[Any], Any]:
+    """``adapt_parts`` for :func:`gkl.runner.run_experiment`: stop the run after ``limit`` batches."""
+
+    def adapt(parts: Any) -> Any:
+        parts.train_loader = _StoppingLoader(parts.train_loader, limit)
+        return parts
+
+    return adapt
+
+
+class DemoRuns:
+    """Loads and trains short demo runs under ``root`` on ``device``; teachers are trained once.
+
+    ``dist``: the process's place in a job the caller set up (every run, teachers included, trains in it).
+    ``data_root``: the runs' ``data.root`` (default: ``root/data``; the bundled data sets are written there).
+    """
+
+    def __init__(
+        self, root: Path, device: str, steps: int = 2, dist: Any = None, data_root: Path | None = None
+    ) -> None:
+        self.root, self.device, self.steps, self.dist = Path(root), device, steps, dist
+        self.data_root = self.root / "data" if data_root is None else Path(data_root)
+        self.teachers: dict[str, Path] = {}  # teacher recipe -> its trained checkpoint
+        self._names = itertools.count()
+
+    def config(self, recipe: str, overrides: Sequence[str] = (), *, run: str | None = None) -> Any:
+        """The recipe's config as a short run in a folder of its own (``run``: its name, default: fresh)."""
+        from gkl.config import load_config
+        from gkl.config_schema import load_yaml
+        from gkl.recipes import resolve_recipe
+
+        path = resolve_recipe(recipe)
+        name = run or f"{recipe.replace('/', '_')}_{next(self._names)}"
+        common = [f"out_dir={self.root}", f"name={name}", f"train.device={self.device}"]
+        common += [item.format(steps=self.steps) for item in SHORT_RUN]
+        data = load_yaml(path).get("data")
+        if isinstance(data, dict) and "root" in data:  # the kinds that read data.root (CLIP reads clip_data)
+            common.append(f"data.root={self.data_root}")
+        cfg = load_config(path, common)
+        teacher = getattr(cfg, "teacher", None)
+        if teacher is not None and getattr(teacher, "checkpoint", None):
+            common += self._teacher_overrides(recipe, cfg.kind)
+        return load_config(path, [*common, *overrides])
+
+    def _teacher_overrides(self, recipe: str, kind: str) -> list[str]:
+        from gkl.tasks import get_task
+
+        directory = recipe.rsplit("/", 1)[0]
+        teacher_recipe = f"{directory}/{TEACHER_RECIPE}"
+        if teacher_recipe not in self.teachers:
+            cfg = self.config(teacher_recipe, run=f"{directory.replace('/', '_')}_teacher")
+            self.train(cfg)
+            self.teachers[teacher_recipe] = cfg.run_dir / "best.pt"
+        overrides = [f"teacher.checkpoint={self.teachers[teacher_recipe]}"]
+        key = get_task(kind).teacher_checkpoint_key
+        if key is not None:
+            overrides.append(f"teacher.checkpoint_key={key}")
+        return overrides
+
+    def train(self, cfg: Any, *, resume: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """Train ``cfg`` (``kwargs``: :func:`gkl.runner.run_experiment`'s ``dist`` and ``adapt_parts``)."""
+        from gkl.runner import run_experiment
+
+        return run_experiment(cfg, resume=resume, dist=self.dist, **kwargs)

@@ -1,0 +1,137 @@
+"""``gkl doctor --gpu``: one line without CUDA; with ``--device cpu`` every check that needs no GPU runs
+(a few steps of every task's demo with each feature, DDP through torchrun over gloo, exact resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gkl.cli import main
+from gkl.doctor.checks import Check, compare_states, default_recipes
+from gkl.tasks import get_task
+from helpers import assert_identical
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the no-CUDA answer is for machines without a GPU")
+def test_doctor_gpu_without_cuda_says_so_in_one_line_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--gpu"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "no CUDA device" in out[0] and "--device cpu" in out[0]
+
+
+def test_every_task_has_a_bundled_demo_recipe() -> None:
+    from gkl.tasks import list_tasks
+
+    recipes = default_recipes()
+    assert list(recipes) == [task.name for task in list_tasks()]
+    for kind, recipe in recipes.items():  # the recipe really is a run of that kind
+        from gkl.config import load_config
+        from gkl.recipes import resolve_recipe
+
+        assert load_config(resolve_recipe(recipe)).kind == kind
+
+
+@pytest.fixture(scope="module")
+def doctor_on_cpu(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("doctor")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "gkl.cli", "doctor", "--gpu", "--device", "cpu", "--out", str(out)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800), out
+
+
+def _rows(stdout: str) -> dict[str, list[str]]:
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("check "))
+    rows = {}
+    for line in lines[start + 1 :]:
+        if line.startswith("gkl doctor:"):
+            break
+        name, rest = line.split("  ", 1)
+        rows[name.strip()] = rest.split()
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("doctor_cpu")
+def test_doctor_on_cpu_passes_every_check_but_the_cuda_only_ones(doctor_on_cpu) -> None:
+    done, out = doctor_on_cpu
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = _rows(done.stdout)
+    for kind in default_recipes():  # one straight run per task, named by its verb
+        assert rows[f"{get_task(kind).command}: 4 steps"][0] == "pass"
+    assert rows["SyncBN under DDP"][:2] == ["skipped", "SyncBatchNorm"]
+    skipped = [name for name, cells in rows.items() if cells[0] == "skipped"]
+    assert skipped == ["SyncBN under DDP"]
+    assert all(cells[0] == "pass" for name, cells in rows.items() if name not in skipped), rows
+    for name in ("bf16 autocast", "fp16 autocast + GradScaler", "channels-last", "checkpoint + exact resume"):
+        assert f"{len(default_recipes())} tasks" in done.stdout.split(name, 1)[1].splitlines()[0]
+    # the DDP runs trained every task inside a process group, and their weights equal the single-process runs'
+    results = json.loads((out / "ddp" / "results.json").read_text())
+    assert set(results) == set(default_recipes()) and all(error == "" for error, _, _ in results.values())
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("doctor_cpu")
+def test_doctor_resumed_runs_equal_the_uninterrupted_ones(doctor_on_cpu) -> None:
+    from gkl.engine.checkpoint import read_checkpoint
+
+    _, out = doctor_on_cpu
+    checkpoints = {}
+    for path in out.glob("*/checkpoint.pt"):  # straight and resumed runs of one recipe share its folder prefix
+        recipe = path.parent.name.rsplit("_", 1)[0]
+        checkpoints.setdefault(recipe, []).append(read_checkpoint(path))
+    pairs = [c for c in checkpoints.values() if sum(x["step"] == 4 and x["settings"]["deterministic"] for x in c) >= 2]
+    assert len(pairs) == len(default_recipes())
+    for runs in pairs:  # the straight run and the stopped-and-resumed one
+        a, b = [c for c in runs if c["settings"]["deterministic"]][:2]
+        for part in ("model", "optimizer", "objective"):
+            assert_identical(a[part], b[part], part)
+
+
+def test_compare_states_names_the_first_entry_that_differs() -> None:
+    a = {"model": {"w": torch.arange(4.0), "n": torch.tensor(3)}, "objective": {"prior": torch.eye(2)}}
+    b = {"model": {"w": torch.arange(4.0), "n": torch.tensor(3)}, "objective": {"prior": torch.eye(2)}}
+    assert compare_states(a, b, ("model", "objective"), exact=True) is None
+    b["objective"]["prior"][0, 1] = 1e-7
+    assert compare_states(a, b, ("model", "objective"), exact=True) == "objective.prior"
+    assert compare_states(a, b, ("model", "objective"), exact=False) is None  # within float rounding
+    b["model"]["w"][2] += 1.0
+    assert compare_states(a, b, ("model", "objective"), exact=False) == "model.w"
+
+
+def test_a_failing_check_is_a_row_with_its_reason_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gkl.doctor.checks as checks
+
+    def broken(ctx: checks.Context) -> str:
+        raise RuntimeError("resumed weights differ\nsecond line")
+
+    rows = [Check("works", lambda ctx: "fine"), Check("broken", broken), Check("gpu only", broken, needs_cuda="CUDA")]
+    monkeypatch.setattr(checks, "all_checks", lambda kinds: rows)
+    assert main(["doctor", "--gpu", "--device", "cpu", "--out", str(tmp_path)]) == 1
+    table = _rows(capsys.readouterr().out)
+    assert table["works"][0] == "pass" and table["gpu only"] == ["skipped", "CUDA"]
+    assert table["broken"][0] == "FAIL" and table["broken"][2:] == ["resumed", "weights", "differ"]
+    assert "RuntimeError: resumed weights differ" in (tmp_path / "doctor.log").read_text()
+
+
+def test_doctor_refuses_an_unknown_device_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--gpu", "--device", "tpu"]) == 2
+    expected = "gkl doctor: error: --device: expected 'cuda', 'cuda:N' or 'cpu', got 'tpu'"
+    assert capsys.readouterr().err.strip() == expected
+
+
+def test_doctor_refuses_a_used_output_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "old_run").mkdir()
+    assert main(["doctor", "--gpu", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"gkl doctor: error: --out {tmp_path}: not empty; " + (
+        "the check runs need a new or empty directory"
+    )
