@@ -14,7 +14,7 @@ from gkl.tasks import list_tasks
 from gkl.utils.errors import InputError
 
 #: commands whose options another line of work owns (the study and analysis commands): checked there
-OWNED_ELSEWHERE = {"sweep", "summarize", "analyze"}
+OWNED_ELSEWHERE: set[str] = set()
 
 
 def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):

@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         choices=("imagenet_r", "imagenet_sketch"),
         default=None,
         help="evaluate an ImageNet-1k classifier on ImageNet-R (its 200 classes) or ImageNet-Sketch "
-        "instead of the run's test set (needs --data-root)",
+        "instead of the run's test set (needs --data-root; default: the run's own test set)",
     )
     ev.add_argument(
         "--data-root",
