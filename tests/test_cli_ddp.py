@@ -215,9 +215,8 @@ def test_ranks_hold_one_model_the_logged_evaluation_is_one_process_evaluating_th
 def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_two_process_run(ddp_cli) -> None:
     root, verb = ddp_cli["root"], "distill"
     extra = teacher_args(verb, ddp_cli["teacher"])
-    killed = torchrun_gkl(
-        verb, root / "killed", ddp_cli["data"], extra, module=__file__, env_extra={"GKL_TEST_KILL_AT": str(KILL_AT_STEP)}
-    )
+    kill = {"GKL_TEST_KILL_AT": str(KILL_AT_STEP)}
+    killed = torchrun_gkl(verb, root / "killed", ddp_cli["data"], extra, module=__file__, env_extra=kill)
     assert killed.returncode != 0, killed.stdout[-2000:]
     where = run_dir(root / "killed", verb)
     mid = checkpoint(where)
