@@ -10,7 +10,7 @@ held to the guarantee of docs/training.md ("What a multi-process run equals"):
   pixels) the run is not the 1-process run, but every rank holds the same model, so the metrics the
   run logged over both ranks' evaluation shards equal one process evaluating the saved weights;
 - a 2-process run SIGKILLed mid-epoch and continued with ``--resume`` from its step checkpoint
-  ends bit-identical to the uninterrupted 2-process run.
+  ends bit-identical to the uninterrupted 2-process run (adv-train: per-rank random streams, prior sums).
 
 The 2-process runs are launched once per session (one xdist group); the 1-process references run in
 the test process. Run as a script by torchrun, this module is ``gkl.cli`` with a SIGKILL at a step.
@@ -38,18 +38,17 @@ COMMON = ["train.loggers=[]", "train.progress=false", "train.log_every=0"]
 RUNS = {
     "distill": (
         "configs/demo/student_gkl.yaml",  # GKL, class-wise prior; mnist1d_mlp student (no BatchNorm)
-        [
-            "train.epochs=2",
-            "distill.warmup_epochs=1",
-            "train.checkpoint_every_steps=10",  # 62 steps per epoch: checkpoints mid-epoch
-            "train.ema.decay=0.9",
-            "train.ema.every=step",
-        ],
+        ["train.epochs=2", "distill.warmup_epochs=1", "train.ema.decay=0.9", "train.ema.every=step"],
         32,
     ),
     "adv-train": (
-        "configs/demo_at/gkl.yaml",  # GKL-AT: class-wise prior, AWP from epoch 1, EMA per epoch
-        ["train.epochs=1", "adversarial.awp_start_epoch=1", "model.name=digits_mlp_small"],
+        "configs/demo_at/gkl.yaml",  # GKL-AT: class-wise prior, AWP from epoch 1, EMA per epoch, PGD random start
+        [
+            "train.epochs=2",
+            "adversarial.awp_start_epoch=1",
+            "model.name=digits_mlp_small",
+            "train.checkpoint_every_steps=5",  # 21 steps per epoch: checkpoints mid-epoch
+        ],
         32,
     ),
     "ssl-train": (
@@ -71,7 +70,7 @@ RUNS = {
         8,
     ),
 }
-KILL_AT_STEP = 75  # epoch 2, step 13 of 62; the last checkpoint is at step 70 (mid-epoch)
+KILL_AT_STEP = 33  # adv-train: epoch 2, step 12 of 21; the last checkpoint is at step 30 (mid-epoch)
 
 
 def torchrun_gkl(
@@ -213,15 +212,17 @@ def test_ranks_hold_one_model_the_logged_evaluation_is_one_process_evaluating_th
 
 
 def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_two_process_run(ddp_cli) -> None:
-    root, verb = ddp_cli["root"], "distill"
-    extra = teacher_args(verb, ddp_cli["teacher"])
+    # GKL-AT: rank-local state inside an epoch (the ClassPrior's running sums, each rank's PGD random
+    # stream, the running train statistics) must come back on each rank
+    root, verb, extra = ddp_cli["root"], "adv-train", []
     kill = {"GKL_TEST_KILL_AT": str(KILL_AT_STEP)}
     killed = torchrun_gkl(verb, root / "killed", ddp_cli["data"], extra, module=__file__, env_extra=kill)
     assert killed.returncode != 0, killed.stdout[-2000:]
     where = run_dir(root / "killed", verb)
     mid = checkpoint(where)
     steps_per_epoch = mid["schedule"]["steps_per_epoch"]
-    assert mid["step"] == 70 and mid["step"] % steps_per_epoch != 0 and mid["epoch_stats"] is not None
+    assert mid["step"] == 30 and mid["step"] % steps_per_epoch != 0 and mid["epoch_stats"] is not None
+    assert len(mid["ranks"]) == 2  # every rank's rank-local state
     resumed = torchrun_gkl(verb, root / "killed", ddp_cli["data"], [*extra, "--resume"])
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     a, b = checkpoint(ddp_cli[verb]), checkpoint(where)
