@@ -21,6 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import helpers  # noqa: E402
 
+# the end-of-run line of tests skipped for a missing optional package (CI fails on one: tests/optional_skips.py)
+pytest_plugins = ["optional_skips"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")

@@ -17,13 +17,10 @@ TESTS = Path(__file__).resolve().parent
 def train(run_dir: Path, *, batch_size: int, accumulate: int, dist=None) -> dict:
     sys.path.insert(0, str(TESTS))
     from gkl.engine import Trainer
-    from test_engine_support import CountingObjective, ShardedTensorLoader, digits_tensors, quick_settings
+    from test_engine_support import CountingObjective, digits_loaders, quick_settings
 
-    images, labels = digits_tensors(True)
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-    loader = ShardedTensorLoader(
-        images[:640], labels[:640], batch_size=batch_size, train=True, seed=4, rank=rank, world_size=world
-    )
+    loader, _ = digits_loaders(batch_size, seed=4, rank=rank, world_size=world)  # the package's in-memory loader
     torch.manual_seed(11)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 24), torch.nn.Tanh(), torch.nn.Linear(24, 10))
     settings = quick_settings(
@@ -84,7 +81,8 @@ def test_ddp_accumulation_equals_the_single_process_large_batch(tmp_path: Path) 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"out.rank{r}.pt", weights_only=True) for r in (0, 1)]
-    # the same 64 examples per step: rank r's micro-batch i is examples [32 i + 16 r, 32 i + 16 r + 16)
+    # the same 64 examples per step: of the epoch's permutation p, rank r takes p[r::2] (DistributedSampler's
+    # shards), so its micro-batches 2s and 2s + 1 and the other rank's together are p[64 s : 64 s + 64]
     one = train(tmp_path / "single", batch_size=64, accumulate=1)
     for key, value in one.items():
         assert torch.equal(ranks[0][key], ranks[1][key]), key

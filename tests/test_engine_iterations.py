@@ -18,7 +18,8 @@ from helpers import assert_identical, tensor_leaves
 
 TESTS = Path(__file__).resolve().parent
 
-# 1400 // 64 = 21 steps per epoch; 50 steps = 2 full epochs + 8 steps of epoch 3
+# 1347 // 64 = 21 steps per epoch (the bundled digits through the package's loader);
+# 50 steps = 2 full epochs + 8 steps of epoch 3
 SETTINGS = dict(
     iterations=50,
     checkpoint_every_steps=8,

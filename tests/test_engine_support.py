@@ -1,6 +1,8 @@
 """Shared pieces of the engine tests: real digits data, small objectives and a run script.
 
-Run as a script (by the resume and DDP tests) through :func:`main`; pytest finds no tests here.
+Engine runs read the bundled digits through the package's own loaders (:func:`digits_loaders`);
+:class:`ShardedTensorLoader` remains for tests that need a loader over tensors they made.
+Run as a script (by the resume test) through :func:`main`; pytest finds no tests here.
 """
 
 from __future__ import annotations
@@ -83,6 +85,17 @@ class ShardedTensorLoader:
             yield self.images[mine], self.labels[mine]
 
 
+def digits_loaders(batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1, eval_batch_size: int = 50):
+    """The bundled digits (1347 train / 450 test) through the package's own loaders, in memory, as a
+    ``gkl`` run of ``data.name: digits`` builds them: (train loader of this rank, evaluation loader)."""
+    from gkl.data import build_dataset, build_loader
+
+    common = dict(in_memory=True, seed=seed, rank=rank, world_size=world_size)
+    train = build_loader(build_dataset("digits", "data", True), batch_size=batch_size, train=True, **common)
+    test = build_loader(build_dataset("digits", "data", False), batch_size=eval_batch_size, train=False, **common)
+    return train, test
+
+
 class CountingObjective(Objective):
     """Cross-entropy plus a checkpointed buffer (examples seen per class), with test hooks.
 
@@ -126,38 +139,6 @@ class CountingObjective(Objective):
         self.epochs_ended += 1
 
 
-class EpochPriorObjective(Objective):
-    """Cross-entropy plus a class-wise prior of the model's own softmax, frozen at each epoch end.
-
-    ``prior[c]`` = mean softmax of the training examples of class ``c`` in the last epoch;
-    sums are all-reduced across ranks at the epoch end (like a DDP-aware ClassPrior).
-    """
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.register_buffer("sums", torch.zeros(num_classes, num_classes, dtype=torch.float64))
-        self.register_buffer("counts", torch.zeros(num_classes, dtype=torch.float64))
-        self.register_buffer("prior", torch.full((num_classes, num_classes), 1.0 / num_classes, dtype=torch.float64))
-
-    def forward(self, model: nn.Module, batch, *, epoch: int, step: int) -> StepOutput:
-        images, labels = batch
-        logits = model(images)
-        probs = logits.detach().double().softmax(dim=1)
-        self.sums.index_add_(0, labels, probs)
-        self.counts += torch.bincount(labels, minlength=self.counts.numel()).double()
-        return StepOutput(losses={"ce": F.cross_entropy(logits.float(), labels)}, logits=logits)
-
-    def on_epoch_end(self, epoch: int) -> None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.sums)
-            dist.all_reduce(self.counts)
-        self.prior.copy_(self.sums / self.counts.clamp_min(1)[:, None])
-        self.sums.zero_()
-        self.counts.zero_()
-
-
 def quick_settings(**overrides) -> TrainSettings:
     """Small, fast settings for digits runs (no progress bar)."""
     base = dict(
@@ -190,10 +171,7 @@ def build_trainer(
     model = create_model(model_name, 10)
     rank = dist.rank if dist is not None else 0
     world = dist.world_size if dist is not None else 1
-    train = ShardedTensorLoader(
-        *digits_tensors(True), batch_size=batch_size, train=True, seed=settings.seed, rank=rank, world_size=world
-    )
-    test = ShardedTensorLoader(*digits_tensors(False), batch_size=50, train=False)
+    train, test = digits_loaders(batch_size, seed=settings.seed, rank=rank, world_size=world)
     return Trainer(
         model=model,
         objective=objective if objective is not None else CountingObjective(),
@@ -214,85 +192,11 @@ def _resume_job(run_dir: Path, kill: str | None, resume: bool) -> None:
     trainer.fit(resume=resume)
 
 
-def _ddp_job(run_dir: Path, out: Path, objective_kinds: str) -> None:
-    """distill_run under DDP for each of the comma-separated kinds: run_dir/<kind>, results to out/<kind>.pt
-    (one launch for several runs: starting the processes costs more than these runs)."""
-    from gkl.engine import cleanup, init_distributed
-
-    info = init_distributed("cpu")
-    try:
-        for kind in objective_kinds.split(","):
-            summary = distill_run(run_dir / kind, dist=info, batch_size=32, objective_kind=kind)
-            if info.is_main:
-                out.mkdir(parents=True, exist_ok=True)
-                torch.save(summary, out / f"{kind}.pt")
-    finally:
-        cleanup()
-
-
-def _ddp_resume_job(run_dir: Path, out: Path) -> None:
-    """3 epochs of digits_mlp_small under DDP; GKL_TEST_KILL_AT / GKL_TEST_RESUME as in the resume job."""
-    from gkl.engine import cleanup, init_distributed
-
-    kill = os.environ.get("GKL_TEST_KILL_AT")
-    kill_at = tuple(int(v) for v in kill.split(":")) if kill else None
-    info = init_distributed("cpu")
-    try:
-        settings = quick_settings(ema={"decay": 0.9, "every": "step"})
-        trainer = build_trainer(
-            run_dir,
-            settings,
-            model_name="digits_mlp_small",
-            batch_size=32,
-            dist=info,
-            objective=CountingObjective(kill_at=kill_at),
-        )
-        trainer.fit(resume=os.environ.get("GKL_TEST_RESUME") == "1")
-        torch.save({"objective": trainer.objective.checkpoint_state()}, out.with_suffix(f".rank{info.rank}.pt"))
-        del trainer  # release the DDP reducer before the process group goes
-    finally:
-        cleanup()
-
-
-def distill_run(run_dir: Path, *, dist=None, batch_size: int, objective_kind: str = "gkl") -> dict:
-    """digits_mlp_small (no BatchNorm) trained 2 epochs; ``objective_kind`` "gkl" = class-wise GKL
-    distillation from a fixed digits_cnn_large teacher, "prior" = :class:`EpochPriorObjective`,
-    "ce" = :class:`CountingObjective`."""
-    from gkl.models import create_model
-
-    if objective_kind == "gkl":
-        from gkl.objectives.distill import GKLObjective
-        from gkl.settings.distill import GKLSettings
-
-        torch.manual_seed(123)
-        teacher = create_model("digits_cnn_large", 10).eval()
-        objective = GKLObjective(teacher, GKLSettings(class_wise=True, warmup_epochs=1), num_classes=10)
-    elif objective_kind == "prior":
-        objective = EpochPriorObjective()
-    else:
-        objective = CountingObjective()
-    settings = quick_settings(epochs=2, optim={"lr": 0.05, "reference_batch_size": 64}, schedule={"kind": "constant"})
-    trainer = build_trainer(
-        run_dir, settings, model_name="digits_mlp_small", objective=objective, batch_size=batch_size, dist=dist
-    )
-    summary = trainer.fit()
-    return {
-        "summary": summary,
-        "prior": {k: v.clone() for k, v in objective.checkpoint_state().items()},
-        "model": {k: v.clone() for k, v in trainer.model.state_dict().items()},
-        "base_lr": trainer.schedule.base_lr,
-    }
-
-
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     job, run_dir = argv[0], Path(argv[1])
     if job == "resume":
         _resume_job(run_dir, os.environ.get("GKL_TEST_KILL_AT"), resume=os.environ.get("GKL_TEST_RESUME") == "1")
-    elif job == "ddp_resume":
-        _ddp_resume_job(run_dir, Path(argv[2]))
-    elif job == "ddp":
-        _ddp_job(run_dir, Path(argv[2]), argv[3])
     else:
         raise SystemExit(f"unknown job {job!r}")
 

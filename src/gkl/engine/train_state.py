@@ -3,7 +3,10 @@
 The layout is documented in docs/training.md ("Checkpoints and resume"). A resume checks the
 model's keys/shapes and which settings differ (:func:`gkl.engine.resume.resume_changes`). A
 mid-epoch checkpoint holds the epoch's running train statistics and the RNG state at that
-step; the RNG state is restored after the loop has skipped the epoch's consumed batches.
+step; the RNG state is restored after the loop has skipped the epoch's consumed batches. Under
+DDP these, and the objective's state, are rank-local until the epoch ends (a ClassPrior's running
+sums, each rank's random stream), so a mid-epoch checkpoint holds every rank's copy (``ranks``) and
+each rank resumes from its own.
 """
 
 from __future__ import annotations
@@ -17,17 +20,40 @@ from gkl.engine.resume import resume_changes
 from gkl.engine.run_dir import read_run_record
 from gkl.engine.seeding import capture_rng_state, restore_rng_state
 from gkl.engine.train_stats import TrainStats
+from gkl.utils.distributed import gather_to_main
 from gkl.utils.errors import InputError
 
 if TYPE_CHECKING:  # the trainer imports this module
     from gkl.engine.trainer import Trainer
 
-__all__ = ["Restored", "checkpoint_state", "restore_checkpoint", "resume_point"]
+__all__ = ["Restored", "checkpoint_state", "gather_rank_states", "restore_checkpoint", "resume_point"]
 
 
-def checkpoint_state(trainer: Trainer, epoch: int) -> dict[str, Any]:
-    """Everything needed to continue after global step ``trainer.step`` (``epoch`` = completed epochs)."""
-    mid_epoch = trainer.step % trainer.steps_per_epoch != 0 and trainer.step < trainer.total_steps
+def _mid_epoch(trainer: Trainer) -> bool:
+    return trainer.step % trainer.steps_per_epoch != 0 and trainer.step < trainer.total_steps
+
+
+def _rank_state(trainer: Trainer) -> dict[str, Any]:
+    """This rank's rank-local state of a mid-epoch checkpoint (CPU copies)."""
+    return {
+        "objective": {k: v.detach().cpu() for k, v in trainer.objective.checkpoint_state().items()},
+        "rng": capture_rng_state(trainer.device),
+        "epoch_stats": trainer.stats.state_dict() if trainer.stats is not None else None,
+    }
+
+
+def gather_rank_states(trainer: Trainer) -> list[dict[str, Any]] | None:
+    """Every rank's objective state, RNG state and running statistics, on rank 0 (a collective: all
+    ranks call it), for a mid-epoch checkpoint of a multi-process run; None otherwise."""
+    if trainer.dist.world_size == 1 or not _mid_epoch(trainer):
+        return None
+    return gather_to_main(_rank_state(trainer), trainer.dist)
+
+
+def checkpoint_state(trainer: Trainer, epoch: int, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Everything needed to continue after global step ``trainer.step`` (``epoch`` = completed epochs);
+    ``ranks``: :func:`gather_rank_states` of a mid-epoch checkpoint under DDP."""
+    mid_epoch = _mid_epoch(trainer)
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -45,6 +71,7 @@ def checkpoint_state(trainer: Trainer, epoch: int) -> dict[str, Any]:
         "best": trainer.best.state_dict(),
         "collapse": trainer.best.collapse.state_dict(),
         "world_size": trainer.dist.world_size,
+        "ranks": ranks,
         "settings": trainer.settings.to_dict(),
         "config": trainer.config,
     }
@@ -66,6 +93,9 @@ def restore_checkpoint(trainer: Trainer, path: Path) -> Restored:
     scaler, objective and best/collapse tracking; refuse (InputError) a checkpoint of another run."""
     state = read_checkpoint(path, map_location=trainer.device)
     changed = _check_matches(trainer, state, path)
+    ranks = state.get("ranks")
+    if ranks is not None and len(ranks) == trainer.dist.world_size:  # mid-epoch under DDP: this rank's own
+        state.update(ranks[trainer.dist.rank])
     try:
         trainer.model.load_state_dict(state["model"])
         if trainer.ema is not None:

@@ -40,7 +40,7 @@ from gkl.engine.run_dir import log_stop, prepare_run_dir, stop_record, write_con
 from gkl.engine.seeding import epoch_seed, restore_rng_state, seed_everything, set_deterministic
 from gkl.engine.selection import BestCheckpoint, collapse_message
 from gkl.engine.setup import broadcast_buffers, build_optimization, check_trainer_arguments, wrap_model
-from gkl.engine.train_state import checkpoint_state, restore_checkpoint, resume_point
+from gkl.engine.train_state import checkpoint_state, gather_rank_states, restore_checkpoint, resume_point
 from gkl.engine.train_stats import TrainStats, first_non_finite
 from gkl.losses import value_checks
 from gkl.objectives.base import Objective, StepOutput
@@ -466,9 +466,11 @@ class Trainer:
         return checkpoint_state(self, epoch)
 
     def save_checkpoint(self, epoch: int) -> None:
-        """Rank 0 writes ``checkpoint.pt`` atomically; all ranks then agree it exists."""
+        """Rank 0 writes ``checkpoint.pt`` atomically (mid-epoch with every rank's rank-local state);
+        all ranks then agree it exists."""
+        ranks = gather_rank_states(self)
         if self.dist.is_main:
-            atomic_save(self.checkpoint_state(epoch), self.checkpoint_path)
+            atomic_save(checkpoint_state(self, epoch, ranks), self.checkpoint_path)
         barrier(self.dist)
         self.last_checkpoint_epoch = epoch
         self.last_checkpoint_step = self.step

@@ -99,6 +99,14 @@ def barrier(info: DistInfo | None) -> None:
         dist.barrier()
 
 
+def gather_to_main(obj: Any, info: DistInfo) -> list[Any] | None:
+    """``obj`` of every rank, in rank order, on rank 0 (None elsewhere); every rank must call it.
+    ``obj`` is pickled: move tensors to the CPU first."""
+    out: list[Any] | None = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo | None) -> torch.Tensor:
     """Sum ``tensor`` over ranks in place (no-op for a single process); returns it."""
     if info is not None and info.distributed:
