@@ -4,7 +4,6 @@ student starts only after its teacher run finished, and every run ends exactly a
 from __future__ import annotations
 
 import json
-import logging
 import os
 from datetime import datetime
 from pathlib import Path
@@ -47,20 +46,27 @@ def started(run: Path) -> datetime:
 
 
 @pytest.mark.xdist_group("sweep_jobs")
-def test_sweep_with_two_jobs_orders_teacher_before_students_and_equals_one_job(tmp_path, monkeypatch, caplog):
+def test_sweep_with_two_jobs_orders_teacher_before_students_and_equals_one_job(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same thread count in both sweeps: the same rounding
-    caplog.set_level(logging.INFO, logger="gkl.study.execute")
     assert main(["sweep", str(write_study(tmp_path, 2)), "--jobs", "2"]) == 0
-    events = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sweep: ")]
-    caplog.clear()
+    # the sweep's progress lines (stderr, plain lines when not a terminal): "sweep: started NAME",
+    # "sweep: finished NAME in 12 s"
+    events = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith(("sweep: started ", "sweep: finished "))
+    ]
     assert main(["sweep", str(write_study(tmp_path, 1)), "--jobs", "1"]) == 0
 
+    def index(prefix: str) -> int:
+        return next(i for i, line in enumerate(events) if line == prefix or line.startswith(prefix + " "))
+
     # the pool: the teacher alone, then both students at once (2 jobs), each only after the teacher finished
-    teacher_done = events.index("sweep: teacher_seed0 finished")
-    assert events[0] == "sweep: starting teacher_seed0"
-    starts = [events.index(f"sweep: starting {name}") for name in RUNS[1:]]
+    teacher_done = index("sweep: finished teacher_seed0")
+    assert events[0] == "sweep: started teacher_seed0"
+    starts = [index(f"sweep: started {name}") for name in RUNS[1:]]
     assert all(start > teacher_done for start in starts)
-    assert max(starts) < min(events.index(f"sweep: {name} finished") for name in RUNS[1:])  # ran together
+    assert max(starts) < min(index(f"sweep: finished {name}") for name in RUNS[1:])  # ran together
     two, one = tmp_path / "jobs2", tmp_path / "jobs1"
     teacher_end = datetime.fromtimestamp(os.path.getmtime(two / "teacher_seed0" / "summary.json")).astimezone()
     for name in RUNS[1:]:
