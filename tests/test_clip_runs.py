@@ -16,6 +16,7 @@ import torch
 open_clip = pytest.importorskip("open_clip")
 
 from gkl.cli import main  # noqa: E402
+from gkl.utils.errors import InputError  # noqa: E402
 from helpers import assert_one_line_error  # noqa: E402
 
 # one xdist worker runs the tests of the shared module fixture (two real tiny runs)
@@ -193,5 +194,5 @@ def test_webdataset_shards_feed_the_runner(tmp_path):
     for images, tokens in batches:
         assert images.shape == (4, 3, 16, 16) and tokens.shape == (4, 12)
     missing = [o.replace("shard-{000..000}", "shard-{000..001}") for o in overrides]
-    with pytest.raises(Exception, match="shard-001.tar' does not exist"):
+    with pytest.raises(InputError, match=r"^webdataset shard '.*shard-001\.tar' does not exist$"):
         build_clip_parts(load_config(CONFIGS / "teacher.yaml", missing), DistInfo(device=torch.device("cpu")))
