@@ -10,6 +10,7 @@ import torch
 
 from gkl.cli import main
 from gkl.evaluate.run_eval import read_evaluations
+from summary_expectations import BEST, LAST, expected_rows, parse_table, top1_per_epoch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -192,8 +193,14 @@ def test_demo_quick_writes_table_and_curves_and_summarize_agrees(
     for method, runs in results["students"].items():
         assert by_method[method]["last_top1"] == [r["last"] for r in runs]
         assert by_method[method]["best_top1"] == [r["best"] for r in runs]
-    from gkl.study.summary import format_markdown, summarize
-
     assert main(["summarize", *map(str, sorted(demo.glob("student_*")))]) == 0
-    assert capsys.readouterr().out.strip() == format_markdown(summarize(sorted(demo.glob("student_*")))).strip()
+    printed = capsys.readouterr().out
+    # every cell computed here from the runs' metrics.jsonl (tests/summary_expectations.py)
+    header, table_rows = parse_table(printed)
+    assert header == ["setting", "seeds", LAST, BEST]
+    settings = {f"student_{m}": sorted(demo.glob(f"student_{m}_seed*")) for m in ("ce", "gkl", "kd")}
+    assert table_rows == expected_rows(settings)
+    for name, run_dirs in settings.items():
+        seeds = ", ".join(f"seed {i}: {top1_per_epoch(d)[-1]:.2f}" for i, d in enumerate(run_dirs))
+        assert f"- {name}: {seeds}" in printed.splitlines()
     assert main(["summarize", str(tmp_path / "missing")]) == 2
