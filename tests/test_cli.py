@@ -135,7 +135,9 @@ def test_check_prints_the_gradient_identity(capsys: pytest.CaptureFixture[str]) 
     assert "DKL" in out and "KL" in out
 
 
-def test_adv_train_and_robust_evaluate_on_digits(tmp_path: Path) -> None:
+def test_adv_train_and_robust_evaluate_on_digits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = [
         "adv-train",
         str(CONFIGS / "demo_at" / "gkl.yaml"),
@@ -144,32 +146,41 @@ def test_adv_train_and_robust_evaluate_on_digits(tmp_path: Path) -> None:
     ]
     assert main(args) == 0
     run_dir = tmp_path / "runs" / "gkl_at"
-    assert (
-        main(
-            [
-                "evaluate",
-                str(run_dir),
-                "--robust",
-                "--eps",
-                "0.1",
-                "--attacks",
-                "pgd10,autoattack",
-                "--autoattack-version",
-                "fast",
-                "--num-examples",
-                "48",
-                "--which",
-                "last",
-            ]
-        )
-        == 0
-    )
-    report = read_evaluations(run_dir)[-1]
-    robust = report["results"]["last"]["robust"]
-    result = robust["results"][0]
+    robust_args = ["--robust", "--autoattack-version", "fast", "--num-examples", "48", "--which", "last"]
+    # a list of epsilons (numbers and fractions): one result per value, in the order given
+    capsys.readouterr()
+    eps_arg = "0.1,8/255,0.05"
+    assert main(["evaluate", str(run_dir), *robust_args, "--eps", eps_arg, "--attacks", "pgd10,cw10"]) == 0
+    printed = capsys.readouterr().out
+    robust = read_evaluations(run_dir)[-1]["results"]["last"]["robust"]
     assert robust["num_examples"] == 48
-    assert result["worst_case"] <= min(result["accuracy"].values())
-    assert result["accuracy"]["autoattack"] <= robust["clean_accuracy"]
+    assert [r["eps"] for r in robust["results"]] == [0.1, 8 / 255, 0.05]
+    for result in robust["results"]:
+        pgd, cw = (f"{100 * result['accuracy'][a]:.2f}" for a in ("pgd10", "cw10"))
+        row = [f"{result['eps'] * 255:.2f}/255", f"{100 * robust['clean_accuracy']:.2f}", pgd, cw]
+        cells = [[c.strip() for c in line.split("|")] for line in printed.splitlines()]
+        assert row in [c[:4] for c in cells], (row, printed)
+    by_eps = {r["eps"]: r for r in robust["results"]}
+    assert by_eps[0.1]["accuracy"]["pgd10"] < robust["clean_accuracy"]  # the attack does something at 0.1
+
+    # a cheaper attack that beats AutoAttack is reported (constructed: an AutoAttack that returns
+    # the clean images, as a run masked by the model's gradients would)
+    from gkl.attacks.autoattack import AutoAttackResult
+
+    def weak_autoattack(model, images, labels, **kwargs):
+        with torch.no_grad():
+            return AutoAttackResult(adversarial=images.clone(), robust=model(images).argmax(dim=1) == labels)
+
+    monkeypatch.setattr("gkl.evaluate.robust.autoattack", weak_autoattack)
+    assert main(["evaluate", str(run_dir), *robust_args, "--eps", "0.1", "--attacks", "pgd10,autoattack"]) == 0
+    printed = capsys.readouterr().out
+    robust = read_evaluations(run_dir)[-1]["results"]["last"]["robust"]
+    assert robust["results"][0]["accuracy"]["autoattack"] == robust["clean_accuracy"]
+    beaten = [w for w in robust["warnings"] if w.startswith("eps 0.1: pgd10 succeeds on ")]
+    assert len(beaten) == 1 and "where AutoAttack fails" in beaten[0]
+    assert int(beaten[0].split()[5]) >= 1
+    assert f"warning: {beaten[0]}" in printed
+    assert "warning: eps 0.1: pgd10 accuracy is below AutoAttack accuracy" in printed
 
 
 def test_demo_quick_writes_table_and_curves_and_summarize_agrees(
