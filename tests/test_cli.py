@@ -129,10 +129,21 @@ def test_print_config_shows_the_resolved_values(capsys: pytest.CaptureFixture[st
     assert "gamma: 0.5" in out and "name: resnet20" in out and "- 150" in out
 
 
-def test_check_prints_the_gradient_identity(capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_prints_the_gradient_identity_and_fails_when_it_does_not_hold(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert main(["check"]) == 0
-    out = capsys.readouterr().out
-    assert "DKL" in out and "KL" in out
+    captured = capsys.readouterr()
+    assert "OK: gradients of KL and DKL agree to < 1e-10" in captured.out and captured.err == ""
+    # a DKL whose gradients are 1 % off: the check fails with exit status 1 and says so
+    import gkl.study.analysis.equivalence as equivalence
+
+    real_dkl = equivalence.dkl_loss
+    monkeypatch.setattr(equivalence, "dkl_loss", lambda *a, **k: 1.01 * real_dkl(*a, **k))
+    assert main(["check"]) == 1
+    captured = capsys.readouterr()
+    assert "MISMATCH: gradients of KL and DKL differ by >= 1e-10" in captured.out
+    assert captured.err == "gkl check: error: the KL and DKL gradients differ by >= 1e-10 (Theorem 1 fails)\n"
 
 
 def test_adv_train_and_robust_evaluate_on_digits(
