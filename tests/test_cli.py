@@ -10,6 +10,7 @@ import torch
 
 from gkl.cli import main
 from gkl.evaluate.run_eval import read_evaluations
+from summary_expectations import BEST, LAST, expected_rows, parse_table, top1_per_epoch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -128,13 +129,26 @@ def test_print_config_shows_the_resolved_values(capsys: pytest.CaptureFixture[st
     assert "gamma: 0.5" in out and "name: resnet20" in out and "- 150" in out
 
 
-def test_check_prints_the_gradient_identity(capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_prints_the_gradient_identity_and_fails_when_it_does_not_hold(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert main(["check"]) == 0
-    out = capsys.readouterr().out
-    assert "DKL" in out and "KL" in out
+    captured = capsys.readouterr()
+    assert "OK: gradients of KL and DKL agree to < 1e-10" in captured.out and captured.err == ""
+    # a DKL whose gradients are 1 % off: the check fails with exit status 1 and says so
+    import gkl.study.analysis.equivalence as equivalence
+
+    real_dkl = equivalence.dkl_loss
+    monkeypatch.setattr(equivalence, "dkl_loss", lambda *a, **k: 1.01 * real_dkl(*a, **k))
+    assert main(["check"]) == 1
+    captured = capsys.readouterr()
+    assert "MISMATCH: gradients of KL and DKL differ by >= 1e-10" in captured.out
+    assert captured.err == "gkl check: error: the KL and DKL gradients differ by >= 1e-10 (Theorem 1 fails)\n"
 
 
-def test_adv_train_and_robust_evaluate_on_digits(tmp_path: Path) -> None:
+def test_adv_train_and_robust_evaluate_on_digits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = [
         "adv-train",
         str(CONFIGS / "demo_at" / "gkl.yaml"),
@@ -143,32 +157,41 @@ def test_adv_train_and_robust_evaluate_on_digits(tmp_path: Path) -> None:
     ]
     assert main(args) == 0
     run_dir = tmp_path / "runs" / "gkl_at"
-    assert (
-        main(
-            [
-                "evaluate",
-                str(run_dir),
-                "--robust",
-                "--eps",
-                "0.1",
-                "--attacks",
-                "pgd10,autoattack",
-                "--autoattack-version",
-                "fast",
-                "--num-examples",
-                "48",
-                "--which",
-                "last",
-            ]
-        )
-        == 0
-    )
-    report = read_evaluations(run_dir)[-1]
-    robust = report["results"]["last"]["robust"]
-    result = robust["results"][0]
+    robust_args = ["--robust", "--autoattack-version", "fast", "--num-examples", "48", "--which", "last"]
+    # a list of epsilons (numbers and fractions): one result per value, in the order given
+    capsys.readouterr()
+    eps_arg = "0.1,8/255,0.05"
+    assert main(["evaluate", str(run_dir), *robust_args, "--eps", eps_arg, "--attacks", "pgd10,cw10"]) == 0
+    printed = capsys.readouterr().out
+    robust = read_evaluations(run_dir)[-1]["results"]["last"]["robust"]
     assert robust["num_examples"] == 48
-    assert result["worst_case"] <= min(result["accuracy"].values())
-    assert result["accuracy"]["autoattack"] <= robust["clean_accuracy"]
+    assert [r["eps"] for r in robust["results"]] == [0.1, 8 / 255, 0.05]
+    for result in robust["results"]:
+        pgd, cw = (f"{100 * result['accuracy'][a]:.2f}" for a in ("pgd10", "cw10"))
+        row = [f"{result['eps'] * 255:.2f}/255", f"{100 * robust['clean_accuracy']:.2f}", pgd, cw]
+        cells = [[c.strip() for c in line.split("|")] for line in printed.splitlines()]
+        assert row in [c[:4] for c in cells], (row, printed)
+    by_eps = {r["eps"]: r for r in robust["results"]}
+    assert by_eps[0.1]["accuracy"]["pgd10"] < robust["clean_accuracy"]  # the attack does something at 0.1
+
+    # a cheaper attack that beats AutoAttack is reported (constructed: an AutoAttack that returns
+    # the clean images, as a run masked by the model's gradients would)
+    from gkl.attacks.autoattack import AutoAttackResult
+
+    def weak_autoattack(model, images, labels, **kwargs):
+        with torch.no_grad():
+            return AutoAttackResult(adversarial=images.clone(), robust=model(images).argmax(dim=1) == labels)
+
+    monkeypatch.setattr("gkl.evaluate.robust.autoattack", weak_autoattack)
+    assert main(["evaluate", str(run_dir), *robust_args, "--eps", "0.1", "--attacks", "pgd10,autoattack"]) == 0
+    printed = capsys.readouterr().out
+    robust = read_evaluations(run_dir)[-1]["results"]["last"]["robust"]
+    assert robust["results"][0]["accuracy"]["autoattack"] == robust["clean_accuracy"]
+    beaten = [w for w in robust["warnings"] if w.startswith("eps 0.1: pgd10 succeeds on ")]
+    assert len(beaten) == 1 and "where AutoAttack fails" in beaten[0]
+    assert int(beaten[0].split()[5]) >= 1
+    assert f"warning: {beaten[0]}" in printed
+    assert "warning: eps 0.1: pgd10 accuracy is below AutoAttack accuracy" in printed
 
 
 def test_demo_quick_writes_table_and_curves_and_summarize_agrees(
@@ -192,8 +215,14 @@ def test_demo_quick_writes_table_and_curves_and_summarize_agrees(
     for method, runs in results["students"].items():
         assert by_method[method]["last_top1"] == [r["last"] for r in runs]
         assert by_method[method]["best_top1"] == [r["best"] for r in runs]
-    from gkl.study.summary import format_markdown, summarize
-
     assert main(["summarize", *map(str, sorted(demo.glob("student_*")))]) == 0
-    assert capsys.readouterr().out.strip() == format_markdown(summarize(sorted(demo.glob("student_*")))).strip()
+    printed = capsys.readouterr().out
+    # every cell computed here from the runs' metrics.jsonl (tests/summary_expectations.py)
+    header, table_rows = parse_table(printed)
+    assert header == ["setting", "seeds", LAST, BEST]
+    settings = {f"student_{m}": sorted(demo.glob(f"student_{m}_seed*")) for m in ("ce", "gkl", "kd")}
+    assert table_rows == expected_rows(settings)
+    for name, run_dirs in settings.items():
+        seeds = ", ".join(f"seed {i}: {top1_per_epoch(d)[-1]:.2f}" for i, d in enumerate(run_dirs))
+        assert f"- {name}: {seeds}" in printed.splitlines()
     assert main(["summarize", str(tmp_path / "missing")]) == 2

@@ -203,7 +203,68 @@ def test_zero_shot_classifier_matches_open_clip_on_a_real_tiny_clip(student, tok
     out = ZeroShotEvaluator(
         ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"], templates, tokenizer
     )(student, loader)
-    assert out["zeroshot_count"] == len(data) and 0 <= out["zeroshot_top1"] <= out["zeroshot_top5"] <= 100
+    assert out["zeroshot_count"] == len(data)
+    # the same accuracies from open_clip's classifier and an argsort, image by image
+    names10 = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    ref10 = open_clip.build_zero_shot_classifier(student, tokenizer, names10, templates)
+    hits1 = hits5 = 0
+    with torch.no_grad():
+        for images, labels in loader:
+            order = (student.encode_image(images, normalize=True) @ ref10).argsort(dim=1, descending=True)
+            hits1 += int((order[:, 0] == labels).sum())
+            hits5 += int((order[:, :5] == labels[:, None]).any(dim=1).sum())
+    assert out["zeroshot_top1"] == pytest.approx(100 * hits1 / len(data), abs=1e-9)
+    assert out["zeroshot_top5"] == pytest.approx(100 * hits5 / len(data), abs=1e-9)
+
+
+class _OneHot(nn.Module):
+    """A stand-in CLIP whose text embedding of class c is e_c and whose image embedding is the
+    image itself: images e_y make every class separable; a constant image makes all scores equal."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.classes = classes
+
+    def encode_text(self, tokens, normalize=False):
+        return F.one_hot(tokens[:, 0], self.classes).float()
+
+    def encode_image(self, images, normalize=False):
+        return F.normalize(images, dim=-1) if normalize else images
+
+
+def _one_hot_case(classes: int = 12):
+    names = [f"class{c}" for c in range(classes)]
+
+    def tokenizer(texts):
+        return torch.tensor([[names.index(t.split()[-1])] for t in texts])
+
+    labels = torch.arange(3 * classes) % classes
+    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    evaluator = ZeroShotEvaluator(names, ["a photo of {}", "art of {}"], tokenizer, topk=(1, 5))
+    return _OneHot(classes), evaluator, labels
+
+
+def test_zero_shot_accuracy_is_100_when_every_class_is_separable():
+    model, evaluator, labels = _one_hot_case()
+    images = 2.0 * F.one_hot(labels, 12).float() + 0.1  # nearest class column: the label's
+    loader = [(images[:20], labels[:20]), (images[20:], labels[20:])]
+    out = evaluator(model, loader)
+    assert out == {"zeroshot_top1": 100.0, "zeroshot_top5": 100.0, "zeroshot_count": 36}
+    # one class embedded as its neighbour: exactly its 3 images leave top-1, and stay in top-5
+    moved = images.clone()
+    moved[labels == 4] = 2.0 * F.one_hot(torch.tensor(5), 12).float() + 0.1 + 0.5 * F.one_hot(torch.tensor(4), 12)
+    out = evaluator(model, [(moved, labels)])
+    assert out["zeroshot_top1"] == pytest.approx(100 * 33 / 36) and out["zeroshot_top5"] == 100.0
+
+
+def test_zero_shot_ties_rank_the_lower_class_first():
+    """All scores equal (docs/clip.md): top-1 = share of class 0, top-5 = share of classes 0..4."""
+    model, evaluator, _ = _one_hot_case()
+    labels = torch.tensor([c for c in range(12) for _ in range(c + 1)])  # class c has c + 1 images
+    images = torch.ones(len(labels), 12)
+    out = evaluator(model, [(images, labels)])
+    assert out["zeroshot_top1"] == pytest.approx(100 * 1 / 78)
+    assert out["zeroshot_top5"] == pytest.approx(100 * (1 + 2 + 3 + 4 + 5) / 78)
 
 
 def test_folder_classnames():

@@ -165,5 +165,5 @@ def test_bad_settings_name_the_key(make, key):
     with pytest.raises(ValueError, match=key):
         make()
     if key.startswith("schedule.warmup") and "_schedule" in make.__code__.co_names:
-        with pytest.raises(InputError):
+        with pytest.raises(InputError, match=key):
             make()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 
 import pytest
 import torch
@@ -37,9 +36,7 @@ def test_short_run_learns_and_writes_the_run_directory(tmp_path):
     best_file = torch.load(tmp_path / "best.pt", weights_only=True)
     assert set(best_file) == {"model", "epoch", "top1"}
     assert best_file["epoch"] == summary["best_epoch"] and best_file["top1"] == summary["best_top1"]
-    if summary["best_epoch"] == 3:
-        for k, v in trainer.model.state_dict().items():
-            assert torch.equal(best_file["model"][k], v), k
+    # the weights in best.pt at a best epoch that is not the last: tests/test_best_checkpoint.py
 
     ckpt = read_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["epoch"] == 3 and ckpt["config"] == config
@@ -99,9 +96,6 @@ def test_checkpoint_round_trip_restores_all_state(tmp_path):
     assert len(saved["optimizer"]["state"]) == len(list(first.model.parameters()))  # momentum buffers
     best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
     assert best["top1"] == first.best.value  # best.pt follows the EMA model's top-1 (ema.evaluate="ema")
-    if best["epoch"] == 2:
-        for k, v in first.ema.module.state_dict().items():
-            assert torch.equal(best["model"][k], v), k
 
 
 def test_resume_refuses_a_mismatched_run(tmp_path):
@@ -176,14 +170,25 @@ def test_sync_bn_on_cpu_ddp_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+class _PickleRefused(Exception):
+    pass
+
+
+class _Unpicklable:
+    """An object whose pickling fails with a known error, on every Python version."""
+
+    def __reduce__(self):
+        raise _PickleRefused("refused while pickling")
+
+
 def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path):
     from gkl.engine.checkpoint import atomic_save
 
     path = tmp_path / "checkpoint.pt"
     atomic_save({"epoch": 1, "w": torch.ones(3)}, path)
     before = path.read_bytes()
-    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
-        atomic_save({"epoch": 2, "bad": lambda: None}, path)  # a lambda cannot be pickled
+    with pytest.raises(_PickleRefused, match="^refused while pickling$"):
+        atomic_save({"epoch": 2, "bad": _Unpicklable()}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 

@@ -294,7 +294,7 @@ def test_configs_recorded_by_earlier_versions_still_load() -> None:
         dkd_beta=8.0,
     )
     kd_old["teacher"] = {"name": "mnist1d_cnn", "checkpoint": None, "kwargs": {}, "checkpoint_key": None}
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"^distill\.alpha: not a setting of distill\.method 'kd' \(its settings: "):
         load_config(None, defaults=kd_old)
     cfg = recorded_config_from_dict(kd_old)
     assert isinstance(cfg.distill, KDSettings) and cfg.teacher.random_init

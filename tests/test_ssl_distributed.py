@@ -49,7 +49,7 @@ def _step(model: nn.Module, train_model: nn.Module, objective: nn.Module, batch:
     """One step; returns the step's mask (no dropout or BatchNorm, so the weak logits the objective
     uses are those of the pseudo-labelling model before the step)."""
     with torch.no_grad():
-        weak = (objective.teacher if hasattr(objective, "teacher") else model)(batch["x_ulb_w"])
+        weak = (objective.teacher if isinstance(objective, MeanTeacherObjective) else model)(batch["x_ulb_w"])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     out = objective(train_model, batch, epoch=1, step=1)
     assert abs(out.metrics["mask_ratio"] - float(confidence_mask(weak, P_CUTOFF).mean())) < 1e-12
@@ -61,7 +61,7 @@ def _step(model: nn.Module, train_model: nn.Module, objective: nn.Module, batch:
 
 def _result(model: nn.Module, objective: nn.Module, mask: torch.Tensor) -> dict:
     state = {"mask": mask, **{f"model.{k}": v for k, v in model.state_dict().items()}}
-    if hasattr(objective, "teacher"):
+    if isinstance(objective, MeanTeacherObjective):
         state.update({f"teacher.{k}": v for k, v in objective.teacher.state_dict().items()})
     return state
 

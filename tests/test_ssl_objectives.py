@@ -6,7 +6,6 @@ from torch import nn
 
 from gkl.objectives.ssl import FixMatchObjective, MeanTeacherObjective, confidence_mask
 from gkl.settings.ssl import SSLSettings
-from gkl.ssl import consistency_loss
 from gkl.utils.errors import ConfigError
 
 
@@ -55,31 +54,65 @@ def test_fixmatch_mask_and_hard_pseudo_labels_on_a_hand_built_batch() -> None:
     assert out.batch_size == 2 and torch.equal(out.targets, batch["y_lb"])
 
 
-def test_fixmatch_soft_gkl_uses_soft_targets_at_the_configured_temperature() -> None:
+def _gkl_consistency_by_example_loop(
+    strong: torch.Tensor,
+    weak: torch.Tensor,
+    mask: list[float],
+    *,
+    temperature: float,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    weight_temperature: float,
+) -> torch.Tensor:
+    """docs/ssl.md + docs/losses.md written out example by example and class pair by class pair:
+    v_i = alpha * mse_i * B / D + beta * ce_i with mse_i = 1/4 sum_jk phi_i^jk (dm_jk - dn_jk)^2,
+    phi_i^jk = (w_i^j w_i^k)^gamma, w_i = softmax(weak_i / tau_w) detached, D = sum_i (sum_j (w_i^j)^gamma)^2,
+    ce_i = -sum_j softmax(weak_i / T)^j (detached) log softmax(strong_i / T)^j; the loss is
+    sum_i mask_i v_i / B over all B unlabelled examples (masked ones count as zeros)."""
+    b, c = strong.shape
+    w = [torch.softmax(weak[i].detach() / weight_temperature, dim=0) for i in range(b)]
+    d = sum(sum(w[i][j] ** gamma for j in range(c)) ** 2 for i in range(b))
+    total = strong.new_zeros(())
+    for i in range(b):
+        mse = strong.new_zeros(())
+        for j in range(c):
+            for k in range(c):
+                phi = (w[i][j] * w[i][k]) ** gamma
+                mse = mse + phi * ((weak[i, j] - weak[i, k]) - (strong[i, j] - strong[i, k])) ** 2
+        mse = mse / 4
+        target = torch.softmax(weak[i].detach() / temperature, dim=0)
+        ce = -(target * torch.log_softmax(strong[i] / temperature, dim=0)).sum()
+        total = total + mask[i] * (alpha * mse * b / d + beta * ce)
+    return total / b
+
+
+def test_fixmatch_soft_gkl_equals_a_per_example_loop_in_value_and_gradient() -> None:
     g = torch.Generator().manual_seed(0)
-    table = torch.randn(8, 4, generator=g) * 4
-    obj = FixMatchObjective(SSLSettings(consistency="gkl", p_cutoff=0.5, temperature=0.5, alpha=0.1, beta=1.0))
+    table = torch.randn(8, 4, generator=g, dtype=torch.float64) * 4
+    knobs = dict(temperature=0.5, alpha=0.1, beta=1.0, gamma=0.5, weight_temperature=2.0)
+    obj = FixMatchObjective(SSLSettings(consistency="gkl", p_cutoff=0.9, normalize="weights", **knobs))
     batch = {
         "x_lb": torch.tensor([[0.0], [1.0]]),
         "y_lb": torch.tensor([0, 1]),
         "x_ulb_w": torch.tensor([[2.0], [3.0], [4.0]]),
         "x_ulb_s": torch.tensor([[5.0], [6.0], [7.0]]),
     }
-    out = obj(Lookup(table), batch, epoch=1, step=1)
-    mask = confidence_mask(table[2:5], 0.5)
-    expected = consistency_loss(
-        table[5:8],
-        table[2:5],
-        loss="gkl",
-        mask=mask,
-        temperature=0.5,
-        alpha=0.1,
-        beta=1.0,
-        gamma=1.0,
-        weight_temperature=1.0,
-        normalize="weights",
-    )
-    assert torch.allclose(out.losses["unsup"], expected)
+    model = Lookup(table)
+    out = obj(model, batch, epoch=1, step=1)
+    # FixMatch's mask: max softmax(weak) >= p_cutoff, by hand
+    mask = [float(torch.softmax(table[i], dim=0).max() >= 0.9) for i in (2, 3, 4)]
+    assert 0.0 in mask and 1.0 in mask, "the test needs a masked and a kept example"
+    reference_table = table.clone().requires_grad_()
+    expected = _gkl_consistency_by_example_loop(reference_table[5:8], reference_table[2:5], mask, **knobs)
+    # the objective computes the consistency term in float32 (logits upcast to float32, for AMP):
+    # compared with the float64 loop at float32 precision
+    assert out.losses["unsup"].dtype == torch.float32
+    torch.testing.assert_close(out.losses["unsup"].double(), expected, rtol=2e-6, atol=1e-7)
+    (grad,) = torch.autograd.grad(out.losses["unsup"], model.table)
+    (expected_grad,) = torch.autograd.grad(expected, reference_table)
+    assert expected_grad[2:5].abs().sum() > 0  # the wMSE sends gradient into the weak view (detach_weak false)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-7)
 
 
 def test_mean_teacher_ramp_and_ema_update() -> None:
@@ -101,7 +134,10 @@ def test_mean_teacher_ramp_and_ema_update() -> None:
     out = obj(student, batch, epoch=1, step=10)
     with torch.no_grad():
         t = obj.teacher(batch["x_ulb_w"])
-    expected = 50.0 * obj.ramp(10) * consistency_loss(student(batch["x_ulb_s"]), t, loss="softmax_mse")
+    # softmax_mse (docs/ssl.md): mean over classes of (softmax(strong) - softmax(weak / T))^2, T = 1,
+    # averaged over the unlabelled examples; times lambda_u and the ramp
+    squared = (torch.softmax(student(batch["x_ulb_s"]), dim=1) - torch.softmax(t, dim=1)) ** 2
+    expected = 50.0 * obj.ramp(10) * squared.mean(dim=1).mean()
     assert torch.allclose(out.losses["unsup"], expected, atol=1e-6)
     sum(out.losses.values()).backward()
     with torch.no_grad():

@@ -18,7 +18,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gkl.study.analysis.equivalence import equivalence_report
+    """Print the report; exit status 1 (and one line on stderr) when the gradients disagree."""
+    import sys
 
-    print(equivalence_report())
+    from gkl.study.analysis.equivalence import equivalence_check
+
+    text, ok = equivalence_check()
+    print(text)
+    if not ok:
+        print("gkl check: error: the KL and DKL gradients differ by >= 1e-10 (Theorem 1 fails)", file=sys.stderr)
+        return 1
     return 0

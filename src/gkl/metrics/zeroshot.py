@@ -26,6 +26,7 @@ from gkl.utils.modules import unwrap_model
 __all__ = [
     "zero_shot_classifier",
     "ZeroShotEvaluator",
+    "label_rank",
     "folder_classnames",
     "imagenet_templates",
     "IMAGENET_CLASSNAMES",
@@ -97,6 +98,15 @@ def zero_shot_classifier(
     return torch.cat(columns).T.contiguous()
 
 
+def label_rank(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each example's label among its class scores (N, C), ties broken towards
+    the lower class index (as ``argmax``): the number of classes scored higher, plus the classes
+    of a lower index scored equal. A top-k hit is ``rank < k``; ``torch.topk`` leaves ties unordered."""
+    own = scores.gather(1, labels[:, None])
+    lower = torch.arange(scores.shape[1], device=scores.device)[None, :] < labels[:, None]
+    return (scores > own).sum(dim=1) + ((scores == own) & lower).sum(dim=1)
+
+
 class ZeroShotEvaluator:
     """Evaluator protocol: ``evaluator(model, loader, *, device, dist) -> {"zeroshot_top1", ...}``.
 
@@ -135,10 +145,9 @@ class ZeroShotEvaluator:
             for images, labels in loader:
                 images, labels = images.to(device), torch.as_tensor(labels).to(device)
                 scores = clip.encode_image(images, normalize=True).float() @ classifier.float()
-                top = scores.topk(max(self.topk), dim=1).indices
-                hits = top == labels[:, None]
+                rank = label_rank(scores, labels)
                 for i, k in enumerate(self.topk):
-                    correct[i] += hits[:, :k].any(dim=1).sum()
+                    correct[i] += (rank < k).sum()
                 count += labels.numel()
             all_reduce_sum(correct, dist)
             all_reduce_sum(count, dist)

@@ -6,7 +6,7 @@ import torch
 
 from gkl.losses import dkl_loss, gkl_loss
 
-__all__ = ["equivalence_report"]
+__all__ = ["equivalence_check", "equivalence_report"]
 
 
 def _kl(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
@@ -17,7 +17,12 @@ def _kl(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
 
 
 def equivalence_report(num_classes: int = 10, batch: int = 8, seed: int = 0) -> str:
-    """Build random float64 logits and report, as text:
+    """The text of :func:`equivalence_check`."""
+    return equivalence_check(num_classes, batch, seed)[0]
+
+
+def equivalence_check(num_classes: int = 10, batch: int = 8, seed: int = 0) -> tuple[str, bool]:
+    """Build random float64 logits and report, as text (and whether the gradients agree to < 1e-10):
 
     * max |∂KL/∂o − ∂DKL/∂o| for both inputs (o_n = logits, o_m = target_logits),
       Theorem 1 / Eq. 5 with α = β = 1 (expected ~1e-16);
@@ -53,4 +58,4 @@ def equivalence_report(num_classes: int = 10, batch: int = 8, seed: int = 0) -> 
     lines.append(
         "OK: gradients of KL and DKL agree to < 1e-10" if ok else "MISMATCH: gradients of KL and DKL differ by >= 1e-10"
     )
-    return "\n".join(lines)
+    return "\n".join(lines), ok
