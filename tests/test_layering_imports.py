@@ -40,6 +40,7 @@ LAYER_OF = {
     "evaluate": "evaluate",  # evaluation of a run directory (its task's evaluation, robustness)
     "ssl": "task_losses",
     "clip": "task_losses",  # loss wrappers of an application (SSL consistency, CLIP)
+    "lm": "task_losses",  # token-level LM distillation losses (token_loss, the fused linear loss)
     "recipes": "config",  # recipe lookup by name (the `gkl recipes` command is gkl.commands.recipes)
 }
 
