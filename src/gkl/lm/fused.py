@@ -36,7 +36,7 @@ class _FusedLinearLoss(torch.autograd.Function):
     """Loss and its input / weight / bias gradients in one chunked pass; backward scales them."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         student_input: torch.Tensor,
         student_weight: torch.Tensor,
@@ -93,7 +93,7 @@ class _FusedLinearLoss(torch.autograd.Function):
                 if grad_b is not None:
                     grad_b += grad_logits.sum(dim=0)
                 del grad_logits
-        scale = 1.0 / denom
+        scale = 1.0 / (denom.to(acc) if isinstance(denom, torch.Tensor) else denom)
         for grad in (grad_in, grad_w, grad_b):
             if grad is not None:
                 grad.mul_(scale)
