@@ -14,6 +14,8 @@ from torch import nn
 __all__ = ["CAUSAL_LM_NAMES", "build_causal_lm", "body_and_head"]
 
 CAUSAL_LM_NAMES = ("gpt2", "llama")
+#: the locally trained tokenizers have no special tokens (the configs' defaults lie outside a small vocabulary)
+_NO_SPECIAL = {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
 
 
 def build_causal_lm(name: str, vocab_size: int, block_size: int, **kwargs: Any) -> nn.Module:
@@ -23,10 +25,10 @@ def build_causal_lm(name: str, vocab_size: int, block_size: int, **kwargs: Any) 
     except ImportError as err:
         raise ImportError("gkl.lm.models needs transformers: pip install 'gkl[llm]'") from err
     if name == "gpt2":
-        options = {"n_positions": block_size, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **kwargs}
+        options = {"n_positions": block_size, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **_NO_SPECIAL, **kwargs}
         return transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=vocab_size, **options))
     if name == "llama":
-        options = {"max_position_embeddings": block_size, **kwargs}
+        options = {"max_position_embeddings": block_size, **_NO_SPECIAL, **kwargs}
         return transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=vocab_size, **options))
     raise ValueError(f"model.name: expected one of {list(CAUSAL_LM_NAMES)}, got {name!r}")
 
