@@ -41,6 +41,7 @@ LAYER_OF = {
     "ssl": "task_losses",
     "clip": "task_losses",  # loss wrappers of an application (SSL consistency, CLIP)
     "lm": "task_losses",  # token-level LM distillation losses (token_loss, the fused linear loss)
+    "integrations": "task_losses",  # other libraries' trainers around those losses (transformers.Trainer)
     "recipes": "config",  # recipe lookup by name (the `gkl recipes` command is gkl.commands.recipes)
 }
 

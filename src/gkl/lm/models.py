@@ -25,7 +25,14 @@ def build_causal_lm(name: str, vocab_size: int, block_size: int, **kwargs: Any) 
     except ImportError as err:
         raise ImportError("gkl.lm.models needs transformers: pip install 'gkl[llm]'") from err
     if name == "gpt2":
-        options = {"n_positions": block_size, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **_NO_SPECIAL, **kwargs}
+        options = {
+            "n_positions": block_size,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            **_NO_SPECIAL,
+            **kwargs,
+        }
         return transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=vocab_size, **options))
     if name == "llama":
         options = {"max_position_embeddings": block_size, **_NO_SPECIAL, **kwargs}
