@@ -214,3 +214,11 @@ def test_fused_kl_equals_liger_fused_jsd_at_beta_zero(temperature, hard):
     tol = 1e-10 if hard == 0.0 else 1e-5  # Liger's hard-label term runs through float32 on float64 inputs
     for a, e in zip(torch.autograd.grad(got, (x, w, b)), torch.autograd.grad(want, (x, w, b))):
         torch.testing.assert_close(a, e, rtol=tol, atol=tol * 1e-2)
+
+
+def test_under_no_grad_the_value_is_the_same_and_no_gradient_is_computed():
+    x, w, b, xt, wt, bt, y = _tensors(seed=9)
+    with torch.no_grad():
+        value = fused_linear_gkl_loss(x, w, xt, wt, y, b, bt, chunk_size=3, gamma=0.5)
+    assert not value.requires_grad
+    torch.testing.assert_close(value, fused_linear_gkl_loss(x, w, xt, wt, y, b, bt, chunk_size=3, gamma=0.5))

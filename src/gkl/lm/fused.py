@@ -50,7 +50,8 @@ class _FusedLinearLoss(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         acc = torch.float64 if student_input.dtype == torch.float64 or student_weight.dtype == torch.float64 else None
         acc = acc or torch.float32
-        need_in, need_w, need_b = ctx.needs_input_grad[:3]
+        need_in, need_w, need_b = (need and spec["grad_enabled"] for need in ctx.needs_input_grad[:3])
+        need_any = need_in or need_w or need_b
         weight = student_weight.to(acc)
         bias = None if student_bias is None else student_bias.to(acc)
         n = student_input.shape[0]
@@ -66,8 +67,8 @@ class _FusedLinearLoss(torch.autograd.Function):
                 x = student_input[start:end].to(acc)
                 y = labels[start:end]
                 teacher_logits = F.linear(teacher_input[start:end], teacher_weight, teacher_bias)
-                with torch.enable_grad():
-                    logits = F.linear(x, weight, bias).requires_grad_()
+                with torch.set_grad_enabled(need_any):
+                    logits = F.linear(x, weight, bias).requires_grad_(need_any)
                     soft = token_values(
                         logits,
                         teacher_logits,
@@ -83,9 +84,11 @@ class _FusedLinearLoss(torch.autograd.Function):
                         hard = F.cross_entropy(logits, y, ignore_index=ignore_index, reduction="sum")
                         total = total + hard * w_hard
                         hard_sum += hard.detach()
-                    (grad_logits,) = torch.autograd.grad(total, logits)
+                    grad_logits = torch.autograd.grad(total, logits)[0] if need_any else None
                 soft_sum += soft.detach()
                 del logits, teacher_logits, total, soft
+                if grad_logits is None:  # no gradient wanted (e.g. an evaluation under torch.no_grad)
+                    continue
                 if grad_in is not None:
                     torch.mm(grad_logits, weight, out=grad_in[start:end])
                 if grad_w is not None:
@@ -201,6 +204,7 @@ def fused_linear_gkl_loss(
         "chunk_size": chunk_size,
         "prior": prior,
         "loss_params": loss_params,
+        "grad_enabled": torch.is_grad_enabled(),
     }
     denom = normaliser(labels, s_in.shape[0], ignore_index, num_items_in_batch)
     loss, soft, hard = _FusedLinearLoss.apply(s_in, s_w, s_b, t_in, t_w, t_b, labels, denom, spec)
