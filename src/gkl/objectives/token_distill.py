@@ -24,6 +24,12 @@ from gkl.settings.lm import LMSettings
 __all__ = ["TokenDistillObjective"]
 
 
+def _next_token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy, in float32 for half-precision logits (float64 stays float64)."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    return F.cross_entropy(flat if flat.dtype in (torch.float32, torch.float64) else flat.float(), labels.reshape(-1))
+
+
 def _hidden(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, nn.Linear]:
     body, head = body_and_head(model)
     return body(input_ids=ids).last_hidden_state, head
@@ -48,7 +54,7 @@ class TokenDistillObjective(Objective):
         cfg = self.settings
         if cfg.method == "ce":
             logits = model(input_ids=ids).logits[:, :-1]
-            ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
+            ce = _next_token_ce(logits, labels)
             return StepOutput(losses={"ce": cfg.hard_weight * ce}, batch_size=int(ids.shape[0]))
         assert self.teacher is not None
         if cfg.fused:
@@ -81,6 +87,5 @@ class TokenDistillObjective(Objective):
         )
         losses = {cfg.method: cfg.soft_weight * soft}
         if cfg.hard_weight:
-            ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
-            losses["ce"] = cfg.hard_weight * ce
+            losses["ce"] = cfg.hard_weight * _next_token_ce(logits, labels)
         return StepOutput(losses=losses, batch_size=int(ids.shape[0]))
