@@ -66,6 +66,23 @@ TINY = {
         "--no-memory",
     ],
     "data_pipeline.py": ["--images", "64", "--batch-size", "16", "--epochs", "1", "--threads", "1"],
+    "llm_loss.py": [
+        "--tokens",
+        "16",
+        "--hidden",
+        "4",
+        "--teacher-hidden",
+        "6",
+        "--vocab",
+        "50",
+        "--chunk",
+        "5",
+        "--rounds",
+        "1",
+        "--repeats",
+        "1",
+        "--skip-memory",
+    ],
 }
 
 

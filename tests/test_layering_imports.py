@@ -40,6 +40,8 @@ LAYER_OF = {
     "evaluate": "evaluate",  # evaluation of a run directory (its task's evaluation, robustness)
     "ssl": "task_losses",
     "clip": "task_losses",  # loss wrappers of an application (SSL consistency, CLIP)
+    "lm": "task_losses",  # token-level LM distillation losses (token_loss, the fused linear loss)
+    "integrations": "task_losses",  # other libraries' trainers around those losses (transformers.Trainer)
     "recipes": "config",  # recipe lookup by name (the `gkl recipes` command is gkl.commands.recipes)
     "doctor": "doctor",  # `gkl doctor`: short demo runs of every task with each GPU feature
 }

@@ -74,6 +74,7 @@ PARAMS = {
 
 OWN_PARAMS = {
     "dkl": {"alpha", "beta"},
+    "jsd": {"beta"},
     "dkd": {"alpha", "beta"},
     "gkl": {"alpha", "beta", "gamma", "weight_temperature", "normalize", "ignore_index"},
     "ikl": {"alpha", "beta", "weight_temperature", "ignore_index"},

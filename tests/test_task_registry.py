@@ -50,7 +50,8 @@ def test_entry_points_are_read_once_and_broken_ones_are_named(fresh) -> None:
         EntryPoint("thing", f"{__name__}:_task", "gkl.tasks"),
     ]
     names = [t.name for t in list_tasks()]
-    assert names == [*("train", "distill", "adv_train", "ssl", "segmentation", "clip_train", "clip_distill"), "alien"]
+    builtin = ("train", "distill", "adv_train", "ssl", "segmentation", "clip_train", "clip_distill", "lm_distill")
+    assert names == [*builtin, "alien"]
     assert get_task("alien") is ALIEN and calls == ["gkl.tasks"]  # loaded once
     with pytest.raises(ConfigError, match=r"^kind: task 'ghost' is installed but did not load \(ModuleNotFoundError"):
         get_task("ghost")

@@ -56,7 +56,11 @@ def reverse_kl(
     return LF.kl_div(target_logits, logits, temperature=temperature, reduction=reduction)
 
 
-@register_logit_loss("jsd", description="T² · Jensen-Shannon divergence of softmax(o_n/T) and softmax(o_m/T)")
+@register_logit_loss(
+    "jsd",
+    params={"beta": 0.5},
+    description="T² · generalised Jensen-Shannon divergence of softmax(o_n/T), softmax(o_m/T) (β = 0.5: JS)",
+)
 def jsd(
     logits: torch.Tensor,
     target_logits: torch.Tensor,
@@ -65,9 +69,10 @@ def jsd(
     reduction: str = "mean",
     targets: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    beta: float = 0.5,
 ) -> torch.Tensor:
     _no_extra("jsd", targets, weights)
-    return LF.js_div(logits, target_logits, temperature=temperature, reduction=reduction)
+    return LF.js_div(logits, target_logits, temperature=temperature, reduction=reduction, beta=beta)
 
 
 @register_logit_loss("soft_ce", description="T² · −Σ_j softmax(o_m/T)^j log softmax(o_n/T)^j (soft-label CE)")

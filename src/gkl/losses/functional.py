@@ -328,24 +328,45 @@ def ikl_loss(
 
 
 def js_div(
-    logits: torch.Tensor, target_logits: torch.Tensor, *, temperature: float = 1.0, reduction: str = "mean"
+    logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    reduction: str = "mean",
+    beta: float = 0.5,
 ) -> torch.Tensor:
-    """Jensen-Shannon divergence between softmax(o_n/T) and softmax(o_m/T), times T².
+    """Generalised Jensen-Shannon divergence of p_n = softmax(o_n/T) and p_m = softmax(o_m/T), times T².
 
-    JS(p, q) = ½ KL(p ‖ m) + ½ KL(q ‖ m), m = (p + q)/2 (GKL Appendix 6.5), computed
-    from log-probabilities (log m = logaddexp(log p, log q) − log 2). Symmetric in its
-    two arguments; T² keeps gradients comparable with :func:`kl_div` (T = 1: plain JS).
+    JSD_β = β KL(p_m ‖ m) + (1 − β) KL(p_n ‖ m), m = β p_m + (1 − β) p_n (the generalised JSD of
+    on-policy distillation, as in TRL and Liger-Kernel), with their end points: β = 0 is the
+    forward KL(p_m ‖ p_n) and β = 1 the reverse KL(p_n ‖ p_m). β = 0.5 (default) is the symmetric
+    JS divergence ½ KL(p_n ‖ m) + ½ KL(p_m ‖ m) of GKL Appendix 6.5. Computed from
+    log-probabilities (log m = logaddexp(log β + log p_m, log(1 − β) + log p_n)); T² keeps
+    gradients comparable with :func:`kl_div` (T = 1: plain JSD).
     """
     temperature = check_real("temperature", temperature, strictly_positive=True)
+    beta = check_real("beta", beta, minimum=0.0)
+    if beta > 1.0:
+        raise ValueError(f"beta: expected a value in [0, 1], got {beta!r}")
     _checked_pair(logits, target_logits, reduction)
     with _full_precision(logits.device):
         o_n, o_m = _upcast(logits, target_logits)
         log_p = torch.log_softmax(o_n / temperature, dim=1)
         log_q = torch.log_softmax(o_m / temperature, dim=1)
-        log_mid = torch.logaddexp(log_p, log_q) - math.log(2.0)
-        per_example = 0.5 * (
-            (log_p.exp() * (log_p - log_mid)).sum(dim=1) + (log_q.exp() * (log_q - log_mid)).sum(dim=1)
-        )
+        if beta == 0.0:  # forward KL(p_m ‖ p_n)
+            per_example = (log_q.exp() * (log_q - log_p)).sum(dim=1)
+        elif beta == 1.0:  # reverse KL(p_n ‖ p_m)
+            per_example = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+        elif beta == 0.5:
+            log_mid = torch.logaddexp(log_p, log_q) - math.log(2.0)
+            per_example = 0.5 * (
+                (log_p.exp() * (log_p - log_mid)).sum(dim=1) + (log_q.exp() * (log_q - log_mid)).sum(dim=1)
+            )
+        else:
+            log_mid = torch.logaddexp(log_q + math.log(beta), log_p + math.log1p(-beta))
+            per_example = beta * (log_q.exp() * (log_q - log_mid)).sum(dim=1) + (1.0 - beta) * (
+                log_p.exp() * (log_p - log_mid)
+            ).sum(dim=1)
         return _reduce(per_example * (temperature * temperature), reduction)
 
 

@@ -21,7 +21,16 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "gkl.tasks"
 #: the modules of the built-in tasks, in the order the CLI lists them (each defines ``TASK``)
-BUILTIN_MODULES = ("classification", "distill", "adversarial", "ssl", "segmentation", "clip_train", "clip_distill")
+BUILTIN_MODULES = (
+    "classification",
+    "distill",
+    "adversarial",
+    "ssl",
+    "segmentation",
+    "clip_train",
+    "clip_distill",
+    "lm_distill",
+)
 
 _TASKS: dict[str, Task] = {}
 _BROKEN: dict[str, str] = {}  #: entry point name -> why it did not load
