@@ -23,6 +23,9 @@ EXPECTED = {
     "mlflow": "mlflow",
     "submitit": "slurm",
     "scipy": "bundled (scikit-learn)",
+    "transformers": "llm",
+    "tokenizers": "llm",
+    "accelerate": "llm",
 }
 REQUIRE_ENV = "GKL_REQUIRE_OPTIONAL"
 _MISSING = re.compile(r"could not import '([\w.]+)'")

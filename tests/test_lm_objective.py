@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("transformers", reason="the llm extra (pip install 'gkl[llm]')")
+pytest.importorskip("transformers")  # the llm extra (pip install "gkl[llm]")
 
 from gkl.lm.models import build_causal_lm  # noqa: E402
 from gkl.objectives.token_distill import TokenDistillObjective  # noqa: E402

@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-pytest.importorskip("transformers", reason="the llm extra (pip install 'gkl[llm]')")
-pytest.importorskip("tokenizers", reason="the llm extra (pip install 'gkl[llm]')")
+pytest.importorskip("transformers")  # the llm extra (pip install "gkl[llm]")
+pytest.importorskip("tokenizers")  # the llm extra (pip install "gkl[llm]")
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = {"n_layer": 1, "n_embd": 16, "n_head": 2}

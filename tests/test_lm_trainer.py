@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers", reason="the llm extra (pip install 'gkl[llm]')")
+transformers = pytest.importorskip("transformers")  # the llm extra (pip install "gkl[llm]")
 
 from gkl.lm import fused_linear_gkl_loss  # noqa: E402
 from gkl.lm.models import body_and_head, build_causal_lm  # noqa: E402
