@@ -75,7 +75,7 @@ PARAMS = {
 OWN_PARAMS = {
     "dkl": {"alpha", "beta"},
     "dkd": {"alpha", "beta"},
-    "gkl": {"alpha", "beta", "gamma", "weight_temperature", "normalize", "ignore_index"},
+    "gkl": {"alpha", "beta", "gamma", "weight_temperature", "normalize", "ignore_index", "break_asymmetry"},
     "ikl": {"alpha", "beta", "weight_temperature", "ignore_index"},
 }
 
