@@ -23,7 +23,10 @@ from gkl.utils.errors import ConfigError
 
 def _logits(seed: int = 0, n: int = 7, c: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return (2 * torch.randn(n, c, generator=g, dtype=torch.float64), 2 * torch.randn(n, c, generator=g, dtype=torch.float64))
+    return (
+        2 * torch.randn(n, c, generator=g, dtype=torch.float64),
+        2 * torch.randn(n, c, generator=g, dtype=torch.float64),
+    )
 
 
 def _grads(fn, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
