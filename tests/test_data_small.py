@@ -20,6 +20,8 @@ def test_registry_lists_and_describes_without_data():
         "digits",
         "imagenet",
         "imagenet_lt",
+        "imagenet_r",
+        "imagenet_sketch",
         "mnist1d",
         "voc2012",
     ]

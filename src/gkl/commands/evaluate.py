@@ -40,6 +40,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ev.add_argument("--num-examples", type=positive_int, default=None, help="default: the full test set")
     ev.add_argument("--which", default="last,best", help="checkpoints to evaluate: last, best or both")
     ev.add_argument(
+        "--dataset",
+        choices=("imagenet_r", "imagenet_sketch"),
+        default=None,
+        help="evaluate an ImageNet-1k classifier on ImageNet-R (its 200 classes) or ImageNet-Sketch "
+        "instead of the run's test set (needs --data-root)",
+    )
+    ev.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="folder of the --dataset images: imagenet-r/<wnid>/*.jpg or sketch/<wnid>/*.JPEG, or that folder itself",
+    )
+    ev.add_argument(
         "--output",
         default=None,
         help="also write this evaluation as a JSON file at this new path (an existing file is never overwritten)",
@@ -74,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
             "autoattack_version": args.autoattack_version,
             "num_examples": args.num_examples,
         }
+    shifted = None
+    if args.dataset is not None or args.data_root is not None:
+        if args.dataset is None or args.data_root is None:
+            raise InputError("--dataset and --data-root: give both (e.g. --dataset imagenet_r --data-root /data)")
+        shifted = (args.dataset, args.data_root)
     # every output is checked before the (possibly hours long) evaluation starts
     if run_dir.is_dir():
         check_writable(run_dir / EVALUATIONS_FILE)
@@ -85,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
                 "(choose a new path, or read RUN_DIR/evaluations.jsonl)"
             )
         check_writable(output)
-    report, table = evaluate_run(run_dir, overrides=args.overrides, which=which, weights=args.weights, robust=robust)
+    report, table = evaluate_run(
+        run_dir, overrides=args.overrides, which=which, weights=args.weights, robust=robust, shifted=shifted
+    )
     report = {
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": ["gkl", *(sys.argv[1:] if args.argv is None else args.argv)],

@@ -1,7 +1,7 @@
-"""Datasets and data loading: registry, CIFAR, ImageNet(-LT), bundled offline sets,
+"""Datasets and data loading: registry, CIFAR, ImageNet(-LT), ImageNet-R / -Sketch (test only), bundled offline sets,
 generated images, recipe transforms and the per-image / in-memory loaders."""
 
-from . import bundled, cifar, imagenet, imagenet_lt, segmentation  # noqa: F401  (register the datasets)
+from . import bundled, cifar, imagenet, imagenet_lt, imagenet_shift, segmentation  # noqa: F401  (register the datasets)
 from .base import InfoDataset, MemorySplit
 from .generated import GeneratedImages
 from .imagenet_lt import build_imagenet_lt_split

@@ -105,8 +105,12 @@ def evaluate_run(
     which: Sequence[str] = ("last", "best"),
     weights: str | None = None,
     robust: dict[str, Any] | None = None,
+    shifted: tuple[str, str] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Evaluate the run's ``last`` (checkpoint.pt) and/or ``best`` (best.pt) weights.
+
+    ``shifted = (dataset, data_root)`` evaluates an ImageNet-1k classifier on ImageNet-R or
+    ImageNet-Sketch instead of the run's test set (:mod:`gkl.evaluate.shifted`).
 
     ``weights`` picks the raw or the EMA weights of the last checkpoint (default: what the
     run tracked); best.pt holds the weights the run tracked. ``robust`` holds keyword
@@ -123,6 +127,12 @@ def evaluate_run(
     if weights not in ("raw", "ema"):
         raise InputError(f"--weights: expected 'raw' or 'ema', got {weights!r}")
     task = get_task(cfg.kind)
+    if robust is not None and shifted is not None:
+        raise InputError("--robust and --dataset: evaluate one of them at a time")
+    if shifted is not None:
+        from gkl.evaluate.shifted import check_shifted_options
+
+        check_shifted_options(cfg, run_dir, shifted[0])
     if robust is not None and not task.robust_evaluation:
         raise InputError(
             f"{run_dir}: --robust evaluates classifiers; this is a {cfg.kind} run (evaluated by its {task.evaluation})"
@@ -143,6 +153,13 @@ def evaluate_run(
     for name, path in paths.items():
         if not path.is_file():
             raise InputError(f"no {name} checkpoint in {run_dir}: {path} is missing")
+    if shifted is not None:
+        from gkl.evaluate.shifted import evaluate_shifted_run
+
+        dataset, data_root = shifted
+        return evaluate_shifted_run(
+            cfg, run_dir, paths, dataset=dataset, data_root=data_root, weights=weights, overrides=overrides
+        )
     attack = None
     if robust is not None:
         from gkl.evaluate.robust import evaluate_robustness

@@ -107,4 +107,4 @@ def imagenet_resnext101_32x4d(num_classes: int, **kwargs: object) -> nn.Module:
     width_per_group=4)``; extra kwargs go to torchvision's ``ResNet``."""
     from torchvision.models.resnet import Bottleneck, ResNet
 
-    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes, groups=32, width_per_group=4, **kwargs)  # type: ignore[arg-type]
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes, groups=32, width_per_group=4, **kwargs)

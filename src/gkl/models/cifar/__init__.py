@@ -1,4 +1,4 @@
-"""The CIFAR distillation zoo; importing this package registers its 26 architectures."""
+"""The CIFAR distillation zoo; importing this package registers its 28 architectures."""
 
 from gkl.models.cifar import mobilenetv2, resnet, resnet_large, shufflenetv1, shufflenetv2, vgg, wrn
 
