@@ -121,3 +121,17 @@ def test_settings_defaults_follow_cifar_kd_recipe_and_accept_nested_dicts():
     d = TrainSettings()
     assert (d.epochs, d.optim.lr, d.optim.weight_decay, d.schedule.milestones) == (240, 0.05, 5e-4, [150, 180, 210])
     assert TrainSettings(**d.to_dict()) == d
+
+
+def test_cosine_at_after_a_warmup_is_the_authors_imagenet_lt_schedule():
+    # imagenetlt_distill_dkl.py (epochs counted from 0 there): lr / w * (e0 + 1) for e0 < w, then
+    # lr * ½(1 + cos(π (e0 - w + 1) / (E - w + 1))); our epoch e = e0 + 1
+    epochs, base, warmup = 90, 0.05, 10
+    values = lrs("cosine_at", epochs, base=base, warmup_epochs=warmup)
+    for e0 in range(epochs):
+        if e0 < warmup:
+            expected = base / warmup * (e0 + 1)
+        else:
+            expected = base * 0.5 * (1.0 + math.cos(math.pi * (e0 - warmup + 1) / (epochs - warmup + 1)))
+        assert values[e0] == pytest.approx(expected, rel=1e-12)
+    assert lrs("cosine_at", 200, base=0.2) == lrs("cosine_at", 200, base=0.2, warmup_epochs=0)

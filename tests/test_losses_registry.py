@@ -76,7 +76,7 @@ OWN_PARAMS = {
     "dkl": {"alpha", "beta"},
     "jsd": {"beta"},
     "dkd": {"alpha", "beta"},
-    "gkl": {"alpha", "beta", "gamma", "weight_temperature", "normalize", "ignore_index"},
+    "gkl": {"alpha", "beta", "gamma", "weight_temperature", "normalize", "ignore_index", "break_asymmetry"},
     "ikl": {"alpha", "beta", "weight_temperature", "ignore_index"},
 }
 

@@ -71,7 +71,8 @@ def test_an_unknown_name_is_an_input_error_with_suggestions() -> None:
     with pytest.raises(InputError) as err:
         resolve_recipe("res32x4_res8x4")
     assert str(err.value).endswith(
-        "did you mean cifar100/dkd/res32x4_res8x4, cifar100/gkl/res32x4_res8x4, cifar100/kd/res32x4_res8x4?"
+        "did you mean cifar100/dkd/res32x4_res8x4, cifar100/gkl/res32x4_res8x4, cifar100/ikl/res32x4_res8x4, "
+        "cifar100/kd/res32x4_res8x4?"
     )
     with pytest.raises(InputError, match="did you mean demo/teacher"):
         resolve_recipe("demo/techer")

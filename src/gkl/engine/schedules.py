@@ -37,7 +37,9 @@ def learning_rate_at(epoch: int, *, base_lr: float, epochs: int, settings: Sched
 
     - multistep: ``base_lr * gamma ** #{m in milestones : epoch > m}``
     - cosine: ``base_lr * ½(1 + cos(π (epoch - 1 - w) / (epochs - w)))``
-    - cosine_at: ``base_lr * ½(1 + cos(π epoch / (epochs + 1)))`` (GKL-AT recipe)
+    - cosine_at: ``base_lr * ½(1 + cos(π (epoch - w) / (epochs - w + 1)))``: with w = 0 the GKL-AT
+      recipe ``½(1 + cos(π epoch / (epochs + 1)))``; with a warm-up, the authors' AT and ImageNet-LT
+      scripts (``adjust_learning_rate(_cosine)`` with ``lr_warmup`` / ``warmup_epochs``)
     - constant: ``base_lr``
     - poly: ``base_lr * (1 - (epoch - 1 - w) / (epochs - w)) ** power``
     - usb_cosine: ``base_lr * cos(num_cycles · π (epoch - 1 - w) / (epochs - w))``
@@ -54,7 +56,7 @@ def learning_rate_at(epoch: int, *, base_lr: float, epochs: int, settings: Sched
         progress = (epoch - 1 - warmup) / (epochs - warmup)
         return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     if settings.kind == "cosine_at":
-        return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / (epochs + 1)))
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / (epochs - warmup + 1)))
     if settings.kind == "constant":
         return base_lr
     progress = (epoch - 1 - warmup) / (epochs - warmup)

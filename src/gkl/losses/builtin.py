@@ -173,6 +173,7 @@ _GKL_PARAMS = {
     "weight_temperature": 1.0,
     "normalize": "weights",
     "ignore_index": -100,
+    "break_asymmetry": True,
 }
 
 
@@ -199,7 +200,7 @@ def gkl(
 
 @register_logit_loss(
     "ikl",
-    params={k: v for k, v in _GKL_PARAMS.items() if k not in ("gamma", "normalize")},
+    params={k: v for k, v in _GKL_PARAMS.items() if k not in ("gamma", "normalize", "break_asymmetry")},
     uses_weights=True,
     description="Improved KL (IKL): GKL with γ = 1, batch normalisation",
 )

@@ -16,6 +16,7 @@ Conventions (docs/losses.md):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -229,6 +230,7 @@ def gkl_loss(
     targets: torch.Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
+    break_asymmetry: bool = True,
 ) -> torch.Tensor:
     """Generalised KL loss (GKL, journal version of Cui et al.; docs/losses.md).
 
@@ -264,6 +266,10 @@ def gkl_loss(
         reduction: "mean" (the formula above), "sum" (N × mean), or "none": per-example
             values v_i = α mse_i N / D + β ce_i (0 at ignored positions), whose mean over
             the non-ignored examples is the "mean" result.
+        break_asymmetry: True (GKL): the wMSE sends gradient to both inputs. False: the
+            stop-gradient of DKL (Eq. 5) on the ``logits`` side of the wMSE, so it sends gradient
+            only to ``target_logits``; with α = β = γ = 1 and sample-wise weights at τ_w = T = 1
+            this is :func:`dkl_loss` (the KL gradient). The GKL paper's Table I ablation (b).
     """
     if not (isinstance(alpha, torch.Tensor) and alpha.dim() == 0):  # a 0-dim tensor is used as is (no sync)
         alpha = check_real("alpha", alpha, minimum=0.0)
@@ -276,12 +282,9 @@ def gkl_loss(
     ignore_index = check_int("ignore_index", ignore_index)
     _check_gkl_tensors(logits, target_logits, weights, targets, ignore_index, reduction)
     valid = None if targets is None else targets != ignore_index
-    return _gkl(
-        logits,
-        target_logits,
-        weights,
-        alpha=alpha,
-        beta=beta,
+    if not isinstance(break_asymmetry, bool):
+        raise ValueError(f"break_asymmetry: expected a bool, got {break_asymmetry!r}")
+    common: dict[str, Any] = dict(
         gamma=gamma,
         temperature=temperature,
         weight_temperature=weight_temperature,
@@ -289,6 +292,10 @@ def gkl_loss(
         valid=valid,
         reduction=reduction,
     )
+    if not break_asymmetry:  # DKL's stop-gradient: the wMSE sees detached logits, the CE the live ones
+        wmse = _gkl(logits.detach(), target_logits, weights, alpha=alpha, beta=0.0, **common)
+        return wmse + _gkl(logits, target_logits, weights, alpha=0.0, beta=beta, **common)
+    return _gkl(logits, target_logits, weights, alpha=alpha, beta=beta, **common)
 
 
 def ikl_loss(

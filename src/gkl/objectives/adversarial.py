@@ -21,7 +21,8 @@ Outer losses (o_m = clean logits, carrying gradient; o_n = adversarial logits):
 Two-view AutoAugment (``autoaugment_weight > 0``): each batch gets a second view
 made with torchvision's AutoAugment (CIFAR-10 policy, per example, on uint8
 versions of the images); the view is attacked too and its AT loss terms are
-added with that weight (named ``autoaug_<term>``). Both views go through the
+added with that weight (named ``autoaug_<term>``); with ``autoaugment_ce: mean`` the clean CE is
+instead the mean over both views (1/2 each, as the authors' code computes it). Both views go through the
 model in one batch (shared BatchNorm statistics, as in the authors' code); the
 ClassPrior sees only the first view.
 
@@ -137,7 +138,12 @@ class AdversarialObjective(Objective):
         weight = self.settings.autoaugment_weight
         if weight > 0:
             second = self.at_losses(None if clean_logits is None else clean_logits[n:], adv_logits[n:], labels[n:])
-            first.update({f"autoaug_{name}": weight * value for name, value in second.items()})
+            weights = {name: weight for name in second}
+            if self.settings.autoaugment_ce == "mean" and "ce" in first:
+                # one CE over both views' clean images (the authors' code): 1/2 each
+                first["ce"] = 0.5 * first["ce"]
+                weights["ce"] = 0.5
+            first.update({f"autoaug_{name}": weights[name] * value for name, value in second.items()})
         return first, clean_logits, adv_logits
 
     def check_first_batch(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -257,6 +263,7 @@ class GKLATObjective(AdversarialObjective):
                 clean_logits,
                 weights=self.weights(labels),
                 temperature=s.temperature,
+                break_asymmetry=s.break_asymmetry,
                 **kl_family_params(s),
             ),
         }

@@ -173,6 +173,7 @@ class GKLObjective(_WeightedKLObjective):
             teacher,
             weights=self.class_weights(teacher, labels),
             temperature=cfg.temperature,
+            break_asymmetry=cfg.break_asymmetry,
             **kl_family_params(cfg),
         )
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 from gkl.settings._variants import build_variant
 from gkl.settings.kl_family import ClassWiseWeights, GKLTerm, check_kl_family
 from gkl.utils.errors import ConfigError
-from gkl.utils.validation import check_choice, check_int, check_number, fail
+from gkl.utils.validation import check_bool, check_choice, check_int, check_number, fail
 
 ADVERSARIAL_METHODS: tuple[str, ...] = ("trades", "gkl", "pgd_at")
 #: eps schedules over training: fixed, or linear in the epoch (GKL-AT).
@@ -30,6 +30,10 @@ ATTACK_LOSSES: tuple[str, ...] = ("ce", "kl", "gkl", "cw")
 RANDOM_STARTS: tuple[str | None, ...] = ("trades", "uniform", None)
 #: Threat models.
 NORMS: tuple[str, ...] = ("linf", "l2")
+#: How the clean cross-entropy of the two AutoAugment views is weighted: like the view's other terms
+#: (``weighted``: 1 and autoaugment_weight) or as one mean over both views (``mean``: 1/2 and 1/2,
+#: the authors' code, which takes CE over the concatenated batch).
+AUTOAUGMENT_CE: tuple[str, ...] = ("weighted", "mean")
 
 #: The fixed budget's defaults (TRADES / PGD-AT recipes: 10 steps of 2/255).
 DEFAULT_ATTACK_STEPS = 10
@@ -70,6 +74,7 @@ class AdversarialSettings:
     awp_proxy_lr: float = 0.01
     # second AutoAugment view
     autoaugment_weight: float = 0.0
+    autoaugment_ce: Literal["weighted", "mean"] = "weighted"
 
     @classmethod
     def variants(cls) -> dict[str, type[AdversarialSettings]]:
@@ -89,6 +94,7 @@ class AdversarialSettings:
         check_choice(_OWNER, "attack_loss", self.attack_loss, ATTACK_LOSSES, error=ConfigError)
         check_choice(_OWNER, "random_start", self.random_start, RANDOM_STARTS, error=ConfigError)
         check_choice(_OWNER, "norm", self.norm, NORMS, error=ConfigError)
+        check_choice(_OWNER, "autoaugment_ce", self.autoaugment_ce, AUTOAUGMENT_CE, error=ConfigError)
         if self.attack_budget == "fixed":
             if self.attack_steps is None:
                 self.attack_steps = DEFAULT_ATTACK_STEPS
@@ -148,10 +154,13 @@ class GKLATSettings(GKLTerm, ClassWiseWeights, AdversarialSettings):
     attack_beta: float = 1.0
     attack_gamma: float = 1.0
     attack_temperature: float = 1.0
+    #: False: DKL's stop-gradient, the wMSE trains only the clean logits (Table I ablation, row (b))
+    break_asymmetry: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_kl_family(self, _OWNER)
+        check_bool(_OWNER, "break_asymmetry", self.break_asymmetry, error=ConfigError)
         for name in ("attack_alpha", "attack_beta", "attack_gamma"):
             _number(self, name, minimum=0.0)
         _number(self, "attack_temperature", minimum=0.0, strict=True)

@@ -21,7 +21,7 @@ from gkl.settings._variants import build_variant
 from gkl.settings.kl_family import GKL_NORMALIZATIONS, ClassWiseWeights, DKLTerm, GKLTerm, IKLTerm, check_kl_family  # noqa: F401
 from gkl.settings.loss_choice import RegisteredLoss, check_registered_loss
 from gkl.utils.errors import ConfigError
-from gkl.utils.validation import check_int, check_number, fail
+from gkl.utils.validation import check_bool, check_int, check_number, fail
 
 #: Every distillation method, in the order the docs list them.
 DISTILL_METHODS: tuple[str, ...] = ("kd", "dkd", "dkl", "ikl", "gkl", "mse", "jsd")
@@ -130,9 +130,18 @@ class IKLSettings(IKLTerm, ClassWiseWeights, DistillSettings):
 
 @dataclass
 class GKLSettings(GKLTerm, ClassWiseWeights, DistillSettings):
-    """GKL (journal version): smoothed weights (γ) and the wMSE normalised by the weight mass."""
+    """GKL (journal version): smoothed weights (γ) and the wMSE normalised by the weight mass.
+
+    ``break_asymmetry: false`` keeps DKL's stop-gradient in the wMSE (Eq. 5): with a frozen teacher
+    the wMSE then trains nothing (the GKL paper's Table I ablation, row (b)).
+    """
 
     method: Literal["gkl"] = "gkl"
+    break_asymmetry: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_bool(_OWNER, "break_asymmetry", self.break_asymmetry, error=ConfigError)
 
 
 @dataclass

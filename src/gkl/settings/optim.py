@@ -113,7 +113,8 @@ class ScheduleSettings:
         ``multistep``: ``lr * gamma ** #{m in milestones : t > m}`` (t = epoch, or step with
             ``unit: step``; mdistiller: milestones 150/180/210, epochs 1-150 use lr, 151-180 lr/10, ...).
         ``cosine``: half-cosine from lr to 0 after the warm-up.
-        ``cosine_at``: the GKL-AT recipe, ``lr * ½(1 + cos(π epoch / (epochs + 1)))`` (epoch unit only).
+        ``cosine_at``: the GKL-AT recipe, ``lr * ½(1 + cos(π (epoch - w) / (epochs - w + 1)))`` after a
+            warm-up of w epochs (w = 0: ``½(1 + cos(π epoch / (epochs + 1)))``; epoch unit only).
         ``constant``: ``lr``.
         ``poly``: ``lr * (1 - t / T) ** power`` (segmentation recipes).
         ``usb_cosine``: USB's ``lr * cos(num_cycles · π · t / T)`` (num_cycles 7/16).

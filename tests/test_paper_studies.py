@@ -1,0 +1,76 @@
+"""configs/studies/paper/: one study per table of the GKL paper and per experiment of Kim et al.
+
+Each setting carries the published numbers it should reproduce (``paper: {metric: number}``). This
+test reads the files with yaml: every key is a study / setting key, every ``config:`` resolves and
+loads as a config with the setting's overrides, every ``teacher:`` names a setting of the study, and
+every ``paper:`` metric is one the run's evaluator writes at an evaluation (the classification
+evaluator's ``top1`` / ``top5`` and, on ImageNet-LT, its ``groups`` many / medium / few; ``mIoU``;
+the CLIP zero-shot accuracies). The study loader checks the same when it reads ``paper:``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gkl.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PAPER_STUDIES = sorted((CONFIGS / "studies" / "paper").glob("*.yaml"))
+
+STUDY_KEYS = {"config", "overrides", "seeds", "baseline", "settings", "out_dir", "description", "source"}
+SETTING_KEYS = {"config", "overrides", "seeds", "teacher", "teacher_checkpoint", "description", "paper"}
+#: what each kind of run writes at an evaluation (metrics.jsonl), by evaluator
+CLASSIFIER = {"top1", "top5"}
+LONG_TAIL_GROUPS = {"many", "medium", "few"}  # the classification evaluator's groups (ImageNet-LT's class_groups)
+METRICS = {
+    "train": CLASSIFIER,
+    "distill": CLASSIFIER,
+    "adv_train": CLASSIFIER,
+    "ssl": CLASSIFIER,
+    "segmentation": {"mIoU"},
+    "clip_train": {"zeroshot_top1", "zeroshot_top5"},
+    "clip_distill": {"zeroshot_top1", "zeroshot_top5"},
+}
+
+
+def _settings(path: Path) -> tuple[dict, dict]:
+    study = yaml.safe_load(path.read_text())
+    return study, study["settings"]
+
+
+def test_there_is_a_study_per_runnable_table() -> None:
+    names = {p.stem for p in PAPER_STUDIES}
+    for table in ("table01", "table02", "table03", "table04", "table05", "table06", "table07", "table17", "table18"):
+        assert any(n.startswith(table) for n in names), table
+    assert {"kim_cifar100", "kim_undertrained", "kim_imagenet"} <= names
+
+
+@pytest.mark.parametrize("path", PAPER_STUDIES, ids=lambda p: p.stem)
+def test_paper_study_loads_and_names_only_metrics_its_runs_write(path: Path) -> None:
+    study, settings = _settings(path)
+    assert set(study) <= STUDY_KEYS and isinstance(study.get("source"), str) and settings
+    with_paper = 0
+    for name, setting in settings.items():
+        assert set(setting) <= SETTING_KEYS, (name, set(setting) - SETTING_KEYS)
+        config = setting.get("config", study.get("config"))
+        assert config is not None, name
+        file = (path.parent / config).resolve()
+        assert file.is_file(), f"{path.name}: {name}: {config} does not exist"
+        overrides = [f"{k}={json.dumps(v)}" for k, v in (setting.get("overrides") or {}).items()]
+        cfg = load_config(file, overrides)
+        teacher = setting.get("teacher")
+        if teacher is not None:
+            assert teacher in settings and teacher != name, (name, teacher)
+            assert cfg.teacher is not None, f"{name}: a chained teacher needs a student config"
+        paper = setting.get("paper") or {}
+        allowed = METRICS[cfg.kind] | (LONG_TAIL_GROUPS if cfg.data.name == "imagenet_lt" else set())
+        assert set(paper) <= allowed, (
+            f"{path.name}: {name}: {sorted(set(paper) - allowed)} not written by a {cfg.kind} run"
+        )
+        assert all(isinstance(v, float) and 0.0 < v < 100.0 for v in paper.values()), (name, paper)
+        with_paper += bool(paper)
+    assert with_paper >= 2, path.name
