@@ -240,7 +240,7 @@ def _weights_file(cfg, section: str, num_classes: int) -> list[str]:
         backbone = _cached(("backbone", name, repr(kwargs)), _backbone_file, name, kwargs)
         out.append(f"{section}.kwargs.backbone_checkpoint={backbone}")
     if model.checkpoint is not None:
-        key = ("weights", cfg.kind.startswith("clip"), name, repr(kwargs), num_classes, model.checkpoint_key)
+        key = ("weights", cfg.kind, name, repr(kwargs), num_classes, model.checkpoint_key)
         out.append(
             f"{section}.checkpoint={_cached(key, _model_file, cfg, name, kwargs, num_classes, model.checkpoint_key)}"
         )
@@ -261,7 +261,12 @@ _WEIGHTS_DIR: list[Path] = []
 def _model_file(path: Path, cfg, name: str, kwargs: dict, num_classes: int, checkpoint_key: str | None) -> None:
     from gkl.models import create_model
 
-    if cfg.kind.startswith("clip"):
+    if getattr(cfg, "lm", None) is not None:  # a causal language model (the lm section sets its sizes)
+        from gkl.lm.models import build_causal_lm
+
+        net = build_causal_lm(name, cfg.lm.vocab_size, cfg.lm.block_size, **kwargs)
+        torch.save({checkpoint_key or "model": net.state_dict()}, path)
+    elif cfg.kind.startswith("clip"):
         from gkl.models.clip import create_clip
 
         state = {k: v.detach() for k, v in create_clip(name, **kwargs).state_dict().items()}
