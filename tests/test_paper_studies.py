@@ -74,3 +74,28 @@ def test_paper_study_loads_and_names_only_metrics_its_runs_write(path: Path) -> 
         assert all(isinstance(v, float) and 0.0 < v < 100.0 for v in paper.values()), (name, paper)
         with_paper += bool(paper)
     assert with_paper >= 2, path.name
+
+
+@pytest.mark.parametrize("path", PAPER_STUDIES, ids=lambda p: p.stem)
+def test_paper_study_dry_run_lists_every_run_with_its_cost(path: Path, capsys, tmp_path: Path) -> None:
+    """Through the command: the study loader (which checks every ``paper:`` column against the task's
+    metrics) and ``gkl sweep --dry-run``, one line per run with its estimated GPU-hours."""
+    from gkl.cli import main
+    from gkl.study.study_file import load_study
+
+    study = load_study(path, out_dir=str(tmp_path / "out"))
+    assert study.paper, path.name  # the published numbers were read
+    assert main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [line for line in lines if line.startswith("# ") and "runs into" in line]
+    assert header and header[0].startswith(f"# {len(study.runs)} runs into"), lines[:3]
+    runs = {spec.name: spec for spec in study.runs}
+    listed = {line.split()[0]: line for line in lines if line.split() and line.split()[0] in runs}
+    assert set(listed) == set(runs)
+    clip = {name for name, spec in runs.items() if spec.resolved.kind.startswith("clip")}
+    for name, line in listed.items():
+        cost = line.split()[1]
+        if name in clip:  # OpenCLIP towers are not registry models: no FLOP count (docs/study.md)
+            assert cost == "?", line
+        else:
+            assert float(cost) > 0.0 and line.split()[2] == "GPU-h", line
