@@ -27,26 +27,27 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _proc import status_kib  # noqa: E402
+from _proc import add_device_option, checked_device, clock, status_kib  # noqa: E402
 from gkl.lm import fused_linear_gkl_loss, token_loss  # noqa: E402
 
 CHUNK = 1024
+#: where the losses run (--device); times are read after the device finished (clock)
+DEVICE = torch.device("cpu")
 
 
 def make_inputs(n: int, h_s: int, h_t: int, v: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, h_s, generator=g).requires_grad_()
-    w = (torch.randn(v, h_s, generator=g) / h_s**0.5).requires_grad_()
-    xt = torch.randn(n, h_t, generator=g)
-    wt = torch.randn(v, h_t, generator=g) / h_t**0.5
-    y = torch.randint(0, v, (n,), generator=g)
+    x = torch.randn(n, h_s, generator=g).to(DEVICE).requires_grad_()
+    w = (torch.randn(v, h_s, generator=g) / h_s**0.5).to(DEVICE).requires_grad_()
+    xt = torch.randn(n, h_t, generator=g).to(DEVICE)
+    wt = (torch.randn(v, h_t, generator=g) / h_t**0.5).to(DEVICE)
+    y = torch.randint(0, v, (n,), generator=g).to(DEVICE)
     return x, w, xt, wt, y
 
 
@@ -99,9 +100,9 @@ def time_table(inputs: tuple[torch.Tensor, ...], rounds: int, repeats: int, chun
         for name, fn in fns.items():
             best = float("inf")
             for _ in range(repeats):
-                start = time.perf_counter()
+                start = clock(DEVICE)
                 step(fn, inputs)
-                best = min(best, time.perf_counter() - start)
+                best = min(best, clock(DEVICE) - start)
             times[name].append(best)
     return times
 
@@ -148,18 +149,22 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--shape", default=None, help=argparse.SUPPRESS)
+    add_device_option(parser)
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = checked_device(args.device)
     if args.memory_child:
         peak_memory_child(args.memory_child, [int(s) for s in args.shape.split(",")], args.chunk)
         return
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), chunk {args.chunk}, float32, CPU")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), chunk {args.chunk}, float32, {DEVICE}")
     for vocab in (int(v) for v in args.vocab.split(",")):
         shape = [args.tokens, args.hidden, args.teacher_hidden, vocab]
         times = time_table(make_inputs(*shape), args.rounds, args.repeats, args.chunk)
         print(f"\nN={args.tokens} H_s={args.hidden} H_t={args.teacher_hidden} V={vocab}")
         print("variant            ms (median)   time / fused_gkl, median [q1-q3]   extra peak MB   fused_gkl / it")
-        memory = {} if args.skip_memory else {name: peak_memory(name, shape, args.chunk) for name in times}
+        skip_memory = args.skip_memory or DEVICE.type != "cpu"  # peak RSS measures host memory only
+        memory = {} if skip_memory else {name: peak_memory(name, shape, args.chunk) for name in times}
         for name, values in times.items():
             ratios = [a / b for a, b in zip(values, times["fused_gkl"])]
             mem = memory.get(name)

@@ -29,7 +29,9 @@ def test_every_task_has_a_bundled_demo_recipe() -> None:
     from gkl.tasks import list_tasks
 
     recipes = default_recipes()
-    assert list(recipes) == [task.name for task in list_tasks()]
+    # lm_distill's recipes (configs/lm/, the llm extra) are not under a demo folder: gkl doctor does not
+    # check it yet (docs/development.md says so)
+    assert list(recipes) == [task.name for task in list_tasks() if task.name != "lm_distill"]
     for kind, recipe in recipes.items():  # the recipe really is a run of that kind
         from gkl.config import load_config
         from gkl.recipes import resolve_recipe
@@ -37,7 +39,7 @@ def test_every_task_has_a_bundled_demo_recipe() -> None:
         assert load_config(resolve_recipe(recipe)).kind == kind
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def doctor_on_cpu(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("doctor")
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -172,7 +172,7 @@ def test_settings_refuse_keys_their_method_does_not_use() -> None:
     with pytest.raises(ConfigError, match=r"^ssl.consistency: expected a registered logit loss \(kl, .*\), got 'l2'$"):
         FixMatchObjective(SSLSettings(consistency="l2"))
     with pytest.raises(
-        ConfigError, match=r"^ssl.loss_params: expected parameters of loss 'jsd' \(none\), got \['alpha'\]$"
+        ConfigError, match=r"^ssl.loss_params: expected parameters of loss 'jsd' \(beta\), got \['alpha'\]$"
     ):
         FixMatchObjective(SSLSettings(consistency="jsd", loss_params={"alpha": 1.0}))
 

@@ -97,7 +97,7 @@ settings:
         ("config: student.yaml\nsettings: {a: {teacher: b}, b: {teacher: a}}\n", "teacher cycle"),
         (
             "settings: {a: {config: base.yaml, teacher: b}, b: {config: base.yaml}}\n",
-            "only 'distill', 'segmentation', 'clip_distill' runs",
+            "only 'distill', 'segmentation', 'clip_distill', 'lm_distill' runs",
         ),
         ("config: student.yaml\nbaseline: kdd\nsettings: {kd: {}}\n", "baseline: no setting named 'kdd'"),
         ("config: missing.yaml\nsettings: {kd: {}}\n", "config: file not found"),
