@@ -155,19 +155,18 @@ def _gkl_terms_autograd(
     terms are zero since Σ_j w^j (d_j − μ) = 0). The cross-entropy is written as
     −Σ_j p^j log q^j = lse(z_n) − Σ_j p^j z_n^j (z = o/T, Σ_j p^j = 1), whose gradient (q − p)/T is
     elementwise (log_softmax's backward needs a row sum). Traced as plain operations, the
-    compiler (inductor) fuses them into one loop over the examples with three passes over each
-    row and one elementwise backward pass, recomputing instead of saving (N, C) tensors. Written
-    for that fusion: every per-example quantity is a row reduction (μ = Σ_j (w^j / W) d_j, with
-    W dividing inside the sum, not a division of two row sums, which the compiler would store
-    in a loop of its own), the scales a, b multiply row sums (no reduction over the whole
-    tensor, which needs a second loop over all of (N, C)), and the row maxima come first. When
+    compiler (inductor) fuses them into row loops (two passes over (N, C) with class-wise
+    weights) and one elementwise backward pass, recomputing instead of saving (N, C) tensors. Written
+    for that fusion: the scales a, b multiply row sums (no reduction over the whole tensor,
+    which needs a second loop over all of (N, C)), and the row maxima come first. When
     p is w (sample-wise weights at τ_w = T, γ = 1) Σ_j p^j z_n^j reuses w; otherwise
     p = e / Σ_j e^j with e = exp(z_m − max z_m), so no softmax of the targets is built.
     """
     z_n = o_n / temperature if temperature != 1.0 else o_n
     max_n = z_n.detach().amax(dim=1, keepdim=True)
     d = o_m - o_n
-    mu = _rowdot(w if isinstance(total_weight, float) else w / total_weight, d.detach()).unsqueeze(1)
+    mu = _rowdot(w, d.detach()).unsqueeze(1)
+    mu = mu if isinstance(total_weight, float) else mu / total_weight
     if target_probs is w:
         cross_entropy = _logsumexp(z_n, max_n) - _rowdot(w, z_n)
     else:
