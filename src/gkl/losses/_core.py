@@ -143,6 +143,7 @@ def _gkl_terms_autograd(
     o_m: torch.Tensor,
     w: torch.Tensor,
     total_weight: torch.Tensor | float,
+    target_probs: torch.Tensor,
     temperature: float,
     a: torch.Tensor | float,
     b: torch.Tensor | float,
@@ -153,19 +154,34 @@ def _gkl_terms_autograd(
     μ is detached, which leaves the gradient a W w (d − μ) of the hand-written backward (the ∂μ
     terms are zero since Σ_j w^j (d_j − μ) = 0). The cross-entropy is written as
     −Σ_j p^j log q^j = lse(z_n) − Σ_j p^j z_n^j (z = o/T, Σ_j p^j = 1), whose gradient (q − p)/T is
-    elementwise (log_softmax's backward needs a row sum), with p = e / Σ_j e^j, e = exp(z_m − max z_m),
-    so Σ_j p^j z_n^j = Σ_j e^j z_n^j / Σ_j e^j needs no stored softmax. Traced as plain operations,
-    the compiler fuses them into row reductions and one elementwise backward pass, recomputing
-    instead of saving (N, C) tensors.
+    elementwise (log_softmax's backward needs a row sum). Traced as plain operations, the
+    compiler (inductor) fuses them into row loops (two passes over (N, C) with class-wise
+    weights) and one elementwise backward pass, recomputing instead of saving (N, C) tensors. Written
+    for that fusion: the scales a, b multiply row sums (no reduction over the whole tensor,
+    which needs a second loop over all of (N, C)), and the row maxima come first. When
+    p is w (sample-wise weights at τ_w = T, γ = 1) Σ_j p^j z_n^j reuses w; otherwise
+    p = e / Σ_j e^j with e = exp(z_m − max z_m), so no softmax of the targets is built.
     """
-    r = o_m - o_n
-    mu = _rowdot(w, r.detach()).unsqueeze(1)
-    r = r - (mu if isinstance(total_weight, float) else mu / total_weight)
-    scaled = w * r * (total_weight * _per_class(a))
     z_n = o_n / temperature if temperature != 1.0 else o_n
-    z_m = o_m.detach() / temperature if temperature != 1.0 else o_m.detach()
-    e_m = torch.exp(z_m - z_m.amax(dim=1, keepdim=True))
-    cross_entropy = torch.logsumexp(z_n, dim=1) - _rowdot(e_m, z_n) / e_m.sum(dim=1)
+    max_n = z_n.detach().amax(dim=1, keepdim=True)
+    d = o_m - o_n
+    mu = _rowdot(w, d.detach()).unsqueeze(1)
+    mu = mu if isinstance(total_weight, float) else mu / total_weight
+    if target_probs is w:
+        cross_entropy = _logsumexp(z_n, max_n) - _rowdot(w, z_n)
+    else:
+        z_m = o_m.detach() / temperature if temperature != 1.0 else o_m.detach()
+        e_m = torch.exp(z_m - z_m.amax(dim=1, keepdim=True))
+        cross_entropy = _logsumexp(z_n, max_n) - _rowdot(e_m, z_n) / e_m.sum(dim=1)
+    r = d - mu
+    mse = _rowdot(w * r, r)  # Σ_j w^j r_j², times W below: 2 mse_i
+    if not isinstance(total_weight, float):
+        mse = mse * total_weight.squeeze(1)
     if reduce:
-        return 0.5 * (scaled * r).sum() + b * cross_entropy.sum()
-    return 0.5 * _rowdot(scaled, r) + b * cross_entropy
+        return (0.5 * a) * mse.sum() + b * cross_entropy.sum()
+    return (0.5 * a) * mse + b * cross_entropy
+
+
+def _logsumexp(z: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
+    """log Σ_j exp(z_j) over dim 1 given the (detached) row maxima, shape (N, 1, d1, ...)."""
+    return torch.log(torch.exp(z - row_max).sum(dim=1)) + row_max.squeeze(1)

@@ -186,7 +186,7 @@ def _gkl(
             a, b = a * mask, b * mask
         reduce = reduction != "none" and valid is None
         if torch.compiler.is_compiling():  # plain autograd: the compiler chooses what backward keeps
-            value = _gkl_terms_autograd(o_n, o_m, w, total_weight, temperature, a, b, reduce)
+            value = _gkl_terms_autograd(o_n, o_m, w, total_weight, target_probs, temperature, a, b, reduce)
         else:
             value = _GKLTerms.apply(
                 o_n, o_m, w, total_weight, None if target_probs is w else target_probs, temperature, a, b, reduce
