@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-GROUPED = '''
+GROUPED = """
 import time
 import pytest
 
@@ -22,7 +22,7 @@ def test_grouped(i):
 
 def test_free():
     time.sleep(0.3)
-'''
+"""
 
 
 def test_tests_of_one_xdist_group_run_on_one_worker(tmp_path: Path) -> None:
