@@ -64,22 +64,40 @@ _TAGS = ("method", "algorithm", "consistency", "kd_term", "kind", "noise", "labe
 
 
 def _study_runs(path: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
+    """The settings of the study at ``path`` that select code of their own: a setting whose config is a
+    recipe under configs/ (a case of its own) and whose overrides select nothing (no tag, no τ = ∞) runs
+    the code of that recipe's case and is not stepped again."""
     from gkl.study.study_file import load_study
 
-    runs, seen = [], set()
-    for spec in load_study(path, out_dir="/nonexistent-study-out").runs:
+    specs = load_study(path, out_dir="/nonexistent-study-out").runs
+    assert specs, path
+    runs, seen = [], set(_recipe_files())
+    for spec in specs:
+        base = load_config(spec.config)
         tagged = tuple(
             sorted(
                 o
                 for o in spec.overrides
-                if "." in o.split("=", 1)[0] and (o.split("=", 1)[0].split(".")[-1] in _TAGS or o.endswith("=.inf"))
+                if "." in o.split("=", 1)[0]
+                and (o.split("=", 1)[0].split(".")[-1] in _TAGS or o.endswith("=.inf"))
+                and not _same_as(base, o)
             )
         )
-        key = (spec.config, tagged)
+        key = Path(spec.config).resolve() if not tagged else (spec.config, tagged)
         if key not in seen:
             seen.add(key)
             runs.append((spec.setting, spec.config, tuple(spec.overrides)))
     return runs
+
+
+def _same_as(cfg, override: str) -> bool:
+    """Whether ``key=value`` sets what the config already holds (a teacher chain naming the recipe's own
+    teacher architecture selects no new code)."""
+    key, value = override.split("=", 1)
+    node = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
+    return node is not None and str(node) == str(yaml.safe_load(value))
 
 
 CASES = _cases()
@@ -313,8 +331,7 @@ def _finite(value) -> bool:
 @pytest.mark.parametrize(("case", "path"), CASES, ids=[c[0] for c in CASES])
 def test_recipe_builds_steps_and_evaluates(case: str, path: Path, roots: dict[str, Path], tmp_path: Path) -> None:
     if "settings" in (yaml.safe_load(path.read_text()) or {}):
-        runs = _study_runs(path)
-        assert runs
+        runs = _study_runs(path)  # may be empty: every setting is the code of a recipe case
         for setting, config, overrides in runs:
             _build_step_evaluate(config, overrides, roots, tmp_path / setting)
     else:
