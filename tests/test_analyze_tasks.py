@@ -60,6 +60,9 @@ REFUSED = {
 }
 
 
+pytestmark = pytest.mark.xdist_group("analyze_tasks")  # the runs fixture is built once
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from gkl.config import load_config

@@ -39,12 +39,15 @@ SMALLER: dict[str, tuple[str, dict]] = {
     "wrn28_10": ("wrn16_4_robust", {}),
     "pspnet_resnet101": ("pspnet_resnet18", {"stem": "deep"}),
     "imagenet_resnext101_32x8d": ("imagenet_resnet18", {}),
+    "imagenet_resnext101_32x4d": ("imagenet_resnet18", {}),
+    "imagenet_resnet152": ("imagenet_resnet18", {}),
     "imagenet_resnet50": ("imagenet_resnet18", {}),
     "imagenet_resnet34": ("imagenet_resnet18", {}),
     "ViT-L-14": ("gkl-tiny-clip-teacher", {}),
     "ViT-B-16": ("gkl-tiny-clip-student", {}),
     "vit_small_patch2_32": ("vit_tiny_patch2_32", {}),
     "wrn_28_8": ("wrn_16_1", {}),
+    "wrn_40_6": ("wrn_16_2", {}),
 }
 
 
