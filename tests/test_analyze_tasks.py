@@ -84,7 +84,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("verb", list(VERBS))
 @pytest.mark.parametrize("kind", list(RUNS))
 def test_every_analyze_verb_on_every_kind_of_run(
-    kind: str, verb: str, runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kind: str,
+    verb: str,
+    runs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from gkl.cli import main
 
@@ -103,6 +108,8 @@ def test_every_analyze_verb_on_every_kind_of_run(
         assert "Traceback" not in err and not out.exists()
         return
     assert code == 0, err
+    # the run's weights are loaded: no "Model initialized randomly" from OpenCLIP (or anyone)
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
     for stem in stems:
         stem = stem.format(name=run.name)
         assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"

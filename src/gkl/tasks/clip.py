@@ -382,7 +382,10 @@ def clip_analysis(cfg: Any, checkpoint: Path, device: Any, *, attack: bool = Fal
             f"{Path(checkpoint).parent}: gkl analyze needs class prompts, and the run has no clip_eval.zeroshot "
             "(its evaluation is retrieval only)"
         )
-    clip = build_clip_model(dataclasses.replace(cfg.model, checkpoint=None, checkpoint_key=None), "model")
+    # the run's weights are loaded next: OpenCLIP's "initialized randomly" would be a false warning
+    clip = build_clip_model(
+        dataclasses.replace(cfg.model, checkpoint=None, checkpoint_key=None), "model", weights_follow=True
+    )
     load_weights(clip, checkpoint)
     clip.to(device).eval()
     tokenizer = create_tokenizer(cfg.model.name)
