@@ -222,20 +222,12 @@ def format_iou_table(class_names: Sequence[str] | None, iou: Sequence[float]) ->
     )
 
 
-def evaluate_segmentation_run(
-    cfg: Any, run_dir: Any, paths: Mapping[str, Any], *, weights: str, overrides: Sequence[str] = (), robust: Any = None
-) -> tuple[dict[str, Any], str]:
-    """``gkl evaluate`` of a segmentation run: mIoU, mAcc, pixel accuracy and per-class IoU of the
-    checkpoints ``paths`` (``{"last"|"best": file}``) on the evaluation split, with ``segmentation.eval``'s
-    inference."""
+def _eval_loader(cfg: Any, eval_set: Any, device: Any) -> Any:
+    """The evaluation split's loader outside training (``gkl evaluate``, ``gkl analyze``): one process,
+    the run's evaluation batch size, read errors as one line."""
     from gkl.data import build_loader
-    from gkl.models import create_model, load_run_weights
-    from gkl.utils.distributed import resolve_device
 
-    device = resolve_device(cfg.train.device)
-    eval_set = build_split(cfg, False)
-    info = eval_set.info
-    loader = OneLineErrors(
+    return OneLineErrors(
         build_loader(
             eval_set,
             batch_size=eval_batch_size(cfg),
@@ -245,6 +237,21 @@ def evaluate_segmentation_run(
             seed=cfg.train.seed,
         )
     )
+
+
+def evaluate_segmentation_run(
+    cfg: Any, run_dir: Any, paths: Mapping[str, Any], *, weights: str, overrides: Sequence[str] = (), robust: Any = None
+) -> tuple[dict[str, Any], str]:
+    """``gkl evaluate`` of a segmentation run: mIoU, mAcc, pixel accuracy and per-class IoU of the
+    checkpoints ``paths`` (``{"last"|"best": file}``) on the evaluation split, with ``segmentation.eval``'s
+    inference."""
+    from gkl.models import create_model, load_run_weights
+    from gkl.utils.distributed import resolve_device
+
+    device = resolve_device(cfg.train.device)
+    eval_set = build_split(cfg, False)
+    info = eval_set.info
+    loader = _eval_loader(cfg, eval_set, device)
     evaluator = build_evaluator(cfg, info.num_classes)
     report: dict[str, Any] = {
         "run_dir": str(run_dir),
@@ -282,7 +289,6 @@ def segmentation_analysis(cfg: Any, checkpoint: Any, device: Any, *, attack: boo
     per pixel of that map, with the label of the pixel nearest to it. PGD does not apply (pixel labels)."""
     import torch.nn.functional as F
 
-    from gkl.data import build_loader
     from gkl.models import create_model, load_weights
     from gkl.models.segmentation import upsample_logits
     from gkl.tasks.analysis import AnalysisView
@@ -298,16 +304,7 @@ def segmentation_analysis(cfg: Any, checkpoint: Any, device: Any, *, attack: boo
     model = create_model(cfg.model.name, info.num_classes, **cfg.model.kwargs)
     load_weights(model, checkpoint)
     model.to(device).eval()
-    loader = OneLineErrors(
-        build_loader(
-            eval_set,
-            batch_size=eval_batch_size(cfg),
-            train=False,
-            device=device,
-            num_workers=cfg.data.num_workers,
-            seed=cfg.train.seed,
-        )
-    )
+    loader = _eval_loader(cfg, eval_set, device)
     ignore = cfg.segmentation.ignore_index
 
     def outputs(images: Any, labels: Any, features: bool) -> Any:
