@@ -8,7 +8,7 @@ from typing import Any
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.adversarial import ADVERSARIAL_SETTINGS, AdversarialSettings, GKLATSettings
 from gkl.tasks.base import Section, Task
-from gkl.tasks.classifier import classifier_analysis
+from gkl.tasks.classifier import CLASSIFIER_METRICS, classifier_analysis
 
 __all__ = ["TASK"]
 
@@ -50,7 +50,7 @@ TASK = Task(
     name="adv_train",
     command="adv-train",
     help="adversarial training (TRADES, GKL-AT, PGD-AT)",
-    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
+    metric_names=CLASSIFIER_METRICS,
     sections=(
         Section(
             "adversarial",

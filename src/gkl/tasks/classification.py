@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from gkl.tasks.base import Section, Task
-from gkl.tasks.classifier import classifier_analysis
+from gkl.tasks.classifier import CLASSIFIER_METRICS, classifier_analysis
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_number, fail
 
@@ -43,7 +43,7 @@ TASK = Task(
     name="train",
     command="train",
     help="train a teacher or a CE baseline from a recipe",
-    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
+    metric_names=CLASSIFIER_METRICS,
     sections=(Section("label_smoothing", float, default=0.0, help="cross-entropy label smoothing in [0, 1)"),),
     check=check,
     build=build,

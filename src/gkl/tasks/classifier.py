@@ -18,6 +18,11 @@ __all__ = ["build_classifier_parts", "classifier_analysis", "classifier_evaluato
 ObjectiveFactory = Callable[[Any, int, int, Any], Any]
 
 
+#: what a classifier evaluation writes (``Task.metric_names`` of the classifier kinds); many / medium /
+#: few are the class groups of ImageNet-LT
+CLASSIFIER_METRICS = ("top1", "top5", "many", "medium", "few")
+
+
 def classifier_evaluator(info: Any) -> Any:
     """Top-1/top-5, per-class and group accuracies (:class:`gkl.metrics.classification.ClassificationEvaluator`)."""
     from gkl.metrics.classification import ClassificationEvaluator

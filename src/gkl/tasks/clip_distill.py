@@ -9,7 +9,7 @@ from typing import Any
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.clip import ClipDistillSettings, check_clip_config
 from gkl.tasks.base import Section, Task, check_loss_name
-from gkl.tasks.clip_train import CLIP_SECTIONS, analysis, build, evaluate
+from gkl.tasks.clip_train import CLIP_METRICS, CLIP_SECTIONS, analysis, build, evaluate
 
 __all__ = ["TASK"]
 
@@ -23,7 +23,7 @@ TASK = Task(
     name="clip_distill",
     command="clip-distill",
     help="distill an OpenCLIP student from a frozen CLIP teacher (KL, GKL, IKL, DKL)",
-    metric_names=("zeroshot_top1", "zeroshot_top5", *(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10))),
+    metric_names=CLIP_METRICS,
     sections=(
         *CLIP_SECTIONS,
         Section(

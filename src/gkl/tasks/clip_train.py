@@ -19,6 +19,10 @@ CLIP_SECTIONS = (
 )
 
 
+#: what the zero-shot and retrieval evaluators write (``Task.metric_names`` of both CLIP kinds)
+CLIP_METRICS = ("zeroshot_top1", "zeroshot_top5", *(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)))
+
+
 def build(cfg: Any, dist: Any) -> Any:
     from gkl.tasks.clip import build_clip_parts
 
@@ -41,7 +45,7 @@ TASK = Task(
     name="clip_train",
     command="clip-train",
     help="train an OpenCLIP model with the contrastive loss",
-    metric_names=("zeroshot_top1", "zeroshot_top5", *(f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10))),
+    metric_names=CLIP_METRICS,
     sections=CLIP_SECTIONS,
     select_metric="zeroshot_top1",
     registry_names=False,

@@ -9,7 +9,7 @@ from gkl.settings._variants import drop_unused_keys
 from gkl.settings.distill import DistillSettings, GKLSettings
 from gkl.settings.teacher import check_teacher
 from gkl.tasks.base import Section, Task, check_loss_name
-from gkl.tasks.classifier import classifier_analysis
+from gkl.tasks.classifier import CLASSIFIER_METRICS, classifier_analysis
 
 __all__ = ["TASK"]
 
@@ -44,7 +44,7 @@ TASK = Task(
     name="distill",
     command="distill",
     help="distill a student from a frozen teacher (KD, DKD, DKL, IKL, GKL, ...)",
-    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
+    metric_names=CLASSIFIER_METRICS,
     sections=(
         Section(
             "distill",

@@ -9,7 +9,7 @@ from typing import Any
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.ssl import SSLSettings
 from gkl.tasks.base import Section, Task, check_loss_name
-from gkl.tasks.classifier import classifier_analysis
+from gkl.tasks.classifier import CLASSIFIER_METRICS, classifier_analysis
 from gkl.utils.errors import InputError
 
 __all__ = ["TASK", "build_ssl_loader"]
@@ -82,7 +82,7 @@ TASK = Task(
     name="ssl",
     command="ssl-train",
     help="semi-supervised training (FixMatch, Mean-Teacher; CE/KL/MSE/GKL consistency)",
-    metric_names=("top1", "top5", "many", "medium", "few"),  # ImageNet-LT groups: many / medium / few
+    metric_names=CLASSIFIER_METRICS,
     sections=(
         Section(
             "ssl",
