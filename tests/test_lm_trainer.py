@@ -41,6 +41,20 @@ def _teacher() -> torch.nn.Module:
     return teacher
 
 
+def _student() -> torch.nn.Module:
+    """A random one-layer Llama, smaller than the teacher."""
+    return build_causal_lm(
+        "llama",
+        V,
+        L,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+
+
 def _distillation_loss(student, teacher, data) -> float:
     """The token KL(teacher ‖ student) over the data."""
     ids = data.ids
@@ -66,16 +80,7 @@ def test_trainer_steps_with_gradient_accumulation_lower_the_loss(tmp_path) -> No
 
     torch.manual_seed(0)
     teacher = _teacher()
-    student = build_causal_lm(
-        "llama",
-        V,
-        L,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
+    student = _student()
     data = _Blocks(32)
     before = _distillation_loss(student, teacher, data)
     args = transformers.TrainingArguments(
@@ -135,6 +140,51 @@ def test_the_micro_batch_losses_with_the_global_count_add_up_to_the_batch_loss(t
         for i in (0, 4)
     ]
     torch.testing.assert_close(parts[0] + parts[1], whole, rtol=1e-5, atol=0)
+
+
+class _Wrapped(torch.nn.Module):
+    """A causal LM behind a plain module: the Trainer sees no ``loss_type`` that tells it labels are shifted."""
+
+    def __init__(self, lm: torch.nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, labels=None, **kwargs):  # the Trainer keeps the dataset columns named here
+        return self.lm(input_ids=input_ids, labels=labels, **kwargs)
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.lm.get_output_embeddings()
+
+
+def test_the_trainer_counts_the_shifted_labels_whatever_the_student(tmp_path) -> None:
+    from gkl.integrations import GKLDistillationTrainer
+
+    torch.manual_seed(2)
+    data = [{"input_ids": row, "labels": row.clone()} for row in _Blocks(4).ids]  # position 0 valid, never a target
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        max_steps=1,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        dataloader_num_workers=0,
+    )
+    trainer = GKLDistillationTrainer(
+        model=_Wrapped(_student()), args=args, train_dataset=data, teacher_model=_teacher(), method="kl"
+    )
+    seen: list[object] = []
+    original = trainer.compute_loss
+
+    def spy(model, inputs, return_outputs=False, num_items_in_batch=None):
+        seen.append(num_items_in_batch)
+        return original(model, inputs, return_outputs, num_items_in_batch)
+
+    trainer.compute_loss = spy
+    trainer.train()
+    # the loss covers labels[:, 1:] of both micro-batches: 4 blocks x (L - 1) tokens, not 4 x L
+    assert len(seen) == 2 and all(int(n) == 4 * (L - 1) for n in seen)
 
 
 def test_gkl_imports_without_transformers() -> None:

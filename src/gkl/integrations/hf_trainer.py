@@ -68,6 +68,8 @@ class GKLDistillationTrainer(transformers.Trainer):
         _head(teacher_model)
         self.teacher_model = teacher_model.to(self.args.device).eval().requires_grad_(False)
         self.model_accepts_loss_kwargs = True  # the Trainer then counts num_items_in_batch for this loss
+        # the loss always takes labels[:, 1:]: count those for any student (read by the Trainer where it exists)
+        self._loss_shifts_labels = True
 
     def compute_loss(
         self,
