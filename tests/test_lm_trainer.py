@@ -187,6 +187,16 @@ def test_the_trainer_counts_the_shifted_labels_whatever_the_student(tmp_path) ->
     assert len(seen) == 2 and all(int(n) == 4 * (L - 1) for n in seen)
 
 
+def test_data_parallel_is_refused_with_a_one_line_error(tmp_path) -> None:
+    from gkl.integrations import GKLDistillationTrainer
+    from gkl.utils.errors import InputError
+
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    args._n_gpu = 2  # what the Trainer sees with two visible GPUs and no torchrun
+    with pytest.raises(InputError, match=r"^args\.n_gpu: expected one device per process .* got 2"):
+        GKLDistillationTrainer(model=_student(), args=args, teacher_model=_teacher())
+
+
 def test_gkl_imports_without_transformers() -> None:
     code = "import sys; sys.modules['transformers'] = None; import gkl, gkl.lm, gkl.integrations; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

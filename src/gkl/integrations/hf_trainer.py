@@ -8,7 +8,10 @@ so the (tokens, V) logits never exist beyond one chunk. Normalisation follows th
 under ``average_tokens_across_devices``) the loss is a sum over tokens divided by it, already scaled
 for gradient accumulation; without it, a per-batch mean that the Trainer divides by the accumulation
 steps (``loss_is_scaled_for_ga`` left to the Trainer's rule, ``model_accepts_loss_kwargs`` set so
-the Trainer counts the items).
+the Trainer counts the items, ``_loss_shifts_labels`` so that it counts ``labels[:, 1:]``). Under
+DDP the count is global and the loss is multiplied by the number of processes, which DDP's gradient
+average divides out: 2 processes x batch b make the update of 1 process x batch 2b. DataParallel (one
+process, several GPUs) is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import transformers
 from torch import nn
 
 from gkl.lm.fused import FusedLinearGKLLoss
+from gkl.utils.errors import InputError
 
 __all__ = ["GKLDistillationTrainer"]
 
@@ -56,6 +60,11 @@ class GKLDistillationTrainer(transformers.Trainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if self.args.n_gpu > 1:  # DataParallel: the Trainer hands over one count per replica (n_gpu, 1)
+            raise InputError(
+                f"args.n_gpu: expected one device per process (launch torchrun --nproc_per_node N), "
+                f"got {self.args.n_gpu} (DataParallel)"
+            )
         self.distillation_loss = FusedLinearGKLLoss(
             weight_hard_loss=weight_hard_loss,
             weight_soft_loss=weight_soft_loss,
