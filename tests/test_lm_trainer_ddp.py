@@ -9,7 +9,7 @@ rank's own count, or not undoing the average, moves the weights by far more than
 
 The models run in float64 with plain SGD (no momentum, no clipping: nothing that hides a scale), so
 the only difference between the runs is the order of float64 sums (chunks over other token sets,
-the all-reduce): weights agree to rtol 1e-9, while a wrong normalisation moves them by ~1e-3.
+the all-reduce): weights agree to rtol 1e-9 (measured: 1e-13), while a wrong normalisation moves them by ~0.06.
 Run as a script by torchrun, this module trains one rank and saves what it saw and its weights.
 """
 
