@@ -42,7 +42,9 @@ def _anneal(start: float, end: float, fraction: float) -> float:
     return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
 
 
-def one_cycle_at(position: int, total: int, *, base_lr: float, settings: ScheduleSettings) -> tuple[float, float | None]:
+def one_cycle_at(
+    position: int, total: int, *, base_lr: float, settings: ScheduleSettings
+) -> tuple[float, float | None]:
     """``(lr, momentum)`` of OneCycleLR at 0-based ``position`` of ``total`` (momentum None without
     ``momentum_range``); formula in the module docstring."""
     rise_end = settings.pct_start * total - 1

@@ -193,7 +193,8 @@ class ScheduleSettings:
                     "(set it to null)"
                 )
             bad = ConfigError(
-                f"train.schedule.momentum_range: expected [base, max] with 0 <= base <= max < 1, got {self.momentum_range!r}"
+                "train.schedule.momentum_range: expected [base, max] with 0 <= base <= max < 1, "
+                f"got {self.momentum_range!r}"
             )
             if not isinstance(self.momentum_range, (list, tuple)) or len(self.momentum_range) != 2:
                 raise bad
