@@ -212,3 +212,46 @@ def test_real_count_epoch_has_ceil_real_over_batch_batches_of_the_epoch_shuffle(
         from gkl.config import DataConfig
 
         DataConfig(generated_epoch="real_count")
+
+
+# ----------------------------------------------------------------------------- the recipe through the engine
+
+
+def test_generated_recipe_trains_with_dm_at_schedule_epochs_and_averaging(tmp_path) -> None:
+    """The CIFAR-10 generated-data recipe, made small (WRN-16-4, 3 epochs, batch 10, 1 attack step,
+    pct_start 0.5), on CIFAR-format data: 20 real images -> ceil(20 / 10) = 2 batches per epoch; the
+    logged LR of each epoch and the last step's momentum follow one_cycle at lr 0.4 · 10 / 1024."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from gkl.cli import main
+    from test_data_cifar import write_cifar10
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(36, 32, 32, 3), dtype=np.uint8)
+    write_cifar10(str(tmp_path / "cifar"), images[:20], rng.integers(0, 10, 20), images[20:26], np.arange(6))
+    np.savez(tmp_path / "generated.npz", image=images[26:], label=np.arange(10))
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "cifar10_at" / "gkl_wrn28_10_generated.yaml"
+    args = [
+        "adv-train",
+        str(recipe),
+        f"data.root={tmp_path / 'cifar'}",
+        f"data.generated_path={tmp_path / 'generated.npz'}",
+    ]
+    args += [f"out_dir={tmp_path / 'runs'}", "train.epochs=3", "data.batch_size=10", "data.eval_batch_size=6"]
+    args += ["data.num_workers=0", "train.progress=false", "model.name=wrn16_4_robust", "adversarial.attack_steps=1"]
+    args += ["train.schedule.pct_start=0.5", "train.device=cpu"]
+    assert main(args) == 0
+    run_dir = tmp_path / "runs" / "gkl_wrn28_10_generated"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    base = 0.4 * 10 / 1024
+    assert [r["step"] for r in records] == [2, 4, 6]  # two mixed batches per epoch
+    for record in records:
+        assert record["lr"] == pytest.approx(_one_cycle(record["epoch"] - 1, 3, base, 0.5, 25.0, 1e4)[0], rel=1e-12)
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    momenta = [group["momentum"] for group in state["optimizer"]["param_groups"]]  # two groups: no decay on BN
+    assert len(momenta) == 2 and momenta == pytest.approx([_one_cycle(2, 3, base, 0.5, 25.0, 1e4)[1]] * 2, rel=1e-12)
+    assert momenta == pytest.approx([0.95, 0.95])  # the last epoch: back at max
+    assert state["ema"]["updates"] == 6

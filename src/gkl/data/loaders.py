@@ -112,6 +112,14 @@ class PerImageLoader:
             torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank, "augment")).get_state()
         )
 
+    @property
+    def batch_size(self) -> int | None:
+        """Examples per batch: the DataLoader's, or its batch sampler's (mixed real/generated batches,
+        where the DataLoader has none): what ``optim.reference_batch_size`` scales the LR by."""
+        if self.loader.batch_size is not None:
+            return self.loader.batch_size
+        return getattr(self.sampler, "batch_size", None)
+
     def __len__(self) -> int:
         return len(self.loader)
 
