@@ -25,7 +25,7 @@ from gkl.recipes import resolve_recipe
 from gkl.settings.train import TrainSettings
 from gkl.tasks import Task, get_task, list_tasks
 from gkl.utils.errors import ConfigError, InputError
-from gkl.utils.validation import check_int, check_number, fail
+from gkl.utils.validation import check_choice, check_int, check_number, fail
 
 __all__ = [
     "ConfigError",
@@ -75,6 +75,9 @@ class DataConfig:
     normalize: bool = True  #: False: inputs in [0, 1] (adversarial training normalises inside the model)
     generated_path: str | None = None  #: DM-AT style npz of generated images
     generated_ratio: float = 0.0  #: fraction of each training batch drawn from generated_path
+    #: epoch of mixed batches: one pass over the real examples ("real_pass"), or ceil(real examples /
+    #: batch_size) batches ("real_count", DM-AT's sampler: each epoch a random part of the real set)
+    generated_epoch: Literal["real_pass", "real_count"] = "real_pass"
     label_noise: LabelNoiseConfig | None = None  #: noisy training labels (the test set stays clean)
     #: fraction of the training set held out (stratified) for model selection: best.pt and the
     #: best epoch are chosen on it, and test top-1 is reported at the last and the best-val epoch
@@ -92,6 +95,12 @@ class DataConfig:
         if self.val_fraction >= 1.0:
             raise fail("data", "val_fraction", "a value in [0, 1)", self.val_fraction, error=ConfigError)
         check_int("data", "val_seed", self.val_seed, minimum=0, error=ConfigError)
+        check_choice("data", "generated_epoch", self.generated_epoch, ("real_pass", "real_count"), error=ConfigError)
+        if self.generated_epoch != "real_pass" and self.generated_path is None:
+            raise ConfigError(
+                f"data.generated_epoch: {self.generated_epoch!r} sets the epoch of mixed real/generated batches; "
+                "it needs data.generated_path"
+            )
         if self.generated_ratio > 0 and self.generated_path is None:
             raise ConfigError(
                 "data.generated_path: expected an npz of generated images when "

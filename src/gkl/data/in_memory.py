@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import MemorySplit
-from .sharding import derive_seed, generated_counts, mixed_batches, shard_indices
+from .sharding import derive_seed, generated_counts, mixed_batch_count, mixed_batches, shard_indices
 from .transforms import normalize_batch, to_unit_float
 
 #: output bytes assembled per thread switch on the CPU (64 MiB: ~40 CIFAR batches of 128; all of MNIST-1D)
@@ -76,6 +76,7 @@ class InMemoryLoader:
         drop_last: bool = False,
         generated: tuple[torch.Tensor, torch.Tensor] | None = None,
         generated_ratio: float = 0.0,
+        generated_epoch: str = "real_pass",
     ) -> None:
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
@@ -87,6 +88,7 @@ class InMemoryLoader:
         self.drop_last = drop_last
         self.epoch = 0
         self.generated_ratio = generated_ratio
+        self.generated_epoch = generated_epoch
         self.gen_images: torch.Tensor | None = None
         self.gen_labels: torch.Tensor | None = None
         if generated is not None:
@@ -126,6 +128,7 @@ class InMemoryLoader:
                 epoch=self.epoch,
                 rank=self.rank,
                 world_size=self.world_size,
+                epoch_length=self.generated_epoch,
             )
         n = len(shard)
         stop = n - n % self.batch_size if self.drop_last else n
@@ -134,7 +137,7 @@ class InMemoryLoader:
     def __len__(self) -> int:
         shard_len = -(-len(self.labels) // self.world_size)
         if self.gen_images is not None:
-            return shard_len // generated_counts(self.batch_size, self.generated_ratio)[0]
+            return mixed_batch_count(shard_len, self.batch_size, self.generated_ratio, self.generated_epoch)
         return shard_len // self.batch_size if self.drop_last else -(-shard_len // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

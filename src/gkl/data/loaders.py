@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 from .base import InfoDataset
 from .generated import GeneratedImages
 from .in_memory import InMemoryLoader
-from .sharding import derive_seed, generated_counts, mixed_batches, shard_indices
+from .sharding import EPOCH_LENGTHS, derive_seed, generated_counts, mixed_batch_count, mixed_batches, shard_indices
 
 
 class MixedBatchSampler(Sampler[list[int]]):
@@ -34,8 +34,10 @@ class MixedBatchSampler(Sampler[list[int]]):
         seed: int,
         rank: int,
         world_size: int,
+        epoch_length: str = "real_pass",
     ) -> None:
         self.n_real, self.n_generated = n_real, n_generated
+        self.epoch_length = epoch_length
         self.batch_size, self.generated_ratio = batch_size, generated_ratio
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.epoch = 0
@@ -44,7 +46,8 @@ class MixedBatchSampler(Sampler[list[int]]):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return (-(-self.n_real // self.world_size)) // generated_counts(self.batch_size, self.generated_ratio)[0]
+        shard_len = -(-self.n_real // self.world_size)
+        return mixed_batch_count(shard_len, self.batch_size, self.generated_ratio, self.epoch_length)
 
     def __iter__(self) -> Iterator[list[int]]:
         shard = shard_indices(
@@ -64,6 +67,7 @@ class MixedBatchSampler(Sampler[list[int]]):
             epoch=self.epoch,
             rank=self.rank,
             world_size=self.world_size,
+            epoch_length=self.epoch_length,
         ):
             yield real.tolist() + (gen + self.n_real).tolist()
 
@@ -108,6 +112,14 @@ class PerImageLoader:
             torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank, "augment")).get_state()
         )
 
+    @property
+    def batch_size(self) -> int | None:
+        """Examples per batch: the DataLoader's, or its batch sampler's (mixed real/generated batches,
+        where the DataLoader has none): what ``optim.reference_batch_size`` scales the LR by."""
+        if self.loader.batch_size is not None:
+            return self.loader.batch_size
+        return getattr(self.sampler, "batch_size", None)
+
     def __len__(self) -> int:
         return len(self.loader)
 
@@ -150,6 +162,7 @@ def build_loader(
     drop_last: bool | None = None,
     generated: GeneratedImages | None = None,
     generated_ratio: float = 0.0,
+    generated_epoch: str = "real_pass",
 ):
     """Batches of ``(images, labels)`` for this rank; the result has ``__len__`` and ``set_epoch(epoch)``.
 
@@ -163,8 +176,9 @@ def build_loader(
     `build_dataset` that support it: CIFAR, digits, MNIST-1D); otherwise a
     DataLoader yields CPU tensors (pinned when ``device`` is CUDA).
     ``generated`` mixes generated images into training batches at
-    ``generated_ratio`` (fraction per batch, rounded to whole examples; an epoch
-    is one pass over the real shard, see `gkl.data.sharding`).
+    ``generated_ratio`` (fraction per batch, rounded to whole examples); an epoch
+    is one pass over the real shard (``generated_epoch="real_pass"``) or as many batches
+    as the real shard fills alone (``"real_count"``, DM-AT), see `gkl.data.sharding`.
     """
     _check_int("batch_size", batch_size, 1)
     _check_int("num_workers", num_workers, 0)
@@ -183,6 +197,8 @@ def build_loader(
         if not drop_last:
             raise ValueError("drop_last: mixed real/generated batches are always full; drop_last=False is not possible")
         generated_counts(batch_size, generated_ratio)
+        if generated_epoch not in EPOCH_LENGTHS:
+            raise ValueError(f"generated_epoch: expected one of {list(EPOCH_LENGTHS)}, got {generated_epoch!r}")
 
     if in_memory:
         if not isinstance(dataset, InfoDataset):
@@ -218,6 +234,7 @@ def build_loader(
             drop_last=drop_last,
             generated=gen_arrays,
             generated_ratio=generated_ratio,
+            generated_epoch=generated_epoch,
         )
 
     pin = device.type == "cuda"
@@ -238,6 +255,7 @@ def build_loader(
             len(generated),
             batch_size=batch_size,
             generated_ratio=generated_ratio,
+            epoch_length=generated_epoch,
             shuffle=train,
             seed=seed,
             rank=rank,

@@ -8,10 +8,13 @@ visit the same examples in the same order.
 
 `mixed_batches` defines epochs with generated data: each batch holds
 ``n_gen = round(batch_size * generated_ratio)`` generated and
-``batch_size - n_gen`` real examples; an epoch is one pass over this rank's real
-shard (``len(shard) // n_real`` full batches, the remainder is dropped); the
-generated examples come from a per-epoch global shuffle of the generated set
-(reshuffled and repeated when exhausted), sharded across ranks the same way.
+``batch_size - n_gen`` real examples; an epoch (``epoch_length``) is one pass over this
+rank's real shard (``real_pass``: ``len(shard) // n_real`` full batches, the remainder is
+dropped) or as many batches as the real shard alone fills (``real_count``:
+``ceil(len(shard) / batch_size)`` batches, at most ``len(shard) // n_real``, of the first
+real examples of the epoch's shuffle: DM-AT's ``SemiSupervisedSampler``); the generated examples come from a per-epoch
+global shuffle of the generated set (reshuffled and repeated when exhausted), sharded
+across ranks the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import math
 import torch
 
 _STREAMS = {"generated": 1, "augment": 2, "workers": 3}
+#: epoch lengths of mixed real/generated batches (module docstring)
+EPOCH_LENGTHS: tuple[str, ...] = ("real_pass", "real_count")
 
 
 def derive_seed(seed: int, epoch: int, rank: int, stream: str) -> int:
@@ -56,6 +61,16 @@ def generated_counts(batch_size: int, generated_ratio: float) -> tuple[int, int]
     return batch_size - n_gen, n_gen
 
 
+def mixed_batch_count(shard_len: int, batch_size: int, generated_ratio: float, epoch_length: str = "real_pass") -> int:
+    """Mixed batches in an epoch of a real shard of ``shard_len`` examples (module docstring)."""
+    n_real = generated_counts(batch_size, generated_ratio)[0]
+    if epoch_length == "real_pass":
+        return shard_len // n_real
+    if epoch_length == "real_count":  # never more than the shard fills with full batches
+        return min(-(-shard_len // batch_size), shard_len // n_real)
+    raise ValueError(f"epoch_length: expected one of {list(EPOCH_LENGTHS)}, got {epoch_length!r}")
+
+
 def generated_indices(
     n_generated: int, count: int, *, seed: int, epoch: int, rank: int, world_size: int
 ) -> torch.Tensor:
@@ -81,10 +96,11 @@ def mixed_batches(
     epoch: int,
     rank: int,
     world_size: int,
+    epoch_length: str = "real_pass",
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per batch, ``(real indices, generated indices)`` following the module's epoch definition."""
     n_real, n_gen = generated_counts(batch_size, generated_ratio)
-    num_batches = len(real) // n_real
+    num_batches = mixed_batch_count(len(real), batch_size, generated_ratio, epoch_length)
     if num_batches == 0:
         raise ValueError(
             f"batch_size: the real shard ({len(real)} examples) is smaller than the "

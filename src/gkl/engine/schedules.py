@@ -17,6 +17,14 @@ Step unit, with ``k = step - 1`` optimizer steps already taken (the counter of
 - usb_cosine: ``lr * cos(num_cycles · π · t / T')``, num_cycles 7/16 by default
   (USB, ``semilearn/core/utils/build.py: get_cosine_schedule_with_warmup``)
 - constant: ``lr``
+- one_cycle: :func:`one_cycle_at` of position ``k`` of ``T`` (no separate warm-up)
+
+one_cycle (either unit) is ``torch.optim.lr_scheduler.OneCycleLR`` with two phases and cosine
+annealing, at position ``u`` (``epoch - 1`` or ``step - 1``) of ``T`` (epochs or steps): with
+``e = pct_start · T - 1`` and ``anneal(a, b, f) = b + (a - b)/2 · (1 + cos(π f))``, ``u <= e`` gives
+``anneal(lr / div_factor, lr, u / e)`` and later ``u`` ``anneal(lr, lr / div_factor / final_div_factor,
+(u - e) / (T - 1 - e))``; with ``momentum_range = (base, max)`` the momentum is ``anneal(max, base, ·)``
+then ``anneal(base, max, ·)`` at the same fractions. DM-AT (``cosinew``) steps it once per epoch.
 """
 
 from __future__ import annotations
@@ -27,6 +35,36 @@ import torch
 
 from gkl.settings.optim import ScheduleSettings
 from gkl.utils.errors import InputError
+
+
+def _anneal(start: float, end: float, fraction: float) -> float:
+    """Cosine from ``start`` (fraction 0) to ``end`` (fraction 1), as OneCycleLR's ``_annealing_cos``."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
+
+
+def one_cycle_at(
+    position: int, total: int, *, base_lr: float, settings: ScheduleSettings
+) -> tuple[float, float | None]:
+    """``(lr, momentum)`` of OneCycleLR at 0-based ``position`` of ``total`` (momentum None without
+    ``momentum_range``); formula in the module docstring."""
+    rise_end = settings.pct_start * total - 1
+    if rise_end <= 0:
+        raise InputError(
+            f"schedule.pct_start: {settings.pct_start} of the run's {total} {settings.unit}s leaves the one_cycle "
+            f"warm-up no length (pct_start × {total} must exceed 1)"
+        )
+    initial = base_lr / settings.div_factor
+    if position <= rise_end:
+        fraction, lrs, phase = position / rise_end, (initial, base_lr), 0
+    else:
+        fraction = (position - rise_end) / (total - 1 - rise_end)
+        lrs, phase = (base_lr, initial / settings.final_div_factor), 1
+    lr = _anneal(lrs[0], lrs[1], fraction)
+    if settings.momentum_range is None:
+        return lr, None
+    low, high = settings.momentum_range
+    momenta = (high, low) if phase == 0 else (low, high)
+    return lr, _anneal(momenta[0], momenta[1], fraction)
 
 
 def learning_rate_at(epoch: int, *, base_lr: float, epochs: int, settings: ScheduleSettings) -> float:
@@ -46,6 +84,8 @@ def learning_rate_at(epoch: int, *, base_lr: float, epochs: int, settings: Sched
     """
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= epochs:
         raise ValueError(f"epoch: expected an integer in [1, {epochs}], got {epoch!r}")
+    if settings.kind == "one_cycle":
+        return one_cycle_at(epoch - 1, epochs, base_lr=base_lr, settings=settings)[0]
     warmup = settings.warmup_epochs
     if warmup > 0 and epoch <= warmup:
         return base_lr * epoch / warmup
@@ -120,6 +160,8 @@ def learning_rate_at_step(step: int, *, base_lr: float, total_steps: int, settin
     """Learning rate of global optimizer ``step`` (1-based) under ``unit: step`` (formulas above)."""
     if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= total_steps:
         raise ValueError(f"step: expected an integer in [1, {total_steps}], got {step!r}")
+    if settings.kind == "one_cycle":
+        return one_cycle_at(step - 1, total_steps, base_lr=base_lr, settings=settings)[0]
     k, warmup = step - 1, settings.warmup_steps
     if k < warmup:
         return base_lr * k / warmup
@@ -139,7 +181,8 @@ def learning_rate_at_step(step: int, *, base_lr: float, total_steps: int, settin
 
 
 class LRSchedule:
-    """Sets every parameter group's ``lr = lr_at(step) * group['lr_scale']`` (scale 1 if absent).
+    """Sets every parameter group's ``lr = lr_at(step) * group['lr_scale']`` (scale 1 if absent), and
+    its ``momentum`` (:meth:`momentum_at`) when the schedule cycles it (``momentum_range``).
 
     ``step`` is the global optimizer step counting from 1. With ``unit: epoch`` the LR of step
     ``s`` is :func:`learning_rate_at` of epoch ``(s - 1) // steps_per_epoch + 1`` of
@@ -178,6 +221,8 @@ class LRSchedule:
             raise InputError(
                 f"schedule.warmup_steps: expected fewer than the run's {total_steps} steps, got {settings.warmup_steps}"
             )
+        if settings.kind == "one_cycle":  # the warm-up needs a length: an InputError now, not at step 1
+            one_cycle_at(0, self.epochs if settings.unit == "epoch" else total_steps, base_lr=1.0, settings=settings)
 
     def epoch_of(self, step: int) -> int:
         """The epoch (from 1) that global ``step`` (from 1) falls in."""
@@ -193,11 +238,25 @@ class LRSchedule:
             )
         return learning_rate_at_step(step, base_lr=self.base_lr, total_steps=self.total_steps, settings=self.settings)
 
+    def momentum_at(self, step: int) -> float | None:
+        """SGD momentum of global ``step`` under ``momentum_range`` (one_cycle), else None (left as set)."""
+        if self.settings.kind != "one_cycle" or self.settings.momentum_range is None:
+            return None
+        self.lr_at(step)  # checks the step
+        if self.settings.unit == "epoch":
+            position, total = self.epoch_of(step) - 1, self.epochs
+        else:
+            position, total = step - 1, self.total_steps
+        return one_cycle_at(position, total, base_lr=self.base_lr, settings=self.settings)[1]
+
     def apply(self, step: int) -> float:
-        """Set the learning rates for ``step`` and return the base value."""
+        """Set the learning rates (and a cycled momentum) for ``step`` and return the base LR."""
         lr = self.lr_at(step)
+        momentum = self.momentum_at(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
+            if momentum is not None:
+                group["momentum"] = momentum
         self.last_step = step
         return lr
 

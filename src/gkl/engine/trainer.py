@@ -137,7 +137,7 @@ class Trainer:
         )
         self.amp = MixedPrecision(settings.amp, self.device)
         self.objective.use_grad_scaler(self.amp.scaler)  # AWP scales its proxy backward with it
-        self.ema = ModelEMA(self.model, settings.ema.decay) if settings.ema.decay is not None else None
+        self.ema = ModelEMA.from_settings(self.model, settings.ema, steps=self.total_steps, epochs=self.epochs)
 
         self.step = 0  # optimizer steps done
         self.best = BestCheckpoint(

@@ -18,6 +18,8 @@ Outer losses (o_m = clean logits, carrying gradient; o_n = adversarial logits):
   in :meth:`on_epoch_end`.
 - PGD-AT: CE(o_n, y) on PGD examples.
 
+Each CE takes ``label_smoothing`` ε: targets (1 − ε) one-hot + ε / C (DM-AT's TRADES uses 0.1).
+
 Two-view AutoAugment (``autoaugment_weight > 0``): each batch gets a second view
 made with torchvision's AutoAugment (CIFAR-10 policy, per example, on uint8
 versions of the images); the view is attacked too and its AT loss terms are
@@ -103,6 +105,10 @@ class AdversarialObjective(Objective):
         """Hook called with the first view's clean logits after the training forward."""
 
     uses_clean_logits: bool = True
+
+    def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The objective's CE term, with ``label_smoothing`` (0: the plain cross-entropy)."""
+        return F.cross_entropy(logits, labels, label_smoothing=self.settings.label_smoothing)
 
     # -- the step -------------------------------------------------------------------
     def plan(self, epoch: int) -> AttackPlan:
@@ -221,7 +227,7 @@ class TRADESObjective(AdversarialObjective):
 
     def at_losses(self, clean_logits, adv_logits, labels):
         return {
-            "ce": F.cross_entropy(clean_logits, labels),
+            "ce": self.cross_entropy(clean_logits, labels),
             "kl": self.settings.trades_beta * logit_loss("kl", adv_logits, clean_logits),
         }
 
@@ -256,7 +262,7 @@ class GKLATObjective(AdversarialObjective):
     def at_losses(self, clean_logits, adv_logits, labels):
         s = self.settings
         return {
-            "ce": F.cross_entropy(clean_logits, labels),
+            "ce": self.cross_entropy(clean_logits, labels),
             "gkl": logit_loss(
                 "gkl",
                 adv_logits,
@@ -284,7 +290,7 @@ class PGDATObjective(AdversarialObjective):
     uses_clean_logits = False
 
     def at_losses(self, clean_logits, adv_logits, labels):
-        return {"adv_ce": F.cross_entropy(adv_logits, labels)}
+        return {"adv_ce": self.cross_entropy(adv_logits, labels)}
 
 
 #: method name -> objective class.

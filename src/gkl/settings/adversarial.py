@@ -55,6 +55,9 @@ class AdversarialSettings:
     the other budgets derive steps and step size from eps per epoch, so setting them then
     is an error. AWP is on when ``awp_gamma > 0`` and ``epoch >= awp_start_epoch``; the
     proxy's learning rate only scales a difference renormalised per layer (0.01 as in AWP).
+    ``label_smoothing`` ε in [0, 1) smooths the one-hot labels of the objective's cross-entropy term
+    (TRADES and GKL-AT: the clean CE; PGD-AT: the adversarial CE) to (1 − ε) one-hot + ε / C, as
+    ``F.cross_entropy(label_smoothing=ε)`` (DM-AT's TRADES: 0.1); the attack's loss is not smoothed.
     """
 
     variant_key: ClassVar[str] = "method"
@@ -75,6 +78,7 @@ class AdversarialSettings:
     # second AutoAugment view
     autoaugment_weight: float = 0.0
     autoaugment_ce: Literal["weighted", "mean"] = "weighted"
+    label_smoothing: float = 0.0
 
     @classmethod
     def variants(cls) -> dict[str, type[AdversarialSettings]]:
@@ -116,6 +120,9 @@ class AdversarialSettings:
         for name in ("eps", "awp_gamma", "autoaugment_weight"):
             _number(self, name, minimum=0.0)
         _number(self, "awp_proxy_lr", minimum=0.0, strict=True)
+        _number(self, "label_smoothing", minimum=0.0)
+        if self.label_smoothing >= 1.0:
+            raise fail(_OWNER, "label_smoothing", "a value in [0, 1)", self.label_smoothing, error=ConfigError)
         check_int(_OWNER, "awp_start_epoch", self.awp_start_epoch, minimum=0, error=ConfigError)
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,7 +20,8 @@ _check_choice = partial(check_choice, error=ConfigError)
 _check_number = partial(check_number, error=ConfigError)
 
 OptimName = Literal["sgd", "adamw"]
-ScheduleKind = Literal["multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine"]
+ScheduleKind = Literal["multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine", "one_cycle"]
+SCHEDULE_KINDS: tuple[str, ...] = ("multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine", "one_cycle")
 ScheduleUnit = Literal["epoch", "step"]
 
 _SGD_ONLY = ("momentum", "nesterov")
@@ -118,6 +119,14 @@ class ScheduleSettings:
         ``constant``: ``lr``.
         ``poly``: ``lr * (1 - t / T) ** power`` (segmentation recipes).
         ``usb_cosine``: USB's ``lr * cos(num_cycles · π · t / T)`` (num_cycles 7/16).
+        ``one_cycle``: ``torch.optim.lr_scheduler.OneCycleLR`` (two phases, cosine annealing) stepped once
+            per epoch or step: from ``lr / div_factor`` up to ``lr`` over the first ``pct_start`` of the
+            run, then down to ``lr / div_factor / final_div_factor`` (DM-AT's ``cosinew``: pct_start 0.025,
+            per epoch). Its own warm-up: warmup_epochs / warmup_steps must be 0.
+    pct_start, div_factor, final_div_factor: of ``one_cycle`` (torch's defaults 0.3, 25, 1e4).
+    momentum_range: ``[base, max]`` or null; ``one_cycle`` with SGD only: the momentum is cycled against
+        the LR, from max down to base while it rises and back (OneCycleLR's ``cycle_momentum``; DM-AT
+        [0.85, 0.95], torch's defaults); it replaces ``train.optim.momentum``. Null: momentum fixed.
     warmup_epochs: linear warm-up counted in epochs (``unit: epoch``); epoch ``e <= warmup_epochs``
         uses ``lr * e / warmup_epochs``.
     warmup_steps: linear warm-up counted in optimizer steps (``unit: step``).
@@ -132,11 +141,13 @@ class ScheduleSettings:
     warmup_steps: int = 0
     power: float = 0.9
     num_cycles: float = 7.0 / 16.0
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1.0e4
+    momentum_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        _check_choice(
-            "train.schedule", "kind", self.kind, ("multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine")
-        )
+        _check_choice("train.schedule", "kind", self.kind, SCHEDULE_KINDS)
         _check_choice("train.schedule", "unit", self.unit, ("epoch", "step"))
         if not isinstance(self.milestones, (list, tuple)):
             raise ConfigError(f"train.schedule.milestones: expected a list of epochs, got {self.milestones!r}")
@@ -163,7 +174,38 @@ class ScheduleSettings:
                 "train.schedule.warmup_epochs: counts epochs, needs train.schedule.unit: epoch "
                 "(use train.schedule.warmup_steps with unit: step)"
             )
+        self._check_one_cycle()
         if self.unit == "step" and self.kind == "cosine_at":
             raise ConfigError(
                 "train.schedule.kind: 'cosine_at' is the per-epoch GKL-AT schedule; it needs train.schedule.unit: epoch"
+            )
+
+    def _check_one_cycle(self) -> None:
+        _check_number("train.schedule", "pct_start", self.pct_start, minimum=0.0, strict=True)
+        if self.pct_start >= 1.0:
+            raise ConfigError(f"train.schedule.pct_start: expected a value in (0, 1), got {self.pct_start!r}")
+        _check_number("train.schedule", "div_factor", self.div_factor, minimum=0.0, strict=True)
+        _check_number("train.schedule", "final_div_factor", self.final_div_factor, minimum=0.0, strict=True)
+        if self.momentum_range is not None:
+            if self.kind != "one_cycle":
+                raise ConfigError(
+                    f"train.schedule.momentum_range: used by kind 'one_cycle' only, got kind {self.kind!r} "
+                    "(set it to null)"
+                )
+            bad = ConfigError(
+                "train.schedule.momentum_range: expected [base, max] with 0 <= base <= max < 1, "
+                f"got {self.momentum_range!r}"
+            )
+            if not isinstance(self.momentum_range, (list, tuple)) or len(self.momentum_range) != 2:
+                raise bad
+            base, top = self.momentum_range
+            for value in (base, top):
+                _check_number("train.schedule", "momentum_range", value, minimum=0.0)
+            if not base <= top < 1.0:
+                raise bad
+            self.momentum_range = (base, top)  # a YAML list becomes a pair
+        if self.kind == "one_cycle" and (self.warmup_epochs or self.warmup_steps):
+            raise ConfigError(
+                "train.schedule.warmup_epochs: kind 'one_cycle' warms up by itself over pct_start of the run; "
+                "set warmup_epochs and warmup_steps to 0"
             )

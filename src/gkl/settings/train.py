@@ -34,11 +34,20 @@ class EMASettings:
     every: update after every ``"epoch"`` or every optimizer ``"step"``.
     evaluate: which model's top-1 drives best-epoch tracking and ``best.pt``
         (both are evaluated and logged when EMA is on).
+    warmup: fraction in [0, 1) of the run's updates (its steps, or epochs with ``every: epoch``) during
+        which the average is a copy of the weights (decay 0); DM-AT: 0.025.
+    dynamic_decay: after the warm-up, decay ``min(decay, (1 + t) / (10 + t))`` at the t-th update
+        (DM-AT's ``ema_update(dynamic_decay=True)``); false: ``decay`` throughout.
+    buffers: ``average`` the BatchNorm statistics like the weights, or ``copy`` the model's (DM-AT's
+        ``update_bn``).
     """
 
     decay: float | None = None
     every: Literal["epoch", "step"] = "epoch"
     evaluate: Literal["raw", "ema"] = "raw"
+    warmup: float = 0.0
+    dynamic_decay: bool = False
+    buffers: Literal["average", "copy"] = "average"
 
     def __post_init__(self) -> None:
         if self.decay is not None:
@@ -49,6 +58,16 @@ class EMASettings:
         _check_choice("train.ema", "evaluate", self.evaluate, ("raw", "ema"))
         if self.evaluate == "ema" and self.decay is None:
             raise ConfigError("train.ema.evaluate: 'ema' needs train.ema.decay to be set")
+        _check_number("train.ema", "warmup", self.warmup, minimum=0.0)
+        if self.warmup >= 1.0:
+            raise ConfigError(f"train.ema.warmup: expected a fraction in [0, 1), got {self.warmup!r}")
+        if not isinstance(self.dynamic_decay, bool):
+            raise ConfigError(f"train.ema.dynamic_decay: expected a bool, got {self.dynamic_decay!r}")
+        _check_choice("train.ema", "buffers", self.buffers, ("average", "copy"))
+        if self.decay is None:
+            for name, default in (("warmup", 0.0), ("dynamic_decay", False), ("buffers", "average")):
+                if getattr(self, name) != default:
+                    raise ConfigError(f"train.ema.{name}: needs train.ema.decay to be set (EMA is off)")
 
 
 @dataclass
@@ -146,6 +165,11 @@ class TrainSettings:
             raise ConfigError(
                 f"train.schedule.warmup_epochs: expected at most train.epochs ({self.epochs}), "
                 f"got {self.schedule.warmup_epochs}"
+            )
+        if self.schedule.momentum_range is not None and self.optim.name != "sgd":
+            raise ConfigError(
+                "train.schedule.momentum_range: cycles SGD's momentum; needs train.optim.name: sgd, "
+                f"got {self.optim.name!r}"
             )
         _check_choice("train", "amp", self.amp, ("off", "bf16", "fp16", "auto"))
         if self.clip_grad_norm is not None:

@@ -9,6 +9,8 @@ The formula (docs/study.md, "Cost estimate")::
     FLOPs    = examples × [3 F × (1 + K) + F_teacher + 4 F × µ]
     GPU-h    = FLOPs / (SUSTAINED_FLOPS × 3600)
 
+For a kind whose models are not registry models, the task's ``cost(cfg)`` gives the examples of
+an epoch and F, F_teacher (CLIP: one image-text pair through both towers, :mod:`gkl.models.clip_flops`).
 3 F is a forward and a backward pass; K the mean number of attack steps per example of an
 adversarial run (each step one forward and one backward, as the training step); F_teacher one
 teacher forward for a run with a teacher; µ the unlabelled examples per labelled one of an SSL
@@ -118,12 +120,27 @@ def _unlabelled_ratio(cfg: Any) -> int:
     return 0
 
 
+def _task_cost(cfg: Any, task: Any) -> RunCost:
+    """The estimate from the task's own ``cost(cfg)`` (examples per epoch, model and teacher FLOPs per example)."""
+    try:
+        per_epoch, student, teacher = task.cost(cfg)
+    except ValueError as err:  # InputError included: the reason there is no estimate
+        return RunCost(reason=str(err).splitlines()[0][:80])
+    if cfg.train.iterations is not None:
+        examples = float(cfg.train.iterations * cfg.data.batch_size)
+    else:
+        examples = float(cfg.train.epochs * per_epoch)
+    return RunCost(flops=examples * (3 * student + teacher))
+
+
 def run_cost(cfg: Any) -> RunCost:
     """The estimate for one resolved config (an ExperimentConfig); see the module docstring."""
     from gkl.data.registry import dataset_info
     from gkl.tasks import get_task
 
     task = get_task(cfg.kind)
+    if task.cost is not None:
+        return _task_cost(cfg, task)
     if not task.registry_names:
         return RunCost(reason=f"a '{task.name}' run's models are not registry models")
     name = str(getattr(cfg.data, "name", None))

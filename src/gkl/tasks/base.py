@@ -65,7 +65,12 @@ class Task:
     scores, labels and features per example); None (the default): the kind has no such analyses and
     ``gkl analyze`` refuses its runs in one line. feature_statistics: ``train.log_feature_stats`` applies
     to the kind (a model giving (batch, classes) logits with an ``nn.Linear`` classifier), so
-    ``gkl analyze features`` can read its runs; False (the default): refused in one line.
+    ``gkl analyze features`` can read its runs; False (the default): refused in one line. cost:
+    ``cost(cfg) -> (examples_per_epoch, forward_flops, teacher_forward_flops)`` for ``gkl sweep
+    --dry-run``'s estimate (:mod:`gkl.study.cost`) of a kind whose models are not registry models: the
+    training examples of one epoch and the forward FLOPs of one example through the model and the
+    teacher (0 without one); a ValueError's message is shown as the reason when there is no estimate.
+    None (the default): the estimate is measured on the registry model and dataset.
     """
 
     name: str
@@ -86,6 +91,7 @@ class Task:
     evaluation: str = "top-1 / top-5"
     analysis: Callable[..., Any] | None = None
     feature_statistics: bool = False
+    cost: Callable[[Any], tuple[float, float, float]] | None = None
     section_names: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:

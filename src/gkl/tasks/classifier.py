@@ -93,6 +93,7 @@ def build_classifier_parts(
         train=True,
         generated=generated,
         generated_ratio=data.generated_ratio,
+        generated_epoch=data.generated_epoch,
         **common,
     )
     eval_loader = build_loader(eval_set, batch_size=data.eval_batch_size, train=False, **common)

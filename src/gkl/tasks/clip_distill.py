@@ -9,7 +9,7 @@ from typing import Any
 from gkl.settings._variants import drop_unused_keys
 from gkl.settings.clip import ClipDistillSettings, check_clip_config
 from gkl.tasks.base import Section, Task, check_loss_name
-from gkl.tasks.clip_train import CLIP_METRICS, CLIP_SECTIONS, analysis, build, evaluate
+from gkl.tasks.clip_train import CLIP_METRICS, CLIP_SECTIONS, analysis, build, cost, evaluate
 
 __all__ = ["TASK"]
 
@@ -42,5 +42,6 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     analysis=analysis,
+    cost=cost,
     evaluation="zero-shot / retrieval metrics",
 )

@@ -10,7 +10,7 @@ from typing import Any
 from gkl.settings.clip import ClipDataSettings, ClipEvalSettings, check_clip_config
 from gkl.tasks.base import Section, Task
 
-__all__ = ["TASK", "CLIP_SECTIONS", "analysis", "build", "evaluate"]
+__all__ = ["TASK", "CLIP_SECTIONS", "analysis", "build", "cost", "evaluate"]
 
 #: the sections of both CLIP kinds (check_clip_config requires clip_data)
 CLIP_SECTIONS = (
@@ -41,6 +41,43 @@ def analysis(cfg: Any, checkpoint: Any, device: Any, *, attack: bool = False) ->
     return clip_analysis(cfg, checkpoint, device, attack=attack)
 
 
+def _pairs_per_epoch(cfg: Any) -> int:
+    """Image-text pairs of one training epoch: ``samples_per_epoch`` of webdataset shards, the rows of a
+    caption file, or the bundled training digits less the validation split."""
+    data = cfg.clip_data
+    if data.format == "webdataset":
+        return int(data.samples_per_epoch)
+    if data.format == "csv":
+        import csv
+        from pathlib import Path
+
+        path = Path(data.train)
+        if not path.is_file():
+            raise ValueError(f"caption file {str(path)!r} not found: training-set size unknown")
+        separator = data.separator or ("\t" if path.suffix.lower() == ".tsv" else ",")
+        with open(path, newline="", encoding="utf-8") as f:
+            return sum(1 for _ in csv.DictReader(f, delimiter=separator))
+    from gkl.data.bundled import digits_split
+
+    labels = digits_split(True)[1]
+    if cfg.data.val_fraction <= 0:
+        return len(labels)
+    from gkl.data.splits import stratified_split
+
+    return len(stratified_split(labels, cfg.data.val_fraction, cfg.data.val_seed, num_classes=10)[0])
+
+
+def cost(cfg: Any) -> tuple[float, float, float]:
+    """(pairs per epoch, forward FLOPs of one pair through the model, through the teacher): the towers'
+    FLOPs from the OpenCLIP configs (:mod:`gkl.models.clip_flops`)."""
+    from gkl.models.clip_flops import clip_forward_flops
+
+    student = clip_forward_flops(cfg.model.name, **cfg.model.kwargs).pair
+    teacher = cfg.teacher
+    teacher_flops = clip_forward_flops(teacher.name, **teacher.kwargs).pair if teacher is not None else 0.0
+    return float(_pairs_per_epoch(cfg)), student, teacher_flops
+
+
 TASK = Task(
     name="clip_train",
     command="clip-train",
@@ -53,5 +90,6 @@ TASK = Task(
     build=build,
     evaluate=evaluate,
     analysis=analysis,
+    cost=cost,
     evaluation="zero-shot / retrieval metrics",
 )
