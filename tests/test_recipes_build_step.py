@@ -249,8 +249,9 @@ _WEIGHT_FILES: dict[tuple, Path] = {}
 def _weights_file(cfg, section: str, num_classes: int) -> list[str]:
     """Tiny weight files for what the recipe loads: ``<section>.checkpoint`` in the layout its loader
     reads (a community ``{"model": ...}`` file, a plain OpenCLIP state_dict, or a run's
-    ``{checkpoint_key: ...}``), and a PSPNet's ``backbone_checkpoint`` (a ResNet state_dict with
-    the deep stem's conv1..3 / bn1..3 names). Written once per model and reused (module cache)."""
+    ``{checkpoint_key: ...}``), ``<section>.pretrained`` in USB's layout (1000-class head), and a
+    PSPNet's ``backbone_checkpoint`` (a ResNet state_dict with the deep stem's conv1..3 / bn1..3
+    names). Written once per model and reused (module cache)."""
     model = getattr(cfg, section, None)
     if model is None:
         return []
@@ -260,6 +261,9 @@ def _weights_file(cfg, section: str, num_classes: int) -> list[str]:
     if model.kwargs.get("backbone_checkpoint") is not None:
         backbone = _cached(("backbone", name, repr(kwargs)), _backbone_file, name, kwargs)
         out.append(f"{section}.kwargs.backbone_checkpoint={backbone}")
+    if getattr(model, "pretrained", None) is not None:
+        pretrained = _cached(("pretrained", name, repr(kwargs)), _usb_pretrained_file, name, kwargs)
+        out.append(f"{section}.pretrained={pretrained}")
     if model.checkpoint is not None:
         key = ("weights", cfg.kind, name, repr(kwargs), num_classes, model.checkpoint_key)
         out.append(
@@ -294,6 +298,13 @@ def _model_file(path: Path, cfg, name: str, kwargs: dict, num_classes: int, chec
         torch.save({checkpoint_key: state} if checkpoint_key is not None else state, path)
     else:
         torch.save({checkpoint_key or "model": create_model(name, num_classes, **kwargs).state_dict()}, path)
+
+
+def _usb_pretrained_file(path: Path, name: str, kwargs: dict) -> None:
+    """USB's pretrained ViT layout: ``{"model": state_dict}`` with a 1000-class ImageNet head."""
+    from gkl.models import create_model
+
+    torch.save({"model": create_model(name, 1000, **kwargs).state_dict()}, path)
 
 
 def _backbone_file(path: Path, name: str, kwargs: dict) -> None:
