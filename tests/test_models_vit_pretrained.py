@@ -169,3 +169,17 @@ def test_pretrained_config_errors_name_the_key(tmp_path: Path) -> None:
     cfg = load_config(SSL_RECIPE, ["model.name=wrn_16_1", f"model.pretrained={file}"])
     with pytest.raises(InputError, match="expected a ViT"):
         build_model(cfg.model, 100)
+
+
+def test_clip_and_language_models_refuse_model_pretrained() -> None:
+    """Their weights are ``model.checkpoint``: a ``model.pretrained`` they would not read is an error naming it."""
+    from gkl.tasks.clip import build_clip_model
+    from gkl.tasks.lm_distill import _build_lm
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    clip = load_config(configs / "clip" / "demo" / "teacher.yaml", ["model.pretrained=w.pth"])
+    with pytest.raises(InputError, match=r"^model\.pretrained: expected null for an OpenCLIP model"):
+        build_clip_model(clip.model, "model")
+    lm = load_config(configs / "lm" / "teacher.yaml", ["model.pretrained=w.pth"])
+    with pytest.raises(InputError, match=r"^model\.pretrained: expected null for a language model"):
+        _build_lm(lm.model, lm.lm, "model")
