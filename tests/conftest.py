@@ -49,13 +49,11 @@ def digits01_splits(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def standard_digits_cnn(digits01_splits, tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
+def standard_digits_cnn(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
     """:class:`helpers.SmallCNN` trained with cross-entropy (seed 0, 6 epochs), in eval mode.
 
     Shared by the session: never change it in place (``copy.deepcopy`` it first)."""
     from gkl.objectives.supervised import SupervisedObjective
 
-    model, _ = helpers.train_digits_cnn(
-        SupervisedObjective(), *digits01_splits[0], tmp_path_factory.mktemp("standard_digits_cnn")
-    )
+    model, _ = helpers.train_digits_cnn(SupervisedObjective(), tmp_path_factory.mktemp("standard_digits_cnn"))
     return model

@@ -189,18 +189,14 @@ def adversarial_settings(method: str, epochs: int = AT_EPOCHS):
 
 
 def train_digits_cnn(
-    objective: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    run_dir: Path,
-    *,
-    seed: int = 0,
-    epochs: int = AT_EPOCHS,
+    objective: nn.Module, run_dir: Path, *, seed: int = 0, epochs: int = AT_EPOCHS
 ) -> tuple[nn.Module, dict]:
-    """:class:`SmallCNN` trained through the engine: SGD lr 0.1 (momentum 0.9, wd 5e-4), the decaying
-    ``cosine_at`` schedule, batch 64 with the last partial batch dropped. Returns (model in eval mode, summary)."""
+    """:class:`SmallCNN` trained through the engine on the bundled digits training split in [0, 1]
+    (the images of :func:`digits01`) read by the package's in-memory loader, unaugmented: SGD lr 0.1
+    (momentum 0.9, wd 5e-4), the decaying ``cosine_at`` schedule, batch 64 with the last partial batch
+    dropped. Returns (model in eval mode, summary)."""
+    from gkl.data import build_dataset, build_loader
     from gkl.engine import OptimSettings, ScheduleSettings, Trainer, TrainSettings
-    from test_engine_support import ShardedTensorLoader
 
     torch.manual_seed(seed)
     model = SmallCNN()
@@ -214,8 +210,9 @@ def train_digits_cnn(
         eval_every=epochs,
         seed=seed,
     )
-    loader = ShardedTensorLoader(images, labels, batch_size=64, train=True, seed=seed)
-    assert len(loader) * 64 <= len(labels) < (len(loader) + 1) * 64  # full batches only
+    digits = build_dataset("digits", run_dir / "data", True, normalize=False, augment=False)
+    loader = build_loader(digits, batch_size=64, train=True, in_memory=True, seed=seed)
+    assert len(loader) * 64 <= len(digits) < (len(loader) + 1) * 64  # full batches only
     trainer = Trainer(
         model=model,
         objective=objective,

@@ -38,9 +38,8 @@ def robust_outcomes(seed: int, root: Path, only_main: bool = False) -> dict[str,
     from gkl.objectives.adversarial import build_adversarial_objective
     from gkl.objectives.supervised import SupervisedObjective
 
-    train = helpers.digits01(root / "data", True)
     test = TensorDataset(*helpers.digits01(root / "data", False))
-    standard, _ = helpers.train_digits_cnn(SupervisedObjective(), *train, root / f"std{seed}", seed=seed)
+    standard, _ = helpers.train_digits_cnn(SupervisedObjective(), root / f"std{seed}", seed=seed)
     out: dict[str, float] = {}
     # test_report_is_consistent_and_autoattack_is_strongest
     report = evaluate_robustness(
@@ -84,7 +83,7 @@ def robust_outcomes(seed: int, root: Path, only_main: bool = False) -> dict[str,
         objective = build_adversarial_objective(
             helpers.adversarial_settings(method), num_classes=10, epochs=helpers.AT_EPOCHS
         )
-        model, _ = helpers.train_digits_cnn(objective, *train, root / f"{method}{seed}", seed=seed)
+        model, _ = helpers.train_digits_cnn(objective, root / f"{method}{seed}", seed=seed)
         adv_report = evaluate_robustness(
             model, test, eps_list=(helpers.AT_EPS,), attacks=("pgd10",), step_size=helpers.AT_EPS / 4
         )

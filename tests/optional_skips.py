@@ -1,6 +1,7 @@
 """The tests a run skipped because an optional package is missing, listed at the end of every run.
 
-A test of an optional feature skips when its package is absent (``pytest.importorskip``). After the
+A test of an optional feature skips when its package is absent (``pytest.importorskip``, or
+:func:`skip_if_optional_missing` around code that reaches the package indirectly). After the
 run one line names those packages and how many tests each cost. With ``GKL_REQUIRE_OPTIONAL=1``
 (``.ci/run`` sets it: CI installs ``gkl[all]``) a skip for a package of :data:`EXPECTED` fails the run,
 so CI never passes while skipping the tests of a feature it claims to check.
@@ -11,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -26,9 +29,43 @@ EXPECTED = {
     "transformers": "llm",
     "tokenizers": "llm",
     "accelerate": "llm",
+    "sklearn": "bundled",
+    "mnist1d": "bundled",
+    "braceexpand": "webdataset",
+    "matplotlib": "logging",
+    "tensorboard": "logging",
+    "pyautoattack": "eval",
 }
 REQUIRE_ENV = "GKL_REQUIRE_OPTIONAL"
 _MISSING = re.compile(r"could not import '([\w.]+)'")
+
+
+def _missing_optional_module(err: BaseException) -> str | None:
+    """The top-level optional module (one of :data:`EXPECTED`) whose import failed somewhere in the
+    chain of ``err`` (``raise ... from`` and exceptions raised while handling), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ImportError) and current.name and current.name.split(".")[0] in EXPECTED:
+            return current.name.split(".")[0]
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextmanager
+def skip_if_optional_missing() -> Iterator[None]:
+    """Around code that reaches an optional package only indirectly (a recipe of an optional feature):
+    an import of a package of :data:`EXPECTED` that fails skips the test through ``pytest.importorskip``
+    (so the end-of-run line lists it and ``GKL_REQUIRE_OPTIONAL=1`` fails the run); any other error, and
+    an import error of a package that is installed (a broken import, not a missing extra), propagates."""
+    try:
+        yield
+    except Exception as err:
+        module = _missing_optional_module(err)
+        if module is not None:
+            pytest.importorskip(module)  # skips only when the package really cannot be imported
+        raise
 
 
 def missing_packages(reports) -> Counter:

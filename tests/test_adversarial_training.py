@@ -28,7 +28,7 @@ def standard_report(standard_digits_cnn, digits01_splits):
 def test_adversarial_training_beats_standard_training_under_pgd(tmp_path, method, digits01_splits, standard_report):
     # the same model, data, solver and schedule as the CE baseline (helpers.train_digits_cnn)
     objective = build_adversarial_objective(adversarial_settings(method), num_classes=10, epochs=AT_EPOCHS)
-    adversarial, summary = train_digits_cnn(objective, *digits01_splits[0], tmp_path / method)
+    adversarial, summary = train_digits_cnn(objective, tmp_path / method)
     assert "adv_accuracy" in summary["train"]
     report = evaluate_robustness(
         adversarial, TensorDataset(*digits01_splits[1]), eps_list=(AT_EPS,), attacks=("pgd10",), step_size=AT_EPS / 4

@@ -19,8 +19,7 @@ from gkl.study.sweep_plots import MAX_LABEL, plot_accuracy_vs_tau, series_label
 @pytest.fixture
 def figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The figures the plot functions close after saving them."""
-    import matplotlib
-
+    matplotlib = pytest.importorskip("matplotlib")  # the logging extra (pip install "gkl[logging]")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -105,6 +105,7 @@ def _openclip_records(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_openclip_model_built_to_load_weights_logs_nothing_a_random_one_warns(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    pytest.importorskip("open_clip")  # the clip extra (pip install "gkl[clip]")
     from gkl.models.clip import create_clip
 
     caplog.set_level(logging.INFO)
@@ -116,6 +117,7 @@ def test_openclip_model_built_to_load_weights_logs_nothing_a_random_one_warns(
 
 
 def test_evaluating_a_clip_run_prints_no_openclip_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("open_clip")  # the clip extra (pip install "gkl[clip]")
     from gkl.doctor.runs import DemoRuns
 
     runs = DemoRuns(tmp_path, "cpu", steps=1)

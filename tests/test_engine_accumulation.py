@@ -15,13 +15,13 @@ from torch import nn
 from gkl.engine import Trainer
 from gkl.engine.batches import move_to_device
 from gkl.objectives.base import Objective, StepOutput
-from test_engine_support import ShardedTensorLoader, digits_tensors, quick_settings
+from test_engine_support import digits_loader, quick_settings
 
 
 class DictBatches:
-    """The digits as ``{"x": images, "y": labels}`` batches (a loader of another task's shape)."""
+    """The digits as ``{"x": images, "y": labels}`` float64 batches (a loader of another task's shape)."""
 
-    def __init__(self, loader: ShardedTensorLoader) -> None:
+    def __init__(self, loader) -> None:
         self.loader = loader
         self.batch_size = loader.batch_size
 
@@ -33,7 +33,7 @@ class DictBatches:
 
     def __iter__(self):
         for images, labels in self.loader:
-            yield {"x": images, "y": labels}
+            yield {"x": images.double(), "y": labels}
 
 
 class DictCE(Objective):
@@ -55,9 +55,8 @@ def mlp() -> nn.Module:
 
 
 def run(tmp_path: Path, name: str, *, batch_size: int, accumulate: int) -> tuple[Trainer, DictCE]:
-    images, labels = digits_tensors(True)
-    images, labels = images[:640], labels[:640]
-    loader = DictBatches(ShardedTensorLoader(images.double(), labels, batch_size=batch_size, train=True, seed=3))
+    first = torch.arange(640)  # 10 steps of 64 examples
+    loader = DictBatches(digits_loader(batch_size, train_split=True, shuffle=True, seed=3, indices=first))
     objective = DictCE()
     settings = quick_settings(
         epochs=1,
@@ -123,11 +122,9 @@ class MeanLoss:
 def test_select_metric_with_mode_min_on_a_validation_split(tmp_path: Path) -> None:
     from test_engine_support import CountingObjective
 
-    images, labels = digits_tensors(True)
-    test_images, test_labels = digits_tensors(False)
-    train = ShardedTensorLoader(images[:1000], labels[:1000], batch_size=50, train=True, seed=1)
-    val = ShardedTensorLoader(images[1000:], labels[1000:], batch_size=100, train=False)
-    test = ShardedTensorLoader(test_images, test_labels, batch_size=100, train=False)
+    train = digits_loader(50, train_split=True, shuffle=True, seed=1, indices=torch.arange(1000))
+    val = digits_loader(100, train_split=True, shuffle=False, indices=torch.arange(1000, 1347))
+    test = digits_loader(100, train_split=False, shuffle=False)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     # lr so large that the validation loss rises again after its minimum: best != last
@@ -154,7 +151,7 @@ def test_select_metric_with_mode_min_on_a_validation_split(tmp_path: Path) -> No
     best = min(range(len(values)), key=values.__getitem__)
     assert summary["best"] == values[best] and summary["best_epoch"] == records[best]["epoch"]
     assert summary["select_split"] == "val" and all(r["select"]["split"] == "val" for r in records)
-    assert all("eval" in r and r["eval"]["count"] == 397 for r in records)  # the test split is still reported
+    assert all("eval" in r and r["eval"]["count"] == 450 for r in records)  # the test split is still reported
     saved = torch.load(tmp_path / "best.pt", weights_only=True)
     assert saved["epoch"] == records[best]["epoch"] and saved["loss"] == values[best]
 
@@ -179,10 +176,9 @@ def test_compiled_training_matches_eager_and_saves_plain_names(tmp_path: Path) -
         pytest.skip("torch.compile (inductor) needs a C compiler on CPU")
     from test_engine_support import CountingObjective
 
-    images, labels = digits_tensors(True)
     runs = {}
     for compiled in (False, True):
-        loader = ShardedTensorLoader(images[:640], labels[:640], batch_size=64, train=True, seed=2)
+        loader = digits_loader(64, train_split=True, shuffle=True, seed=2, indices=torch.arange(640))
         torch.manual_seed(0)
         model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
         settings = quick_settings(epochs=1, compile=compiled, loggers=[], schedule={"kind": "constant"})

@@ -22,8 +22,7 @@ from gkl.objectives.supervised import SupervisedObjective
 from gkl.settings.adversarial import adversarial_settings
 from gkl.settings.distill import distill_settings
 from gkl.settings.train import TrainSettings
-from helpers import digits01
-from test_engine_support import ShardedTensorLoader
+from test_engine_support import digits_loader
 
 EPOCHS, LR, BATCH, SEED = 2, 0.05, 64, 5
 
@@ -52,10 +51,15 @@ def _lr(epoch: int) -> float:  # the cosine schedule per epoch: lr * (1 + cos(pi
     return LR * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / EPOCHS))
 
 
-def _reference(method: str, images: torch.Tensor, labels: torch.Tensor) -> nn.Module:
+def _loader():
+    """The first 640 bundled digits in [0, 1] (10 full batches per epoch) through the package's loader."""
+    return digits_loader(BATCH, train_split=True, shuffle=True, seed=SEED, indices=torch.arange(640), normalize=False)
+
+
+def _reference(method: str) -> nn.Module:
     model, objective = _net(SEED), _objective(method)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
-    loader = ShardedTensorLoader(images, labels, batch_size=BATCH, train=True, seed=SEED)
+    loader = _loader()
     step = 0
     for epoch in range(1, EPOCHS + 1):
         seed_everything(epoch_seed(SEED, epoch, 0))
@@ -78,9 +82,7 @@ def _reference(method: str, images: torch.Tensor, labels: torch.Tensor) -> nn.Mo
 
 @pytest.mark.parametrize("method", ["ce", "kd", "gkl", "gkl_at"])
 def test_engine_equals_a_plain_loop(tmp_path, method: str) -> None:
-    images, labels = digits01(tmp_path, True)
-    images, labels = images[:640], labels[:640]  # 10 full batches per epoch
-    expected = _reference(method, images, labels)
+    expected = _reference(method)
     settings = TrainSettings(
         epochs=EPOCHS,
         optim={"lr": LR, "momentum": 0.9, "weight_decay": 5e-4},
@@ -93,7 +95,7 @@ def test_engine_equals_a_plain_loop(tmp_path, method: str) -> None:
     trainer = Trainer(
         model=_net(SEED),
         objective=_objective(method),
-        train_loader=ShardedTensorLoader(images, labels, batch_size=BATCH, train=True, seed=SEED),
+        train_loader=_loader(),
         eval_loader=None,
         settings=settings,
         run_dir=tmp_path / method,

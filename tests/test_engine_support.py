@@ -1,7 +1,7 @@
 """Shared pieces of the engine tests: real digits data, small objectives and a run script.
 
-Engine runs read the bundled digits through the package's own loaders (:func:`digits_loaders`);
-:class:`ShardedTensorLoader` remains for tests that need a loader over tensors they made.
+Engine runs read the bundled digits through the package's own loaders (:func:`digits_loaders`,
+:func:`digits_loader`); no test-only loader is left.
 Run as a script (by the resume test) through :func:`main`; pytest finds no tests here.
 """
 
@@ -23,66 +23,34 @@ from gkl.objectives.base import Objective, StepOutput
 from helpers import TESTS_DIR, assert_identical  # noqa: F401  (assert_identical: re-exported for the tests)
 
 
-def digits_tensors(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """sklearn's 8x8 digits (1797 images), standardised; a fixed 1400/397 train/test split."""
-    from sklearn.datasets import load_digits
+def digits_loader(
+    batch_size: int,
+    *,
+    train_split: bool,
+    shuffle: bool,
+    seed: int = 0,
+    indices: torch.Tensor | None = None,
+    normalize: bool = True,
+):
+    """One split of the bundled digits (1347 train / 450 test) through the package's in-memory loader,
+    unaugmented: ``shuffle`` makes it a training loader (a per-epoch order from ``seed``, the last partial
+    batch dropped), else an evaluation loader (in order); ``indices`` keeps only those examples
+    (:class:`gkl.data.splits.IndexedDataset`)."""
+    from gkl.data import build_dataset, build_loader
+    from gkl.data.splits import IndexedDataset
 
-    data = load_digits()
-    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    images = (images - 0.3) / 0.4
-    labels = torch.tensor(data.target, dtype=torch.long)
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    index = order[:1400] if train else order[1400:]
-    return images[index], labels[index]
+    dataset = build_dataset("digits", "data", train_split, normalize=normalize, augment=False)
+    if indices is not None:
+        dataset = IndexedDataset(dataset, indices)
+    return build_loader(dataset, batch_size=batch_size, train=shuffle, in_memory=True, seed=seed)
 
 
-class ShardedTensorLoader:
-    """In-memory loader over a fixed tensor pair.
-
-    Train mode: each epoch shuffles with a generator seeded by (seed, epoch), cuts global
-    batches of ``batch_size * world_size`` (last partial batch dropped) and gives rank ``r``
-    the ``r``-th contiguous slice of every global batch. Eval mode: every rank sees all
-    batches in order (the engine's evaluation shards batches itself).
-    """
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        batch_size: int,
-        train: bool,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.images, self.labels = images, labels
-        self.batch_size, self.train = batch_size, train
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = len(self.labels)
-        if self.train:
-            return n // (self.batch_size * self.world_size)
-        return (n + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        n = len(self.labels)
-        if not self.train:
-            for start in range(0, n, self.batch_size):
-                yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
-            return
-        generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
-        order = torch.randperm(n, generator=generator)
-        global_batch = self.batch_size * self.world_size
-        for b in range(len(self)):
-            chunk = order[b * global_batch : (b + 1) * global_batch]
-            mine = chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-            yield self.images[mine], self.labels[mine]
+def digits_split_tensors(train_split: bool, *, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs and labels of one bundled digits split, in the order its evaluation loader yields them."""
+    loader = digits_loader(2000, train_split=train_split, shuffle=False, normalize=normalize)
+    (images, labels), *rest = list(loader)
+    assert not rest
+    return images, labels
 
 
 def digits_loaders(batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1, eval_batch_size: int = 50):

@@ -12,7 +12,7 @@ from gkl.engine import NonFiniteLossError, Trainer, TrainSettings
 from gkl.engine.checkpoint import read_checkpoint
 from gkl.metrics.classification import ClassificationEvaluator
 from helpers import assert_identical
-from test_engine_support import CountingObjective, ShardedTensorLoader, build_trainer, quick_settings, read_jsonl
+from test_engine_support import CountingObjective, build_trainer, digits_loader, quick_settings, read_jsonl
 
 
 def test_short_run_learns_and_writes_the_run_directory(tmp_path):
@@ -136,7 +136,7 @@ def test_trainer_arguments_are_checked(tmp_path):
             settings=TrainSettings(epochs=1, device="cpu"),
             run_dir=tmp_path,
         )
-    loader = ShardedTensorLoader(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long), batch_size=4, train=True)
+    loader = digits_loader(4, train_split=False, shuffle=False)
     with pytest.raises(TypeError, match="evaluator"):  # no default evaluator: the engine knows no task
         Trainer(
             model=nn.Linear(2, 2),

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from gkl.metrics.classification import evaluate_classifier
-from test_engine_support import ShardedTensorLoader, digits_tensors
+from test_engine_support import digits_loader, digits_split_tensors
 
 
 def trained_linear_model() -> nn.Module:
-    images, labels = digits_tensors(True)
+    images, labels = digits_split_tensors(True)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -24,8 +24,8 @@ def trained_linear_model() -> nn.Module:
 
 def test_matches_direct_count_and_restores_mode():
     model = trained_linear_model().train()
-    images, labels = digits_tensors(False)
-    loader = ShardedTensorLoader(images, labels, batch_size=37, train=False)
+    images, labels = digits_split_tensors(False)
+    loader = digits_loader(37, train_split=False, shuffle=False)  # 450 = 12 x 37 + 6: a partial last batch
     groups = {"many": [0, 1, 2, 3], "medium": [4, 5, 6], "few": [7, 8, 9]}
     result = evaluate_classifier(model, loader, num_classes=10, device="cpu", class_groups=groups)
     assert model.training
@@ -46,10 +46,9 @@ def test_matches_direct_count_and_restores_mode():
 
 
 def test_eval_mode_during_evaluation_and_eval_mode_kept():
-    images, labels = digits_tensors(False)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(64, 10))
-    loader = ShardedTensorLoader(images, labels, batch_size=100, train=False)
+    loader = digits_loader(100, train_split=False, shuffle=False)
     first = evaluate_classifier(model.train(), loader, num_classes=10, device="cpu")
     second = evaluate_classifier(model.eval(), loader, num_classes=10, device="cpu")
     assert first["top1"] == second["top1"]  # dropout off in both calls
@@ -57,9 +56,9 @@ def test_eval_mode_during_evaluation_and_eval_mode_kept():
 
 
 def test_few_classes_have_no_top5_and_absent_classes_are_nan():
-    images, labels = digits_tensors(False)
-    keep = labels < 3
-    loader = ShardedTensorLoader(images[keep], labels[keep], batch_size=64, train=False)
+    _, labels = digits_split_tensors(False)
+    keep = torch.nonzero(labels < 3).flatten()  # classes 0-2 only
+    loader = digits_loader(64, train_split=False, shuffle=False, indices=keep)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
     result = evaluate_classifier(model, loader, num_classes=4, device="cpu")
     assert "top5" not in result and len(result["per_class"]) == 4
@@ -67,8 +66,7 @@ def test_few_classes_have_no_top5_and_absent_classes_are_nan():
 
 
 def test_bad_arguments_are_named():
-    images, labels = digits_tensors(False)
-    loader = ShardedTensorLoader(images, labels, batch_size=64, train=False)
+    loader = digits_loader(64, train_split=False, shuffle=False)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with pytest.raises(ValueError, match="num_classes"):
         evaluate_classifier(model, loader, num_classes=1, device="cpu")

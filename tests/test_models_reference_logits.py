@@ -70,7 +70,7 @@ def test_usb_vit_small_checkpoint_gives_the_reference_logits(tmp_path: Path) -> 
     path = _reference_file("vit_small_patch2_32", tmp_path / "vit_small_patch2_32.pth", "usb")
     cfg = load_config(
         Path(__file__).resolve().parents[1] / "configs" / "ssl" / "cifar100_200" / "fixmatch_gkl.yaml",
-        [f"model.checkpoint={path}"],
+        [f"model.checkpoint={path}", "model.pretrained=null"],  # the whole model's weights, head included
     )
     model = build_model(cfg.model, 100).eval()
     with torch.no_grad():

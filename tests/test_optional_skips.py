@@ -48,3 +48,41 @@ def test_skips_for_missing_packages_are_listed_and_fail_ci_only_for_expected_one
     assert listed in ci.stdout
     assert "must have: submitit (gkl[slurm])" in ci.stdout and "gkl_no_such_package (gkl" not in ci.stdout
     assert "1 passed, 2 skipped" in ci.stdout
+
+
+INDIRECT = """
+import sys
+import types
+import pytest
+from optional_skips import skip_if_optional_missing
+
+def _feature():  # library code reaching an optional package from inside
+    try:
+        import submitit  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError("the feature needs gkl[slurm]") from err
+
+def test_feature_of_a_missing_package():
+    sys.modules["submitit"] = None  # as if the slurm extra were not installed
+    with skip_if_optional_missing():
+        _feature()
+
+def test_broken_import_of_an_installed_expected_package():
+    sys.modules["wandb"] = types.ModuleType("wandb")  # installed, but a name in it is gone
+    with skip_if_optional_missing():
+        raise ImportError("cannot import name 'gone' from 'wandb'", name="wandb")
+
+def test_other_errors_propagate():
+    with skip_if_optional_missing():
+        raise KeyError("model")
+"""
+
+
+def test_an_indirect_import_of_a_missing_package_skips_and_other_errors_fail(tmp_path: Path) -> None:
+    (tmp_path / "test_indirect.py").write_text(INDIRECT)
+    run = run_pytest(tmp_path, "-n", "0", require=False)
+    assert run.returncode == 1, run.stdout[-2000:]
+    assert "optional-dependency skips: submitit (1 skip)" in run.stdout
+    assert "FAILED test_indirect.py::test_broken_import_of_an_installed_expected_package" in run.stdout
+    assert "FAILED test_indirect.py::test_other_errors_propagate" in run.stdout
+    assert "2 failed, 1 skipped" in run.stdout

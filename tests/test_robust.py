@@ -23,6 +23,7 @@ def trained(standard_digits_cnn, digits01_splits):
 
 
 def test_report_is_consistent_and_autoattack_is_strongest(trained):
+    pytest.importorskip("pyautoattack")  # the eval extra (pip install "gkl[eval]")
     model, dataset = trained
     model = copy.deepcopy(model).train()  # evaluation must switch to eval mode and restore this afterwards
     rng_before = torch.get_rng_state()
@@ -63,6 +64,7 @@ def test_report_is_consistent_and_autoattack_is_strongest(trained):
 
 def test_standard_autoattack_runs_all_four_attacks_and_is_no_weaker_than_pgd(trained):
     # "standard" (APGD-CE, APGD-T, FAB-T, Square), the default of `gkl evaluate --robust`
+    pytest.importorskip("pyautoattack")  # the eval extra (pip install "gkl[eval]")
     model, dataset = trained
     report = evaluate_robustness(
         model, dataset, eps_list=(0.1,), attacks=("pgd20", "autoattack"), num_examples=16, batch_size=16

@@ -116,6 +116,8 @@ class ModelConfig:
     checkpoint: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint_key: str | None = None  #: e.g. "ema" to load the averaged weights of our checkpoints
+    #: USB's ImageNet-pretrained ViT weights: classifier dropped, pos_embed resized (gkl.models.vit_pretrained)
+    pretrained: str | None = None
 
 
 @dataclass

@@ -20,6 +20,7 @@ from gkl.models.registry import (
     model_input_shape,
     register_model,
 )
+from gkl.models.vit_pretrained import load_usb_pretrained
 
 __all__ = [
     "INPUT_SHAPES",
@@ -29,6 +30,7 @@ __all__ = [
     "get_model_entry",
     "list_models",
     "load_run_weights",
+    "load_usb_pretrained",
     "load_weights",
     "model_input_kind",
     "model_input_shape",

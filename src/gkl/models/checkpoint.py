@@ -93,6 +93,24 @@ def _format_keys(label: str, keys: list[str]) -> str:
     return f"\n  {label} ({len(keys)}): {shown}{more}"
 
 
+def _read(file: Path) -> Any:
+    if not file.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {file}")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt file, or pickled objects other than tensors/containers
+        raise InputError(f"checkpoint {file}: could not be read with torch.load(weights_only=True): {err}") from err
+
+
+def read_state_dict(path: str | os.PathLike[str], *, key: str | None = None) -> Mapping[str, torch.Tensor]:
+    """The state_dict stored in ``path`` (chosen as :func:`load_weights` chooses it; key names as stored).
+
+    Raises FileNotFoundError naming ``path`` if there is no such file, :class:`InputError` if it cannot be
+    read or holds no state_dict."""
+    file = Path(path)
+    return _select_state_dict(_read(file), key, file)
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike[str], *, key: str | None = None) -> Any:
     """Load the weights stored in ``path`` into ``model`` strictly (in place).
 
@@ -109,12 +127,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, key: str | N
     if not isinstance(model, nn.Module):
         raise TypeError(f"load_weights: model must be a torch.nn.Module, got {type(model).__name__}")
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {file}")
-    try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file, or pickled objects other than tensors/containers
-        raise InputError(f"checkpoint {file}: could not be read with torch.load(weights_only=True): {err}") from err
+    obj = _read(file)
     state_dict = _strip_wrapper_prefixes(_select_state_dict(obj, key, file))
 
     expected = model.state_dict()

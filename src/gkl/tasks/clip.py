@@ -49,6 +49,8 @@ OPENCLIP_FILE = "openclip.pt"
 def build_clip_model(cfg: Any, what: str, *, weights_follow: bool = False) -> nn.Module:
     """An OpenCLIP model by name with ``checkpoint`` loaded (a plain OpenCLIP file, or ``checkpoint_key``'s entry);
     ``weights_follow``: the caller loads weights next (OpenCLIP's "initialized randomly" warning is silenced)."""
+    if getattr(cfg, "pretrained", None) is not None:
+        raise InputError(f"{what}.pretrained: expected null for an OpenCLIP model (its weights are {what}.checkpoint)")
     from gkl.models.clip import create_clip
 
     if cfg.checkpoint is not None and cfg.checkpoint_key is not None:

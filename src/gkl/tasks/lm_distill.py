@@ -46,6 +46,10 @@ def _build_lm(model_cfg: Any, lm: LMSettings, section: str) -> Any:
     from gkl.models import load_weights
     from gkl.utils.errors import InputError
 
+    if getattr(model_cfg, "pretrained", None) is not None:
+        raise InputError(
+            f"{section}.pretrained: expected null for a language model (its weights are {section}.checkpoint)"
+        )
     model = build_causal_lm(model_cfg.name, lm.vocab_size, lm.block_size, **model_cfg.kwargs)
     if model_cfg.checkpoint is not None:
         try:

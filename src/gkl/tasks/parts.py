@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from gkl.models import create_model, load_weights
+from gkl.models import create_model, load_usb_pretrained, load_weights
 from gkl.utils.errors import InputError
 
 __all__ = ["RunParts", "build_model", "run_epochs", "warn_if_random_teacher"]
@@ -40,12 +40,23 @@ def warn_if_random_teacher(teacher: Any) -> None:
 
 
 def build_model(cfg: Any, num_classes: int, section: str = "model") -> nn.Module:
-    """A registry model of ``cfg`` (a ``ModelConfig``), with its checkpoint loaded when one is named;
+    """A registry model of ``cfg`` (a ``ModelConfig``), with its checkpoint loaded when one is named
+    (or, for a ViT, USB's pretrained backbone named by ``pretrained``: :mod:`gkl.models.vit_pretrained`);
     a missing checkpoint file is an :class:`InputError` naming ``<section>.checkpoint`` (or the
     ``<section>.kwargs.<name>_checkpoint`` key of a file the model's constructor reads, e.g. the
     ImageNet backbone of the ADE20K / Cityscapes recipes)."""
     check_kwarg_files(cfg, section)
+    pretrained = getattr(cfg, "pretrained", None)
+    if pretrained is not None and cfg.checkpoint is not None:
+        raise InputError(
+            f"{section}.pretrained: expected null when {section}.checkpoint is set (the checkpoint holds "
+            f"the whole model), got {pretrained!r}"
+        )
+    if pretrained is not None and not Path(pretrained).is_file():
+        raise InputError(f"{section}.pretrained: file not found: {pretrained} ({_PRETRAINED_HINT})")
     model = create_model(cfg.name, num_classes, **cfg.kwargs)
+    if pretrained is not None:
+        load_usb_pretrained(model, pretrained)
     if cfg.checkpoint is not None:
         try:
             load_weights(model, cfg.checkpoint, key=cfg.checkpoint_key)
@@ -54,6 +65,8 @@ def build_model(cfg: Any, num_classes: int, section: str = "model") -> nn.Module
             raise InputError(f"{section}.checkpoint: file not found: {cfg.checkpoint}{hint}") from None
     return model
 
+
+_PRETRAINED_HINT = "USB's ImageNet-pretrained ViT weights, a file the user supplies; see docs/ssl.md"
 
 #: where a missing file of a ``*_checkpoint`` constructor argument comes from (docs)
 _KWARG_FILE_HINTS = {
