@@ -150,8 +150,8 @@ EVALUATE = "evaluate: {attacks: [pgd3, autoattack], eps: [0.05, 0.1], autoattack
          "writes top1, top5, many, medium, few; robust accuracies (aa, pgd<k>, cw<k>, worst"),
         (PAPER, "paper: {aa: 10.0}", "settings.gkl.paper.aa: the evaluation has several radii (0.05, 0.1): name "
          "one, e.g. aa@0.05"),
-        (PAPER, "paper: {pgd20@0.1: 10.0}", "settings.gkl.paper.pgd20@0.1: the study's evaluate.attacks are pgd3, "
-         "autoattack; add 'pgd20' to them"),
+        (PAPER, "paper: {pgd20@0.1: 10.0}", "settings.gkl.paper.pgd20@0.1: the setting's evaluation runs pgd3, "
+         "autoattack; add 'pgd20' to evaluate.attacks"),
         (PAPER, "paper: {aa@8/255: 10.0}", "settings.gkl.paper.aa@8/255: the evaluation's radii are 0.05, 0.1"),
         (PAPER, "paper: {autoattack: 10.0}", "settings.gkl.paper.autoattack: a 'adv_train' run does not write"),
         ("num_examples: 16", "num_example: 16", "evaluate: unknown key 'num_example'; known keys: attacks, eps"),

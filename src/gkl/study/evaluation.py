@@ -131,7 +131,7 @@ class StudyEvaluation:
         """Why this evaluation does not produce ``column`` (from :func:`robust_column`), or None."""
         attack, eps = column
         if attack != "worst" and attack not in self.attacks:
-            return f"the study's evaluate.attacks are {', '.join(self.attacks)}; add {attack!r} to them"
+            return f"the setting's evaluation runs {', '.join(self.attacks)}; add {attack!r} to evaluate.attacks"
         if eps is None and len(self.eps) > 1:
             example = f"{_name(attack)}@{self.eps_text[0]}"
             return f"the evaluation has several radii ({', '.join(self.eps_text)}): name one, e.g. {example}"
