@@ -146,26 +146,52 @@ EVALUATE = "evaluate: {attacks: [pgd3, autoattack], eps: [0.05, 0.1], autoattack
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        (EVALUATE, "", "settings.gkl.paper.aa@0.1: a 'adv_train' run does not write the metric 'aa@0.1'; it "
-         "writes top1, top5, many, medium, few; robust accuracies (aa, pgd<k>, cw<k>, worst"),
-        (PAPER, "paper: {aa: 10.0}", "settings.gkl.paper.aa: the evaluation has several radii (0.05, 0.1): name "
-         "one, e.g. aa@0.05"),
-        (PAPER, "paper: {pgd20@0.1: 10.0}", "settings.gkl.paper.pgd20@0.1: the setting's evaluation runs pgd3, "
-         "autoattack; add 'pgd20' to evaluate.attacks"),
+        (
+            EVALUATE,
+            "",
+            "settings.gkl.paper.aa@0.1: a 'adv_train' run does not write the metric 'aa@0.1'; it "
+            "writes top1, top5, many, medium, few; robust accuracies (aa, pgd<k>, cw<k>, worst",
+        ),
+        (
+            PAPER,
+            "paper: {aa: 10.0}",
+            "settings.gkl.paper.aa: the evaluation has several radii (0.05, 0.1): name one, e.g. aa@0.05",
+        ),
+        (
+            PAPER,
+            "paper: {pgd20@0.1: 10.0}",
+            "settings.gkl.paper.pgd20@0.1: the setting's evaluation runs pgd3, "
+            "autoattack; add 'pgd20' to evaluate.attacks",
+        ),
         (PAPER, "paper: {aa@8/255: 10.0}", "settings.gkl.paper.aa@8/255: the evaluation's radii are 0.05, 0.1"),
         (PAPER, "paper: {autoattack: 10.0}", "settings.gkl.paper.autoattack: a 'adv_train' run does not write"),
         ("num_examples: 16", "num_example: 16", "evaluate: unknown key 'num_example'; known keys: attacks, eps"),
-        ("eps: [0.05, 0.1]", "eps: [0.05, 8/0]", "evaluate.eps: expected radii >= 0: numbers or fractions like "
-         "8/255, got '8/0'"),
-        ("attacks: [pgd3, autoattack]", "attacks: [fgsm]", "evaluate.attacks: expected names autoattack, "
-         "pgd<steps> or cw<steps>, got 'fgsm'"),
-        ("autoattack_version: fast", "autoattack_version: quick", "evaluate.autoattack_version: expected one of "
-         "['standard', 'fast'], got 'quick'"),
+        (
+            "eps: [0.05, 0.1]",
+            "eps: [0.05, 8/0]",
+            "evaluate.eps: expected radii >= 0: numbers or fractions like 8/255, got '8/0'",
+        ),
+        (
+            "attacks: [pgd3, autoattack]",
+            "attacks: [fgsm]",
+            "evaluate.attacks: expected names autoattack, pgd<steps> or cw<steps>, got 'fgsm'",
+        ),
+        (
+            "autoattack_version: fast",
+            "autoattack_version: quick",
+            "evaluate.autoattack_version: expected one of ['standard', 'fast'], got 'quick'",
+        ),
         ("num_examples: 16", "num_examples: 0", "evaluate.num_examples: expected a value >= 1, got 0"),
-        (PAPER, PAPER + ", evaluate: {norm: l1}", "settings.gkl.evaluate.norm: expected one of ['linf', 'l2'], "
-         "got 'l1'"),
-        (PAPER, "overrides: {data.normalize: true}, paper: {top1: 1.0}", "settings.gkl (the study's "
-         "evaluate): robust evaluation needs inputs in [0, 1]"),
+        (
+            PAPER,
+            PAPER + ", evaluate: {norm: l1}",
+            "settings.gkl.evaluate.norm: expected one of ['linf', 'l2'], got 'l1'",
+        ),
+        (
+            PAPER,
+            "overrides: {data.normalize: true}, paper: {top1: 1.0}",
+            "settings.gkl (the study's evaluate): robust evaluation needs inputs in [0, 1]",
+        ),
     ],
 )
 def test_a_column_or_evaluation_that_cannot_be_made_is_one_line_before_any_run(

@@ -35,9 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="evaluate the raw or the averaged weights (default: what the run evaluated)",
     )
     ev.add_argument("--robust", action="store_true", help="also attack the model (classifier runs; inputs in [0, 1])")
-    ev.add_argument(
-        "--eps", default="8/255", help="with --robust: comma-separated radii (of --norm), e.g. 2/255,8/255"
-    )
+    ev.add_argument("--eps", default="8/255", help="with --robust: comma-separated radii (of --norm), e.g. 2/255,8/255")
     ev.add_argument(
         "--norm", default="linf", choices=("linf", "l2"), help="with --robust: the threat model's norm (default: linf)"
     )

@@ -182,7 +182,10 @@ def parse_evaluation(owner: str, value: Any) -> StudyEvaluation | None:
         eps_text=tuple(str(e).strip() for e in raw_eps),
         norm=check_choice(owner, "norm", value.get("norm", "linf"), NORMS, error=ConfigError),
         autoattack_version=check_choice(
-            owner, "autoattack_version", value.get("autoattack_version", "standard"), AUTOATTACK_VERSIONS,
+            owner,
+            "autoattack_version",
+            value.get("autoattack_version", "standard"),
+            AUTOATTACK_VERSIONS,
             error=ConfigError,
         ),
         num_examples=num_examples,
@@ -250,9 +253,7 @@ def is_recorded(run_dir: Path, evaluation: StudyEvaluation, weights: str) -> boo
     return _latest_report(run_dir, evaluation, weights) is not None
 
 
-def recorded_values(
-    run_dir: Path, evaluation: StudyEvaluation, weights: str, metrics: list[str]
-) -> dict[str, float]:
+def recorded_values(run_dir: Path, evaluation: StudyEvaluation, weights: str, metrics: list[str]) -> dict[str, float]:
     """The robust accuracies (in %) of the columns ``metrics`` in the run's latest matching evaluation
     (columns it does not hold, or every column when there is none, are left out)."""
     report = _latest_report(run_dir, evaluation, weights)

@@ -222,9 +222,7 @@ def run_sweep(
     )
     evaluated_runs = [r for r in study.runs if r.setting in study.evaluations]
     if progress is None:
-        progress = SweepProgress(
-            len(study.runs) + len(evaluated_runs), parallel=min(runner.parallel, len(study.runs))
-        )
+        progress = SweepProgress(len(study.runs) + len(evaluated_runs), parallel=min(runner.parallel, len(study.runs)))
         if evaluated_runs:
             progress.noun = "runs and evaluations"
 
@@ -234,9 +232,9 @@ def run_sweep(
         if is_finished(spec.run_dir):
             status[spec.name] = "finished"
             result["reused"].append(spec.name)
-            job = evaluation_job(study, spec)
-            if job is not None:
-                evaluations.append(job)
+            needed = evaluation_job(study, spec)
+            if needed is not None:
+                evaluations.append(needed)
             elif spec.setting in study.evaluations:
                 status[f"{spec.name}.evaluate"] = "recorded"
     progress.reused(len(status))

@@ -2,8 +2,9 @@
 
 ``gkl sweep`` writes ``<out_dir>/study.json`` (:func:`gkl.study.execute.run_sweep`): the settings
 in study order, every run with its setting, the published numbers (``paper``), their
-``source`` and each setting's robust evaluation (``evaluate``, :mod:`gkl.study.evaluation`). ``gkl summarize`` labels a run by the setting it finds there (the folder holding
-the run directory), so its rows carry the study's names in the study's order.
+``source`` and each setting's robust evaluation (``evaluate``, :mod:`gkl.study.evaluation`).
+``gkl summarize`` labels a run by the setting it finds there (the folder holding the run
+directory), so its rows carry the study's names in the study's order.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def _read(path: Path) -> StudyManifest | None:
     manifest.source = source if isinstance(source, str) else None
     evaluate = data.get("evaluate")
     if isinstance(evaluate, dict):
-        manifest.evaluations = {str(s): StudyEvaluation.from_json(e) for s, e in evaluate.items() if isinstance(e, dict)}
+        manifest.evaluations = {
+            str(s): StudyEvaluation.from_json(e) for s, e in evaluate.items() if isinstance(e, dict)
+        }
     return manifest
 
 
