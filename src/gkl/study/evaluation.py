@@ -274,12 +274,6 @@ def recorded_values(run_dir: Path, evaluation: StudyEvaluation, weights: str, me
     return values
 
 
-def run_weights(config: Mapping[str, Any]) -> str:
-    """The weights a run evaluates (its ``train.ema.evaluate``), what ``gkl evaluate`` uses by default."""
-    ema = (config.get("train") or {}).get("ema") or {}
-    return str(ema.get("evaluate", "raw"))
-
-
 @dataclass
 class EvaluationJob:
     """A robust evaluation of one finished run, started by a sweep's launcher like a run."""

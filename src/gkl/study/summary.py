@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gkl.study.evaluation import StudyEvaluation, recorded_values, robust_column, run_weights
+from gkl.study.evaluation import StudyEvaluation, recorded_values, robust_column
 from gkl.study.manifest import StudyManifest, manifest_of
 from gkl.study.paper import format_paper_table, paper_rows
-from gkl.study.runs import RunRecord, expand_run_dirs, read_run, setting_stem
+from gkl.study.runs import RunRecord, expand_run_dirs, read_run, run_weights, setting_stem
 from gkl.study.statistics import describe
 from gkl.utils.errors import InputError
 
