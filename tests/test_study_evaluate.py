@@ -15,7 +15,8 @@ import pytest
 
 from gkl.cli import main
 from gkl.study import load_study, run_sweep
-from gkl.study.evaluation import StudyEvaluation, is_recorded, parse_evaluation, recorded_values
+from gkl.study.evaluation import EvaluationJob, StudyEvaluation, is_recorded, parse_evaluation, recorded_values
+from gkl.study.launch import cli_command
 from gkl.utils.errors import ConfigError, InputError
 
 HERE = Path(__file__).resolve().parent
@@ -101,7 +102,12 @@ def test_robust_paper_columns_of_a_real_sweep(tmp_path: Path, capsys: pytest.Cap
     # only the exact evaluation counts: other options, other weights or config overrides are another one
     evaluation = load_study(STUDY).evaluations["gkl"]
     run_dir = out / "gkl_seed0"
-    (record,) = _records(run_dir)
+    l2 = ["--robust", "--norm", "l2", "--eps", "0.5", "--attacks", "pgd3", "--num-examples", "8", "--which", "last"]
+    assert main(["evaluate", str(run_dir), *l2]) == 0  # gkl evaluate --norm: recorded with its norm
+    record_l2 = _records(run_dir)[-1]
+    assert record_l2["robust_options"]["norm"] == "l2" and record_l2["results"]["last"]["robust"]["norm"] == "l2"
+    assert recorded_values(run_dir, evaluation, "raw", list(COLUMNS)) == {c: v[0] for c, v in per_seed.items()}
+    record = _records(run_dir)[0]
     assert is_recorded(run_dir, evaluation, "raw") and not is_recorded(run_dir, evaluation, "ema")
     for change in (
         lambda r: r["robust_options"].update(num_examples=17),
@@ -214,6 +220,10 @@ def test_a_setting_may_replace_or_drop_the_studys_evaluation(tmp_path: Path) -> 
         "evaluate", "R", "--robust", "--eps", repr(8 / 255), "--attacks", "autoattack", "--norm", "linf",
         "--autoattack-version", "fast", "--which", "last",
     ]  # fmt: skip
+    # a Slurm job with several GPUs trains under torchrun; its evaluation is one process
+    job = EvaluationJob("gkl_seed0.evaluate", "gkl_seed0", Path("R"), evaluation)
+    assert cli_command(job, gpus=2, python="py") == ["py", "-m", "gkl.cli", *evaluation.cli_args(Path("R"))]
+    assert cli_command(study.runs[0], gpus=2, python="py")[:3] == ["py", "-m", "torch.distributed.run"]
     dropped = load_study(_variant(tmp_path, PAPER, "evaluate: null, paper: {top1: 40.0}"))
     assert dropped.evaluations == {}
     with pytest.raises(ConfigError, match=r"^x: evaluate: expected a mapping"):

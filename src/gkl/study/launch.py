@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .evaluation import EvaluationJob
+
 __all__ = ["Job", "Launcher", "LocalLauncher", "SubmititLauncher", "run_command"]
 
 
@@ -57,9 +59,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 
 def cli_command(spec: Job, *, gpus: int = 0, python: str | None = None) -> list[str]:
-    """The command line of one run; torchrun with ``gpus`` processes when gpus > 1."""
+    """The command line of one run; torchrun with ``gpus`` processes when gpus > 1 (a run's training,
+    never a robust evaluation: ``gkl evaluate`` is one process)."""
     python = python or sys.executable
-    if gpus > 1:
+    if gpus > 1 and not isinstance(spec, EvaluationJob):
         return [
             python,
             "-m",
