@@ -120,13 +120,6 @@ class StudyEvaluation:
             checkpoint=str(data["checkpoint"]),
         )
 
-    def columns(self) -> list[str]:
-        """The ``paper:`` columns this evaluation produces (``@<eps>`` spelled as the study wrote it)."""
-        names = ["aa" if a == "autoattack" else a for a in self.attacks] + ["worst"]
-        if len(self.eps) == 1:
-            return names
-        return [f"{n}@{e}" for e in self.eps_text for n in names]
-
     def column_problem(self, column: tuple[str, float | None]) -> str | None:
         """Why this evaluation does not produce ``column`` (from :func:`robust_column`), or None."""
         attack, eps = column

@@ -58,10 +58,11 @@ def _read(path: Path) -> StudyManifest | None:
     source = data.get("source")
     manifest.source = source if isinstance(source, str) else None
     evaluate = data.get("evaluate")
-    if isinstance(evaluate, dict):
-        manifest.evaluations = {
-            str(s): StudyEvaluation.from_json(e) for s, e in evaluate.items() if isinstance(e, dict)
-        }
+    for setting, block in (evaluate if isinstance(evaluate, dict) else {}).items():
+        try:
+            manifest.evaluations[str(setting)] = StudyEvaluation.from_json(block)
+        except (KeyError, TypeError, ValueError):  # an entry edited by hand: no robust columns for it
+            continue
     return manifest
 
 
