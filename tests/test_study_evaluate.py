@@ -136,6 +136,22 @@ def test_robust_paper_columns_of_a_real_sweep(tmp_path: Path, capsys: pytest.Cap
         "worst": _accuracy(alone["results"]["last"]["robust"], "worst", 0.1),
     }
 
+    # a failed evaluation is reported like a failed run; the summary keeps the seeds that have one
+    (run_dir / "evaluations.jsonl").write_text(json.dumps(record) + "\n")
+    (out / "gkl_seed1" / "evaluations.jsonl").unlink()
+    (out / "gkl_seed1" / "checkpoint.pt").rename(out / "gkl_seed1" / "moved.pt")
+    failed = run_sweep(STUDY, out_dir=out, overrides=[f"data.root={tmp_path / 'data'}"], poll_seconds=0.05)
+    log = out / "logs" / "gkl_seed1.evaluate.log"
+    assert failed["failed"] == {"gkl_seed1.evaluate": f"exit 2; log: {log}"} and failed["evaluated"] == []
+    assert "no last checkpoint" in log.read_text()
+    manifest = json.loads((out / "study.json").read_text())
+    assert [r["evaluation"] for r in manifest["runs"]] == ["recorded", "failed (exit 2)"]
+    cells = json.loads((out / "summary.json").read_text())["paper"]["gkl"]
+    assert cells["top1"]["ours"]["n"] == 2
+    for column, values in per_seed.items():
+        assert cells[column]["ours"]["n"] == 1 and cells[column]["ours"]["std"] is None
+        assert cells[column]["ours"]["mean"] == values[0]
+
 
 def _variant(tmp_path: Path, old: str, new: str) -> Path:
     text = STUDY.read_text().replace("../../configs/", f"{HERE.parent / 'configs'}/")
