@@ -246,3 +246,11 @@ def test_a_setting_may_replace_or_drop_the_studys_evaluation(tmp_path: Path) -> 
         parse_evaluation("x: evaluate", [1])
     with pytest.raises(InputError, match="aa@0.1: a 'adv_train' run does not write"):
         load_study(_variant(tmp_path, PAPER, "evaluate: null, " + PAPER))
+
+
+def test_the_study_reads_the_file_gkl_evaluate_writes() -> None:
+    """gkl.study may not import gkl.evaluate (the layers): the file name is spelled twice, equal."""
+    from gkl.evaluate.run_eval import EVALUATIONS_FILE
+    from gkl.study import evaluation
+
+    assert evaluation.EVALUATIONS_FILE == EVALUATIONS_FILE
