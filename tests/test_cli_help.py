@@ -54,7 +54,8 @@ def test_option_help_shows_the_default_once(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "comma-separated L-inf radii, e.g. 2/255,8/255 (default: 8/255)" in text
+    assert "comma-separated radii (of --norm), e.g. 2/255,8/255 (default: 8/255)" in text
+    assert "the threat model's norm (default: linf)" in text and "(default: linf) (default" not in text
     assert "(default: the full test set)" in text and text.count("the full test set") == 1
     assert "written by gkl fit or any run verb" in text
 

@@ -35,7 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="evaluate the raw or the averaged weights (default: what the run evaluated)",
     )
     ev.add_argument("--robust", action="store_true", help="also attack the model (classifier runs; inputs in [0, 1])")
-    ev.add_argument("--eps", default="8/255", help="with --robust: comma-separated L-inf radii, e.g. 2/255,8/255")
+    ev.add_argument("--eps", default="8/255", help="with --robust: comma-separated radii (of --norm), e.g. 2/255,8/255")
+    ev.add_argument(
+        "--norm", default="linf", choices=("linf", "l2"), help="with --robust: the threat model's norm (default: linf)"
+    )
     ev.add_argument(
         "--attacks",
         default="pgd10,pgd20,cw10,cw20,autoattack",
@@ -102,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             "attacks": tuple(a.strip() for a in args.attacks.split(",") if a.strip()),
             "autoattack_version": args.autoattack_version,
             "num_examples": args.num_examples,
+            "norm": args.norm,
         }
     shifted = None
     if args.dataset is not None or args.data_root is not None:

@@ -102,6 +102,9 @@ def _print_plan(result: dict) -> None:
     for row in plan:
         done = "  (finished)" if row["finished"] else ""
         print(f"{row['name']:<{width}}  {row['cost']:<12}  {shlex.join(row['command'])}{done}")
+        if row.get("evaluate"):  # the study's evaluate: block, run after the run has finished
+            recorded = "  (recorded)" if row["evaluated"] else ""
+            print(f"{'':<{width}}  {'then':<12}  {shlex.join(row['evaluate'])}{recorded}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,8 @@
-"""``gkl sweep STUDY.yaml``: run every (setting, seed) of a study, resumably, then summarise it."""
+"""``gkl sweep STUDY.yaml``: run every (setting, seed) of a study, resumably, then summarise it.
+
+A setting with an ``evaluate:`` block (:mod:`gkl.study.evaluation`) gets, after each of its runs has
+finished, ``gkl evaluate RUN --robust ...`` as a job of its own (same launcher, same log folder),
+unless the run already records that exact evaluation."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from typing import Any
 from gkl.study.summary import format_markdown, summarize, write_summary
 from gkl.utils.errors import InputError
 
-from .launch import Launcher, LocalLauncher, SubmititLauncher
+from .evaluation import EvaluationJob, is_recorded
+from .launch import Job, Launcher, LocalLauncher, SubmititLauncher
 from .progress import SweepProgress
 from .study_file import RunSpec, Study, load_study
 from .sweep_plots import plot_accuracy_vs_tau, plot_curves
@@ -36,7 +41,17 @@ def is_finished(run_dir: Path) -> bool:
 
 class SweepResult(dict):
     """What a sweep did: ``trained``, ``reused``, ``failed``, ``blocked`` and ``stopped`` runs, ``finished``
-    (every finished run, in study order), ``summary`` paths, ``table``; a dry run's ``plan``."""
+    (every finished run, in study order), ``evaluated`` (robust evaluations run now, ``<run>.evaluate``;
+    a failed one is in ``failed``), ``summary`` paths, ``table``; a dry run's ``plan``."""
+
+
+def evaluation_job(study: Study, spec: RunSpec) -> EvaluationJob | None:
+    """The robust evaluation a finished run still needs: None when its setting asks for none, or when
+    the run's evaluations.jsonl records it already (the weights the run evaluates, the exact options)."""
+    evaluation = study.evaluations.get(spec.setting)
+    if evaluation is None or is_recorded(spec.run_dir, evaluation, spec.resolved.train.ema.evaluate):
+        return None
+    return EvaluationJob(name=f"{spec.name}.evaluate", run=spec.name, run_dir=spec.run_dir, evaluation=evaluation)
 
 
 def _make_launcher(
@@ -63,6 +78,7 @@ def _make_launcher(
 
 
 def _write_manifest(study: Study, status: dict[str, str]) -> None:
+    """``study.json``; ``status`` holds the runs' and (``<run>.evaluate``) their evaluations' states."""
     manifest = {
         "study": str(study.path),
         "out_dir": str(study.out_dir),
@@ -70,6 +86,7 @@ def _write_manifest(study: Study, status: dict[str, str]) -> None:
         "settings": study.settings,
         "source": study.source,
         "paper": study.paper,
+        "evaluate": {setting: e.to_json() for setting, e in study.evaluations.items()},
         "subset": study.subset,
         "runs": [
             {
@@ -80,6 +97,7 @@ def _write_manifest(study: Study, status: dict[str, str]) -> None:
                 "command": ["gkl", *r.cli_args()],
                 "depends_on": r.depends_on,
                 "status": status.get(r.name),
+                **({"evaluation": status.get(f"{r.name}.evaluate")} if r.setting in study.evaluations else {}),
             }
             for r in study.runs
         ],
@@ -96,6 +114,7 @@ def _plan(study: Study) -> list[dict[str, Any]]:
     plan = []
     for spec in study.runs:
         cost = run_cost(spec.resolved)
+        evaluation = study.evaluations.get(spec.setting)
         plan.append(
             {
                 "name": spec.name,
@@ -103,18 +122,42 @@ def _plan(study: Study) -> list[dict[str, Any]]:
                 "gpu_hours": cost.gpu_hours,
                 "cost": cost.text(),
                 "finished": is_finished(spec.run_dir),
+                "evaluate": None if evaluation is None else ["gkl", *evaluation.cli_args(spec.run_dir)],
+                "evaluated": evaluation is not None
+                and is_recorded(spec.run_dir, evaluation, spec.resolved.train.ema.evaluate),
             }
         )
     return plan
 
 
-def _stop_all(runner: Launcher, active: dict[str, tuple[RunSpec, Any]], sig: int) -> None:
+def _stop_all(runner: Launcher, active: dict[str, tuple[Job, Any]], sig: int) -> None:
     """Pass the interrupt to the active runs and wait for them (a second Ctrl-C ends them at once)."""
     handles = [handle for _spec, handle in active.values()]
     try:
         runner.stop(handles, sig)
     except KeyboardInterrupt:
         runner.stop(handles, signal.SIGKILL)
+
+
+def _evaluation_done(
+    job: EvaluationJob,
+    code: int,
+    log_path: Path,
+    study: Study,
+    status: dict[str, str],
+    result: SweepResult,
+    progress: SweepProgress,
+) -> None:
+    """Record how a finished run's robust evaluation ended (recorded, or failed with its log)."""
+    spec = next(r for r in study.runs if r.name == job.run)
+    if code == 0 and is_recorded(job.run_dir, job.evaluation, spec.resolved.train.ema.evaluate):
+        status[job.name] = "recorded"
+        result["evaluated"].append(job.name)
+        progress.finish(job.name, True)
+    else:
+        status[job.name] = f"failed (exit {code})"
+        result["failed"][job.name] = f"exit {code}; log: {log_path}"
+        progress.finish(job.name, False, f"exit {code}; log: {log_path}")
 
 
 def run_sweep(
@@ -160,6 +203,7 @@ def run_sweep(
         failed={},
         blocked=[],
         stopped=[],
+        evaluated=[],
         runs=[r.name for r in study.runs],
     )
     if dry_run:
@@ -176,34 +220,60 @@ def run_sweep(
         gpus_per_run=gpus_per_run,
         launcher_options=launcher_options,
     )
-    progress = progress or SweepProgress(len(study.runs), parallel=min(runner.parallel, len(study.runs)))
+    evaluated_runs = [r for r in study.runs if r.setting in study.evaluations]
+    if progress is None:
+        progress = SweepProgress(len(study.runs) + len(evaluated_runs), parallel=min(runner.parallel, len(study.runs)))
+        if evaluated_runs:
+            progress.noun = "runs and evaluations"
 
     status: dict[str, str] = {}
+    evaluations: list[EvaluationJob] = []  # evaluations of finished runs waiting to start
     for spec in study.runs:
         if is_finished(spec.run_dir):
             status[spec.name] = "finished"
             result["reused"].append(spec.name)
-    progress.reused(len(result["reused"]))
+            needed = evaluation_job(study, spec)
+            if needed is not None:
+                evaluations.append(needed)
+            elif spec.setting in study.evaluations:
+                status[f"{spec.name}.evaluate"] = "recorded"
+    progress.reused(len(status))
     _write_manifest(study, status)
     pending = [r for r in study.runs if r.name not in status]
-    active: dict[str, tuple[RunSpec, Any]] = {}
+    active: dict[str, tuple[Job, Any]] = {}
     try:
-        while pending or active:
-            for name, (spec, handle) in list(active.items()):
+        while pending or active or evaluations:
+            for name, (job, handle) in list(active.items()):
                 code = runner.poll(handle)
                 if code is None:
                     continue
                 del active[name]
                 log_path = study.out_dir / "logs" / (name + ".log")
-                if code == 0 and is_finished(spec.run_dir):
+                if isinstance(job, EvaluationJob):
+                    _evaluation_done(job, code, log_path, study, status, result, progress)
+                    _write_manifest(study, status)
+                    continue
+                assert isinstance(job, RunSpec)  # a launcher runs runs and evaluations only
+                if code == 0 and is_finished(job.run_dir):
                     status[name] = "finished"
                     result["trained"].append(name)
                     progress.finish(name, True)
+                    follow_up = evaluation_job(study, job)
+                    if follow_up is not None:
+                        evaluations.append(follow_up)
                 else:
                     status[name] = f"failed (exit {code})"
                     result["failed"][name] = f"exit {code}; log: {log_path}"
                     progress.finish(name, False, f"exit {code}; log: {log_path}")
+                    if job.setting in study.evaluations:
+                        progress.drop()  # its evaluation will not run
                 _write_manifest(study, status)
+            while evaluations and len(active) < runner.parallel:  # a finished run's evaluation first
+                evaluation = evaluations.pop(0)
+                progress.start(evaluation.name, evaluation.run_dir, None, evaluation=True)
+                log = study.out_dir / "logs" / f"{evaluation.name}.log"
+                active[evaluation.name] = (evaluation, runner.start(evaluation, log))
+                status[evaluation.name] = "running"
             for spec in list(pending):
                 deps = [status.get(d) for d in spec.depends_on]
                 if any(d is not None and d.startswith(("failed", "blocked")) for d in deps):
@@ -211,6 +281,8 @@ def run_sweep(
                     status[spec.name] = "blocked (a teacher run failed)"
                     result["blocked"].append(spec.name)
                     progress.blocked(spec.name)
+                    if spec.setting in study.evaluations:
+                        progress.drop()
                     continue
                 if len(active) >= runner.parallel or not all(d == "finished" for d in deps):
                     continue

@@ -18,9 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .study_file import RunSpec
+from .evaluation import EvaluationJob
 
-__all__ = ["Launcher", "LocalLauncher", "SubmititLauncher", "run_command"]
+__all__ = ["Job", "Launcher", "LocalLauncher", "SubmititLauncher", "run_command"]
+
+
+class Job(Protocol):
+    """What a launcher starts: a named ``gkl`` command (a run, :class:`~gkl.study.study_file.RunSpec`, or
+    a robust evaluation of a finished run, :class:`~gkl.study.evaluation.EvaluationJob`)."""
+
+    name: str
+
+    def cli_args(self) -> list[str]: ...
 
 
 class Launcher(Protocol):
@@ -30,7 +39,7 @@ class Launcher(Protocol):
     def parallel(self) -> int:
         """How many runs may be active at once."""
 
-    def start(self, spec: RunSpec, log_path: Path) -> Any: ...
+    def start(self, spec: Job, log_path: Path) -> Any: ...
 
     def poll(self, handle: Any) -> int | None: ...
 
@@ -49,10 +58,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
-def cli_command(spec: RunSpec, *, gpus: int = 0, python: str | None = None) -> list[str]:
-    """The command line of one run; torchrun with ``gpus`` processes when gpus > 1."""
+def cli_command(spec: Job, *, gpus: int = 0, python: str | None = None) -> list[str]:
+    """The command line of one run; torchrun with ``gpus`` processes when gpus > 1 (a run's training,
+    never a robust evaluation: ``gkl evaluate`` is one process)."""
     python = python or sys.executable
-    if gpus > 1:
+    if gpus > 1 and not isinstance(spec, EvaluationJob):
         return [
             python,
             "-m",
@@ -95,7 +105,7 @@ class LocalLauncher:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
         return env
 
-    def start(self, spec: RunSpec, log_path: Path) -> subprocess.Popen:
+    def start(self, spec: Job, log_path: Path) -> subprocess.Popen:
         log = open(log_path, "ab")
         try:
             kwargs: dict[str, Any] = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
@@ -172,7 +182,7 @@ class SubmititLauncher:
             params.update(extra or {})
             self.executor.update_parameters(**params)
 
-    def start(self, spec: RunSpec, log_path: Path) -> Any:
+    def start(self, spec: Job, log_path: Path) -> Any:
         self.executor.update_parameters(name=f"gkl-{spec.name}")
         return self.executor.submit(run_command, cli_command(spec, gpus=self.gpus), {}, str(log_path))
 

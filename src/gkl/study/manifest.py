@@ -1,9 +1,10 @@
 """Reading a sweep's ``study.json`` back: each run's setting name, the study's order, published numbers.
 
 ``gkl sweep`` writes ``<out_dir>/study.json`` (:func:`gkl.study.execute.run_sweep`): the settings
-in study order, every run with its setting, the published numbers (``paper``) and their
-``source``. ``gkl summarize`` labels a run by the setting it finds there (the folder holding
-the run directory), so its rows carry the study's names in the study's order.
+in study order, every run with its setting, the published numbers (``paper``), their
+``source`` and each setting's robust evaluation (``evaluate``, :mod:`gkl.study.evaluation`).
+``gkl summarize`` labels a run by the setting it finds there (the folder holding the run
+directory), so its rows carry the study's names in the study's order.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gkl.study.evaluation import StudyEvaluation
 
 __all__ = ["StudyManifest", "manifest_of"]
 
@@ -27,6 +30,7 @@ class StudyManifest:
     settings: list[str] = field(default_factory=list)
     paper: dict[str, dict[str, float]] = field(default_factory=dict)
     source: str | None = None
+    evaluations: dict[str, StudyEvaluation] = field(default_factory=dict)  #: setting -> its ``evaluate:``
 
     def order(self, setting: str | None) -> int:
         """The setting's place in the study; a run the study does not list comes after its settings."""
@@ -53,6 +57,12 @@ def _read(path: Path) -> StudyManifest | None:
         }
     source = data.get("source")
     manifest.source = source if isinstance(source, str) else None
+    evaluate = data.get("evaluate")
+    for setting, block in (evaluate if isinstance(evaluate, dict) else {}).items():
+        try:
+            manifest.evaluations[str(setting)] = StudyEvaluation.from_json(block)
+        except (KeyError, TypeError, ValueError):  # an entry edited by hand: no robust columns for it
+            continue
     return manifest
 
 

@@ -10,9 +10,11 @@ A study setting may carry ``paper: {<metric>: <published number>, ...}`` and the
 
 A metric is a name the run's evaluator writes at every evaluation (``Task.metric_names``:
 ``top1``, ``top5``, ImageNet-LT's ``many`` / ``medium`` / ``few``, ``mIoU``, ``zeroshot_top1``,
-...); a name the task does not produce is an error before any run. *Ours* is the metric at
-the run's last evaluation of the test split (``summary.json``'s ``final.eval``, equal to
-the last line of ``metrics.jsonl``), mean ± sample std over the seeds; Δ = ours − paper.
+...), or a robust accuracy of the setting's ``evaluate:`` block (``aa``, ``pgd<k>``, ``cw<k>``,
+``worst``, or ``aa@8/255``...; :mod:`gkl.study.evaluation`); a name neither produces is an error
+before any run. *Ours* is the metric at the run's last evaluation of the test split
+(``summary.json``'s ``final.eval``, equal to the last line of ``metrics.jsonl``), or the robust
+accuracy in % of the run's recorded evaluation, mean ± sample std over the seeds; Δ = ours − paper.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gkl.study.evaluation import ROBUST_COLUMNS, StudyEvaluation, robust_column
 from gkl.study.statistics import describe
 from gkl.utils.errors import InputError
 
 __all__ = ["check_paper", "final_metric", "paper_rows", "format_paper_table"]
 
 
-def check_paper(where: str, value: Any, task: Any) -> dict[str, float]:
-    """A setting's ``paper:`` as {metric: number}; a metric the setting's task does not write is an error."""
+def check_paper(where: str, value: Any, task: Any, evaluation: StudyEvaluation | None = None) -> dict[str, float]:
+    """A setting's ``paper:`` as {metric: number}; a metric neither the setting's task writes nor its
+    ``evaluate:`` block (``evaluation``) produces is an error."""
     if value is None:
         return {}
     if not isinstance(value, dict) or not value:
@@ -36,10 +40,20 @@ def check_paper(where: str, value: Any, task: Any) -> dict[str, float]:
     known = task.metrics()
     numbers: dict[str, float] = {}
     for metric, number in value.items():
-        if metric not in known:
+        column = robust_column(str(metric)) if metric not in known else None
+        if column is not None and evaluation is not None:
+            problem = evaluation.column_problem(column)
+            if problem is not None:
+                raise InputError(f"{where}.paper.{metric}: {problem}")
+        elif metric not in known:
+            robust = (
+                f"; robust accuracies ({ROBUST_COLUMNS}) need an evaluate: block in the setting or the study"
+                if task.robust_evaluation and evaluation is None
+                else ""
+            )
             raise InputError(
                 f"{where}.paper.{metric}: a '{task.name}' run does not write the metric {metric!r}; "
-                f"it writes {', '.join(known)}"
+                f"it writes {', '.join(known)}{robust}"
             )
         if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
             raise InputError(f"{where}.paper.{metric}: expected a finite number, got {number!r}")
@@ -62,11 +76,12 @@ def final_metric(summary: Mapping[str, Any], metric: str) -> float | None:
 
 
 def paper_rows(
-    groups: Sequence[tuple[str, Sequence[tuple[int, Mapping[str, Any]]]]], paper: Mapping[str, Mapping[str, float]]
+    groups: Sequence[tuple[str, Sequence[tuple[int, Mapping[str, Any], Mapping[str, float]]]]],
+    paper: Mapping[str, Mapping[str, float]],
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Per setting with published numbers, per metric: ``{paper, ours (describe() or None), delta}``.
 
-    ``groups`` is ``[(setting, [(seed, summary.json), ...]), ...]``.
+    ``groups`` is ``[(setting, [(seed, summary.json, robust accuracies {column: %}), ...]), ...]``.
     """
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     for setting, runs in groups:
@@ -75,7 +90,11 @@ def paper_rows(
             continue
         rows[setting] = {}
         for metric, number in published.items():
-            values = {seed: v for seed, summary in runs if (v := final_metric(summary, metric)) is not None}
+            values = {
+                seed: v
+                for seed, summary, robust in runs
+                if (v := robust[metric] if metric in robust else final_metric(summary, metric)) is not None
+            }
             ours = describe(values) if values else None
             rows[setting][metric] = {
                 "paper": number,
@@ -116,4 +135,10 @@ def format_paper_table(rows: Mapping[str, Mapping[str, Mapping[str, Any]]], sour
         "",
         "ours: the metric at the last test evaluation, mean ± sample std over n seeds; Δ = ours − paper.",
     ]
+    robust = [m for m in metrics if robust_column(m) is not None]
+    if robust:
+        lines[-1] += (
+            f" {', '.join(robust)}: accuracy in % under the study's evaluate: block, "
+            "from each run's recorded evaluation (evaluations.jsonl)."
+        )
     return lines

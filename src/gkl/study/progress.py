@@ -58,11 +58,13 @@ class SweepProgress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = every
         self.clock = clock
+        self.noun = "runs"  #: what ``total`` counts ("runs and evaluations" when the study evaluates its runs)
         self.done = 0  #: finished (trained now or before)
         self.failed = 0  #: failed or blocked
         self.durations: list[float] = []
         #: name -> (start time, run dir, epochs of the run, epochs it had logged when started: a resumed run)
         self.active: dict[str, tuple[float, Path, int | None, int]] = {}
+        self.evaluations: set[str] = set()  #: names of the active jobs that evaluate a finished run
         self._last_status = -float("inf")
         self._drawn = False
 
@@ -70,14 +72,18 @@ class SweepProgress:
     def reused(self, count: int) -> None:
         self.done += count
         if count:
-            self._line(f"{count} of {self.total} runs already finished (kept)")
+            self._line(f"{count} of {self.total} {self.noun} already finished (kept)")
 
-    def start(self, name: str, run_dir: Path, epochs: int | None) -> None:
+    def start(self, name: str, run_dir: Path, epochs: int | None, *, evaluation: bool = False) -> None:
+        if evaluation:
+            self.evaluations.add(name)
+            epochs = None
         self.active[name] = (self.clock(), run_dir, epochs, epochs_done(run_dir))
         self._line(f"started {name}")
 
     def finish(self, name: str, ok: bool, why: str = "") -> None:
         started = self.active.pop(name, None)
+        self.evaluations.discard(name)
         took = "" if started is None else f" in {format_duration(self.clock() - started[0])}"
         if ok:
             self.done += 1
@@ -87,6 +93,10 @@ class SweepProgress:
         else:
             self.failed += 1
             self._line(f"failed {name}{took}: {why}")
+
+    def drop(self) -> None:
+        """One job fewer to run (a failed or blocked run's evaluation, which will not start)."""
+        self.total -= 1
 
     def blocked(self, name: str) -> None:
         self.failed += 1
@@ -125,6 +135,9 @@ class SweepProgress:
         parts.append(f"~{format_duration(eta)} left" if eta is not None else "time left: after the first epoch")
         running = []
         for name, (_start, run_dir, epochs, _before) in self.active.items():
+            if name in self.evaluations:  # a robust evaluation of a finished run: no epochs to show
+                running.append(name)
+                continue
             running.append(f"{name} epoch {epochs_done(run_dir)}" + (f"/{epochs}" if epochs else ""))
         if running:
             parts.append("running: " + ", ".join(running))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import yaml
 
 from gkl.utils.errors import InputError
 
-__all__ = ["IGNORED_FIELDS", "RunRecord", "expand_run_dirs", "read_run", "setting_stem"]
+__all__ = ["IGNORED_FIELDS", "RunRecord", "expand_run_dirs", "read_run", "run_weights", "setting_stem"]
 
 #: config fields that never change a result; ignored when grouping runs into settings.
 IGNORED_FIELDS = (
@@ -55,6 +55,12 @@ class RunRecord:
 def setting_stem(name: str) -> str:
     """A run name without its seed suffix (``kd_t4_seed3`` -> ``kd_t4``; ``_s3``, ``-seed3`` too)."""
     return _SEED_SUFFIX.sub("", name) or name
+
+
+def run_weights(config: Mapping[str, Any]) -> str:
+    """The weights a run evaluates (its ``train.ema.evaluate``), what ``gkl evaluate`` uses by default."""
+    ema = (config.get("train") or {}).get("ema") or {}
+    return str(ema.get("evaluate", "raw"))
 
 
 def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:

@@ -22,7 +22,9 @@ same seed (per-seed chains). Every run is ``<out_dir>/<setting>_seed<S>``.
 Everything is checked (study keys, every run's resolved config) before anything runs.
 
 Published numbers: ``source: "..."`` (where they come from) at the top, and in a setting
-``paper: {<metric>: <number>}`` with a metric its task's evaluator writes (:mod:`gkl.study.paper`).
+``paper: {<metric>: <number>}`` with a metric its task's evaluator writes (:mod:`gkl.study.paper`),
+or a robust accuracy of the ``evaluate:`` block (the study's, or the setting's own; ``null`` for
+none): a ``gkl evaluate RUN --robust ...`` the sweep runs after each run (:mod:`gkl.study.evaluation`).
 ``load_study(..., only=, seeds=, overrides=)`` shrinks the study as ``gkl sweep --only --seeds
 key=value`` does (:mod:`gkl.study.subset`).
 """
@@ -40,14 +42,15 @@ from typing import Any
 import yaml
 
 from gkl.recipes import resolve_recipe
+from gkl.study.evaluation import StudyEvaluation, parse_evaluation
 from gkl.study.paper import check_paper
 from gkl.study.subset import check_extra_overrides, select_settings, subset_out_dir, subset_record
 from gkl.utils.errors import InputError
 
 __all__ = ["RunSpec", "Study", "load_study", "format_override"]
 
-STUDY_KEYS = ("config", "overrides", "seeds", "baseline", "settings", "out_dir", "description", "source")
-SETTING_KEYS = ("config", "overrides", "seeds", "teacher", "teacher_checkpoint", "description", "paper")
+STUDY_KEYS = ("config", "overrides", "seeds", "baseline", "settings", "out_dir", "description", "source", "evaluate")
+SETTING_KEYS = ("config", "overrides", "seeds", "teacher", "teacher_checkpoint", "description", "paper", "evaluate")
 CHECKPOINT_FILES = ("best.pt", "checkpoint.pt")
 
 
@@ -89,6 +92,8 @@ class Study:
     runs: list[RunSpec]
     source: str | None = None  #: where the study's published numbers come from (``source:``)
     paper: dict[str, dict[str, float]] = field(default_factory=dict)  #: setting -> {metric: published number}
+    #: setting -> the robust evaluation its runs get after training (``evaluate:``)
+    evaluations: dict[str, StudyEvaluation] = field(default_factory=dict)
     subset: dict[str, Any] = field(default_factory=dict)  #: the command line's --only / --seeds / overrides
 
 
@@ -215,6 +220,7 @@ def load_study(
     if source is not None and not isinstance(source, str):
         raise InputError(f"{path}: source: expected a string (where the published numbers come from), got {source!r}")
     subset = subset_record(only, seeds, extra)
+    study_evaluation = parse_evaluation(f"{path}: evaluate", data.get("evaluate"))
     target = Path(data.get("out_dir") or f"runs/studies/{path.stem}")
     target = Path(out_dir) if out_dir is not None else subset_out_dir(target, subset)
     for name, setting in settings.items():
@@ -244,6 +250,7 @@ def load_study(
     by_setting: dict[str, dict[int, RunSpec]] = {}
     model_of: dict[str, tuple[str, dict[str, Any]]] = {}  # run name -> its model (name, kwargs)
     paper: dict[str, dict[str, float]] = {}
+    evaluations: dict[str, StudyEvaluation] = {}
     for name in [n for n in _order(settings, path) if n in chosen]:
         setting = settings[name]
         where = f"{path}: settings.{name}"
@@ -293,7 +300,10 @@ def load_study(
             except (InputError, ValueError, FileNotFoundError) as err:
                 raise InputError(f"{where}: {err}") from None
             if name not in paper:
-                paper[name] = check_paper(f"{path}: settings.{name}", setting.get("paper"), get_task(cfg.kind))
+                evaluation = _evaluation(where, setting, study_evaluation, cfg)
+                if evaluation is not None:
+                    evaluations[name] = evaluation
+                paper[name] = check_paper(where, setting.get("paper"), get_task(cfg.kind), evaluation)
             spec = RunSpec(
                 setting=name,
                 seed=seed,
@@ -317,5 +327,28 @@ def load_study(
         runs=runs,
         source=source,
         paper={k: v for k, v in paper.items() if v},
+        evaluations=evaluations,
         subset=subset,
     )
+
+
+def _evaluation(where: str, setting: dict[str, Any], study: StudyEvaluation | None, cfg: Any) -> StudyEvaluation | None:
+    """The setting's ``evaluate:`` (its own, ``null`` for none, else the study's), checked against its run."""
+    from gkl.tasks import get_task
+
+    evaluation = parse_evaluation(f"{where}.evaluate", setting["evaluate"]) if "evaluate" in setting else study
+    if evaluation is None:
+        return None
+    owner = f"{where}.evaluate" if "evaluate" in setting else f"{where} (the study's evaluate)"
+    task = get_task(cfg.kind)
+    if not task.robust_evaluation:
+        raise InputError(
+            f"{owner}: a '{cfg.kind}' run has no robust evaluation (gkl evaluate --robust attacks classifier runs); "
+            "give this setting 'evaluate: null'"
+        )
+    if cfg.data.normalize:
+        raise InputError(
+            f"{owner}: robust evaluation needs inputs in [0, 1] with normalisation inside the model; "
+            "this setting's runs use data.normalize=true"
+        )
+    return evaluation

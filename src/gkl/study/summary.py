@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gkl.study.evaluation import StudyEvaluation, recorded_values, robust_column
 from gkl.study.manifest import StudyManifest, manifest_of
 from gkl.study.paper import format_paper_table, paper_rows
-from gkl.study.runs import RunRecord, expand_run_dirs, read_run, setting_stem
+from gkl.study.runs import RunRecord, expand_run_dirs, read_run, run_weights, setting_stem
 from gkl.study.statistics import describe
 from gkl.utils.errors import InputError
 
@@ -179,6 +180,7 @@ def summarize(
     names: dict[Path, str] = {}  # run directory -> setting name (given, or the study's)
     order: dict[Path, tuple[int, int, int]] = {}  # argument, place in the study, start time
     paper: dict[Path, dict[str, float]] = {}
+    evaluations: dict[Path, StudyEvaluation] = {}  # run directory -> its setting's evaluate: block
     sources: list[str] = []
     groups: dict[str, list[RunRecord]] = {}
     skipped: list[dict[str, str]] = []
@@ -194,6 +196,8 @@ def summarize(
         if manifest is not None and setting is not None:
             names[resolved] = setting
             paper[resolved] = manifest.paper.get(setting, {})
+            if setting in manifest.evaluations:
+                evaluations[resolved] = manifest.evaluations[setting]
             if manifest.source and manifest.source not in sources:
                 sources.append(manifest.source)
         if resolved in given:
@@ -256,7 +260,13 @@ def summarize(
         for name, group in zip(labels_, ordered)
         if (numbers := next((paper[r.run_dir.resolve()] for r in group if paper.get(r.run_dir.resolve())), None))
     }
-    compared = paper_rows([(n, [(r.seed, r.summary) for r in g]) for n, g in zip(labels_, ordered)], published)
+    compared = paper_rows(
+        [
+            (n, [(r.seed, r.summary, _robust_values(r, evaluations, published.get(n, {}))) for r in g])
+            for n, g in zip(labels_, ordered)
+        ],
+        published,
+    )
     return Summary(
         rows=rows,
         metrics=present,
@@ -265,6 +275,17 @@ def summarize(
         paper=compared,
         source="; ".join(sources) or None,
     )
+
+
+def _robust_values(
+    record: RunRecord, evaluations: dict[Path, StudyEvaluation], published: dict[str, float]
+) -> dict[str, float]:
+    """The run's robust accuracies (%) of the published columns, from its recorded evaluation."""
+    evaluation = evaluations.get(record.run_dir.resolve())
+    if evaluation is None:
+        return {}
+    columns = [m for m in published if robust_column(m) is not None]
+    return recorded_values(record.run_dir, evaluation, run_weights(record.config), columns) if columns else {}
 
 
 def _paired(row: dict[str, Any], base: dict[str, Any], metrics: Sequence[tuple[str, str]]) -> dict[str, Any]:
