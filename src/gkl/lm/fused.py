@@ -3,11 +3,12 @@
 Liger-Kernel's calling convention: ``loss_fn(student_input (N, H_s), student_weight (V, H_s),
 teacher_input (N, H_t), teacher_weight (V, H_t), true_labels (N,), student_bias, teacher_bias)``.
 The forward pass goes over the tokens ``chunk_size`` at a time: per chunk it computes the student
-logits x W^T + b and (without gradient) the teacher's, the loss of the chunk's tokens and, from the
+logits x W^T + b and (without gradient) the teacher's, then the loss of the chunk's tokens and the
 O(V) per-row gradient g = ∂loss/∂logits (the registry loss's own backward; GKL's is the closed
-form of docs/losses.md), the chunk's gradients g W (input), g^T x (weight) and Σ g (bias),
-accumulated in float32 (float64 for float64 inputs). At most one chunk of (chunk, V) logits is
-alive at any time; backward only scales the stored gradients by the incoming gradient.
+form of docs/losses.md) a few rows at a time, writing g over the rows' logits; then the chunk's
+gradients g W (input), g^T x (weight) and Σ g (bias), accumulated in float32 (float64 for float64
+inputs). Two (chunk, V) buffers are alive at any time (the student's logits, then their gradient,
+and the teacher's logits); backward only scales the stored gradients by the incoming gradient.
 """
 
 from __future__ import annotations
