@@ -10,13 +10,17 @@ hidden sizes H_s / H_t, vocabulary V, float32 on CPU):
 * ``liger_jsd``: ``liger_kernel.chunked_loss.LigerFusedLinearJSDLoss(beta=0, compiled=False)`` (forward
   KL), when liger-kernel is installed (``pip install --no-deps liger-kernel``).
 
-Time: each round times every variant (fastest of ``--repeats`` calls); the table gives the median
-over rounds of the per-round ratio to fused_gkl, with its interquartile range (the machine may be
-shared: the paired, interleaved rounds cancel its load). Memory: each variant runs once in a fresh
-subprocess; after the inputs exist the kernel's peak-RSS mark is reset (/proc/self/clear_refs) and
-the extra peak is VmHWM − VmRSS_before (allocator slack included).
+Time: each round times every variant (fastest of ``--repeats`` calls), by the wall clock or, with
+``--clock cpu``, by the process's CPU time (steadier on a shared machine with one thread); the
+table gives the mean and the median over rounds of the per-round ratio to fused_gkl, with its
+interquartile range (the paired, interleaved rounds cancel slow drifts of the machine's load).
+Memory: each variant runs once in a fresh subprocess, one at a time; after the inputs exist the
+kernel's peak-RSS mark is reset (/proc/self/clear_refs) and the extra peak is VmHWM − VmRSS_before
+(allocator slack included). The load average is printed with each table.
 
-    python benchmarks/llm_loss.py --tokens 2048 --hidden 256 --teacher-hidden 512 --vocab 32000
+    python benchmarks/llm_loss.py --tokens 2048 --hidden 256 --teacher-hidden 512 --vocab 32000,128000
+
+At V = 128k the materialised variants need about 7 GB each (N = 2048); ``--variants`` runs a subset.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,14 +90,21 @@ def variants(chunk: int) -> dict[str, Callable[..., torch.Tensor]]:
     return found
 
 
+def clock_of(kind: str) -> Callable[[], float]:
+    """The wall clock (after the device finished) or the process's CPU time."""
+    return time.process_time if kind == "cpu" else lambda: clock(DEVICE)
+
+
 def step(fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...]) -> None:
     x, w = inputs[0], inputs[1]
     x.grad = w.grad = None
     fn(*inputs).backward()
 
 
-def time_table(inputs: tuple[torch.Tensor, ...], rounds: int, repeats: int, chunk: int) -> dict[str, list[float]]:
-    fns = variants(chunk)
+def time_table(
+    inputs: tuple[torch.Tensor, ...], rounds: int, repeats: int, chunk: int, names: list[str], now: Callable[[], float]
+) -> dict[str, list[float]]:
+    fns = {name: fn for name, fn in variants(chunk).items() if name in names}
     for fn in fns.values():  # warm-up
         step(fn, inputs)
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -100,18 +112,23 @@ def time_table(inputs: tuple[torch.Tensor, ...], rounds: int, repeats: int, chun
         for name, fn in fns.items():
             best = float("inf")
             for _ in range(repeats):
-                start = clock(DEVICE)
+                start = now()
                 step(fn, inputs)
-                best = min(best, clock(DEVICE) - start)
+                best = min(best, now() - start)
             times[name].append(best)
     return times
 
 
 def spread(values: list[float]) -> str:
+    """mean, median [q1-q3] of per-round ratios."""
     if len(values) < 2:
-        return f"{values[0]:.2f}"
+        return f"{values[0]:.2f}, {values[0]:.2f}"
     q1, _, q3 = statistics.quantiles(values, n=4)
-    return f"{statistics.median(values):.2f} [{q1:.2f}-{q3:.2f}]"
+    return f"{statistics.fmean(values):.2f}, {statistics.median(values):.2f} [{q1:.2f}-{q3:.2f}]"
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def peak_memory_child(name: str, shape: list[int], chunk: int) -> None:
@@ -147,6 +164,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall clock or process CPU time")
+    parser.add_argument("--variants", default=None, help="comma-separated subset (fused_gkl is always run)")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--shape", default=None, help=argparse.SUPPRESS)
     add_device_option(parser)
@@ -157,12 +176,27 @@ def main() -> None:
         peak_memory_child(args.memory_child, [int(s) for s in args.shape.split(",")], args.chunk)
         return
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), chunk {args.chunk}, float32, {DEVICE}")
+    names = list(variants(args.chunk))
+    if args.variants:
+        wanted = set(args.variants.split(",")) | {"fused_gkl"}
+        unknown = sorted(wanted - set(names))
+        if unknown:
+            raise SystemExit(f"--variants: expected names among {names}, got {unknown[0]}")
+        names = [name for name in names if name in wanted]
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), chunk {args.chunk}, float32, {DEVICE}, "
+        f"{args.clock} clock, {args.rounds} rounds of best-of-{args.repeats}"
+    )
     for vocab in (int(v) for v in args.vocab.split(",")):
         shape = [args.tokens, args.hidden, args.teacher_hidden, vocab]
-        times = time_table(make_inputs(*shape), args.rounds, args.repeats, args.chunk)
-        print(f"\nN={args.tokens} H_s={args.hidden} H_t={args.teacher_hidden} V={vocab}")
-        print("variant            ms (median)   time / fused_gkl, median [q1-q3]   extra peak MB   fused_gkl / it")
+        print(f"\nN={args.tokens} H_s={args.hidden} H_t={args.teacher_hidden} V={vocab}; before: {load()}", flush=True)
+        inputs = make_inputs(*shape)
+        times = time_table(inputs, args.rounds, args.repeats, args.chunk, names, clock_of(args.clock))
+        del inputs
+        print(f"after the timed rounds: {load()}")
+        print(
+            "variant            ms (median)   time / fused_gkl: mean, median [q1-q3]   extra peak MB   fused_gkl / it"
+        )
         skip_memory = args.skip_memory or DEVICE.type != "cpu"  # peak RSS measures host memory only
         memory = {} if skip_memory else {name: peak_memory(name, shape, args.chunk) for name in times}
         for name, values in times.items():
@@ -171,13 +205,13 @@ def main() -> None:
             mem_text = "-" if mem is None else f"{mem:.1f}"
             mem_ratio = "-" if mem is None or not mem else f"{memory['fused_gkl'] / mem:.2f}"
             print(
-                f"{name:<18} {1000 * statistics.median(values):11.1f}   {spread(ratios):<33}"
+                f"{name:<18} {1000 * statistics.median(values):11.1f}   {spread(ratios):<39}"
                 f"  {mem_text:>13}   {mem_ratio:>14}"
             )
         for other in ("materialised_gkl", "liger_jsd"):
             if other in times:
                 ratios = [a / b for a, b in zip(times["fused_gkl"], times[other])]
-                print(f"ratio fused_gkl / {other}: time {spread(ratios)}", end="")
+                print(f"ratio fused_gkl / {other}: time (mean, median [q1-q3]) {spread(ratios)}", end="")
                 if memory:
                     print(f", extra peak memory {memory['fused_gkl'] / memory[other]:.2f}", end="")
                 print()

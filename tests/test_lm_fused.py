@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import gkl.lm.fused as fused_module
 from gkl.lm import FusedLinearGKLLoss, fused_linear_gkl_loss, token_loss
 
 N, H_S, H_T, V = 7, 5, 6, 13
@@ -63,6 +64,22 @@ def test_equals_token_loss_on_materialised_logits(chunk_size, bias, hard, method
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 4])
+@pytest.mark.parametrize("chunk_size", [3, N])
+@pytest.mark.parametrize("method,params", METHODS)
+def test_row_blocks_of_the_chunk_give_the_same_value_and_gradients(monkeypatch, rows, chunk_size, method, params):
+    # the chunk's loss goes over slices of `rows` rows, each overwritten by its gradient in place
+    monkeypatch.setitem(fused_module._BLOCK_ELEMENTS, "cpu", rows * V + V - 1)
+    x, w, b, xt, wt, bt, y = _tensors(seed=10)
+    got = fused_linear_gkl_loss(
+        x, w, xt, wt, y, b, bt, method=method, weight_hard_loss=0.5, chunk_size=chunk_size, temperature=2.0, **params
+    )
+    want = _materialised(x, w, b, xt, wt, bt, y, method=method, hard=0.5, temperature=2.0, **params)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for a, e in zip(torch.autograd.grad(got, (x, w, b)), torch.autograd.grad(want, (x, w, b))):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
 def test_three_dim_inputs_are_flattened_and_the_module_matches():
     x, w, b, xt, wt, bt, y = _tensors(shape=(2, 4))
     loss_fn = FusedLinearGKLLoss(weight_hard_loss=0.5, weight_soft_loss=0.5, chunk_size=3, gamma=0.7)
@@ -110,11 +127,14 @@ def test_the_teacher_gets_no_gradient_and_all_ignored_is_zero():
     assert zero.item() == 0.0 and all(torch.isfinite(g).all() and g.abs().sum() == 0 for g in grads)
 
 
-def test_no_saved_tensor_has_n_times_v_elements():
+@pytest.mark.parametrize("block_rows", [None, 4])
+def test_no_saved_tensor_has_more_than_a_block_of_rows(monkeypatch, block_rows):
     n, v = 64, 97
+    if block_rows is not None:
+        monkeypatch.setitem(fused_module._BLOCK_ELEMENTS, "cpu", block_rows * v)
     g = torch.Generator().manual_seed(4)
-    x = torch.randn(n, 8, generator=g).requires_grad_()
-    w = torch.randn(v, 8, generator=g).requires_grad_()
+    x = torch.randn(n, 2, generator=g).requires_grad_()  # H_s = 2: the saved gradients (N, 2), (V, 2) are small
+    w = torch.randn(v, 2, generator=g).requires_grad_()
     xt, wt = torch.randn(n, 12, generator=g), torch.randn(v, 12, generator=g)
     y = torch.randint(0, v, (n,), generator=g)
     sizes: list[int] = []
@@ -126,8 +146,9 @@ def test_no_saved_tensor_has_n_times_v_elements():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = fused_linear_gkl_loss(x, w, xt, wt, y, chunk_size=16, gamma=0.5)
     loss.backward()
-    # the per-chunk autograd graphs save (chunk, V) tensors, the outer node the gradients: nothing N x V
-    assert sizes and max(sizes) == 16 * v and max(sizes) < n * v
+    # the loss's autograd graphs save (rows, V) tensors of one row block (the whole chunk of 16
+    # rows when V is small), the outer node the gradients: nothing N x V
+    assert sizes and max(sizes) == (block_rows or 16) * v and max(sizes) < n * v
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):  # the materialised loss does save N x V
         token_loss(x @ w.T, (xt @ wt.T), y, gamma=0.5)
     assert max(sizes) >= n * v

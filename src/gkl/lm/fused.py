@@ -3,11 +3,12 @@
 Liger-Kernel's calling convention: ``loss_fn(student_input (N, H_s), student_weight (V, H_s),
 teacher_input (N, H_t), teacher_weight (V, H_t), true_labels (N,), student_bias, teacher_bias)``.
 The forward pass goes over the tokens ``chunk_size`` at a time: per chunk it computes the student
-logits x W^T + b and (without gradient) the teacher's, the loss of the chunk's tokens and, from the
+logits x W^T + b and (without gradient) the teacher's, then the loss of the chunk's tokens and the
 O(V) per-row gradient g = ∂loss/∂logits (the registry loss's own backward; GKL's is the closed
-form of docs/losses.md), the chunk's gradients g W (input), g^T x (weight) and Σ g (bias),
-accumulated in float32 (float64 for float64 inputs). At most one chunk of (chunk, V) logits is
-alive at any time; backward only scales the stored gradients by the incoming gradient.
+form of docs/losses.md) a few rows at a time, writing g over the rows' logits; then the chunk's
+gradients g W (input), g^T x (weight) and Σ g (bias), accumulated in float32 (float64 for float64
+inputs). Two (chunk, V) buffers are alive at any time (the student's logits, then their gradient,
+and the teacher's logits); backward only scales the stored gradients by the incoming gradient.
 """
 
 from __future__ import annotations
@@ -30,6 +31,52 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]
     if torch.is_autocast_enabled(device.type):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+#: elements of the (rows, V) slices the chunk's loss is computed on, on the CPU (a few MB: the
+#: loss's temporaries stay in cache) and elsewhere (fewer, larger slices: fewer kernel launches)
+_BLOCK_ELEMENTS = {"cpu": 1 << 18, "other": 1 << 22}
+
+
+def _chunk_loss(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, spec: dict[str, Any], need_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums of the soft and hard losses over one chunk's tokens; with ``need_grad`` the logits are
+    overwritten by ∂(w_soft · soft + w_hard · hard)/∂logits.
+
+    The loss goes over the chunk a few rows at a time (each row's value and gradient depend on
+    that row alone), so its temporaries are (rows, V), not (chunk, V), and each slice of the logits
+    is replaced by its own gradient once that is known: no (chunk, V) buffer besides the two logits.
+    """
+    w_soft, w_hard, ignore_index = spec["weight_soft_loss"], spec["weight_hard_loss"], spec["ignore_index"]
+    soft_sum = torch.zeros((), dtype=logits.dtype, device=logits.device)
+    hard_sum = torch.zeros((), dtype=logits.dtype, device=logits.device)
+    budget = _BLOCK_ELEMENTS["cpu" if logits.device.type == "cpu" else "other"]
+    rows = max(1, budget // logits.shape[1])
+    for start in range(0, logits.shape[0], rows):
+        block = logits[start : start + rows]
+        y = labels[start : start + rows]
+        student = block.detach().requires_grad_(need_grad)
+        with torch.set_grad_enabled(need_grad):
+            soft = token_values(
+                student,
+                teacher_logits[start : start + rows],
+                y,
+                method=spec["method"],
+                ignore_index=ignore_index,
+                temperature=spec["temperature"],
+                prior=spec["prior"],
+                loss_params=spec["loss_params"],
+            ).sum()
+            total = soft * w_soft
+            if w_hard != 0.0:
+                hard = F.cross_entropy(student, y, ignore_index=ignore_index, reduction="sum")
+                total = total + hard * w_hard
+                hard_sum += hard.detach()
+            if need_grad:
+                block.copy_(torch.autograd.grad(total, student)[0])
+        soft_sum += soft.detach()
+    return soft_sum, hard_sum
 
 
 class _FusedLinearLoss(torch.autograd.Function):
@@ -60,42 +107,26 @@ class _FusedLinearLoss(torch.autograd.Function):
         grad_b = torch.zeros_like(bias) if need_b and bias is not None else None
         soft_sum = torch.zeros((), dtype=acc, device=student_input.device)
         hard_sum = torch.zeros((), dtype=acc, device=student_input.device)
-        w_soft, w_hard, ignore_index = spec["weight_soft_loss"], spec["weight_hard_loss"], spec["ignore_index"]
         with _no_autocast(student_input.device):
             for start in range(0, n, spec["chunk_size"]):
                 end = min(start + spec["chunk_size"], n)
                 x = student_input[start:end].to(acc)
-                y = labels[start:end]
                 teacher_logits = F.linear(teacher_input[start:end], teacher_weight, teacher_bias)
-                with torch.set_grad_enabled(need_any):
-                    logits = F.linear(x, weight, bias).requires_grad_(need_any)
-                    soft = token_values(
-                        logits,
-                        teacher_logits,
-                        y,
-                        method=spec["method"],
-                        ignore_index=ignore_index,
-                        temperature=spec["temperature"],
-                        prior=spec["prior"],
-                        loss_params=spec["loss_params"],
-                    ).sum()
-                    total = soft * w_soft
-                    if w_hard != 0.0:
-                        hard = F.cross_entropy(logits, y, ignore_index=ignore_index, reduction="sum")
-                        total = total + hard * w_hard
-                        hard_sum += hard.detach()
-                    grad_logits = torch.autograd.grad(total, logits)[0] if need_any else None
-                soft_sum += soft.detach()
-                del logits, teacher_logits, total, soft
-                if grad_logits is None:  # no gradient wanted (e.g. an evaluation under torch.no_grad)
+                logits = F.linear(x, weight, bias)
+                soft, hard = _chunk_loss(logits, teacher_logits, labels[start:end], spec, need_any)
+                soft_sum += soft
+                hard_sum += hard
+                del teacher_logits
+                if not need_any:  # no gradient wanted (e.g. an evaluation under torch.no_grad)
                     continue
+                grad_logits = logits  # _chunk_loss overwrote the logits with ∂loss/∂logits
                 if grad_in is not None:
                     torch.mm(grad_logits, weight, out=grad_in[start:end])
                 if grad_w is not None:
                     grad_w.addmm_(grad_logits.t(), x)
                 if grad_b is not None:
                     grad_b += grad_logits.sum(dim=0)
-                del grad_logits
+                del logits, grad_logits
         scale = 1.0 / (denom.to(acc) if isinstance(denom, torch.Tensor) else denom)
         for grad in (grad_in, grad_w, grad_b):
             if grad is not None:
@@ -103,7 +134,7 @@ class _FusedLinearLoss(torch.autograd.Function):
         ctx.save_for_backward(grad_in, grad_w, grad_b)
         ctx.dtypes = (student_input.dtype, student_weight.dtype, None if student_bias is None else student_bias.dtype)
         soft_loss, hard_loss = soft_sum * scale, hard_sum * scale
-        loss = soft_loss * w_soft + hard_loss * w_hard
+        loss = soft_loss * spec["weight_soft_loss"] + hard_loss * spec["weight_hard_loss"]
         ctx.mark_non_differentiable(soft_loss, hard_loss)
         return loss, soft_loss, hard_loss
 
