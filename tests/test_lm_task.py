@@ -62,15 +62,6 @@ def _config(folder: Path, name: str, method: str, **lm: object) -> Path:
     return path
 
 
-def _gkl(env: dict[str, str], *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "gkl.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 def _in_process(*args: str) -> None:
     """``gkl ARGS`` in this process, with the one torch thread of the subprocesses (restored by conftest.py):
     the steps that do not check the process boundary skip a Python + transformers start-up each."""
@@ -134,7 +125,9 @@ def test_teacher_student_resume_after_sigkill_and_evaluate(env: dict[str, str], 
     assert "teacher: lm.method 'gkl' needs a 'teacher' section" in capsys.readouterr().err
 
 
-def test_a_sweep_chains_the_teacher_into_the_students(env: dict[str, str], tmp_path: Path) -> None:
+def test_a_sweep_chains_the_teacher_into_the_students(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _config(tmp_path, "teacher", "ce", hard_weight=1.0)
     _config(tmp_path, "student", "kl")
     study = tmp_path / "study.yaml"
@@ -154,7 +147,10 @@ def test_a_sweep_chains_the_teacher_into_the_students(env: dict[str, str], tmp_p
             }
         )
     )
-    out = _gkl(env, "sweep", str(study), cwd=tmp_path).stdout
+    for key in ("PYTHONPATH", "OMP_NUM_THREADS", "RAYON_NUM_THREADS"):  # the environment of the runs' processes
+        monkeypatch.setenv(key, env[key])
+    _in_process("sweep", str(study))  # the sweep in this process; each run in a process of its own
+    out = capsys.readouterr().out
     summary = json.loads((tmp_path / "study" / "summary.json").read_text())
     rows = {row["setting"]: row for row in summary["rows"]}
     assert set(rows) == {"teacher", "kl", "gkl"} and rows["gkl"]["seeds"] == [0, 1]
