@@ -75,6 +75,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_teacher_student_resume_after_sigkill_and_evaluate(env: dict[str, str], tmp_path: Path, capsys) -> None:
     _in_process("fit", str(_config(tmp_path, "teacher", "ce", hard_weight=1.0)))
     teacher = json.loads((tmp_path / "runs" / "teacher" / "summary.json").read_text())
@@ -125,6 +126,7 @@ def test_teacher_student_resume_after_sigkill_and_evaluate(env: dict[str, str], 
     assert "teacher: lm.method 'gkl' needs a 'teacher' section" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_sweep_chains_the_teacher_into_the_students(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

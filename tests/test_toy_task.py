@@ -75,6 +75,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_fit_resume_evaluate_and_alias_of_a_third_party_task(plugin: dict[str, str], tmp_path: Path) -> None:
     config = _config(tmp_path)
     _gkl(plugin, "fit", str(config), "name=whole", cwd=tmp_path)
@@ -133,6 +134,7 @@ def test_fit_resume_evaluate_and_alias_of_a_third_party_task(plugin: dict[str, s
     assert bad.returncode == 2 and bad.stderr.strip().endswith("toy.features: expected an integer >= 1, got 0")
 
 
+@pytest.mark.slow
 def test_a_sweep_of_the_toy_task_shows_its_columns(plugin: dict[str, str], tmp_path: Path) -> None:
     config = _config(tmp_path, epochs=2)
     study = tmp_path / "study.yaml"
