@@ -1,9 +1,9 @@
 """``gkl doctor``: what this machine runs; with ``--gpu``, a few steps of every task with each GPU feature.
 
 :func:`run_checks` runs the rows of :func:`gkl.doctor.checks.all_checks` (every task's bundled
-demo run, bf16 / fp16 autocast with the gradient scaler, channels-last, ``torch.compile``, DDP
-through torchrun, SyncBN, the class prior's all-reduce, PGD and AutoAttack, checkpoint and exact
-resume) and :func:`format_table` prints them as one pass / fail / skipped table.
+demo run, bf16 / fp16 autocast with the gradient scaler, channels-last, ``torch.compile``, a fused
+loss against the unfused one, DDP through torchrun, SyncBN, the class prior's all-reduce, PGD and
+AutoAttack, checkpoint and exact resume) and :func:`format_table` prints them as one pass / fail / skipped table.
 """
 
 from __future__ import annotations
