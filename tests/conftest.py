@@ -4,6 +4,8 @@ Threads: under ``pytest -n N`` (``make test``) each worker gets ``cpu_count // N
 one), unless ``OMP_NUM_THREADS`` is set, which then rules; the same count is exported to the
 subprocesses the tests start. A test that changes ``torch.set_num_threads`` gets it restored after.
 
+Order: the modules with a slow or grouped test run first (:func:`pytest_collection_modifyitems`).
+
 The trained digits models are session fixtures: each is trained once per process, and tests that
 would change one (train mode, BN statistics) work on a copy.
 """
@@ -31,6 +33,20 @@ def pytest_configure(config: pytest.Config) -> None:
         threads = max(1, (os.cpu_count() or 1) // int(workers))
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules with a ``slow`` or ``xdist_group`` test first (each module kept whole, in file order).
+
+    ``--dist loadgroup`` hands out the groups first (most tests first) and then every other test in this
+    order: the slow ungrouped tests (a run through the CLI) start early, and the many short ones after
+    them even out the workers' ends (the suite's wall time is the later worker's)."""
+    heavy = {
+        item.nodeid.split("::")[0]
+        for item in items
+        if item.get_closest_marker("slow") is not None or item.get_closest_marker("xdist_group") is not None
+    }
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in heavy)  # stable: file order otherwise
 
 
 @pytest.fixture(autouse=True)

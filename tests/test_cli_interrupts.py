@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from gkl.engine.checkpoint import read_checkpoint
 from helpers import assert_identical
@@ -54,11 +55,35 @@ def _stop_after_first_checkpoint(out_dir: Path, sig: int) -> subprocess.Complete
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+def _in_process(args: list[str]) -> None:
+    """``gkl ARGS`` in this process from the repository, with the one torch thread of the subprocesses."""
+    from gkl.cli import main
+
+    threads, cwd = torch.get_num_threads(), os.getcwd()
+    torch.set_num_threads(1)
+    os.chdir(REPO)
+    try:
+        assert main(args) == 0
+    finally:
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The checkpoint of the uninterrupted run (trained once, in this process: the stopped runs are the
+    ones that need a process to signal)."""
+    out_dir = tmp_path_factory.mktemp("straight")
+    _in_process(_command(out_dir)[3:])
+    return read_checkpoint(out_dir / "run" / "checkpoint.pt")
+
+
+@pytest.mark.xdist_group("cli_interrupts")  # the straight run is built once
 @pytest.mark.parametrize(
     ("sig", "status", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 )
 def test_a_stopped_run_says_how_to_continue_and_continuing_equals_an_uninterrupted_run(
-    tmp_path: Path, sig: int, status: int, word: str
+    tmp_path: Path, straight: dict, sig: int, status: int, word: str
 ) -> None:
     stopped = _stop_after_first_checkpoint(tmp_path / "stopped", sig)
     assert stopped.returncode == status, stopped.stderr
@@ -69,20 +94,8 @@ def test_a_stopped_run_says_how_to_continue_and_continuing_equals_an_uninterrupt
     continue_with = shlex.split(lines[0].split("continue with: ", 1)[1])
     assert continue_with[:2] == ["gkl", "train"] and continue_with[-1] == "--resume"
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "gkl.cli", *continue_with[1:]],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    straight = subprocess.run(
-        _command(tmp_path / "straight"), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
-    )
-    assert straight.returncode == 0, straight.stderr
-    a = read_checkpoint(tmp_path / "straight" / "run" / "checkpoint.pt")
+    _in_process(continue_with[1:])  # the printed command, run from the repository as a user would
+    a = straight
     b = read_checkpoint(tmp_path / "stopped" / "run" / "checkpoint.pt")
     assert a["epoch"] == b["epoch"] == 4
     assert_identical(a["model"], b["model"])

@@ -29,9 +29,8 @@ def test_every_task_has_a_bundled_demo_recipe() -> None:
     from gkl.tasks import list_tasks
 
     recipes = default_recipes()
-    # lm_distill's recipes (configs/lm/, the llm extra) are not under a demo folder: gkl doctor does not
-    # check it yet (docs/development.md says so)
-    assert list(recipes) == [task.name for task in list_tasks() if task.name != "lm_distill"]
+    assert list(recipes) == [task.name for task in list_tasks()]
+    assert recipes["lm_distill"] == "lm/student_gkl"  # no demo folder: the task's GKL recipe where it is
     for kind, recipe in recipes.items():  # the recipe really is a run of that kind
         from gkl.config import load_config
         from gkl.recipes import resolve_recipe
@@ -73,9 +72,20 @@ def test_doctor_on_cpu_passes_every_check_but_the_cuda_only_ones(doctor_on_cpu) 
     assert all(cells[0] == "pass" for name, cells in rows.items() if name not in skipped), rows
     for name in ("bf16 autocast", "fp16 autocast + GradScaler", "channels-last", "checkpoint + exact resume"):
         assert f"{len(default_recipes())} tasks" in done.stdout.split(name, 1)[1].splitlines()[0]
-    # the DDP runs trained every task inside a process group, and their weights equal the single-process runs'
+    # the language-model task compiled (its fused loss off: it would bypass the compiled forward), and its fused
+    # loss (its demo's lm.fused: true) compared with the unfused one
+    first = get_task(next(iter(default_recipes()))).command
+    assert rows["torch.compile"][2:] == [f"{first},", "lm-distill", "(lm.fused=false)"]
+    assert rows["fused loss = unfused"][2:] == ["on", "lm-distill"]
+    # the DDP runs trained every task inside a process group (or the task refused one in one line), and their
+    # weights equal the single-process runs'
     results = json.loads((out / "ddp" / "results.json").read_text())
-    assert set(results) == set(default_recipes()) and all(error == "" for error, _, _ in results.values())
+    assert set(results) == set(default_recipes()) and all(error == "" for error, _, _, _ in results.values())
+    ran = [kind for kind, (_, run_dir, _, refusal) in results.items() if not refusal and run_dir]
+    refused = [get_task(kind).command for kind, (_, _, _, refusal) in results.items() if refusal]
+    assert len(ran) + len(refused) == len(results) and len(ran) >= len(results) - 1
+    assert f"{len(ran)} tasks over gloo" in done.stdout.split("DDP via torchrun", 1)[1].splitlines()[0]
+    assert all(verb in done.stdout.split("DDP via torchrun", 1)[1].splitlines()[0] for verb in refused)
     assert "Traceback" not in done.stdout + done.stderr
 
 
@@ -85,14 +95,19 @@ def test_doctor_resumed_runs_equal_the_uninterrupted_ones(doctor_on_cpu) -> None
     from gkl.engine.checkpoint import read_checkpoint
 
     _, out = doctor_on_cpu
-    checkpoints = {}
-    for path in out.glob("*/checkpoint.pt"):  # straight and resumed runs of one recipe share its folder prefix
-        recipe = path.parent.name.rsplit("_", 1)[0]
-        checkpoints.setdefault(recipe, []).append(read_checkpoint(path))
-    pairs = [c for c in checkpoints.values() if sum(x["step"] == 4 and x["settings"]["deterministic"] for x in c) >= 2]
+    runs: dict[str, list[tuple[int, Path]]] = {}
+    for path in out.glob("*_[0-9]*/checkpoint.pt"):  # the runs of one recipe: its folder name, then a counter
+        recipe, number = path.parent.name.rsplit("_", 1)
+        runs.setdefault(recipe, []).append((int(number), path.parent))
+    pairs = []
+    for found in runs.values():
+        resumed = [d for _, d in found if json.loads((d / "run.json").read_text()).get("resumes")]
+        if resumed:  # the straight run is the recipe's first (its row comes first)
+            pairs.append((min(found)[1], *resumed))
     assert len(pairs) == len(default_recipes())
-    for runs in pairs:  # the straight run and the stopped-and-resumed one
-        a, b = [c for c in runs if c["settings"]["deterministic"]][:2]
+    for straight, resumed in pairs:  # the straight run and the stopped-and-resumed one
+        a, b = read_checkpoint(straight / "checkpoint.pt"), read_checkpoint(resumed / "checkpoint.pt")
+        assert a["step"] == b["step"] == 4 and a["settings"]["deterministic"] and b["settings"]["deterministic"]
         for part in ("model", "optimizer", "objective"):
             assert_identical(a[part], b[part], part)
 
@@ -123,6 +138,36 @@ def test_a_failing_check_is_a_row_with_its_reason_and_exit_1(
     assert table["works"][0] == "pass" and table["gpu only"] == ["skipped", "CUDA"]
     assert table["broken"][0] == "FAIL" and table["broken"][2:] == ["resumed", "weights", "differ"]
     assert "RuntimeError: resumed weights differ" in (tmp_path / "doctor.log").read_text()
+
+
+def test_a_task_without_its_optional_package_is_skipped_and_left_out_of_the_later_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gkl.doctor.checks as checks
+    from gkl.doctor.runs import DemoRuns
+
+    def config(self, recipe, overrides=(), *, run=None):
+        if recipe == "lm/student_gkl":  # as gkl.lm.models reports a missing transformers
+            try:
+                raise ModuleNotFoundError("No module named 'transformers'", name="transformers")
+            except ModuleNotFoundError as err:
+                raise ImportError("gkl.lm.models needs transformers: pip install 'gkl[llm]'") from err
+        if recipe == "demo/student_gkl":  # a missing module of gkl itself is a bug, not a missing package
+            raise ModuleNotFoundError("No module named 'gkl.nowhere'", name="gkl.nowhere")
+        return recipe
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(DemoRuns, "config", config)
+    monkeypatch.setattr(DemoRuns, "train", lambda self, cfg, **kwargs: {"train": {"loss": 1.0}})
+    recipes = {"distill": "demo/student_gkl", "lm_distill": "lm/student_gkl"}
+    monkeypatch.setattr(checks, "default_recipes", lambda: dict(recipes))
+    rows = [checks._straight("distill"), checks._straight("lm_distill")]
+    later = Check("later", lambda ctx: seen.append(list(ctx.recipes)) or "fine")
+    monkeypatch.setattr(checks, "all_checks", lambda kinds: [Check("a", rows[0]), Check("b", rows[1]), later])
+    assert main(["doctor", "--gpu", "--device", "cpu", "--out", str(tmp_path)]) == 1
+    table = _rows(capsys.readouterr().out)
+    assert table["a"][0] == "FAIL" and table["b"][:3] == ["skipped", "needs", "transformers:"]
+    assert table["later"][0] == "pass" and seen == [["distill"]]
 
 
 def test_doctor_refuses_an_unknown_device_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:

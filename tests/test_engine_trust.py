@@ -221,6 +221,7 @@ def test_a_run_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(
     assert not (run_dir / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_of_one_folder(tmp_path: Path) -> None:
     """Two real `gkl train --resume` processes on one folder: the second refuses in one line while
     the first trains; the first's metrics are not interleaved with anything."""

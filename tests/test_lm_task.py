@@ -1,5 +1,6 @@
 """The lm_distill task through the CLI: a CE teacher, a fused-GKL student that resumes after SIGKILL to
-identical weights, gkl evaluate, and a gkl sweep with the teacher chained into the students."""
+identical weights, gkl evaluate, and a gkl sweep with the teacher chained into the students. Only the
+killed run and the sweep start processes; the other commands run through ``gkl.cli.main`` here."""
 
 from __future__ import annotations
 
@@ -61,27 +62,28 @@ def _config(folder: Path, name: str, method: str, **lm: object) -> Path:
     return path
 
 
-def _gkl(env: dict[str, str], *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "gkl.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+def _in_process(*args: str) -> None:
+    """``gkl ARGS`` in this process, with the one torch thread of the subprocesses (restored by conftest.py):
+    the steps that do not check the process boundary skip a Python + transformers start-up each."""
+    from gkl.cli import main
+
+    torch.set_num_threads(1)
+    assert main(list(args)) == 0
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_teacher_student_resume_after_sigkill_and_evaluate(env: dict[str, str], tmp_path: Path, capsys) -> None:
-    _gkl(env, "fit", str(_config(tmp_path, "teacher", "ce", hard_weight=1.0)), cwd=tmp_path)
+    _in_process("fit", str(_config(tmp_path, "teacher", "ce", hard_weight=1.0)))
     teacher = json.loads((tmp_path / "runs" / "teacher" / "summary.json").read_text())
     assert teacher["select_metric"] == "perplexity" and teacher["select_mode"] == "min"
     assert teacher["best"] < 300  # better than uniform over the vocabulary
 
     student = _config(tmp_path, "student", "gkl", loss_params={"gamma": 0.5}, hard_weight=0.5)
-    _gkl(env, "fit", str(student), "name=whole", cwd=tmp_path)
+    _in_process("fit", str(student), "name=whole")
     whole = tmp_path / "runs" / "whole"
     summary = json.loads((whole / "summary.json").read_text())
     records = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
@@ -104,18 +106,18 @@ def test_teacher_student_resume_after_sigkill_and_evaluate(env: dict[str, str], 
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (killed / "summary.json").exists()
-    _gkl(env, "fit", str(student), "name=killed", "--resume", cwd=tmp_path)
+    _in_process("fit", str(student), "name=killed", "--resume")
     resumed = json.loads((killed / "summary.json").read_text())
     for key in ("best", "best_epoch", "last", "final"):  # the same weights and metrics as the whole run
         assert resumed[key] == summary[key], key
     for name, tensor in _weights(whole).items():
         assert torch.equal(tensor, _weights(killed)[name]), name
 
-    _gkl(env, "evaluate", str(whole), "--which", "last", cwd=tmp_path)
+    _in_process("evaluate", str(whole), "--which", "last")
     report = json.loads((whole / "evaluations.jsonl").read_text().splitlines()[-1])
     assert report["results"]["last"]["clean"]["perplexity"] == summary["last_perplexity"]
 
-    from gkl.cli import main  # bad input is refused before any work: checked in this process
+    from gkl.cli import main  # bad input is refused before any work
 
     capsys.readouterr()
     assert main(["fit", str(student), "lm.method=gkl", "lm.loss_params={tau: 1}"]) == 2
@@ -124,7 +126,10 @@ def test_teacher_student_resume_after_sigkill_and_evaluate(env: dict[str, str], 
     assert "teacher: lm.method 'gkl' needs a 'teacher' section" in capsys.readouterr().err
 
 
-def test_a_sweep_chains_the_teacher_into_the_students(env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_sweep_chains_the_teacher_into_the_students(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _config(tmp_path, "teacher", "ce", hard_weight=1.0)
     _config(tmp_path, "student", "kl")
     study = tmp_path / "study.yaml"
@@ -144,7 +149,10 @@ def test_a_sweep_chains_the_teacher_into_the_students(env: dict[str, str], tmp_p
             }
         )
     )
-    out = _gkl(env, "sweep", str(study), cwd=tmp_path).stdout
+    for key in ("PYTHONPATH", "OMP_NUM_THREADS", "RAYON_NUM_THREADS"):  # the environment of the runs' processes
+        monkeypatch.setenv(key, env[key])
+    _in_process("sweep", str(study))  # the sweep in this process; each run in a process of its own
+    out = capsys.readouterr().out
     summary = json.loads((tmp_path / "study" / "summary.json").read_text())
     rows = {row["setting"]: row for row in summary["rows"]}
     assert set(rows) == {"teacher", "kl", "gkl"} and rows["gkl"]["seeds"] == [0, 1]

@@ -75,9 +75,11 @@ def _study_runs(path: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
 
     specs = load_study(path, out_dir="/nonexistent-study-out").runs
     assert specs, path
-    runs, seen = [], set(_recipe_files())
+    runs, seen, bases = [], set(_recipe_files()), {}
     for spec in specs:
-        base = load_config(spec.config)
+        if spec.config not in bases:  # the settings of a study share a few configs: each is loaded once
+            bases[spec.config] = load_config(spec.config)
+        base = bases[spec.config]
         tagged = tuple(
             sorted(
                 o

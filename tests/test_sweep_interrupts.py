@@ -59,20 +59,42 @@ def _sweep(study: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "gkl.cli", "sweep", str(study), "--out", str(out)]
 
 
+def _in_process(args: list[str]) -> None:
+    """``gkl ARGS`` in this process from the repository, its runs' processes with the environment of
+    ``_env()`` (one thread, as the interrupted sweep's): the sweeps that are not signalled need no process."""
+    from gkl.cli import main
+
+    saved, cwd = dict(os.environ), os.getcwd()
+    os.environ.update(_env())
+    os.chdir(REPO)
+    try:
+        assert main(args) == 0
+    finally:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("straight") / "out"
-    done = subprocess.run(_sweep(study, out), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    _in_process(_sweep(study, out)[3:])
     return out
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("sweep_interrupts")  # the uninterrupted sweep is run once
 @pytest.mark.parametrize(
     ("sig", "status", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 )
 def test_an_interrupted_sweep_says_how_to_continue_and_continuing_equals_an_uninterrupted_sweep(
-    study: Path, uninterrupted: Path, tmp_path: Path, sig: int, status: int, word: str
+    study: Path,
+    uninterrupted: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    sig: int,
+    status: int,
+    word: str,
 ) -> None:
     out = tmp_path / "out"
     process = subprocess.Popen(
@@ -98,16 +120,9 @@ def test_an_interrupted_sweep_says_how_to_continue_and_continuing_equals_an_unin
 
     continue_with = shlex.split(lines[0].split("continue with: ", 1)[1])
     assert continue_with[:2] == ["gkl", "sweep"]
-    resumed = subprocess.run(
-        [sys.executable, "-m", "gkl.cli", *continue_with[1:]],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert "1 of 2 runs already finished (kept)" in resumed.stderr
+    capfd.readouterr()
+    _in_process(continue_with[1:])  # the printed command
+    assert "1 of 2 runs already finished (kept)" in capfd.readouterr().err
     for run in RUNS:
         a, b = read_checkpoint(out / run / "checkpoint.pt"), read_checkpoint(uninterrupted / run / "checkpoint.pt")
         assert a["epoch"] == b["epoch"]

@@ -25,8 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="what this machine runs; with --gpu, a few steps of every task with each GPU feature",
         description="Print the torch version and the CUDA devices. With --gpu: train a few steps of every "
         "task's bundled demo run with bf16 / fp16 autocast and the gradient scaler, channels-last, "
-        "torch.compile, DDP through torchrun (SyncBN, the class prior's all-reduce), PGD and AutoAttack, "
-        "checkpoint and exact resume; print one pass / fail table; exit 1 if any check fails. "
+        "torch.compile, a fused loss against the unfused one, DDP through torchrun (SyncBN, the class "
+        "prior's all-reduce), PGD and AutoAttack, checkpoint and exact resume; print one pass / fail table; "
+        "exit 1 if any check fails. "
         "Without a CUDA device --gpu says so and exits 0.",
     )
     p.add_argument("--gpu", action="store_true", help="run the GPU checks")

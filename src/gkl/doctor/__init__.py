@@ -1,9 +1,9 @@
 """``gkl doctor``: what this machine runs; with ``--gpu``, a few steps of every task with each GPU feature.
 
 :func:`run_checks` runs the rows of :func:`gkl.doctor.checks.all_checks` (every task's bundled
-demo run, bf16 / fp16 autocast with the gradient scaler, channels-last, ``torch.compile``, DDP
-through torchrun, SyncBN, the class prior's all-reduce, PGD and AutoAttack, checkpoint and exact
-resume) and :func:`format_table` prints them as one pass / fail / skipped table.
+demo run, bf16 / fp16 autocast with the gradient scaler, channels-last, ``torch.compile``, a fused
+loss against the unfused one, DDP through torchrun, SyncBN, the class prior's all-reduce, PGD and
+AutoAttack, checkpoint and exact resume) and :func:`format_table` prints them as one pass / fail / skipped table.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def environment() -> str:
 def run_checks(device: str, out: Path, *, log_file: Path | None = None) -> list[Result]:
     """Every check on ``device`` (``cuda``, ``cuda:N`` or ``cpu``), runs under ``out``; tracebacks of
     failures go to ``log_file``. Log lines up to warnings are silenced meanwhile."""
-    from gkl.doctor.checks import STEPS, Context, all_checks, default_recipes
+    from gkl.doctor.checks import STEPS, Context, Unavailable, all_checks, default_recipes
     from gkl.doctor.runs import DemoRuns
 
     if device.startswith("cuda"):  # deterministic cuBLAS kernels for the exact-resume comparison
@@ -61,6 +61,8 @@ def run_checks(device: str, out: Path, *, log_file: Path | None = None) -> list[
             try:
                 note = check.run(ctx)
                 results.append(Result(check.name, "pass", note, time.perf_counter() - start))
+            except Unavailable as err:  # found out while running (a task's optional package is missing)
+                results.append(Result(check.name, "skipped", str(err)))
             except Exception as err:  # a failing check is a row of the table, not the end of the doctor
                 if log_file is not None:
                     with log_file.open("a") as handle:

@@ -21,7 +21,7 @@ import torch
 
 from gkl.doctor.runs import DemoRuns, PlannedStop, demo_recipes, stop_after_batches
 
-__all__ = ["Check", "Context", "all_checks", "compare_states"]
+__all__ = ["Check", "Context", "Unavailable", "all_checks", "compare_states"]
 
 #: optimizer steps of the straight runs; the resumed run stops after STOP_AT batches and resumes
 #: from the checkpoint of step CHECKPOINT_EVERY
@@ -84,10 +84,33 @@ def _every_task(ctx: Context, overrides: tuple[str, ...]) -> str:
     return f"{len(ctx.recipes)} tasks"
 
 
+class Unavailable(Exception):
+    """Raised by a check that this machine cannot run (a missing optional package): a skipped row."""
+
+
+def _missing_package(err: ImportError) -> str | None:
+    """The optional package whose absence ``err`` reports (not a module of gkl), else None."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, ModuleNotFoundError):
+        cause = cause.__cause__
+    name = getattr(cause, "name", None) or ""
+    return name if name and name.split(".")[0] != "gkl" else None
+
+
 def _straight(kind: str) -> Callable[[Context], str]:
+    """The task's demo, fp32, a checkpoint mid-run; without its optional package the task is skipped
+    here and left out of the later rows."""
+
     def check(ctx: Context) -> str:
-        cfg = ctx.runs.config(ctx.recipes[kind], COMPARED_RUN)
-        summary = ctx.runs.train(cfg)
+        try:
+            cfg = ctx.runs.config(ctx.recipes[kind], COMPARED_RUN)
+            summary = ctx.runs.train(cfg)
+        except ImportError as err:
+            package = _missing_package(err)
+            if package is None:
+                raise
+            del ctx.recipes[kind]
+            raise Unavailable(f"needs {package}: {str(err).strip().splitlines()[0]}") from err
         _finite_summary(summary, ctx.recipes[kind])
         ctx.straight[kind] = cfg
         return f"{ctx.recipes[kind]}, loss {summary['train']['loss']:.3g}"
@@ -150,7 +173,8 @@ def _exact_resume(ctx: Context) -> str:
 
 def _ddp(ctx: Context) -> str:
     """Every task under torchrun (one process: DDP, the class prior's and metrics' all-reduces over
-    NCCL on CUDA, gloo otherwise; SyncBN on CUDA); the weights equal the single-process run's."""
+    NCCL on CUDA, gloo otherwise; SyncBN on CUDA); the weights equal the single-process run's. A task
+    that refuses a process group (a ConfigError: it runs in one process only) is named in the note."""
     from gkl.engine.checkpoint import read_checkpoint
 
     root = ctx.runs.root / "ddp"
@@ -167,9 +191,11 @@ def _ddp(ctx: Context) -> str:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"torchrun exited with status {done.returncode}: {tail[0]}")
     results = json.loads(results_file.read_text())
-    failures = [f"{_verb(kind)}: {error}" for kind, (error, _, _) in results.items() if error]
-    ctx.sync_bn_layers = {kind: layers for kind, (error, _, layers) in results.items() if not error}
-    for kind, (error, run_dir, _) in results.items():
+    failures = [f"{_verb(kind)}: {error}" for kind, (error, _, _, _) in results.items() if error]
+    refused = [_verb(kind) for kind, (_, _, _, refusal) in results.items() if refusal]
+    ran = {kind: result for kind, result in results.items() if not result[3]}
+    ctx.sync_bn_layers = {kind: layers for kind, (error, _, layers, _) in ran.items() if not error}
+    for kind, (error, run_dir, _, _) in ran.items():
         if error or kind not in ctx.straight:
             continue
         a = read_checkpoint(ctx.straight[kind].run_dir / "checkpoint.pt")
@@ -180,7 +206,8 @@ def _ddp(ctx: Context) -> str:
     if failures:
         raise RuntimeError("; ".join(failures))
     backend = "nccl" if ctx.cuda else "gloo"
-    return f"{len(results)} tasks over {backend}" + (" with SyncBN" if ctx.cuda else "")
+    note = f"{len(ran)} tasks over {backend}" + (" with SyncBN" if ctx.cuda else "")
+    return note + (f"; {', '.join(refused)}: one process only" if refused else "")
 
 
 def _sync_bn(ctx: Context) -> str:
@@ -210,11 +237,66 @@ def _attacks(ctx: Context) -> str:
     return "on " + ", ".join(done)
 
 
+def _fused_sections(kind: str, cfg: Any) -> list[str]:
+    """The task's config sections that switch a fused loss on (``<section>.fused: true``)."""
+    from gkl.tasks import get_task
+
+    return [s.name for s in get_task(kind).sections if getattr(getattr(cfg, s.name, None), "fused", None) is True]
+
+
 def _compile(ctx: Context) -> str:
-    """torch.compile of the model the objective calls, on the first task's demo."""
-    kind, recipe = next(iter(ctx.recipes.items()))
-    _finite_summary(ctx.runs.train(ctx.runs.config(recipe, ["train.compile=true"])), recipe)
-    return _verb(kind)
+    """torch.compile of the model the objective calls, on the first task's demo and on every task with a
+    fused loss; each run must have compiled a frame. A fused loss takes the model's body and output layer
+    apart, past the compiled forward (it would compile nothing), so those runs train with it off."""
+    from torch._dynamo.utils import counters
+
+    first = next(iter(ctx.recipes))
+    runs = {kind: _fused_sections(kind, ctx.straight.get(kind)) for kind in ctx.recipes}
+    runs = {kind: sections for kind, sections in runs.items() if kind == first or sections}
+    failures, done = [], []
+    for kind, sections in runs.items():
+        unfused = [f"{section}.fused=false" for section in sections]
+        try:
+            recipe, compiled = ctx.recipes[kind], counters["frames"]["ok"]
+            _finite_summary(ctx.runs.train(ctx.runs.config(recipe, ["train.compile=true", *unfused])), recipe)
+            if counters["frames"]["ok"] == compiled:
+                raise RuntimeError("train.compile=true compiled no frame")
+            done.append(_verb(kind) + (f" ({', '.join(unfused)})" if unfused else ""))
+        except Exception as err:
+            failures.append(f"{_verb(kind)}: {type(err).__name__}: {err}")
+    if failures:
+        raise RuntimeError("; ".join(failures))
+    return ", ".join(done)
+
+
+def _fused(ctx: Context) -> str:
+    """Every task with a fused loss (``<section>.fused: true``) trained again with it off: the weights
+    equal the straight (fused) run's to float rounding."""
+    from gkl.engine.checkpoint import read_checkpoint
+
+    done, failures = [], []
+    for kind, straight in ctx.straight.items():
+        for section in _fused_sections(kind, straight):
+            try:
+                cfg = ctx.runs.config(ctx.recipes[kind], (*COMPARED_RUN, f"{section}.fused=false"))
+                ctx.runs.train(cfg)
+                a = read_checkpoint(straight.run_dir / "checkpoint.pt")
+                b = read_checkpoint(cfg.run_dir / "checkpoint.pt")
+                differs = compare_states(a, b, ("model", "objective"), exact=False)
+                if differs is not None:
+                    failures.append(f"{_verb(kind)}: {differs} differs with {section}.fused=false")
+                done.append(_verb(kind))
+            except Exception as err:
+                failures.append(f"{_verb(kind)}: {type(err).__name__}: {err}")
+    if failures:
+        raise RuntimeError("; ".join(failures))
+    return "on " + ", ".join(done)
+
+
+def _no_fused_loss(ctx: Context) -> str:
+    if any(_fused_sections(kind, cfg) for kind, cfg in ctx.straight.items()):
+        return ""
+    return "no task's straight run has a fused loss"
 
 
 def _no_bf16(ctx: Context) -> str:
@@ -231,6 +313,7 @@ def all_checks(kinds: list[str]) -> list[Check]:
         Check("fp16 autocast + GradScaler, every task", lambda ctx: _every_task(ctx, ("train.amp=fp16",))),
         Check("channels-last, every task", lambda ctx: _every_task(ctx, ("train.channels_last=true",))),
         Check("torch.compile", _compile),
+        Check("fused loss = unfused", _fused, unavailable=_no_fused_loss),
         Check("DDP via torchrun, class prior all-reduce", _ddp),
         Check("SyncBN under DDP", _sync_bn, needs_cuda="SyncBatchNorm runs on CUDA only"),
         Check("PGD + AutoAttack", _attacks),

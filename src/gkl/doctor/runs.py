@@ -1,7 +1,9 @@
 """The runs ``gkl doctor`` trains: the bundled demo recipes of every task, a few steps each.
 
 A demo recipe is a shipped recipe under a ``demo`` directory (``demo/``, ``demo_at/``,
-``ssl/demo/``, ...). The task of a recipe is its ``kind``; nothing here names a kind. A recipe
+``ssl/demo/``, ...); a task with none there (its recipes are demo-sized where they are, as
+``lm/``'s) contributes its GKL recipe from any folder. The task of a recipe is its ``kind``;
+nothing here names a kind. A recipe
 whose teacher is a checkpoint file gets the ``teacher`` recipe of its directory trained first
 (a few steps, as the sweep chains a study's teacher run).
 """
@@ -32,18 +34,21 @@ def _is_demo(name: str) -> bool:
 
 
 def demo_recipes() -> dict[str, str]:
-    """``{kind: recipe name}``: one bundled demo recipe per task (a GKL one where the task has one)."""
+    """``{kind: recipe name}``: one bundled demo recipe per task (a GKL one where the task has one); a
+    task with no recipe under a demo folder gets one of its other recipes (the GKL one)."""
     from gkl.config_schema import load_yaml
     from gkl.recipes import is_study, list_recipes, read_recipe, recipes_root
 
     root = recipes_root()
-    by_kind: dict[str, list[str]] = {}
+    demos: dict[str, list[str]] = {}
+    others: dict[str, list[str]] = {}  # a task without a demo folder: its recipes elsewhere
     for name in list_recipes():
         path = root / f"{name}.yaml"
-        if _is_demo(name) and not is_study(read_recipe(path)):
+        if not is_study(read_recipe(path)):
             kind = load_yaml(path).get("kind")
             if isinstance(kind, str):
-                by_kind.setdefault(kind, []).append(name)
+                (demos if _is_demo(name) else others).setdefault(kind, []).append(name)
+    by_kind = {kind: demos.get(kind) or names for kind, names in {**others, **demos}.items()}
     return {
         kind: next((n for n in names if "gkl" in n.rsplit("/", 1)[-1]), names[0]) for kind, names in by_kind.items()
     }

@@ -83,7 +83,7 @@ def build(cfg: Any, dist: Any) -> Any:
     from gkl.objectives.token_distill import TokenDistillObjective
     from gkl.tasks.parts import RunParts
 
-    if dist is not None and getattr(dist, "world_size", 1) > 1:
+    if dist is not None and getattr(dist, "distributed", False):  # the engine wraps the model in DDP then
         raise ConfigError("train: the language-model task runs in one process (no torchrun) in this version")
     train, evaluation = _loaders(cfg)
     model = _build_lm(cfg.model, cfg.lm, "model")

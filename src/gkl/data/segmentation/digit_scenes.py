@@ -13,6 +13,8 @@ part (the fixed stratified split of ``gkl.data.bundled``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -80,17 +82,27 @@ def make_scenes(digits: np.ndarray, digit_labels: np.ndarray, count: int, seed: 
     return images, labels
 
 
+@functools.lru_cache(maxsize=4)
+def _scenes(train: bool, seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The split's scenes, generated once per process (read-only: every dataset copies them; the labels,
+    0-10 and 255, kept as uint8)."""
+    from gkl.data.bundled import digits_split
+
+    inputs, digit_labels = digits_split(train)
+    images, labels = make_scenes(inputs[:, 0].numpy(), digit_labels.numpy(), count, seed=seed * 2 + (0 if train else 1))
+    scenes = images, labels.astype(np.uint8)
+    for array in scenes:
+        array.flags.writeable = False
+    return scenes
+
+
 class DigitScenes(Dataset):
     """The bundled scenes as ``(image (3, 48, 48), label (48, 48))`` pairs (normalised unless asked not to)."""
 
     def __init__(self, train: bool, *, seed: int = 0, normalize: bool = True, size: int | None = None) -> None:
-        from gkl.data.bundled import digits_split
-
-        inputs, digit_labels = digits_split(train)
         count = size if size is not None else (TRAIN_SCENES if train else VAL_SCENES)
-        images, labels = make_scenes(
-            inputs[:, 0].numpy(), digit_labels.numpy(), count, seed=seed * 2 + (0 if train else 1)
-        )
+        images, labels = _scenes(train, seed, count)
+        images, labels = images.copy(), labels.astype(np.int64)
         self.images = torch.from_numpy(images)
         if normalize:
             self.images = (self.images - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
