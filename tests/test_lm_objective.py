@@ -49,6 +49,25 @@ def test_fused_and_materialised_steps_agree(method, params):
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
 
 
+def test_the_fused_path_runs_the_student_through_the_compiled_module():
+    """torch.compile (and DDP's gradient sync) act only when their forward runs: the fused path takes
+    the hidden states from the module the engine passes (its logits kept for one position), not from the
+    unwrapped body, so a compiled student compiles a frame; the step equals the one on the plain student."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    teacher = build_causal_lm("gpt2", 30, 8, n_layer=1, n_embd=12, n_head=2).double()
+    student = build_causal_lm("gpt2", 30, 8, n_layer=1, n_embd=8, n_head=2).double()
+    ids = torch.randint(0, 30, (3, 8))
+    settings = LMSettings(method="gkl", hard_weight=0.5, fused=True, chunk_size=5, vocab_size=300)
+    objective = TokenDistillObjective(teacher, settings)
+    frames = counters["frames"]["ok"]
+    through = objective(torch.compile(student, backend="eager"), ids, epoch=1, step=1).total()
+    assert counters["frames"]["ok"] > frames
+    plain = objective(student, ids, epoch=1, step=1).total()
+    torch.testing.assert_close(through, plain, rtol=1e-12, atol=0.0)
+
+
 def test_settings_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"^lm.method: expected one of \['ce', 'kl'"):
         LMSettings(method="kd")

@@ -246,22 +246,20 @@ def _fused_sections(kind: str, cfg: Any) -> list[str]:
 
 def _compile(ctx: Context) -> str:
     """torch.compile of the model the objective calls, on the first task's demo and on every task with a
-    fused loss; each run must have compiled a frame. A fused loss takes the model's body and output layer
-    apart, past the compiled forward (it would compile nothing), so those runs train with it off."""
+    fused loss (the fused loss gets the hidden states through the compiled forward); each run must have
+    compiled a frame."""
     from torch._dynamo.utils import counters
 
     first = next(iter(ctx.recipes))
-    runs = {kind: _fused_sections(kind, ctx.straight.get(kind)) for kind in ctx.recipes}
-    runs = {kind: sections for kind, sections in runs.items() if kind == first or sections}
+    kinds = [kind for kind in ctx.recipes if kind == first or _fused_sections(kind, ctx.straight.get(kind))]
     failures, done = [], []
-    for kind, sections in runs.items():
-        unfused = [f"{section}.fused=false" for section in sections]
+    for kind in kinds:
         try:
             recipe, compiled = ctx.recipes[kind], counters["frames"]["ok"]
-            _finite_summary(ctx.runs.train(ctx.runs.config(recipe, ["train.compile=true", *unfused])), recipe)
+            _finite_summary(ctx.runs.train(ctx.runs.config(recipe, ["train.compile=true"])), recipe)
             if counters["frames"]["ok"] == compiled:
                 raise RuntimeError("train.compile=true compiled no frame")
-            done.append(_verb(kind) + (f" ({', '.join(unfused)})" if unfused else ""))
+            done.append(_verb(kind))
         except Exception as err:
             failures.append(f"{_verb(kind)}: {type(err).__name__}: {err}")
     if failures:

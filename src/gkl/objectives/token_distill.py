@@ -10,6 +10,7 @@ Method ``ce`` trains on the cross-entropy alone and needs no teacher.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from gkl.lm import fused_linear_gkl_loss, token_loss
 from gkl.lm.models import body_and_head
 from gkl.objectives.base import Objective, StepOutput
 from gkl.settings.lm import LMSettings
+from gkl.utils.modules import unwrap_model
 
 __all__ = ["TokenDistillObjective"]
 
@@ -31,8 +33,15 @@ def _next_token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _hidden(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, nn.Linear]:
-    body, head = body_and_head(model)
-    return body(input_ids=ids).last_hidden_state, head
+    """The last hidden states and the output layer of ``model``, called through ``model`` itself, so
+    that the engine's wrappers (``torch.compile``, DDP) run the forward. The model's own logits are
+    kept for the last position only (``logits_to_keep=1``, where the model's forward accepts it)."""
+    plain = unwrap_model(model)
+    _, head = body_and_head(plain)
+    options: dict[str, Any] = {"output_hidden_states": True}
+    if "logits_to_keep" in inspect.signature(plain.forward).parameters:
+        options["logits_to_keep"] = 1
+    return model(input_ids=ids, **options).hidden_states[-1], head
 
 
 class TokenDistillObjective(Objective):
