@@ -75,6 +75,19 @@ def _distillation_loss(student, teacher, data) -> float:
     return float(loss)
 
 
+def _record_counts(trainer) -> list[object]:
+    """The ``num_items_in_batch`` the Trainer passes to every ``compute_loss`` call, in order."""
+    seen: list[object] = []
+    original = trainer.compute_loss
+
+    def spy(model, inputs, return_outputs=False, num_items_in_batch=None):
+        seen.append(num_items_in_batch)
+        return original(model, inputs, return_outputs, num_items_in_batch)
+
+    trainer.compute_loss = spy
+    return seen
+
+
 def test_trainer_steps_with_gradient_accumulation_lower_the_loss(tmp_path) -> None:
     from gkl.integrations import GKLDistillationTrainer
 
@@ -107,14 +120,7 @@ def test_trainer_steps_with_gradient_accumulation_lower_the_loss(tmp_path) -> No
         chunk_size=7,
         loss_params={"gamma": 0.5},
     )
-    seen: list[object] = []
-    original = trainer.compute_loss
-
-    def spy(model, inputs, return_outputs=False, num_items_in_batch=None):
-        seen.append(num_items_in_batch)
-        return original(model, inputs, return_outputs, num_items_in_batch)
-
-    trainer.compute_loss = spy
+    seen = _record_counts(trainer)
     trainer.train()
     after = _distillation_loss(student, teacher, data)
     assert after < 0.7 * before
@@ -174,14 +180,7 @@ def test_the_trainer_counts_the_shifted_labels_whatever_the_student(tmp_path) ->
     trainer = GKLDistillationTrainer(
         model=_Wrapped(_student()), args=args, train_dataset=data, teacher_model=_teacher(), method="kl"
     )
-    seen: list[object] = []
-    original = trainer.compute_loss
-
-    def spy(model, inputs, return_outputs=False, num_items_in_batch=None):
-        seen.append(num_items_in_batch)
-        return original(model, inputs, return_outputs, num_items_in_batch)
-
-    trainer.compute_loss = spy
+    seen = _record_counts(trainer)
     trainer.train()
     # the loss covers labels[:, 1:] of both micro-batches: 4 blocks x (L - 1) tokens, not 4 x L
     assert len(seen) == 2 and all(int(n) == 4 * (L - 1) for n in seen)
