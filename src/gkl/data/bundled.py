@@ -6,6 +6,7 @@ Neither is augmented (small signals where crops/flips change the class meaning);
 
 from __future__ import annotations
 
+import functools
 import os
 import zipfile
 
@@ -79,8 +80,14 @@ def build_digits(root: str, train: bool, *, download: bool, normalize: bool, aug
 def generate_mnist1d() -> dict[str, np.ndarray]:
     """MNIST-1D with the package's default arguments (4000 train / 1000 test), offline.
 
-    The generator seeds numpy's and Python's global RNGs; their states are restored afterwards.
+    The generator seeds numpy's and Python's global RNGs; their states are restored afterwards. It is
+    deterministic and takes about a CPU-second, so a process generates it once and hands out copies.
     """
+    return {key: value.copy() for key, value in _generated_mnist1d().items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _generated_mnist1d() -> dict[str, np.ndarray]:
     import random
 
     _require("mnist1d", "mnist1d")

@@ -10,6 +10,7 @@ same token ids.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -35,12 +36,19 @@ def corpus_text(corpus: str) -> str:
 
 def tokenize_corpus(corpus: str, vocab_size: int, eval_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(train ids, eval ids) as 1-D int64 tensors: a byte-level BPE of ``vocab_size`` entries trained
-    on the first 1 − ``eval_fraction`` of the characters, applied to both parts."""
+    on the first 1 − ``eval_fraction`` of the characters, applied to both parts. Deterministic: a
+    process keeps the last text's token ids (a file is read each time; its text is the key) and hands
+    out copies."""
+    train, evaluation = _tokenized(corpus_text(corpus), vocab_size, eval_fraction)
+    return train.clone(), evaluation.clone()
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenized(text: str, vocab_size: int, eval_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         from tokenizers import ByteLevelBPETokenizer
     except ImportError as err:  # the optional extra
         raise InputError("lm corpus: the tokenizer needs the 'tokenizers' package (pip install 'gkl[llm]')") from err
-    text = corpus_text(corpus)
     cut = int(len(text) * (1.0 - eval_fraction))
     train_text, eval_text = text[:cut], text[cut:]
     tokenizer = ByteLevelBPETokenizer()

@@ -15,6 +15,7 @@ without gkl.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -127,8 +128,13 @@ def create_clip(
 
 def create_tokenizer(name: str):
     """OpenCLIP's tokenizer for ``name`` (the bundled BPE; context length from the config), without
-    OpenCLIP's INFO lines."""
+    OpenCLIP's INFO lines. A process builds each once (it holds no per-run state) and shares it."""
     _check_name(name)
+    return _tokenizer(name)
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(name: str):
     with openclip_quiet():
         return open_clip.get_tokenizer(name)
 
