@@ -40,6 +40,8 @@ class ModelEMA:
         self.copy_buffers = bool(copy_buffers)
         self.module = copy.deepcopy(model).eval()
         self.module.requires_grad_(False)
+        #: the state-dict entries copied instead of averaged (the buffers, with ``copy_buffers``)
+        self._copied = frozenset(name for name, _ in self.module.named_buffers()) if self.copy_buffers else frozenset()
         self.updates = 0
 
     @classmethod
@@ -71,10 +73,9 @@ class ModelEMA:
         """Fold the current weights of ``model`` (same architecture, unwrapped) into the average."""
         decay = self.decay_at(self.updates + 1)
         source = model.state_dict()
-        buffers = {name for name, _ in self.module.named_buffers()} if self.copy_buffers else set()
         for name, ema_value in self.module.state_dict().items():
             value = source[name].detach()
-            if ema_value.is_floating_point() and name not in buffers:
+            if ema_value.is_floating_point() and name not in self._copied:
                 ema_value.mul_(decay).add_(value.to(ema_value.dtype), alpha=1.0 - decay)
             else:
                 ema_value.copy_(value)

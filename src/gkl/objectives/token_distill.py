@@ -10,7 +10,9 @@ Method ``ce`` trains on the cross-entropy alone and needs no teacher.
 
 from __future__ import annotations
 
+import functools
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,9 +41,15 @@ def _hidden(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, nn.Linea
     plain = unwrap_model(model)
     _, head = body_and_head(plain)
     options: dict[str, Any] = {"output_hidden_states": True}
-    if "logits_to_keep" in inspect.signature(plain.forward).parameters:
+    if _keeps_logits(type(plain).forward):
         options["logits_to_keep"] = 1
     return model(input_ids=ids, **options).hidden_states[-1], head
+
+
+@functools.cache
+def _keeps_logits(forward: Callable[..., Any]) -> bool:
+    """Whether a model class's ``forward`` takes ``logits_to_keep`` (read once per class, not per step)."""
+    return "logits_to_keep" in inspect.signature(forward).parameters
 
 
 class TokenDistillObjective(Objective):
