@@ -107,6 +107,9 @@ def _job(out: str) -> None:  # pragma: no cover - runs under torchrun
     torch.set_num_threads(1)
     result = train(Path(out) / "trainer", PER_DEVICE)
     torch.save(result, Path(out) / f"rank{os.environ['RANK']}.pt")
+    # as docs/llm.md tells users: without it a gloo process can abort at interpreter exit
+    # ("terminate called without an active exception", SIGABRT after the run had finished; seen in CI)
+    torch.distributed.destroy_process_group()
 
 
 def _valid(labels: torch.Tensor) -> int:
