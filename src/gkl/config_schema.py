@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -107,6 +108,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': got {value!r}, expected {_type_name(tp)}")
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)``, resolved once per class (the schema's classes never change)."""
+    return typing.get_type_hints(cls)
+
+
 def _dataclass_fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
     """``dataclasses.fields(cls)``; TypeError (a bug: the schema holds dataclasses only) otherwise."""
     if not dataclasses.is_dataclass(cls):
@@ -121,7 +128,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
     """
     if is_union(cls):  # one class per method
         cls = select_variant(cls, data, prefix)
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in _dataclass_fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
