@@ -179,7 +179,7 @@ def _ddp(ctx: Context) -> str:
 
     root = ctx.runs.root / "ddp"
     spec: dict[str, Any] = {"root": str(root), "device": ctx.device, "steps": STEPS, "recipes": ctx.recipes}
-    spec["data_root"] = str(ctx.runs.data_root)
+    spec["data_root"], spec["eval_batches"] = str(ctx.runs.data_root), ctx.runs.eval_batches
     spec["teachers"] = {recipe: str(path) for recipe, path in ctx.runs.teachers.items()}
     spec["overrides"] = [*COMPARED_RUN, *(["train.sync_bn=true"] if ctx.cuda else [])]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
