@@ -19,7 +19,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EVAL_BATCHES", "MAX_BATCH", "DemoRuns", "PlannedStop", "demo_recipes", "first_eval_batches", "stop_after_batches"]
+__all__ = [
+    "EVAL_BATCHES",
+    "MAX_BATCH",
+    "DemoRuns",
+    "PlannedStop",
+    "demo_recipes",
+    "first_eval_batches",
+    "stop_after_batches",
+]
 
 #: every run is a few optimizer steps with no warm-up, no tracker and no progress bar
 SHORT_RUN = (
