@@ -126,7 +126,8 @@ class _FirstBatches:
 
 def _first_batches(split: Any, limit: int) -> Any:
     """``split`` capped at ``limit`` batches: a loader is wrapped; a split made of several loaders (a
-    dataclass of them, as a CLIP run's zero-shot and caption loaders) gets each of them capped."""
+    dataclass of them, as a CLIP run's zero-shot and caption loaders) gets each of them wrapped. An
+    evaluator that reads the loader's ``dataset`` instead of iterating it (retrieval's) still reads it whole."""
     if split is None:
         return None
     if dataclasses.is_dataclass(split) and not isinstance(split, type) and not hasattr(split, "__iter__"):
