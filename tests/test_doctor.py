@@ -61,8 +61,11 @@ def _rows(stdout: str) -> dict[str, list[str]]:
 @pytest.mark.slow
 @pytest.mark.xdist_group("doctor_cpu")
 def test_doctor_on_cpu_passes_every_check_but_the_cuda_only_ones(doctor_on_cpu) -> None:
+    from gkl.doctor import runs_summary
+
     done, out = doctor_on_cpu
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.splitlines()[0].endswith(f"checks on cpu ({runs_summary()})")  # the runs' caps, said
     rows = _rows(done.stdout)
     for kind in default_recipes():  # one straight run per task, named by its verb
         assert rows[f"{get_task(kind).command}: 4 steps"][0] == "pass"
@@ -182,3 +185,57 @@ def test_doctor_refuses_a_used_output_directory(tmp_path: Path, capsys: pytest.C
     assert capsys.readouterr().err.strip() == f"gkl doctor: error: --out {tmp_path}: not empty; " + (
         "the check runs need a new or empty directory"
     )
+
+
+def test_first_eval_batches_caps_every_evaluation_and_the_evaluator_still_returns_its_metrics() -> None:
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from gkl.doctor.runs import first_eval_batches
+    from gkl.metrics.classification import ClassificationEvaluator
+    from gkl.metrics.clip import ClipEvalSet
+
+    class Batches:  # an evaluation loader with an attribute an evaluator reads (rank_shard)
+        rank_shard = (0, 1)
+
+        def __init__(self, batches: list) -> None:
+            self.batches = batches
+
+        def __len__(self) -> int:
+            return len(self.batches)
+
+        def __iter__(self):
+            return iter(self.batches)
+
+    torch.manual_seed(0)
+    batches = [(torch.randn(4, 3), torch.randint(0, 5, (4,))) for _ in range(5)]
+    parts = SimpleNamespace(eval_loader=Batches(batches), val_loader=ClipEvalSet(zeroshot=Batches(batches)))
+    parts = first_eval_batches(2)(parts)
+    for _ in range(2):  # every evaluation of the run reads the first two batches again
+        served = list(parts.eval_loader)
+        assert len(parts.eval_loader) == len(served) == 2 and all(a is b for a, b in zip(served, batches))
+    assert parts.eval_loader.rank_shard == (0, 1)
+    assert len(list(parts.val_loader.zeroshot)) == len(parts.val_loader.zeroshot) == 2  # each loader of a split
+    assert parts.val_loader.retrieval is None
+    evaluator, model = ClassificationEvaluator(5), nn.Linear(3, 5)
+    capped = evaluator(model, parts.eval_loader, device="cpu")
+    direct = evaluator(model, batches[:2], device="cpu")
+    assert capped["count"] == 8 and evaluator(model, batches, device="cpu")["count"] == 20
+    assert (capped["top1"], capped["top5"]) == (direct["top1"], direct["top5"])
+    short = first_eval_batches(10)(SimpleNamespace(eval_loader=Batches(batches), val_loader=None))
+    assert len(list(short.eval_loader)) == len(short.eval_loader) == 5 and short.val_loader is None
+
+
+def test_doctor_runs_train_and_evaluate_on_batches_of_at_most_max_batch(tmp_path: Path) -> None:
+    from gkl.config import load_config
+    from gkl.doctor.runs import MAX_BATCH, DemoRuns
+    from gkl.recipes import resolve_recipe
+
+    runs = DemoRuns(tmp_path, "cpu", steps=4)
+    shipped = {r: load_config(resolve_recipe(r)).data for r in ("demo/student_ce", "ssl/demo/fixmatch_gkl")}
+    assert shipped["demo/student_ce"].batch_size > MAX_BATCH == shipped["ssl/demo/fixmatch_gkl"].batch_size
+    for recipe, data in shipped.items():
+        capped = runs.config(recipe).data
+        for key in ("batch_size", "eval_batch_size"):
+            assert getattr(capped, key) == min(getattr(data, key), MAX_BATCH), (recipe, key)

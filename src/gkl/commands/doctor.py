@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "doctor",
         help="what this machine runs; with --gpu, a few steps of every task with each GPU feature",
         description="Print the torch version and the CUDA devices. With --gpu: train a few steps of every "
-        "task's bundled demo run with bf16 / fp16 autocast and the gradient scaler, channels-last, "
+        "task's bundled demo run (on small batches, each evaluation on the first batches of each split; the "
+        "report's first line gives the numbers) with bf16 / fp16 autocast and the gradient scaler, channels-last, "
         "torch.compile, a fused loss against the unfused one, DDP through torchrun (SyncBN, the class "
         "prior's all-reduce), PGD and AutoAttack, checkpoint and exact resume; print one pass / fail table; "
         "exit 1 if any check fails. "
@@ -47,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gkl.doctor import environment, format_table, run_checks
+    from gkl.doctor import environment, format_table, run_checks, runs_summary
 
     device = args.device
     if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(tempfile.mkdtemp(prefix="gkl-doctor-")) if temporary else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_file = out / "doctor.log"
-    print(f"gkl doctor: {line}; checks on {device}", flush=True)
+    print(f"gkl doctor: {line}; checks on {device} ({runs_summary()})", flush=True)
     results = run_checks(device, out, log_file=log_file)
     print(format_table(results))
     failed = [r for r in results if r.status == "FAIL"]

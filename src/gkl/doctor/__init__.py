@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Result", "environment", "format_table", "run_checks"]
+__all__ = ["Result", "environment", "format_table", "run_checks", "runs_summary"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,17 @@ def environment() -> str:
         return f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}: no CUDA device"
     names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     return f"torch {torch.__version__}, CUDA {torch.version.cuda}: {names}"
+
+
+def runs_summary() -> str:
+    """What every run of the checks is: its steps, its batch size cap and its evaluations' cap."""
+    from gkl.doctor.checks import STEPS
+    from gkl.doctor.runs import EVAL_BATCHES, MAX_BATCH
+
+    return (
+        f"each run {STEPS} optimizer steps on batches of at most {MAX_BATCH} examples, "
+        f"evaluated on the first {EVAL_BATCHES} batches of each split"
+    )
 
 
 def run_checks(device: str, out: Path, *, log_file: Path | None = None) -> list[Result]:

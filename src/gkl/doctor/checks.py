@@ -179,7 +179,7 @@ def _ddp(ctx: Context) -> str:
 
     root = ctx.runs.root / "ddp"
     spec: dict[str, Any] = {"root": str(root), "device": ctx.device, "steps": STEPS, "recipes": ctx.recipes}
-    spec["data_root"] = str(ctx.runs.data_root)
+    spec["data_root"], spec["eval_batches"] = str(ctx.runs.data_root), ctx.runs.eval_batches
     spec["teachers"] = {recipe: str(path) for recipe, path in ctx.runs.teachers.items()}
     spec["overrides"] = [*COMPARED_RUN, *(["train.sync_bn=true"] if ctx.cuda else [])]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
@@ -222,15 +222,20 @@ def _sync_bn(ctx: Context) -> str:
 
 def _attacks(ctx: Context) -> str:
     """PGD and AutoAttack (fast) on the straight run of every task with a robust evaluation whose
-    demo reads inputs in [0, 1] (``data.normalize: false``, as the attacks need)."""
+    demo reads inputs in [0, 1] (``data.normalize: false``, as the attacks need), in the demo's own
+    evaluation batches (the runs' are capped at :data:`~gkl.doctor.runs.MAX_BATCH`)."""
+    from gkl.config import load_config
     from gkl.evaluate.run_eval import evaluate_run
+    from gkl.recipes import resolve_recipe
     from gkl.tasks import get_task
 
     robust = {"eps_list": [0.1], "attacks": ("pgd10", "autoattack"), "autoattack_version": "fast", "num_examples": 32}
     done = []
     for kind, cfg in ctx.straight.items():
         if get_task(kind).robust_evaluation and getattr(cfg.data, "normalize", True) is False:
-            evaluate_run(cfg.run_dir, overrides=[f"train.device={ctx.device}"], which=("last",), robust=robust)
+            batch = load_config(resolve_recipe(ctx.recipes[kind])).data.eval_batch_size
+            overrides = [f"train.device={ctx.device}", f"data.eval_batch_size={batch}"]
+            evaluate_run(cfg.run_dir, overrides=overrides, which=("last",), robust=robust)
             done.append(_verb(kind))
     if not done:
         raise RuntimeError("no straight run of a task with a robust evaluation passed")

@@ -1,8 +1,8 @@
 """``gkl doctor``'s DDP check, run by torchrun: every task's demo run inside a process group.
 
 ``python -m torch.distributed.run --standalone --nproc_per_node=1 -m gkl.doctor.ddp_worker SPEC``,
-SPEC a JSON object (root, data_root, device, steps, recipes {kind: recipe}, overrides, teachers {recipe:
-checkpoint} already trained). One process is
+SPEC a JSON object (root, data_root, device, steps, eval_batches, recipes {kind: recipe}, overrides,
+teachers {recipe: checkpoint} already trained). One process is
 enough to exercise DDP: the process group (NCCL on CUDA, gloo on CPU) is set up here and the runs
 are told they are distributed, so the model is wrapped in DistributedDataParallel (SyncBN with
 ``train.sync_bn``) and every all-reduce (gradients, the class prior, the metrics) goes through
@@ -51,7 +51,14 @@ def _job(device: str) -> DistInfo:
 def main(spec_text: str) -> int:
     spec = json.loads(spec_text)
     dist = _job(spec["device"])
-    runs = DemoRuns(Path(spec["root"]), spec["device"], steps=spec["steps"], dist=dist, data_root=spec["data_root"])
+    runs = DemoRuns(
+        Path(spec["root"]),
+        spec["device"],
+        steps=spec["steps"],
+        dist=dist,
+        data_root=spec["data_root"],
+        eval_batches=spec["eval_batches"],
+    )
     runs.teachers.update({recipe: Path(path) for recipe, path in spec.get("teachers", {}).items()})
     results: dict[str, Any] = {}
     for kind, recipe in spec["recipes"].items():

@@ -5,17 +5,29 @@ A demo recipe is a shipped recipe under a ``demo`` directory (``demo/``, ``demo_
 ``lm/``'s) contributes its GKL recipe from any folder. The task of a recipe is its ``kind``;
 nothing here names a kind. A recipe
 whose teacher is a checkpoint file gets the ``teacher`` recipe of its directory trained first
-(a few steps, as the sweep chains a study's teacher run).
+(a few steps, as the sweep chains a study's teacher run). A run's training and evaluation batches
+hold at most :data:`MAX_BATCH` examples, and its evaluations read only the first :data:`EVAL_BATCHES`
+batches of each evaluation split (:func:`first_eval_batches`): the evaluator still runs end to end,
+on fewer examples.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoRuns", "PlannedStop", "demo_recipes", "stop_after_batches"]
+__all__ = [
+    "EVAL_BATCHES",
+    "MAX_BATCH",
+    "DemoRuns",
+    "PlannedStop",
+    "demo_recipes",
+    "first_eval_batches",
+    "stop_after_batches",
+]
 
 #: every run is a few optimizer steps with no warm-up, no tracker and no progress bar
 SHORT_RUN = (
@@ -27,6 +39,13 @@ SHORT_RUN = (
     "train.schedule.warmup_steps=0",
 )
 TEACHER_RECIPE = "teacher"
+#: examples per training and evaluation batch at most (``data.batch_size``, ``data.eval_batch_size``; the
+#: demos' smallest training batch: the language-model and SSL demos train on theirs, so the language
+#: model's fused loss still spans several chunks)
+MAX_BATCH = 16
+#: batches of each evaluation split (eval, val) a run's evaluation reads (two: the evaluator still adds up
+#: several batches where a split has them)
+EVAL_BATCHES = 2
 
 
 def _is_demo(name: str) -> bool:
@@ -88,17 +107,68 @@ def stop_after_batches(limit: int) -> Callable[[Any], Any]:
     return adapt
 
 
+class _FirstBatches:
+    """An evaluation loader that yields its first ``limit`` batches only (its ``len`` says so); every
+    other attribute (``rank_shard``, ``batch_size``, ...) is the wrapped loader's."""
+
+    def __init__(self, loader: Any, limit: int) -> None:
+        self._loader, self._limit = loader, limit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_loader"], name)
+
+    def __len__(self) -> int:
+        return min(len(self._loader), self._limit)
+
+    def __iter__(self):
+        return itertools.islice(iter(self._loader), self._limit)
+
+
+def _first_batches(split: Any, limit: int) -> Any:
+    """``split`` capped at ``limit`` batches: a loader is wrapped; a split made of several loaders (a
+    dataclass of them, as a CLIP run's zero-shot and caption loaders) gets each of them wrapped. An
+    evaluator that reads the loader's ``dataset`` instead of iterating it (retrieval's) still reads it whole."""
+    if split is None:
+        return None
+    if dataclasses.is_dataclass(split) and not isinstance(split, type) and not hasattr(split, "__iter__"):
+        fields = {f.name: getattr(split, f.name) for f in dataclasses.fields(split)}
+        return dataclasses.replace(split, **{k: _first_batches(v, limit) for k, v in fields.items() if v is not None})
+    return _FirstBatches(split, limit)
+
+
+def first_eval_batches(limit: int) -> Callable[[Any], Any]:
+    """``adapt_parts`` for :func:`gkl.runner.run_experiment`: every evaluation of the run reads only the
+    first ``limit`` batches of the eval and val splits (the evaluator, its metrics and the model
+    selection run as before, on fewer examples)."""
+
+    def adapt(parts: Any) -> Any:
+        parts.eval_loader = _first_batches(parts.eval_loader, limit)
+        parts.val_loader = _first_batches(parts.val_loader, limit)
+        return parts
+
+    return adapt
+
+
 class DemoRuns:
     """Loads and trains short demo runs under ``root`` on ``device``; teachers are trained once.
 
     ``dist``: the process's place in a job the caller set up (every run, teachers included, trains in it).
     ``data_root``: the runs' ``data.root`` (default: ``root/data``; the bundled data sets are written there).
+    ``eval_batches``: the batches of each evaluation split every run evaluates (:func:`first_eval_batches`;
+    None: all of them).
     """
 
     def __init__(
-        self, root: Path, device: str, steps: int = 2, dist: Any = None, data_root: Path | None = None
+        self,
+        root: Path,
+        device: str,
+        steps: int = 2,
+        dist: Any = None,
+        data_root: Path | None = None,
+        eval_batches: int | None = EVAL_BATCHES,
     ) -> None:
         self.root, self.device, self.steps, self.dist = Path(root), device, steps, dist
+        self.eval_batches = eval_batches
         self.data_root = self.root / "data" if data_root is None else Path(data_root)
         self.teachers: dict[str, Path] = {}  # teacher recipe -> its trained checkpoint
         self._names = itertools.count()
@@ -117,6 +187,10 @@ class DemoRuns:
         if isinstance(data, dict) and "root" in data:  # the kinds that read data.root (CLIP reads clip_data)
             common.append(f"data.root={self.data_root}")
         cfg = load_config(path, common)
+        for key in ("batch_size", "eval_batch_size"):  # a few steps check the code path, not the batch size
+            size = getattr(getattr(cfg, "data", None), key, None)
+            if isinstance(size, int) and size > MAX_BATCH:
+                common.append(f"data.{key}={MAX_BATCH}")
         teacher = getattr(cfg, "teacher", None)
         if teacher is not None and getattr(teacher, "checkpoint", None):
             common += self._teacher_overrides(recipe, cfg.kind)
@@ -137,8 +211,19 @@ class DemoRuns:
             overrides.append(f"teacher.checkpoint_key={key}")
         return overrides
 
-    def train(self, cfg: Any, *, resume: bool = False, **kwargs: Any) -> dict[str, Any]:
-        """Train ``cfg`` (``kwargs``: :func:`gkl.runner.run_experiment`'s ``dist`` and ``adapt_parts``)."""
+    def train(
+        self, cfg: Any, *, resume: bool = False, adapt_parts: Callable[[Any], Any] | None = None
+    ) -> dict[str, Any]:
+        """Train ``cfg``, its evaluations capped at ``eval_batches`` (``adapt_parts``: a further
+        :func:`gkl.runner.run_experiment` adaptation, applied after the cap)."""
         from gkl.runner import run_experiment
 
-        return run_experiment(cfg, resume=resume, dist=self.dist, **kwargs)
+        adapters = [first_eval_batches(self.eval_batches)] if self.eval_batches is not None else []
+        adapters += [adapt_parts] if adapt_parts is not None else []
+
+        def adapt(parts: Any) -> Any:
+            for adapter in adapters:
+                parts = adapter(parts)
+            return parts
+
+        return run_experiment(cfg, resume=resume, dist=self.dist, adapt_parts=adapt if adapters else None)
