@@ -211,9 +211,9 @@ def _data_overrides(cfg, roots: dict[str, Path]) -> list[str]:
     data = cfg.data.name
     out = ["data.batch_size=2", "data.num_workers=0"]
     if data in ("cifar10", "cifar100"):
-        out += [f"data.root={roots['cifar']}", "data.eval_batch_size=6"]
+        out += [f"data.root={roots['cifar']}", "data.eval_batch_size=2"]
     elif data in ("imagenet", "imagenet_lt"):
-        out += [f"data.root={roots[data]}", "data.eval_batch_size=3"]
+        out += [f"data.root={roots[data]}", "data.eval_batch_size=2"]
     elif data in ("ade20k", "cityscapes"):
         out += [
             f"data.root={roots[data]}",
