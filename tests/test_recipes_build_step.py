@@ -5,9 +5,14 @@ it as the command would, points it at small files written here in the real layou
 ImageNet / ImageNet-LT folders, ADE20K / Cityscapes folders, a webdataset shard and a zero-shot
 folder) and at tiny weight files for the teacher, the backbone or the pretrained model it names,
 builds the run's parts with the runner (model, loaders, objective, evaluator: ``task.build``),
-takes one optimizer step on one training batch and evaluates once. A study contributes each of
-its settings (first seed). The step must be finite and change the weights; the evaluation must
-return the run's ``train.select_metric``.
+takes one optimizer step on one training batch and evaluates once (the run's evaluator, end to end, on
+the first batch of its evaluation loader). A study contributes each of its settings (first seed). The
+step must be finite and change the weights; the evaluation must return the run's
+``train.select_metric``, finite.
+
+A model whose weights a strict checkpoint load then replaces (a teacher) skips its random
+initialisation here (``_no_init_before_strict_load``); the first build of each architecture is
+compared with the normal build, every parameter, buffer and tensor attribute.
 
 Tiny size: batch 2, crops of 64 px for segmentation; models too large for a 2-core test are
 replaced by a smaller one of the same input kind and head (``SMALLER``; the architectures
@@ -17,6 +22,7 @@ evaluation code of the recipe is what runs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import tarfile
@@ -205,9 +211,9 @@ def _data_overrides(cfg, roots: dict[str, Path]) -> list[str]:
     data = cfg.data.name
     out = ["data.batch_size=2", "data.num_workers=0"]
     if data in ("cifar10", "cifar100"):
-        out += [f"data.root={roots['cifar']}", "data.eval_batch_size=6"]
+        out += [f"data.root={roots['cifar']}", "data.eval_batch_size=2"]
     elif data in ("imagenet", "imagenet_lt"):
-        out += [f"data.root={roots[data]}", "data.eval_batch_size=3"]
+        out += [f"data.root={roots[data]}", "data.eval_batch_size=2"]
     elif data in ("ade20k", "cityscapes"):
         out += [
             f"data.root={roots[data]}",
@@ -215,6 +221,8 @@ def _data_overrides(cfg, roots: dict[str, Path]) -> list[str]:
             "segmentation.augment.crop_size=64",
             "segmentation.eval={mode: slide, crop_size: 64, base_size: 64, flip: false}",
         ]
+    elif getattr(cfg, "lm", None) is not None:  # the corpus ships with Python; evaluation blocks of 2 too
+        out += ["data.eval_batch_size=2"]
     elif not cfg.kind.startswith("clip"):  # bundled sets (digits, mnist1d, digit scenes); CLIP reads clip_data
         out += [f"data.root={roots['base'] / 'bundled'}"]
     if cfg.data.name == "digit_scenes":  # the bundled task generates just these scenes
@@ -338,6 +346,100 @@ def _num_classes(cfg) -> int:
     return dataset_info(cfg.data.name).num_classes
 
 
+# ----------------------------------------------------------------------------- cheaper builds and evaluations
+
+#: the torch.nn.init functions models initialise with (module constructors call them as ``init.<name>``)
+_INIT_FUNCTIONS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
+)  # fmt: skip
+
+#: architectures (name, kwargs, classes) whose build without initialisation has been compared with the normal one
+_COMPARED: set[str] = set()
+
+
+@contextlib.contextmanager
+def _init_skipped():
+    """torch.nn.init's functions leave their tensor as it is (uninitialised memory, for what a load overwrites)."""
+    import torch.nn.init as init
+
+    saved = {name: getattr(init, name) for name in _INIT_FUNCTIONS}
+    try:
+        for name in _INIT_FUNCTIONS:
+            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(init, name, function)
+
+
+def _every_tensor(model: torch.nn.Module) -> dict[str, tuple[torch.Tensor, str]]:
+    """Every parameter, buffer (persistent or not) and plain tensor attribute of every submodule, by name,
+    with the first name of the tensor it shares its memory with (tied weights)."""
+    found: dict[str, torch.Tensor] = {}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        for name, value in vars(module).items():
+            if isinstance(value, torch.Tensor):
+                found[f"{prefix}.{name}"] = value
+        for group in ("_parameters", "_buffers"):
+            for name, value in getattr(module, group).items():
+                if value is not None:
+                    found[f"{prefix}.{group}.{name}"] = value
+    first: dict[tuple, str] = {}
+    for name, value in found.items():
+        first.setdefault((value.untyped_storage().data_ptr(), value.storage_offset(), value.shape), name)
+    return {n: (v, first[(v.untyped_storage().data_ptr(), v.storage_offset(), v.shape)]) for n, v in found.items()}
+
+
+def _no_init_before_strict_load(build_model):
+    """``gkl.tasks.parts.build_model`` for a model with a ``checkpoint``, whose strict load (every key of its
+    state_dict, or an error) follows the construction: built without random initialisation. The first
+    build of each architecture is compared with the normal build (the same model, to the bit, as loaded
+    from the same file): a tensor the load does not write (a non-persistent buffer, a plain attribute,
+    a tie) would differ."""
+
+    def build(cfg, num_classes: int, section: str = "model"):
+        if cfg.checkpoint is None:
+            return build_model(cfg, num_classes, section)
+        with _init_skipped():
+            model = build_model(cfg, num_classes, section)
+        key = repr((cfg.name, sorted(cfg.kwargs.items()), num_classes))
+        if key not in _COMPARED:
+            fast, normal = _every_tensor(model), _every_tensor(build_model(cfg, num_classes, section))
+            assert fast.keys() == normal.keys(), key
+            for name, (value, tied) in normal.items():
+                assert fast[name][1] == tied, (key, name)
+                assert fast[name][0].dtype == value.dtype and torch.equal(fast[name][0], value), (key, name)
+            _COMPARED.add(key)
+        return model
+
+    return build
+
+
+class _FirstBatch:
+    """The first batch of ``loader`` (every other attribute is the loader's, e.g. a rank shard)."""
+
+    def __init__(self, loader) -> None:
+        self._loader = loader
+
+    def __iter__(self):
+        yield next(iter(self._loader))
+
+    def __getattr__(self, name: str):
+        return getattr(self._loader, name)
+
+
+def _first_batches(eval_set):
+    """An evaluation set cut to its first batch: a loader, or a CLIP split's zero-shot loader (a caption
+    loader's evaluator encodes ``loader.dataset`` with loaders of its own and is kept whole)."""
+    from gkl.metrics.clip import ClipEvalSet
+
+    if isinstance(eval_set, ClipEvalSet):
+        zeroshot = None if eval_set.zeroshot is None else _FirstBatch(eval_set.zeroshot)
+        return ClipEvalSet(zeroshot=zeroshot, retrieval=eval_set.retrieval)
+    return _FirstBatch(eval_set)
+
+
 # ----------------------------------------------------------------------------- the test
 
 
@@ -346,9 +448,14 @@ def _finite(value) -> bool:
 
 
 @pytest.mark.parametrize(("case", "path"), CASES, ids=[c[0] for c in CASES])
-def test_recipe_builds_steps_and_evaluates(case: str, path: Path, roots: dict[str, Path], tmp_path: Path) -> None:
+def test_recipe_builds_steps_and_evaluates(
+    case: str, path: Path, roots: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A recipe of an optional feature (CLIP, language models, webdataset shards, the bundled data sets)
     skips when its extra is not installed (tests/optional_skips.py: CI, which installs gkl[all], fails then)."""
+    import gkl.tasks.parts
+
+    monkeypatch.setattr(gkl.tasks.parts, "build_model", _no_init_before_strict_load(gkl.tasks.parts.build_model))
     with skip_if_optional_missing():
         if "settings" in (yaml.safe_load(path.read_text()) or {}):
             runs = _study_runs(path)  # may be empty: every setting is the code of a recipe case
@@ -392,7 +499,7 @@ def _build_step_evaluate(path: Path, overrides: tuple[str, ...], roots: dict[str
 
     loader = parts.eval_loader if parts.eval_loader is not None else parts.val_loader
     assert loader is not None, path
-    metrics = parts.evaluator(model.eval(), loader, device=torch.device("cpu"), dist=None)
+    metrics = parts.evaluator(model.eval(), _first_batches(loader), device=torch.device("cpu"), dist=None)
     assert _finite(metrics[cfg.train.select_metric]), (path, metrics)
 
 
