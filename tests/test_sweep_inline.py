@@ -153,6 +153,42 @@ def test_an_inline_runs_exit_status_and_log_are_those_of_a_child_process(tmp_pat
     assert ("Traceback" in inline_text) == ("Traceback" in child_text)
 
 
+def test_an_inline_sweep_outside_the_main_thread_runs_and_leaves_the_signal_handlers_alone(tmp_path: Path) -> None:
+    """Python runs signal handlers in the main thread only, and refuses to set them from another one."""
+    codes: list[int] = []
+
+    def sweep() -> None:
+        launcher = InlineLauncher(lambda args: len(args))
+        codes.append(launcher.poll(launcher.start(_Job("run", ["a", "b"]), tmp_path / "run.log")))
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    thread = threading.Thread(target=sweep)
+    thread.start()
+    thread.join()
+    assert codes == [2] and (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
+def test_a_signal_as_the_run_returns_waits_for_the_sweeps_state_and_then_stops_the_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the sweep's state comes back (here: while the run's caches are dropped) reaches the
+    sweep's own handler once everything is back, and the sweep stops at the run's status."""
+    from gkl.study import inline
+
+    saved = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    monkeypatch.setattr(inline, "_drop_run_caches", lambda: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        before = _observe()
+        launcher = InlineLauncher(lambda args: 0)
+        handle = launcher.start(_Job("run", []), tmp_path / "run.log")
+        assert _observe() == before
+        with pytest.raises(KeyboardInterrupt):
+            launcher.poll(handle)
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
 BASE = """\
 data: {name: digits, root: data, batch_size: 16, eval_batch_size: 450, in_memory: true}
 train: {epochs: 1, device: cpu, progress: false, optim: {lr: 0.05, momentum: 0.9}, schedule: {kind: cosine}}

@@ -24,6 +24,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,14 +59,23 @@ class InlineLauncher:
         """Run ``spec`` to its end; returns when it has ended (:meth:`poll` gives its status)."""
         run = InlineRun()
         state = ProcessState.capture()
+        deferred: list[int] = []
         try:
             with _output_to(log_path) as stream:
                 _pass_signals(run)
-                run.code = self._call(spec.cli_args(), stream, run)
+                try:
+                    run.code = self._call(spec.cli_args(), stream, run)
+                finally:
+                    _defer_signals(deferred)  # from here on a signal waits for the sweep's own handlers
+        except BaseException as err:
+            if err is not run.interrupt:  # else the sweep's handler raised it as the run returned: poll raises it
+                raise
         finally:
-            with _held_signals(run):
-                state.restore()
+            try:
                 _drop_run_caches()
+                state.restore()
+            finally:
+                _replay_signals(state, deferred, run)
         return run
 
     def _call(self, args: list[str], stream: TextIO, run: InlineRun) -> int:
@@ -141,7 +151,10 @@ def _output_to(log_path: Path) -> Iterator[TextIO]:
 def _pass_signals(run: InlineRun) -> None:
     """SIGINT / SIGTERM go to the sweep's own handlers (which make the run stop itself); what they
     raise is kept in ``run`` so that the sweep stops after the run. A signal the sweep ignores stays
-    ignored; one it leaves to the default action (end the process) ends it, run included."""
+    ignored; one it leaves to the default action (end the process) ends it, run included. Outside the main
+    thread (where Python runs no handler) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     for sig in SIGNALS:
         previous = signal.getsignal(sig)
         if previous in (signal.SIG_IGN, None):
@@ -161,21 +174,25 @@ def _pass_signals(run: InlineRun) -> None:
         signal.signal(sig, noted)
 
 
-@contextlib.contextmanager
-def _held_signals(run: InlineRun) -> Iterator[None]:
-    """SIGINT / SIGTERM held back while the sweep's state comes back; one that arrived meanwhile reaches
-    the sweep's own handler afterwards, and what that raises is kept in ``run`` (raised by ``poll``)."""
-    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
-        yield
+def _defer_signals(deferred: list[int]) -> None:
+    """SIGINT / SIGTERM are noted in ``deferred`` while the sweep's state comes back (not blocked: the
+    signal mask is per thread, and any thread of the process may take a signal for Python's handler)."""
+    if threading.current_thread() is not threading.main_thread():
         return
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    for sig in SIGNALS:
+        if signal.getsignal(sig) not in (signal.SIG_IGN, None):
+            signal.signal(sig, lambda signum, frame: deferred.append(signum))
+
+
+def _replay_signals(state: ProcessState, deferred: list[int], run: InlineRun) -> None:
+    """The sweep's own handlers back, then the signals that came meanwhile go to them; what they raise is
+    kept in ``run`` (raised by ``poll``)."""
     try:
-        yield
-    finally:
-        try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the pending signal's handler runs here
-        except BaseException as err:
-            run.interrupt = run.interrupt or err
+        state.restore_handlers()
+        for signum in deferred:
+            signal.raise_signal(signum)  # the handler runs here, in this thread
+    except BaseException as err:
+        run.interrupt = run.interrupt or err
 
 
 def _drop_run_caches() -> None:

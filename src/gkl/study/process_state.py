@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,8 @@ def _loggers() -> dict[str, logging.Logger]:
 
 @dataclass
 class ProcessState:
-    """A snapshot of the process-wide settings and RNGs; :meth:`restore` puts them back."""
+    """A snapshot of the process-wide settings and RNGs; :meth:`restore` and :meth:`restore_handlers`
+    put them back."""
 
     threads: int
     interop_threads: int
@@ -101,16 +103,14 @@ class ProcessState:
         )
 
     def restore(self) -> None:
-        """Put every saved setting back; handlers and files the run's loggers opened are closed."""
+        """Put every saved setting back but the signal handlers (:meth:`restore_handlers`: the inline
+        launcher puts them back last); handlers and files the run's loggers opened are closed."""
         os.chdir(self.cwd)
         for key in [k for k in os.environ if k not in self.environ]:
             del os.environ[key]
         for key, value in self.environ.items():
             if os.environ.get(key) != value:
                 os.environ[key] = value
-        for sig, handler in self.handlers.items():
-            if handler is not None:  # None: a handler not installed from Python, which a run cannot change
-                signal.signal(sig, handler)
         self._restore_logging()
         self.warnings.__exit__(None, None, None)
         if torch.get_num_threads() != self.threads:
@@ -132,6 +132,13 @@ class ProcessState:
         torch.set_rng_state(torch_state)
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+
+    def restore_handlers(self) -> None:
+        """Put the SIGINT / SIGTERM handlers back (in the main thread: elsewhere a run cannot change them)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in self.handlers.items():
+                if handler is not None:  # None: a handler not installed from Python, which a run cannot change
+                    signal.signal(sig, handler)
 
     def _restore_logging(self) -> None:
         logging.disable(self.logging_disable)
