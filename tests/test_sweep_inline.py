@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import runpy
 import shlex
 import signal
 import subprocess
@@ -211,8 +212,24 @@ settings:
 """
 
 
-def _sweep_signalled(args: list[str], sig: int, ready: Callable[[], bool]) -> int:
-    """``gkl sweep ARGS`` here, sending ``sig`` to this process once ``ready()`` holds (while it runs)."""
+def _python_m_gkl_cli(args: list[str]) -> int:
+    """``python -m gkl.cli ARGS`` in this process: the module run as ``__main__``, as a shell runs it."""
+    saved = sys.argv
+    sys.argv = ["gkl", *args]
+    try:
+        runpy.run_module("gkl.cli", run_name="__main__", alter_sys=True)
+    except SystemExit as exit_:
+        assert isinstance(exit_.code, int)
+        return exit_.code
+    finally:
+        sys.argv = saved
+    raise AssertionError("python -m gkl.cli did not exit")
+
+
+def _sweep_signalled(
+    args: list[str], sig: int, ready: Callable[[], bool], command: Callable[[list[str]], int] = main
+) -> int:
+    """``command(ARGS)`` here, sending ``sig`` to this process once ``ready()`` holds (while it runs)."""
     done = threading.Event()
 
     def send() -> None:
@@ -225,12 +242,13 @@ def _sweep_signalled(args: list[str], sig: int, ready: Callable[[], bool]) -> in
     sender = threading.Thread(target=send)
     sender.start()
     try:
-        return main(args)
+        return command(args)
     finally:
         done.set()
         sender.join()
 
 
+@pytest.mark.filterwarnings("ignore:'gkl.cli' found in sys.modules:RuntimeWarning")  # runpy: imported already
 def test_ctrl_c_then_sigterm_stop_the_inline_run_keeping_its_checkpoint_and_then_the_sweep(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -261,10 +279,13 @@ def test_ctrl_c_then_sigterm_stop_the_inline_run_keeping_its_checkpoint_and_then
             signal.SIG_DFL,
         )
 
-        # the printed command continues: the teacher is kept, the student resumes and is stopped by SIGTERM
+        # the printed command continues (as python -m gkl.cli, whose gkl.cli.main runs the runs): the teacher
+        # is kept, the student resumes and is stopped by SIGTERM
         continue_with = shlex.split(line.split("continue with: ", 1)[1])
         written = checkpoint.stat().st_mtime_ns
-        code = _sweep_signalled(continue_with[1:], signal.SIGTERM, lambda: checkpoint.stat().st_mtime_ns != written)
+        code = _sweep_signalled(
+            continue_with[1:], signal.SIGTERM, lambda: checkpoint.stat().st_mtime_ns != written, _python_m_gkl_cli
+        )
         assert code == 143
         err = capsys.readouterr().err
         assert "1 of 2 runs already finished (kept)" in err
