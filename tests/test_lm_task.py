@@ -1,6 +1,7 @@
 """The lm_distill task through the CLI: a CE teacher, a fused-GKL student that resumes after SIGKILL to
 identical weights, gkl evaluate, and a gkl sweep with the teacher chained into the students. Only the
-killed run and the sweep start processes; the other commands run through ``gkl.cli.main`` here."""
+killed run starts a process; the other commands, the sweep's runs included (``--launcher inline``), run
+through ``gkl.cli.main`` here."""
 
 from __future__ import annotations
 
@@ -149,9 +150,9 @@ def test_a_sweep_chains_the_teacher_into_the_students(
             }
         )
     )
-    for key in ("PYTHONPATH", "OMP_NUM_THREADS", "RAYON_NUM_THREADS"):  # the environment of the runs' processes
+    for key in ("PYTHONPATH", "OMP_NUM_THREADS", "RAYON_NUM_THREADS"):  # the environment of runs in processes
         monkeypatch.setenv(key, env[key])
-    _in_process("sweep", str(study))  # the sweep in this process; each run in a process of its own
+    _in_process("sweep", str(study), "--launcher", "inline")  # the sweep and its runs in this process
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "study" / "summary.json").read_text())
     rows = {row["setting"]: row for row in summary["rows"]}

@@ -16,6 +16,7 @@ import pytest
 from gkl.cli import main
 from gkl.study import load_study, run_sweep
 from gkl.study.evaluation import EvaluationJob, StudyEvaluation, is_recorded, parse_evaluation, recorded_values
+from gkl.study.inline import InlineLauncher
 from gkl.study.launch import cli_command
 from gkl.utils.errors import ConfigError, InputError
 
@@ -42,7 +43,7 @@ def _accuracy(robust: dict, attack: str, eps: float) -> float:
 @pytest.mark.slow
 def test_robust_paper_columns_of_a_real_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sweep"
-    result = run_sweep(STUDY, out_dir=out, overrides=[f"data.root={tmp_path / 'data'}"], poll_seconds=0.05)
+    result = run_sweep(STUDY, out_dir=out, overrides=[f"data.root={tmp_path / 'data'}"], launcher=InlineLauncher(main))
     assert not result["failed"], result["failed"]
     assert result["trained"] == ["gkl_seed0", "gkl_seed1"]
     assert result["evaluated"] == ["gkl_seed0.evaluate", "gkl_seed1.evaluate"]
@@ -95,7 +96,7 @@ def test_robust_paper_columns_of_a_real_sweep(tmp_path: Path, capsys: pytest.Cap
     assert capsys.readouterr().out.strip() == table.strip()
 
     # resumed: the runs and their evaluations are recorded, nothing runs again
-    again = run_sweep(STUDY, out_dir=out, overrides=[f"data.root={tmp_path / 'data'}"], poll_seconds=0.05)
+    again = run_sweep(STUDY, out_dir=out, overrides=[f"data.root={tmp_path / 'data'}"], launcher=InlineLauncher(main))
     assert again["reused"] == ["gkl_seed0", "gkl_seed1"] and again["trained"] == [] and again["evaluated"] == []
     assert len(_records(out / "gkl_seed0")) == 1
 
@@ -140,7 +141,7 @@ def test_robust_paper_columns_of_a_real_sweep(tmp_path: Path, capsys: pytest.Cap
     (run_dir / "evaluations.jsonl").write_text(json.dumps(record) + "\n")
     (out / "gkl_seed1" / "evaluations.jsonl").unlink()
     (out / "gkl_seed1" / "checkpoint.pt").rename(out / "gkl_seed1" / "moved.pt")
-    failed = run_sweep(STUDY, out_dir=out, overrides=[f"data.root={tmp_path / 'data'}"], poll_seconds=0.05)
+    failed = run_sweep(STUDY, out_dir=out, overrides=[f"data.root={tmp_path / 'data'}"], launcher=InlineLauncher(main))
     log = out / "logs" / "gkl_seed1.evaluate.log"
     assert failed["failed"] == {"gkl_seed1.evaluate": f"exit 2; log: {log}"} and failed["evaluated"] == []
     assert "no last checkpoint" in log.read_text()

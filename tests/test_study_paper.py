@@ -16,6 +16,7 @@ from torch import nn
 from gkl.cli import main
 from gkl.study import load_study, run_sweep
 from gkl.study.cost import SUSTAINED_FLOPS
+from gkl.study.inline import InlineLauncher
 from gkl.utils.errors import InputError
 
 HERE = Path(__file__).resolve().parent
@@ -30,7 +31,7 @@ def _last_eval(run_dir: Path) -> dict:
 @pytest.mark.slow
 def test_paper_column_and_delta_of_a_real_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sweep"
-    result = run_sweep(STUDY, out_dir=out, poll_seconds=0.05)
+    result = run_sweep(STUDY, out_dir=out, launcher=InlineLauncher(main))  # the runs in this process
     assert not result["failed"]
     assert sorted(result["trained"]) == ["ce_seed0", "ce_seed1", "kd_seed0", "kd_seed1", "teacher_seed0"]
     paper = {

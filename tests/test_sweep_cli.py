@@ -78,6 +78,8 @@ def test_only_seeds_and_overrides_dry_run_lists_exactly_the_subset(
         (["train.seed=3"], "gkl sweep: error: override 'train.seed=3': the study sets train.seed"),
         (["--seeds", "0,0"], "gkl sweep: error: --seeds: expected distinct seeds"),
         (["train.epochz=3"], "train.epochz"),
+        (["--launcher", "inline", "--jobs", "2"], "gkl sweep: error: --jobs: --launcher inline runs one run at a time"),
+        (["--launcher", "inline", "--gpus-per-run", "2"], "gkl sweep: error: --gpus-per-run: --launcher inline cannot"),
     ],
 )
 def test_bad_subset_is_one_line(extra: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,6 @@
 """``gkl sweep STUDY --jobs 2`` with a teacher chain (as the README's segmentation demo runs it): a
-student starts only after its teacher run finished, and every run ends exactly as with ``--jobs 1``."""
+student starts only after its teacher run finished, and every run ends exactly as with ``--jobs 1``, and
+as with ``--launcher inline`` (every run in the sweep's process)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUNS = ("teacher_seed0", "kd_seed0", "kd_seed1")
 
 
-def write_study(tmp_path: Path, jobs: int) -> Path:
+def write_study(tmp_path: Path, jobs: int | str) -> Path:
     study = {
         "out_dir": str(tmp_path / f"jobs{jobs}"),
         "config": str(REPO / "configs" / "demo" / "student_kd.yaml"),
@@ -57,6 +58,8 @@ def test_sweep_with_two_jobs_orders_teacher_before_students_and_equals_one_job(t
         if line.startswith(("sweep: started ", "sweep: finished "))
     ]
     assert main(["sweep", str(write_study(tmp_path, 1)), "--jobs", "1"]) == 0
+    torch.set_num_threads(1)  # the inline runs' threads: those of the child processes (restored by conftest.py)
+    assert main(["sweep", str(write_study(tmp_path, "inline")), "--launcher", "inline"]) == 0
 
     def index(prefix: str) -> int:
         return next(i for i, line in enumerate(events) if line == prefix or line.startswith(prefix + " "))
@@ -67,19 +70,24 @@ def test_sweep_with_two_jobs_orders_teacher_before_students_and_equals_one_job(t
     starts = [index(f"sweep: started {name}") for name in RUNS[1:]]
     assert all(start > teacher_done for start in starts)
     assert max(starts) < min(index(f"sweep: finished {name}") for name in RUNS[1:])  # ran together
-    two, one = tmp_path / "jobs2", tmp_path / "jobs1"
+    two, one, inline = tmp_path / "jobs2", tmp_path / "jobs1", tmp_path / "jobsinline"
     teacher_end = datetime.fromtimestamp(os.path.getmtime(two / "teacher_seed0" / "summary.json")).astimezone()
     for name in RUNS[1:]:
         assert started(two / name) >= teacher_end.replace(microsecond=0)  # run.json records whole seconds at most
 
-    for name in RUNS:  # every run of the parallel sweep equals the sequential one, bit for bit
-        a, b = (torch.load(d / name / "checkpoint.pt", weights_only=True) for d in (two, one))
-        for part in ("model", "optimizer", "objective", "best"):
-            assert_identical(a[part], b[part], f"{name}.{part}")
-        assert (
-            json.loads((two / name / "summary.json").read_text())["final"]
-            == json.loads((one / name / "summary.json").read_text())["final"]
-        )
+    for other in (two, inline):  # every run of the parallel and the inline sweep equals the sequential one
+        for name in RUNS:
+            a, b = (torch.load(d / name / "checkpoint.pt", weights_only=True) for d in (other, one))
+            for part in ("model", "optimizer", "objective", "best"):
+                assert_identical(a[part], b[part], f"{other.name}/{name}.{part}")  # bit for bit
+            assert (
+                json.loads((other / name / "summary.json").read_text())["final"]
+                == json.loads((one / name / "summary.json").read_text())["final"]
+            )
     students = {n: yaml.safe_load((two / n / "config.yaml").read_text()) for n in RUNS[1:]}
     assert {s["teacher"]["checkpoint"] for s in students.values()} == {str(two / "teacher_seed0" / "best.pt")}
     assert (two / "summary.md").read_text().count("kd") >= 1 and (one / "summary.md").is_file()
+    # the inline sweep's summary is the sequential one's but for the folder (each run's log written as a child's)
+    assert (inline / "summary.md").read_text() == (one / "summary.md").read_text().replace(str(one), str(inline))
+    for name in RUNS:
+        assert "run finished (1 epochs" in (inline / "logs" / f"{name}.log").read_text()

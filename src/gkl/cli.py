@@ -184,4 +184,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # python -m gkl.cli: the main of the module gkl.cli, not of this __main__ copy of it, so that the process has
+    # one Terminated class (gkl sweep --launcher inline calls gkl.cli.main for each run within this main)
+    from gkl.cli import main as gkl_main
+
+    sys.exit(gkl_main())

@@ -48,9 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--launcher",
         default="local",
-        choices=("local", "slurm", "submitit-local"),
-        help="local: child processes; slurm: one Slurm job per run through submitit (pip install 'gkl[slurm]'); "
-        "submitit-local: the same jobs through submitit's local executor (default: local)",
+        choices=("local", "inline", "slurm", "submitit-local"),
+        help="local: child processes; inline: each run in this process, one after another (for debugging a "
+        "run, or many short runs; no process isolation: a crash of a run's native code ends the sweep); slurm: "
+        "one Slurm job per run through submitit (pip install 'gkl[slurm]'); submitit-local: the same jobs "
+        "through submitit's local executor (default: local)",
     )
     p.add_argument("--partition", default=None, help="Slurm partition (--launcher slurm) (default: the cluster's)")
     p.add_argument(
@@ -113,11 +115,17 @@ def run(args: argparse.Namespace) -> int:
 
     only, seeds = parse_only(args.only), parse_seeds(args.seeds)
     args.resume_hint = _interrupted_hint(args, None)
+    launcher = args.launcher
+    if launcher == "inline":  # each run through the gkl command's own entry, here
+        from gkl.cli import main
+        from gkl.study.inline import InlineLauncher
+
+        launcher = InlineLauncher(main)
     try:
         result = run_sweep(
             args.study,
             jobs=args.jobs,
-            launcher=args.launcher,
+            launcher=launcher,
             out_dir=args.out,
             only=only,
             seeds=seeds,

@@ -17,6 +17,7 @@ from gkl.study.summary import format_markdown, summarize, write_summary
 from gkl.utils.errors import InputError
 
 from .evaluation import EvaluationJob, is_recorded
+from .inline import InlineLauncher
 from .launch import Job, Launcher, LocalLauncher, SubmititLauncher
 from .progress import SweepProgress
 from .study_file import RunSpec, Study, load_study
@@ -55,7 +56,7 @@ def evaluation_job(study: Study, spec: RunSpec) -> EvaluationJob | None:
 
 
 def _make_launcher(
-    launcher: str,
+    launcher: str | Launcher,
     *,
     jobs: int,
     study: Study,
@@ -63,6 +64,8 @@ def _make_launcher(
     gpus_per_run: int,
     launcher_options: dict[str, Any] | None,
 ) -> Launcher:
+    if not isinstance(launcher, str):
+        return launcher
     if launcher == "local":
         return LocalLauncher(jobs=jobs)
     folder = study.out_dir / "submitit"
@@ -164,7 +167,7 @@ def run_sweep(
     study_path: str | Path,
     *,
     jobs: int = 1,
-    launcher: str = "local",
+    launcher: str | Launcher = "local",
     out_dir: str | Path | None = None,
     only: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
@@ -187,11 +190,20 @@ def run_sweep(
     without starting any. ``progress`` shows runs done / total, failures, time left and epochs
     (default: on stderr). Ctrl-C / SIGTERM is passed to the active runs (each keeps its last
     checkpoint) and re-raised with ``sweep_result`` (this result: finished runs so far) attached.
+    ``launcher``: a name of ``LAUNCHERS``, or a launcher object, e.g. ``InlineLauncher(gkl.cli.main)``
+    (:mod:`gkl.study.inline`: every run in this process, one at a time; what ``--launcher inline`` is).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InputError(f"--jobs must be an integer >= 1, got {jobs!r}")
-    if launcher not in LAUNCHERS:
+    if launcher == "inline":
+        raise InputError("launcher='inline': pass launcher=InlineLauncher(gkl.cli.main) (gkl.study.inline)")
+    if isinstance(launcher, str) and launcher not in LAUNCHERS:
         raise InputError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if isinstance(launcher, InlineLauncher):
+        if jobs > 1:
+            raise InputError(f"--jobs: --launcher inline runs one run at a time, in this process, got {jobs}")
+        if gpus_per_run > 1:
+            raise InputError(f"--gpus-per-run: --launcher inline cannot start torchrun for a run, got {gpus_per_run}")
     # every error before anything runs
     study = load_study(study_path, out_dir=out_dir, only=only, seeds=seeds, overrides=overrides)
     result = SweepResult(
@@ -292,7 +304,7 @@ def run_sweep(
                 active[spec.name] = (spec, runner.start(spec, study.out_dir / "logs" / f"{spec.name}.log"))
                 status[spec.name] = "running"
             progress.tick()
-            if active:
+            if active and not isinstance(runner, InlineLauncher):  # an inline run has ended when it returns
                 time.sleep(poll_seconds)
     except BaseException as err:
         progress.close()

@@ -1,4 +1,5 @@
-"""Launching the runs of a study: local subprocesses (a pool of ``jobs``) or submitit (Slurm).
+"""Launching the runs of a study: local subprocesses (a pool of ``jobs``) or submitit (Slurm); the
+same command lines in the sweep's own process: :mod:`gkl.study.inline` (``--launcher inline``).
 
 Every run is the ordinary CLI, ``python -m gkl.cli <command> CONFIG overrides... --resume``,
 so a sweep depends on nothing but the command line. Local runs die with the sweep
