@@ -108,7 +108,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': got {value!r}, expected {_type_name(tp)}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
     """``typing.get_type_hints(cls)``, resolved once per class (the schema's classes never change)."""
     return typing.get_type_hints(cls)
@@ -128,7 +128,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
     """
     if is_union(cls):  # one class per method
         cls = select_variant(cls, data, prefix)
-    hints = _type_hints(cls)
+    hints = _type_hints(typing.cast(type, cls))
     fields = {f.name: f for f in _dataclass_fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
