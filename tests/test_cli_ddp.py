@@ -14,7 +14,8 @@ held to the guarantee of docs/training.md ("What a multi-process run equals"):
 
 The 2-process runs are launched once per session (one xdist group): one torchrun launch of this module
 runs the four verbs one after the other through ``gkl.cli.main`` in its two processes (each run sets
-up and tears down its own process group; the launch checks none is left between runs), then the
+up and tears down its own process group, its rendezvous keys under a store prefix of its own; the launch
+checks none is left between runs), then the
 adv-train run that rank 0 SIGKILLs at a step; the continuing ``--resume`` is ``torchrun -m gkl.cli``
 as a user types it. The 1-process references run in the test process.
 """
