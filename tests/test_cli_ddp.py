@@ -112,14 +112,13 @@ def ddp_cli(tmp_path_factory) -> dict:
     runs: dict = {"root": root, "data": data, "teacher": teacher, "killed": run_dir(root / "killed", "adv-train")}
     commands = [[gkl_args(verb, root / "ddp", data, teacher_args(verb, teacher)), None] for verb in RUNS]
     commands.append([gkl_args("adv-train", root / "killed", data, []), KILL_AT_STEP])
-    env = {"GKL_TEST_COMMANDS": json.dumps(commands), "GKL_TEST_KILL_MARK": str(root / "kill_mark")}
-    runs["launch"] = torchrun_2([__file__], env)
+    env = {"GKL_TEST_COMMANDS": json.dumps(commands), "GKL_TEST_OUT": str(root)}
+    runs["launch"] = launch = torchrun_2([__file__], env)
     for verb in RUNS:
         runs[verb] = run_dir(root / "ddp", verb)
-    done, launch = runs["launch"].stdout.splitlines(), runs["launch"]
     for rank in range(2):  # every run before the killed one ended with status 0 on both ranks
-        ended = [line for line in done if line.startswith(f"rank {rank}: ")]
-        assert ended == [f"rank {rank}: {verb} 0" for verb in RUNS], launch.stdout[-3000:] + launch.stderr[-3000:]
+        ended = (root / f"rank{rank}_status").read_text().splitlines()
+        assert ended == [f"{verb} 0" for verb in RUNS], launch.stdout[-3000:] + launch.stderr[-3000:]
     return runs
 
 
@@ -257,16 +256,16 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_two_process_run(
 
 
 def _run_commands() -> None:  # pragma: no cover - runs under torchrun
-    """Each ``[argv, kill_at]`` of GKL_TEST_COMMANDS (JSON) through ``gkl.cli.main`` in this process, printing
-    ``rank R: VERB STATUS``; it stops at the first failure. No process group may outlive a run (each run must
-    set up its own). With ``kill_at``, rank 0 SIGKILLs itself before the forward of global step ``kill_at``,
-    after writing ``VERB KILL_AT`` to the file GKL_TEST_KILL_MARK."""
+    """Each ``[argv, kill_at]`` of GKL_TEST_COMMANDS (JSON) through ``gkl.cli.main`` in this process, adding
+    ``VERB STATUS`` to the file ``rank<R>_status`` in the folder GKL_TEST_OUT; it stops at the first failure.
+    No process group may outlive a run (each run must set up its own). With ``kill_at``, rank 0 SIGKILLs
+    itself before the forward of global step ``kill_at``, after writing ``VERB KILL_AT`` to ``kill_mark``."""
     import torch.distributed as dist
 
     import gkl.runner
     from gkl.cli import main
 
-    rank = int(os.environ["RANK"])
+    rank, out = int(os.environ["RANK"]), Path(os.environ["GKL_TEST_OUT"])
     build, init = gkl.runner.build_parts, dist.init_process_group
     for number, (argv, kill_at) in enumerate(json.loads(os.environ["GKL_TEST_COMMANDS"])):
 
@@ -283,7 +282,7 @@ def _run_commands() -> None:  # pragma: no cover - runs under torchrun
 
             def hook(module, args, kwargs):
                 if info.rank == 0 and kwargs["step"] == kill_at:
-                    Path(os.environ["GKL_TEST_KILL_MARK"]).write_text(f"{verb} {kill_at}")
+                    (out / "kill_mark").write_text(f"{verb} {kill_at}")
                     os.kill(os.getpid(), signal.SIGKILL)
 
             if kill_at is not None:
@@ -293,7 +292,8 @@ def _run_commands() -> None:  # pragma: no cover - runs under torchrun
         gkl.runner.build_parts = build_parts
         assert not dist.is_initialized()
         status = main(argv)
-        print(f"rank {rank}: {argv[0]} {status}", flush=True)
+        with open(out / f"rank{rank}_status", "a") as ended:
+            ended.write(f"{argv[0]} {status}\n")
         if status != 0 or dist.is_initialized():
             sys.exit(1)
 
