@@ -12,8 +12,12 @@ held to the guarantee of docs/training.md ("What a multi-process run equals"):
 - a 2-process run SIGKILLed mid-epoch and continued with ``--resume`` from its step checkpoint
   ends bit-identical to the uninterrupted 2-process run (adv-train: per-rank random streams, prior sums).
 
-The 2-process runs are launched once per session (one xdist group); the 1-process references run in
-the test process. Run as a script by torchrun, this module is ``gkl.cli`` with a SIGKILL at a step.
+The 2-process runs are launched once per session (one xdist group): one torchrun launch of this module
+runs the four verbs one after the other through ``gkl.cli.main`` in its two processes (each run sets
+up and tears down its own process group, its rendezvous keys under a store prefix of its own; the launch
+checks none is left between runs), then the
+adv-train run that rank 0 SIGKILLs at a step; the continuing ``--resume`` is ``torchrun -m gkl.cli``
+as a user types it. The 1-process references run in the test process.
 """
 
 from __future__ import annotations
@@ -73,17 +77,19 @@ RUNS = {
 KILL_AT_STEP = 33  # adv-train: epoch 2, step 12 of 21; the last checkpoint is at step 30 (mid-epoch)
 
 
-def torchrun_gkl(
-    verb: str, out_dir: Path, data_root: Path, extra: list[str], *, module: str = "gkl.cli", env_extra=None
-) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node 2 -m gkl.cli <verb> <recipe> ...`` (or this file with a SIGKILL)."""
+def gkl_args(verb: str, out_dir: Path, data_root: Path, extra: list[str]) -> list[str]:
+    """``<verb> <recipe> ...``: the arguments of ``gkl`` for the 2-process run of ``verb``."""
     recipe, overrides, batch = RUNS[verb]
-    target = ["-m", module] if module == "gkl.cli" else [module]
+    args = [verb, str(REPO / recipe), f"out_dir={out_dir}", f"data.root={data_root}", f"data.batch_size={batch}"]
+    return args + COMMON + overrides + extra
+
+
+def torchrun_2(target: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 TARGET`` (one thread per process)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *target]
-    command += [verb, str(REPO / recipe), f"out_dir={out_dir}", f"data.root={data_root}", f"data.batch_size={batch}"]
     env = dict(os.environ, **(env_extra or {}))
     env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.run(command + COMMON + overrides + extra, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
 def run_dir(out_dir: Path, verb: str) -> Path:
@@ -94,7 +100,8 @@ def run_dir(out_dir: Path, verb: str) -> Path:
 
 @pytest.fixture(scope="session")
 def ddp_cli(tmp_path_factory) -> dict:
-    """The four 2-process runs, launched one after the other: {"root", "data", "teacher", verb: run dir}."""
+    """One torchrun launch: the four 2-process runs one after the other, then the adv-train run SIGKILLed
+    at step KILL_AT_STEP: {"root", "data", "teacher", verb: run dir, "killed": run dir, "launch": its result}."""
     from gkl.models import create_model
 
     root = tmp_path_factory.mktemp("cli_ddp")
@@ -102,11 +109,16 @@ def ddp_cli(tmp_path_factory) -> dict:
     torch.manual_seed(0)  # the distillation teacher: a fixed random mnist1d_cnn in the community layout
     teacher = root / "teacher.pt"
     torch.save({"model": create_model("mnist1d_cnn", 10).state_dict(), "epoch": 0, "top1": 0.0}, teacher)
-    runs: dict = {"root": root, "data": data, "teacher": teacher}
+    runs: dict = {"root": root, "data": data, "teacher": teacher, "killed": run_dir(root / "killed", "adv-train")}
+    commands = [[gkl_args(verb, root / "ddp", data, teacher_args(verb, teacher)), None] for verb in RUNS]
+    commands.append([gkl_args("adv-train", root / "killed", data, []), KILL_AT_STEP])
+    env = {"GKL_TEST_COMMANDS": json.dumps(commands), "GKL_TEST_OUT": str(root)}
+    runs["launch"] = launch = torchrun_2([__file__], env)
     for verb in RUNS:
-        done = torchrun_gkl(verb, root / "ddp", data, teacher_args(verb, teacher))
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         runs[verb] = run_dir(root / "ddp", verb)
+    for rank in range(2):  # every run before the killed one ended with status 0 on both ranks
+        ended = (root / f"rank{rank}_status").read_text().splitlines()
+        assert ended == [f"{verb} 0" for verb in RUNS], launch.stdout[-3000:] + launch.stderr[-3000:]
     return runs
 
 
@@ -215,15 +227,16 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_two_process_run(
     # GKL-AT: rank-local state inside an epoch (the ClassPrior's running sums, each rank's PGD random
     # stream, the running train statistics) must come back on each rank
     root, verb, extra = ddp_cli["root"], "adv-train", []
-    kill = {"GKL_TEST_KILL_AT": str(KILL_AT_STEP)}
-    killed = torchrun_gkl(verb, root / "killed", ddp_cli["data"], extra, module=__file__, env_extra=kill)
+    killed = ddp_cli["launch"]
     assert killed.returncode != 0, killed.stdout[-2000:]
-    where = run_dir(root / "killed", verb)
+    assert (root / "kill_mark").read_text() == f"{verb} {KILL_AT_STEP}"  # the SIGKILL stopped it
+    where = ddp_cli["killed"]
+    assert not (where / "summary.json").exists()
     mid = checkpoint(where)
     steps_per_epoch = mid["schedule"]["steps_per_epoch"]
     assert mid["step"] == 30 and mid["step"] % steps_per_epoch != 0 and mid["epoch_stats"] is not None
     assert len(mid["ranks"]) == 2  # every rank's rank-local state
-    resumed = torchrun_gkl(verb, root / "killed", ddp_cli["data"], [*extra, "--resume"])
+    resumed = torchrun_2(["-m", "gkl.cli", *gkl_args(verb, root / "killed", ddp_cli["data"], [*extra, "--resume"])])
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     a, b = checkpoint(ddp_cli[verb]), checkpoint(where)
     assert a["step"] == b["step"] == 2 * steps_per_epoch and a["world_size"] == b["world_size"] == 2
@@ -242,27 +255,48 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_two_process_run(
     assert len(resumes) == 1
 
 
-def _kill_at_step() -> None:  # pragma: no cover - runs under torchrun
-    """``gkl.cli`` whose rank 0 SIGKILLs itself before the forward of global step GKL_TEST_KILL_AT."""
+def _run_commands() -> None:  # pragma: no cover - runs under torchrun
+    """Each ``[argv, kill_at]`` of GKL_TEST_COMMANDS (JSON) through ``gkl.cli.main`` in this process, adding
+    ``VERB STATUS`` to the file ``rank<R>_status`` in the folder GKL_TEST_OUT; it stops at the first failure.
+    No process group may outlive a run (each run must set up its own). With ``kill_at``, rank 0 SIGKILLs
+    itself before the forward of global step ``kill_at``, after writing ``VERB KILL_AT`` to ``kill_mark``."""
+    import torch.distributed as dist
+
     import gkl.runner
     from gkl.cli import main
 
-    kill_at = int(os.environ["GKL_TEST_KILL_AT"])
-    build = gkl.runner.build_parts
+    rank, out = int(os.environ["RANK"]), Path(os.environ["GKL_TEST_OUT"])
+    build, init = gkl.runner.build_parts, dist.init_process_group
+    for number, (argv, kill_at) in enumerate(json.loads(os.environ["GKL_TEST_COMMANDS"])):
 
-    def build_parts(cfg, dist):
-        parts = build(cfg, dist)
+        def init_process_group(*args, prefix=f"gkl_test_run{number}", **kwargs):
+            # the group's rendezvous keys under a prefix of this run's own: a second group found in torchrun's
+            # store the first group's keys (a peer's stale address: the two ranks waited on each other)
+            agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+            return init(*args, store=dist.PrefixStore(prefix, agent), **kwargs)
 
-        def hook(module, args, kwargs):
-            if dist.rank == 0 and kwargs["step"] == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+        dist.init_process_group = init_process_group
 
-        parts.objective.register_forward_pre_hook(hook, with_kwargs=True)
-        return parts
+        def build_parts(cfg, info, kill_at=kill_at, verb=argv[0]):
+            parts = build(cfg, info)
 
-    gkl.runner.build_parts = build_parts
-    sys.exit(main(sys.argv[1:]))
+            def hook(module, args, kwargs):
+                if info.rank == 0 and kwargs["step"] == kill_at:
+                    (out / "kill_mark").write_text(f"{verb} {kill_at}")
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            if kill_at is not None:
+                parts.objective.register_forward_pre_hook(hook, with_kwargs=True)
+            return parts
+
+        gkl.runner.build_parts = build_parts
+        assert not dist.is_initialized()
+        status = main(argv)
+        with open(out / f"rank{rank}_status", "a") as ended:
+            ended.write(f"{argv[0]} {status}\n")
+        if status != 0 or dist.is_initialized():
+            sys.exit(1)
 
 
 if __name__ == "__main__":
-    _kill_at_step()
+    _run_commands()

@@ -1,4 +1,6 @@
-"""A run killed with SIGKILL mid-epoch and resumed ends with exactly the uninterrupted run's state."""
+"""A run killed with SIGKILL mid-epoch and resumed ends with exactly the uninterrupted run's state.
+The killed run is a process of its own; the uninterrupted run and the resume run in this process (one
+torch thread, as the killed process's)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ import torch
 
 from gkl.engine.checkpoint import read_checkpoint
 from helpers import assert_identical
-from test_engine_support import read_jsonl, script_command
+from test_engine_support import _resume_job, read_jsonl, script_command
 
 
 def run_job(run_dir, *, kill_at: str | None = None, resume: bool = False) -> subprocess.CompletedProcess:
+    """``test_engine_support``'s resume job in a process of its own."""
     env = dict(os.environ, GKL_TEST_RESUME="1" if resume else "0")
     env.pop("GKL_TEST_KILL_AT", None)
     if kill_at:
@@ -21,18 +24,26 @@ def run_job(run_dir, *, kill_at: str | None = None, resume: bool = False) -> sub
     return subprocess.run(script_command("resume", str(run_dir)), env=env, capture_output=True, text=True, timeout=300)
 
 
+def in_process(run_dir, *, resume: bool) -> None:
+    """The job of :func:`run_job` (never killed) in this process, with one torch thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _resume_job(run_dir, None, resume=resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_sigkill_mid_epoch_then_resume_reproduces_uninterrupted_run(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = run_job(straight)
-    assert done.returncode == 0, done.stderr
+    in_process(straight, resume=False)
 
     crashed = run_job(killed, kill_at="2:7")  # SIGKILL at step 7 of epoch 2
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     assert read_checkpoint(killed / "checkpoint.pt")["epoch"] == 1
     assert not list(killed.glob(".checkpoint.pt.*"))  # no stray temporary file
 
-    resumed = run_job(killed, resume=True)
-    assert resumed.returncode == 0, resumed.stderr
+    in_process(killed, resume=True)
 
     a = read_checkpoint(straight / "checkpoint.pt")
     b = read_checkpoint(killed / "checkpoint.pt")

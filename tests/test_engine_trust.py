@@ -222,35 +222,31 @@ def test_a_run_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(
 
 
 @pytest.mark.slow
-def test_two_concurrent_runs_of_one_folder(tmp_path: Path) -> None:
-    """Two real `gkl train --resume` processes on one folder: the second refuses in one line while
-    the first trains; the first's metrics are not interleaved with anything."""
+def test_two_concurrent_runs_of_one_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real `gkl train --resume` process trains; the same command started here meanwhile (another process
+    than the trainer's) refuses in one line with status 2; the first's metrics are not interleaved with anything."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    args = [
-        sys.executable,
-        "-m",
-        "gkl.cli",
-        "train",
-        str(CONFIGS / "demo" / "student_ce.yaml"),
-        *_common(tmp_path, "twice", epochs=500),
-        "--resume",
-    ]
-    first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    args = ["train", str(CONFIGS / "demo" / "student_ce.yaml"), *_common(tmp_path, "twice", epochs=500), "--resume"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "gkl.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
-        lock = tmp_path / "runs" / "twice" / ".lock"
+        lock, metrics = tmp_path / "runs" / "twice" / ".lock", tmp_path / "runs" / "twice" / "metrics.jsonl"
         deadline = time.time() + 240
-        while not lock.exists() and first.poll() is None and time.time() < deadline:
-            time.sleep(0.2)
+        while not (metrics.exists() and metrics.read_text()) and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)  # its first epoch logged: the run is under way
         assert lock.exists(), first.communicate()[1][-2000:]
-        second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        capsys.readouterr()
+        status = main(args)
         assert first.poll() is None  # still training
     finally:
         first.kill()
         first.wait()
-    assert second.returncode == 2, second.stderr[-2000:]
-    message = second.stderr.strip().splitlines()[-1]
+    err = capsys.readouterr().err
+    assert status == 2, err[-2000:]
+    message = err.strip().splitlines()[-1]
     assert f"process {first.pid}" in message and str(tmp_path / "runs" / "twice") in message
-    assert "Traceback" not in second.stderr
+    assert "Traceback" not in err
     lines = (tmp_path / "runs" / "twice" / "metrics.jsonl").read_text().splitlines()
     epochs = [json.loads(line)["epoch"] for line in lines]
     assert epochs == list(range(1, len(epochs) + 1))

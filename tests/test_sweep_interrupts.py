@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,7 +86,8 @@ def uninterrupted(study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.mark.slow
 @pytest.mark.xdist_group("sweep_interrupts")  # the uninterrupted sweep is run once
 @pytest.mark.parametrize(
-    ("sig", "status", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+    ("sig", "status", "word", "kept"),
+    [(signal.SIGINT, 130, "interrupted", False), (signal.SIGTERM, 143, "terminated", True)],
 )
 def test_an_interrupted_sweep_says_how_to_continue_and_continuing_equals_an_uninterrupted_sweep(
     study: Path,
@@ -95,8 +97,13 @@ def test_an_interrupted_sweep_says_how_to_continue_and_continuing_equals_an_unin
     sig: int,
     status: int,
     word: str,
+    kept: bool,
 ) -> None:
+    """``kept``: the teacher run is the uninterrupted sweep's, copied in before the sweep starts (a run
+    finished before the sweep counts as finished too); otherwise the interrupted sweep trains it."""
     out = tmp_path / "out"
+    if kept:
+        shutil.copytree(uninterrupted / "teacher_seed0", out / "teacher_seed0")
     process = subprocess.Popen(
         _sweep(study, out), cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -113,6 +120,7 @@ def test_an_interrupted_sweep_says_how_to_continue_and_continuing_equals_an_unin
     assert len(lines) == 1, err
     assert lines[0].startswith(f"gkl sweep: {word}; finished 1 of 2 runs (teacher_seed0); stopped kd_seed0 "), lines
     assert "sweep: started kd_seed0" in err  # the progress lines
+    assert ("sweep: started teacher_seed0" in err) is not kept
     # the run got the interrupt: it stopped itself (its own one line in its log) and kept its checkpoint
     log = (out / "logs" / "kd_seed0.log").read_text()
     assert f"gkl distill: {word}; {out / 'kd_seed0'} keeps its last checkpoint" in log

@@ -86,7 +86,7 @@ print(json.dumps(results))
 
 
 def _gkl_many(env: dict[str, str], *commands: list[str], cwd: Path) -> list[subprocess.CompletedProcess]:
-    """Commands that train nothing, one ``python`` process for all (the task found through its entry point
+    """Commands run one after the other in one ``python`` process (the task found through its entry point
     there as in ``python -m gkl.cli``): one start-up instead of one per command."""
     done = subprocess.run(
         [sys.executable, "-c", _MANY, json.dumps(commands)],
@@ -108,18 +108,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_fit_resume_evaluate_and_alias_of_a_third_party_task(plugin: dict[str, str], tmp_path: Path) -> None:
     config = _config(tmp_path)
-    _gkl(plugin, "fit", str(config), "name=whole", cwd=tmp_path)
-    whole = tmp_path / "runs" / "whole"
-    summary = json.loads((whole / "summary.json").read_text())
-    assert summary["select_metric"] == "mse" and summary["select_mode"] == "min"  # the task's defaults
-    records = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
-    assert records[-1]["eval"]["mse"] < records[0]["eval"]["mse"]  # it learns
-    assert summary["best"] == min(r["eval"]["mse"] for r in records)
-    recorded = yaml.safe_load((whole / "config.yaml").read_text())
-    assert list(recorded)[-2:] == ["toy", "train"] and recorded["toy"]["noise"] == 0.2
-
-    # killed (SIGKILL) after its first checkpoint, then resumed: the same weights and metrics, exactly
+    # killed (SIGKILL) after its first checkpoint, then resumed: the same weights and metrics as a whole run
     slow = ["name=killed", "toy.batch_delay=0.05"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "gkl.cli", "fit", str(config), *slow],
@@ -138,20 +127,15 @@ def test_fit_resume_evaluate_and_alias_of_a_third_party_task(plugin: dict[str, s
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "summary.json").exists()  # it was stopped mid-run
-    _gkl(plugin, "fit", str(config), *slow, "--resume", cwd=tmp_path)
-    resumed = json.loads((killed / "summary.json").read_text())
-    for key in ("best", "best_epoch", "last", "last_mse", "best_mse", "final"):
-        assert resumed[key] == summary[key], key
-    for name, tensor in _weights(whole).items():
-        assert torch.equal(tensor, _weights(killed)[name]), name
 
-    # gkl evaluate asks the run's task: the evaluation of the last checkpoint is the run's last one
-    out = _gkl(plugin, "evaluate", str(whole), "--which", "last", cwd=tmp_path).stdout
-    assert "mse" in out
-    report = json.loads((whole / "evaluations.jsonl").read_text().splitlines()[-1])
-    assert report["results"]["last"]["clean"]["mse"] == summary["last_mse"]
-    failed, printed, wrong, foreign, bad = _gkl_many(
+    # one process for the rest: the resume first (a fresh process, as a user's), then the whole run and the
+    # commands on it; gkl evaluate asks the run's task
+    whole = tmp_path / "runs" / "whole"
+    resume, fit, evaluate, failed, printed, wrong, foreign, bad = _gkl_many(
         plugin,
+        ["fit", str(config), *slow, "--resume"],
+        ["fit", str(config), "name=whole"],
+        ["evaluate", str(whole), "--which", "last"],
         ["evaluate", str(whole), "--robust"],
         ["toy-fit", str(config), "--print-config"],  # the task's own verb is an alias of fit
         ["train", str(config)],  # another verb names it
@@ -159,6 +143,28 @@ def test_fit_resume_evaluate_and_alias_of_a_third_party_task(plugin: dict[str, s
         ["fit", str(config), "toy.features=0"],
         cwd=tmp_path,
     )
+    for done in (resume, fit, evaluate):
+        assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((whole / "summary.json").read_text())
+    assert summary["select_metric"] == "mse" and summary["select_mode"] == "min"  # the task's defaults
+    records = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert records[-1]["eval"]["mse"] < records[0]["eval"]["mse"]  # it learns
+    assert summary["best"] == min(r["eval"]["mse"] for r in records)
+    recorded = yaml.safe_load((whole / "config.yaml").read_text())
+    assert list(recorded)[-2:] == ["toy", "train"] and recorded["toy"]["noise"] == 0.2
+
+    resumed = json.loads((killed / "summary.json").read_text())
+    assert json.loads((killed / "run.json").read_text())["resumes"][0]["from_epoch"] >= 1
+    for key in ("best", "best_epoch", "last", "last_mse", "best_mse", "final"):
+        assert resumed[key] == summary[key], key
+    for name, tensor in _weights(whole).items():
+        assert torch.equal(tensor, _weights(killed)[name]), name
+
+    # the evaluation of the last checkpoint is the run's last one
+    assert "mse" in evaluate.stdout
+    report = json.loads((whole / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert report["results"]["last"]["clean"]["mse"] == summary["last_mse"]
     assert failed.returncode == 2 and "this is a toy run (evaluated by its mse / mae)" in failed.stderr
     assert printed.returncode == 0 and yaml.safe_load(printed.stdout)["toy"]["features"] == 3
     assert wrong.returncode == 2 and "is a 'toy' config; use 'gkl toy-fit'" in wrong.stderr
