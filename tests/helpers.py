@@ -242,3 +242,32 @@ S.{objective}.forward = killing_forward
 from gkl.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+# --------------------------------------------------------------------------- a digits teacher -> KD student study
+
+#: the files of a small sweep (test_sweep*.py): a digits MLP teacher, a KD student of it
+SWEEP_BASE = """\
+data: {name: digits, root: data, batch_size: 16, eval_batch_size: 450, in_memory: true}
+train: {epochs: 1, device: cpu, progress: false, optim: {lr: 0.05, momentum: 0.9}, schedule: {kind: cosine}}
+kind: train
+name: x
+model: {name: digits_mlp_small}
+"""
+SWEEP_STUDENT = """\
+base: base.yaml
+kind: distill
+teacher: {name: digits_mlp_small}
+distill: {method: kd, ce_weight: 0.1, kd_weight: 0.9, temperature: 4.0}
+"""
+
+
+def sweep_study(kd_epochs: int) -> str:
+    """The study file: the teacher (seed 0), then the KD student (seed 0) trained ``kd_epochs`` epochs."""
+    return f"""\
+config: student.yaml
+seeds: [0]
+settings:
+  teacher: {{config: base.yaml, seeds: [0]}}
+  kd: {{teacher: teacher, overrides: {{train.epochs: {kd_epochs}}}}}
+"""

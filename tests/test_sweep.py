@@ -15,6 +15,7 @@ import pytest
 from gkl.study import load_study, run_sweep
 from gkl.study.summary import summarize
 from gkl.utils.errors import InputError
+from helpers import SWEEP_STUDENT
 from summary_expectations import BEST, LAST, expected_rows, parse_table
 
 BASE = """\
@@ -30,12 +31,7 @@ kind: train
 name: x
 model: {name: digits_mlp_small}
 """
-STUDENT = """\
-base: base.yaml
-kind: distill
-teacher: {name: digits_mlp_small}
-distill: {method: kd, ce_weight: 0.1, kd_weight: 0.9, temperature: 4.0}
-"""
+STUDENT = SWEEP_STUDENT
 
 
 @pytest.fixture()

@@ -28,6 +28,7 @@ import torch
 from gkl.cli import main
 from gkl.engine.checkpoint import read_checkpoint
 from gkl.study.inline import InlineLauncher
+from helpers import SWEEP_BASE, SWEEP_STUDENT, sweep_study
 
 
 @dataclass
@@ -190,26 +191,7 @@ def test_a_signal_as_the_run_returns_waits_for_the_sweeps_state_and_then_stops_t
         signal.signal(signal.SIGINT, saved)
 
 
-BASE = """\
-data: {name: digits, root: data, batch_size: 16, eval_batch_size: 450, in_memory: true}
-train: {epochs: 1, device: cpu, progress: false, optim: {lr: 0.05, momentum: 0.9}, schedule: {kind: cosine}}
-kind: train
-name: x
-model: {name: digits_mlp_small}
-"""
-STUDENT = """\
-base: base.yaml
-kind: distill
-teacher: {name: digits_mlp_small}
-distill: {method: kd, ce_weight: 0.1, kd_weight: 0.9, temperature: 4.0}
-"""
-STUDY = """\
-config: student.yaml
-seeds: [0]
-settings:
-  teacher: {config: base.yaml, seeds: [0]}
-  kd: {teacher: teacher, overrides: {train.epochs: 40}}
-"""
+BASE, STUDENT, STUDY = SWEEP_BASE, SWEEP_STUDENT, sweep_study(40)
 
 
 def _python_m_gkl_cli(args: list[str]) -> int:

@@ -17,29 +17,10 @@ from pathlib import Path
 import pytest
 
 from gkl.engine.checkpoint import read_checkpoint
-from helpers import assert_identical
+from helpers import SWEEP_BASE, SWEEP_STUDENT, assert_identical, sweep_study
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = """\
-data: {name: digits, root: data, batch_size: 16, eval_batch_size: 450, in_memory: true}
-train: {epochs: 1, device: cpu, progress: false, optim: {lr: 0.05, momentum: 0.9}, schedule: {kind: cosine}}
-kind: train
-name: x
-model: {name: digits_mlp_small}
-"""
-STUDENT = """\
-base: base.yaml
-kind: distill
-teacher: {name: digits_mlp_small}
-distill: {method: kd, ce_weight: 0.1, kd_weight: 0.9, temperature: 4.0}
-"""
-STUDY = """\
-config: student.yaml
-seeds: [0]
-settings:
-  teacher: {config: base.yaml, seeds: [0]}
-  kd: {teacher: teacher, overrides: {train.epochs: 6}}
-"""
+BASE, STUDENT, STUDY = SWEEP_BASE, SWEEP_STUDENT, sweep_study(6)
 RUNS = ("teacher_seed0", "kd_seed0")
 
 
