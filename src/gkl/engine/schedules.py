@@ -228,11 +228,14 @@ class LRSchedule:
         """The epoch (from 1) that global ``step`` (from 1) falls in."""
         return (step - 1) // self.steps_per_epoch + 1
 
+    def _check_step(self, step: int) -> None:
+        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= self.total_steps:
+            raise ValueError(f"step: expected an integer in [1, {self.total_steps}], got {step!r}")
+
     def lr_at(self, step: int) -> float:
         """Base learning rate (before ``lr_scale``) of global ``step``."""
         if self.settings.unit == "epoch":
-            if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= self.total_steps:
-                raise ValueError(f"step: expected an integer in [1, {self.total_steps}], got {step!r}")
+            self._check_step(step)
             return learning_rate_at(
                 self.epoch_of(step), base_lr=self.base_lr, epochs=self.epochs, settings=self.settings
             )
@@ -242,7 +245,7 @@ class LRSchedule:
         """SGD momentum of global ``step`` under ``momentum_range`` (one_cycle), else None (left as set)."""
         if self.settings.kind != "one_cycle" or self.settings.momentum_range is None:
             return None
-        self.lr_at(step)  # checks the step
+        self._check_step(step)
         if self.settings.unit == "epoch":
             position, total = self.epoch_of(step) - 1, self.epochs
         else:
