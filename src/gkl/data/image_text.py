@@ -58,6 +58,13 @@ def _open_rgb(path: str) -> Image.Image:
         return img.convert("RGB")
 
 
+def caption_separator(path: Path, separator: str | None) -> str:
+    """The column separator of caption file ``path``: ``separator``, else tab for ``.tsv``, comma otherwise."""
+    if separator is not None:
+        return separator
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
 class CaptionCsv(Dataset):
     """(image, tokens) pairs from a caption file with a header row (CSV, or TSV for ``.tsv``).
 
@@ -80,8 +87,7 @@ class CaptionCsv(Dataset):
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"caption file {str(self.path)!r} does not exist")
-        if separator is None:
-            separator = "\t" if self.path.suffix.lower() == ".tsv" else ","
+        separator = caption_separator(self.path, separator)
         base = Path(root) if root is not None else self.path.parent
         with open(self.path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f, delimiter=separator)

@@ -179,12 +179,21 @@ def _train_pairs(cfg: Any, transform: Any, tokenizer: Any):
             separator=data.separator,
         ), None
     pairs = CaptionedDigits(True, transform=transform, tokenizer=tokenizer)
-    if cfg.data.val_fraction <= 0:
+    split = digits_validation_split(cfg, pairs.labels)
+    if split is None:
         return pairs, None
+    train_idx, val_idx = split
+    return Subset(pairs, train_idx.tolist()), val_idx
+
+
+def digits_validation_split(cfg: Any, labels: Any) -> tuple[Any, Any] | None:
+    """(training indices, validation indices) of the bundled digits' training ``labels`` under
+    ``data.val_fraction`` (stratified, ``data.val_seed``), or None without a validation split."""
+    if cfg.data.val_fraction <= 0:
+        return None
     from gkl.data.splits import stratified_split
 
-    train_idx, val_idx = stratified_split(pairs.labels, cfg.data.val_fraction, cfg.data.val_seed, num_classes=10)
-    return Subset(pairs, train_idx.tolist()), val_idx
+    return stratified_split(labels, cfg.data.val_fraction, cfg.data.val_seed, num_classes=10)
 
 
 def _check_files(cfg: Any) -> None:

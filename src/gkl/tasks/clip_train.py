@@ -51,20 +51,19 @@ def _pairs_per_epoch(cfg: Any) -> int:
         import csv
         from pathlib import Path
 
+        from gkl.data.image_text import caption_separator
+
         path = Path(data.train)
         if not path.is_file():
             raise ValueError(f"caption file {str(path)!r} not found: training-set size unknown")
-        separator = data.separator or ("\t" if path.suffix.lower() == ".tsv" else ",")
         with open(path, newline="", encoding="utf-8") as f:
-            return sum(1 for _ in csv.DictReader(f, delimiter=separator))
+            return sum(1 for _ in csv.DictReader(f, delimiter=caption_separator(path, data.separator)))
     from gkl.data.bundled import digits_split
+    from gkl.tasks.clip import digits_validation_split
 
     labels = digits_split(True)[1]
-    if cfg.data.val_fraction <= 0:
-        return len(labels)
-    from gkl.data.splits import stratified_split
-
-    return len(stratified_split(labels, cfg.data.val_fraction, cfg.data.val_seed, num_classes=10)[0])
+    split = digits_validation_split(cfg, labels)
+    return len(labels) if split is None else len(split[0])
 
 
 def cost(cfg: Any) -> tuple[float, float, float]:
