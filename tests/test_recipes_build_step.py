@@ -35,6 +35,7 @@ import yaml
 from PIL import Image
 
 from gkl.config import load_config
+from gkl.doctor.runs import first_batches
 from gkl.utils.distributed import DistInfo
 from optional_skips import skip_if_optional_missing
 
@@ -416,30 +417,6 @@ def _no_init_before_strict_load(build_model):
     return build
 
 
-class _FirstBatch:
-    """The first batch of ``loader`` (every other attribute is the loader's, e.g. a rank shard)."""
-
-    def __init__(self, loader) -> None:
-        self._loader = loader
-
-    def __iter__(self):
-        yield next(iter(self._loader))
-
-    def __getattr__(self, name: str):
-        return getattr(self._loader, name)
-
-
-def _first_batches(eval_set):
-    """An evaluation set cut to its first batch: a loader, or a CLIP split's zero-shot loader (a caption
-    loader's evaluator encodes ``loader.dataset`` with loaders of its own and is kept whole)."""
-    from gkl.metrics.clip import ClipEvalSet
-
-    if isinstance(eval_set, ClipEvalSet):
-        zeroshot = None if eval_set.zeroshot is None else _FirstBatch(eval_set.zeroshot)
-        return ClipEvalSet(zeroshot=zeroshot, retrieval=eval_set.retrieval)
-    return _FirstBatch(eval_set)
-
-
 # ----------------------------------------------------------------------------- the test
 
 
@@ -499,7 +476,8 @@ def _build_step_evaluate(path: Path, overrides: tuple[str, ...], roots: dict[str
 
     loader = parts.eval_loader if parts.eval_loader is not None else parts.val_loader
     assert loader is not None, path
-    metrics = parts.evaluator(model.eval(), _first_batches(loader), device=torch.device("cpu"), dist=None)
+    first = first_batches(loader, 1)  # the evaluator end to end, on one batch (of each loader of a CLIP split)
+    metrics = parts.evaluator(model.eval(), first, device=torch.device("cpu"), dist=None)
     assert _finite(metrics[cfg.train.select_metric]), (path, metrics)
 
 

@@ -7,8 +7,8 @@ nothing here names a kind. A recipe
 whose teacher is a checkpoint file gets the ``teacher`` recipe of its directory trained first
 (a few steps, as the sweep chains a study's teacher run). A run's training and evaluation batches
 hold at most :data:`MAX_BATCH` examples, and its evaluations read only the first :data:`EVAL_BATCHES`
-batches of each evaluation split (:func:`first_eval_batches`): the evaluator still runs end to end,
-on fewer examples.
+batches of each evaluation split (:func:`first_eval_batches`, :func:`first_batches`): the evaluator
+still runs end to end, on fewer examples.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "DemoRuns",
     "PlannedStop",
     "demo_recipes",
+    "first_batches",
     "first_eval_batches",
     "stop_after_batches",
 ]
@@ -124,7 +125,7 @@ class _FirstBatches:
         return itertools.islice(iter(self._loader), self._limit)
 
 
-def _first_batches(split: Any, limit: int) -> Any:
+def first_batches(split: Any, limit: int) -> Any:
     """``split`` capped at ``limit`` batches: a loader is wrapped; a split made of several loaders (a
     dataclass of them, as a CLIP run's zero-shot and caption loaders) gets each of them wrapped. An
     evaluator that reads the loader's ``dataset`` instead of iterating it (retrieval's) still reads it whole."""
@@ -132,7 +133,7 @@ def _first_batches(split: Any, limit: int) -> Any:
         return None
     if dataclasses.is_dataclass(split) and not isinstance(split, type) and not hasattr(split, "__iter__"):
         fields = {f.name: getattr(split, f.name) for f in dataclasses.fields(split)}
-        return dataclasses.replace(split, **{k: _first_batches(v, limit) for k, v in fields.items() if v is not None})
+        return dataclasses.replace(split, **{k: first_batches(v, limit) for k, v in fields.items() if v is not None})
     return _FirstBatches(split, limit)
 
 
@@ -142,8 +143,8 @@ def first_eval_batches(limit: int) -> Callable[[Any], Any]:
     selection run as before, on fewer examples)."""
 
     def adapt(parts: Any) -> Any:
-        parts.eval_loader = _first_batches(parts.eval_loader, limit)
-        parts.val_loader = _first_batches(parts.val_loader, limit)
+        parts.eval_loader = first_batches(parts.eval_loader, limit)
+        parts.val_loader = first_batches(parts.val_loader, limit)
         return parts
 
     return adapt
