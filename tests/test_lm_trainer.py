@@ -75,6 +75,14 @@ def _distillation_loss(student, teacher, data) -> float:
     return float(loss)
 
 
+def cpu_training_args(out_dir, **options):
+    """``TrainingArguments`` of an offline CPU run in ``out_dir``: no tracker, no checkpoint, no loader
+    workers; ``options`` add the run's own (batch, steps, learning rate, ...)."""
+    return transformers.TrainingArguments(
+        output_dir=str(out_dir), report_to=[], use_cpu=True, save_strategy="no", dataloader_num_workers=0, **options
+    )
+
+
 def _record_counts(trainer) -> list[object]:
     """The ``num_items_in_batch`` the Trainer passes to every ``compute_loss`` call, in order."""
     seen: list[object] = []
@@ -96,18 +104,14 @@ def test_trainer_steps_with_gradient_accumulation_lower_the_loss(tmp_path) -> No
     student = _student()
     data = _Blocks(32)
     before = _distillation_loss(student, teacher, data)
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
+    args = cpu_training_args(
+        tmp_path,
         per_device_train_batch_size=4,
         gradient_accumulation_steps=2,
         max_steps=24,
         learning_rate=3e-2,
-        report_to=[],
-        use_cpu=True,
         logging_steps=1,
-        save_strategy="no",
         seed=0,
-        dataloader_num_workers=0,
     )
     trainer = GKLDistillationTrainer(
         model=student,
@@ -135,7 +139,7 @@ def test_the_micro_batch_losses_with_the_global_count_add_up_to_the_batch_loss(t
     torch.manual_seed(1)
     teacher = build_causal_lm("gpt2", V, L, n_layer=1, n_embd=32, n_head=2)
     student = build_causal_lm("gpt2", V, L, n_layer=1, n_embd=16, n_head=2)
-    args = transformers.TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    args = cpu_training_args(tmp_path)
     trainer = GKLDistillationTrainer(model=student, args=args, teacher_model=teacher, method="kl", weight_hard_loss=0.5)
     data = _Blocks(8)
     batch = {"input_ids": data.ids, "labels": torch.stack([data[i]["labels"] for i in range(8)])}
@@ -167,16 +171,7 @@ def test_the_trainer_counts_the_shifted_labels_whatever_the_student(tmp_path) ->
 
     torch.manual_seed(2)
     data = [{"input_ids": row, "labels": row.clone()} for row in _Blocks(4).ids]  # position 0 valid, never a target
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=2,
-        max_steps=1,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        dataloader_num_workers=0,
-    )
+    args = cpu_training_args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=1)
     trainer = GKLDistillationTrainer(
         model=_Wrapped(_student()), args=args, train_dataset=data, teacher_model=_teacher(), method="kl"
     )
@@ -190,7 +185,7 @@ def test_data_parallel_is_refused_with_a_one_line_error(tmp_path) -> None:
     from gkl.integrations import GKLDistillationTrainer
     from gkl.utils.errors import InputError
 
-    args = transformers.TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    args = cpu_training_args(tmp_path)
     args._n_gpu = 2  # what the Trainer sees with two visible GPUs and no torchrun
     with pytest.raises(InputError, match=r"^args\.n_gpu: expected one device per process .* got 2"):
         GKLDistillationTrainer(model=_student(), args=args, teacher_model=_teacher())

@@ -25,7 +25,7 @@ import torch
 transformers = pytest.importorskip("transformers")  # the llm extra (pip install "gkl[llm]")
 
 from helpers import torchrun  # noqa: E402
-from test_lm_trainer import L, V, _student, _teacher  # noqa: E402
+from test_lm_trainer import L, V, _student, _teacher, cpu_training_args  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("lm_trainer_ddp")  # spawns 2 processes
 
@@ -61,8 +61,8 @@ def train(out_dir: Path, per_device: int) -> dict:
     torch.manual_seed(0)
     teacher, student = _teacher().double(), _student().double()
     initial = {k: v.clone() for k, v in student.state_dict().items()}
-    args = transformers.TrainingArguments(
-        output_dir=str(out_dir),
+    args = cpu_training_args(
+        out_dir,
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=ACCUMULATE,
         max_steps=STEPS,
@@ -70,12 +70,8 @@ def train(out_dir: Path, per_device: int) -> dict:
         optim="sgd",
         lr_scheduler_type="constant",
         max_grad_norm=0.0,
-        report_to=[],
-        use_cpu=True,
         logging_steps=1,  # each step's loss is gathered over the ranks when logged
-        save_strategy="no",
         seed=0,
-        dataloader_num_workers=0,
     )
     trainer = InOrder(
         model=student,
