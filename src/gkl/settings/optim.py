@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
+from typing import Literal, get_args
 
 from gkl.utils.errors import ConfigError
 from gkl.utils.validation import check_choice, check_number
@@ -21,7 +21,7 @@ _check_number = partial(check_number, error=ConfigError)
 
 OptimName = Literal["sgd", "adamw"]
 ScheduleKind = Literal["multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine", "one_cycle"]
-SCHEDULE_KINDS: tuple[str, ...] = ("multistep", "cosine", "cosine_at", "constant", "poly", "usb_cosine", "one_cycle")
+SCHEDULE_KINDS: tuple[str, ...] = get_args(ScheduleKind)  #: the kinds, in the order of ScheduleKind
 ScheduleUnit = Literal["epoch", "step"]
 
 _SGD_ONLY = ("momentum", "nesterov")
